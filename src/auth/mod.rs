@@ -1,0 +1,86 @@
+//! Who is calling: institutions with gateway-issued tokens, data subjects with tokens from a
+//! trusted identity provider. Everything here fails closed: any doubt is a 401.
+
+pub mod keys;
+pub mod secrets;
+pub mod subject;
+pub mod tokens;
+
+use http::HeaderMap;
+use serde::Serialize;
+
+use crate::{
+    domain::SubjectId,
+    http::{AppState, Error},
+    storage::clients::{self, ClientStatus},
+};
+
+/// An authenticated institution (machine client), as of this request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Institution {
+    pub client_id: String,
+    pub org: String,
+    pub role: String,
+    pub region: Option<String>,
+}
+
+/// An authenticated data subject: a company or person, about their own records only.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSubject {
+    pub id: SubjectId,
+    pub issuer: String,
+}
+
+/// The bearer token of an `Authorization` header, or a 401.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(Error::Unauthorized("no bearer token"))?
+        .to_str()
+        .map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(Error::Unauthorized("malformed Authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::Unauthorized("expected a Bearer token"));
+    }
+    Ok(token.trim())
+}
+
+/// Phase 1 of a data request: a valid gateway token whose client is still active.
+///
+/// The client's status is read on every request so that `client disable` takes effect on the
+/// very next request, from any process sharing the storage.
+pub async fn authenticate_institution(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Institution, Error> {
+    let token = bearer(headers)?;
+    let claims = state.tokens.verify(token).map_err(|e| {
+        tracing::info!(reason = %e, "gateway token refused");
+        Error::Unauthorized("invalid or expired token")
+    })?;
+    let client = clients::get(&state.db, &claims.sub)
+        .await
+        .map_err(Error::storage)?
+        .ok_or(Error::Unauthorized("invalid or expired token"))?;
+    if client.status != ClientStatus::Active {
+        tracing::info!(client_id = %client.id, "token of a disabled client refused");
+        return Err(Error::Unauthorized("client is disabled"));
+    }
+    Ok(Institution {
+        client_id: client.id,
+        org: client.org,
+        role: client.role,
+        region: client.region,
+    })
+}
+
+/// A valid data-subject token from one of the configured identity providers.
+pub fn authenticate_subject(state: &AppState, headers: &HeaderMap) -> Result<DataSubject, Error> {
+    let token = bearer(headers)?;
+    state.subjects.verify(token).map_err(|e| {
+        tracing::info!(reason = %e, "subject token refused");
+        Error::Unauthorized("invalid or expired token")
+    })
+}

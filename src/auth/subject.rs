@@ -1,0 +1,127 @@
+//! Data-subject tokens from trusted identity providers, and the demo provider's minting.
+
+use std::{path::Path, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DataSubject,
+    keys::{Ed25519Key, JwkSet, KeyError},
+    tokens::TokenError,
+};
+use crate::{
+    config::{Config, DemoIdentityProviderConfig},
+    domain::{SubjectId, SubjectType},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubjectClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub subject_type: SubjectType,
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: Option<u64>,
+}
+
+struct TrustedKey {
+    kid: String,
+    issuer: String,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies subject tokens against the configured providers' public keys.
+pub struct SubjectVerifier {
+    keys: Vec<TrustedKey>,
+}
+
+impl SubjectVerifier {
+    pub fn from_config(config: &Config) -> Result<Arc<Self>, KeyError> {
+        let mut keys = Vec::new();
+        for idp in &config.identity_providers {
+            let set = JwkSet::read(&idp.jwks_file)?;
+            for jwk in set.keys {
+                let x = URL_SAFE_NO_PAD
+                    .decode(&jwk.x)
+                    .expect("JwkSet::read checked the key");
+                let mut validation = Validation::new(Algorithm::EdDSA);
+                validation.set_issuer(&[&idp.issuer]);
+                validation.set_audience(&[&idp.audience]);
+                validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                validation.leeway = config.auth.leeway_secs;
+                keys.push(TrustedKey {
+                    kid: jwk.kid,
+                    issuer: idp.issuer.clone(),
+                    key: DecodingKey::from_ed_der(&x),
+                    validation,
+                });
+            }
+        }
+        Ok(Arc::new(Self { keys }))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<DataSubject, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let mut last = TokenError::UnknownKey;
+        for k in self.keys.iter().filter(|k| k.kid == kid) {
+            match jsonwebtoken::decode::<SubjectClaims>(token, &k.key, &k.validation) {
+                Ok(data) => {
+                    let c = data.claims;
+                    let id = SubjectId::parse(c.subject_type, &c.sub)
+                        .map_err(|_| TokenError::Malformed)?;
+                    return Ok(DataSubject {
+                        id,
+                        issuer: k.issuer.clone(),
+                    });
+                }
+                Err(e) => last = TokenError::Invalid(e.into_kind()),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Mints a subject token with the demo identity provider's key (`credgate token subject`).
+pub fn mint_demo_token(
+    demo: &DemoIdentityProviderConfig,
+    id: &SubjectId,
+    ttl_secs: u64,
+) -> Result<String, KeyError> {
+    let key = Ed25519Key::load(&demo.key_file)?;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = SubjectClaims {
+        iss: demo.issuer.clone(),
+        aud: demo.audience.clone(),
+        sub: id.as_str().to_string(),
+        subject_type: id.subject_type(),
+        exp: now + ttl_secs,
+        iat: Some(now),
+    };
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &key.encoding_key()).map_err(|_| KeyError::Generate)
+}
+
+/// Writes the demo provider's key and the JWKS that a demo config trusts.
+pub fn create_demo_provider(key_file: &Path, jwks_file: &Path) -> Result<(), KeyError> {
+    let key = Ed25519Key::load_or_create(key_file)?;
+    let set = JwkSet {
+        keys: vec![key.jwk()],
+    };
+    std::fs::write(
+        jwks_file,
+        serde_json::to_vec_pretty(&set).expect("a JWKS serialises"),
+    )
+    .map_err(|e| KeyError::File {
+        path: jwks_file.display().to_string(),
+        message: e.to_string(),
+    })
+}

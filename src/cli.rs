@@ -1,0 +1,288 @@
+//! The command line of DESIGN.md. Every subcommand that touches state takes `--config`
+//! (default `./credgate.toml`) and works beside a running gateway on the same storage.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    auth::{secrets, subject::mint_demo_token},
+    config::{Config, is_name},
+    domain::{SubjectId, SubjectType},
+    http::App,
+    policy::PolicySet,
+    storage::{Db, clients},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "credgate", version, about = "Privacy and security gateway for credit-information access")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Configuration file [default: ./credgate.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref())?)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArg),
+    /// Manage institutions (machine clients).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Mint tokens for testing and the demo.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Validate policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run the synthetic credit-data store used by the demo and the tests.
+    SampleStore(crate::sample_store::SampleStoreArgs),
+    /// Run the sample store and the gateway together, with demo clients, and print what to try.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register an institution; its secret is printed once and stored only as a hash.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        role: String,
+        /// Region code (6-digit administrative division) for regionally scoped roles.
+        #[arg(long)]
+        region: Option<String>,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Disable a client: its tokens stop working on their next request.
+    Disable {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List clients (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Mint a data-subject token with the demo identity provider's key; prints only the token.
+    Subject {
+        #[arg(long)]
+        id: String,
+        #[arg(long = "type", default_value = "legal")]
+        subject_type: SubjectType,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Load and validate the policy directory.
+    Check {
+        /// Policy directory [default: ./policies]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(c) => {
+            crate::telemetry::init("info");
+            let config = c.load()?;
+            let app = App::build(config).await?;
+            tracing::info!(addr = %app.local_addr(), "credgate listening");
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate(c) => {
+            let config = c.load()?;
+            Db::open(&config.storage_url).await?;
+            eprintln!("migrations applied");
+        }
+        Command::Client(cmd) => client_command(cmd).await?,
+        Command::Token(TokenCommand::Subject {
+            id,
+            subject_type,
+            config,
+        }) => {
+            let config = config.load()?;
+            let demo = config.demo_identity_provider.as_ref().context(
+                "this configuration has no demo_identity_provider; only the demo config can mint subject tokens",
+            )?;
+            let id = SubjectId::parse(subject_type, &id)
+                .with_context(|| format!("--id is not a valid {} id", subject_type.as_str()))?;
+            println!("{}", mint_demo_token(demo, &id, 3600)?);
+        }
+        Command::Policy(PolicyCommand::Check { dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("policies"));
+            match PolicySet::load(&dir) {
+                Ok(set) => println!(
+                    "policies in {} are valid: {} purposes",
+                    dir.display(),
+                    set.purpose_codes().len()
+                ),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::SampleStore(args) => {
+            crate::telemetry::init("info");
+            let server = crate::sample_store::SampleStore::bind(&args).await?;
+            eprintln!("sample store listening on http://{}", server.local_addr());
+            server.run_until(shutdown_signal()).await?;
+        }
+        Command::Demo(args) => {
+            crate::telemetry::init("warn,credgate=info");
+            crate::demo::run(args, shutdown_signal()).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn client_command(cmd: ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Add {
+            name,
+            org,
+            role,
+            region,
+            json,
+            config,
+        } => {
+            let db = Db::open(&config.load()?.storage_url).await?;
+            let (record, secret) = add_client(&db, &name, &org, &role, region.as_deref()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "client_id": record.id, "client_secret": secret, "name": record.name,
+                        "org": record.org, "role": record.role, "region": record.region,
+                    })
+                );
+            } else {
+                println!("client_id:     {}", record.id);
+                println!("client_secret: {secret}");
+                println!("(the secret is shown only this once; credgate keeps only its hash)");
+            }
+        }
+        ClientCommand::Disable { id, config } => {
+            let db = Db::open(&config.load()?.storage_url).await?;
+            if !clients::disable(&db, &id).await? {
+                bail!("no client with id {id}");
+            }
+            println!("client {id} disabled");
+        }
+        ClientCommand::List { json, config } => {
+            let db = Db::open(&config.load()?.storage_url).await?;
+            let list = clients::list(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for c in list {
+                    println!(
+                        "{}  {:<9} {:<24} {:<20} {}",
+                        c.id,
+                        format!("{:?}", c.status).to_lowercase(),
+                        c.role,
+                        c.org,
+                        c.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates and registers a client; returns the record and its one-time secret.
+pub async fn add_client(
+    db: &Db,
+    name: &str,
+    org: &str,
+    role: &str,
+    region: Option<&str>,
+) -> anyhow::Result<(clients::ClientRecord, String)> {
+    let text_ok = |s: &str, max: usize| {
+        !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+    };
+    if !text_ok(name, 200) {
+        bail!("--name must be 1-200 characters without control characters");
+    }
+    if !is_name(org) {
+        bail!("--org must be 1-64 characters of a-z, 0-9, '-' or '_'");
+    }
+    if !is_name(role) {
+        bail!("--role must be 1-64 characters of a-z, 0-9, '-' or '_'");
+    }
+    if let Some(r) = region
+        && (r.len() != 6 || !r.bytes().all(|b| b.is_ascii_digit()))
+    {
+        bail!("--region must be a 6-digit administrative division code, e.g. 110000");
+    }
+    let secret = secrets::generate_secret();
+    let hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || secrets::hash_secret(&secret)).await?
+    };
+    let id = secrets::generate_client_id();
+    let record = clients::insert(
+        db,
+        clients::NewClient {
+            id: &id,
+            name,
+            org,
+            role,
+            region,
+            secret_hash: &hash,
+        },
+    )
+    .await?;
+    Ok((record, secret))
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+

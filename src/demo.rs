@@ -1,0 +1,285 @@
+//! `credgate demo`: the sample store and the gateway together on the embedded default, with one
+//! client per shipped role, and the lines to try printed. It also writes the config it runs
+//! with and `demo.json`, so that scripts (and our tests) can drive it.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::{keys::create_private_dir, secrets, subject::create_demo_provider},
+    config::Config,
+    http::App,
+    sample_store::{SampleStore, SampleStoreArgs},
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Directory for the demo's config, keys and database (the database is fresh each run).
+    #[arg(long, default_value = "credgate-demo")]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub store_listen: SocketAddr,
+}
+
+/// The institutions the demo registers: (role, org, name, purpose shown in the examples).
+const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
+    ("regulator", "nea", "National Energy Administration, supervision department"),
+    ("government_agency", "procurement-center", "Public procurement center"),
+    ("financial_institution", "demo-bank", "Demo Bank, credit department"),
+    ("credit_agency", "demo-rating", "Demo Credit Rating Co."),
+    ("security_officer", "credgate-ops", "Gateway security office"),
+    ("objection_handler", "credgate-ops", "Objection handling desk"),
+];
+
+const DATA_ROLES: &str =
+    r#"["regulator", "government_agency", "financial_institution", "credit_agency"]"#;
+
+fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str) -> String {
+    format!(
+        r#"# Written by `credgate demo`. Relative paths are relative to this file.
+listen = "{listen}"
+storage_url = "sqlite://credgate.db"
+key_dir = "keys"
+policy_dir = "{policy_dir}"
+
+[auth]
+issuer = "credgate"
+audience = "credgate-api"
+token_ttl_secs = 900
+
+# Data-subject tokens from the demo identity provider are trusted by this config only.
+[[identity_providers]]
+issuer = "credgate-demo-idp"
+audience = "credgate"
+jwks_file = "keys/demo-idp.jwks.json"
+
+[demo_identity_provider]
+issuer = "credgate-demo-idp"
+audience = "credgate"
+key_file = "keys/demo-idp.ed25519.p8"
+
+[[stores]]
+name = "power"
+upstream = "http://{store}"
+connect_timeout_ms = 1000
+response_timeout_ms = 5000
+max_response_bytes = 4194304
+credential = {{ header = "Authorization", value = "Bearer {store_token}" }}
+
+[[stores.routes]]
+method = "GET"
+path = "/entities"
+dataset = "entity_list"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/entities/{{uscc}}"
+dataset = "entity"
+subject_path = "uscc"
+subject_type = "legal"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/persons/{{id_number}}"
+dataset = "person"
+subject_path = "id_number"
+subject_type = "natural"
+roles = ["regulator", "financial_institution"]
+
+[[stores.routes]]
+method = "GET"
+path = "/lists/red"
+dataset = "red_list"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/lists/black"
+dataset = "black_list"
+roles = {DATA_ROLES}
+"#,
+        policy_dir = shipped_policy_dir().display(),
+    )
+}
+
+/// The shipped `policies/`: beside the working directory when run from a checkout, else the
+/// copy compiled into the source tree's location.
+fn shipped_policy_dir() -> PathBuf {
+    let local = PathBuf::from("policies");
+    let dir = if local.join("purposes.toml").exists() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    };
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(&dir.join("keys"))?;
+    for stale in ["credgate.db", "credgate.db-wal", "credgate.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    create_demo_provider(
+        &dir.join("keys/demo-idp.ed25519.p8"),
+        &dir.join("keys/demo-idp.jwks.json"),
+    )?;
+
+    let store_token = secrets::generate_secret();
+    let store = SampleStore::bind(&SampleStoreArgs {
+        listen: args.store_listen,
+        seed: 42,
+        entities: 200,
+        token: Some(store_token.clone()),
+    })
+    .await
+    .with_context(|| format!("starting the sample store on {}", args.store_listen))?;
+    let store_addr = store.local_addr();
+
+    let config_path = dir.join("credgate.toml");
+    write_private(&config_path, &demo_config(args.listen, store_addr, &store_token))?;
+    let app = App::build(Config::load(Some(&config_path))?).await?;
+    let gateway_addr = app.local_addr();
+    if gateway_addr != args.listen {
+        // Asked for port 0: record the port actually bound, so the file is the truth.
+        write_private(&config_path, &demo_config(gateway_addr, store_addr, &store_token))?;
+    }
+
+    let mut clients = Vec::new();
+    let policies = app.state().policies();
+    for (role, org, name) in DEMO_CLIENTS {
+        let (record, secret) =
+            crate::cli::add_client(&app.state().db, name, org, role, None).await?;
+        clients.push(json!({
+            "role": role, "org": org, "name": name,
+            "client_id": record.id, "client_secret": secret,
+        }));
+    }
+    let data = crate::sample_store::data::generate(42, 200);
+    let usccs: Vec<&str> = data.entities.iter().take(3).filter_map(|e| e["uscc"].as_str()).collect();
+    let persons: Vec<&str> = data.persons.iter().take(2).filter_map(|p| p["id_number"].as_str()).collect();
+    let gateway_url = format!("http://{gateway_addr}");
+    let demo = json!({
+        "gateway_url": gateway_url,
+        "store_url": format!("http://{store_addr}"),
+        "config": config_path.canonicalize().unwrap_or(config_path.clone()),
+        "clients": clients,
+        "purposes": policies.purpose_codes(),
+        "subject_token_hint": format!(
+            "credgate token subject --config {} --id <USCC> [--type legal]  (or --id <ID number> --type natural)",
+            config_path.display()
+        ),
+        "samples": {"usccs": usccs, "id_numbers": persons},
+    });
+    write_private(&dir.join("demo.json"), &serde_json::to_string_pretty(&demo)?)?;
+
+    print_guide(&demo, &config_path);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let store_stop = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let gateway_stop = {
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.changed().await;
+        }
+    };
+    let store_task = tokio::spawn(store.run_until(store_stop));
+    let gateway_task = tokio::spawn(app.run_until(gateway_stop));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = store_task.await;
+    let _ = gateway_task.await;
+    Ok(())
+}
+
+fn print_guide(demo: &Value, config_path: &Path) {
+    let url = demo["gateway_url"].as_str().unwrap_or_default();
+    let client = |role: &str| {
+        demo["clients"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["role"] == role))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let bank = client("financial_institution");
+    let officer = client("security_officer");
+    let uscc = demo["samples"]["usccs"][0].as_str().unwrap_or_default();
+    let person = demo["samples"]["id_numbers"][0].as_str().unwrap_or_default();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "credgate".into());
+    let token_line = |var: &str, c: &Value| {
+        format!(
+            "{var}=$(curl -s {url}/oauth/token -d grant_type=client_credentials -d client_id={} -d client_secret={} | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')",
+            c["client_id"].as_str().unwrap_or_default(),
+            c["client_secret"].as_str().unwrap_or_default()
+        )
+    };
+    let bad_uscc = format!("{}0", &uscc[..17.min(uscc.len())]);
+    let bad_uscc = if bad_uscc == uscc { format!("{}1", &uscc[..17]) } else { bad_uscc };
+    println!(
+        r#"credgate demo is running (Ctrl-C stops it).
+  gateway:      {url}
+  sample store: {store} (it wants credgate's credential: go through the gateway)
+  config:       {config}   clients and secrets: {dir}/demo.json
+
+Try it, as Demo Bank (a financial institution) declaring the purpose "lending":
+
+  {bank_token}
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s "{url}/v1/stores/power/entities?sector=coal&page_size=3" -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+
+What the gateway refuses:
+
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "X-Purpose: lending"
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN"
+  curl -s {url}/v1/stores/power/entities/{bad_uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s {url}/v1/stores/power/admin/dump -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  {officer_token}
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $OFFICER" -H "X-Purpose: security_audit"
+
+As the company itself (a data subject, with a token from the demo identity provider):
+
+  SUBJECT=$({exe} token subject --config {config} --id {uscc})
+  curl -s {url}/subject/me -H "Authorization: Bearer $SUBJECT"
+"#,
+        store = demo["store_url"].as_str().unwrap_or_default(),
+        config = config_path.display(),
+        dir = config_path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        bank_token = token_line("TOKEN", &bank),
+        officer_token = token_line("OFFICER", &officer),
+    );
+}

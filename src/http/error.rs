@@ -1,0 +1,159 @@
+//! The one error type of every non-OAuth endpoint. It maps itself to a status and an RFC 9457
+//! problem document and never lets an internal message (SQL, upstream body, panic) through:
+//! those are logged with the request id and replaced by a generic sentence.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use crate::{domain::IdError, storage::StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid data-subject id: {0}")]
+    InvalidSubjectId(#[from] IdError),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A policy denial: names the rule, never the data.
+    #[error("denied by rule `{rule}`: {detail}")]
+    Forbidden { rule: String, detail: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    BadGateway(&'static str),
+    #[error("the store did not answer in time")]
+    GatewayTimeout,
+    #[error("storage unavailable")]
+    StorageUnavailable(#[source] StorageError),
+    #[error("not ready")]
+    NotReady(&'static str),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn storage(e: StorageError) -> Self {
+        Self::StorageUnavailable(e)
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Error::BadRequest(_) => (S::BAD_REQUEST, "bad-request", "Bad request"),
+            Error::InvalidSubjectId(_) => (
+                S::BAD_REQUEST,
+                "invalid-subject-id",
+                "Invalid data-subject identifier",
+            ),
+            Error::Unauthorized(_) => (
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            Error::Forbidden { .. } => (S::FORBIDDEN, "policy-denied", "Denied by policy"),
+            Error::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            Error::PayloadTooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Error::BadGateway(_) => (S::BAD_GATEWAY, "upstream-failed", "Store failed"),
+            Error::GatewayTimeout => (
+                S::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Store timed out",
+            ),
+            Error::StorageUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "storage-unavailable",
+                "Service unavailable",
+            ),
+            Error::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
+            Error::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    /// What the caller may read. Internal causes are replaced, not echoed.
+    fn public_detail(&self) -> String {
+        match self {
+            Error::StorageUnavailable(_) => {
+                "the gateway's storage is unavailable; no data was released".into()
+            }
+            Error::Internal(_) => "an internal error occurred; quote the request id".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document. `request_id` is filled in by the request-context middleware,
+/// which is the one place that knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// For policy denials: the rule that decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("urn:credgate:problem:{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            request_id: None,
+            rule: None,
+        }
+    }
+
+    pub fn into_response_with(self, extra: impl FnOnce(&mut Response)) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).expect("a problem serialises");
+        let mut res = (status, body).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        extra(&mut res);
+        res.extensions_mut().insert(self);
+        res
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        match &self {
+            Error::StorageUnavailable(e) => tracing::error!(error = %e, "storage failure"),
+            Error::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            _ => {}
+        }
+        let mut problem = Problem::new(status, slug, title, self.public_detail());
+        if let Error::Forbidden { rule, .. } = &self {
+            problem.rule = Some(rule.clone());
+        }
+        problem.into_response_with(|res| {
+            if status == StatusCode::UNAUTHORIZED {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"credgate\", error=\"invalid_token\""),
+                );
+            }
+        })
+    }
+}

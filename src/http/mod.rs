@@ -1,0 +1,157 @@
+//! HTTP assembly: the shared state, the router of every route group, and the layers that every
+//! request passes (request id and problem rendering, panic catching, tracing).
+
+mod context;
+mod error;
+pub mod oauth;
+pub mod ops;
+pub mod subject;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+
+pub use context::{REQUEST_ID, RequestId};
+pub use error::{Error, Problem};
+
+use crate::{
+    auth::{
+        keys::{Ed25519Key, gateway_signing_key_path},
+        subject::SubjectVerifier,
+        tokens::TokenService,
+    },
+    config::Config,
+    policy::PolicySet,
+    proxy::upstream::Stores,
+    storage::Db,
+};
+
+/// Everything a handler needs, built once at start and shared by reference.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub tokens: Arc<TokenService>,
+    pub subjects: Arc<SubjectVerifier>,
+    pub stores: Arc<Stores>,
+    policies: Arc<RwLock<Arc<PolicySet>>>,
+}
+
+impl AppState {
+    /// The policy set in force now. Cloning the `Arc` keeps one request on one consistent set
+    /// even if a reload swaps it meanwhile.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
+    /// the start: a gateway that cannot enforce does not serve.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::open(&config.storage_url)
+            .await
+            .with_context(|| "opening storage (storage_url)")?;
+        let signing = Ed25519Key::load_or_create(&gateway_signing_key_path(&config.key_dir))?;
+        let tokens = TokenService::new(&signing, &config.auth);
+        let subjects = SubjectVerifier::from_config(&config)?;
+        let policies = PolicySet::load(&config.policy_dir)?;
+        let stores = Stores::build(&config.stores)?;
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            tokens,
+            subjects,
+            stores: Arc::new(stores),
+            policies: Arc::new(RwLock::new(Arc::new(policies))),
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_request_bytes;
+    Router::new()
+        .merge(ops::router())
+        .merge(oauth::router())
+        .merge(subject::router())
+        .merge(crate::proxy::router())
+        .fallback(|| async { Error::NotFound("no such resource".into()) })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(context::request_context))
+                .layer(CatchPanicLayer::new())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request| {
+                            // The route template, never the raw path: paths carry subject ids.
+                            let route = req
+                                .extensions()
+                                .get::<MatchedPath>()
+                                .map(|m| m.as_str().to_owned())
+                                .unwrap_or_else(|| "unmatched".into());
+                            let id = req
+                                .extensions()
+                                .get::<RequestId>()
+                                .map(|r| r.0.clone())
+                                .unwrap_or_default();
+                            tracing::info_span!("request", request_id = %id, method = %req.method(), %route)
+                        })
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                ),
+        )
+        .with_state(state)
+}
+
+/// A bound, ready-to-run gateway.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let state = AppState::build(config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen} (listen)"))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = router(self.state);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        Ok(())
+    }
+}

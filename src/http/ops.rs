@@ -1,0 +1,29 @@
+//! Liveness and readiness for load balancers and orchestrators.
+
+use axum::{Json, Router, extract::State, routing::get};
+use serde_json::{Value, json};
+
+use super::{AppState, Error};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready means able to enforce and account: storage answers and a policy set is loaded.
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+    state.db.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: storage unreachable");
+        Error::NotReady("storage unreachable")
+    })?;
+    let policies = state.policies();
+    if policies.purpose_codes().is_empty() {
+        return Err(Error::NotReady("no policies loaded"));
+    }
+    Ok(Json(json!({"status": "ready"})))
+}

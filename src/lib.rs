@@ -1,0 +1,16 @@
+//! credgate: a privacy and security gateway in front of credit-information stores.
+//!
+//! The modules follow a request's path: `http` (entry, errors) -> `auth` (who) -> `proxy`
+//! (route, decide, forward, filter) -> `policy` (what may be seen) -> `storage` (state).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod policy;
+pub mod proxy;
+pub mod sample_store;
+pub mod storage;
+pub mod telemetry;

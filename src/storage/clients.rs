@@ -1,0 +1,130 @@
+//! The `clients` table: institutions that authenticate with client credentials.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Db, StorageError, now_micros};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub role: String,
+    pub region: Option<String>,
+    pub status: ClientStatus,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    Active,
+    Disabled,
+}
+
+impl ClientStatus {
+    fn parse(s: &str) -> Self {
+        // Anything but an explicit 'active' counts as disabled: fail closed.
+        if s == "active" {
+            Self::Active
+        } else {
+            Self::Disabled
+        }
+    }
+}
+
+pub struct NewClient<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub org: &'a str,
+    pub role: &'a str,
+    pub region: Option<&'a str>,
+    pub secret_hash: &'a str,
+}
+
+const COLUMNS: &str = "id, name, org, role, region, status, created_at";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<ClientRecord, sqlx::Error> {
+    Ok(ClientRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        org: row.try_get("org")?,
+        role: row.try_get("role")?,
+        region: row.try_get("region")?,
+        status: ClientStatus::parse(&row.try_get::<String, _>("status")?),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub async fn insert(db: &Db, c: NewClient<'_>) -> Result<ClientRecord, StorageError> {
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO clients (id, name, org, role, region, secret_hash, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7)",
+    )
+    .bind(c.id)
+    .bind(c.name)
+    .bind(c.org)
+    .bind(c.role)
+    .bind(c.region)
+    .bind(c.secret_hash)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(ClientRecord {
+        id: c.id.into(),
+        name: c.name.into(),
+        org: c.org.into(),
+        role: c.role.into(),
+        region: c.region.map(Into::into),
+        status: ClientStatus::Active,
+        created_at: now,
+    })
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<ClientRecord>, StorageError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+/// The record and its secret hash, for the token endpoint only.
+pub async fn get_with_secret(
+    db: &Db,
+    id: &str,
+) -> Result<Option<(ClientRecord, String)>, StorageError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, secret_hash FROM clients WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some((from_row(&row)?, row.try_get("secret_hash")?))),
+    }
+}
+
+/// Returns whether a client with that id existed.
+pub async fn disable(db: &Db, id: &str) -> Result<bool, StorageError> {
+    let done = sqlx::query(
+        "UPDATE clients SET status = 'disabled', disabled_at = $1 WHERE id = $2",
+    )
+    .bind(now_micros())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn list(db: &Db) -> Result<Vec<ClientRecord>, StorageError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
