@@ -16,7 +16,11 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "credgate", version, about = "Privacy and security gateway for credit-information access")]
+#[command(
+    name = "credgate",
+    version,
+    about = "Privacy and security gateway for credit-information access"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -285,4 +289,3 @@ pub async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
-

@@ -279,10 +279,7 @@ impl Config {
         })
     }
 
-    pub fn apply_env(
-        &mut self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         for (var, key) in ENV_OVERRIDES {
             let Some(value) = get(var) else { continue };
             let bad = |what: &str| invalid(*key, format!("from ${var}: {what}"));
@@ -418,8 +415,8 @@ impl Config {
                         "must be 1-64 characters of a-z, 0-9, '-' or '_'",
                     ));
                 }
-                let pattern = crate::proxy::route::RoutePattern::parse(&route.path)
-                    .expect("checked above");
+                let pattern =
+                    crate::proxy::route::RoutePattern::parse(&route.path).expect("checked above");
                 if let Some(p) = &route.subject_path
                     && !pattern.params().any(|n| n == p)
                 {
@@ -512,7 +509,10 @@ mod tests {
             .apply_env(|k| (k == "CREDGATE_LISTEN").then(|| "nope".to_string()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("CREDGATE_LISTEN") && e.contains("`listen`"), "{e}");
+        assert!(
+            e.contains("CREDGATE_LISTEN") && e.contains("`listen`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -523,5 +523,12 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("credgate.example.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.stores[0].routes[0].subject_type, Some(SubjectType::Legal));
     }
 }

@@ -31,12 +31,32 @@ pub struct DemoArgs {
 
 /// The institutions the demo registers: (role, org, name, purpose shown in the examples).
 const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
-    ("regulator", "nea", "National Energy Administration, supervision department"),
-    ("government_agency", "procurement-center", "Public procurement center"),
-    ("financial_institution", "demo-bank", "Demo Bank, credit department"),
+    (
+        "regulator",
+        "nea",
+        "National Energy Administration, supervision department",
+    ),
+    (
+        "government_agency",
+        "procurement-center",
+        "Public procurement center",
+    ),
+    (
+        "financial_institution",
+        "demo-bank",
+        "Demo Bank, credit department",
+    ),
     ("credit_agency", "demo-rating", "Demo Credit Rating Co."),
-    ("security_officer", "credgate-ops", "Gateway security office"),
-    ("objection_handler", "credgate-ops", "Objection handling desk"),
+    (
+        "security_officer",
+        "credgate-ops",
+        "Gateway security office",
+    ),
+    (
+        "objection_handler",
+        "credgate-ops",
+        "Objection handling desk",
+    ),
 ];
 
 const DATA_ROLES: &str =
@@ -164,12 +184,18 @@ pub async fn run(
     let store_addr = store.local_addr();
 
     let config_path = dir.join("credgate.toml");
-    write_private(&config_path, &demo_config(args.listen, store_addr, &store_token))?;
+    write_private(
+        &config_path,
+        &demo_config(args.listen, store_addr, &store_token),
+    )?;
     let app = App::build(Config::load(Some(&config_path))?).await?;
     let gateway_addr = app.local_addr();
     if gateway_addr != args.listen {
         // Asked for port 0: record the port actually bound, so the file is the truth.
-        write_private(&config_path, &demo_config(gateway_addr, store_addr, &store_token))?;
+        write_private(
+            &config_path,
+            &demo_config(gateway_addr, store_addr, &store_token),
+        )?;
     }
 
     let mut clients = Vec::new();
@@ -183,8 +209,18 @@ pub async fn run(
         }));
     }
     let data = crate::sample_store::data::generate(42, 200);
-    let usccs: Vec<&str> = data.entities.iter().take(3).filter_map(|e| e["uscc"].as_str()).collect();
-    let persons: Vec<&str> = data.persons.iter().take(2).filter_map(|p| p["id_number"].as_str()).collect();
+    let usccs: Vec<&str> = data
+        .entities
+        .iter()
+        .take(3)
+        .filter_map(|e| e["uscc"].as_str())
+        .collect();
+    let persons: Vec<&str> = data
+        .persons
+        .iter()
+        .take(2)
+        .filter_map(|p| p["id_number"].as_str())
+        .collect();
     let gateway_url = format!("http://{gateway_addr}");
     let demo = json!({
         "gateway_url": gateway_url,
@@ -198,7 +234,10 @@ pub async fn run(
         ),
         "samples": {"usccs": usccs, "id_numbers": persons},
     });
-    write_private(&dir.join("demo.json"), &serde_json::to_string_pretty(&demo)?)?;
+    write_private(
+        &dir.join("demo.json"),
+        &serde_json::to_string_pretty(&demo)?,
+    )?;
 
     print_guide(&demo, &config_path);
 
@@ -236,7 +275,9 @@ fn print_guide(demo: &Value, config_path: &Path) {
     let bank = client("financial_institution");
     let officer = client("security_officer");
     let uscc = demo["samples"]["usccs"][0].as_str().unwrap_or_default();
-    let person = demo["samples"]["id_numbers"][0].as_str().unwrap_or_default();
+    let person = demo["samples"]["id_numbers"][0]
+        .as_str()
+        .unwrap_or_default();
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "credgate".into());
@@ -248,7 +289,11 @@ fn print_guide(demo: &Value, config_path: &Path) {
         )
     };
     let bad_uscc = format!("{}0", &uscc[..17.min(uscc.len())]);
-    let bad_uscc = if bad_uscc == uscc { format!("{}1", &uscc[..17]) } else { bad_uscc };
+    let bad_uscc = if bad_uscc == uscc {
+        format!("{}1", &uscc[..17])
+    } else {
+        bad_uscc
+    };
     println!(
         r#"credgate demo is running (Ctrl-C stops it).
   gateway:      {url}
@@ -278,7 +323,10 @@ As the company itself (a data subject, with a token from the demo identity provi
 "#,
         store = demo["store_url"].as_str().unwrap_or_default(),
         config = config_path.display(),
-        dir = config_path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        dir = config_path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         bank_token = token_line("TOKEN", &bank),
         officer_token = token_line("OFFICER", &officer),
     );

@@ -38,7 +38,10 @@ pub fn verify_secret(stored_hash: Option<&str>, secret: &str) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let (hash, real) = match stored_hash {
         Some(h) => (h, true),
-        None => (DUMMY.get_or_init(|| hash_secret("no such client")).as_str(), false),
+        None => (
+            DUMMY.get_or_init(|| hash_secret("no such client")).as_str(),
+            false,
+        ),
     };
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;

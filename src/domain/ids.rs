@@ -254,7 +254,10 @@ mod tests {
     fn published_uscc_example_is_valid() {
         // The specimen printed on business licences.
         assert!(Uscc::parse("91350100M000100Y43").is_ok());
-        assert!(Uscc::parse("91350100m000100y43").is_ok(), "case is normalised");
+        assert!(
+            Uscc::parse("91350100m000100y43").is_ok(),
+            "case is normalised"
+        );
     }
 
     #[test]
@@ -262,7 +265,10 @@ mod tests {
         assert_eq!(Uscc::parse("91350100M000100Y4"), Err(IdError::UsccLength));
         assert_eq!(Uscc::parse("91350100M000100Y4I"), Err(IdError::UsccCharset));
         assert_eq!(Uscc::parse("91350100M000100Y44"), Err(IdError::UsccCheck));
-        assert_eq!(Uscc::parse("91350100M000101Y43"), Err(IdError::UsccOrgCheck));
+        assert_eq!(
+            Uscc::parse("91350100M000101Y43"),
+            Err(IdError::UsccOrgCheck)
+        );
         assert_eq!(Uscc::parse("' OR 1=1 --xxxxxxxx"), Err(IdError::UsccLength));
     }
 

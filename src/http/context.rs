@@ -63,10 +63,9 @@ async fn framework_error_as_problem(res: Response, id: &str) -> Response {
             "method-not-allowed",
             "this method is not allowed here".to_string(),
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload-too-large",
-            "request body too large".to_string(),
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload-too-large", "request body too large".to_string())
+        }
         s if s.is_server_error() => (
             "internal",
             "an internal error occurred; quote the request id".to_string(),

@@ -49,11 +49,7 @@ impl Error {
                 "invalid-subject-id",
                 "Invalid data-subject identifier",
             ),
-            Error::Unauthorized(_) => (
-                S::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
-            ),
+            Error::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
             Error::Forbidden { .. } => (S::FORBIDDEN, "policy-denied", "Denied by policy"),
             Error::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             Error::PayloadTooLarge(_) => (
@@ -62,22 +58,14 @@ impl Error {
                 "Request body too large",
             ),
             Error::BadGateway(_) => (S::BAD_GATEWAY, "upstream-failed", "Store failed"),
-            Error::GatewayTimeout => (
-                S::GATEWAY_TIMEOUT,
-                "upstream-timeout",
-                "Store timed out",
-            ),
+            Error::GatewayTimeout => (S::GATEWAY_TIMEOUT, "upstream-timeout", "Store timed out"),
             Error::StorageUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "storage-unavailable",
                 "Service unavailable",
             ),
             Error::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
-            Error::Internal(_) => (
-                S::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 

@@ -96,7 +96,13 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
         .unwrap_or(false);
     if !form_type {
         return OAuthError::InvalidRequest
@@ -110,7 +116,12 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     if !pairs.iter().all(|(k, _)| seen.insert(k.as_str())) {
         return OAuthError::InvalidRequest.respond("a parameter is repeated");
     }
-    let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
 
     match param("grant_type").as_deref() {
         None => return OAuthError::InvalidRequest.respond("grant_type is required"),
@@ -143,9 +154,10 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     };
     let hash = found.as_ref().map(|(_, h)| h.clone());
     // argon2 is deliberately slow: keep it off the async workers.
-    let valid = tokio::task::spawn_blocking(move || secrets::verify_secret(hash.as_deref(), &secret))
-        .await
-        .unwrap_or(false);
+    let valid =
+        tokio::task::spawn_blocking(move || secrets::verify_secret(hash.as_deref(), &secret))
+            .await
+            .unwrap_or(false);
     let client = match found {
         Some((client, _)) if valid && client.status == ClientStatus::Active => client,
         Some((client, _)) if valid => {

@@ -121,15 +121,20 @@ mod tests {
 
     #[test]
     fn shipped_policies_load() {
-        let p = PolicySet::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").as_path())
-            .unwrap();
+        let p = PolicySet::load(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .as_path(),
+        )
+        .unwrap();
         assert!(p.purpose("lending").is_some());
     }
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = load("[purposes.lending]\nlegal_basis = \"x\"\n[purposes.Bad]\nlegal_basis = \"y\"\n")
-            .unwrap_err();
+        let e =
+            load("[purposes.lending]\nlegal_basis = \"x\"\n[purposes.Bad]\nlegal_basis = \"y\"\n")
+                .unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.to_string().contains("purposes.toml:3"), "{e}");
         let e = load("[purposes.lending]\nlegal_basis = \"x\"\nlegal_basis = \"y\"\n").unwrap_err();

@@ -86,10 +86,13 @@ fn route<'s>(state: &'s AppState, parts: &Parts) -> Result<Target<'s>, Error> {
         .strip_prefix("/v1/stores/")
         .ok_or_else(|| Error::NotFound("no such route".into()))?;
     let (store_name, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let segs = route::normalise(rest).map_err(|e| Error::BadRequest(format!("path refused: {e}")))?;
+    let segs =
+        route::normalise(rest).map_err(|e| Error::BadRequest(format!("path refused: {e}")))?;
     let no_route = || Error::NotFound("no configured route matches this request".into());
     let store = state.stores.get(store_name).ok_or_else(no_route)?;
-    let (route, params) = store.find_route(&parts.method, &segs).ok_or_else(no_route)?;
+    let (route, params) = store
+        .find_route(&parts.method, &segs)
+        .ok_or_else(no_route)?;
     let subject = match &route.subject {
         None => None,
         Some((SubjectLocator::Path(name), kind)) => {
@@ -144,7 +147,7 @@ fn declared_purpose(state: &AppState, headers: &HeaderMap) -> Result<String, Err
 
 /// Phase 3: may this caller use this route? Deny by default: a route lists the roles it admits.
 fn decide(who: &Institution, target: &Target<'_>) -> Result<(), Error> {
-    if target.route.roles.iter().any(|r| *r == who.role) {
+    if target.route.roles.contains(&who.role) {
         return Ok(());
     }
     Err(Error::Forbidden {
@@ -162,7 +165,9 @@ async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Error::PayloadTooLarge(cap))
         }
-        Err(_) => Err(Error::BadRequest("the request body could not be read".into())),
+        Err(_) => Err(Error::BadRequest(
+            "the request body could not be read".into(),
+        )),
     }
 }
 
@@ -181,11 +186,16 @@ fn filter_response(up: UpstreamResponse) -> Result<Response, Error> {
                 })
                 .unwrap_or(false);
             if !is_json || serde_json::from_slice::<serde::de::IgnoredAny>(&up.body).is_err() {
-                return Err(Error::BadGateway("the store answered with something other than JSON"));
+                return Err(Error::BadGateway(
+                    "the store answered with something other than JSON",
+                ));
             }
             let mut res = (s, up.body).into_response();
             let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(res)
         }
@@ -194,7 +204,10 @@ fn filter_response(up: UpstreamResponse) -> Result<Response, Error> {
             "the store refused the request's parameters".into(),
         )),
         other => {
-            tracing::warn!(status = other.as_u16(), "store answered with an error status");
+            tracing::warn!(
+                status = other.as_u16(),
+                "store answered with an error status"
+            );
             Err(Error::BadGateway("the store answered with an error"))
         }
     }

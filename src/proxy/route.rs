@@ -17,9 +17,7 @@ enum Segment {
 
 impl RoutePattern {
     pub fn parse(pattern: &str) -> Result<Self, String> {
-        let rest = pattern
-            .strip_prefix('/')
-            .ok_or("must start with '/'")?;
+        let rest = pattern.strip_prefix('/').ok_or("must start with '/'")?;
         if rest.is_empty() {
             return Err("must name at least one segment".into());
         }
@@ -86,8 +84,10 @@ pub enum PathError {
 /// Splits a raw (still percent-encoded) path into decoded segments, refusing anything that
 /// could mean a different path to the store than to us: `.`/`..`, `%2e`, `%2f`, `%5c`,
 /// backslashes, NUL and other control characters, and empty segments.
+///
+/// `raw` is the part after the store name, without its leading slash: a leading slash here is
+/// an empty segment (`/v1/stores/s//x`) and is refused like any other.
 pub fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
-    let raw = raw.strip_prefix('/').unwrap_or(raw);
     let mut out = Vec::new();
     for seg in raw.split('/') {
         if seg.is_empty() {
@@ -97,7 +97,11 @@ pub fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
             return Err(PathError::DotSegment);
         }
         let lower = seg.to_ascii_lowercase();
-        if seg.contains('\\') || ["%2e", "%2f", "%5c", "%25"].iter().any(|e| lower.contains(e)) {
+        if seg.contains('\\')
+            || ["%2e", "%2f", "%5c", "%25"]
+                .iter()
+                .any(|e| lower.contains(e))
+        {
             return Err(PathError::Encoded);
         }
         let decoded = percent_decode_str(seg)
@@ -141,30 +145,32 @@ mod tests {
 
     #[test]
     fn path_tricks_are_refused() {
-        assert_eq!(normalise("/entities/../admin"), Err(PathError::DotSegment));
-        assert_eq!(normalise("/entities/./x"), Err(PathError::DotSegment));
-        assert_eq!(normalise("/entities/%2e%2e/x"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities/%2E%2E"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities%2Fadmin"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities%5cadmin"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities\\admin"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities/%00"), Err(PathError::Encoded));
-        assert_eq!(normalise("/entities//x"), Err(PathError::Empty));
-        assert_eq!(normalise("/entities/%ff"), Err(PathError::Utf8));
-        assert_eq!(normalise("/entities/%252e"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/../admin"), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/./x"), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/%2e%2e/x"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/%2E%2E"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities%2Fadmin"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities%5cadmin"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities\\admin"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/%00"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities//x"), Err(PathError::Empty));
+        assert_eq!(normalise("/entities/x"), Err(PathError::Empty));
+        assert_eq!(normalise(""), Err(PathError::Empty));
+        assert_eq!(normalise("entities/%ff"), Err(PathError::Utf8));
+        assert_eq!(normalise("entities/%252e"), Err(PathError::Encoded));
     }
 
     #[test]
     fn ordinary_paths_decode() {
         assert_eq!(
-            normalise("/entities/91350100M000100Y43").unwrap(),
+            normalise("entities/91350100M000100Y43").unwrap(),
             vec!["entities", "91350100M000100Y43"]
         );
+        assert_eq!(normalise("names/%E5%8D%8E").unwrap(), vec!["names", "华"]);
         assert_eq!(
-            normalise("/names/%E5%8D%8E").unwrap(),
-            vec!["names", "华"]
+            encode_segments(&["names".into(), "华 x".into()]),
+            "/names/%E5%8D%8E%20x"
         );
-        assert_eq!(encode_segments(&["names".into(), "华 x".into()]), "/names/%E5%8D%8E%20x");
     }
 
     #[test]
@@ -173,7 +179,10 @@ mod tests {
         let segs = vec!["entities".to_string(), "X".to_string()];
         assert_eq!(p.matches(&segs), Some(vec![("uscc", "X")]));
         assert!(p.matches(&["entities".to_string()]).is_none());
-        assert!(p.matches(&["entity".to_string(), "X".to_string()]).is_none());
+        assert!(
+            p.matches(&["entity".to_string(), "X".to_string()])
+                .is_none()
+        );
         assert!(RoutePattern::parse("/a/../b").is_err());
         assert!(RoutePattern::parse("/a/{x}/{x}").is_err());
     }

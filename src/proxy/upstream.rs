@@ -104,7 +104,10 @@ impl Store {
                     (None, None) => unreachable!("config validation requires one"),
                 };
                 let mut value = HeaderValue::try_from(value).map_err(|_| {
-                    anyhow::anyhow!("stores `{}`: credential value is not a valid header", c.name)
+                    anyhow::anyhow!(
+                        "stores `{}`: credential value is not a valid header",
+                        c.name
+                    )
                 })?;
                 value.set_sensitive(true);
                 Some((HeaderName::try_from(cred.header.as_str())?, value))

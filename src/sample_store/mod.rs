@@ -82,12 +82,22 @@ pub fn router(args: &SampleStoreArgs) -> Router {
     let entity_bytes = data
         .entities
         .iter()
-        .map(|e| (e["uscc"].as_str().unwrap_or_default().to_string(), to_bytes(e)))
+        .map(|e| {
+            (
+                e["uscc"].as_str().unwrap_or_default().to_string(),
+                to_bytes(e),
+            )
+        })
         .collect();
     let persons = data
         .persons
         .iter()
-        .map(|p| (p["id_number"].as_str().unwrap_or_default().to_string(), to_bytes(p)))
+        .map(|p| {
+            (
+                p["id_number"].as_str().unwrap_or_default().to_string(),
+                to_bytes(p),
+            )
+        })
         .collect();
     let state = StoreState(Arc::new(Inner {
         entities: data.entities,
@@ -112,7 +122,14 @@ fn to_bytes(v: &Value) -> Bytes {
 }
 
 fn json_bytes(b: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], b).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        b,
+    )
+        .into_response()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -122,7 +139,10 @@ fn error(status: StatusCode, message: &str) -> Response {
 async fn require_token(State(s): State<StoreState>, req: Request, next: Next) -> Response {
     if let Some(token) = &s.0.token {
         let expected = format!("Bearer {token}");
-        let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         if given != Some(expected.as_bytes()) {
             return error(StatusCode::UNAUTHORIZED, "store credential required");
         }
@@ -138,18 +158,22 @@ struct ListQuery {
     page_size: Option<usize>,
 }
 
-fn page_of(items: Vec<Value>, page: Option<usize>, size: Option<usize>) -> Result<Value, Response> {
+fn page_of(items: Vec<Value>, page: Option<usize>, size: Option<usize>) -> Response {
     let page = page.unwrap_or(1);
     let size = size.unwrap_or(20);
     if page == 0 || size == 0 || size > 100 {
-        return Err(error(
+        return error(
             StatusCode::BAD_REQUEST,
             "page starts at 1; page_size is 1 to 100",
-        ));
+        );
     }
     let total = items.len();
-    let rows: Vec<Value> = items.into_iter().skip((page - 1) * size).take(size).collect();
-    Ok(json!({"items": rows, "page": page, "page_size": size, "total": total}))
+    let rows: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * size)
+        .take(size)
+        .collect();
+    Json(json!({"items": rows, "page": page, "page_size": size, "total": total})).into_response()
 }
 
 /// List rows are summaries; the full record is at `/entities/{uscc}`.
@@ -159,28 +183,24 @@ async fn list_entities(State(s): State<StoreState>, Query(q): Query<ListQuery>) 
     {
         return error(StatusCode::BAD_REQUEST, "unknown sector");
     }
-    let rows = s
-        .0
-        .entities
-        .iter()
-        .filter(|e| q.sector.as_ref().is_none_or(|v| e["sector"] == v.as_str()))
-        .filter(|e| q.region.as_ref().is_none_or(|v| e["region"] == v.as_str()))
-        .map(|e| {
-            json!({
-                "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
-                "region": e["region"], "region_name": e["region_name"],
-                "registered_capital": e["registered_capital"],
-                "legal_representative": e["legal_representative"],
-                "rating": e["rating"]["grade"],
-                "classification_grade": e["classification_grade"],
-                "red_list": e["red_list"], "black_list": e["black_list"],
+    let rows =
+        s.0.entities
+            .iter()
+            .filter(|e| q.sector.as_ref().is_none_or(|v| e["sector"] == v.as_str()))
+            .filter(|e| q.region.as_ref().is_none_or(|v| e["region"] == v.as_str()))
+            .map(|e| {
+                json!({
+                    "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
+                    "region": e["region"], "region_name": e["region_name"],
+                    "registered_capital": e["registered_capital"],
+                    "legal_representative": e["legal_representative"],
+                    "rating": e["rating"]["grade"],
+                    "classification_grade": e["classification_grade"],
+                    "red_list": e["red_list"], "black_list": e["black_list"],
+                })
             })
-        })
-        .collect();
-    match page_of(rows, q.page, q.page_size) {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+            .collect();
+    page_of(rows, q.page, q.page_size)
 }
 
 async fn get_entity(State(s): State<StoreState>, Path(uscc): Path<String>) -> Response {
@@ -223,10 +243,7 @@ fn list_rows(s: &StoreState, flag: &str, q: PageQuery) -> Response {
             })
         })
         .collect();
-    match page_of(rows, q.page, q.page_size) {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    page_of(rows, q.page, q.page_size)
 }
 
 async fn red_list(State(s): State<StoreState>, Query(q): Query<PageQuery>) -> Response {
@@ -239,7 +256,11 @@ async fn black_list(State(s): State<StoreState>, Query(q): Query<PageQuery>) -> 
 
 /// Receives a forwarded objection. The `Idempotency-Key` header makes a redelivery the same
 /// ticket, as a real store must for an at-least-once sender.
-async fn receive_objection(State(s): State<StoreState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_objection(
+    State(s): State<StoreState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "body must be JSON");
     };

@@ -110,13 +110,12 @@ pub async fn get_with_secret(
 
 /// Returns whether a client with that id existed.
 pub async fn disable(db: &Db, id: &str) -> Result<bool, StorageError> {
-    let done = sqlx::query(
-        "UPDATE clients SET status = 'disabled', disabled_at = $1 WHERE id = $2",
-    )
-    .bind(now_micros())
-    .bind(id)
-    .execute(db.pool())
-    .await?;
+    let done =
+        sqlx::query("UPDATE clients SET status = 'disabled', disabled_at = $1 WHERE id = $2")
+            .bind(now_micros())
+            .bind(id)
+            .execute(db.pool())
+            .await?;
     Ok(done.rows_affected() > 0)
 }
 

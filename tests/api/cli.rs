@@ -1,0 +1,268 @@
+//! The command line, run as a real process beside a running gateway on the same storage.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::{TestApp, config_text, dead_addr};
+
+fn credgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+/// Writes a config file for the test app's storage and returns its path.
+fn config_file(app: &TestApp) -> String {
+    let path = app.dir.path().join("cli.toml");
+    let t = config_text(app.dir.path(), app.sample_store, dead_addr(), dead_addr());
+    std::fs::write(&path, t).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gateway() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "某某银行",
+        "--org",
+        "bank-a",
+        "--role",
+        "regulator",
+        "--json",
+        "--config",
+        &cfg,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = added["client_id"].as_str().unwrap();
+    let secret = added["client_secret"].as_str().unwrap();
+
+    let res = app.token_for(id, secret).await;
+    assert_eq!(res.status(), 200, "the running gateway sees the new client");
+    let token: Value = res.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let path = "/v1/stores/power/entities?page_size=1";
+    assert_eq!(app.data(token, path).await.status(), 200);
+
+    let list = credgate(&["client", "list", "--json", "--config", &cfg]);
+    let (stdout, _) = text(&list);
+    assert!(stdout.contains(id) && stdout.contains("某某银行"));
+    assert!(
+        !stdout.contains(secret) && !stdout.contains("argon2"),
+        "no secret or hash listed"
+    );
+
+    let out = credgate(&["client", "disable", id, "--config", &cfg]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        app.data(token, path).await.status(),
+        401,
+        "next request refused"
+    );
+    let list: Value =
+        serde_json::from_slice(&credgate(&["client", "list", "--json", "--config", &cfg]).stdout)
+            .unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(me["status"], "disabled");
+
+    let out = credgate(&["client", "disable", "cg_nosuch", "--config", &cfg]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn the_text_form_of_client_add_prints_the_secret_once_and_the_db_keeps_only_a_hash() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "Bank",
+        "--org",
+        "bank-b",
+        "--role",
+        "financial_institution",
+        "--config",
+        &cfg,
+    ]);
+    let (stdout, _) = text(&out);
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(secret.len() >= 40);
+    let db = std::fs::read(app.dir.path().join("credgate.db")).unwrap();
+    let wal = std::fs::read(app.dir.path().join("credgate.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "secret stored in clear"
+        );
+    }
+}
+
+#[test]
+fn bad_client_fields_are_refused_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("storage_url = \"sqlite://{}/x.db\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "x",
+        "--org",
+        "Bad Org",
+        "--role",
+        "regulator",
+        "--config",
+        &cfg,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("--org"));
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "x",
+        "--org",
+        "o",
+        "--role",
+        "regulator",
+        "--region",
+        "beijing",
+        "--config",
+        &cfg,
+    ]);
+    assert!(text(&out).1.contains("--region"));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\n\n[auth]\ntoken_ttl = 5\n").unwrap();
+    let out = credgate(&["serve", "--config", &cfg.display().to_string()]);
+    assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("token_ttl") && err.contains("line 4"), "{err}");
+
+    std::fs::write(&cfg, "[auth]\ntoken_ttl_secs = 0\n").unwrap();
+    let out = credgate(&["migrate", "--config", &cfg.display().to_string()]);
+    assert!(
+        text(&out).1.contains("auth.token_ttl_secs"),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["migrate", "--config", &cfg.display().to_string()])
+        .env("CREDGATE_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(text(&out).1.contains("CREDGATE_LISTEN"), "{:?}", text(&out));
+
+    let out = credgate(&["serve", "--config", "/nonexistent/credgate.toml"]);
+    assert!(text(&out).1.contains("/nonexistent/credgate.toml"));
+}
+
+#[tokio::test]
+async fn token_subject_mints_only_with_the_demo_provider() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let out = credgate(&[
+        "token",
+        "subject",
+        "--id",
+        "11010519491231002X",
+        "--type",
+        "natural",
+        "--config",
+        &cfg,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (stdout, _) = text(&out);
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "prints just the token");
+    assert_eq!(token.split('.').count(), 3);
+    let res = app
+        .http
+        .get(format!("{}/subject/me", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let out = credgate(&[
+        "token",
+        "subject",
+        "--id",
+        "11010519491231002Y",
+        "--type",
+        "natural",
+        "--config",
+        &cfg,
+    ]);
+    assert!(!out.status.success());
+
+    let plain = app.dir.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let out = credgate(&[
+        "token",
+        "subject",
+        "--id",
+        "91350100M000100Y43",
+        "--config",
+        &plain.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("demo_identity_provider"));
+}
+
+#[test]
+fn policy_check_accepts_the_shipped_set_and_names_file_and_line_of_a_bad_one() {
+    let out = credgate(&[
+        "policy",
+        "check",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("purposes.toml"),
+        "[purposes.ok]\nlegal_basis = \"x\"\n\n[purposes.ok2]\nlegal_basis = \"\"\n",
+    )
+    .unwrap();
+    let out = credgate(&["policy", "check", &dir.path().display().to_string()]);
+    assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("purposes.toml:4"), "{err}");
+}

@@ -1,0 +1,113 @@
+//! `credgate demo` as a new user runs it: start it, then paste the printed lines into a shell.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+#[test]
+fn the_demo_starts_and_its_printed_lines_work() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the_demo_starts_and_its_printed_lines_work: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args([
+            "demo",
+            "--dir",
+            &dir.path().display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--store-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("/subject/me");
+        printed.push(line);
+        if done || Instant::now() > deadline {
+            break;
+        }
+    }
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap())
+            .unwrap();
+    let roles: Vec<&str> = demo["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["role"].as_str().unwrap())
+        .collect();
+    for role in [
+        "regulator",
+        "government_agency",
+        "financial_institution",
+        "credit_agency",
+        "security_officer",
+        "objection_handler",
+    ] {
+        assert!(roles.contains(&role), "demo.json has a {role} client");
+    }
+    assert!(
+        demo["gateway_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert!(dir.path().join("credgate.toml").exists());
+
+    // Run every printed command line, in order, in one shell, as a user pasting them would.
+    let mut script = String::from("set -u\n");
+    for l in &printed {
+        let t = l.trim_start();
+        if t.starts_with("curl ") {
+            script.push_str(&format!(
+                "echo \"== $({} -o /dev/null -w '%{{http_code}}' 2>/dev/null; true)\"\n",
+                t
+            ));
+            script.push_str(t);
+            script.push_str("; echo\n");
+        } else if t.starts_with("TOKEN=") || t.starts_with("OFFICER=") || t.starts_with("SUBJECT=")
+        {
+            script.push_str(t);
+            script.push('\n');
+        }
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let codes: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("== ")).collect();
+    assert_eq!(
+        codes,
+        [
+            "200", "200", "200", "401", "400", "400", "404", "403", "200"
+        ],
+        "{out}"
+    );
+    let uscc = demo["samples"]["usccs"][0].as_str().unwrap();
+    assert!(out.contains(&format!("\"uscc\":\"{uscc}\"")), "{out}");
+    assert!(out.contains("\"subject_type\":\"legal\""), "{out}");
+}

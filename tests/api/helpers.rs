@@ -1,0 +1,425 @@
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use credgate::{
+    auth::keys::{Ed25519Key, gateway_signing_key_path},
+    config::Config,
+    http::{App, AppState},
+    sample_store::{self, SampleStoreArgs},
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const STORE_TOKEN: &str = "store-credential-for-tests";
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            credgate::telemetry::init("debug,sqlx=warn,hyper=info");
+        }
+    });
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+/// A store under the tests' control: records what reaches it and misbehaves on request.
+#[derive(Clone, Default)]
+pub struct FakeStore {
+    pub hits: Arc<AtomicUsize>,
+    pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    pub last_uri: Arc<Mutex<Option<String>>>,
+}
+
+impl FakeStore {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn headers(&self) -> HeaderMap {
+        self.last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the store was called")
+    }
+    pub fn uri(&self) -> String {
+        self.last_uri
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the store was called")
+    }
+}
+
+async fn record(
+    State(s): State<FakeStore>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    *s.last_headers.lock().unwrap() = Some(req.headers().clone());
+    *s.last_uri.lock().unwrap() = Some(req.uri().to_string());
+    next.run(req).await
+}
+
+fn fake_router(state: FakeStore) -> Router {
+    let big = "x".repeat(200 * 1024);
+    let big2 = big.clone();
+    Router::new()
+        .route(
+            "/entities/{uscc}",
+            get(
+                |axum::extract::Path(u): axum::extract::Path<String>| async move {
+                    Json(json!({"uscc": u, "name": "测试能源有限公司"}))
+                },
+            ),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Json(json!({"late": true}))
+            }),
+        )
+        .route(
+            "/huge",
+            get(move || async move { Json(json!({"blob": big})) }),
+        )
+        .route(
+            "/huge-chunked",
+            get(move || async move {
+                let chunks: Vec<Result<Bytes, std::io::Error>> = (0..50)
+                    .map(|_| Ok(Bytes::from(big2[..8192].to_string())))
+                    .collect();
+                let stream = futures_util::stream::iter(chunks);
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(stream),
+                )
+            }),
+        )
+        .route(
+            "/boom",
+            get(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "panic at store.rs:42 password=hunter2",
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/html",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<h1>hi</h1>") }),
+        )
+        .route("/records", get(|| async { Json(json!({"items": []})) }))
+        .route(
+            "/echo",
+            post(|body: Bytes| async move { Json(json!({"len": body.len()})) }),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    pub fake: FakeStore,
+    pub sample_store: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+pub const DATA_ROLES: &str = r#"["regulator", "financial_institution"]"#;
+
+pub fn config_text(
+    dir: &std::path::Path,
+    sample: SocketAddr,
+    fake: SocketAddr,
+    dead: SocketAddr,
+) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+storage_url = "sqlite://{dir}/credgate.db"
+key_dir = "{dir}/keys"
+policy_dir = "{policies}"
+
+[[identity_providers]]
+issuer = "test-idp"
+audience = "credgate"
+jwks_file = "{dir}/idp.jwks.json"
+
+[demo_identity_provider]
+issuer = "test-idp"
+audience = "credgate"
+key_file = "{dir}/keys/idp.p8"
+
+[[stores]]
+name = "power"
+upstream = "http://{sample}"
+credential = {{ header = "Authorization", value = "Bearer {STORE_TOKEN}" }}
+
+[[stores.routes]]
+method = "GET"
+path = "/entities"
+dataset = "entity_list"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/entities/{{uscc}}"
+dataset = "entity"
+subject_path = "uscc"
+subject_type = "legal"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/persons/{{id_number}}"
+dataset = "person"
+subject_path = "id_number"
+subject_type = "natural"
+roles = ["regulator"]
+
+[[stores]]
+name = "fake"
+upstream = "http://{fake}"
+response_timeout_ms = 400
+max_response_bytes = 65536
+max_request_bytes = 1024
+credential = {{ header = "X-Store-Key", value = "fake-store-key" }}
+
+[[stores.routes]]
+method = "GET"
+path = "/entities/{{uscc}}"
+dataset = "entity"
+subject_path = "uscc"
+subject_type = "legal"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/records"
+dataset = "records"
+subject_query = "uscc"
+subject_type = "legal"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/slow"
+dataset = "slow"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/huge"
+dataset = "huge"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/huge-chunked"
+dataset = "huge"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/boom"
+dataset = "boom"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/html"
+dataset = "html"
+roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "POST"
+path = "/echo"
+dataset = "echo"
+roles = {DATA_ROLES}
+
+[[stores]]
+name = "down"
+upstream = "http://{dead}"
+connect_timeout_ms = 500
+
+[[stores.routes]]
+method = "GET"
+path = "/entities/{{uscc}}"
+dataset = "entity"
+subject_path = "uscc"
+subject_type = "legal"
+roles = {DATA_ROLES}
+"#,
+        dir = dir.display(),
+        policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+    )
+}
+
+/// An address nothing listens on: bound, then released.
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        let sample_store = serve(sample_store::router(&SampleStoreArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            seed: 42,
+            entities: 60,
+            token: Some(STORE_TOKEN.into()),
+        }))
+        .await;
+        let fake = FakeStore::default();
+        let fake_addr = serve(fake_router(fake.clone())).await;
+        credgate::auth::subject::create_demo_provider(
+            &dir.path().join("keys/idp.p8"),
+            &dir.path().join("idp.jwks.json"),
+        )
+        .unwrap();
+        let text = config_text(dir.path(), sample_store, fake_addr, dead_addr());
+        let config = Config::parse(&text, "test").unwrap();
+        config.validate().unwrap();
+        let app = App::build(config).await.expect("the gateway starts");
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        TestApp {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            fake,
+            sample_store,
+            dir,
+        }
+    }
+
+    pub async fn add_client(&self, role: &str) -> (String, String) {
+        let (record, secret) =
+            credgate::cli::add_client(&self.state.db, "Test institution", "test-org", role, None)
+                .await
+                .unwrap();
+        (record.id, secret)
+    }
+
+    pub async fn token_for(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/oauth/token", self.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new client of `role` and a fresh access token for it.
+    pub async fn token(&self, role: &str) -> (String, String) {
+        let (id, secret) = self.add_client(role).await;
+        let res = self.token_for(&id, &secret).await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        (id, body["access_token"].as_str().unwrap().to_string())
+    }
+
+    pub async fn data(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(token)
+            .header("X-Purpose", "lending")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub fn signing_key(&self) -> Ed25519Key {
+        Ed25519Key::load(&gateway_signing_key_path(&self.dir.path().join("keys"))).unwrap()
+    }
+
+    pub fn sample(&self) -> credgate::sample_store::data::Dataset {
+        credgate::sample_store::data::generate(42, 60)
+    }
+
+    pub fn subject_token(&self, id: &str, kind: credgate::domain::SubjectType) -> String {
+        let demo = self.state.config.demo_identity_provider.clone().unwrap();
+        let id = credgate::domain::SubjectId::parse(kind, id).unwrap();
+        credgate::auth::subject::mint_demo_token(&demo, &id, 600).unwrap()
+    }
+
+    /// Sends a request line exactly as given, bypassing any client-side path normalisation.
+    pub async fn raw_get(&self, path: &str, token: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nX-Purpose: lending\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+}
+
+/// Asserts an RFC 9457 problem with this status and a request id matching the header.
+pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    assert_eq!(
+        res.headers()[header::CONTENT_TYPE.as_str()],
+        "application/problem+json"
+    );
+    let rid = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:credgate:problem:")
+    );
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    assert_eq!(body["request_id"], rid.as_str());
+    body
+}

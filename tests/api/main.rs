@@ -1,0 +1,13 @@
+//! Integration tests: each spawns the gateway on port 0 with a fresh database and key
+//! directory, in front of real stores on loopback, and talks to it over real HTTP.
+//! `TEST_LOG=1 cargo test` shows the gateway's logs.
+
+mod helpers;
+
+mod cli;
+mod demo;
+mod health;
+mod oauth;
+mod proxy;
+mod subject;
+mod tokens;

@@ -1,0 +1,201 @@
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn header_of(token: &str) -> Value {
+    let h = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
+}
+
+async fn oauth_error(res: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(res.status().as_u16(), status);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+}
+
+#[tokio::test]
+async fn client_credentials_yield_a_short_lived_eddsa_token_verifiable_by_the_jwks() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("financial_institution").await;
+    let res = app.token_for(&id, &secret).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    let token = body["access_token"].as_str().unwrap();
+
+    let header = header_of(token);
+    assert_eq!(header["alg"], "EdDSA");
+    let claims = claims_of(token);
+    for k in ["iss", "aud", "sub", "org", "role", "exp", "iat", "jti"] {
+        assert!(!claims[k].is_null(), "claim {k} missing: {claims}");
+    }
+    assert_eq!(claims["sub"], id.as_str());
+    assert_eq!(claims["role"], "financial_institution");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        900
+    );
+
+    let jwks: Value = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kid"], header["kid"]);
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    assert!(key.get("d").is_none(), "no private part is published");
+    // Verify the signature with nothing but the published key.
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[claims["aud"].as_str().unwrap()]);
+    let dk = jsonwebtoken::DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap();
+    jsonwebtoken::decode::<Value>(token, &dk, &v).expect("the JWKS verifies the token");
+}
+
+#[tokio::test]
+async fn http_basic_client_authentication_works_too() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let res = app
+        .http
+        .post(format!("{}/oauth/token", app.url))
+        .header(
+            "Authorization",
+            format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_credentials_are_invalid_client_without_saying_which_part_was_wrong() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let wrong = app.token_for(&id, "not-the-secret").await;
+    let unknown = app.token_for("cg_nobody", &secret).await;
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().contains_key("www-authenticate"));
+    let a: Value = wrong.json().await.unwrap();
+    let b: Value = unknown.json().await.unwrap();
+    assert_eq!(a, b, "unknown client and wrong secret look the same");
+    assert_eq!(a["error"], "invalid_client");
+    assert!(!a.to_string().contains(&secret));
+}
+
+#[tokio::test]
+async fn malformed_token_requests_get_rfc6749_errors() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let url = format!("{}/oauth/token", app.url);
+    let res = app
+        .http
+        .post(&url)
+        .form(&[("client_id", &id), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, 400, "invalid_request").await;
+    let res = app
+        .http
+        .post(&url)
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, 400, "unsupported_grant_type").await;
+    let res = app
+        .http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={id}&client_id=other&client_secret={secret}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, 400, "invalid_request").await;
+    let res = app
+        .http
+        .post(&url)
+        .json(&serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret}))
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, 400, "invalid_request").await;
+    let res = app
+        .http
+        .post(&url)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(res, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn oversized_token_request_is_refused() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .http
+        .post(format!("{}/oauth/token", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=client_credentials&client_id={}",
+            "a".repeat(200_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+}
+
+#[tokio::test]
+async fn a_disabled_client_gets_no_token() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    credgate::storage::clients::disable(&app.state.db, &id)
+        .await
+        .unwrap();
+    oauth_error(app.token_for(&id, &secret).await, 401, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn the_signing_key_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn().await;
+    let path = credgate::auth::keys::gateway_signing_key_path(&app.dir.path().join("keys"));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A key file others can read is refused, not used.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = credgate::auth::keys::Ed25519Key::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+}
