@@ -114,6 +114,11 @@ pub enum PolicyCommand {
         /// Policy directory [default: ./policies]
         dir: Option<PathBuf>,
     },
+    /// Run the policy test cases in DIR/tests/*.toml; exits non-zero on any failure.
+    Test {
+        /// Policy directory [default: ./policies]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -123,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = c.load()?;
             let app = App::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "credgate listening");
+            reload_on_sighup(app.state().clone());
             app.run_until(shutdown_signal()).await?;
         }
         Command::Migrate(c) => {
@@ -148,10 +154,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = dir.unwrap_or_else(|| PathBuf::from("policies"));
             match PolicySet::load(&dir) {
                 Ok(set) => println!(
-                    "policies in {} are valid: {} purposes",
+                    "policies in {} are valid: {} purposes, {} roles",
                     dir.display(),
-                    set.purpose_codes().len()
+                    set.purpose_codes().len(),
+                    set.role_names().len()
                 ),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Policy(PolicyCommand::Test { dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("policies"));
+            match crate::policy::testing::run(&dir) {
+                Ok(report) => {
+                    for f in &report.failures {
+                        println!("FAIL {f}");
+                    }
+                    println!("{} passed, {} failed", report.passed, report.failures.len());
+                    if !report.failures.is_empty() {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return Ok(ExitCode::FAILURE);
@@ -271,6 +296,25 @@ pub async fn add_client(
     )
     .await?;
     Ok((record, secret))
+}
+
+/// SIGHUP reloads the policy set, as `POST /admin/policies/reload` does.
+fn reload_on_sighup(state: crate::http::AppState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.reload_policies() {
+                Ok(()) => tracing::info!("policies reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload refused; the previous set stays in force")
+                }
+            }
+        }
+    });
 }
 
 pub async fn shutdown_signal() {

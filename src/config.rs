@@ -182,9 +182,10 @@ pub struct RouteConfig {
     pub subject_query: Option<String>,
     #[serde(default)]
     pub subject_type: Option<SubjectType>,
-    /// Roles that may call this route. Empty means nobody: deny by default.
+    /// Part of the one-stop profile (`/v1/subjects/{id}/profile`) for its subject type. Only
+    /// routes whose one placeholder is the subject can be.
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub profile: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -439,10 +440,15 @@ impl Config {
                         "a route that names a subject needs `subject_type` (legal or natural), and only then",
                     ));
                 }
-                for (r, role) in route.roles.iter().enumerate() {
-                    if !is_name(role) {
-                        return Err(invalid(key(&format!("roles[{r}]")), "not a role name"));
-                    }
+                if route.profile
+                    && (route.method != "GET"
+                        || route.subject_path.is_none()
+                        || pattern.params().count() != 1)
+                {
+                    return Err(invalid(
+                        key("profile"),
+                        "a profile section must be a GET route whose only placeholder is its subject_path",
+                    ));
                 }
             }
         }

@@ -59,9 +59,6 @@ const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-const DATA_ROLES: &str =
-    r#"["regulator", "government_agency", "financial_institution", "credit_agency"]"#;
-
 fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str) -> String {
     format!(
         r#"# Written by `credgate demo`. Relative paths are relative to this file.
@@ -98,7 +95,6 @@ credential = {{ header = "Authorization", value = "Bearer {store_token}" }}
 method = "GET"
 path = "/entities"
 dataset = "entity_list"
-roles = {DATA_ROLES}
 
 [[stores.routes]]
 method = "GET"
@@ -106,7 +102,7 @@ path = "/entities/{{uscc}}"
 dataset = "entity"
 subject_path = "uscc"
 subject_type = "legal"
-roles = {DATA_ROLES}
+profile = true
 
 [[stores.routes]]
 method = "GET"
@@ -114,19 +110,17 @@ path = "/persons/{{id_number}}"
 dataset = "person"
 subject_path = "id_number"
 subject_type = "natural"
-roles = ["regulator", "financial_institution"]
+profile = true
 
 [[stores.routes]]
 method = "GET"
 path = "/lists/red"
 dataset = "red_list"
-roles = {DATA_ROLES}
 
 [[stores.routes]]
 method = "GET"
 path = "/lists/black"
 dataset = "black_list"
-roles = {DATA_ROLES}
 "#,
         policy_dir = shipped_policy_dir().display(),
     )
@@ -203,9 +197,13 @@ pub async fn run(
     for (role, org, name) in DEMO_CLIENTS {
         let (record, secret) =
             crate::cli::add_client(&app.state().db, name, org, role, None).await?;
+        let purposes = policies
+            .role(role)
+            .map(|r| r.purposes.clone())
+            .unwrap_or_default();
         clients.push(json!({
             "role": role, "org": org, "name": name,
-            "client_id": record.id, "client_secret": secret,
+            "client_id": record.id, "client_secret": secret, "purposes": purposes,
         }));
     }
     let data = crate::sample_store::data::generate(42, 200);
@@ -227,7 +225,7 @@ pub async fn run(
         "store_url": format!("http://{store_addr}"),
         "config": config_path.canonicalize().unwrap_or(config_path.clone()),
         "clients": clients,
-        "purposes": policies.purpose_codes(),
+        "public_purposes": policies.role(crate::auth::PUBLIC_ROLE).map(|r| r.purposes.clone()).unwrap_or_default(),
         "subject_token_hint": format!(
             "credgate token subject --config {} --id <USCC> [--type legal]  (or --id <ID number> --type natural)",
             config_path.display()
@@ -272,10 +270,8 @@ fn print_guide(demo: &Value, config_path: &Path) {
             .cloned()
             .unwrap_or_default()
     };
-    let bank = client("financial_institution");
-    let officer = client("security_officer");
     let uscc = demo["samples"]["usccs"][0].as_str().unwrap_or_default();
-    let person = demo["samples"]["id_numbers"][0]
+    let person = demo["samples"]["id_numbers"][1]
         .as_str()
         .unwrap_or_default();
     let exe = std::env::current_exe()
@@ -288,31 +284,49 @@ fn print_guide(demo: &Value, config_path: &Path) {
             c["client_secret"].as_str().unwrap_or_default()
         )
     };
-    let bad_uscc = format!("{}0", &uscc[..17.min(uscc.len())]);
-    let bad_uscc = if bad_uscc == uscc {
-        format!("{}1", &uscc[..17])
-    } else {
-        bad_uscc
+    let bad_uscc = {
+        let last = if uscc.ends_with('0') { '1' } else { '0' };
+        format!("{}{last}", &uscc[..uscc.len().saturating_sub(1)])
     };
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let config = config_path.display();
     println!(
         r#"credgate demo is running (Ctrl-C stops it).
   gateway:      {url}
   sample store: {store} (it wants credgate's credential: go through the gateway)
   config:       {config}   clients and secrets: {dir}/demo.json
 
-Try it, as Demo Bank (a financial institution) declaring the purpose "lending":
+As Demo Bank (a financial institution, clearance T3) declaring the purpose "lending": the
+entity comes back masked (ID number and phone partial, revenue, customers and prices removed).
 
   {bank_token}
   curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
-  curl -s "{url}/v1/stores/power/entities?sector=coal&page_size=3" -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
-  curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s "{url}/v1/stores/power/entities?sector=coal&page_size=2" -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s {url}/v1/subjects/{uscc}/profile -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
 
-What the gateway refuses:
+A person's records need the person's consent. Without it, 403; the person grants it; then 200:
+
+  curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  PERSON=$({exe} token subject --config {config} --id {person} --type natural)
+  CONSENT=$(curl -s {url}/subject/consents -H "Authorization: Bearer $PERSON" -H "Content-Type: application/json" -d '{{"grantee_org":"demo-bank","purpose":"lending","expires_at":"{expires}"}}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending" -H "X-Consent: $CONSENT"
+
+The regulator (T4) sees the whole record; the public (no token) sees the public tier only:
+
+  {regulator_token}
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $REGULATOR" -H "X-Purpose: supervision"
+  curl -s {url}/public/stores/power/entities/{uscc} -H "X-Purpose: public_disclosure"
+
+What the gateway refuses (401 no token, 400 no purpose, 400 bad USCC check character, 404 no
+route, 403 a purpose the role may not declare, 403 a role that sees no credit data):
 
   curl -s {url}/v1/stores/power/entities/{uscc} -H "X-Purpose: lending"
   curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN"
   curl -s {url}/v1/stores/power/entities/{bad_uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
   curl -s {url}/v1/stores/power/admin/dump -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+  curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: supervision"
   {officer_token}
   curl -s {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $OFFICER" -H "X-Purpose: security_audit"
 
@@ -322,12 +336,12 @@ As the company itself (a data subject, with a token from the demo identity provi
   curl -s {url}/subject/me -H "Authorization: Bearer $SUBJECT"
 "#,
         store = demo["store_url"].as_str().unwrap_or_default(),
-        config = config_path.display(),
         dir = config_path
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        bank_token = token_line("TOKEN", &bank),
-        officer_token = token_line("OFFICER", &officer),
+        bank_token = token_line("TOKEN", &client("financial_institution")),
+        regulator_token = token_line("REGULATOR", &client("regulator")),
+        officer_token = token_line("OFFICER", &client("security_officer")),
     );
 }

@@ -193,3 +193,53 @@ impl JwkSet {
 pub fn gateway_signing_key_path(key_dir: &Path) -> PathBuf {
     key_dir.join("gateway-signing.ed25519.p8")
 }
+
+/// A 256-bit secret kept in its own file (0600), created on first use: the pseudonym key.
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], KeyError> {
+    use ring::rand::SecureRandom;
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| KeyError::Generate)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut f) => {
+                f.write_all(&bytes)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| file_err(path, e))?;
+                return Ok(bytes);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(file_err(path, e)),
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|e| file_err(path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(file_err(
+                path,
+                "readable by group or others; run `chmod 600` on it",
+            ));
+        }
+    }
+    let bytes = fs::read(path).map_err(|e| file_err(path, e))?;
+    bytes
+        .try_into()
+        .map_err(|_| file_err(path, "not a 32-byte secret"))
+}
+
+pub fn pseudonym_key_path(key_dir: &Path) -> PathBuf {
+    key_dir.join("pseudonym.key")
+}

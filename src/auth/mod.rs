@@ -2,11 +2,14 @@
 //! trusted identity provider. Everything here fails closed: any doubt is a 401.
 
 pub mod keys;
+mod principal;
 pub mod secrets;
 pub mod subject;
 pub mod tokens;
 
 use http::HeaderMap;
+
+pub use principal::{PUBLIC_ROLE, Principal};
 use serde::Serialize;
 
 use crate::{

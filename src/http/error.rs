@@ -21,6 +21,8 @@ pub enum Error {
     Forbidden { rule: String, detail: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -40,6 +42,10 @@ impl Error {
         Self::StorageUnavailable(e)
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
@@ -52,6 +58,11 @@ impl Error {
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
             Error::Forbidden { .. } => (S::FORBIDDEN, "policy-denied", "Denied by policy"),
             Error::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            Error::Unprocessable(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "Unprocessable request",
+            ),
             Error::PayloadTooLarge(_) => (
                 S::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -70,7 +81,7 @@ impl Error {
     }
 
     /// What the caller may read. Internal causes are replaced, not echoed.
-    fn public_detail(&self) -> String {
+    pub fn public_detail(&self) -> String {
         match self {
             Error::StorageUnavailable(_) => {
                 "the gateway's storage is unavailable; no data was released".into()

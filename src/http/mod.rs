@@ -1,6 +1,7 @@
 //! HTTP assembly: the shared state, the router of every route group, and the layers that every
 //! request passes (request id and problem rendering, panic catching, tracing).
 
+pub mod admin;
 mod context;
 mod error;
 pub mod oauth;
@@ -29,7 +30,7 @@ pub use error::{Error, Problem};
 
 use crate::{
     auth::{
-        keys::{Ed25519Key, gateway_signing_key_path},
+        keys::{Ed25519Key, gateway_signing_key_path, load_or_create_secret, pseudonym_key_path},
         subject::SubjectVerifier,
         tokens::TokenService,
     },
@@ -47,6 +48,8 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub subjects: Arc<SubjectVerifier>,
     pub stores: Arc<Stores>,
+    /// HMAC key of the pseudonym mask: stable across restarts and replicas sharing the key dir.
+    pub pseudonym_key: Arc<ring::hmac::Key>,
     policies: Arc<RwLock<Arc<PolicySet>>>,
 }
 
@@ -60,6 +63,14 @@ impl AppState {
             .clone()
     }
 
+    /// Loads the policy directory again and swaps the whole set in. A set that does not load,
+    /// or that lacks a dataset some route names, is refused and the old set keeps serving.
+    pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
+        let set = load_policies(&self.config, &self.stores)?;
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
     /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
     /// the start: a gateway that cannot enforce does not serve.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -69,17 +80,37 @@ impl AppState {
         let signing = Ed25519Key::load_or_create(&gateway_signing_key_path(&config.key_dir))?;
         let tokens = TokenService::new(&signing, &config.auth);
         let subjects = SubjectVerifier::from_config(&config)?;
-        let policies = PolicySet::load(&config.policy_dir)?;
+        let pseudonym = load_or_create_secret(&pseudonym_key_path(&config.key_dir))?;
         let stores = Stores::build(&config.stores)?;
+        let policies = load_policies(&config, &stores)?;
         Ok(Self {
             config: Arc::new(config),
             db,
             tokens,
             subjects,
             stores: Arc::new(stores),
+            pseudonym_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &pseudonym)),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
         })
     }
+}
+
+/// The policy set, checked against the routes: every dataset a route names must be decidable.
+fn load_policies(
+    config: &Config,
+    stores: &Stores,
+) -> Result<PolicySet, crate::policy::PolicyError> {
+    let set = PolicySet::load(&config.policy_dir)?;
+    if let Some((store, dataset)) = stores.datasets().find(|(_, d)| set.dataset(d).is_none()) {
+        return Err(crate::policy::PolicyError {
+            file: config.policy_dir.join("catalog.toml").display().to_string(),
+            line: None,
+            message: format!(
+                "store `{store}` routes to dataset `{dataset}`, which the catalog does not declare; add it or fix the route"
+            ),
+        });
+    }
+    Ok(set)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -88,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(oauth::router())
         .merge(subject::router())
+        .merge(admin::router())
         .merge(crate::proxy::router())
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))

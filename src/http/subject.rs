@@ -1,13 +1,31 @@
-//! Data-subject endpoints. Every one of them acts on the token's own subject only.
+//! Data-subject endpoints. Every one acts on the token's own subject only: another subject's
+//! item answers 404, exactly as a missing one does.
 
-use axum::{Json, Router, extract::State, http::HeaderMap, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get},
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, Error};
-use crate::auth;
+use crate::{
+    auth,
+    config::is_name,
+    storage::{
+        consents::{self, ConsentRecord},
+        now_micros,
+    },
+};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/subject/me", get(me))
+    Router::new()
+        .route("/subject/me", get(me))
+        .route("/subject/consents", get(list_consents).post(grant_consent))
+        .route("/subject/consents/{id}", delete(revoke_consent))
 }
 
 /// Who the gateway takes the caller to be: lets a subject check their token before filing.
@@ -18,4 +36,94 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Va
         "subject_type": subject.id.subject_type(),
         "issuer": subject.issuer,
     })))
+}
+
+/// Longest consent a subject may grant in one go.
+const MAX_CONSENT_SECS: i64 = 5 * 366 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantRequest {
+    grantee_org: String,
+    purpose: String,
+    /// RFC 3339.
+    expires_at: String,
+}
+
+async fn grant_consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<GrantRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Error> {
+    let subject = auth::authenticate_subject(&state, &headers)?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if !is_name(&req.grantee_org) {
+        return Err(Error::BadRequest("grantee_org is not an org id".into()));
+    }
+    if state.policies().purpose(&req.purpose).is_none() {
+        return Err(Error::BadRequest(format!(
+            "unknown purpose `{}`",
+            req.purpose
+        )));
+    }
+    let expires = time::OffsetDateTime::parse(
+        &req.expires_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| Error::BadRequest("expires_at must be an RFC 3339 time".into()))?;
+    let now = now_micros();
+    let expires_at = (expires.unix_timestamp_nanos() / 1000) as i64;
+    if expires_at <= now {
+        return Err(Error::BadRequest("expires_at must be in the future".into()));
+    }
+    if expires_at - now > MAX_CONSENT_SECS * 1_000_000 {
+        return Err(Error::BadRequest(
+            "a consent may last at most five years".into(),
+        ));
+    }
+    let record = ConsentRecord {
+        id: format!("cs_{}", uuid::Uuid::new_v4().simple()),
+        subject_id: subject.id.as_str().into(),
+        subject_type: subject.id.subject_type().as_str().into(),
+        grantee_org: req.grantee_org,
+        purpose: req.purpose,
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+    };
+    consents::insert(&state.db, &record)
+        .await
+        .map_err(Error::storage)?;
+    Ok((StatusCode::CREATED, Json(record.view(now))).into_response())
+}
+
+async fn list_consents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject(&state, &headers)?;
+    let now = now_micros();
+    let items: Vec<_> = consents::list_for_subject(&state.db, subject.id.as_str())
+        .await
+        .map_err(Error::storage)?
+        .iter()
+        .map(|c| c.view(now))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn revoke_consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let subject = auth::authenticate_subject(&state, &headers)?;
+    if consents::revoke(&state.db, subject.id.as_str(), &id)
+        .await
+        .map_err(Error::storage)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound("no such consent".into()))
+    }
 }

@@ -1,7 +1,12 @@
-//! The data path, `/v1/stores/{store}/{path}`, as a sequence of small phases:
-//! authenticate -> route -> purpose -> decide -> forward -> filter response -> log.
+//! The data path as a sequence of small phases:
+//! authenticate -> route -> purpose -> decide -> forward -> filter (mask) -> log.
 //! Each phase either hands the next one what it needs or ends the request with an error.
+//!
+//! `/v1/stores/{store}/{path}` is for institutions (a token is required);
+//! `/public/stores/{store}/{path}` is the public's, decided as the policy's `public` role.
 
+mod decide;
+mod profile;
 pub mod route;
 pub mod upstream;
 
@@ -12,7 +17,7 @@ use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
     response::{IntoResponse, Response},
-    routing::any,
+    routing::{any, get},
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
@@ -20,13 +25,17 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use self::upstream::{Outbound, Route, Store, SubjectLocator, UpstreamResponse};
 use crate::{
-    auth::{self, Institution},
+    auth::{self, Principal},
     domain::SubjectId,
     http::{AppState, Error, RequestId},
+    policy::{ApplyCtx, Outcome, Plan},
 };
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/stores/{store}/{*path}", any(handle))
+    Router::new()
+        .route("/v1/stores/{store}/{*path}", any(institution_request))
+        .route("/public/stores/{store}/{*path}", any(public_request))
+        .route("/v1/subjects/{id}/profile", get(profile::profile))
 }
 
 /// A request that has been routed: the store, the route, and who it is about.
@@ -38,19 +47,65 @@ struct Target<'s> {
     subject: Option<SubjectId>,
 }
 
-async fn handle(
+async fn institution_request(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, Error> {
+    let who = auth::authenticate_institution(&state, req.headers()).await?;
+    handle(
+        state,
+        peer,
+        request_id,
+        Principal::Institution(who),
+        "/v1/stores/",
+        req,
+    )
+    .await
+}
+
+/// The public's door: no token is looked at, and only the `public` role's plans apply.
+async fn public_request(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, Error> {
+    handle(
+        state,
+        peer,
+        request_id,
+        Principal::Public,
+        "/public/stores/",
+        req,
+    )
+    .await
+}
+
+async fn handle(
+    state: AppState,
+    peer: SocketAddr,
+    request_id: RequestId,
+    who: Principal,
+    prefix: &str,
+    req: Request,
+) -> Result<Response, Error> {
     let (parts, body) = req.into_parts();
-    let who = auth::authenticate_institution(&state, &parts.headers).await?;
-    let target = route(&state, &parts)?;
+    let target = route(&state, &parts, prefix)?;
     let purpose = declared_purpose(&state, &parts.headers)?;
-    decide(&who, &target).inspect_err(|e| {
-        tracing::info!(client_id = %who.client_id, store = %target.store.name,
-            dataset = %target.route.dataset, %purpose, denial = %e, "data request denied");
+    let plan = decide::decide(
+        &state,
+        &who,
+        &purpose,
+        &target.route.dataset,
+        target.subject.as_ref(),
+        &parts.headers,
+    )
+    .await
+    .inspect_err(|e| {
+        tracing::info!(client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
+                dataset = %target.route.dataset, %purpose, denial = %e, "data request denied");
     })?;
     let body = read_body(body, target.store.max_request_bytes).await?;
     let upstream = target
@@ -67,23 +122,24 @@ async fn handle(
         })
         .await?;
     let upstream_ms = upstream.elapsed.as_millis() as u64;
-    let response = filter_response(upstream)?;
+    let (status, doc, outcome) = release(&state, &plan, &who, upstream)?;
+    let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
-        client_id = %who.client_id, org = %who.org, role = %who.role,
-        store = %target.store.name, dataset = %target.route.dataset, %purpose,
-        subject_type = target.subject.as_ref().map(|s| s.subject_type().as_str()),
-        status = response.status().as_u16(), upstream_ms, "data request served"
+        client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
+        dataset = %target.route.dataset, %purpose, status = status.as_u16(), upstream_ms,
+        masked = outcome.masked, withheld = outcome.withheld_records, dropped_rows = outcome.dropped_rows,
+        "data request served"
     );
-    Ok(response)
+    Ok(json_response(status, body, &outcome))
 }
 
 /// Phase 2: normalise the path, find the store and a configured route, and parse the data
 /// subject's id. No route, no upstream contact.
-fn route<'s>(state: &'s AppState, parts: &Parts) -> Result<Target<'s>, Error> {
+fn route<'s>(state: &'s AppState, parts: &Parts, prefix: &str) -> Result<Target<'s>, Error> {
     let raw = parts
         .uri
         .path()
-        .strip_prefix("/v1/stores/")
+        .strip_prefix(prefix)
         .ok_or_else(|| Error::NotFound("no such route".into()))?;
     let (store_name, rest) = raw.split_once('/').unwrap_or((raw, ""));
     let segs =
@@ -145,20 +201,6 @@ fn declared_purpose(state: &AppState, headers: &HeaderMap) -> Result<String, Err
     Ok(purpose.code.clone())
 }
 
-/// Phase 3: may this caller use this route? Deny by default: a route lists the roles it admits.
-fn decide(who: &Institution, target: &Target<'_>) -> Result<(), Error> {
-    if target.route.roles.contains(&who.role) {
-        return Ok(());
-    }
-    Err(Error::Forbidden {
-        rule: "route-roles".into(),
-        detail: format!(
-            "role `{}` may not call {} {} of store `{}`",
-            who.role, target.route.method, target.route.template, target.store.name
-        ),
-    })
-}
-
 async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
     match Limited::new(body, cap).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -171,9 +213,14 @@ async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
     }
 }
 
-/// Phase 5: only a successful JSON answer passes, re-emitted with our own headers. A store's
-/// error pages, redirects and headers never reach the caller.
-fn filter_response(up: UpstreamResponse) -> Result<Response, Error> {
+/// Phase 5: only a successful JSON answer passes, masked by the plan and re-emitted with our
+/// own headers. A store's error pages, redirects and headers never reach the caller.
+fn release(
+    state: &AppState,
+    plan: &Plan,
+    who: &Principal,
+    up: UpstreamResponse,
+) -> Result<(StatusCode, serde_json::Value, Outcome), Error> {
     match up.status {
         s if s.is_success() => {
             let is_json = up
@@ -185,19 +232,32 @@ fn filter_response(up: UpstreamResponse) -> Result<Response, Error> {
                     mime == "application/json" || mime.ends_with("+json")
                 })
                 .unwrap_or(false);
-            if !is_json || serde_json::from_slice::<serde::de::IgnoredAny>(&up.body).is_err() {
-                return Err(Error::BadGateway(
-                    "the store answered with something other than JSON",
-                ));
-            }
-            let mut res = (s, up.body).into_response();
-            let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+            let mut doc: serde_json::Value = match serde_json::from_slice(&up.body) {
+                Ok(doc) if is_json => doc,
+                _ => {
+                    return Err(Error::BadGateway(
+                        "the store answered with something other than JSON",
+                    ));
+                }
+            };
+            let outcome = plan.apply(
+                &mut doc,
+                &ApplyCtx {
+                    region: who.region(),
+                    today: time::OffsetDateTime::now_utc().date(),
+                    pseudonym_key: &state.pseudonym_key,
+                },
             );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(res)
+            if outcome.out_of_scope {
+                return Err(Error::NotFound("no such record".into()));
+            }
+            if outcome.unclassified > 0 {
+                metrics::counter!("credgate_unclassified_fields_total", "dataset" => plan.dataset.to_string())
+                    .increment(outcome.unclassified as u64);
+                tracing::warn!(dataset = %plan.dataset, paths = ?outcome.unclassified_paths,
+                    count = outcome.unclassified, "fields not in the catalog were removed");
+            }
+            Ok((s, doc, outcome))
         }
         StatusCode::NOT_FOUND => Err(Error::NotFound("the store has no such record".into())),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Err(Error::BadRequest(
@@ -211,4 +271,16 @@ fn filter_response(up: UpstreamResponse) -> Result<Response, Error> {
             Err(Error::BadGateway("the store answered with an error"))
         }
     }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>, outcome: &Outcome) -> Response {
+    let mut res = (status, body).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-masked-fields", HeaderValue::from(outcome.masked));
+    res
 }

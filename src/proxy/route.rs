@@ -51,6 +51,17 @@ impl RoutePattern {
         })
     }
 
+    /// The path with its placeholders filled in, as decoded segments.
+    pub fn fill(&self, value_of: impl Fn(&str) -> Option<String>) -> Option<Vec<String>> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => Some(l.clone()),
+                Segment::Param(p) => value_of(p),
+            })
+            .collect()
+    }
+
     /// Matches decoded segments; returns the placeholder values.
     pub fn matches<'a>(&self, segs: &'a [String]) -> Option<Vec<(&str, &'a str)>> {
         if segs.len() != self.segments.len() {

@@ -42,7 +42,7 @@ pub struct Route {
     pub pattern: RoutePattern,
     pub dataset: String,
     pub subject: Option<(SubjectLocator, SubjectType)>,
-    pub roles: Vec<String>,
+    pub profile: bool,
 }
 
 pub struct Store {
@@ -74,6 +74,26 @@ impl Stores {
 
     pub fn get(&self, name: &str) -> Option<&Store> {
         self.by_name.get(name)
+    }
+
+    /// Routes that are one-stop profile sections for this subject type, in a stable order.
+    pub fn profile_sections(&self, kind: SubjectType) -> Vec<(&Store, &Route)> {
+        let mut v: Vec<_> = self
+            .by_name
+            .values()
+            .flat_map(|s| s.routes.iter().map(move |r| (s, r)))
+            .filter(|(_, r)| r.profile && r.subject.as_ref().is_some_and(|(_, t)| *t == kind))
+            .collect();
+        v.sort_by(|a, b| (&a.0.name, &a.1.dataset).cmp(&(&b.0.name, &b.1.dataset)));
+        v
+    }
+
+    pub fn datasets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_name.values().flat_map(|s| {
+            s.routes
+                .iter()
+                .map(move |r| (s.name.as_str(), r.dataset.as_str()))
+        })
     }
 }
 
@@ -256,7 +276,7 @@ impl Route {
             pattern: RoutePattern::parse(&c.path).expect("validated at load"),
             dataset: c.dataset.clone(),
             subject,
-            roles: c.roles.clone(),
+            profile: c.profile,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (unix microseconds) and text for ids, which both backends read the same way.
 
 pub mod clients;
+pub mod consents;
 
 use std::{str::FromStr, time::Duration};
 

@@ -87,7 +87,16 @@ fn the_demo_starts_and_its_printed_lines_work() {
             ));
             script.push_str(t);
             script.push_str("; echo\n");
-        } else if t.starts_with("TOKEN=") || t.starts_with("OFFICER=") || t.starts_with("SUBJECT=")
+        } else if [
+            "TOKEN=",
+            "OFFICER=",
+            "SUBJECT=",
+            "REGULATOR=",
+            "PERSON=",
+            "CONSENT=",
+        ]
+        .iter()
+        .any(|v| t.starts_with(v))
         {
             script.push_str(t);
             script.push('\n');
@@ -103,11 +112,42 @@ fn the_demo_starts_and_its_printed_lines_work() {
     assert_eq!(
         codes,
         [
-            "200", "200", "200", "401", "400", "400", "404", "403", "200"
+            "200", "200", "200", "403", "200", "200", "200", "401", "400", "400", "404", "403",
+            "403", "200"
         ],
         "{out}"
     );
     let uscc = demo["samples"]["usccs"][0].as_str().unwrap();
     assert!(out.contains(&format!("\"uscc\":\"{uscc}\"")), "{out}");
+    assert!(
+        out.contains("consent-required") && out.contains("\"records\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"annual_revenue\""),
+        "the regulator sees revenue: {out}"
+    );
+    for c in demo["clients"].as_array().unwrap() {
+        assert!(c["purposes"].is_array(), "each client lists its purposes");
+    }
+    assert_eq!(
+        demo["public_purposes"],
+        serde_json::json!(["public_disclosure"])
+    );
     assert!(out.contains("\"subject_type\":\"legal\""), "{out}");
+    assert!(
+        out.contains("consent-required") && out.contains("\"records\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"annual_revenue\""),
+        "the regulator sees revenue: {out}"
+    );
+    for c in demo["clients"].as_array().unwrap() {
+        assert!(c["purposes"].is_array(), "each client lists its purposes");
+    }
+    assert_eq!(
+        demo["public_purposes"],
+        serde_json::json!(["public_disclosure"])
+    );
 }

@@ -51,6 +51,9 @@ pub struct FakeStore {
     pub hits: Arc<AtomicUsize>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
     pub last_uri: Arc<Mutex<Option<String>>>,
+    pub last_body_len: Arc<AtomicUsize>,
+    /// What `/doc` answers: set by a test.
+    pub doc: Arc<Mutex<Value>>,
 }
 
 impl FakeStore {
@@ -137,7 +140,14 @@ fn fake_router(state: FakeStore) -> Router {
         .route("/records", get(|| async { Json(json!({"items": []})) }))
         .route(
             "/echo",
-            post(|body: Bytes| async move { Json(json!({"len": body.len()})) }),
+            post(|State(s): State<FakeStore>, body: Bytes| async move {
+                s.last_body_len.store(body.len(), Ordering::SeqCst);
+                Json(json!({"uscc": "91350100M000100Y43"}))
+            }),
+        )
+        .route(
+            "/doc/{uscc}",
+            get(|State(s): State<FakeStore>| async move { Json(s.doc.lock().unwrap().clone()) }),
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
@@ -153,8 +163,6 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
-pub const DATA_ROLES: &str = r#"["regulator", "financial_institution"]"#;
-
 pub fn config_text(
     dir: &std::path::Path,
     sample: SocketAddr,
@@ -166,7 +174,7 @@ pub fn config_text(
 listen = "127.0.0.1:0"
 storage_url = "sqlite://{dir}/credgate.db"
 key_dir = "{dir}/keys"
-policy_dir = "{policies}"
+policy_dir = "{dir}/policies"
 
 [[identity_providers]]
 issuer = "test-idp"
@@ -187,7 +195,6 @@ credential = {{ header = "Authorization", value = "Bearer {STORE_TOKEN}" }}
 method = "GET"
 path = "/entities"
 dataset = "entity_list"
-roles = {DATA_ROLES}
 
 [[stores.routes]]
 method = "GET"
@@ -195,7 +202,7 @@ path = "/entities/{{uscc}}"
 dataset = "entity"
 subject_path = "uscc"
 subject_type = "legal"
-roles = {DATA_ROLES}
+profile = true
 
 [[stores.routes]]
 method = "GET"
@@ -203,7 +210,17 @@ path = "/persons/{{id_number}}"
 dataset = "person"
 subject_path = "id_number"
 subject_type = "natural"
-roles = ["regulator"]
+profile = true
+
+[[stores.routes]]
+method = "GET"
+path = "/lists/red"
+dataset = "red_list"
+
+[[stores.routes]]
+method = "GET"
+path = "/lists/black"
+dataset = "black_list"
 
 [[stores]]
 name = "fake"
@@ -219,51 +236,50 @@ path = "/entities/{{uscc}}"
 dataset = "entity"
 subject_path = "uscc"
 subject_type = "legal"
-roles = {DATA_ROLES}
 
 [[stores.routes]]
 method = "GET"
 path = "/records"
-dataset = "records"
+dataset = "entity_list"
 subject_query = "uscc"
 subject_type = "legal"
-roles = {DATA_ROLES}
+
+[[stores.routes]]
+method = "GET"
+path = "/doc/{{uscc}}"
+dataset = "entity"
+subject_path = "uscc"
+subject_type = "legal"
 
 [[stores.routes]]
 method = "GET"
 path = "/slow"
-dataset = "slow"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores.routes]]
 method = "GET"
 path = "/huge"
-dataset = "huge"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores.routes]]
 method = "GET"
 path = "/huge-chunked"
-dataset = "huge"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores.routes]]
 method = "GET"
 path = "/boom"
-dataset = "boom"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores.routes]]
 method = "GET"
 path = "/html"
-dataset = "html"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores.routes]]
 method = "POST"
 path = "/echo"
-dataset = "echo"
-roles = {DATA_ROLES}
+dataset = "entity"
 
 [[stores]]
 name = "down"
@@ -276,11 +292,24 @@ path = "/entities/{{uscc}}"
 dataset = "entity"
 subject_path = "uscc"
 subject_type = "legal"
-roles = {DATA_ROLES}
+profile = true
 "#,
         dir = dir.display(),
-        policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
     )
+}
+
+/// Each test gets its own copy of the shipped policies, free to change them.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
 }
 
 /// An address nothing listens on: bound, then released.
@@ -307,6 +336,10 @@ impl TestApp {
             &dir.path().join("idp.jwks.json"),
         )
         .unwrap();
+        copy_dir(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+            &dir.path().join("policies"),
+        );
         let text = config_text(dir.path(), sample_store, fake_addr, dead_addr());
         let config = Config::parse(&text, "test").unwrap();
         config.validate().unwrap();
@@ -330,11 +363,27 @@ impl TestApp {
     }
 
     pub async fn add_client(&self, role: &str) -> (String, String) {
+        self.add_client_in(role, "test-org", None).await
+    }
+
+    pub async fn add_client_in(
+        &self,
+        role: &str,
+        org: &str,
+        region: Option<&str>,
+    ) -> (String, String) {
         let (record, secret) =
-            credgate::cli::add_client(&self.state.db, "Test institution", "test-org", role, None)
+            credgate::cli::add_client(&self.state.db, "Test institution", org, role, region)
                 .await
                 .unwrap();
         (record.id, secret)
+    }
+
+    /// A token for a new client of this role, org and region.
+    pub async fn token_in(&self, role: &str, org: &str, region: Option<&str>) -> String {
+        let (id, secret) = self.add_client_in(role, org, region).await;
+        let body: Value = self.token_for(&id, &secret).await.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
     }
 
     pub async fn token_for(&self, id: &str, secret: &str) -> reqwest::Response {
@@ -359,11 +408,12 @@ impl TestApp {
         (id, body["access_token"].as_str().unwrap().to_string())
     }
 
+    /// GET with the token and the usual purpose of the token's role.
     pub async fn data(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{}", self.url, path))
             .bearer_auth(token)
-            .header("X-Purpose", "lending")
+            .header("X-Purpose", purpose_of(token))
             .send()
             .await
             .unwrap()
@@ -400,6 +450,26 @@ impl TestApp {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         (status, text)
+    }
+}
+
+/// A purpose the token's role may declare (read from the token's own `role` claim).
+pub fn purpose_of(token: &str) -> &'static str {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let role = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c["role"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    match role.as_str() {
+        "regulator" | "regional_regulator" => "supervision",
+        "government_agency" => "public_procurement",
+        "credit_agency" => "credit_service",
+        "security_officer" => "security_audit",
+        "objection_handler" => "objection_handling",
+        _ => "lending",
     }
 }
 

@@ -5,9 +5,13 @@
 mod helpers;
 
 mod cli;
+mod consent;
 mod demo;
 mod health;
 mod oauth;
+mod policy;
+mod policy_props;
+mod profile;
 mod proxy;
 mod subject;
 mod tokens;

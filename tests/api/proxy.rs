@@ -19,8 +19,24 @@ async fn an_allowed_request_reaches_the_sample_store_and_returns_its_json() {
     assert!(res.headers().contains_key("x-request-id"));
     assert_eq!(res.headers()["content-type"], "application/json");
     assert_eq!(res.headers()["cache-control"], "no-store");
+    let masked: usize = res.headers()["x-masked-fields"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body, data.entities[3]);
+    let clear = &data.entities[3];
+    // A bank (T3) gets the record with trade secrets removed and the ID and phone partial.
+    assert_eq!(body["uscc"], clear["uscc"]);
+    assert_eq!(body["name"], clear["name"]);
+    assert_eq!(body["registered_capital"], clear["registered_capital"]);
+    for hidden in ["annual_revenue", "major_customers", "contract_prices"] {
+        assert!(body.get(hidden).is_none(), "{hidden} released to a bank");
+    }
+    let id = clear["legal_representative"]["id_number"].as_str().unwrap();
+    let shown = body["legal_representative"]["id_number"].as_str().unwrap();
+    assert_eq!(shown, format!("{}********{}", &id[..6], &id[14..]));
+    assert!(masked >= 5, "masked {masked}");
 
     let res = app
         .data(&token, "/v1/stores/power/entities?sector=coal&page_size=5")
@@ -36,21 +52,34 @@ async fn an_allowed_request_reaches_the_sample_store_and_returns_its_json() {
 }
 
 #[tokio::test]
-async fn a_role_not_listed_on_the_route_is_denied_naming_the_rule_and_the_store_is_untouched() {
+async fn a_role_the_policy_does_not_admit_is_denied_naming_the_rule_and_the_store_is_untouched() {
     let app = TestApp::spawn().await;
-    let (_, token) = app.token("credit_agency").await;
+    let (_, token) = app.token("security_officer").await;
     let res = app
         .data(&token, &format!("/v1/stores/fake/entities/{USCC}"))
         .await;
     let body = assert_problem(res, 403).await;
-    assert_eq!(body["rule"], "route-roles");
-    assert_eq!(app.fake.hits(), 0);
-    // The person route admits regulators only.
+    assert_eq!(body["rule"], "dataset-not-allowed");
+    let (_, token) = app.token("auditor").await;
+    let body = assert_problem(
+        app.data(&token, &format!("/v1/stores/fake/entities/{USCC}"))
+            .await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "unknown-role");
     let (_, bank) = app.token("financial_institution").await;
     let res = app
-        .data(&bank, "/v1/stores/power/persons/11010519491231002X")
-        .await;
-    assert_problem(res, 403).await;
+        .http
+        .get(format!("{}/v1/stores/fake/entities/{USCC}", app.url))
+        .bearer_auth(&bank)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(res, 403).await;
+    assert_eq!(body["rule"], "purpose-not-allowed");
+    assert_eq!(app.fake.hits(), 0);
 }
 
 #[tokio::test]
@@ -176,6 +205,7 @@ async fn the_store_sees_credgates_credential_and_never_the_callers() {
         .get(format!("{}/v1/stores/fake/entities/{USCC}?x=1", app.url))
         .bearer_auth(&token)
         .header("X-Purpose", "supervision")
+        .header("X-Consent", "cs_whatever")
         .header("Cookie", "session=caller-cookie")
         .header("X-Forwarded-For", "6.6.6.6")
         .header("X-Forwarded-Host", "evil.example")
@@ -201,6 +231,7 @@ async fn the_store_sees_credgates_credential_and_never_the_callers() {
     assert!(h.get("x-forwarded-host").is_none() && h.get("forwarded").is_none());
     assert!(h.get("x-real-ip").is_none() && h.get("proxy-authorization").is_none());
     assert!(h.get("x-secret-hop").is_none() && h.get("te").is_none());
+    assert!(h.get("x-consent").is_none());
     assert_eq!(h["host"].to_str().unwrap(), app.fake_host());
     assert_eq!(h["x-purpose"], "supervision");
     assert_eq!(h["accept"], "application/json");
@@ -293,7 +324,12 @@ async fn request_bodies_over_the_store_cap_are_413() {
     };
     let ok = send(100).await.unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(ok.json::<Value>().await.unwrap()["len"], 102);
+    assert_eq!(
+        app.fake
+            .last_body_len
+            .load(std::sync::atomic::Ordering::SeqCst),
+        102
+    );
     let hits = app.fake.hits();
     assert_problem(send(5000).await.unwrap(), 413).await;
     assert_eq!(app.fake.hits(), hits);

@@ -1,0 +1,598 @@
+//! Compiled plans and their application: disclosure windows, row scope and field masking, in
+//! that order, on the parsed JSON answer.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use ring::hmac;
+use serde_json::{Map, Value};
+use time::Date;
+
+use super::{
+    Class, Dataset, PolicyError, Role, Source,
+    files::{CatalogFile, DisclosureFile, RowScope, Tier},
+    mask::{self, MaskSpec},
+    path::{self, Seg, Trie},
+};
+
+/// A dataset as compiled from the catalog: classes by path, before any role is applied.
+pub(super) struct CompiledDataset {
+    name: Arc<str>,
+    fields: Trie<Arc<str>>,
+    rows: Option<Vec<Seg>>,
+    region: Option<Vec<Seg>>,
+    dated: Vec<DatedRule>,
+    subject_type: Option<crate::domain::SubjectType>,
+}
+
+#[derive(Debug, Clone)]
+struct DatedRule {
+    /// The array holding the records (the `records` path without its final `[*]`).
+    array: Vec<Seg>,
+    date: String,
+    end: Option<String>,
+    severity: Option<String>,
+    severity_default: Option<String>,
+}
+
+/// A calendar period such as `3m`, `1y`, `90d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    months: i32,
+    days: i64,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+        let n: i32 = n.parse().ok().filter(|n| *n > 0)?;
+        Some(match unit {
+            "y" => Period {
+                months: n * 12,
+                days: 0,
+            },
+            "m" => Period { months: n, days: 0 },
+            "d" => Period {
+                months: 0,
+                days: n as i64,
+            },
+            _ => return None,
+        })
+    }
+
+    /// `date` plus this period; a day past the end of the target month clamps to its last day.
+    pub fn after(&self, date: Date) -> Date {
+        let total = date.year() * 12 + (date.month() as i32 - 1) + self.months;
+        let (y, m) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u8);
+        let month = time::Month::try_from(m).expect("1..=12");
+        let day = date.day().min(month.length(y));
+        let d = Date::from_calendar_date(y, month, day).unwrap_or(date);
+        d.checked_add(time::Duration::days(self.days))
+            .unwrap_or(Date::MAX)
+    }
+}
+
+pub(super) struct Windows {
+    periods: BTreeMap<Tier, BTreeMap<String, Period>>,
+    max_age: Period,
+}
+
+/// What a plan does with one classified path.
+#[derive(Debug, Clone)]
+struct Action {
+    class: Arc<str>,
+    /// `None`: released as it is.
+    mask: Option<MaskSpec>,
+}
+
+/// The compiled decision for one role on one dataset: lookups only on the request path.
+#[derive(Debug)]
+pub struct Plan {
+    pub role: String,
+    pub dataset: Arc<str>,
+    pub clearance: Tier,
+    pub row_scope: RowScope,
+    /// Reading this dataset about a natural person needs the person's consent.
+    pub needs_consent: bool,
+    /// Row scope applies but the dataset names no region: nothing can be shown.
+    pub region_unknown: bool,
+    fields: Trie<Action>,
+    rows: Option<Vec<Seg>>,
+    region: Option<Vec<Seg>>,
+    dated: Vec<DatedRule>,
+    periods: Option<BTreeMap<String, Period>>,
+    max_age: Option<Period>,
+}
+
+pub struct ApplyCtx<'a> {
+    /// The principal's region, for row scope.
+    pub region: Option<&'a str>,
+    pub today: Date,
+    pub pseudonym_key: &'a hmac::Key,
+}
+
+/// What applying a plan did, for headers, metrics and the audit record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Fields masked or removed by the plan, unclassified ones included.
+    pub masked: usize,
+    /// Fields the catalog does not name, removed.
+    pub unclassified: usize,
+    /// Dated records withheld by disclosure windows.
+    pub withheld_records: usize,
+    /// List rows dropped by row scope.
+    pub dropped_rows: usize,
+    /// A single record outside the principal's region: answer 404.
+    pub out_of_scope: bool,
+    pub by_class: BTreeMap<Arc<str>, usize>,
+    /// Paths (with `[*]` for indices) of unclassified fields, for the warning log.
+    pub unclassified_paths: Vec<String>,
+}
+
+fn parse_path(
+    src: &Source,
+    p: &toml::Spanned<String>,
+    what: &str,
+) -> Result<Vec<Seg>, PolicyError> {
+    path::parse(p.get_ref()).map_err(|e| src.err(p.span(), format!("{what}: {e}")))
+}
+
+pub(super) fn compile_catalog(
+    src: &Source,
+    catalog: CatalogFile,
+    classes: &HashMap<String, Class>,
+    datasets: &mut HashMap<String, Dataset>,
+) -> Result<HashMap<String, CompiledDataset>, PolicyError> {
+    let mut out = HashMap::new();
+    for (name, entry) in catalog.datasets {
+        super::check_name(src, &name, "dataset")?;
+        let ds = name.get_ref().clone();
+        let mut fields = Trie::default();
+        for (p, class) in &entry.fields {
+            let segs = parse_path(src, p, &format!("dataset `{ds}`, path"))?;
+            let Some(c) = classes.get(class.get_ref()) else {
+                return Err(src.err(
+                    class.span(),
+                    format!("dataset `{ds}`, path `{}`: unknown class `{}`; declare it in classes.toml or fix the name", p.get_ref(), class.get_ref()),
+                ));
+            };
+            fields.insert(&segs, c.name.clone()).map_err(|e| {
+                src.err(
+                    p.span(),
+                    format!(
+                        "dataset `{ds}`, path `{}` {e}; it can never apply as written",
+                        p.get_ref()
+                    ),
+                )
+            })?;
+        }
+        let rows = match &entry.rows {
+            None => None,
+            Some(r) => {
+                let segs = parse_path(src, r, &format!("dataset `{ds}`, rows"))?;
+                if segs.last() != Some(&Seg::AnyIndex) {
+                    return Err(src.err(
+                        r.span(),
+                        format!("dataset `{ds}`: rows must end in `[*]`, e.g. `items[*]`"),
+                    ));
+                }
+                if fields.get(&segs).is_none() {
+                    return Err(src.err(
+                        r.span(),
+                        format!(
+                            "dataset `{ds}`: no field is classified under rows `{}`",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+                Some(segs)
+            }
+        };
+        let region = match &entry.region {
+            None => None,
+            Some(r) => {
+                let segs = parse_path(src, r, &format!("dataset `{ds}`, region"))?;
+                let full: Vec<Seg> = rows
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .chain(segs.iter().cloned())
+                    .collect();
+                if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
+                    return Err(src.err(
+                        r.span(),
+                        format!(
+                            "dataset `{ds}`: region `{}` is not a classified field of a row",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+                Some(segs)
+            }
+        };
+        let mut dated = Vec::new();
+        for d in entry.dated {
+            let segs = parse_path(src, &d.records, &format!("dataset `{ds}`, dated records"))?;
+            if segs.last() != Some(&Seg::AnyIndex) {
+                return Err(src.err(
+                    d.records.span(),
+                    format!("dataset `{ds}`: dated records must end in `[*]`"),
+                ));
+            }
+            let Some(node) = fields.get(&segs) else {
+                return Err(src.err(
+                    d.records.span(),
+                    format!(
+                        "dataset `{ds}`: dated records `{}` are not in the catalog",
+                        d.records.get_ref()
+                    ),
+                ));
+            };
+            if node.value.is_none() && !node.keys.contains_key(&d.date) {
+                return Err(src.err(
+                    d.records.span(),
+                    format!(
+                        "dataset `{ds}`: records `{}` have no classified `{}` field",
+                        d.records.get_ref(),
+                        d.date
+                    ),
+                ));
+            }
+            dated.push(DatedRule {
+                array: segs[..segs.len() - 1].to_vec(),
+                date: d.date,
+                end: d.end,
+                severity: d.severity,
+                severity_default: d.severity_default,
+            });
+        }
+        let listed = entry
+            .fields
+            .iter()
+            .map(|(p, c)| (p.get_ref().clone(), c.get_ref().clone()))
+            .collect();
+        datasets.insert(
+            ds.clone(),
+            Dataset {
+                name: ds.clone(),
+                subject_type: entry.subject_type,
+                fields: listed,
+            },
+        );
+        out.insert(
+            ds.clone(),
+            CompiledDataset {
+                name: ds.as_str().into(),
+                fields,
+                rows,
+                region,
+                dated,
+                subject_type: entry.subject_type,
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub(super) fn compile_disclosure(src: &Source, d: &DisclosureFile) -> Result<Windows, PolicyError> {
+    let parse = |s: &toml::Spanned<String>| {
+        Period::parse(s.get_ref()).ok_or_else(|| {
+            src.err(
+                s.span(),
+                format!(
+                    "`{}` is not a period; write e.g. \"3m\", \"1y\" or \"90d\"",
+                    s.get_ref()
+                ),
+            )
+        })
+    };
+    let mut periods = BTreeMap::new();
+    for (tier, by_severity) in &d.periods {
+        let mut m = BTreeMap::new();
+        for (sev, p) in by_severity {
+            m.insert(sev.clone(), parse(p)?);
+        }
+        periods.insert(*tier, m);
+    }
+    Ok(Windows {
+        periods,
+        max_age: parse(&d.max_age.after_end)?,
+    })
+}
+
+pub(super) fn compile_plan(
+    role: &Role,
+    ds: &CompiledDataset,
+    classes: &HashMap<String, Class>,
+    overrides: &BTreeMap<String, MaskSpec>,
+    windows: &Windows,
+    exempt_from_max_age: bool,
+) -> Plan {
+    let fields = ds.fields.map(&|class: &Arc<str>| {
+        let c = &classes[class.as_ref()];
+        let chosen = overrides.get(class.as_ref());
+        let mask = if c.tier <= role.clearance {
+            chosen.filter(|m| !m.is_clear()).cloned()
+        } else {
+            Some(
+                chosen
+                    .or(c.default_mask.as_ref())
+                    .cloned()
+                    .unwrap_or(MaskSpec::Remove),
+            )
+        };
+        Action {
+            class: class.clone(),
+            mask,
+        }
+    });
+    fn any_t3(t: &Trie<Arc<str>>, classes: &HashMap<String, Class>, clearance: Tier) -> bool {
+        t.value.as_ref().is_some_and(|c| {
+            let tier = classes[c.as_ref()].tier;
+            tier >= Tier::T3 && tier <= clearance
+        }) || t.keys.values().any(|n| any_t3(n, classes, clearance))
+            || t.any_index
+                .as_deref()
+                .is_some_and(|n| any_t3(n, classes, clearance))
+    }
+    let admits_t3 = any_t3(&ds.fields, classes, role.clearance);
+    let natural = ds.subject_type == Some(crate::domain::SubjectType::Natural);
+    Plan {
+        role: role.name.clone(),
+        dataset: ds.name.clone(),
+        clearance: role.clearance,
+        row_scope: role.row_scope,
+        needs_consent: role.consent_for_natural && natural && admits_t3,
+        region_unknown: role.row_scope == RowScope::Region && ds.region.is_none(),
+        fields,
+        rows: ds.rows.clone(),
+        region: ds.region.clone(),
+        dated: ds.dated.clone(),
+        periods: windows.periods.get(&role.clearance).cloned(),
+        max_age: (!exempt_from_max_age).then_some(windows.max_age),
+    }
+}
+
+/// Visits every array reached by `segs` (which may contain `[*]`).
+fn for_each_array(v: &mut Value, segs: &[Seg], f: &mut impl FnMut(&mut Vec<Value>)) {
+    match segs.split_first() {
+        None => {
+            if let Value::Array(a) = v {
+                f(a)
+            }
+        }
+        Some((Seg::Key(k), rest)) => {
+            if let Some(child) = v.as_object_mut().and_then(|m| m.get_mut(k)) {
+                for_each_array(child, rest, f)
+            }
+        }
+        Some((Seg::AnyIndex, rest)) => {
+            if let Value::Array(items) = v {
+                for item in items {
+                    for_each_array(item, rest, f)
+                }
+            }
+        }
+    }
+}
+
+fn date_of(v: &Value) -> Option<Date> {
+    let s = v.as_str()?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s.get(..10)?, &fmt).ok()
+}
+
+fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    let mut v = v;
+    for s in segs {
+        v = match s {
+            Seg::Key(k) => v.get(k)?,
+            Seg::AnyIndex => return None,
+        };
+    }
+    Some(v)
+}
+
+impl Plan {
+    /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
+    /// withheld.
+    pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {
+        let mut out = Outcome::default();
+        for rule in &self.dated {
+            for_each_array(doc, &rule.array, &mut |records| {
+                let before = records.len();
+                records.retain(|r| self.released(rule, r, ctx.today));
+                out.withheld_records += before - records.len();
+            });
+        }
+        if self.row_scope == RowScope::Region {
+            let region = self.region.as_deref().unwrap_or(&[]);
+            let in_scope = |row: &Value| {
+                ctx.region.is_some()
+                    && !region.is_empty()
+                    && value_at(row, region).and_then(Value::as_str) == ctx.region
+            };
+            match &self.rows {
+                Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                    let before = items.len();
+                    items.retain(in_scope);
+                    out.dropped_rows += before - items.len();
+                }),
+                None => {
+                    if !in_scope(doc) {
+                        out.out_of_scope = true;
+                        *doc = Value::Object(Map::new());
+                        return out;
+                    }
+                }
+            }
+        }
+        let mut trail = Vec::new();
+        if walk(&self.fields, doc, ctx, &mut out, &mut trail) == Walk::Remove {
+            *doc = Value::Object(Map::new());
+        }
+        out
+    }
+
+    fn released(&self, rule: &DatedRule, record: &Value, today: Date) -> bool {
+        let Some(date) = record.get(&rule.date).and_then(date_of) else {
+            // An undated adverse record cannot be placed in its window: only exempt roles see it.
+            return self.max_age.is_none() && self.periods.is_none();
+        };
+        if let Some(periods) = &self.periods {
+            let severity = rule
+                .severity
+                .as_ref()
+                .and_then(|f| record.get(f))
+                .and_then(Value::as_str)
+                .or(rule.severity_default.as_deref());
+            // Unknown severity: the shortest period, so doubt withholds sooner.
+            let period = severity
+                .and_then(|s| periods.get(s))
+                .or_else(|| periods.values().min_by_key(|p| p.after(date)));
+            if let Some(p) = period
+                && today > p.after(date)
+            {
+                return false;
+            }
+        }
+        if let Some(max_age) = &self.max_age {
+            let end = rule
+                .end
+                .as_ref()
+                .and_then(|f| record.get(f))
+                .and_then(date_of)
+                .unwrap_or(date);
+            if today > max_age.after(end) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Walk {
+    Keep,
+    Remove,
+}
+
+fn count(out: &mut Outcome, class: &Arc<str>) {
+    out.masked += 1;
+    *out.by_class.entry(class.clone()).or_default() += 1;
+}
+
+fn unclassified(out: &mut Outcome, trail: &[String]) {
+    out.masked += 1;
+    out.unclassified += 1;
+    if out.unclassified_paths.len() < 32 {
+        out.unclassified_paths.push(trail.join("."));
+    }
+}
+
+/// One pass over the value and the plan's trie together.
+fn walk(
+    node: &Trie<Action>,
+    v: &mut Value,
+    ctx: &ApplyCtx<'_>,
+    out: &mut Outcome,
+    trail: &mut Vec<String>,
+) -> Walk {
+    if let Some(action) = &node.value {
+        return match &action.mask {
+            None => Walk::Keep,
+            Some(m) => {
+                count(out, &action.class);
+                match mask::apply(m, v, ctx.pseudonym_key) {
+                    Some(masked) => {
+                        *v = masked;
+                        Walk::Keep
+                    }
+                    None => Walk::Remove,
+                }
+            }
+        };
+    }
+    match v {
+        Value::Object(map) => {
+            let mut removed = Vec::new();
+            for (k, child) in map.iter_mut() {
+                trail.push(k.clone());
+                match node.keys.get(k) {
+                    None => {
+                        unclassified(out, trail);
+                        removed.push(k.clone());
+                    }
+                    Some(n) => {
+                        if walk(n, child, ctx, out, trail) == Walk::Remove {
+                            removed.push(k.clone());
+                        }
+                    }
+                }
+                trail.pop();
+            }
+            for k in removed {
+                map.remove(&k);
+            }
+            Walk::Keep
+        }
+        Value::Array(items) => match node.any_index.as_deref() {
+            Some(n) => {
+                trail.push("[*]".into());
+                let mut keep = Vec::with_capacity(items.len());
+                for mut item in items.drain(..) {
+                    if walk(n, &mut item, ctx, out, trail) == Walk::Keep {
+                        keep.push(item);
+                    }
+                }
+                *items = keep;
+                trail.pop();
+                Walk::Keep
+            }
+            None => {
+                unclassified(out, trail);
+                Walk::Remove
+            }
+        },
+        // A scalar where the catalog expects structure: not classified as such.
+        _ => {
+            unclassified(out, trail);
+            Walk::Remove
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_add_calendar_months_and_clamp() {
+        let d = |s: &str| {
+            Date::parse(
+                s,
+                &time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            Period::parse("3m").unwrap().after(d("2024-11-30")),
+            d("2025-02-28")
+        );
+        assert_eq!(
+            Period::parse("1y").unwrap().after(d("2024-02-29")),
+            d("2025-02-28")
+        );
+        assert_eq!(
+            Period::parse("90d").unwrap().after(d("2024-01-01")),
+            d("2024-03-31")
+        );
+        assert!(
+            Period::parse("3w").is_none()
+                && Period::parse("0y").is_none()
+                && Period::parse("").is_none()
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Phase 3, decide: the compiled plan for (role, purpose, dataset), then row scope, then the
+//! data subject's consent where the plan needs it. Denials name the rule, never the data.
+
+use http::HeaderMap;
+
+use crate::{
+    auth::Principal,
+    domain::SubjectId,
+    http::{AppState, Error},
+    policy::{ConsentState, Denial, Plan},
+    storage::{consents, now_micros},
+};
+
+impl From<Denial> for Error {
+    fn from(d: Denial) -> Self {
+        Error::Forbidden {
+            rule: d.rule.into(),
+            detail: d.detail,
+        }
+    }
+}
+
+pub(super) async fn decide(
+    state: &AppState,
+    who: &Principal,
+    purpose: &str,
+    dataset: &str,
+    subject: Option<&SubjectId>,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<Plan>, Error> {
+    let plan = state.policies().decide(who.role(), purpose, dataset)?;
+    plan.check_scope(who.region())?;
+    if plan.needs_consent {
+        let consent = consent_state(state, who, purpose, subject, headers).await?;
+        plan.check_consent(consent)?;
+    }
+    Ok(plan)
+}
+
+/// Reads `X-Consent` and judges it against this request: the same person, the caller's own
+/// org, the declared purpose, neither revoked nor expired.
+pub(super) async fn consent_state(
+    state: &AppState,
+    who: &Principal,
+    purpose: &str,
+    subject: Option<&SubjectId>,
+    headers: &HeaderMap,
+) -> Result<ConsentState, Error> {
+    let Some(value) = headers.get("x-consent") else {
+        return Ok(ConsentState::Absent);
+    };
+    let (Ok(id), Some(subject), Some(org)) = (value.to_str(), subject, who.org()) else {
+        return Ok(ConsentState::Invalid);
+    };
+    let Some(c) = consents::get(&state.db, id).await.map_err(Error::storage)? else {
+        return Ok(ConsentState::Invalid);
+    };
+    let valid = c.subject_id == subject.as_str()
+        && c.grantee_org == org
+        && c.purpose == purpose
+        && c.is_live(now_micros());
+    Ok(if valid {
+        ConsentState::Valid
+    } else {
+        ConsentState::Invalid
+    })
+}

@@ -1,0 +1,181 @@
+//! `GET /v1/subjects/{id}/profile`: the one-stop query. Every route declared as a profile
+//! section for the subject's type is asked concurrently; each answer is decided and masked by
+//! its own dataset's plan; denied and failed sections are listed, never silently left out.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Extension, Json,
+    extract::{ConnectInfo, Path, Query, State},
+    http::HeaderMap,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    decide::consent_state,
+    declared_purpose, release,
+    upstream::{Outbound, Route, Store, SubjectLocator},
+};
+use crate::{
+    auth::{self, Principal},
+    domain::{ResidentId, SubjectId, SubjectType, Uscc},
+    http::{AppState, Error, RequestId},
+    policy::ConsentState,
+};
+
+#[derive(Deserialize)]
+pub(super) struct ProfileQuery {
+    #[serde(rename = "type")]
+    subject_type: Option<SubjectType>,
+}
+
+/// A USCC and a resident ID number are both 18 characters; the check characters tell them
+/// apart, and `?type=` settles the rare number that passes both.
+fn parse_subject(id: &str, kind: Option<SubjectType>) -> Result<SubjectId, Error> {
+    if let Some(kind) = kind {
+        return Ok(SubjectId::parse(kind, id)?);
+    }
+    match (Uscc::parse(id), ResidentId::parse(id)) {
+        (Ok(u), Err(_)) => Ok(SubjectId::Legal(u)),
+        (Err(_), Ok(r)) => Ok(SubjectId::Natural(r)),
+        (Ok(_), Ok(_)) => Err(Error::BadRequest(
+            "this id is valid both as a USCC and as a resident ID number; add ?type=legal or ?type=natural".into(),
+        )),
+        (Err(e), Err(_)) => Err(Error::InvalidSubjectId(e)),
+    }
+}
+
+enum Section {
+    Released(Value),
+    Denied { rule: String },
+    Failed { status: u16, detail: String },
+}
+
+pub(super) async fn profile(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<String>,
+    Query(q): Query<ProfileQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let who = Principal::Institution(auth::authenticate_institution(&state, &headers).await?);
+    let purpose = declared_purpose(&state, &headers)?;
+    let subject = parse_subject(&id, q.subject_type)?;
+    let sections = state.stores.profile_sections(subject.subject_type());
+    let consent = consent_state(&state, &who, &purpose, Some(&subject), &headers).await?;
+    let ctx = SectionCtx {
+        state: &state,
+        who: &who,
+        purpose: &purpose,
+        subject: &subject,
+        consent,
+        headers: &headers,
+        request_id: &request_id.0,
+        peer,
+    };
+    let answers = futures_util::future::join_all(
+        sections
+            .iter()
+            .map(|(store, route)| ctx.section(store, route)),
+    )
+    .await;
+
+    let mut released = Map::new();
+    let (mut denied, mut failed) = (Vec::new(), Vec::new());
+    for ((store, route), answer) in sections.iter().zip(answers) {
+        let name = format!("{}.{}", store.name, route.dataset);
+        match answer {
+            Section::Released(v) => {
+                released.insert(name, v);
+            }
+            Section::Denied { rule } => denied.push(json!({"section": name, "rule": rule})),
+            Section::Failed { status, detail } => failed.push(
+                json!({"section": name, "store": store.name, "status": status, "detail": detail}),
+            ),
+        }
+    }
+    tracing::info!(client_id = %who.client_id(), role = %who.role(), %purpose,
+        sections = released.len(), denied = denied.len(), failed = failed.len(), "profile served");
+    Ok(Json(json!({
+        "subject": subject.as_str(),
+        "subject_type": subject.subject_type(),
+        "sections": released,
+        "denied": denied,
+        "failed": failed,
+    })))
+}
+
+struct SectionCtx<'a> {
+    state: &'a AppState,
+    who: &'a Principal,
+    purpose: &'a str,
+    subject: &'a SubjectId,
+    consent: ConsentState,
+    headers: &'a HeaderMap,
+    request_id: &'a str,
+    peer: SocketAddr,
+}
+
+impl SectionCtx<'_> {
+    async fn section(&self, store: &Store, route: &Route) -> Section {
+        let decided = self
+            .state
+            .policies()
+            .decide(self.who.role(), self.purpose, &route.dataset)
+            .and_then(|plan| {
+                plan.check_scope(self.who.region())?;
+                plan.check_consent(self.consent)?;
+                Ok(plan)
+            });
+        let plan = match decided {
+            Ok(plan) => plan,
+            Err(d) => {
+                return Section::Denied {
+                    rule: d.rule.into(),
+                };
+            }
+        };
+        let Some((SubjectLocator::Path(param), _)) = &route.subject else {
+            return Section::Failed {
+                status: 500,
+                detail: "not a profile route".into(),
+            };
+        };
+        let Some(segs) = route
+            .pattern
+            .fill(|p| (p == param).then(|| self.subject.as_str().to_string()))
+        else {
+            return Section::Failed {
+                status: 500,
+                detail: "not a profile route".into(),
+            };
+        };
+        let path = super::route::encode_segments(&segs);
+        let answer = store
+            .forward(Outbound {
+                method: &route.method,
+                path: &path,
+                query: None,
+                body: Bytes::new(),
+                caller_headers: self.headers,
+                request_id: self.request_id,
+                client_ip: self.peer.ip(),
+                purpose: self.purpose,
+            })
+            .await
+            .and_then(|up| release(self.state, &plan, self.who, up));
+        match answer {
+            Ok((_, doc, _)) => Section::Released(doc),
+            Err(e) => {
+                let status = e.status().as_u16();
+                Section::Failed {
+                    status,
+                    detail: e.public_detail(),
+                }
+            }
+        }
+    }
+}
