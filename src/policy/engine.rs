@@ -429,8 +429,11 @@ impl Plan {
                 }
             }
         }
-        let mut trail = Vec::new();
-        if walk(&self.fields, doc, ctx, &mut out, &mut trail) == Walk::Remove {
+        let root = Trail {
+            key: "",
+            parent: None,
+        };
+        if walk(&self.fields, doc, ctx, &mut out, &root) == Walk::Remove {
             *doc = Value::Object(Map::new());
         }
         out
@@ -484,11 +487,33 @@ fn count(out: &mut Outcome, class: &Arc<str>) {
     *out.by_class.entry(class.clone()).or_default() += 1;
 }
 
-fn unclassified(out: &mut Outcome, trail: &[String]) {
+/// The path to the current value, as a linked list on the stack: built into a string only
+/// when an unclassified field must be named, so the common case allocates nothing.
+#[derive(Clone, Copy)]
+struct Trail<'a> {
+    key: &'a str,
+    parent: Option<&'a Trail<'a>>,
+}
+
+impl Trail<'_> {
+    fn render(&self) -> String {
+        let mut parts = vec![self.key];
+        let mut at = self.parent;
+        while let Some(t) = at {
+            parts.push(t.key);
+            at = t.parent;
+        }
+        parts.retain(|p| !p.is_empty());
+        parts.reverse();
+        parts.join(".")
+    }
+}
+
+fn unclassified(out: &mut Outcome, trail: &Trail<'_>) {
     out.masked += 1;
     out.unclassified += 1;
     if out.unclassified_paths.len() < 32 {
-        out.unclassified_paths.push(trail.join("."));
+        out.unclassified_paths.push(trail.render());
     }
 }
 
@@ -498,7 +523,7 @@ fn walk(
     v: &mut Value,
     ctx: &ApplyCtx<'_>,
     out: &mut Outcome,
-    trail: &mut Vec<String>,
+    trail: &Trail<'_>,
 ) -> Walk {
     if let Some(action) = &node.value {
         return match &action.mask {
@@ -519,19 +544,21 @@ fn walk(
         Value::Object(map) => {
             let mut removed = Vec::new();
             for (k, child) in map.iter_mut() {
-                trail.push(k.clone());
+                let here = Trail {
+                    key: k,
+                    parent: Some(trail),
+                };
                 match node.keys.get(k) {
                     None => {
-                        unclassified(out, trail);
+                        unclassified(out, &here);
                         removed.push(k.clone());
                     }
                     Some(n) => {
-                        if walk(n, child, ctx, out, trail) == Walk::Remove {
+                        if walk(n, child, ctx, out, &here) == Walk::Remove {
                             removed.push(k.clone());
                         }
                     }
                 }
-                trail.pop();
             }
             for k in removed {
                 map.remove(&k);
@@ -540,15 +567,17 @@ fn walk(
         }
         Value::Array(items) => match node.any_index.as_deref() {
             Some(n) => {
-                trail.push("[*]".into());
+                let here = Trail {
+                    key: "[*]",
+                    parent: Some(trail),
+                };
                 let mut keep = Vec::with_capacity(items.len());
                 for mut item in items.drain(..) {
-                    if walk(n, &mut item, ctx, out, trail) == Walk::Keep {
+                    if walk(n, &mut item, ctx, out, &here) == Walk::Keep {
                         keep.push(item);
                     }
                 }
                 *items = keep;
-                trail.pop();
                 Walk::Keep
             }
             None => {

@@ -78,7 +78,8 @@ pub struct PolicySet {
     classes: HashMap<String, Class>,
     roles: HashMap<String, Role>,
     datasets: HashMap<String, Dataset>,
-    plans: HashMap<(String, String), Arc<Plan>>,
+    /// role -> dataset -> plan, looked up by `&str` without allocating.
+    plans: HashMap<String, HashMap<String, Arc<Plan>>>,
 }
 
 /// One file's text, for turning spans into line numbers.
@@ -291,7 +292,9 @@ impl PolicySet {
                     exempt,
                 );
                 set.plans
-                    .insert((role_name.clone(), d.clone()), Arc::new(plan));
+                    .entry(role_name.clone())
+                    .or_default()
+                    .insert(d.clone(), Arc::new(plan));
             }
             set.roles.insert(role_name, role);
         }
@@ -319,7 +322,8 @@ impl PolicySet {
             });
         }
         self.plans
-            .get(&(role.to_string(), dataset.to_string()))
+            .get(role)
+            .and_then(|by_dataset| by_dataset.get(dataset))
             .cloned()
             .ok_or_else(|| Denial {
                 rule: "dataset-not-allowed",

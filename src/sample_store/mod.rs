@@ -176,6 +176,19 @@ fn page_of(items: Vec<Value>, page: Option<usize>, size: Option<usize>) -> Respo
     Json(json!({"items": rows, "page": page, "page_size": size, "total": total})).into_response()
 }
 
+/// The list row of an entity: a summary; the full record is at `/entities/{uscc}`.
+pub fn summary_row(e: &Value) -> Value {
+    json!({
+        "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
+        "region": e["region"], "region_name": e["region_name"],
+        "registered_capital": e["registered_capital"],
+        "legal_representative": e["legal_representative"],
+        "rating": e["rating"]["grade"],
+        "classification_grade": e["classification_grade"],
+        "red_list": e["red_list"], "black_list": e["black_list"],
+    })
+}
+
 /// List rows are summaries; the full record is at `/entities/{uscc}`.
 async fn list_entities(State(s): State<StoreState>, Query(q): Query<ListQuery>) -> Response {
     if let Some(sector) = &q.sector
@@ -188,17 +201,7 @@ async fn list_entities(State(s): State<StoreState>, Query(q): Query<ListQuery>) 
             .iter()
             .filter(|e| q.sector.as_ref().is_none_or(|v| e["sector"] == v.as_str()))
             .filter(|e| q.region.as_ref().is_none_or(|v| e["region"] == v.as_str()))
-            .map(|e| {
-                json!({
-                    "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
-                    "region": e["region"], "region_name": e["region_name"],
-                    "registered_capital": e["registered_capital"],
-                    "legal_representative": e["legal_representative"],
-                    "rating": e["rating"]["grade"],
-                    "classification_grade": e["classification_grade"],
-                    "red_list": e["red_list"], "black_list": e["black_list"],
-                })
-            })
+            .map(summary_row)
             .collect();
     page_of(rows, q.page, q.page_size)
 }

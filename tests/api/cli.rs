@@ -266,3 +266,40 @@ fn policy_check_accepts_the_shipped_set_and_names_file_and_line_of_a_bad_one() {
     let (_, err) = text(&out);
     assert!(err.contains("purposes.toml:4"), "{err}");
 }
+
+#[test]
+fn policy_test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation() {
+    let out = credgate(&[
+        "policy",
+        "test",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        dir.path(),
+    );
+    let cases = dir.path().join("tests/shipped.toml");
+    let text_ = std::fs::read_to_string(&cases).unwrap();
+    // Claim the public may read persons: the runner must say no.
+    std::fs::write(
+        &cases,
+        text_.replacen(
+            "expect = \"deny:dataset-not-allowed\"",
+            "expect = \"allow\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = credgate(&["policy", "test", &dir.path().display().to_string()]);
+    assert!(!out.status.success());
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+}

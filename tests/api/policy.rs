@@ -470,3 +470,38 @@ async fn a_route_to_a_dataset_the_catalog_lacks_stops_the_start() {
     };
     assert!(err.contains("mystery") && err.contains("catalog"), "{err}");
 }
+
+#[tokio::test]
+async fn the_shipped_catalog_names_every_field_the_sample_store_serves() {
+    let app = TestApp::spawn().await;
+    let set = app.state.policies();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"t");
+    let ctx = credgate::policy::ApplyCtx {
+        region: None,
+        today: time::OffsetDateTime::now_utc().date(),
+        pseudonym_key: &key,
+    };
+    let data = credgate::sample_store::data::generate(42, 200);
+    for (dataset, docs) in [("entity", &data.entities), ("person", &data.persons)] {
+        let plan = set.decide("regulator", "supervision", dataset).unwrap();
+        for doc in docs.iter() {
+            let outcome = plan.apply(&mut doc.clone(), &ctx);
+            assert_eq!(
+                outcome.unclassified, 0,
+                "{dataset}: {:?}",
+                outcome.unclassified_paths
+            );
+        }
+    }
+    // List answers, as the store really serves them, through the gateway.
+    let (_, regulator) = app.token("regulator").await;
+    for path in [
+        "/v1/stores/power/entities?page_size=100",
+        "/v1/stores/power/lists/red",
+        "/v1/stores/power/lists/black",
+    ] {
+        let res = app.data(&regulator, path).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-masked-fields"], "0", "{path}");
+    }
+}
