@@ -54,6 +54,9 @@ pub enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify or export the audit log (offline, beside a running gateway).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the synthetic credit-data store used by the demo and the tests.
     SampleStore(crate::sample_store::SampleStoreArgs),
     /// Run the sample store and the gateway together, with demo clients, and print what to try.
@@ -102,6 +105,22 @@ pub enum TokenCommand {
         id: String,
         #[arg(long = "type", default_value = "legal")]
         subject_type: SubjectType,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints; exits non-zero if anything is wrong.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write every record to stdout, oldest first.
+    Export {
+        #[arg(long, default_value = "ndjson", value_parser = ["csv", "ndjson"])]
+        format: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -182,6 +201,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+        }
+        Command::Audit(AuditCommand::Verify { config }) => {
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let key = crate::auth::keys::Ed25519Key::load(
+                &crate::auth::keys::audit_signing_key_path(&config.key_dir),
+            )?;
+            let report = crate::audit::verify::verify(&db, &key.public).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Audit(AuditCommand::Export { format, config }) => {
+            use std::io::Write;
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if format == "csv" {
+                out.write_all(&crate::audit::export::csv_bytes(&[
+                    crate::audit::export::CSV_HEADER
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ]))?;
+            }
+            let mut after = 0;
+            loop {
+                let page = crate::audit::store::page_after(&db, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                if format == "csv" {
+                    let rows: Vec<_> = page.iter().map(crate::audit::export::csv_row).collect();
+                    out.write_all(&crate::audit::export::csv_bytes(&rows))?;
+                } else {
+                    for r in &page {
+                        out.write_all(&crate::audit::export::ndjson_line(r))?;
+                    }
+                }
+            }
+            out.flush()?;
         }
         Command::SampleStore(args) => {
             crate::telemetry::init("info");

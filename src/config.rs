@@ -53,6 +53,12 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub alerts: crate::audit::alerts::AlertConfig,
+    #[serde(default)]
+    pub rate_limits: crate::http::limits::RateLimitConfig,
     /// Identity providers whose data-subject tokens are accepted.
     #[serde(default)]
     pub identity_providers: Vec<IdentityProviderConfig>,

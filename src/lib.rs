@@ -3,6 +3,7 @@
 //! The modules follow a request's path: `http` (entry, errors) -> `auth` (who) -> `proxy`
 //! (route, decide, forward, filter) -> `policy` (what may be seen) -> `storage` (state).
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -107,6 +107,10 @@ impl Ed25519Key {
         Self::from_pkcs8(bytes).ok_or_else(|| file_err(path, "not a PKCS#8 Ed25519 private key"))
     }
 
+    pub fn key_pair(&self) -> Ed25519KeyPair {
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8).expect("checked when loaded")
+    }
+
     pub fn encoding_key(&self) -> EncodingKey {
         EncodingKey::from_ed_der(&self.pkcs8)
     }
@@ -242,4 +246,10 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], KeyError> {
 
 pub fn pseudonym_key_path(key_dir: &Path) -> PathBuf {
     key_dir.join("pseudonym.key")
+}
+
+/// The key that signs audit checkpoints: separate from the token key, so that rotating one
+/// never touches the other.
+pub fn audit_signing_key_path(key_dir: &Path) -> PathBuf {
+    key_dir.join("audit-signing.ed25519.p8")
 }

@@ -71,6 +71,17 @@ pub async fn authenticate_institution(
         tracing::info!(client_id = %client.id, "token of a disabled client refused");
         return Err(Error::Unauthorized("client is disabled"));
     }
+    state.limits.check_client(&client.id)?;
+    if crate::storage::lockdowns::active_for(&state.db, &client.id, &client.org)
+        .await
+        .map_err(Error::storage)?
+    {
+        tracing::warn!(client_id = %client.id, org = %client.org, "request of a locked-down client refused");
+        return Err(Error::Forbidden {
+            rule: "lockdown".into(),
+            detail: "this client or its organisation is locked down by a security officer".into(),
+        });
+    }
     Ok(Institution {
         client_id: client.id,
         org: client.org,
@@ -86,4 +97,18 @@ pub fn authenticate_subject(state: &AppState, headers: &HeaderMap) -> Result<Dat
         tracing::info!(reason = %e, "subject token refused");
         Error::Unauthorized("invalid or expired token")
     })
+}
+
+/// The same, noting the acting subject in the audit record.
+pub fn authenticate_subject_audited(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &crate::audit::AuditSlot,
+) -> Result<DataSubject, Error> {
+    let s = authenticate_subject(state, headers)?;
+    slot.update(|a| {
+        a.actor_subject = Some(s.id.as_str().to_string());
+        a.role = Some("subject".into());
+    });
+    Ok(s)
 }

@@ -1,19 +1,53 @@
 //! Officers' endpoints. Only the `security_officer` role may call them.
 
-use axum::{Json, Router, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Extension, Json, Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, Error};
-use crate::auth::{self, Institution};
+use crate::{
+    audit::{
+        AuditRecord, AuditSlot, export,
+        store::{self as audit_store, Bounds, Filter},
+        verify,
+    },
+    auth::{self, Institution},
+    config::is_name,
+    storage::{lockdowns, micros_to_rfc3339},
+};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/policies/reload", post(reload_policies))
+    Router::new()
+        .route("/admin/policies/reload", post(reload_policies))
+        .route("/admin/audit", get(search))
+        .route("/admin/audit/export", get(export_log))
+        .route("/admin/audit/verify", get(verify_log))
+        .route("/admin/lockdown", post(lock))
+        .route("/admin/lockdown/{id}", delete(unlock))
+        .route("/admin/alerts", get(crate::audit::alerts::list))
+        .route("/admin/alerts/{id}/ack", post(crate::audit::alerts::ack))
 }
 
 pub const SECURITY_OFFICER: &str = "security_officer";
 
-async fn officer(state: &AppState, headers: &HeaderMap) -> Result<Institution, Error> {
+pub async fn officer(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+) -> Result<Institution, Error> {
     let who = auth::authenticate_institution(state, headers).await?;
+    slot.update(|a| {
+        a.client_id = Some(who.client_id.clone());
+        a.org = Some(who.org.clone());
+        a.role = Some(who.role.clone());
+    });
     if who.role != SECURITY_OFFICER {
         return Err(Error::Forbidden {
             rule: "officer-only".into(),
@@ -26,9 +60,10 @@ async fn officer(state: &AppState, headers: &HeaderMap) -> Result<Institution, E
 /// Swaps the whole policy set, or refuses a bad one and keeps the old set serving.
 async fn reload_policies(
     State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
-    let who = officer(&state, &headers).await?;
+    let who = officer(&state, &headers, &slot).await?;
     match state.reload_policies() {
         Ok(()) => {
             tracing::info!(client_id = %who.client_id, "policies reloaded");
@@ -43,5 +78,239 @@ async fn reload_policies(
                 "policy set refused, the previous set stays in force: {e}"
             )))
         }
+    }
+}
+
+fn parse_time(v: &Option<String>, name: &str) -> Result<Option<i64>, Error> {
+    v.as_deref()
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+                .map_err(|_| Error::BadRequest(format!("`{name}` must be an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+fn bounds(f: &Filter) -> Result<Bounds, Error> {
+    if let Some(d) = &f.decision
+        && !["allow", "deny", "error"].contains(&d.as_str())
+    {
+        return Err(Error::BadRequest(
+            "`decision` is allow, deny or error".into(),
+        ));
+    }
+    Ok(Bounds {
+        org: f.org.clone(),
+        client: f.client.clone(),
+        subject: f.subject.clone(),
+        store: f.store.clone(),
+        decision: f.decision.clone(),
+        from_us: parse_time(&f.from, "from")?,
+        to_us: parse_time(&f.to, "to")?,
+    })
+}
+
+fn view(r: &AuditRecord) -> Value {
+    let mut v = serde_json::to_value(r).expect("a record serialises");
+    v["time"] = json!(micros_to_rfc3339(r.time_us));
+    v
+}
+
+fn query_filter(
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Filter, Error> {
+    q.map(|Query(f)| f)
+        .map_err(|e| Error::BadRequest(e.body_text()))
+}
+
+/// Newest first; `next_cursor` continues below the last record of this page, so records
+/// committed meanwhile never shift or repeat a page.
+async fn search(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Error> {
+    officer(&state, &headers, &slot).await?;
+    let f = query_filter(q)?;
+    let b = bounds(&f)?;
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Error::BadRequest("`limit` is 1 to 1000".into()));
+    }
+    let before =
+        match &f.cursor {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                Error::BadRequest("`cursor` is not one this endpoint gave".into())
+            })?),
+        };
+    let items = audit_store::search(&state.db, &b, before, limit, None)
+        .await
+        .map_err(Error::storage)?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok(Json(json!({
+        "items": items.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+/// Streams every matching record, oldest first, a page at a time: memory stays constant
+/// whatever the size of the log.
+async fn export_log(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Error> {
+    officer(&state, &headers, &slot).await?;
+    let f = query_filter(q)?;
+    let b = bounds(&f)?;
+    let csv = match f.format.as_deref().unwrap_or("ndjson") {
+        "csv" => true,
+        "ndjson" => false,
+        _ => return Err(Error::BadRequest("`format` is csv or ndjson".into())),
+    };
+    let db = state.db.clone();
+    let header_chunk = csv
+        .then(|| export::csv_bytes(&[export::CSV_HEADER.iter().map(|s| s.to_string()).collect()]));
+    let stream =
+        futures_util::stream::unfold((0i64, false, header_chunk), move |(after, done, header)| {
+            let db = db.clone();
+            let b = b.clone();
+            async move {
+                if let Some(h) = header {
+                    return Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(h)),
+                        (after, false, None),
+                    ));
+                }
+                if done {
+                    return None;
+                }
+                match audit_store::search(&db, &b, None, 500, Some(after)).await {
+                    Ok(page) if page.is_empty() => None,
+                    Ok(page) => {
+                        let last = page.last().map(|r| r.seq).unwrap_or(after);
+                        let chunk = if csv {
+                            export::csv_bytes(&page.iter().map(export::csv_row).collect::<Vec<_>>())
+                        } else {
+                            page.iter().flat_map(export::ndjson_line).collect()
+                        };
+                        Some((
+                            Ok(bytes::Bytes::from(chunk)),
+                            (last, page.len() < 500, None),
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit export broke off");
+                        Some((
+                            Err(std::io::Error::other("export failed")),
+                            (after, true, None),
+                        ))
+                    }
+                }
+            }
+        });
+    let mut res = Body::from_stream(stream).into_response();
+    let (ctype, ext) = if csv {
+        ("text/csv; charset=utf-8", "csv")
+    } else {
+        ("application/x-ndjson", "ndjson")
+    };
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"credgate-audit.{ext}\""))
+    {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+async fn verify_log(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<verify::Report>, Error> {
+    officer(&state, &headers, &slot).await?;
+    let report = verify::verify(&state.db, &state.audit_public_key)
+        .await
+        .map_err(Error::storage)?;
+    if !report.ok {
+        tracing::error!(reason = ?report.reason, first_bad = ?report.first_bad_id, "audit verification failed");
+    }
+    Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockRequest {
+    client_id: Option<String>,
+    org: Option<String>,
+    reason: String,
+}
+
+async fn lock(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    body: Result<Json<LockRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Error> {
+    let who = officer(&state, &headers, &slot).await?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    match (&req.client_id, &req.org) {
+        (Some(_), None) | (None, Some(_)) => {}
+        _ => {
+            return Err(Error::BadRequest(
+                "name exactly one of `client_id` and `org`".into(),
+            ));
+        }
+    }
+    if req.org.as_deref().is_some_and(|o| !is_name(o)) {
+        return Err(Error::BadRequest("`org` is not an org id".into()));
+    }
+    if req
+        .client_id
+        .as_deref()
+        .is_some_and(|c| c.is_empty() || c.len() > 128)
+    {
+        return Err(Error::BadRequest("`client_id` is not a client id".into()));
+    }
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Error::BadRequest(
+            "`reason` is required, at most 500 characters".into(),
+        ));
+    }
+    let l = lockdowns::create(
+        &state.db,
+        req.client_id.as_deref(),
+        req.org.as_deref(),
+        reason,
+        &who.client_id,
+    )
+    .await
+    .map_err(Error::storage)?;
+    tracing::warn!(lockdown = %l.id, client_id = ?l.client_id, org = ?l.org, by = %who.client_id, "lockdown");
+    Ok((StatusCode::CREATED, Json(l)).into_response())
+}
+
+async fn unlock(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    let who = officer(&state, &headers, &slot).await?;
+    if lockdowns::lift(&state.db, &id, &who.client_id)
+        .await
+        .map_err(Error::storage)?
+    {
+        tracing::warn!(lockdown = %id, by = %who.client_id, "lockdown lifted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound("no active lockdown with that id".into()))
     }
 }

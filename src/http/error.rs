@@ -31,6 +31,11 @@ pub enum Error {
     GatewayTimeout,
     #[error("storage unavailable")]
     StorageUnavailable(#[source] StorageError),
+    /// Seconds until a retry may succeed.
+    #[error("rate limit reached; retry in {0} s")]
+    RateLimited(u64),
+    #[error("the audit log is unavailable; nothing was released")]
+    AuditUnavailable,
     #[error("not ready")]
     NotReady(&'static str),
     #[error("internal error")]
@@ -76,6 +81,12 @@ impl Error {
                 "Service unavailable",
             ),
             Error::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
+            Error::RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
+            Error::AuditUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "audit-unavailable",
+                "Service unavailable",
+            ),
             Error::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -146,7 +157,16 @@ impl IntoResponse for Error {
         if let Error::Forbidden { rule, .. } = &self {
             problem.rule = Some(rule.clone());
         }
+        let retry = if let Error::RateLimited(secs) = &self {
+            Some(*secs)
+        } else {
+            None
+        };
         problem.into_response_with(|res| {
+            if let Some(secs) = retry {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             if status == StatusCode::UNAUTHORIZED {
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

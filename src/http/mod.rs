@@ -4,6 +4,8 @@
 pub mod admin;
 mod context;
 mod error;
+pub mod limits;
+pub mod metrics;
 pub mod oauth;
 pub mod ops;
 pub mod subject;
@@ -30,7 +32,10 @@ pub use error::{Error, Problem};
 
 use crate::{
     auth::{
-        keys::{Ed25519Key, gateway_signing_key_path, load_or_create_secret, pseudonym_key_path},
+        keys::{
+            Ed25519Key, audit_signing_key_path, gateway_signing_key_path, load_or_create_secret,
+            pseudonym_key_path,
+        },
         subject::SubjectVerifier,
         tokens::TokenService,
     },
@@ -48,6 +53,10 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub subjects: Arc<SubjectVerifier>,
     pub stores: Arc<Stores>,
+    pub audit: crate::audit::AuditLog,
+    pub limits: limits::RateLimits,
+    /// Raw public key of the audit checkpoint signer, for verification.
+    pub audit_public_key: Arc<Vec<u8>>,
     /// HMAC key of the pseudonym mask: stable across restarts and replicas sharing the key dir.
     pub pseudonym_key: Arc<ring::hmac::Key>,
     policies: Arc<RwLock<Arc<PolicySet>>>,
@@ -74,6 +83,7 @@ impl AppState {
     /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
     /// the start: a gateway that cannot enforce does not serve.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        metrics::handle();
         let db = Db::open(&config.storage_url)
             .await
             .with_context(|| "opening storage (storage_url)")?;
@@ -81,8 +91,17 @@ impl AppState {
         let tokens = TokenService::new(&signing, &config.auth);
         let subjects = SubjectVerifier::from_config(&config)?;
         let pseudonym = load_or_create_secret(&pseudonym_key_path(&config.key_dir))?;
+        let audit_key = Ed25519Key::load_or_create(&audit_signing_key_path(&config.key_dir))?;
+        let audit = crate::audit::AuditLog::start(
+            db.clone(),
+            audit_key.key_pair(),
+            audit_key.kid.clone(),
+            config.audit.clone(),
+        )
+        .await?;
         let stores = Stores::build(&config.stores)?;
         let policies = load_policies(&config, &stores)?;
+        let limits = limits::RateLimits::new(&config.rate_limits);
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -90,6 +109,9 @@ impl AppState {
             subjects,
             stores: Arc::new(stores),
             pseudonym_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &pseudonym)),
+            audit,
+            limits,
+            audit_public_key: Arc::new(audit_key.public.clone()),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
         })
     }
@@ -117,6 +139,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_request_bytes;
     Router::new()
         .merge(ops::router())
+        .route("/metrics", axum::routing::get(metrics::render))
         .merge(oauth::router())
         .merge(subject::router())
         .merge(admin::router())
@@ -126,6 +149,11 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(context::request_context))
+                .layer(axum::middleware::from_fn(metrics::track))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::audit::layer::audit,
+                ))
                 .layer(CatchPanicLayer::new())
                 .layer(
                     TraceLayer::new_for_http()
@@ -159,6 +187,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.listen;
         let state = AppState::build(config).await?;
+        crate::audit::alerts::spawn(state.clone(), state.config.alerts.clone());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;

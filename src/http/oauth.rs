@@ -92,7 +92,18 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     }
 }
 
-async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    slot: Option<axum::Extension<crate::audit::AuditSlot>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let slot = slot.map(|s| s.0).unwrap_or_default();
+    if let Err(e) = state.limits.check_address(peer.ip()) {
+        // A rate-limit answer is a problem document, not an OAuth error: nothing was judged.
+        return e.into_response();
+    }
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -145,6 +156,8 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         _ => return OAuthError::InvalidClient.respond("client authentication failed"),
     };
 
+    // The id the caller claims, failed logins included; never the secret.
+    slot.update(|a| a.client_id = Some(client_id.clone()));
     let found = match clients::get_with_secret(&state.db, &client_id).await {
         Ok(found) => found,
         Err(e) => {
@@ -162,13 +175,19 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         Some((client, _)) if valid && client.status == ClientStatus::Active => client,
         Some((client, _)) if valid => {
             tracing::info!(client_id = %client.id, "token refused: client disabled");
+            slot.update(|a| a.rule = Some("client-disabled".into()));
             return OAuthError::InvalidClient.respond("client authentication failed");
         }
         _ => {
+            slot.update(|a| a.rule = Some("invalid-client".into()));
             tracing::info!("token refused: bad client credentials");
             return OAuthError::InvalidClient.respond("client authentication failed");
         }
     };
+    slot.update(|a| {
+        a.org = Some(client.org.clone());
+        a.role = Some(client.role.clone());
+    });
     let Ok(access_token) = state.tokens.issue(&client) else {
         tracing::error!("token signing failed");
         return OAuthError::TemporarilyUnavailable.respond("try again later");

@@ -21,6 +21,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         tracing::warn!(error = %e, "readiness: storage unreachable");
         Error::NotReady("storage unreachable")
     })?;
+    if !state.audit.is_healthy() {
+        return Err(Error::NotReady("the audit log cannot be written"));
+    }
     let policies = state.policies();
     if policies.purpose_codes().is_empty() {
         return Err(Error::NotReady("no policies loaded"));

@@ -2,7 +2,7 @@
 //! item answers 404, exactly as a missing one does.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, Error};
 use crate::{
+    audit::{AuditSlot, store as audit_store},
     auth,
     config::is_name,
     storage::{
@@ -26,11 +27,16 @@ pub fn router() -> Router<AppState> {
         .route("/subject/me", get(me))
         .route("/subject/consents", get(list_consents).post(grant_consent))
         .route("/subject/consents/{id}", delete(revoke_consent))
+        .route("/subject/access-log", get(access_log))
 }
 
 /// Who the gateway takes the caller to be: lets a subject check their token before filing.
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject(&state, &headers)?;
+async fn me(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     Ok(Json(json!({
         "subject": subject.id.as_str(),
         "subject_type": subject.id.subject_type(),
@@ -52,10 +58,11 @@ struct GrantRequest {
 
 async fn grant_consent(
     State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     body: Result<Json<GrantRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject(&state, &headers)?;
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if !is_name(&req.grantee_org) {
         return Err(Error::BadRequest("grantee_org is not an org id".into()));
@@ -99,9 +106,10 @@ async fn grant_consent(
 
 async fn list_consents(
     State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject(&state, &headers)?;
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = now_micros();
     let items: Vec<_> = consents::list_for_subject(&state.db, subject.id.as_str())
         .await
@@ -114,10 +122,11 @@ async fn list_consents(
 
 async fn revoke_consent(
     State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    let subject = auth::authenticate_subject(&state, &headers)?;
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     if consents::revoke(&state.db, subject.id.as_str(), &id)
         .await
         .map_err(Error::storage)?
@@ -126,4 +135,28 @@ async fn revoke_consent(
     } else {
         Err(Error::NotFound("no such consent".into()))
     }
+}
+
+/// Who accessed my records: institutions' and the public's requests that touched this subject,
+/// allowed or denied. Only the caller's own.
+async fn access_log(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500)
+        .await
+        .map_err(Error::storage)?;
+    let items: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "time": crate::storage::micros_to_rfc3339(r.time_us),
+                "org": r.org, "role": r.role, "purpose": r.purpose,
+                "store": r.store, "dataset": r.dataset, "decision": r.decision,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
 }

@@ -23,6 +23,7 @@ pub(super) struct CompiledDataset {
     fields: Trie<Arc<str>>,
     rows: Option<Vec<Seg>>,
     region: Option<Vec<Seg>>,
+    subject: Option<Vec<Seg>>,
     dated: Vec<DatedRule>,
     subject_type: Option<crate::domain::SubjectType>,
 }
@@ -101,6 +102,7 @@ pub struct Plan {
     fields: Trie<Action>,
     rows: Option<Vec<Seg>>,
     region: Option<Vec<Seg>>,
+    subject: Option<Vec<Seg>>,
     dated: Vec<DatedRule>,
     periods: Option<BTreeMap<String, Period>>,
     max_age: Option<Period>,
@@ -129,7 +131,12 @@ pub struct Outcome {
     pub by_class: BTreeMap<Arc<str>, usize>,
     /// Paths (with `[*]` for indices) of unclassified fields, for the warning log.
     pub unclassified_paths: Vec<String>,
+    /// Ids of the data subjects whose records are released (for the audit record).
+    pub subjects: Vec<String>,
 }
+
+/// At most this many subject ids are recorded per answer.
+const MAX_SUBJECTS: usize = 1000;
 
 fn parse_path(
     src: &Source,
@@ -212,6 +219,28 @@ pub(super) fn compile_catalog(
                 Some(segs)
             }
         };
+        let subject = match &entry.subject {
+            None => None,
+            Some(r) => {
+                let segs = parse_path(src, r, &format!("dataset `{ds}`, subject"))?;
+                let full: Vec<Seg> = rows
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .chain(segs.iter().cloned())
+                    .collect();
+                if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
+                    return Err(src.err(
+                        r.span(),
+                        format!(
+                            "dataset `{ds}`: subject `{}` is not a classified field of a row",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+                Some(segs)
+            }
+        };
         let mut dated = Vec::new();
         for d in entry.dated {
             let segs = parse_path(src, &d.records, &format!("dataset `{ds}`, dated records"))?;
@@ -268,6 +297,7 @@ pub(super) fn compile_catalog(
                 fields,
                 rows,
                 region,
+                subject,
                 dated,
                 subject_type: entry.subject_type,
             },
@@ -349,6 +379,7 @@ pub(super) fn compile_plan(
         fields,
         rows: ds.rows.clone(),
         region: ds.region.clone(),
+        subject: ds.subject.clone(),
         dated: ds.dated.clone(),
         periods: windows.periods.get(&role.clearance).cloned(),
         max_age: (!exempt_from_max_age).then_some(windows.max_age),
@@ -427,6 +458,21 @@ impl Plan {
                         return out;
                     }
                 }
+            }
+        }
+        if let Some(subject) = &self.subject {
+            let mut collect = |row: &Value| {
+                if out.subjects.len() < MAX_SUBJECTS
+                    && let Some(id) = value_at(row, subject).and_then(Value::as_str)
+                {
+                    out.subjects.push(id.to_string());
+                }
+            };
+            match &self.rows {
+                Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                    items.iter().for_each(&mut collect)
+                }),
+                None => collect(doc),
             }
         }
         let root = Trail {

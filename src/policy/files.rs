@@ -84,6 +84,10 @@ pub struct DatasetEntry {
     /// For list answers: the path of the rows, e.g. `items[*]`.
     #[serde(default)]
     pub rows: Option<Spanned<String>>,
+    /// Path, within a row (or the record), of the data subject's id: recorded in the audit log
+    /// so that every subject can see who read them, in lists too.
+    #[serde(default)]
+    pub subject: Option<Spanned<String>>,
     /// Path, within a row (or the record), of the region code used for row scope.
     #[serde(default)]
     pub region: Option<Spanned<String>>,

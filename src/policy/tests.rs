@@ -168,8 +168,8 @@ fn paths_that_cannot_match_are_refused() {
     assert!(e.message.contains("can never apply"), "{e}");
     let e = broken(
         "catalog.toml",
-        "rows = \"items[*]\"\nregion = \"region\"\n\n[datasets.entity_list.fields]",
-        "rows = \"items\"\nregion = \"region\"\n\n[datasets.entity_list.fields]",
+        "rows = \"items[*]\"\nsubject = \"uscc\"\nregion = \"region\"\n\n[datasets.entity_list.fields]",
+        "rows = \"items\"\nsubject = \"uscc\"\nregion = \"region\"\n\n[datasets.entity_list.fields]",
     );
     assert!(e.message.contains("rows must end in `[*]`"), "{e}");
 }

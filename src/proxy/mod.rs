@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use self::upstream::{Outbound, Route, Store, SubjectLocator, UpstreamResponse};
 use crate::{
+    audit::{AuditInfo, AuditSlot},
     auth::{self, Principal},
     domain::SubjectId,
     http::{AppState, Error, RequestId},
@@ -92,8 +93,27 @@ async fn handle(
     req: Request,
 ) -> Result<Response, Error> {
     let (parts, body) = req.into_parts();
+    let slot = parts
+        .extensions
+        .get::<AuditSlot>()
+        .cloned()
+        .unwrap_or_default();
+    slot.update(|a| note_principal(a, &who));
     let target = route(&state, &parts, prefix)?;
+    slot.update(|a| {
+        a.store = Some(target.store.name.clone());
+        a.dataset = Some(target.route.dataset.clone());
+        a.subjects = target
+            .subject
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect();
+    });
     let purpose = declared_purpose(&state, &parts.headers)?;
+    slot.update(|a| {
+        a.purpose = Some(purpose.clone());
+        a.consent_id = consent_header(&parts.headers);
+    });
     let plan = decide::decide(
         &state,
         &who,
@@ -122,7 +142,9 @@ async fn handle(
         })
         .await?;
     let upstream_ms = upstream.elapsed.as_millis() as u64;
+    slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
     let (status, doc, outcome) = release(&state, &plan, &who, upstream)?;
+    slot.update(|a| note_outcome(a, &plan, &outcome));
     let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
         client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
@@ -131,6 +153,41 @@ async fn handle(
         "data request served"
     );
     Ok(json_response(status, body, &outcome))
+}
+
+/// Who asked, for the audit record.
+fn note_principal(a: &mut AuditInfo, who: &Principal) {
+    if let Principal::Institution(i) = who {
+        a.client_id = Some(i.client_id.clone());
+        a.org = Some(i.org.clone());
+    }
+    a.role = Some(who.role().to_string());
+}
+
+/// What was released, for the audit record: masked classes, the subjects of released rows.
+fn note_outcome(a: &mut AuditInfo, plan: &Plan, outcome: &Outcome) {
+    a.masked = outcome
+        .by_class
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as u64))
+        .collect();
+    if outcome.unclassified > 0 {
+        a.masked
+            .insert("(unclassified)".into(), outcome.unclassified as u64);
+    }
+    for s in &outcome.subjects {
+        if !a.subjects.contains(s) {
+            a.subjects.push(s.clone());
+        }
+    }
+    a.t4_released |= plan.clearance == crate::policy::Tier::T4;
+}
+
+fn consent_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-consent")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
 }
 
 /// Phase 2: normalise the path, find the store and a configured route, and parse the data

@@ -19,6 +19,7 @@ use super::{
     upstream::{Outbound, Route, Store, SubjectLocator},
 };
 use crate::{
+    audit::{AuditInfo, AuditSlot},
     auth::{self, Principal},
     domain::{ResidentId, SubjectId, SubjectType, Uscc},
     http::{AppState, Error, RequestId},
@@ -48,9 +49,18 @@ fn parse_subject(id: &str, kind: Option<SubjectType>) -> Result<SubjectId, Error
 }
 
 enum Section {
-    Released(Value),
-    Denied { rule: String },
-    Failed { status: u16, detail: String },
+    Released(
+        Value,
+        std::sync::Arc<crate::policy::Plan>,
+        crate::policy::Outcome,
+    ),
+    Denied {
+        rule: String,
+    },
+    Failed {
+        status: u16,
+        detail: String,
+    },
 }
 
 pub(super) async fn profile(
@@ -59,11 +69,18 @@ pub(super) async fn profile(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<String>,
     Query(q): Query<ProfileQuery>,
+    Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let who = Principal::Institution(auth::authenticate_institution(&state, &headers).await?);
+    slot.update(|a| super::note_principal(a, &who));
     let purpose = declared_purpose(&state, &headers)?;
+    slot.update(|a| {
+        a.purpose = Some(purpose.clone());
+        a.consent_id = super::consent_header(&headers);
+    });
     let subject = parse_subject(&id, q.subject_type)?;
+    slot.update(|a| a.subjects = vec![subject.as_str().to_string()]);
     let sections = state.stores.profile_sections(subject.subject_type());
     let consent = consent_state(&state, &who, &purpose, Some(&subject), &headers).await?;
     let ctx = SectionCtx {
@@ -88,7 +105,15 @@ pub(super) async fn profile(
     for ((store, route), answer) in sections.iter().zip(answers) {
         let name = format!("{}.{}", store.name, route.dataset);
         match answer {
-            Section::Released(v) => {
+            Section::Released(v, plan, outcome) => {
+                slot.update(|a| {
+                    let mut part = AuditInfo::default();
+                    super::note_outcome(&mut part, &plan, &outcome);
+                    for (k, n) in part.masked {
+                        *a.masked.entry(k).or_default() += n;
+                    }
+                    a.t4_released |= part.t4_released;
+                });
                 released.insert(name, v);
             }
             Section::Denied { rule } => denied.push(json!({"section": name, "rule": rule})),
@@ -168,7 +193,7 @@ impl SectionCtx<'_> {
             .await
             .and_then(|up| release(self.state, &plan, self.who, up));
         match answer {
-            Ok((_, doc, _)) => Section::Released(doc),
+            Ok((_, doc, outcome)) => Section::Released(doc, plan, outcome),
             Err(e) => {
                 let status = e.status().as_u16();
                 Section::Failed {

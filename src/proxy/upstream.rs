@@ -194,6 +194,8 @@ impl Store {
         let started = std::time::Instant::now();
         let exchange = async {
             let res = self.client.request(req).await.map_err(|e| {
+                metrics::counter!("credgate_upstream_errors_total", "store" => self.name.clone(),
+                    "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
                 tracing::warn!(store = %self.name, error = %e, connect = e.is_connect(), "store request failed");
                 Error::BadGateway(if e.is_connect() {
                     "the store could not be reached"
@@ -237,6 +239,7 @@ impl Store {
             }
             Ok(Err(e)) => Err(e),
             Err(_) => {
+                metrics::counter!("credgate_upstream_errors_total", "store" => self.name.clone(), "kind" => "timeout").increment(1);
                 tracing::warn!(store = %self.name, "store timed out");
                 Err(Error::GatewayTimeout)
             }
@@ -259,6 +262,7 @@ impl Store {
 }
 
 fn too_large(store: &str) -> Error {
+    metrics::counter!("credgate_upstream_errors_total", "store" => store.to_string(), "kind" => "too_large").increment(1);
     tracing::warn!(store, "store answer exceeds the size cap; refused");
     Error::BadGateway("the store's answer exceeds the size limit")
 }

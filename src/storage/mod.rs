@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod consents;
+pub mod lockdowns;
 
 use std::{str::FromStr, time::Duration};
 

@@ -1,0 +1,136 @@
+//! The audit layer: wraps every audited route. It gives the handler an `AuditSlot` to fill,
+//! waits for the handler's response, writes the record and waits for its commit; only then
+//! does the response leave, carrying `X-Audit-Id`. If the record cannot be committed, the
+//! response is replaced by a 503 and nothing the handler produced is released.
+
+use std::{net::SocketAddr, time::Instant};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::HeaderValue;
+use http_body::Body as _;
+
+use super::{AuditRecord, AuditSlot};
+use crate::{
+    http::{AppState, Error, Problem, RequestId},
+    storage::now_micros,
+};
+
+/// Which requests are audited, and as what kind.
+fn kind_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/v1/subjects/") {
+        Some("profile")
+    } else if path.starts_with("/v1/") {
+        Some("data")
+    } else if path.starts_with("/public/") {
+        Some("public")
+    } else if path.starts_with("/oauth/") {
+        Some("token")
+    } else if path.starts_with("/subject/") {
+        Some("subject")
+    } else if path.starts_with("/admin/") {
+        Some("admin")
+    } else {
+        None
+    }
+}
+
+/// Stored paths are capped; the record keeps the shape of the request, not arbitrary bulk.
+fn cap(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(kind) = kind_of(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let started = Instant::now();
+    let time_us = now_micros();
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().to_string();
+    let path = cap(req.uri().path(), 512);
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let client_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+
+    let mut res = next.run(req).await;
+
+    let info = slot.take();
+    let status = res.status();
+    let problem = res.extensions().get::<Problem>();
+    let rule = info.rule.clone().or_else(|| {
+        problem.map(|p| {
+            p.rule
+                .clone()
+                .unwrap_or_else(|| p.type_.rsplit(':').next().unwrap_or("error").to_string())
+        })
+    });
+    let decision = if status.is_server_error() {
+        "error"
+    } else if status.is_success() || status.is_redirection() {
+        "allow"
+    } else {
+        "deny"
+    };
+    let record = AuditRecord {
+        seq: 0,
+        id: format!("au_{}", uuid::Uuid::now_v7().simple()),
+        time_us,
+        request_id,
+        kind: info.kind.unwrap_or(kind).to_string(),
+        client_id: info.client_id.map(|c| cap(&c, 128)),
+        org: info.org,
+        role: info.role,
+        actor_subject: info.actor_subject,
+        purpose: info.purpose,
+        consent_id: info.consent_id.map(|c| cap(&c, 128)),
+        method,
+        path,
+        store: info.store,
+        dataset: info.dataset,
+        subjects: info.subjects,
+        decision: decision.into(),
+        rule: if decision == "allow" { None } else { rule },
+        masked: info.masked,
+        status: status.as_u16(),
+        bytes_out: res.body().size_hint().exact().unwrap_or(0),
+        upstream_us: info.upstream_us,
+        total_us: started.elapsed().as_micros() as i64,
+        client_addr,
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    let t4 = info.t4_released;
+    match state.audit.append(record).await {
+        Ok(committed) => {
+            if let Ok(v) = HeaderValue::from_str(&committed.id) {
+                res.headers_mut().insert("x-audit-id", v);
+            }
+            if t4 {
+                res.extensions_mut().insert(T4Released);
+            }
+            res.extensions_mut()
+                .insert(crate::http::metrics::Decision(decision));
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit record not committed; response withheld");
+            Error::AuditUnavailable.into_response()
+        }
+    }
+}
+
+/// Marker: this response released T4 data clear.
+#[derive(Debug, Clone, Copy)]
+pub struct T4Released;

@@ -1,0 +1,71 @@
+//! `GET /metrics` in Prometheus text: requests by route, decision and status, latency
+//! histograms, audit queue depth and batch sizes, upstream errors, unclassified fields.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::{HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// The decision the audit layer recorded, for the request counter.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision(pub &'static str);
+
+/// One recorder per process (the `metrics` facade is global).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("credgate_audit_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub async fn render() -> Response {
+    let mut res = handle().render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    res
+}
+
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let decision = res
+        .extensions()
+        .get::<Decision>()
+        .map(|d| d.0)
+        .unwrap_or("none");
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("credgate_requests_total", "route" => route.clone(), "decision" => decision, "status" => status).increment(1);
+    metrics::histogram!("credgate_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
