@@ -41,13 +41,20 @@ pub struct AlertConfig {
     pub denials: usize,
     #[serde(default = "d_window")]
     pub window_secs: i64,
-    /// Working hours, local time `[start, end)`, Monday to Friday.
+    /// Working hours, local time `[start, end)`, on `work_days`.
     #[serde(default = "d_start")]
     pub work_start_hour: u8,
     #[serde(default = "d_end")]
     pub work_end_hour: u8,
     #[serde(default = "d_offset")]
     pub utc_offset_hours: i8,
+    /// Working days, 1 = Monday to 7 = Sunday.
+    #[serde(default = "d_days")]
+    pub work_days: Vec<u8>,
+}
+
+fn d_days() -> Vec<u8> {
+    vec![1, 2, 3, 4, 5]
 }
 
 fn d_rate_factor() -> f64 {
@@ -247,7 +254,7 @@ async fn judge(
     for (rule, detail, ids) in fire {
         // One alert per rule and client per window, not one per request.
         let last = w.fired.get(rule).copied().unwrap_or(i64::MIN);
-        if rule != "t4-outside-hours" && now - last < window {
+        if rule != "t4-outside-hours" && now.saturating_sub(last) < window {
             continue;
         }
         w.fired.insert(rule, now);
@@ -265,7 +272,7 @@ fn working_hours(c: &AlertConfig, time_us: i64) -> bool {
         return false;
     };
     let local = t.to_offset(offset);
-    let weekday = local.weekday().number_from_monday() <= 5;
+    let weekday = c.work_days.contains(&local.weekday().number_from_monday());
     weekday && local.hour() >= c.work_start_hour && local.hour() < c.work_end_hour
 }
 

@@ -320,6 +320,11 @@ pub fn dead_addr() -> SocketAddr {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a config adjusted by `tweak` (thresholds, checkpoints, limits).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let sample_store = serve(sample_store::router(&SampleStoreArgs {
@@ -341,7 +346,8 @@ impl TestApp {
             &dir.path().join("policies"),
         );
         let text = config_text(dir.path(), sample_store, fake_addr, dead_addr());
-        let config = Config::parse(&text, "test").unwrap();
+        let mut config = Config::parse(&text, "test").unwrap();
+        tweak(&mut config);
         config.validate().unwrap();
         let app = App::build(config).await.expect("the gateway starts");
         let addr = app.local_addr();
@@ -431,6 +437,29 @@ impl TestApp {
         let demo = self.state.config.demo_identity_provider.clone().unwrap();
         let id = credgate::domain::SubjectId::parse(kind, id).unwrap();
         credgate::auth::subject::mint_demo_token(&demo, &id, 600).unwrap()
+    }
+
+    /// An officer's view of the log (newest first), with optional query.
+    pub async fn audit(&self, officer: &str, query: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}/admin/audit?{query}", self.url))
+            .bearer_auth(officer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// The record with this audit id, read straight from storage.
+    pub async fn record(&self, audit_id: &str) -> credgate::audit::AuditRecord {
+        let all = credgate::audit::store::page_after(&self.state.db, 0, 100_000).await.unwrap();
+        all.into_iter().find(|r| r.id == audit_id).expect("the audit id was committed")
+    }
+
+    pub async fn record_count(&self) -> usize {
+        credgate::audit::store::page_after(&self.state.db, 0, 100_000).await.unwrap().len()
     }
 
     /// Sends a request line exactly as given, bypassing any client-side path normalisation.

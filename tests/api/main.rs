@@ -4,6 +4,9 @@
 
 mod helpers;
 
+mod audit;
+mod alerts;
+
 mod cli;
 mod consent;
 mod demo;
