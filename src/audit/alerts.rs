@@ -4,7 +4,7 @@
 //! and the audit ids behind it.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -126,10 +126,38 @@ type Event = (i64, String, bool, Vec<String>);
 #[derive(Default)]
 struct ClientWindow {
     events: VecDeque<Event>,
+    /// Kept in step with `events`, so each record costs O(its own subjects), not O(window).
+    subject_counts: HashMap<String, u32>,
+    denials: usize,
     minute: i64,
     minute_count: u32,
     baseline: f64,
     fired: HashMap<&'static str, i64>,
+}
+
+impl ClientWindow {
+    fn push(&mut self, e: Event) {
+        for s in &e.3 {
+            *self.subject_counts.entry(s.clone()).or_default() += 1;
+        }
+        self.denials += e.2 as usize;
+        self.events.push_back(e);
+    }
+
+    fn expire(&mut self, before: i64) {
+        while self.events.front().is_some_and(|e| e.0 < before) {
+            let e = self.events.pop_front().expect("checked");
+            self.denials -= e.2 as usize;
+            for s in &e.3 {
+                if let Some(n) = self.subject_counts.get_mut(s) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.subject_counts.remove(s);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The analyzer task: one per process, fed by the writer.
@@ -177,11 +205,8 @@ async fn judge(
     let w = clients.entry(client.clone()).or_default();
     let now = r.time_us;
     let window = c.window_secs * 1_000_000;
-    w.events
-        .push_back((now, r.id.clone(), r.decision == "deny", r.subjects.clone()));
-    while w.events.front().is_some_and(|e| e.0 < now - window) {
-        w.events.pop_front();
-    }
+    w.push((now, r.id.clone(), r.decision == "deny", r.subjects.clone()));
+    w.expire(now - window);
     let minute = now / 60_000_000;
     if minute != w.minute {
         // Exponentially weighted baseline of the client's own per-minute rate.
@@ -196,9 +221,7 @@ async fn judge(
     w.minute_count += 1;
 
     let mut fire: Vec<(&'static str, String, Vec<String>)> = Vec::new();
-    let recent_ids = |w: &ClientWindow,
-                      pred: &dyn Fn(&Event) -> bool|
-     -> Vec<String> {
+    let recent_ids = |w: &ClientWindow, pred: &dyn Fn(&Event) -> bool| -> Vec<String> {
         w.events
             .iter()
             .rev()
@@ -218,19 +241,15 @@ async fn judge(
             recent_ids(w, &|_| true),
         ));
     }
-    let distinct: HashSet<&String> = w.events.iter().flat_map(|e| e.3.iter()).collect();
-    if distinct.len() >= c.scrape_subjects {
+    let distinct = w.subject_counts.len();
+    if distinct >= c.scrape_subjects {
         fire.push((
             "many-subjects",
-            format!(
-                "{} distinct subjects within {} s",
-                distinct.len(),
-                c.window_secs
-            ),
+            format!("{distinct} distinct subjects within {} s", c.window_secs),
             recent_ids(w, &|e| !e.3.is_empty()),
         ));
     }
-    let denials = w.events.iter().filter(|e| e.2).count();
+    let denials = w.denials;
     if denials >= c.denials {
         fire.push((
             "repeated-denials",

@@ -4,7 +4,7 @@
 use sqlx::{Row, any::AnyRow};
 
 use super::AuditRecord;
-use crate::storage::{Db, StorageError};
+use crate::storage::{Backend, Db, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -48,52 +48,91 @@ const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role,
     purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, \
     bytes_out, upstream_us, total_us, client_addr, prev_hash, hash";
 
+/// Rows per multi-row INSERT: 26 columns each, well under SQLite's and PostgreSQL's limits on
+/// bound parameters. One statement per chunk instead of one per record keeps the writer's
+/// round trips to the database few, whatever the batch size.
+const CHUNK: usize = 64;
+
+/// Positional `?` for SQLite (named `$N` makes SQLite look every parameter up by name, which is
+/// quadratic in a large multi-row insert); `$N` for PostgreSQL.
+fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=cols)
+                .map(|c| match backend {
+                    Backend::Sqlite => "?".to_string(),
+                    Backend::Postgres => format!("${}", r * cols + c),
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn insert_batch(
     db: &Db,
     records: &[AuditRecord],
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), StorageError> {
     let mut tx = db.pool().begin().await?;
-    for r in records {
-        sqlx::query(&format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
-        ))
-        .bind(r.seq)
-        .bind(&r.id)
-        .bind(r.time_us)
-        .bind(&r.request_id)
-        .bind(&r.kind)
-        .bind(&r.client_id)
-        .bind(&r.org)
-        .bind(&r.role)
-        .bind(&r.actor_subject)
-        .bind(&r.purpose)
-        .bind(&r.consent_id)
-        .bind(&r.method)
-        .bind(&r.path)
-        .bind(&r.store)
-        .bind(&r.dataset)
-        .bind(serde_json::to_string(&r.subjects).expect("strings serialise"))
-        .bind(&r.decision)
-        .bind(&r.rule)
-        .bind(serde_json::to_string(&r.masked).expect("a map serialises"))
-        .bind(r.status as i32)
-        .bind(r.bytes_out as i64)
-        .bind(r.upstream_us)
-        .bind(r.total_us)
-        .bind(&r.client_addr)
-        .bind(&r.prev_hash)
-        .bind(&r.hash)
-        .execute(&mut *tx)
-        .await?;
-        for s in &r.subjects {
-            sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
-                .bind(s)
+    for chunk in records.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+            placeholders(db.backend(), chunk.len(), 26)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
                 .bind(r.seq)
-                .execute(&mut *tx)
-                .await?;
+                .bind(&r.id)
+                .bind(r.time_us)
+                .bind(&r.request_id)
+                .bind(&r.kind)
+                .bind(&r.client_id)
+                .bind(&r.org)
+                .bind(&r.role)
+                .bind(&r.actor_subject)
+                .bind(&r.purpose)
+                .bind(&r.consent_id)
+                .bind(&r.method)
+                .bind(&r.path)
+                .bind(&r.store)
+                .bind(&r.dataset)
+                .bind(serde_json::to_string(&r.subjects).expect("strings serialise"))
+                .bind(&r.decision)
+                .bind(&r.rule)
+                .bind(serde_json::to_string(&r.masked).expect("a map serialises"))
+                .bind(r.status as i32)
+                .bind(r.bytes_out as i64)
+                .bind(r.upstream_us)
+                .bind(r.total_us)
+                .bind(&r.client_addr)
+                .bind(&r.prev_hash)
+                .bind(&r.hash);
         }
+        q.execute(&mut *tx).await?;
+    }
+    let touched: Vec<(&str, i64)> = records
+        .iter()
+        .flat_map(|r| {
+            let mut seen = std::collections::HashSet::new();
+            r.subjects
+                .iter()
+                .filter(move |s| seen.insert(s.as_str()))
+                .map(move |s| (s.as_str(), r.seq))
+        })
+        .collect();
+    for chunk in touched.chunks(CHUNK * 8) {
+        let sql = format!(
+            "INSERT INTO audit_subjects (subject_id, seq) VALUES {}",
+            placeholders(db.backend(), chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (s, seq) in chunk {
+            q = q.bind(*s).bind(*seq);
+        }
+        q.execute(&mut *tx).await?;
     }
     if let Some(cp) = checkpoint {
         sqlx::query(

@@ -17,11 +17,20 @@ fn always_working(c: &mut credgate::config::Config) {
 /// Polls the open alerts until one with `rule` (for `client`, if given) appears.
 async fn wait_for(app: &TestApp, officer: &str, rule: &str, client: Option<&str>) -> Value {
     for _ in 0..60 {
-        let res = app.http.get(format!("{}/admin/alerts", app.url)).bearer_auth(officer).send().await.unwrap();
+        let res = app
+            .http
+            .get(format!("{}/admin/alerts", app.url))
+            .bearer_auth(officer)
+            .send()
+            .await
+            .unwrap();
         let body: Value = res.json().await.unwrap();
-        if let Some(a) = body["items"].as_array().unwrap().iter().find(|a| {
-            a["rule"] == rule && client.is_none_or(|c| a["client_id"] == c)
-        }) {
+        if let Some(a) = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == rule && client.is_none_or(|c| a["client_id"] == c))
+        {
             return a.clone();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -46,7 +55,11 @@ async fn repeated_denials_and_many_subjects_fire_naming_client_and_audit_ids() {
     for i in 0..3 {
         let res = app
             .http
-            .get(format!("{}/v1/stores/power/entities/{}", app.url, data.entities[i]["uscc"].as_str().unwrap()))
+            .get(format!(
+                "{}/v1/stores/power/entities/{}",
+                app.url,
+                data.entities[i]["uscc"].as_str().unwrap()
+            ))
             .bearer_auth(&token)
             .header("X-Purpose", "supervision")
             .send()
@@ -60,7 +73,14 @@ async fn repeated_denials_and_many_subjects_fire_naming_client_and_audit_ids() {
         assert!(ids.contains(id), "{a}");
     }
     for i in 0..5 {
-        app.data(&token, &format!("/v1/stores/power/entities/{}", data.entities[10 + i]["uscc"].as_str().unwrap())).await;
+        app.data(
+            &token,
+            &format!(
+                "/v1/stores/power/entities/{}",
+                data.entities[10 + i]["uscc"].as_str().unwrap()
+            ),
+        )
+        .await;
     }
     let a = wait_for(&app, &officer, "many-subjects", Some(&bank_id)).await;
     assert!(a["detail"].as_str().unwrap().contains("distinct subjects"));
@@ -96,8 +116,13 @@ async fn t4_data_read_outside_working_hours_fires() {
     let token: Value = app.token_for(&reg_id, &secret).await.json().await.unwrap();
     let token = token["access_token"].as_str().unwrap().to_string();
     let (_, officer) = app.token("security_officer").await;
-    let uscc = app.sample().entities[0]["uscc"].as_str().unwrap().to_string();
-    let res = app.data(&token, &format!("/v1/stores/power/entities/{uscc}")).await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
     let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
     let a = wait_for(&app, &officer, "t4-outside-hours", Some(&reg_id)).await;
     assert_eq!(a["audit_ids"], json!([audit_id]));
@@ -108,9 +133,24 @@ async fn an_audit_write_failure_raises_an_alert_once_the_log_is_back() {
     let app = TestApp::spawn_with(always_working).await;
     let (_, token) = app.token("regulator").await;
     let (_, officer) = app.token("security_officer").await;
-    app.state.db.pool().execute("ALTER TABLE audit_log RENAME TO audit_log_gone").await.unwrap();
-    assert_eq!(app.data(&token, "/v1/stores/power/lists/red").await.status(), 503);
-    app.state.db.pool().execute("ALTER TABLE audit_log_gone RENAME TO audit_log").await.unwrap();
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log RENAME TO audit_log_gone")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.data(&token, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        503
+    );
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log_gone RENAME TO audit_log")
+        .await
+        .unwrap();
     let a = wait_for(&app, &officer, "audit-write-failure", None).await;
     assert!(a["detail"].as_str().unwrap().contains("503"));
 }
@@ -127,24 +167,88 @@ async fn normal_traffic_raises_nothing_and_an_alert_can_be_acknowledged() {
     let (_, officer) = app.token("security_officer").await;
     let data = app.sample();
     for i in 0..4 {
-        app.data(&bank, &format!("/v1/stores/power/entities/{}", data.entities[i]["uscc"].as_str().unwrap())).await;
+        app.data(
+            &bank,
+            &format!(
+                "/v1/stores/power/entities/{}",
+                data.entities[i]["uscc"].as_str().unwrap()
+            ),
+        )
+        .await;
         app.data(&regulator, "/v1/stores/power/lists/black").await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let body: Value = app.http.get(format!("{}/admin/alerts", app.url)).bearer_auth(&officer).send().await.unwrap().json().await.unwrap();
+    let body: Value = app
+        .http
+        .get(format!("{}/admin/alerts", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["items"], json!([]), "quiet on normal traffic");
 
     for _ in 0..3 {
-        app.http.get(format!("{}/v1/stores/power/lists/red", app.url)).bearer_auth(&bank).header("X-Purpose", "supervision").send().await.unwrap();
+        app.http
+            .get(format!("{}/v1/stores/power/lists/red", app.url))
+            .bearer_auth(&bank)
+            .header("X-Purpose", "supervision")
+            .send()
+            .await
+            .unwrap();
     }
     let a = wait_for(&app, &officer, "repeated-denials", None).await;
     let id = a["id"].as_str().unwrap();
-    let res = app.http.post(format!("{}/admin/alerts/{id}/ack", app.url)).bearer_auth(&officer).send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/alerts/{id}/ack", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let body: Value = app.http.get(format!("{}/admin/alerts", app.url)).bearer_auth(&officer).send().await.unwrap().json().await.unwrap();
-    assert!(body["items"].as_array().unwrap().iter().all(|x| x["id"] != id));
-    let all: Value = app.http.get(format!("{}/admin/alerts?status=all", app.url)).bearer_auth(&officer).send().await.unwrap().json().await.unwrap();
-    assert!(all["items"].as_array().unwrap().iter().any(|x| x["id"] == id && x["acked_by"].is_string()));
-    let res = app.http.post(format!("{}/admin/alerts/{id}/ack", app.url)).bearer_auth(&officer).send().await.unwrap();
+    let body: Value = app
+        .http
+        .get(format!("{}/admin/alerts", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["id"] != id)
+    );
+    let all: Value = app
+        .http
+        .get(format!("{}/admin/alerts?status=all", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id && x["acked_by"].is_string())
+    );
+    let res = app
+        .http
+        .post(format!("{}/admin/alerts/{id}/ack", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 404).await;
 }

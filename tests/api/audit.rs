@@ -20,19 +20,30 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
     let before = app.record_count().await;
     let res = app.token_for(&bank_id, &secret).await;
     let r = app.record(&audit_id(&res)).await;
-    let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
-    assert_eq!((r.kind.as_str(), r.decision.as_str(), r.status), ("token", "allow", 200));
+    let token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        (r.kind.as_str(), r.decision.as_str(), r.status),
+        ("token", "allow", 200)
+    );
     assert_eq!(r.client_id.as_deref(), Some(bank_id.as_str()));
     assert_eq!(r.role.as_deref(), Some("financial_institution"));
     let res = app.token_for(&bank_id, "wrong-secret").await;
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.decision.as_str(), r.status, r.rule.as_deref()), ("deny", 401, Some("invalid-client")));
+    assert_eq!(
+        (r.decision.as_str(), r.status, r.rule.as_deref()),
+        ("deny", 401, Some("invalid-client"))
+    );
     assert_eq!(app.record_count().await, before + 2);
 
     // An allowed data request: who, what, for which purpose, about whom, what was masked.
     let e = &app.sample().entities[5];
     let uscc = e["uscc"].as_str().unwrap();
-    let res = app.data(&token, &format!("/v1/stores/power/entities/{uscc}")).await;
+    let res = app
+        .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
     assert_eq!(res.status(), 200);
     let r = app.record(&audit_id(&res)).await;
     let body = res.text().await.unwrap();
@@ -40,9 +51,15 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
     assert_eq!(r.client_id.as_deref(), Some(bank_id.as_str()));
     assert_eq!(r.org.as_deref(), Some("test-org"));
     assert_eq!(r.purpose.as_deref(), Some("lending"));
-    assert_eq!((r.store.as_deref(), r.dataset.as_deref()), (Some("power"), Some("entity")));
+    assert_eq!(
+        (r.store.as_deref(), r.dataset.as_deref()),
+        (Some("power"), Some("entity"))
+    );
     assert_eq!(r.subjects, vec![uscc.to_string()]);
-    assert_eq!((r.decision.as_str(), r.rule, r.status), ("allow", None, 200));
+    assert_eq!(
+        (r.decision.as_str(), r.rule, r.status),
+        ("allow", None, 200)
+    );
     assert_eq!(r.masked.get("revenue"), Some(&1));
     assert_eq!(r.masked.get("id_number"), Some(&1));
     assert_eq!(r.bytes_out as usize, body.len());
@@ -61,39 +78,97 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
         .await
         .unwrap();
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.decision.as_str(), r.rule.as_deref(), r.status), ("deny", Some("purpose-not-allowed"), 403));
-    let res = app.data(&token, "/v1/stores/power/entities?page_size=3").await;
+    assert_eq!(
+        (r.decision.as_str(), r.rule.as_deref(), r.status),
+        ("deny", Some("purpose-not-allowed"), 403)
+    );
+    let res = app
+        .data(&token, "/v1/stores/power/entities?page_size=3")
+        .await;
     let r = app.record(&audit_id(&res)).await;
     assert_eq!(r.subjects.len(), 3);
 
     // No token, a path trick, a failed store: recorded too.
-    let res = app.http.get(format!("{}/v1/stores/power/entities/{uscc}", app.url)).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/v1/stores/power/entities/{uscc}", app.url))
+        .send()
+        .await
+        .unwrap();
     let r = app.record(&audit_id(&res)).await;
     assert_eq!((r.decision.as_str(), r.status), ("deny", 401));
-    let res = app.data(&token, &format!("/v1/stores/down/entities/{uscc}")).await;
+    let res = app
+        .data(&token, &format!("/v1/stores/down/entities/{uscc}"))
+        .await;
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.decision.as_str(), r.status, r.rule.as_deref()), ("error", 502, Some("upstream-failed")));
+    assert_eq!(
+        (r.decision.as_str(), r.status, r.rule.as_deref()),
+        ("error", 502, Some("upstream-failed"))
+    );
 
     // Public, subject and admin requests.
-    let res = app.http.get(format!("{}/public/stores/power/entities/{uscc}", app.url)).header("X-Purpose", "public_disclosure").send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/public/stores/power/entities/{uscc}", app.url))
+        .header("X-Purpose", "public_disclosure")
+        .send()
+        .await
+        .unwrap();
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.kind.as_str(), r.role.as_deref(), r.client_id.as_deref()), ("public", Some("public"), None));
+    assert_eq!(
+        (r.kind.as_str(), r.role.as_deref(), r.client_id.as_deref()),
+        ("public", Some("public"), None)
+    );
     let person = app.subject_token("11010519491231002X", SubjectType::Natural);
-    let res = app.http.get(format!("{}/subject/me", app.url)).bearer_auth(&person).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/subject/me", app.url))
+        .bearer_auth(&person)
+        .send()
+        .await
+        .unwrap();
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.kind.as_str(), r.actor_subject.as_deref()), ("subject", Some("11010519491231002X")));
+    assert_eq!(
+        (r.kind.as_str(), r.actor_subject.as_deref()),
+        ("subject", Some("11010519491231002X"))
+    );
     let (_, officer) = app.token("security_officer").await;
-    let res = app.http.get(format!("{}/admin/audit/verify", app.url)).bearer_auth(&officer).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/admin/audit/verify", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!((r.kind.as_str(), r.role.as_deref()), ("admin", Some("security_officer")));
+    assert_eq!(
+        (r.kind.as_str(), r.role.as_deref()),
+        ("admin", Some("security_officer"))
+    );
 
     // Health checks are not audited; nothing of the secret or the bodies is in the log.
     let n = app.record_count().await;
-    app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    app.http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(app.record_count().await, n);
-    let export = app.http.get(format!("{}/admin/audit/export?format=ndjson", app.url)).bearer_auth(&officer).send().await.unwrap().text().await.unwrap();
+    let export = app
+        .http
+        .get(format!("{}/admin/audit/export?format=ndjson", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!export.contains(&secret) && !export.contains("wrong-secret"));
-    assert!(!export.contains(e["name"].as_str().unwrap()), "no response body in the log");
+    assert!(
+        !export.contains(e["name"].as_str().unwrap()),
+        "no response body in the log"
+    );
     assert!(!export.contains(&e["annual_revenue"].to_string()));
 }
 
@@ -104,13 +179,23 @@ async fn the_chain_verifies_and_the_table_refuses_update_and_delete() {
     for _ in 0..12 {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
-    let report = verify::verify(&app.state.db, &app.state.audit_public_key).await.unwrap();
+    let report = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, 13);
     assert!(report.checkpoints >= 2);
     let pool = app.state.db.pool();
-    assert!(pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 2").await.is_err());
-    assert!(pool.execute("DELETE FROM audit_log WHERE seq = 2").await.is_err());
+    assert!(
+        pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 2")
+            .await
+            .is_err()
+    );
+    assert!(
+        pool.execute("DELETE FROM audit_log WHERE seq = 2")
+            .await
+            .is_err()
+    );
     assert!(pool.execute("DELETE FROM audit_checkpoints").await.is_err());
 }
 
@@ -122,13 +207,22 @@ async fn tampered(tamper: &str) -> verify::Report {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
     let pool = app.state.db.pool();
-    for t in ["audit_log_no_update", "audit_log_no_delete", "audit_checkpoints_no_update", "audit_checkpoints_no_delete"] {
-        pool.execute(format!("DROP TRIGGER {t}").as_str()).await.unwrap();
+    for t in [
+        "audit_log_no_update",
+        "audit_log_no_delete",
+        "audit_checkpoints_no_update",
+        "audit_checkpoints_no_delete",
+    ] {
+        pool.execute(format!("DROP TRIGGER {t}").as_str())
+            .await
+            .unwrap();
     }
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {
         pool.execute(stmt).await.unwrap();
     }
-    verify::verify(&app.state.db, &app.state.audit_public_key).await.unwrap()
+    verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -177,7 +271,10 @@ async fn a_tail_removed_past_the_last_checkpoint_is_reported() {
 
 #[tokio::test]
 async fn a_forged_checkpoint_is_found() {
-    let r = tampered("UPDATE audit_checkpoints SET signature = '00' || substr(signature, 3) WHERE seq = 5").await;
+    let r = tampered(
+        "UPDATE audit_checkpoints SET signature = '00' || substr(signature, 3) WHERE seq = 5",
+    )
+    .await;
     assert!(!r.ok);
     assert!(r.reason.unwrap().contains("checkpoint"));
 }
@@ -189,21 +286,53 @@ async fn when_the_log_cannot_be_written_data_requests_get_503_and_nothing_is_rel
     let e = &app.sample().entities[0];
     let path = format!("/v1/stores/power/entities/{}", e["uscc"].as_str().unwrap());
     assert_eq!(app.data(&token, &path).await.status(), 200);
-    app.state.db.pool().execute("ALTER TABLE audit_log RENAME TO audit_log_gone").await.unwrap();
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log RENAME TO audit_log_gone")
+        .await
+        .unwrap();
 
     let res = app.data(&token, &path).await;
     assert!(res.headers().get("x-audit-id").is_none());
     let body = assert_problem(res, 503).await;
     assert_eq!(body["type"], "urn:credgate:problem:audit-unavailable");
-    assert!(!body.to_string().contains(e["name"].as_str().unwrap()), "no data: {body}");
-    let res = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    assert!(
+        !body.to_string().contains(e["name"].as_str().unwrap()),
+        "no data: {body}"
+    );
+    let res = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 503).await;
 
-    app.state.db.pool().execute("ALTER TABLE audit_log_gone RENAME TO audit_log").await.unwrap();
-    assert_eq!(app.data(&token, &path).await.status(), 200, "recovers once the log is writable");
-    let report = verify::verify(&app.state.db, &app.state.audit_public_key).await.unwrap();
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log_gone RENAME TO audit_log")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.data(&token, &path).await.status(),
+        200,
+        "recovers once the log is writable"
+    );
+    let report = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
     assert!(report.ok, "nothing half-written: {report:?}");
-    assert_eq!(app.http.get(format!("{}/readyz", app.url)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -214,13 +343,23 @@ async fn officers_search_with_filters_and_stable_cursor_paging_and_others_are_re
     let data = app.sample();
     let u = |i: usize| data.entities[i]["uscc"].as_str().unwrap().to_string();
     for i in 0..5 {
-        app.data(&bank, &format!("/v1/stores/power/entities/{}", u(i))).await;
+        app.data(&bank, &format!("/v1/stores/power/entities/{}", u(i)))
+            .await;
     }
-    app.data(&other, &format!("/v1/stores/power/entities/{}", u(0))).await;
-    app.http.get(format!("{}/v1/stores/power/entities/{}", app.url, u(1))).bearer_auth(&other).header("X-Purpose", "supervision").send().await.unwrap();
+    app.data(&other, &format!("/v1/stores/power/entities/{}", u(0)))
+        .await;
+    app.http
+        .get(format!("{}/v1/stores/power/entities/{}", app.url, u(1)))
+        .bearer_auth(&other)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
     let (_, officer) = app.token("security_officer").await;
 
-    let page = app.audit(&officer, "org=bank-a&decision=allow&store=power").await;
+    let page = app
+        .audit(&officer, "org=bank-a&decision=allow&store=power")
+        .await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.iter().filter(|r| r["kind"] == "data").count(), 5);
     assert!(items.iter().all(|r| r["org"] == "bank-a"));
@@ -229,36 +368,92 @@ async fn officers_search_with_filters_and_stable_cursor_paging_and_others_are_re
     let page = app.audit(&officer, "org=bank-b&decision=deny").await;
     assert_eq!(page["items"][0]["rule"], "purpose-not-allowed");
     // Injection in any filter is just a value that matches nothing.
-    for q in ["org=%27%20OR%20%271%27%3D%271", "client=x%27%3B%20DROP%20TABLE%20audit_log%3B--", "subject=%25", "store=power%27--"] {
+    for q in [
+        "org=%27%20OR%20%271%27%3D%271",
+        "client=x%27%3B%20DROP%20TABLE%20audit_log%3B--",
+        "subject=%25",
+        "store=power%27--",
+    ] {
         let page = app.audit(&officer, q).await;
         assert_eq!(page["items"], json!([]), "{q}");
     }
-    for q in ["decision=maybe", "from=yesterday", "limit=0", "limit=5000", "cursor=abc", "colour=red"] {
-        let res = app.http.get(format!("{}/admin/audit?{q}", app.url)).bearer_auth(&officer).send().await.unwrap();
+    for q in [
+        "decision=maybe",
+        "from=yesterday",
+        "limit=0",
+        "limit=5000",
+        "cursor=abc",
+        "colour=red",
+    ] {
+        let res = app
+            .http
+            .get(format!("{}/admin/audit?{q}", app.url))
+            .bearer_auth(&officer)
+            .send()
+            .await
+            .unwrap();
         assert_problem(res, 400).await;
     }
-    let res = app.http.get(format!("{}/admin/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z", app.url)).bearer_auth(&officer).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!(
+            "{}/admin/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z",
+            app.url
+        ))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["items"], json!([]));
 
     // Paging: two by two, stable while new records arrive between pages.
     let first = app.audit(&officer, "org=bank-a&limit=2").await;
     let cursor = first["next_cursor"].as_str().unwrap().to_string();
     for i in 0..3 {
-        app.data(&bank, &format!("/v1/stores/power/entities/{}", u(i))).await;
+        app.data(&bank, &format!("/v1/stores/power/entities/{}", u(i)))
+            .await;
     }
-    let second = app.audit(&officer, &format!("org=bank-a&limit=2&cursor={cursor}")).await;
-    let seqs = |p: &Value| p["items"].as_array().unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect::<Vec<_>>();
+    let second = app
+        .audit(&officer, &format!("org=bank-a&limit=2&cursor={cursor}"))
+        .await;
+    let seqs = |p: &Value| {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
     let (a, b) = (seqs(&first), seqs(&second));
-    assert!(a.iter().all(|x| b.iter().all(|y| y < x)), "second page strictly older: {a:?} {b:?}");
+    assert!(
+        a.iter().all(|x| b.iter().all(|y| y < x)),
+        "second page strictly older: {a:?} {b:?}"
+    );
 
     for role in ["financial_institution", "objection_handler", "regulator"] {
         let (_, t) = app.token(role).await;
-        for path in ["/admin/audit", "/admin/audit/export", "/admin/audit/verify", "/admin/alerts"] {
-            let res = app.http.get(format!("{}{path}", app.url)).bearer_auth(&t).send().await.unwrap();
+        for path in [
+            "/admin/audit",
+            "/admin/audit/export",
+            "/admin/audit/verify",
+            "/admin/alerts",
+        ] {
+            let res = app
+                .http
+                .get(format!("{}{path}", app.url))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap();
             assert_problem(res, 403).await;
         }
     }
-    let res = app.http.get(format!("{}/admin/audit", app.url)).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/admin/audit", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 401).await;
 }
 
@@ -266,13 +461,17 @@ async fn officers_search_with_filters_and_stable_cursor_paging_and_others_are_re
 async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
     let app = TestApp::spawn().await;
     let (_, bank) = app.token("financial_institution").await;
-    app.data(&bank, "/v1/stores/power/entities?page_size=2").await;
+    app.data(&bank, "/v1/stores/power/entities?page_size=2")
+        .await;
     // A client id with a newline and a formula: it must stay one line, one cell.
     app.token_for("evil\n{\"decision\":\"allow\"}", "x").await;
     app.token_for("=HYPERLINK(\"http://x\")", "x").await;
     let (_, officer) = app.token("security_officer").await;
     let get = |fmt: &str| {
-        app.http.get(format!("{}/admin/audit/export?format={fmt}", app.url)).bearer_auth(&officer).send()
+        app.http
+            .get(format!("{}/admin/audit/export?format={fmt}", app.url))
+            .bearer_auth(&officer)
+            .send()
     };
     let nd = get("ndjson").await.unwrap();
     assert_eq!(nd.headers()["content-type"], "application/x-ndjson");
@@ -281,7 +480,9 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
     let count = app.record_count().await;
     // The export's own record is committed before its stream starts, so it is included.
     assert_eq!(lines.len(), count, "one line per record");
-    let stored = credgate::audit::store::page_after(&app.state.db, 0, 1000).await.unwrap();
+    let stored = credgate::audit::store::page_after(&app.state.db, 0, 1000)
+        .await
+        .unwrap();
     for (line, r) in lines.iter().zip(&stored) {
         let parsed: credgate::audit::AuditRecord = serde_json::from_str(line).unwrap();
         assert_eq!(&parsed, r, "round trip");
@@ -291,9 +492,19 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), count);
-    assert_eq!(csv.lines().count(), count + 1, "header plus one physical line per record");
-    assert!(rows.iter().any(|r| r[5].starts_with("'=HYPERLINK")), "formula defused");
-    assert!(rows.iter().any(|r| r[5].contains("evil\\u{a}")), "newline escaped");
+    assert_eq!(
+        csv.lines().count(),
+        count + 1,
+        "header plus one physical line per record"
+    );
+    assert!(
+        rows.iter().any(|r| r[5].starts_with("'=HYPERLINK")),
+        "formula defused"
+    );
+    assert!(
+        rows.iter().any(|r| r[5].contains("evil\\u{a}")),
+        "newline escaped"
+    );
     assert_problem(get("xml").await.unwrap(), 400).await;
 }
 
@@ -303,12 +514,28 @@ async fn a_subject_sees_who_accessed_their_records_and_only_theirs() {
     let data = app.sample();
     let mine = data.entities[0]["uscc"].as_str().unwrap();
     let theirs = data.entities[1]["uscc"].as_str().unwrap();
-    let bank = app.token_in("financial_institution", "nosy-bank", None).await;
-    app.data(&bank, &format!("/v1/stores/power/entities/{mine}")).await;
-    app.data(&bank, &format!("/v1/stores/power/entities/{theirs}")).await;
-    app.http.get(format!("{}/v1/stores/power/entities/{mine}", app.url)).bearer_auth(&bank).header("X-Purpose", "supervision").send().await.unwrap();
+    let bank = app
+        .token_in("financial_institution", "nosy-bank", None)
+        .await;
+    app.data(&bank, &format!("/v1/stores/power/entities/{mine}"))
+        .await;
+    app.data(&bank, &format!("/v1/stores/power/entities/{theirs}"))
+        .await;
+    app.http
+        .get(format!("{}/v1/stores/power/entities/{mine}", app.url))
+        .bearer_auth(&bank)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
     let me = app.subject_token(mine, SubjectType::Legal);
-    let res = app.http.get(format!("{}/subject/access-log", app.url)).bearer_auth(&me).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&me)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let log: Value = res.json().await.unwrap();
     let items = log["items"].as_array().unwrap();
@@ -318,53 +545,115 @@ async fn a_subject_sees_who_accessed_their_records_and_only_theirs() {
     assert_eq!(items[1]["purpose"], "lending");
     assert_eq!(items[1]["dataset"], "entity");
     assert!(items[1]["time"].as_str().unwrap().ends_with('Z'));
-    assert!(items[1].get("client_id").is_none(), "the subject sees the org, not internals");
+    assert!(
+        items[1].get("client_id").is_none(),
+        "the subject sees the org, not internals"
+    );
     let someone = app.subject_token("91350100M000100Y43", SubjectType::Legal);
-    let log: Value = app.http.get(format!("{}/subject/access-log", app.url)).bearer_auth(&someone).send().await.unwrap().json().await.unwrap();
+    let log: Value = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&someone)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(log["items"], json!([]));
-    let res = app.http.get(format!("{}/subject/access-log", app.url)).bearer_auth(&bank).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&bank)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 401).await;
 }
 
 #[tokio::test]
 async fn a_lockdown_stops_a_client_or_a_whole_org_at_once_and_lifting_it_restores_access() {
     let app = TestApp::spawn().await;
-    let (bank_id, secret) = app.add_client_in("financial_institution", "bank-z", None).await;
+    let (bank_id, secret) = app
+        .add_client_in("financial_institution", "bank-z", None)
+        .await;
     let token: Value = app.token_for(&bank_id, &secret).await.json().await.unwrap();
     let token = token["access_token"].as_str().unwrap().to_string();
     let colleague = app.token_in("financial_institution", "bank-z", None).await;
     let path = "/v1/stores/power/lists/red";
     let (_, officer) = app.token("security_officer").await;
-    let lock = |body: Value| app.http.post(format!("{}/admin/lockdown", app.url)).bearer_auth(&officer).json(&body).send();
+    let lock = |body: Value| {
+        app.http
+            .post(format!("{}/admin/lockdown", app.url))
+            .bearer_auth(&officer)
+            .json(&body)
+            .send()
+    };
 
-    let res = lock(json!({"client_id": bank_id, "reason": "complaint 42"})).await.unwrap();
+    let res = lock(json!({"client_id": bank_id, "reason": "complaint 42"}))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let l: Value = res.json().await.unwrap();
     let body = assert_problem(app.data(&token, path).await, 403).await;
     assert_eq!(body["rule"], "lockdown");
-    assert_eq!(app.data(&colleague, path).await.status(), 200, "only that client");
+    assert_eq!(
+        app.data(&colleague, path).await.status(),
+        200,
+        "only that client"
+    );
 
-    let res = lock(json!({"org": "bank-z", "reason": "scraping"})).await.unwrap();
+    let res = lock(json!({"org": "bank-z", "reason": "scraping"}))
+        .await
+        .unwrap();
     let org_lock: Value = res.json().await.unwrap();
     assert_problem(app.data(&colleague, path).await, 403).await;
 
     for id in [l["id"].as_str().unwrap(), org_lock["id"].as_str().unwrap()] {
-        let res = app.http.delete(format!("{}/admin/lockdown/{id}", app.url)).bearer_auth(&officer).send().await.unwrap();
+        let res = app
+            .http
+            .delete(format!("{}/admin/lockdown/{id}", app.url))
+            .bearer_auth(&officer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204);
     }
     assert_eq!(app.data(&token, path).await.status(), 200);
     assert_eq!(app.data(&colleague, path).await.status(), 200);
 
-    for bad in [json!({"reason": "x"}), json!({"client_id": "a", "org": "b", "reason": "x"}), json!({"org": "bank-z", "reason": ""})] {
+    for bad in [
+        json!({"reason": "x"}),
+        json!({"client_id": "a", "org": "b", "reason": "x"}),
+        json!({"org": "bank-z", "reason": ""}),
+    ] {
         assert_problem(lock(bad).await.unwrap(), 400).await;
     }
-    let res = app.http.delete(format!("{}/admin/lockdown/ld_nope", app.url)).bearer_auth(&officer).send().await.unwrap();
+    let res = app
+        .http
+        .delete(format!("{}/admin/lockdown/ld_nope", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 404).await;
-    let res = app.http.post(format!("{}/admin/lockdown", app.url)).bearer_auth(&token).json(&json!({"org": "bank-y", "reason": "x"})).send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/lockdown", app.url))
+        .bearer_auth(&token)
+        .json(&json!({"org": "bank-y", "reason": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 403).await;
     // Both the lockdowns and the lifts are in the log.
     let page = app.audit(&officer, "").await;
-    let admin: Vec<&Value> = page["items"].as_array().unwrap().iter().filter(|r| r["path"].as_str().unwrap().starts_with("/admin/lockdown")).collect();
+    let admin: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/admin/lockdown"))
+        .collect();
     assert!(admin.len() >= 4);
 }
 
@@ -384,14 +673,30 @@ async fn rate_limits_answer_429_with_retry_after_and_are_audited() {
     }
     let last = statuses.pop().unwrap();
     assert!(statuses.iter().all(|r| r.status() == 200));
-    assert!(last.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        last.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
     let r = app.record(&audit_id(&last)).await;
-    assert_eq!((r.decision.as_str(), r.status, r.rule.as_deref()), ("deny", 429, Some("rate-limited")));
+    assert_eq!(
+        (r.decision.as_str(), r.status, r.rule.as_deref()),
+        ("deny", 429, Some("rate-limited"))
+    );
     assert_problem(last, 429).await;
     // The public door and the token endpoint: per source address (one token call was made).
     let mut codes = vec![];
     for _ in 0..4 {
-        let res = app.http.get(format!("{}/public/stores/power/lists/red", app.url)).header("X-Purpose", "public_disclosure").send().await.unwrap();
+        let res = app
+            .http
+            .get(format!("{}/public/stores/power/lists/red", app.url))
+            .header("X-Purpose", "public_disclosure")
+            .send()
+            .await
+            .unwrap();
         codes.push(res.status().as_u16());
     }
     assert_eq!(codes, [200, 200, 200, 429]);
@@ -402,10 +707,21 @@ async fn metrics_are_exposed_in_prometheus_text() {
     let app = TestApp::spawn().await;
     let (_, token) = app.token("regulator").await;
     app.data(&token, "/v1/stores/power/lists/red").await;
-    app.data(&token, "/v1/stores/down/entities/91350100M000100Y43").await;
-    let res = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap();
+    app.data(&token, "/v1/stores/down/entities/91350100M000100Y43")
+        .await;
+    let res = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = res.text().await.unwrap();
     for needle in [
         "credgate_requests_total{",

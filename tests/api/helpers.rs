@@ -454,12 +454,19 @@ impl TestApp {
 
     /// The record with this audit id, read straight from storage.
     pub async fn record(&self, audit_id: &str) -> credgate::audit::AuditRecord {
-        let all = credgate::audit::store::page_after(&self.state.db, 0, 100_000).await.unwrap();
-        all.into_iter().find(|r| r.id == audit_id).expect("the audit id was committed")
+        let all = credgate::audit::store::page_after(&self.state.db, 0, 100_000)
+            .await
+            .unwrap();
+        all.into_iter()
+            .find(|r| r.id == audit_id)
+            .expect("the audit id was committed")
     }
 
     pub async fn record_count(&self) -> usize {
-        credgate::audit::store::page_after(&self.state.db, 0, 100_000).await.unwrap().len()
+        credgate::audit::store::page_after(&self.state.db, 0, 100_000)
+            .await
+            .unwrap()
+            .len()
     }
 
     /// Sends a request line exactly as given, bypassing any client-side path normalisation.

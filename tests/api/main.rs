@@ -4,11 +4,12 @@
 
 mod helpers;
 
-mod audit;
 mod alerts;
+mod audit;
 
 mod cli;
 mod consent;
+mod crash;
 mod demo;
 mod health;
 mod oauth;

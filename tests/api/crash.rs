@@ -1,0 +1,168 @@
+//! A real gateway process under concurrent load is killed with SIGKILL. Every response that was
+//! released carried an audit id; every such record must be in the log, and the chain verifies.
+
+use std::{
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use credgate::{
+    auth::keys::{Ed25519Key, audit_signing_key_path},
+    config::Config,
+    sample_store::{self, SampleStoreArgs},
+    storage::Db,
+};
+
+use crate::helpers::{STORE_TOKEN, config_text, copy_dir, dead_addr};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_record_of_a_released_response() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        &dir.path().join("policies"),
+    );
+    credgate::auth::subject::create_demo_provider(
+        &dir.path().join("keys/idp.p8"),
+        &dir.path().join("idp.jwks.json"),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_addr = listener.local_addr().unwrap();
+    let store = sample_store::router(&SampleStoreArgs {
+        listen: store_addr,
+        seed: 42,
+        entities: 60,
+        token: Some(STORE_TOKEN.into()),
+    });
+    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+
+    let gateway_port = dead_addr().port();
+    let text = config_text(dir.path(), store_addr, dead_addr(), dead_addr()).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{gateway_port}\""),
+    );
+    let cfg_path = dir.path().join("credgate.toml");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let config = Config::load(Some(&cfg_path)).unwrap();
+    let db = Db::open(&config.storage_url).await.unwrap();
+    let (client, secret) =
+        credgate::cli::add_client(&db, "Bank", "bank", "financial_institution", None)
+            .await
+            .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["serve", "--config", &cfg_path.display().to_string()])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{gateway_port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    while http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token: serde_json::Value = http
+        .post(format!("{url}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client.id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let usccs: Vec<String> = sample_store::data::generate(42, 60)
+        .entities
+        .iter()
+        .map(|e| e["uscc"].as_str().unwrap().to_string())
+        .collect();
+
+    let released = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (http, url, token, released, usccs) = (
+            http.clone(),
+            url.clone(),
+            token.clone(),
+            released.clone(),
+            usccs.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for i in 0..2000 {
+                let res = http
+                    .get(format!(
+                        "{url}/v1/stores/power/entities/{}",
+                        usccs[(w * 7 + i) % usccs.len()]
+                    ))
+                    .bearer_auth(&token)
+                    .header("X-Purpose", "lending")
+                    .send()
+                    .await;
+                let Ok(res) = res else { return };
+                if res.status() == 200 {
+                    let id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+                    // Released means the body reached us.
+                    if res.bytes().await.is_ok() {
+                        released.lock().unwrap().push(id);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let released = released.lock().unwrap().clone();
+    assert!(
+        released.len() > 50,
+        "load was too light to mean anything: {}",
+        released.len()
+    );
+
+    let db = Db::open(&config.storage_url).await.unwrap();
+    let stored: std::collections::HashSet<String> =
+        credgate::audit::store::page_after(&db, 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+    let missing: Vec<&String> = released.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} released responses have no record, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let key = Ed25519Key::load(&audit_signing_key_path(&config.key_dir)).unwrap();
+    let report = credgate::audit::verify::verify(&db, &key.public)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    eprintln!(
+        "kill -9: {} responses released, {} records, chain ok",
+        released.len(),
+        report.records
+    );
+}
