@@ -117,6 +117,14 @@ pub enum AuditCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Move records older than the retention minimum (up to a signed checkpoint) to an
+    /// archive file in DIR; the live log keeps verifying from that checkpoint.
+    Archive {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Write every record to stdout, oldest first.
     Export {
         #[arg(long, default_value = "ndjson", value_parser = ["csv", "ndjson"])]
@@ -212,6 +220,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Audit(AuditCommand::Archive { out, config }) => {
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            match crate::audit::archive::archive(
+                &db,
+                config.audit.retention_days,
+                crate::storage::now_micros(),
+                &out,
+            )
+            .await?
+            {
+                Some(a) => println!("{}", serde_json::to_string_pretty(&a)?),
+                None => println!(
+                    "nothing is older than the retention minimum ({} days) up to a checkpoint",
+                    config.audit.retention_days
+                ),
             }
         }
         Command::Audit(AuditCommand::Export { format, config }) => {

@@ -348,6 +348,18 @@ impl Config {
                 "must be between 1 and 86400 seconds; tokens are meant to be short-lived",
             ));
         }
+        if self.audit.retention_days < crate::audit::archive::MIN_RETENTION_DAYS {
+            return Err(invalid(
+                "audit.retention_days",
+                "must be at least 183 days (six months); the default is 1826 (five years)",
+            ));
+        }
+        if self.audit.batch_max == 0 || self.audit.checkpoint_every <= 0 {
+            return Err(invalid(
+                "audit",
+                "batch_max and checkpoint_every must be positive",
+            ));
+        }
         if self.auth.leeway_secs > 300 {
             return Err(invalid("auth.leeway_secs", "must be at most 300 seconds"));
         }

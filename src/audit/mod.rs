@@ -4,6 +4,7 @@
 //! never enter it.
 
 pub mod alerts;
+pub mod archive;
 pub mod chain;
 pub mod export;
 pub mod layer;
@@ -121,6 +122,13 @@ pub struct AuditConfig {
     pub checkpoint_every: i64,
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_secs: u64,
+    /// Records are kept at least this long before they may be archived (never below 183).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    1826
 }
 
 fn default_batch_max() -> usize {

@@ -20,6 +20,9 @@ pub struct Report {
     pub first_bad_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Records up to this seq were archived; the chain verifies from there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_through: Option<i64>,
 }
 
 /// `public_key`: the audit signing key's raw Ed25519 public key.
@@ -33,11 +36,32 @@ pub async fn verify(db: &Db, public_key: &[u8]) -> Result<Report, StorageError> 
         first_bad_id: None,
         first_bad_seq: None,
         reason: None,
+        archived_through: None,
     };
-    let mut cps = checkpoints.iter().peekable();
-    let mut prev_hash = chain::GENESIS.to_string();
-    let mut expected_seq = 1;
-    let mut after = 0;
+    // After archiving, the chain starts from the archived checkpoint, which must still verify.
+    let (base, base_hash) = super::archive::base(db).await?;
+    if base > 0 {
+        let ok = checkpoints.iter().any(|cp| {
+            cp.seq == base
+                && cp.hash == base_hash
+                && chain::verify_checkpoint(public_key, cp.seq, &cp.hash, cp.time_us, &cp.signature)
+        });
+        if !ok {
+            report.ok = false;
+            report.reason = Some(format!(
+                "the archive boundary at {base} has no matching signed checkpoint"
+            ));
+            report.first_bad_seq = Some(base);
+            return Ok(report);
+        }
+    }
+    report.archived_through = (base > 0).then_some(base);
+    let remaining: Vec<store::Checkpoint> =
+        checkpoints.into_iter().filter(|cp| cp.seq > base).collect();
+    let mut cps = remaining.iter().peekable();
+    let mut prev_hash = base_hash;
+    let mut expected_seq = base + 1;
+    let mut after = base;
     'pages: loop {
         let page = store::page_after(db, after, 1000).await?;
         if page.is_empty() {
@@ -101,9 +125,10 @@ pub async fn verify(db: &Db, public_key: &[u8]) -> Result<Report, StorageError> 
         report.ok = false;
         report.reason = Some(format!(
             "the log ends at record {} but a signed checkpoint covers record {}: records were removed from the end",
-            report.records, cp.seq
+            base + report.records,
+            cp.seq
         ));
-        report.first_bad_seq = Some(report.records + 1);
+        report.first_bad_seq = Some(base + report.records + 1);
     }
     Ok(report)
 }

@@ -734,3 +734,95 @@ async fn metrics_are_exposed_in_prometheus_text() {
         assert!(text.contains(needle), "{needle} missing");
     }
 }
+
+#[tokio::test]
+async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archived_checkpoint() {
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..11 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let db = &app.state.db;
+    let out = app.dir.path().join("archive");
+    let now = credgate::storage::now_micros();
+    // Today nothing is five years old.
+    assert!(
+        credgate::audit::archive::archive(db, 1826, now, &out)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Even asking for a day's retention keeps six months.
+    assert!(
+        credgate::audit::archive::archive(db, 1, now, &out)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let six_years_on = now + 6 * 366 * 86_400 * 1_000_000;
+    let a = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((a.from_seq, a.upto_seq, a.records), (1, 10, 10));
+    let text = std::fs::read_to_string(&a.file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 11, "header and ten records");
+    assert_eq!(lines[0]["checkpoint"]["seq"], 10);
+    assert_eq!(
+        lines[10]["hash"], lines[0]["checkpoint"]["hash"],
+        "the file ends at its signed checkpoint"
+    );
+
+    let report = verify::verify(db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.archived_through, Some(10));
+    assert_eq!(
+        app.data(&token, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        200,
+        "the log goes on"
+    );
+    assert!(
+        verify::verify(db, &app.state.audit_public_key)
+            .await
+            .unwrap()
+            .ok
+    );
+
+    // What was not archived stays append-only; what is live still tamper-evident.
+    let pool = db.pool();
+    assert!(
+        pool.execute("DELETE FROM audit_log WHERE seq = 12")
+            .await
+            .is_err()
+    );
+    assert!(pool.execute("DELETE FROM audit_archives").await.is_err());
+    pool.execute("DROP TRIGGER audit_log_no_update")
+        .await
+        .unwrap();
+    pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 12")
+        .await
+        .unwrap();
+    let report = verify::verify(db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert_eq!(report.first_bad_seq, Some(12));
+}
+
+#[test]
+fn retention_below_six_months_is_a_config_error() {
+    let c = credgate::config::Config::parse("[audit]\nretention_days = 30\n", "t").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("audit.retention_days") && e.contains("183"),
+        "{e}"
+    );
+}

@@ -303,3 +303,35 @@ fn policy_test_runs_the_shipped_cases_and_fails_on_a_wrong_expectation() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn audit_verify_export_and_archive_work_offline_beside_the_running_gateway() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..3 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let out = credgate(&["audit", "verify", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let n = report["records"].as_u64().unwrap() as usize;
+    assert_eq!(n, app.record_count().await);
+
+    let out = credgate(&["audit", "export", "--format", "ndjson", "--config", &cfg]);
+    assert_eq!(text(&out).0.lines().count(), n);
+    let out = credgate(&["audit", "export", "--format", "csv", "--config", &cfg]);
+    assert_eq!(text(&out).0.lines().count(), n + 1);
+    let out = credgate(&["audit", "export", "--format", "xml", "--config", &cfg]);
+    assert!(!out.status.success());
+
+    let dir = app.dir.path().join("arch").display().to_string();
+    let out = credgate(&["audit", "archive", "--out", &dir, "--config", &cfg]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).0.contains("nothing is older"),
+        "fresh records stay"
+    );
+}
