@@ -62,8 +62,7 @@ pub async fn archive(
     let Some(cp) = store::checkpoints(db)
         .await?
         .into_iter()
-        .filter(|c| c.seq > from && c.time_us < cutoff)
-        .next_back()
+        .rfind(|c| c.seq > from && c.time_us < cutoff)
     else {
         return Ok(None);
     };
