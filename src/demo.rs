@@ -334,6 +334,12 @@ As the company itself (a data subject, with a token from the demo identity provi
 
   SUBJECT=$({exe} token subject --config {config} --id {uscc})
   curl -s {url}/subject/me -H "Authorization: Bearer $SUBJECT"
+  curl -s {url}/subject/access-log -H "Authorization: Bearer $SUBJECT"
+
+Every request above is in the audit log; the security officer searches and verifies it:
+
+  curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $OFFICER"
+  curl -s {url}/admin/audit/verify -H "Authorization: Bearer $OFFICER"
 "#,
         store = demo["store_url"].as_str().unwrap_or_default(),
         dir = config_path

@@ -43,7 +43,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        let done = line.contains("/subject/me");
+        let done = line.contains("/admin/audit/verify");
         printed.push(line);
         if done || Instant::now() > deadline {
             break;
@@ -113,7 +113,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
         codes,
         [
             "200", "200", "200", "403", "200", "200", "200", "401", "400", "400", "404", "403",
-            "403", "200"
+            "403", "200", "200", "200", "200"
         ],
         "{out}"
     );
@@ -135,6 +135,14 @@ fn the_demo_starts_and_its_printed_lines_work() {
         serde_json::json!(["public_disclosure"])
     );
     assert!(out.contains("\"subject_type\":\"legal\""), "{out}");
+    assert!(
+        out.contains("\"org\":\"demo-bank\""),
+        "the company sees the bank in its access log: {out}"
+    );
+    assert!(
+        out.contains("\"ok\":true"),
+        "the audit chain verifies: {out}"
+    );
     assert!(
         out.contains("consent-required") && out.contains("\"records\""),
         "{out}"
