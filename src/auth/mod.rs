@@ -63,7 +63,7 @@ pub async fn authenticate_institution(
         tracing::info!(reason = %e, "gateway token refused");
         Error::Unauthorized("invalid or expired token")
     })?;
-    let client = clients::get(&state.db, &claims.sub)
+    let (client, locked) = clients::get_with_lockdown(&state.db, &claims.sub)
         .await
         .map_err(Error::storage)?
         .ok_or(Error::Unauthorized("invalid or expired token"))?;
@@ -72,10 +72,7 @@ pub async fn authenticate_institution(
         return Err(Error::Unauthorized("client is disabled"));
     }
     state.limits.check_client(&client.id)?;
-    if crate::storage::lockdowns::active_for(&state.db, &client.id, &client.org)
-        .await
-        .map_err(Error::storage)?
-    {
+    if locked {
         tracing::warn!(client_id = %client.id, org = %client.org, "request of a locked-down client refused");
         return Err(Error::Forbidden {
             rule: "lockdown".into(),

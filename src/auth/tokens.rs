@@ -43,8 +43,18 @@ struct VerifyingKey {
     jwk: Jwk,
 }
 
+/// Tokens whose signature has been verified, by SHA-256 of the whole token. A signature check
+/// costs tens of microseconds; a client sends the same token for its whole lifetime, so each
+/// token is verified once and its time claims are checked on every use.
+#[derive(Default)]
+struct Verified(std::sync::Mutex<HashMap<[u8; 32], GatewayClaims>>);
+
+/// Bound on the cache; past it the cache starts over (the next use of each token re-verifies).
+const VERIFIED_MAX: usize = 20_000;
+
 /// Issues and verifies the gateway's tokens. Keys are parsed once at start, never per request.
 pub struct TokenService {
+    verified: Verified,
     kid: String,
     encoding: EncodingKey,
     verifying: HashMap<String, VerifyingKey>,
@@ -71,6 +81,7 @@ impl TokenService {
             },
         );
         Arc::new(Self {
+            verified: Verified::default(),
             kid: signing.kid.clone(),
             encoding: signing.encoding_key(),
             verifying,
@@ -115,6 +126,42 @@ impl TokenService {
     /// The header's `alg` is checked before any key is touched, so `none` and HMAC-with-the-
     /// public-key confusion never reach a verifier.
     pub fn verify(&self, token: &str) -> Result<GatewayClaims, TokenError> {
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let cached = self
+            .verified
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        if let Some(claims) = cached {
+            let now = jsonwebtoken::get_current_timestamp();
+            let leeway = self.validation.leeway;
+            if claims.exp + leeway <= now {
+                return Err(TokenError::Invalid(
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature,
+                ));
+            }
+            if claims.nbf > now + leeway {
+                return Err(TokenError::Invalid(
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature,
+                ));
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token)?;
+        let mut cache = self.verified.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_MAX {
+            cache.clear();
+        }
+        cache.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<GatewayClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Algorithm);

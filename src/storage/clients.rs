@@ -127,3 +127,25 @@ pub async fn list(db: &Db) -> Result<Vec<ClientRecord>, StorageError> {
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
+
+/// The client, and whether a lockdown covers it or its org, in one round trip: the per-request
+/// check of every data request.
+pub async fn get_with_lockdown(
+    db: &Db,
+    id: &str,
+) -> Result<Option<(ClientRecord, bool)>, StorageError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM lockdowns l WHERE l.lifted_at IS NULL \
+         AND (l.client_id = c.id OR l.org = c.org)) AS locked FROM clients c WHERE c.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some((
+            from_row(&row)?,
+            row.try_get::<i64, _>("locked")? > 0,
+        ))),
+    }
+}

@@ -1,7 +1,6 @@
 //! The `lockdowns` table: a security officer stops a client or a whole org at once.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{Db, StorageError, micros_to_rfc3339, now_micros};
 
@@ -14,17 +13,6 @@ pub struct Lockdown {
     pub created_by: String,
     pub created_at: String,
     pub lifted_at: Option<String>,
-}
-
-pub async fn active_for(db: &Db, client_id: &str, org: &str) -> Result<bool, StorageError> {
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n FROM lockdowns WHERE lifted_at IS NULL AND (client_id = $1 OR org = $2)",
-    )
-    .bind(client_id)
-    .bind(org)
-    .fetch_one(db.pool())
-    .await?;
-    Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
 pub async fn create(

@@ -187,3 +187,26 @@ async fn subject_tokens_do_not_open_the_data_path() {
     let t = app.subject_token("91350100M000100Y43", credgate::domain::SubjectType::Legal);
     refused(&app, &t).await;
 }
+
+#[tokio::test]
+async fn a_token_verified_once_still_expires_on_time() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.token_ttl_secs = 1;
+        c.auth.leeway_secs = 0;
+    })
+    .await;
+    let (_, token) = app.token("regulator").await;
+    let path = "/v1/stores/fake/entities/91350100M000100Y43";
+    assert_eq!(
+        app.data(&token, path).await.status(),
+        200,
+        "verified and cached"
+    );
+    assert_eq!(
+        app.data(&token, path).await.status(),
+        200,
+        "served from the cache"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    refused(&app, &token).await;
+}
