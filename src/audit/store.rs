@@ -53,6 +53,20 @@ const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role,
 /// round trips to the database few, whatever the batch size.
 const CHUNK: usize = 64;
 
+/// Splits into chunks of at most CHUNK whose lengths are powers of two. Every distinct statement
+/// text is prepared and cached per connection; powers of two keep that to seven shapes
+/// instead of one per batch length.
+fn pow2_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let n = CHUNK.min(1 << items.len().ilog2());
+        let (head, rest) = items.split_at(n);
+        out.push(head);
+        items = rest;
+    }
+    out
+}
+
 /// Positional `?` for SQLite (named `$N` makes SQLite look every parameter up by name, which is
 /// quadratic in a large multi-row insert); `$N` for PostgreSQL.
 fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
@@ -76,7 +90,7 @@ pub async fn insert_batch(
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), StorageError> {
     let mut tx = db.pool().begin().await?;
-    for chunk in records.chunks(CHUNK) {
+    for chunk in pow2_chunks(records) {
         let sql = format!(
             "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
             placeholders(db.backend(), chunk.len(), 26)
@@ -123,7 +137,7 @@ pub async fn insert_batch(
                 .map(move |s| (s.as_str(), r.seq))
         })
         .collect();
-    for chunk in touched.chunks(CHUNK * 8) {
+    for chunk in pow2_chunks(&touched) {
         let sql = format!(
             "INSERT INTO audit_subjects (subject_id, seq) VALUES {}",
             placeholders(db.backend(), chunk.len(), 2)

@@ -1,0 +1,35 @@
+"""Turns bench/run's rows into the table, the ratios to nginx, the targets, and results.json."""
+import json, sys, platform, os
+
+secs = int(sys.argv[1])
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+for r in rows:
+    w = r["wrk"]
+    r["rps"] = w["requests"] / (w["duration_us"] / 1e6)
+    r["p50_ms"], r["p99_ms"], r["p999_ms"] = w["p50_us"] / 1e3, w["p99_us"] / 1e3, w["p999_us"] / 1e3
+    r["failed"] = w["errors"] + w["non2xx"]
+by = {r["label"]: r for r in rows}
+ngx = by["nginx proxy_pass"]
+print(f"{'':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'RSS MB':>7} {'vs nginx':>9} {'failed':>7}")
+for r in rows:
+    rss = f"{r['rss_kb'] / 1024:.1f}" if r["rss_kb"] else "-"
+    print(f"{r['label']:38} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {rss:>7} {r['rps'] / ngx['rps']:8.2f}x {r['failed']:7d}")
+cg = by["credgate entity (SQLite audit)"]
+noop = by["credgate entity (no-op audit)"]
+big = by["credgate entity at 256 connections"]
+targets = [
+    ("credgate entity >= 0.8 x nginx req/s", cg["rps"] / ngx["rps"] >= 0.8, f"{cg['rps'] / ngx['rps']:.2f}"),
+    ("credgate entity p99 within 2 ms of nginx", cg["p99_ms"] - ngx["p99_ms"] <= 2.0, f"{cg['p99_ms'] - ngx['p99_ms']:+.2f} ms"),
+    ("durable audit costs < 10% vs no-op", cg["rps"] >= 0.9 * noop["rps"], f"{(1 - cg['rps'] / noop['rps']) * 100:.1f}%"),
+    ("peak RSS < 100 MB at 256 connections", big["rss_kb"] < 100 * 1024, f"{big['rss_kb'] / 1024:.1f} MB"),
+    ("no failed requests", all(r["failed"] == 0 for r in rows), str(sum(r["failed"] for r in rows))),
+]
+print()
+for name, ok, value in targets:
+    print(f"  [{'PASS' if ok else 'MISS'}] {name}: {value}")
+out = {"duration_s": secs, "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+       "rows": rows, "targets": [{"target": n, "holds": ok, "value": v} for n, ok, v in targets]}
+path = os.path.join(os.path.dirname(__file__), "results.json")
+with open(path, "w") as f:
+    json.dump(out, f, indent=2)
+print(f"\nwritten: {path}")
