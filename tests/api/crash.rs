@@ -166,3 +166,93 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         report.records
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        &dir.path().join("policies"),
+    );
+    credgate::auth::subject::create_demo_provider(
+        &dir.path().join("keys/idp.p8"),
+        &dir.path().join("idp.jwks.json"),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_addr = listener.local_addr().unwrap();
+    let store = sample_store::router(&SampleStoreArgs {
+        listen: store_addr,
+        seed: 42,
+        entities: 10,
+        token: Some(STORE_TOKEN.into()),
+    });
+    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+    let port = dead_addr().port();
+    let text = config_text(dir.path(), store_addr, dead_addr(), dead_addr()).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let cfg = dir.path().join("credgate.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let uscc = sample_store::data::generate(42, 10).entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = || {
+        http.get(format!("{url}/public/stores/power/entities/{uscc}"))
+            .header("X-Purpose", "public_disclosure")
+            .send()
+    };
+    let before: serde_json::Value = get().await.unwrap().json().await.unwrap();
+    assert!(before.get("sector").is_some());
+
+    let catalog = dir.path().join("policies/catalog.toml");
+    let t = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(
+        &catalog,
+        t.replacen(
+            "sector = \"entity_basic\"",
+            "sector = \"classification_grade\"",
+            1,
+        ),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut after = serde_json::Value::Null;
+    for _ in 0..50 {
+        after = get().await.unwrap().json().await.unwrap();
+        if after.get("sector").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        after.get("sector").is_none(),
+        "the reloaded set hides the sector from the public: {after}"
+    );
+}
