@@ -59,6 +59,8 @@ pub struct Config {
     pub alerts: crate::audit::alerts::AlertConfig,
     #[serde(default)]
     pub rate_limits: crate::http::limits::RateLimitConfig,
+    #[serde(default)]
+    pub workflows: crate::workflows::WorkflowConfig,
     /// Identity providers whose data-subject tokens are accepted.
     #[serde(default)]
     pub identity_providers: Vec<IdentityProviderConfig>,
@@ -147,6 +149,9 @@ pub struct StoreConfig {
     /// What credgate presents to the store; the caller's own credentials never reach it.
     #[serde(default)]
     pub credential: Option<StoreCredential>,
+    /// Where the store receives forwarded objections (POST, JSON, `Idempotency-Key`).
+    #[serde(default = "default_objections_path")]
+    pub objections_path: String,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -220,6 +225,9 @@ fn default_leeway() -> u64 {
 }
 fn default_max_body() -> usize {
     64 * 1024
+}
+fn default_objections_path() -> String {
+    "/objections".into()
 }
 fn default_connect_timeout() -> u64 {
     2_000

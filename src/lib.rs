@@ -15,3 +15,4 @@ pub mod proxy;
 pub mod sample_store;
 pub mod storage;
 pub mod telemetry;
+pub mod workflows;

@@ -23,6 +23,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// An illegal state transition: nothing changed.
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -63,6 +66,7 @@ impl Error {
             Error::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
             Error::Forbidden { .. } => (S::FORBIDDEN, "policy-denied", "Denied by policy"),
             Error::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            Error::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
             Error::Unprocessable(_) => (
                 S::UNPROCESSABLE_ENTITY,
                 "unprocessable",

@@ -54,6 +54,10 @@ pub struct AppState {
     pub subjects: Arc<SubjectVerifier>,
     pub stores: Arc<Stores>,
     pub audit: crate::audit::AuditLog,
+    /// The workflows' clock (tests move it forward).
+    pub clock: Arc<crate::workflows::Clock>,
+    /// Contested records, for marking answers.
+    pub marks: Arc<crate::workflows::marks::Marks>,
     pub limits: limits::RateLimits,
     /// Raw public key of the audit checkpoint signer, for verification.
     pub audit_public_key: Arc<Vec<u8>>,
@@ -102,6 +106,7 @@ impl AppState {
         let stores = Stores::build(&config.stores)?;
         let policies = load_policies(&config, &stores)?;
         let limits = limits::RateLimits::new(&config.rate_limits);
+        let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -110,6 +115,8 @@ impl AppState {
             stores: Arc::new(stores),
             pseudonym_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &pseudonym)),
             audit,
+            clock: Arc::new(crate::workflows::Clock::default()),
+            marks,
             limits,
             audit_public_key: Arc::new(audit_key.public.clone()),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
@@ -143,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(subject::router())
         .merge(admin::router())
+        .merge(crate::workflows::objections::router())
         .merge(crate::proxy::router())
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -188,6 +196,7 @@ impl App {
         let listen = config.listen;
         let state = AppState::build(config).await?;
         crate::audit::alerts::spawn(state.clone(), state.config.alerts.clone());
+        crate::workflows::outbox::spawn(state.clone());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;

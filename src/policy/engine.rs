@@ -485,6 +485,26 @@ impl Plan {
         out
     }
 
+    /// Calls `f` with the subject id and the JSON object of each record the answer carries
+    /// (each row of a list, or the whole record), for annotations added after masking.
+    pub fn for_each_record(&self, doc: &mut Value, f: &mut impl FnMut(&str, &mut Value)) {
+        let Some(subject) = &self.subject else { return };
+        let mut visit = |rec: &mut Value| {
+            if let Some(id) = value_at(rec, subject)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
+                f(&id, rec);
+            }
+        };
+        match &self.rows {
+            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                items.iter_mut().for_each(&mut visit)
+            }),
+            None => visit(doc),
+        }
+    }
+
     fn released(&self, rule: &DatedRule, record: &Value, today: Date) -> bool {
         let Some(date) = record.get(&rule.date).and_then(date_of) else {
             // An undated adverse record cannot be placed in its window: only exempt roles see it.

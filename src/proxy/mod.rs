@@ -144,7 +144,8 @@ async fn handle(
         .await?;
     let upstream_ms = upstream.elapsed.as_millis() as u64;
     slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
-    let (status, doc, outcome) = release(&state, &plan, &who, upstream)?;
+    let (status, mut doc, outcome) = release(&state, &plan, &who, upstream)?;
+    let contested = mark_contested(&state, &target.store.name, &plan, &mut doc);
     slot.update(|a| note_outcome(a, &plan, &outcome));
     let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
@@ -153,7 +154,30 @@ async fn handle(
         masked = outcome.masked, withheld = outcome.withheld_records, dropped_rows = outcome.dropped_rows,
         "data request served"
     );
-    Ok(json_response(status, body, &outcome))
+    let mut res = json_response(status, body, &outcome);
+    if contested {
+        res.headers_mut()
+            .insert("x-objection", HeaderValue::from_static("pending"));
+    }
+    Ok(res)
+}
+
+/// Adds `_objections` to every record under objection (and keeps the statement of unresolved
+/// ones for good); `true` if any objection is still open.
+fn mark_contested(state: &AppState, store: &str, plan: &Plan, doc: &mut serde_json::Value) -> bool {
+    if state.marks.is_empty() {
+        return false;
+    }
+    let mut pending = false;
+    plan.for_each_record(doc, &mut |id, record| {
+        if let Some((annotation, open)) = state.marks.annotation(store, id)
+            && let Some(obj) = record.as_object_mut()
+        {
+            obj.insert("_objections".into(), annotation);
+            pending |= open;
+        }
+    });
+    pending
 }
 
 /// Who asked, for the audit record.

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::response::IntoResponse;
 use axum::{
     Extension, Json,
     extract::{ConnectInfo, Path, Query, State},
@@ -49,10 +50,12 @@ fn parse_subject(id: &str, kind: Option<SubjectType>) -> Result<SubjectId, Error
 }
 
 enum Section {
+    /// The masked section, its plan and outcome, and whether it carries an open objection.
     Released(
         Value,
         std::sync::Arc<crate::policy::Plan>,
         crate::policy::Outcome,
+        bool,
     ),
     Denied {
         rule: String,
@@ -71,7 +74,7 @@ pub(super) async fn profile(
     Query(q): Query<ProfileQuery>,
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
-) -> Result<Json<Value>, Error> {
+) -> Result<axum::response::Response, Error> {
     let who = Principal::Institution(auth::authenticate_institution(&state, &headers).await?);
     slot.update(|a| super::note_principal(a, &who));
     let purpose = declared_purpose(&state, &headers)?;
@@ -101,11 +104,13 @@ pub(super) async fn profile(
     .await;
 
     let mut released = Map::new();
+    let mut contested = false;
     let (mut denied, mut failed) = (Vec::new(), Vec::new());
     for ((store, route), answer) in sections.iter().zip(answers) {
         let name = format!("{}.{}", store.name, route.dataset);
         match answer {
-            Section::Released(v, plan, outcome) => {
+            Section::Released(v, plan, outcome, open) => {
+                contested |= open;
                 slot.update(|a| {
                     let mut part = AuditInfo::default();
                     super::note_outcome(&mut part, &plan, &outcome);
@@ -124,13 +129,21 @@ pub(super) async fn profile(
     }
     tracing::info!(client_id = %who.client_id(), role = %who.role(), %purpose,
         sections = released.len(), denied = denied.len(), failed = failed.len(), "profile served");
-    Ok(Json(json!({
+    let mut res = Json(json!({
         "subject": subject.as_str(),
         "subject_type": subject.subject_type(),
         "sections": released,
         "denied": denied,
         "failed": failed,
-    })))
+    }))
+    .into_response();
+    if contested {
+        res.headers_mut().insert(
+            "x-objection",
+            axum::http::HeaderValue::from_static("pending"),
+        );
+    }
+    Ok(res)
 }
 
 struct SectionCtx<'a> {
@@ -193,7 +206,10 @@ impl SectionCtx<'_> {
             .await
             .and_then(|up| release(self.state, &plan, self.who, up));
         match answer {
-            Ok((_, doc, outcome)) => Section::Released(doc, plan, outcome),
+            Ok((_, mut doc, outcome)) => {
+                let open = super::mark_contested(self.state, &store.name, &plan, &mut doc);
+                Section::Released(doc, plan, outcome, open)
+            }
             Err(e) => {
                 let status = e.status().as_u16();
                 Section::Failed {

@@ -53,6 +53,7 @@ pub struct Store {
     credential: Option<(HeaderName, HeaderValue)>,
     pub routes: Vec<Route>,
     response_timeout: Duration,
+    objections_path: String,
     pub max_request_bytes: usize,
     max_response_bytes: usize,
 }
@@ -141,6 +142,7 @@ impl Store {
             credential,
             routes: c.routes.iter().map(Route::build).collect(),
             response_timeout: c.response_timeout(),
+            objections_path: c.objections_path.clone(),
             max_request_bytes: c.max_request_bytes,
             max_response_bytes: c.max_response_bytes,
         })
@@ -244,6 +246,57 @@ impl Store {
                 Err(Error::GatewayTimeout)
             }
         }
+    }
+
+    /// Delivers one objection to the store; the store's ticket id, or why it failed.
+    pub async fn deliver_objection(
+        &self,
+        idempotency_key: &str,
+        body: Vec<u8>,
+    ) -> Result<String, String> {
+        let uri = self
+            .upstream_uri(&self.objections_path, None)
+            .map_err(|e| e.to_string())?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", idempotency_key)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        if let Some(authority) = self.base.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        if let Some((name, value)) = &self.credential {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        let exchange = async {
+            let res = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("store unreachable: {e}"))?;
+            let status = res.status();
+            let body = Limited::new(res.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|_| "the store's answer broke off or was too large".to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("the store answered {status}"));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|_| "the store's answer is not JSON".to_string())?;
+            v.get("ticket_id")
+                .and_then(|t| t.as_str())
+                .map(|t| t.chars().take(128).collect())
+                .ok_or_else(|| "the store's answer has no ticket_id".to_string())
+        };
+        tokio::time::timeout(self.response_timeout, exchange)
+            .await
+            .map_err(|_| "the store did not answer in time".to_string())?
     }
 
     fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Error> {

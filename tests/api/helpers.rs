@@ -54,6 +54,11 @@ pub struct FakeStore {
     pub last_body_len: Arc<AtomicUsize>,
     /// What `/doc` answers: set by a test.
     pub doc: Arc<Mutex<Value>>,
+    /// While set, `/objections` answers 503.
+    pub objections_down: Arc<std::sync::atomic::AtomicBool>,
+    /// Objection deliveries received, by idempotency key -> ticket.
+    pub tickets: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    pub deliveries: Arc<AtomicUsize>,
 }
 
 impl FakeStore {
@@ -146,6 +151,22 @@ fn fake_router(state: FakeStore) -> Router {
             }),
         )
         .route(
+            "/objections",
+            post(
+                |State(s): State<FakeStore>, headers: HeaderMap| async move {
+                    s.deliveries.fetch_add(1, Ordering::SeqCst);
+                    if s.objections_down.load(Ordering::SeqCst) {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+                    }
+                    let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                    let mut t = s.tickets.lock().unwrap();
+                    let n = t.len() + 1;
+                    let ticket = t.entry(key).or_insert_with(|| format!("FT-{n}")).clone();
+                    (StatusCode::ACCEPTED, Json(json!({"ticket_id": ticket}))).into_response()
+                },
+            ),
+        )
+        .route(
             "/doc/{uscc}",
             get(|State(s): State<FakeStore>| async move { Json(s.doc.lock().unwrap().clone()) }),
         )
@@ -226,6 +247,7 @@ dataset = "black_list"
 name = "fake"
 upstream = "http://{fake}"
 response_timeout_ms = 400
+# Fast polling for the workflow tests.
 max_response_bytes = 65536
 max_request_bytes = 1024
 credential = {{ header = "X-Store-Key", value = "fake-store-key" }}
@@ -327,6 +349,24 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(dir, FakeStore::default(), tweak).await
+    }
+
+    /// Another gateway on the same storage, keys and stores (a restart, or a second process).
+    pub async fn sibling(&self) -> AppState {
+        let mut config = (*self.state.config).clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let app = App::build(config).await.unwrap();
+        let state = app.state().clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        state
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        fake: FakeStore,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let sample_store = serve(sample_store::router(&SampleStoreArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
             seed: 42,
@@ -334,7 +374,6 @@ impl TestApp {
             token: Some(STORE_TOKEN.into()),
         }))
         .await;
-        let fake = FakeStore::default();
         let fake_addr = serve(fake_router(fake.clone())).await;
         credgate::auth::subject::create_demo_provider(
             &dir.path().join("keys/idp.p8"),

@@ -13,6 +13,7 @@ mod crash;
 mod demo;
 mod health;
 mod oauth;
+mod objections;
 mod policy;
 mod policy_props;
 mod profile;

@@ -1,0 +1,640 @@
+//! Objections: an explicit state machine. On receipt the record is marked as contested; it is
+//! accepted (or rejected) within working days, delivered to the store through the outbox,
+//! answered, decided (corrected, upheld, unresolved) and closed. Every transition keeps who,
+//! when and a note; an illegal one is 409 and changes nothing.
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{self, post},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::{
+    audit::AuditSlot,
+    auth::{self, Institution},
+    http::{AppState, Error},
+    storage::{Db, StorageError, micros_to_rfc3339},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Submitted,
+    Accepted,
+    Forwarded,
+    Answered,
+    Corrected,
+    Upheld,
+    Unresolved,
+    Closed,
+    Rejected,
+    Withdrawn,
+}
+
+/// Who moves an objection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Subject,
+    Handler,
+    /// The outbox, when the store confirms receipt.
+    Delivery,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Submitted => "submitted",
+            Status::Accepted => "accepted",
+            Status::Forwarded => "forwarded",
+            Status::Answered => "answered",
+            Status::Corrected => "corrected",
+            Status::Upheld => "upheld",
+            Status::Unresolved => "unresolved",
+            Status::Closed => "closed",
+            Status::Rejected => "rejected",
+            Status::Withdrawn => "withdrawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.into())).ok()
+    }
+
+    /// Open: the record is marked as contested.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Status::Closed | Status::Rejected | Status::Withdrawn)
+    }
+
+    /// The whole state machine, in one place.
+    pub fn may_go(self, to: Status, by: Actor) -> bool {
+        use Status::*;
+        match by {
+            Actor::Handler => matches!(
+                (self, to),
+                (Submitted, Accepted)
+                    | (Submitted, Rejected)
+                    | (Forwarded, Answered)
+                    | (Answered, Corrected)
+                    | (Answered, Upheld)
+                    | (Answered, Unresolved)
+                    | (Corrected, Closed)
+                    | (Upheld, Closed)
+                    | (Unresolved, Closed)
+            ),
+            Actor::Delivery => matches!((self, to), (Accepted, Forwarded)),
+            Actor::Subject => matches!((self, to), (Submitted | Accepted | Forwarded, Withdrawn)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Objection {
+    pub id: String,
+    #[serde(skip)]
+    pub subject_id: String,
+    pub store: String,
+    pub dataset: String,
+    pub record_ref: String,
+    pub field: Option<String>,
+    pub reason: String,
+    pub requested_correction: Option<String>,
+    pub status: Status,
+    pub created_at: i64,
+    pub accept_due_at: i64,
+    pub decide_due_at: i64,
+    pub store_ticket: Option<String>,
+    pub store_finding: Option<String>,
+    pub correction: Option<String>,
+    /// corrected, upheld or unresolved, once decided.
+    pub outcome: Option<String>,
+}
+
+impl Objection {
+    /// The deadline that matters now: acceptance while submitted, decision until decided.
+    pub fn due_at(&self) -> Option<i64> {
+        match self.status {
+            Status::Submitted => Some(self.accept_due_at),
+            Status::Accepted | Status::Forwarded | Status::Answered => Some(self.decide_due_at),
+            _ => None,
+        }
+    }
+
+    pub fn overdue(&self, now: i64) -> bool {
+        self.due_at().is_some_and(|d| now > d)
+    }
+
+    pub fn view(&self, now: i64) -> Value {
+        let mut v = serde_json::to_value(self).expect("serialises");
+        v["created_at"] = json!(micros_to_rfc3339(self.created_at));
+        v["accept_due_at"] = json!(micros_to_rfc3339(self.accept_due_at));
+        v["decide_due_at"] = json!(micros_to_rfc3339(self.decide_due_at));
+        v["due_at"] = json!(self.due_at().map(micros_to_rfc3339));
+        v["overdue"] = json!(self.overdue(now));
+        v
+    }
+}
+
+const COLUMNS: &str = "id, subject_id, store, dataset, record_ref, field, reason, requested_correction, \
+    status, created_at, accept_due_at, decide_due_at, store_ticket, store_finding, correction, outcome";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<Objection, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(Objection {
+        id: r.try_get("id")?,
+        subject_id: r.try_get("subject_id")?,
+        store: r.try_get("store")?,
+        dataset: r.try_get("dataset")?,
+        record_ref: r.try_get("record_ref")?,
+        field: r.try_get("field")?,
+        reason: r.try_get("reason")?,
+        requested_correction: r.try_get("requested_correction")?,
+        status: Status::parse(&status).unwrap_or(Status::Submitted),
+        created_at: r.try_get("created_at")?,
+        accept_due_at: r.try_get("accept_due_at")?,
+        decide_due_at: r.try_get("decide_due_at")?,
+        store_ticket: r.try_get("store_ticket")?,
+        store_finding: r.try_get("store_finding")?,
+        correction: r.try_get("correction")?,
+        outcome: r.try_get("outcome")?,
+    })
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<Objection>, StorageError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM objections WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
+pub async fn for_record(
+    db: &Db,
+    store: &str,
+    record_ref: &str,
+) -> Result<Vec<Objection>, StorageError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM objections WHERE store = $1 AND record_ref = $2 ORDER BY created_at"
+    ))
+    .bind(store)
+    .bind(record_ref)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+pub async fn all_marked(db: &Db) -> Result<Vec<Objection>, StorageError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM objections WHERE status NOT IN ('rejected', 'withdrawn')"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT at, actor, from_status, to_status, note FROM workflow_events \
+         WHERE kind = 'objection' AND item_id = $1 ORDER BY at",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "at": micros_to_rfc3339(r.try_get("at")?),
+                "by": r.try_get::<String, _>("actor")?,
+                "from": r.try_get::<Option<String>, _>("from_status")?,
+                "to": r.try_get::<String, _>("to_status")?,
+                "note": r.try_get::<Option<String>, _>("note")?,
+            }))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Moves an objection, guarded by its current status in the same statement, so two concurrent
+/// transitions cannot both succeed. Writes the event (and, on acceptance, the outbox row) in the
+/// same transaction. `Ok(false)`: illegal from the current status, nothing changed.
+#[allow(clippy::too_many_arguments)]
+pub async fn transition(
+    state: &AppState,
+    o: &Objection,
+    to: Status,
+    by: Actor,
+    actor: &str,
+    note: Option<&str>,
+    correction: Option<&str>,
+    ticket: Option<&str>,
+) -> Result<bool, StorageError> {
+    if !o.status.may_go(to, by) {
+        return Ok(false);
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().begin().await?;
+    let done = sqlx::query(
+        "UPDATE objections SET status = $1, updated_at = $2, \
+         correction = COALESCE($3, correction), store_ticket = COALESCE($4, store_ticket), \
+         store_finding = CASE WHEN $5 = 'answered' THEN $6 ELSE store_finding END, \
+         outcome = CASE WHEN $5 IN ('corrected', 'upheld', 'unresolved') THEN $5 ELSE outcome END \
+         WHERE id = $7 AND status = $8",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(correction)
+    .bind(ticket)
+    .bind(to.as_str())
+    .bind(note)
+    .bind(&o.id)
+    .bind(o.status.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO workflow_events (kind, item_id, at, actor, from_status, to_status, note) \
+         VALUES ('objection', $1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&o.id)
+    .bind(now)
+    .bind(actor)
+    .bind(o.status.as_str())
+    .bind(to.as_str())
+    .bind(note)
+    .execute(&mut *tx)
+    .await?;
+    if to == Status::Accepted {
+        super::outbox::enqueue(&mut tx, o, now).await?;
+    }
+    tx.commit().await?;
+    state
+        .marks
+        .refresh(&state.db, &o.store, &o.record_ref)
+        .await?;
+    Ok(true)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/subject/objections",
+            routing::get(subject_list).post(submit),
+        )
+        .route("/subject/objections/{id}", routing::get(subject_get))
+        .route("/subject/objections/{id}/withdraw", post(withdraw))
+        .route("/admin/objections", routing::get(admin_list))
+        .route("/admin/objections/{id}", routing::get(admin_get))
+        .route("/admin/objections/{id}/transitions", post(admin_transition))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    store: String,
+    dataset: String,
+    record_ref: String,
+    #[serde(default)]
+    field: Option<String>,
+    reason: String,
+    #[serde(default)]
+    requested_correction: Option<String>,
+}
+
+fn text_ok(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let known = state
+        .stores
+        .datasets()
+        .any(|(s, d)| s == req.store && d == req.dataset);
+    if !known {
+        return Err(Error::BadRequest("no such store and dataset".into()));
+    }
+    // A subject contests records about themselves: the record is named by their own id.
+    if req.record_ref.trim().to_ascii_uppercase() != subject.id.as_str() {
+        return Err(Error::BadRequest(
+            "record_ref must be your own USCC or ID number".into(),
+        ));
+    }
+    if !text_ok(&req.reason, 2000)
+        || req.field.as_deref().is_some_and(|f| !text_ok(f, 200))
+        || req
+            .requested_correction
+            .as_deref()
+            .is_some_and(|c| !text_ok(c, 2000))
+    {
+        return Err(Error::BadRequest(
+            "reason (1-2000 characters) is required; field and requested_correction must not be empty or too long".into(),
+        ));
+    }
+    slot.update(|a| {
+        a.store = Some(req.store.clone());
+        a.dataset = Some(req.dataset.clone());
+        a.subjects = vec![subject.id.as_str().into()];
+    });
+    let now = state.clock.now();
+    let cfg = &state.config.workflows;
+    let o = Objection {
+        id: format!("ob_{}", uuid::Uuid::now_v7().simple()),
+        subject_id: subject.id.as_str().into(),
+        store: req.store,
+        dataset: req.dataset,
+        record_ref: subject.id.as_str().into(),
+        field: req.field,
+        reason: req.reason,
+        requested_correction: req.requested_correction,
+        status: Status::Submitted,
+        created_at: now,
+        accept_due_at: super::add_working_days(now, cfg.accept_working_days),
+        decide_due_at: super::add_days(now, cfg.decide_days),
+        store_ticket: None,
+        store_finding: None,
+        correction: None,
+        outcome: None,
+    };
+    let mut tx = state
+        .db
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| Error::storage(e.into()))?;
+    sqlx::query(
+        "INSERT INTO objections (id, subject_id, subject_type, store, dataset, record_ref, field, reason, \
+         requested_correction, status, created_at, accept_due_at, decide_due_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submitted', $10, $11, $12, $10)",
+    )
+    .bind(&o.id)
+    .bind(&o.subject_id)
+    .bind(subject.id.subject_type().as_str())
+    .bind(&o.store)
+    .bind(&o.dataset)
+    .bind(&o.record_ref)
+    .bind(&o.field)
+    .bind(&o.reason)
+    .bind(&o.requested_correction)
+    .bind(now)
+    .bind(o.accept_due_at)
+    .bind(o.decide_due_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Error::storage(e.into()))?;
+    sqlx::query(
+        "INSERT INTO workflow_events (kind, item_id, at, actor, from_status, to_status, note) \
+         VALUES ('objection', $1, $2, 'subject', NULL, 'submitted', NULL)",
+    )
+    .bind(&o.id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| Error::storage(e.into()))?;
+    tx.commit().await.map_err(|e| Error::storage(e.into()))?;
+    state
+        .marks
+        .refresh(&state.db, &o.store, &o.record_ref)
+        .await
+        .map_err(Error::storage)?;
+    Ok((StatusCode::CREATED, Json(o.view(now))).into_response())
+}
+
+/// The subject's own objection, or 404 (another subject's id answers exactly like a missing one).
+async fn own(state: &AppState, subject: &str, id: &str) -> Result<Objection, Error> {
+    match get(&state.db, id).await.map_err(Error::storage)? {
+        Some(o) if o.subject_id == subject => Ok(o),
+        _ => Err(Error::NotFound("no such objection".into())),
+    }
+}
+
+async fn subject_list(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 ORDER BY created_at DESC"
+    ))
+    .bind(subject.id.as_str())
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(|e| Error::storage(e.into()))?;
+    let now = state.clock.now();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::storage(e.into()))?
+        .iter()
+        .map(|o| o.view(now))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn subject_get(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let o = own(&state, subject.id.as_str(), &id).await?;
+    let mut v = o.view(state.clock.now());
+    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
+    Ok(Json(v))
+}
+
+async fn withdraw(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let o = own(&state, subject.id.as_str(), &id).await?;
+    if !transition(
+        &state,
+        &o,
+        Status::Withdrawn,
+        Actor::Subject,
+        "subject",
+        None,
+        None,
+        None,
+    )
+    .await
+    .map_err(Error::storage)?
+    {
+        return Err(Error::Conflict(format!(
+            "an objection that is {} cannot be withdrawn",
+            o.status.as_str()
+        )));
+    }
+    let o = get(&state.db, &id)
+        .await
+        .map_err(Error::storage)?
+        .expect("just moved");
+    Ok(Json(o.view(state.clock.now())))
+}
+
+pub const OBJECTION_HANDLER: &str = "objection_handler";
+
+pub async fn handler(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+) -> Result<Institution, Error> {
+    let who = auth::authenticate_institution(state, headers).await?;
+    slot.update(|a| {
+        a.client_id = Some(who.client_id.clone());
+        a.org = Some(who.org.clone());
+        a.role = Some(who.role.clone());
+    });
+    if who.role != OBJECTION_HANDLER {
+        return Err(Error::Forbidden {
+            rule: "handler-only".into(),
+            detail: "this queue is for objection handlers".into(),
+        });
+    }
+    Ok(who)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    overdue: Option<bool>,
+}
+
+async fn admin_list(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            Status::parse(s).ok_or_else(|| Error::BadRequest(format!("unknown status `{s}`")))?,
+        ),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM objections ORDER BY created_at"
+    ))
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(|e| Error::storage(e.into()))?;
+    let now = state.clock.now();
+    let items: Vec<Value> = rows
+        .iter()
+        .map(from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::storage(e.into()))?
+        .into_iter()
+        .filter(|o| status.is_none_or(|s| o.status == s))
+        .filter(|o| q.overdue.is_none_or(|want| o.overdue(now) == want))
+        .map(|o| {
+            let mut v = o.view(now);
+            v["subject"] = json!(o.subject_id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn admin_get(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let o = get(&state.db, &id)
+        .await
+        .map_err(Error::storage)?
+        .ok_or_else(|| Error::NotFound("no such objection".into()))?;
+    let mut v = o.view(state.clock.now());
+    v["subject"] = json!(o.subject_id);
+    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    to: String,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    correction: Option<String>,
+}
+
+async fn admin_transition(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, Error> {
+    let who = handler(&state, &headers, &slot).await?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let to = Status::parse(&req.to)
+        .ok_or_else(|| Error::BadRequest(format!("unknown status `{}`", req.to)))?;
+    if req
+        .note
+        .as_deref()
+        .is_some_and(|n| n.chars().count() > 2000)
+    {
+        return Err(Error::BadRequest("note is at most 2000 characters".into()));
+    }
+    if to == Status::Rejected && req.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(Error::BadRequest(
+            "a rejection needs a note with the reason".into(),
+        ));
+    }
+    let o = get(&state.db, &id)
+        .await
+        .map_err(Error::storage)?
+        .ok_or_else(|| Error::NotFound("no such objection".into()))?;
+    if !transition(
+        &state,
+        &o,
+        to,
+        Actor::Handler,
+        &who.client_id,
+        req.note.as_deref(),
+        req.correction.as_deref(),
+        None,
+    )
+    .await
+    .map_err(Error::storage)?
+    {
+        return Err(Error::Conflict(format!(
+            "an objection that is {} cannot become {}",
+            o.status.as_str(),
+            to.as_str()
+        )));
+    }
+    let o = get(&state.db, &id)
+        .await
+        .map_err(Error::storage)?
+        .expect("just moved");
+    let mut v = o.view(state.clock.now());
+    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
+    Ok(Json(v))
+}
