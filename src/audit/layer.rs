@@ -52,17 +52,26 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().to_string();
-    let path = cap(req.uri().path(), 512);
+    // A report's receipt is a credential to follow it: never stored in clear, here neither.
+    let path = if req.uri().path().starts_with("/public/reports/") {
+        "/public/reports/(receipt)".to_string()
+    } else {
+        cap(req.uri().path(), 512)
+    };
     let request_id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let client_addr = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    // A whistleblower's address would identify them: it is not recorded for reports.
+    let client_addr = if req.uri().path().starts_with("/public/reports") {
+        "withheld".to_string()
+    } else {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default()
+    };
 
     let mut res = next.run(req).await;
 

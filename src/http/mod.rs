@@ -56,6 +56,8 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     /// The workflows' clock (tests move it forward).
     pub clock: Arc<crate::workflows::Clock>,
+    /// Seals whistleblowers' contacts (AES-256-GCM, `key_dir/reports.key`).
+    pub report_sealer: Arc<crate::workflows::reports::Sealer>,
     /// Contested records, for marking answers.
     pub marks: Arc<crate::workflows::marks::Marks>,
     pub limits: limits::RateLimits,
@@ -107,6 +109,9 @@ impl AppState {
         let policies = load_policies(&config, &stores)?;
         let limits = limits::RateLimits::new(&config.rate_limits);
         let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
+        let report_sealer = Arc::new(crate::workflows::reports::Sealer::new(
+            &load_or_create_secret(&config.key_dir.join("reports.key"))?,
+        ));
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -117,6 +122,7 @@ impl AppState {
             audit,
             clock: Arc::new(crate::workflows::Clock::default()),
             marks,
+            report_sealer,
             limits,
             audit_public_key: Arc::new(audit_key.public.clone()),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
@@ -151,6 +157,8 @@ pub fn router(state: AppState) -> Router {
         .merge(subject::router())
         .merge(admin::router())
         .merge(crate::workflows::objections::router())
+        .merge(crate::workflows::complaints::router())
+        .merge(crate::workflows::reports::router())
         .merge(crate::proxy::router())
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,9 +1,12 @@
 //! The data subject's rights: objections to records (with marking and delivery to the store),
 //! and the clock their deadlines run on.
 
+pub mod complaints;
+pub mod events;
 pub mod marks;
 pub mod objections;
 pub mod outbox;
+pub mod reports;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -197,25 +197,7 @@ pub async fn all_marked(db: &Db) -> Result<Vec<Objection>, StorageError> {
 }
 
 async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT at, actor, from_status, to_status, note FROM workflow_events \
-         WHERE kind = 'objection' AND item_id = $1 ORDER BY at",
-    )
-    .bind(id)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(json!({
-                "at": micros_to_rfc3339(r.try_get("at")?),
-                "by": r.try_get::<String, _>("actor")?,
-                "from": r.try_get::<Option<String>, _>("from_status")?,
-                "to": r.try_get::<String, _>("to_status")?,
-                "note": r.try_get::<Option<String>, _>("note")?,
-            }))
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    super::events::history(db, "objection", id).await
 }
 
 /// Moves an objection, guarded by its current status in the same statement, so two concurrent
@@ -257,17 +239,18 @@ pub async fn transition(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO workflow_events (kind, item_id, at, actor, from_status, to_status, note) \
-         VALUES ('objection', $1, $2, $3, $4, $5, $6)",
+    super::events::record(
+        &mut tx,
+        &super::events::Step {
+            kind: "objection",
+            id: &o.id,
+            at: now,
+            actor,
+            from: Some(o.status.as_str()),
+            to: to.as_str(),
+            note,
+        },
     )
-    .bind(&o.id)
-    .bind(now)
-    .bind(actor)
-    .bind(o.status.as_str())
-    .bind(to.as_str())
-    .bind(note)
-    .execute(&mut *tx)
     .await?;
     if to == Status::Accepted {
         super::outbox::enqueue(&mut tx, o, now).await?;
@@ -393,15 +376,20 @@ async fn submit(
     .execute(&mut *tx)
     .await
     .map_err(|e| Error::storage(e.into()))?;
-    sqlx::query(
-        "INSERT INTO workflow_events (kind, item_id, at, actor, from_status, to_status, note) \
-         VALUES ('objection', $1, $2, 'subject', NULL, 'submitted', NULL)",
+    super::events::record(
+        &mut tx,
+        &super::events::Step {
+            kind: "objection",
+            id: &o.id,
+            at: now,
+            actor: "subject",
+            from: None,
+            to: "submitted",
+            note: None,
+        },
     )
-    .bind(&o.id)
-    .bind(now)
-    .execute(&mut *tx)
     .await
-    .map_err(|e| Error::storage(e.into()))?;
+    .map_err(Error::storage)?;
     tx.commit().await.map_err(|e| Error::storage(e.into()))?;
     state
         .marks

@@ -8,6 +8,7 @@ mod alerts;
 mod audit;
 
 mod cli;
+mod complaints;
 mod consent;
 mod crash;
 mod demo;
@@ -18,5 +19,6 @@ mod policy;
 mod policy_props;
 mod profile;
 mod proxy;
+mod reports;
 mod subject;
 mod tokens;

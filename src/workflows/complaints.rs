@@ -1,0 +1,355 @@
+//! Complaints: a data subject complains about an institution's use of their data. The handler
+//! sees the audit records of that org touching that subject; an upheld complaint may lock the
+//! org down at once.
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{self, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::{events, objections::handler};
+use crate::{
+    audit::{AuditSlot, store as audit_store},
+    auth,
+    config::is_name,
+    http::{AppState, Error},
+    storage::{lockdowns, micros_to_rfc3339},
+};
+
+pub const CATEGORIES: &[&str] = &[
+    "unauthorized_access",
+    "purpose_misuse",
+    "excessive_query",
+    "data_leak",
+    "other",
+];
+
+/// submitted -> investigating -> upheld | dismissed -> closed.
+fn may_go(from: &str, to: &str) -> bool {
+    matches!(
+        (from, to),
+        ("submitted", "investigating")
+            | ("investigating", "upheld")
+            | ("investigating", "dismissed")
+            | ("upheld", "closed")
+            | ("dismissed", "closed")
+    )
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/subject/complaints",
+            routing::get(subject_list).post(submit),
+        )
+        .route("/subject/complaints/{id}", routing::get(subject_get))
+        .route("/admin/complaints", routing::get(admin_list))
+        .route("/admin/complaints/{id}", routing::get(admin_get))
+        .route("/admin/complaints/{id}/transitions", post(admin_transition))
+}
+
+const COLUMNS: &str =
+    "id, subject_id, against_org, category, description, status, outcome, created_at, updated_at";
+
+fn view(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "id": r.try_get::<String, _>("id")?,
+        "against_org": r.try_get::<String, _>("against_org")?,
+        "category": r.try_get::<String, _>("category")?,
+        "description": r.try_get::<String, _>("description")?,
+        "status": r.try_get::<String, _>("status")?,
+        "outcome": r.try_get::<Option<String>, _>("outcome")?,
+        "created_at": micros_to_rfc3339(r.try_get("created_at")?),
+        "updated_at": micros_to_rfc3339(r.try_get("updated_at")?),
+    }))
+}
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::storage(e.into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    against_org: String,
+    category: String,
+    description: String,
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if !is_name(&req.against_org) {
+        return Err(Error::BadRequest("against_org is not an org id".into()));
+    }
+    if !CATEGORIES.contains(&req.category.as_str()) {
+        return Err(Error::BadRequest(format!(
+            "category is one of: {}",
+            CATEGORIES.join(", ")
+        )));
+    }
+    if req.description.trim().is_empty() || req.description.chars().count() > 4000 {
+        return Err(Error::BadRequest(
+            "description is 1 to 4000 characters".into(),
+        ));
+    }
+    let now = state.clock.now();
+    let id = format!("cp_{}", uuid::Uuid::now_v7().simple());
+    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
+    sqlx::query(&format!(
+        "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'submitted', NULL, $6, $6)"
+    ))
+    .bind(&id)
+    .bind(subject.id.as_str())
+    .bind(&req.against_org)
+    .bind(&req.category)
+    .bind(&req.description)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    events::record(
+        &mut tx,
+        &events::Step {
+            kind: "complaint",
+            id: &id,
+            at: now,
+            actor: "subject",
+            from: None,
+            to: "submitted",
+            note: None,
+        },
+    )
+    .await
+    .map_err(Error::storage)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": id, "status": "submitted", "against_org": req.against_org,
+                    "category": req.category, "created_at": micros_to_rfc3339(now)}),
+        ),
+    )
+        .into_response())
+}
+
+async fn subject_list(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM complaints WHERE subject_id = $1 ORDER BY created_at DESC"
+    ))
+    .bind(subject.id.as_str())
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_err)?;
+    let items = rows
+        .iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Option<(sqlx::any::AnyRow, String)>, Error> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM complaints WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(db_err)?;
+    Ok(match row {
+        Some(r) => {
+            let subject: String = r.try_get("subject_id").map_err(db_err)?;
+            Some((r, subject))
+        }
+        None => None,
+    })
+}
+
+async fn subject_get(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+    match find(&state, &id).await? {
+        Some((r, owner)) if owner == subject.id.as_str() => {
+            let mut v = view(&r).map_err(db_err)?;
+            v["history"] = json!(
+                events::history(&state.db, "complaint", &id)
+                    .await
+                    .map_err(Error::storage)?
+            );
+            Ok(Json(v))
+        }
+        _ => Err(Error::NotFound("no such complaint".into())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn admin_list(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM complaints ORDER BY created_at"
+    ))
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(db_err)?;
+    let mut items = Vec::new();
+    for r in &rows {
+        let mut v = view(r).map_err(db_err)?;
+        if q.status.as_deref().is_some_and(|s| v["status"] != s) {
+            continue;
+        }
+        v["subject"] = json!(r.try_get::<String, _>("subject_id").map_err(db_err)?);
+        items.push(v);
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+/// The complaint, with the audit records of that org touching that subject.
+async fn admin_get(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let (r, subject) = find(&state, &id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such complaint".into()))?;
+    let mut v = view(&r).map_err(db_err)?;
+    let org: String = r.try_get("against_org").map_err(db_err)?;
+    let bounds = audit_store::Bounds {
+        org: Some(org),
+        subject: Some(subject.clone()),
+        ..Default::default()
+    };
+    let records = audit_store::search(&state.db, &bounds, None, 200, None)
+        .await
+        .map_err(Error::storage)?;
+    v["subject"] = json!(subject);
+    v["audit"] = json!(records
+        .iter()
+        .map(|a| json!({"id": a.id, "time": micros_to_rfc3339(a.time_us), "client_id": a.client_id,
+                        "role": a.role, "purpose": a.purpose, "store": a.store, "dataset": a.dataset,
+                        "decision": a.decision, "status": a.status}))
+        .collect::<Vec<_>>());
+    v["history"] = json!(
+        events::history(&state.db, "complaint", &id)
+            .await
+            .map_err(Error::storage)?
+    );
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    to: String,
+    #[serde(default)]
+    note: Option<String>,
+    /// On `upheld`: lock the org out at once.
+    #[serde(default)]
+    lockdown: bool,
+}
+
+async fn admin_transition(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, Error> {
+    let who = handler(&state, &headers, &slot).await?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if req
+        .note
+        .as_deref()
+        .is_some_and(|n| n.chars().count() > 2000)
+    {
+        return Err(Error::BadRequest("note is at most 2000 characters".into()));
+    }
+    let (r, _) = find(&state, &id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such complaint".into()))?;
+    let from: String = r.try_get("status").map_err(db_err)?;
+    if !may_go(&from, &req.to) || (req.lockdown && req.to != "upheld") {
+        return Err(Error::Conflict(format!(
+            "a complaint that is {from} cannot become {}",
+            req.to
+        )));
+    }
+    let org: String = r.try_get("against_org").map_err(db_err)?;
+    let now = state.clock.now();
+    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
+    let outcome = matches!(req.to.as_str(), "upheld" | "dismissed").then_some(req.to.as_str());
+    let done = sqlx::query("UPDATE complaints SET status = $1, updated_at = $2, outcome = COALESCE($3, outcome) WHERE id = $4 AND status = $5")
+        .bind(&req.to)
+        .bind(now)
+        .bind(outcome)
+        .bind(&id)
+        .bind(&from)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::Conflict("the complaint changed meanwhile".into()));
+    }
+    events::record(
+        &mut tx,
+        &events::Step {
+            kind: "complaint",
+            id: &id,
+            at: now,
+            actor: &who.client_id,
+            from: Some(&from),
+            to: &req.to,
+            note: req.note.as_deref(),
+        },
+    )
+    .await
+    .map_err(Error::storage)?;
+    tx.commit().await.map_err(db_err)?;
+    let mut v = json!({"id": id, "status": req.to});
+    if req.lockdown {
+        let l = lockdowns::create(
+            &state.db,
+            None,
+            Some(&org),
+            &format!("complaint {id} upheld"),
+            &who.client_id,
+        )
+        .await
+        .map_err(Error::storage)?;
+        tracing::warn!(complaint = %id, org = %org, lockdown = %l.id, "complaint upheld with lockdown");
+        v["lockdown"] = json!(l);
+    }
+    Ok(Json(v))
+}

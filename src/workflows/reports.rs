@@ -1,0 +1,348 @@
+//! Whistleblower reports: anyone may file one without a token. The reporter's contact is sealed
+//! with AES-256-GCM (a fresh nonce each time, the report id as associated data) and opened only
+//! for objection handlers; it never enters logs, audit records, metrics or error messages. The
+//! reporter follows the report with a receipt code, stored only as a hash.
+
+use axum::{
+    Extension, Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{self, post},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use ring::{
+    aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
+    rand::{SecureRandom, SystemRandom},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::{events, objections::handler};
+use crate::{
+    audit::AuditSlot,
+    http::{AppState, Error},
+    storage::micros_to_rfc3339,
+};
+
+pub const CATEGORIES: &[&str] = &["fraud", "false_records", "data_abuse", "safety", "other"];
+
+/// The sealing key, from `key_dir/reports.key`.
+pub struct Sealer(LessSafeKey);
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"),
+        ))
+    }
+
+    /// base64(nonce || ciphertext || tag), bound to `id`.
+    pub fn seal(&self, id: &str, plain: &str) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("the OS random source works");
+        let mut buf = plain.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(id.as_bytes()),
+                &mut buf,
+            )
+            .expect("sealing a short text cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend(buf);
+        STANDARD.encode(out)
+    }
+
+    pub fn open(&self, id: &str, sealed: &str) -> Option<String> {
+        let bytes = STANDARD.decode(sealed).ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, rest) = bytes.split_at(NONCE_LEN);
+        let mut buf = rest.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut buf)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+}
+
+fn receipt_hash(receipt: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, receipt.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// received -> investigating -> closed.
+fn may_go(from: &str, to: &str) -> bool {
+    matches!(
+        (from, to),
+        ("received", "investigating") | ("investigating", "closed") | ("received", "closed")
+    )
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/public/reports", post(file))
+        .route("/public/reports/{receipt}", routing::get(follow))
+        .route("/admin/reports", routing::get(admin_list))
+        .route("/admin/reports/{id}", routing::get(admin_get))
+        .route("/admin/reports/{id}/transitions", post(admin_transition))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filing {
+    about: String,
+    category: String,
+    description: String,
+    #[serde(default)]
+    reporter_contact: Option<String>,
+}
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::storage(e.into())
+}
+
+/// The body is parsed by hand so that no parser message can echo what the reporter sent.
+async fn file(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: Bytes,
+) -> Result<Response, Error> {
+    state.limits.check_address(peer.ip())?;
+    let req: Filing = serde_json::from_slice(&body).map_err(|_| {
+        Error::BadRequest(
+            "send JSON with about, category, description and optionally reporter_contact".into(),
+        )
+    })?;
+    if req.about.trim().is_empty() || req.about.chars().count() > 200 {
+        return Err(Error::BadRequest("about is 1 to 200 characters".into()));
+    }
+    if !CATEGORIES.contains(&req.category.as_str()) {
+        return Err(Error::BadRequest(format!(
+            "category is one of: {}",
+            CATEGORIES.join(", ")
+        )));
+    }
+    if req.description.trim().is_empty() || req.description.chars().count() > 8000 {
+        return Err(Error::BadRequest(
+            "description is 1 to 8000 characters".into(),
+        ));
+    }
+    if req
+        .reporter_contact
+        .as_deref()
+        .is_some_and(|c| c.chars().count() > 500)
+    {
+        return Err(Error::BadRequest(
+            "the contact is at most 500 characters".into(),
+        ));
+    }
+    let id = format!("rp_{}", uuid::Uuid::now_v7().simple());
+    let mut raw = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut raw)
+        .expect("the OS random source works");
+    let receipt: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let sealed = req
+        .reporter_contact
+        .as_deref()
+        .map(|c| state.report_sealer.seal(&id, c));
+    let now = state.clock.now();
+    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO reports (id, receipt_hash, about, category, description, contact_sealed, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $7)",
+    )
+    .bind(&id)
+    .bind(receipt_hash(&receipt))
+    .bind(&req.about)
+    .bind(&req.category)
+    .bind(&req.description)
+    .bind(&sealed)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    events::record(
+        &mut tx,
+        &events::Step {
+            kind: "report",
+            id: &id,
+            at: now,
+            actor: "reporter",
+            from: None,
+            to: "received",
+            note: None,
+        },
+    )
+    .await
+    .map_err(Error::storage)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "receipt": receipt, "status": "received"})),
+    )
+        .into_response())
+}
+
+/// The reporter's view: status only, found by receipt.
+async fn follow(
+    State(state): State<AppState>,
+    Path(receipt): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let row = sqlx::query("SELECT status, updated_at FROM reports WHERE receipt_hash = $1")
+        .bind(receipt_hash(&receipt))
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::NotFound("no report with that receipt".into()))?;
+    Ok(Json(json!({
+        "status": row.try_get::<String, _>("status").map_err(db_err)?,
+        "updated_at": micros_to_rfc3339(row.try_get("updated_at").map_err(db_err)?),
+    })))
+}
+
+fn view(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "id": r.try_get::<String, _>("id")?,
+        "about": r.try_get::<String, _>("about")?,
+        "category": r.try_get::<String, _>("category")?,
+        "description": r.try_get::<String, _>("description")?,
+        "status": r.try_get::<String, _>("status")?,
+        "created_at": micros_to_rfc3339(r.try_get("created_at")?),
+        "updated_at": micros_to_rfc3339(r.try_get("updated_at")?),
+    }))
+}
+
+async fn admin_list(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let rows = sqlx::query("SELECT * FROM reports ORDER BY created_at")
+        .fetch_all(state.db.pool())
+        .await
+        .map_err(db_err)?;
+    let items = rows
+        .iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Handlers only: the report with its contact opened.
+async fn admin_get(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    handler(&state, &headers, &slot).await?;
+    let r = sqlx::query("SELECT * FROM reports WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::NotFound("no such report".into()))?;
+    let mut v = view(&r).map_err(db_err)?;
+    let sealed: Option<String> = r.try_get("contact_sealed").map_err(db_err)?;
+    v["reporter_contact"] = json!(sealed.and_then(|s| state.report_sealer.open(&id, &s)));
+    v["history"] = json!(
+        events::history(&state.db, "report", &id)
+            .await
+            .map_err(Error::storage)?
+    );
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    to: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn admin_transition(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, Error> {
+    let who = handler(&state, &headers, &slot).await?;
+    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let r = sqlx::query("SELECT status FROM reports WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(state.db.pool())
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::NotFound("no such report".into()))?;
+    let from: String = r.try_get("status").map_err(db_err)?;
+    if !may_go(&from, &req.to) {
+        return Err(Error::Conflict(format!(
+            "a report that is {from} cannot become {}",
+            req.to
+        )));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
+    sqlx::query("UPDATE reports SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+        .bind(&req.to)
+        .bind(now)
+        .bind(&id)
+        .bind(&from)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    events::record(
+        &mut tx,
+        &events::Step {
+            kind: "report",
+            id: &id,
+            at: now,
+            actor: &who.client_id,
+            from: Some(&from),
+            to: &req.to,
+            note: req.note.as_deref(),
+        },
+    )
+    .await
+    .map_err(Error::storage)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(Json(json!({"id": id, "status": req.to})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_hides_the_contact_uses_fresh_nonces_and_binds_the_report() {
+        let s = Sealer::new(&[7u8; 32]);
+        let a = s.seal("rp_1", "whistle@example.cn");
+        let b = s.seal("rp_1", "whistle@example.cn");
+        assert_ne!(a, b, "a fresh nonce each time");
+        assert!(!String::from_utf8_lossy(&STANDARD.decode(&a).unwrap()).contains("whistle"));
+        assert_eq!(s.open("rp_1", &a).as_deref(), Some("whistle@example.cn"));
+        assert_eq!(
+            s.open("rp_2", &a),
+            None,
+            "moved to another report, it does not open"
+        );
+        assert_eq!(Sealer::new(&[8u8; 32]).open("rp_1", &a), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Whistleblower reports: no token, a receipt to follow, the contact sealed at rest and readable
+//! only by handlers, and never in a log line, an audit record or an error message.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem, config_text, copy_dir, dead_addr};
+
+const CONTACT: &str = "whistle-7731@example.cn";
+
+#[tokio::test]
+async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_is_sealed() {
+    let app = TestApp::spawn().await;
+    let url = &app.url;
+    let res = app.http.post(format!("{url}/public/reports"))
+        .json(&json!({"about": "某电厂", "category": "false_records", "description": "报送数据造假", "reporter_contact": CONTACT}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let r: Value = res.json().await.unwrap();
+    let (id, receipt) = (
+        r["id"].as_str().unwrap().to_string(),
+        r["receipt"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(receipt.len(), 32);
+
+    let s: Value = app
+        .http
+        .get(format!("{url}/public/reports/{receipt}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "received");
+    assert!(
+        s.get("reporter_contact").is_none() && s.get("about").is_none(),
+        "the receipt shows status only"
+    );
+    assert_problem(
+        app.http
+            .get(format!("{url}/public/reports/{}", "0".repeat(32)))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+
+    // At rest: neither the database nor its log holds the contact, nor the receipt.
+    for f in ["credgate.db", "credgate.db-wal"] {
+        let bytes = std::fs::read(app.dir.path().join(f)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(CONTACT), "{f} holds the contact in clear");
+        assert!(!text.contains(&receipt), "{f} holds the receipt in clear");
+    }
+    // The audit record of the filing: no address, no contact.
+    let rec = app.record(&audit_id).await;
+    assert_eq!(rec.client_addr, "withheld");
+    assert!(!serde_json::to_string(&rec).unwrap().contains(CONTACT));
+
+    // Handlers read it back; nobody else does.
+    let (_, handler) = app.token("objection_handler").await;
+    let full: Value = app
+        .http
+        .get(format!("{url}/admin/reports/{id}"))
+        .bearer_auth(&handler)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["reporter_contact"], CONTACT);
+    for role in ["security_officer", "regulator"] {
+        let (_, t) = app.token(role).await;
+        assert_problem(
+            app.http
+                .get(format!("{url}/admin/reports/{id}"))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap(),
+            403,
+        )
+        .await;
+    }
+    let list: Value = app
+        .http
+        .get(format!("{url}/admin/reports"))
+        .bearer_auth(&handler)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !list.to_string().contains(CONTACT),
+        "lists do not open contacts"
+    );
+
+    let step = |to: &'static str| {
+        app.http
+            .post(format!("{url}/admin/reports/{id}/transitions"))
+            .bearer_auth(&handler)
+            .json(&json!({"to": to}))
+            .send()
+    };
+    assert_problem(step("received").await.unwrap(), 409).await;
+    assert_eq!(step("investigating").await.unwrap().status(), 200);
+    assert_eq!(step("closed").await.unwrap().status(), 200);
+    let s: Value = app
+        .http
+        .get(format!("{url}/public/reports/{receipt}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "closed");
+
+    // A malformed filing is refused without echoing what was sent.
+    let res = app
+        .http
+        .post(format!("{url}/public/reports"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"about\": 1, \"reporter_contact\": \"{CONTACT}\""
+        ))
+        .send()
+        .await
+        .unwrap();
+    let p = assert_problem(res, 400).await;
+    assert!(!p.to_string().contains(CONTACT));
+}
+
+#[tokio::test]
+async fn filings_are_rate_limited_per_address() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.per_address_per_minute = 2).await;
+    let mut codes = vec![];
+    for _ in 0..3 {
+        let res = app
+            .http
+            .post(format!("{}/public/reports", app.url))
+            .json(&json!({"about": "x", "category": "other", "description": "y"}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(res.status().as_u16());
+    }
+    assert_eq!(codes, [201, 201, 429]);
+}
+
+#[tokio::test]
+async fn no_log_line_of_a_running_gateway_contains_the_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        &dir.path().join("policies"),
+    );
+    credgate::auth::subject::create_demo_provider(
+        &dir.path().join("keys/idp.p8"),
+        &dir.path().join("idp.jwks.json"),
+    )
+    .unwrap();
+    let port = dead_addr().port();
+    let text = config_text(dir.path(), dead_addr(), dead_addr(), dead_addr()).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let cfg = dir.path().join("credgate.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("gateway.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = http.post(format!("{url}/public/reports"))
+        .json(&json!({"about": "x", "category": "fraud", "description": "y", "reporter_contact": CONTACT}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let bad = http
+        .post(format!("{url}/public/reports"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"reporter_contact\": \"{CONTACT}\", \"category\": 5}}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("/public/reports"),
+        "the gateway did log the requests"
+    );
+    assert!(!logs.contains(CONTACT), "a log line contains the contact");
+}
