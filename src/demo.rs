@@ -336,6 +336,12 @@ As the company itself (a data subject, with a token from the demo identity provi
   curl -s {url}/subject/me -H "Authorization: Bearer $SUBJECT"
   curl -s {url}/subject/access-log -H "Authorization: Bearer $SUBJECT"
 
+The company contests its registered capital; from now on every reader sees the mark
+(X-Objection: pending and an _objections entry) until the objection is closed:
+
+  curl -s {url}/subject/objections -H "Authorization: Bearer $SUBJECT" -H "Content-Type: application/json" -d '{{"store":"power","dataset":"entity","record_ref":"{uscc}","field":"registered_capital","reason":"registered capital changed in 2025"}}'
+  curl -s -i {url}/v1/stores/power/entities/{uscc} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
+
 Every request above is in the audit log; the security officer searches and verifies it:
 
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $OFFICER"

@@ -256,3 +256,133 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
         "the reloaded set hides the sector from the public: {after}"
     );
 }
+
+/// Starts `credgate serve` on `cfg` and waits until it is ready.
+async fn start(cfg: &std::path::Path, port: u16) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["serve", "--config", &cfg.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = Instant::now();
+    while http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gateway_restarts() {
+    use crate::helpers::{FakeStore, fake_router, serve};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+        &dir.path().join("policies"),
+    );
+    credgate::auth::subject::create_demo_provider(
+        &dir.path().join("keys/idp.p8"),
+        &dir.path().join("idp.jwks.json"),
+    )
+    .unwrap();
+    let fake = FakeStore::default();
+    fake.objections_down.store(true, Ordering::SeqCst);
+    let fake_addr = serve(fake_router(fake.clone())).await;
+    let port = dead_addr().port();
+    let text = config_text(dir.path(), dead_addr(), fake_addr, dead_addr()).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let cfg = dir.path().join("credgate.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let config = Config::load(Some(&cfg)).unwrap();
+    let db = Db::open(&config.storage_url).await.unwrap();
+    let (handler, secret) =
+        credgate::cli::add_client(&db, "Desk", "ops", "objection_handler", None)
+            .await
+            .unwrap();
+    let uscc = "91350100M000100Y43";
+    let subject = credgate::auth::subject::mint_demo_token(
+        config.demo_identity_provider.as_ref().unwrap(),
+        &credgate::domain::SubjectId::parse(credgate::domain::SubjectType::Legal, uscc).unwrap(),
+        600,
+    )
+    .unwrap();
+
+    let mut first = start(&cfg, port).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let token: serde_json::Value = http
+        .post(format!("{url}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &handler.id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let o: serde_json::Value = http.post(format!("{url}/subject/objections")).bearer_auth(&subject)
+        .json(&serde_json::json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "wrong"}))
+        .send().await.unwrap().json().await.unwrap();
+    let id = o["id"].as_str().unwrap().to_string();
+    let res = http
+        .post(format!("{url}/admin/objections/{id}/transitions"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": "accepted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let started = Instant::now();
+    while fake.deliveries.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no delivery attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL, mid-retry
+    first.wait().unwrap();
+
+    fake.objections_down.store(false, Ordering::SeqCst);
+    let mut second = start(&cfg, port).await;
+    let mut status = String::new();
+    for _ in 0..200 {
+        let o: serde_json::Value = http
+            .get(format!("{url}/admin/objections/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = o["status"].as_str().unwrap_or_default().to_string();
+        if status == "forwarded" {
+            assert_eq!(o["store_ticket"], "FT-1");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(status, "forwarded", "delivered after the restart");
+    assert_eq!(fake.tickets.lock().unwrap().len(), 1);
+}

@@ -113,7 +113,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
         codes,
         [
             "200", "200", "200", "403", "200", "200", "200", "401", "400", "400", "404", "403",
-            "403", "200", "200", "200", "200"
+            "403", "200", "200", "201", "200", "200", "200"
         ],
         "{out}"
     );
@@ -142,6 +142,10 @@ fn the_demo_starts_and_its_printed_lines_work() {
     assert!(
         out.contains("\"ok\":true"),
         "the audit chain verifies: {out}"
+    );
+    assert!(
+        out.to_lowercase().contains("x-objection: pending") && out.contains("_objections"),
+        "the mark: {out}"
     );
     assert!(
         out.contains("consent-required") && out.contains("\"records\""),

@@ -36,7 +36,7 @@ fn init_tracing() {
     });
 }
 
-async fn serve(router: Router) -> SocketAddr {
+pub async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -92,7 +92,7 @@ async fn record(
     next.run(req).await
 }
 
-fn fake_router(state: FakeStore) -> Router {
+pub fn fake_router(state: FakeStore) -> Router {
     let big = "x".repeat(200 * 1024);
     let big2 = big.clone();
     Router::new()
