@@ -37,10 +37,13 @@ pub fn router() -> Router<AppState> {
 
 pub const SECURITY_OFFICER: &str = "security_officer";
 
-pub async fn officer(
+/// An institution of exactly this role, noted in the audit record; anyone else is 403.
+pub async fn require_role(
     state: &AppState,
     headers: &HeaderMap,
     slot: &AuditSlot,
+    role: &str,
+    rule: &str,
 ) -> Result<Institution, Error> {
     let who = auth::authenticate_institution(state, headers).await?;
     slot.update(|a| {
@@ -48,13 +51,21 @@ pub async fn officer(
         a.org = Some(who.org.clone());
         a.role = Some(who.role.clone());
     });
-    if who.role != SECURITY_OFFICER {
+    if who.role != role {
         return Err(Error::Forbidden {
-            rule: "officer-only".into(),
-            detail: "this endpoint is for security officers".into(),
+            rule: rule.into(),
+            detail: format!("this endpoint is for the `{role}` role"),
         });
     }
     Ok(who)
+}
+
+pub async fn officer(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+) -> Result<Institution, Error> {
+    require_role(state, headers, slot, SECURITY_OFFICER, "officer-only").await
 }
 
 /// Swaps the whole policy set, or refuses a bad one and keeps the old set serving.

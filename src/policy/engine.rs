@@ -146,6 +146,30 @@ fn parse_path(
     path::parse(p.get_ref()).map_err(|e| src.err(p.span(), format!("{what}: {e}")))
 }
 
+/// A path within a row (or the record) that must name a classified field: `region`, `subject`.
+fn row_field(
+    src: &Source,
+    ds: &str,
+    what: &str,
+    path: Option<&toml::Spanned<String>>,
+    rows: Option<&[Seg]>,
+    fields: &Trie<Arc<str>>,
+) -> Result<Option<Vec<Seg>>, PolicyError> {
+    let Some(p) = path else { return Ok(None) };
+    let segs = parse_path(src, p, &format!("dataset `{ds}`, {what}"))?;
+    let full: Vec<Seg> = rows.unwrap_or(&[]).iter().chain(&segs).cloned().collect();
+    if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
+        return Err(src.err(
+            p.span(),
+            format!(
+                "dataset `{ds}`: {what} `{}` is not a classified field of a row",
+                p.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(segs))
+}
+
 pub(super) fn compile_catalog(
     src: &Source,
     catalog: CatalogFile,
@@ -197,50 +221,22 @@ pub(super) fn compile_catalog(
                 Some(segs)
             }
         };
-        let region = match &entry.region {
-            None => None,
-            Some(r) => {
-                let segs = parse_path(src, r, &format!("dataset `{ds}`, region"))?;
-                let full: Vec<Seg> = rows
-                    .iter()
-                    .flatten()
-                    .cloned()
-                    .chain(segs.iter().cloned())
-                    .collect();
-                if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
-                    return Err(src.err(
-                        r.span(),
-                        format!(
-                            "dataset `{ds}`: region `{}` is not a classified field of a row",
-                            r.get_ref()
-                        ),
-                    ));
-                }
-                Some(segs)
-            }
-        };
-        let subject = match &entry.subject {
-            None => None,
-            Some(r) => {
-                let segs = parse_path(src, r, &format!("dataset `{ds}`, subject"))?;
-                let full: Vec<Seg> = rows
-                    .iter()
-                    .flatten()
-                    .cloned()
-                    .chain(segs.iter().cloned())
-                    .collect();
-                if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
-                    return Err(src.err(
-                        r.span(),
-                        format!(
-                            "dataset `{ds}`: subject `{}` is not a classified field of a row",
-                            r.get_ref()
-                        ),
-                    ));
-                }
-                Some(segs)
-            }
-        };
+        let region = row_field(
+            src,
+            &ds,
+            "region",
+            entry.region.as_ref(),
+            rows.as_deref(),
+            &fields,
+        )?;
+        let subject = row_field(
+            src,
+            &ds,
+            "subject",
+            entry.subject.as_ref(),
+            rows.as_deref(),
+            &fields,
+        )?;
         let mut dated = Vec::new();
         for d in entry.dated {
             let segs = parse_path(src, &d.records, &format!("dataset `{ds}`, dated records"))?;

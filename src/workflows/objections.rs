@@ -485,19 +485,7 @@ pub async fn handler(
     headers: &HeaderMap,
     slot: &AuditSlot,
 ) -> Result<Institution, Error> {
-    let who = auth::authenticate_institution(state, headers).await?;
-    slot.update(|a| {
-        a.client_id = Some(who.client_id.clone());
-        a.org = Some(who.org.clone());
-        a.role = Some(who.role.clone());
-    });
-    if who.role != OBJECTION_HANDLER {
-        return Err(Error::Forbidden {
-            rule: "handler-only".into(),
-            detail: "this queue is for objection handlers".into(),
-        });
-    }
-    Ok(who)
+    crate::http::admin::require_role(state, headers, slot, OBJECTION_HANDLER, "handler-only").await
 }
 
 #[derive(Deserialize)]

@@ -2,32 +2,21 @@
 //! released carried an audit id; every such record must be in the log, and the chain verifies.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use credgate::{
     auth::keys::{Ed25519Key, audit_signing_key_path},
-    config::Config,
     sample_store::{self, SampleStoreArgs},
     storage::Db,
 };
 
-use crate::helpers::{STORE_TOKEN, config_text, copy_dir, dead_addr};
+use crate::helpers::{GatewayProcess, STORE_TOKEN, dead_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_record_of_a_released_response() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &dir.path().join("policies"),
-    );
-    credgate::auth::subject::create_demo_provider(
-        &dir.path().join("keys/idp.p8"),
-        &dir.path().join("idp.jwks.json"),
-    )
-    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store_addr = listener.local_addr().unwrap();
     let store = sample_store::router(&SampleStoreArgs {
@@ -37,44 +26,16 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         token: Some(STORE_TOKEN.into()),
     });
     tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
-
-    let gateway_port = dead_addr().port();
-    let text = config_text(dir.path(), store_addr, dead_addr(), dead_addr()).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{gateway_port}\""),
-    );
-    let cfg_path = dir.path().join("credgate.toml");
-    std::fs::write(&cfg_path, &text).unwrap();
-    let config = Config::load(Some(&cfg_path)).unwrap();
+    let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
+    let config = gateway.config.clone();
     let db = Db::open(&config.storage_url).await.unwrap();
     let (client, secret) =
         credgate::cli::add_client(&db, "Bank", "bank", "financial_institution", None)
             .await
             .unwrap();
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
-        .args(["serve", "--config", &cfg_path.display().to_string()])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{gateway_port}");
+    gateway.start("error", None).await;
+    let url = gateway.url.clone();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    while http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let token: serde_json::Value = http
         .post(format!("{url}/oauth/token"))
         .form(&[
@@ -128,8 +89,7 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    gateway.kill(); // SIGKILL
     for w in workers {
         w.await.unwrap();
     }
@@ -169,16 +129,6 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
 
 #[tokio::test]
 async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &dir.path().join("policies"),
-    );
-    credgate::auth::subject::create_demo_provider(
-        &dir.path().join("keys/idp.p8"),
-        &dir.path().join("idp.jwks.json"),
-    )
-    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store_addr = listener.local_addr().unwrap();
     let store = sample_store::router(&SampleStoreArgs {
@@ -188,32 +138,10 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
         token: Some(STORE_TOKEN.into()),
     });
     tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
-    let port = dead_addr().port();
-    let text = config_text(dir.path(), store_addr, dead_addr(), dead_addr()).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let cfg = dir.path().join("credgate.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
-        .args(["serve", "--config", &cfg.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
+    gateway.start("error", None).await;
+    let url = gateway.url.clone();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let uscc = sample_store::data::generate(42, 10).entities[0]["uscc"]
         .as_str()
         .unwrap()
@@ -226,7 +154,7 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
     let before: serde_json::Value = get().await.unwrap().json().await.unwrap();
     assert!(before.get("sector").is_some());
 
-    let catalog = dir.path().join("policies/catalog.toml");
+    let catalog = gateway.dir.path().join("policies/catalog.toml");
     let t = std::fs::read_to_string(&catalog).unwrap();
     std::fs::write(
         &catalog,
@@ -238,7 +166,7 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
     )
     .unwrap();
     Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &gateway.pid().to_string()])
         .status()
         .unwrap();
     let mut after = serde_json::Value::Null;
@@ -249,65 +177,22 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    gateway.kill();
     assert!(
         after.get("sector").is_none(),
         "the reloaded set hides the sector from the public: {after}"
     );
 }
 
-/// Starts `credgate serve` on `cfg` and waits until it is ready.
-async fn start(cfg: &std::path::Path, port: u16) -> std::process::Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_credgate"))
-        .args(["serve", "--config", &cfg.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    while http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gateway_restarts() {
     use crate::helpers::{FakeStore, fake_router, serve};
     use std::sync::atomic::Ordering;
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &dir.path().join("policies"),
-    );
-    credgate::auth::subject::create_demo_provider(
-        &dir.path().join("keys/idp.p8"),
-        &dir.path().join("idp.jwks.json"),
-    )
-    .unwrap();
     let fake = FakeStore::default();
     fake.objections_down.store(true, Ordering::SeqCst);
     let fake_addr = serve(fake_router(fake.clone())).await;
-    let port = dead_addr().port();
-    let text = config_text(dir.path(), dead_addr(), fake_addr, dead_addr()).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let cfg = dir.path().join("credgate.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let config = Config::load(Some(&cfg)).unwrap();
+    let mut gateway = GatewayProcess::prepare(dead_addr(), fake_addr);
+    let config = gateway.config.clone();
     let db = Db::open(&config.storage_url).await.unwrap();
     let (handler, secret) =
         credgate::cli::add_client(&db, "Desk", "ops", "objection_handler", None)
@@ -321,9 +206,9 @@ async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gate
     )
     .unwrap();
 
-    let mut first = start(&cfg, port).await;
+    gateway.start("error", None).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = gateway.url.clone();
     let token: serde_json::Value = http
         .post(format!("{url}/oauth/token"))
         .form(&[
@@ -358,11 +243,10 @@ async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gate
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.kill().unwrap(); // SIGKILL, mid-retry
-    first.wait().unwrap();
+    gateway.kill(); // SIGKILL, mid-retry
 
     fake.objections_down.store(false, Ordering::SeqCst);
-    let mut second = start(&cfg, port).await;
+    gateway.start("error", None).await;
     let mut status = String::new();
     for _ in 0..200 {
         let o: serde_json::Value = http
@@ -381,8 +265,7 @@ async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gate
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    gateway.kill();
     assert_eq!(status, "forwarded", "delivered after the restart");
     assert_eq!(fake.tickets.lock().unwrap().len(), 1);
 }

@@ -568,3 +568,95 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["request_id"], rid.as_str());
     body
 }
+
+/// A real `credgate serve` process with its own directory (a copy of the shipped policies, the
+/// test identity provider) in front of the given stores. Killed when dropped.
+pub struct GatewayProcess {
+    pub dir: tempfile::TempDir,
+    pub cfg: std::path::PathBuf,
+    pub config: Config,
+    pub url: String,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl GatewayProcess {
+    pub fn prepare(sample: SocketAddr, fake: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
+            &dir.path().join("policies"),
+        );
+        credgate::auth::subject::create_demo_provider(
+            &dir.path().join("keys/idp.p8"),
+            &dir.path().join("idp.jwks.json"),
+        )
+        .unwrap();
+        let port = dead_addr().port();
+        let text = config_text(dir.path(), sample, fake, dead_addr()).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let cfg = dir.path().join("credgate.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let config = Config::load(Some(&cfg)).unwrap();
+        Self {
+            dir,
+            cfg,
+            config,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts (or restarts) the process and waits until it is ready. `log`: where stderr goes.
+    pub async fn start(&mut self, rust_log: &str, log: Option<&std::path::Path>) {
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).unwrap()),
+            None => std::process::Stdio::null(),
+        };
+        self.child = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+                .args(["serve", "--config", &self.cfg.display().to_string()])
+                .env("RUST_LOG", rust_log)
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        );
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let started = std::time::Instant::now();
+        while http
+            .get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the gateway did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("started").id()
+    }
+
+    /// SIGKILL: no shutdown, no flushing.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

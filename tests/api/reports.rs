@@ -1,14 +1,11 @@
 //! Whistleblower reports: no token, a receipt to follow, the contact sealed at rest and readable
 //! only by handlers, and never in a log line, an audit record or an error message.
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, config_text, copy_dir, dead_addr};
+use crate::helpers::{GatewayProcess, TestApp, assert_problem, dead_addr};
 
 const CONTACT: &str = "whistle-7731@example.cn";
 
@@ -160,44 +157,11 @@ async fn filings_are_rate_limited_per_address() {
 
 #[tokio::test]
 async fn no_log_line_of_a_running_gateway_contains_the_contact() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-        &dir.path().join("policies"),
-    );
-    credgate::auth::subject::create_demo_provider(
-        &dir.path().join("keys/idp.p8"),
-        &dir.path().join("idp.jwks.json"),
-    )
-    .unwrap();
-    let port = dead_addr().port();
-    let text = config_text(dir.path(), dead_addr(), dead_addr(), dead_addr()).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let cfg = dir.path().join("credgate.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.path().join("gateway.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
-        .args(["serve", "--config", &cfg.display().to_string()])
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut gateway = GatewayProcess::prepare(dead_addr(), dead_addr());
+    let log = gateway.dir.path().join("gateway.log");
+    gateway.start("trace", Some(&log)).await;
+    let url = gateway.url.clone();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while http
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let res = http.post(format!("{url}/public/reports"))
         .json(&json!({"about": "x", "category": "fraud", "description": "y", "reporter_contact": CONTACT}))
         .send().await.unwrap();
@@ -213,8 +177,7 @@ async fn no_log_line_of_a_running_gateway_contains_the_contact() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    gateway.kill();
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
         logs.contains("/public/reports"),
