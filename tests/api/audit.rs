@@ -207,16 +207,7 @@ async fn tampered(tamper: &str) -> verify::Report {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
     let pool = app.state.db.pool();
-    for t in [
-        "audit_log_no_update",
-        "audit_log_no_delete",
-        "audit_checkpoints_no_update",
-        "audit_checkpoints_no_delete",
-    ] {
-        pool.execute(format!("DROP TRIGGER {t}").as_str())
-            .await
-            .unwrap();
-    }
+    drop_guards(&app.state.db).await;
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {
         pool.execute(stmt).await.unwrap();
     }
@@ -806,9 +797,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
             .is_err()
     );
     assert!(pool.execute("DELETE FROM audit_archives").await.is_err());
-    pool.execute("DROP TRIGGER audit_log_no_update")
-        .await
-        .unwrap();
+    drop_guards(db).await;
     pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 12")
         .await
         .unwrap();
@@ -826,4 +815,24 @@ fn retention_below_six_months_is_a_config_error() {
         e.contains("audit.retention_days") && e.contains("183"),
         "{e}"
     );
+}
+
+/// What an attacker with database access does first: removes the append-only guards.
+async fn drop_guards(db: &credgate::storage::Db) {
+    let pool = db.pool();
+    let statements: &[&str] = match db.backend() {
+        credgate::storage::Backend::Sqlite => &[
+            "DROP TRIGGER audit_log_no_update",
+            "DROP TRIGGER audit_log_no_delete",
+            "DROP TRIGGER audit_checkpoints_no_update",
+            "DROP TRIGGER audit_checkpoints_no_delete",
+        ],
+        credgate::storage::Backend::Postgres => &[
+            "ALTER TABLE audit_log DISABLE TRIGGER USER",
+            "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER",
+        ],
+    };
+    for s in statements {
+        pool.execute(*s).await.unwrap();
+    }
 }

@@ -25,6 +25,15 @@ fn text(o: &Output) -> (String, String) {
 fn config_file(app: &TestApp) -> String {
     let path = app.dir.path().join("cli.toml");
     let t = config_text(app.dir.path(), app.sample_store, dead_addr(), dead_addr());
+    // The same storage as the running gateway, whichever backend the tests use.
+    let sqlite_line = format!(
+        "storage_url = \"sqlite://{}/credgate.db\"",
+        app.dir.path().display()
+    );
+    let t = t.replace(
+        &sqlite_line,
+        &format!("storage_url = \"{}\"", app.state.config.storage_url),
+    );
     std::fs::write(&path, t).unwrap();
     path.display().to_string()
 }
@@ -113,13 +122,32 @@ async fn the_text_form_of_client_add_prints_the_secret_once_and_the_db_keeps_onl
         .trim()
         .to_string();
     assert!(secret.len() >= 40);
-    let db = std::fs::read(app.dir.path().join("credgate.db")).unwrap();
-    let wal = std::fs::read(app.dir.path().join("credgate.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
+    // Every stored column of every client, whichever backend; and on SQLite the raw files too.
+    let rows = sqlx::query("SELECT id, name, org, role, secret_hash, status FROM clients")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap();
+    for r in &rows {
+        use sqlx::Row;
+        for col in ["id", "name", "org", "role", "secret_hash", "status"] {
+            let v: String = r.try_get(col).unwrap();
+            assert!(!v.contains(&secret), "secret stored in clear in {col}");
+        }
         assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "secret stored in clear"
+            r.try_get::<String, _>("secret_hash")
+                .unwrap()
+                .starts_with("$argon2id$")
         );
+    }
+    if app.state.db.backend() == credgate::storage::Backend::Sqlite {
+        let db = std::fs::read(app.dir.path().join("credgate.db")).unwrap();
+        let wal = std::fs::read(app.dir.path().join("credgate.db-wal")).unwrap_or_default();
+        for bytes in [db, wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "secret stored in clear"
+            );
+        }
     }
 }
 

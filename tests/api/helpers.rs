@@ -386,6 +386,9 @@ impl TestApp {
         );
         let text = config_text(dir.path(), sample_store, fake_addr, dead_addr());
         let mut config = Config::parse(&text, "test").unwrap();
+        if let Some(url) = test_postgres_url().await {
+            config.storage_url = url;
+        }
         tweak(&mut config);
         config.validate().unwrap();
         let app = App::build(config).await.expect("the gateway starts");
@@ -659,4 +662,21 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// With `CREDGATE_TEST_PG=postgres://user@host:port`, each test gets a fresh PostgreSQL database
+/// instead of a SQLite file (the storage layer is one code path for both).
+pub async fn test_postgres_url() -> Option<String> {
+    use sqlx::Connection;
+    let base = std::env::var("CREDGATE_TEST_PG").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!("credgate_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::AnyConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    Some(format!("{base}/{name}"))
 }
