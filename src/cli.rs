@@ -31,18 +31,35 @@ pub struct ConfigArg {
     /// Configuration file [default: ./credgate.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Storage URL (sqlite://FILE or postgres://...); overrides the file and $CREDGATE_STORAGE_URL.
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
 }
 
 impl ConfigArg {
     fn load(&self) -> anyhow::Result<Config> {
-        Ok(Config::load(self.config.as_deref())?)
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.storage {
+            config.storage_url = url.clone();
+            config.validate()?;
+        }
+        Ok(config)
     }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Listen address; overrides the file and $CREDGATE_LISTEN.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ConfigArg),
     /// Manage institutions (machine clients).
@@ -150,9 +167,12 @@ pub enum PolicyCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(c) => {
+        Command::Serve(args) => {
             crate::telemetry::init("info");
-            let config = c.load()?;
+            let mut config = args.config.load()?;
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
             let app = App::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "credgate listening");
             reload_on_sighup(app.state().clone());

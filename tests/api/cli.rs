@@ -363,3 +363,48 @@ async fn audit_verify_export_and_archive_work_offline_beside_the_running_gateway
         "fresh records stay"
     );
 }
+
+#[tokio::test]
+async fn storage_and_listen_flags_override_the_config_file() {
+    let app = TestApp::spawn().await;
+    // A config whose own storage is elsewhere: --storage points the CLI at the running gateway's.
+    let other = app.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "storage_url = \"sqlite://{}/elsewhere.db\"\n",
+            app.dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "Flagged",
+        "--org",
+        "flag-org",
+        "--role",
+        "regulator",
+        "--json",
+        "--config",
+        &other.display().to_string(),
+        "--storage",
+        &app.state.config.storage_url,
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        credgate::storage::clients::get(&app.state.db, &id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let out = credgate(&["client", "list", "--storage", "mysql://nope"]);
+    assert!(!out.status.success() && text(&out).1.contains("storage_url"));
+    let out = credgate(&["serve", "--listen", "not-an-address"]);
+    assert!(!out.status.success() && text(&out).1.contains("--listen"));
+}
