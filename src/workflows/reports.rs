@@ -285,6 +285,13 @@ async fn admin_transition(
 ) -> Result<Json<Value>, Error> {
     let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if req
+        .note
+        .as_deref()
+        .is_some_and(|n| n.chars().count() > 2000)
+    {
+        return Err(Error::BadRequest("note is at most 2000 characters".into()));
+    }
     let r = sqlx::query("SELECT status FROM reports WHERE id = $1")
         .bind(&id)
         .fetch_optional(state.db.pool())
@@ -300,14 +307,19 @@ async fn admin_transition(
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    sqlx::query("UPDATE reports SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-        .bind(&req.to)
-        .bind(now)
-        .bind(&id)
-        .bind(&from)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    let done = sqlx::query(
+        "UPDATE reports SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+    )
+    .bind(&req.to)
+    .bind(now)
+    .bind(&id)
+    .bind(&from)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::Conflict("the report changed meanwhile".into()));
+    }
     events::record(
         &mut tx,
         &events::Step {
