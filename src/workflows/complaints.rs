@@ -309,33 +309,29 @@ async fn admin_transition(
     let org: String = r.try_get("against_org").map_err(db_err)?;
     let now = state.clock.now();
     let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    let outcome = matches!(req.to.as_str(), "upheld" | "dismissed").then_some(req.to.as_str());
-    let done = sqlx::query("UPDATE complaints SET status = $1, updated_at = $2, outcome = COALESCE($3, outcome) WHERE id = $4 AND status = $5")
-        .bind(&req.to)
-        .bind(now)
-        .bind(outcome)
-        .bind(&id)
-        .bind(&from)
-        .execute(&mut *tx)
+    let step = events::Step {
+        kind: "complaint",
+        id: &id,
+        at: now,
+        actor: &who.client_id,
+        from: Some(&from),
+        to: &req.to,
+        note: req.note.as_deref(),
+    };
+    if !events::advance(&mut tx, events::Table::Complaints, &step)
         .await
-        .map_err(db_err)?;
-    if done.rows_affected() == 0 {
+        .map_err(Error::storage)?
+    {
         return Err(Error::Conflict("the complaint changed meanwhile".into()));
     }
-    events::record(
-        &mut tx,
-        &events::Step {
-            kind: "complaint",
-            id: &id,
-            at: now,
-            actor: &who.client_id,
-            from: Some(&from),
-            to: &req.to,
-            note: req.note.as_deref(),
-        },
-    )
-    .await
-    .map_err(Error::storage)?;
+    if matches!(req.to.as_str(), "upheld" | "dismissed") {
+        sqlx::query("UPDATE complaints SET outcome = $1 WHERE id = $2")
+            .bind(&req.to)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
     tx.commit().await.map_err(db_err)?;
     let mut v = json!({"id": id, "status": req.to});
     if req.lockdown {

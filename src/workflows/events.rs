@@ -42,6 +42,41 @@ pub async fn record(tx: &mut Transaction<'_, Any>, s: &Step<'_>) -> Result<(), S
     Ok(())
 }
 
+/// Tables whose items move by status. A closed set: the name goes into SQL text.
+#[derive(Clone, Copy)]
+pub enum Table {
+    Complaints,
+    Reports,
+}
+
+/// Moves an item from `step.from` to `step.to` and records the step, in the caller's
+/// transaction. The update is guarded by the current status, so of two concurrent moves only
+/// one succeeds; `Ok(false)` means this one lost and nothing was written.
+pub async fn advance(
+    tx: &mut Transaction<'_, Any>,
+    table: Table,
+    s: &Step<'_>,
+) -> Result<bool, StorageError> {
+    let name = match table {
+        Table::Complaints => "complaints",
+        Table::Reports => "reports",
+    };
+    let done = sqlx::query(&format!(
+        "UPDATE {name} SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4"
+    ))
+    .bind(s.to)
+    .bind(s.at)
+    .bind(s.id)
+    .bind(s.from)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    record(tx, s).await?;
+    Ok(true)
+}
+
 pub async fn history(db: &Db, kind: &str, id: &str) -> Result<Vec<Value>, StorageError> {
     let rows = sqlx::query(
         "SELECT at, actor, from_status, to_status, note FROM workflow_events \

@@ -307,33 +307,21 @@ async fn admin_transition(
     }
     let now = state.clock.now();
     let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    let done = sqlx::query(
-        "UPDATE reports SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-    )
-    .bind(&req.to)
-    .bind(now)
-    .bind(&id)
-    .bind(&from)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    if done.rows_affected() == 0 {
+    let step = events::Step {
+        kind: "report",
+        id: &id,
+        at: now,
+        actor: &who.client_id,
+        from: Some(&from),
+        to: &req.to,
+        note: req.note.as_deref(),
+    };
+    if !events::advance(&mut tx, events::Table::Reports, &step)
+        .await
+        .map_err(Error::storage)?
+    {
         return Err(Error::Conflict("the report changed meanwhile".into()));
     }
-    events::record(
-        &mut tx,
-        &events::Step {
-            kind: "report",
-            id: &id,
-            at: now,
-            actor: &who.client_id,
-            from: Some(&from),
-            to: &req.to,
-            note: req.note.as_deref(),
-        },
-    )
-    .await
-    .map_err(Error::storage)?;
     tx.commit().await.map_err(db_err)?;
     Ok(Json(json!({"id": id, "status": req.to})))
 }

@@ -185,3 +185,70 @@ async fn no_log_line_of_a_running_gateway_contains_the_contact() {
     );
     assert!(!logs.contains(CONTACT), "a log line contains the contact");
 }
+
+#[tokio::test]
+async fn a_move_from_a_stale_status_or_with_an_oversized_note_changes_nothing() {
+    use credgate::workflows::events::{Step, Table, advance, history};
+    let app = TestApp::spawn().await;
+    let res = app
+        .http
+        .post(format!("{}/public/reports", app.url))
+        .json(&json!({"about": "x", "category": "other", "description": "y"}))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, handler) = app.token("objection_handler").await;
+    let res = app
+        .http
+        .post(format!("{}/admin/reports/{id}/transitions", app.url))
+        .bearer_auth(&handler)
+        .json(&json!({"to": "investigating", "note": "n".repeat(2001)}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400).await;
+    assert_eq!(
+        history(&app.state.db, "report", &id).await.unwrap().len(),
+        1,
+        "nothing recorded"
+    );
+
+    // Another handler moved it first: this move, based on what it read before, must not land.
+    let mut tx = app.state.db.pool().begin().await.unwrap();
+    let moved = advance(
+        &mut tx,
+        Table::Reports,
+        &Step {
+            kind: "report",
+            id: &id,
+            at: 1,
+            actor: "late",
+            from: Some("investigating"),
+            to: "closed",
+            note: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!moved);
+    assert_eq!(
+        history(&app.state.db, "report", &id).await.unwrap().len(),
+        1
+    );
+    let s: Value = app
+        .http
+        .get(format!("{}/admin/reports/{id}", app.url))
+        .bearer_auth(&handler)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "received");
+}
