@@ -237,6 +237,8 @@ pub async fn run(
         &serde_json::to_string_pretty(&demo)?,
     )?;
 
+    // Absolute, so the printed lines work from any terminal, not only the one that ran the demo.
+    let config_path = config_path.canonicalize().unwrap_or(config_path);
     print_guide(&demo, &config_path);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -15,11 +15,13 @@ fn the_demo_starts_and_its_printed_lines_work() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // A relative --dir, as the README's command uses by default.
     let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .current_dir(dir.path())
         .args([
             "demo",
             "--dir",
-            &dir.path().display().to_string(),
+            "demo",
             "--listen",
             "127.0.0.1:0",
             "--store-listen",
@@ -50,7 +52,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
         }
     }
     let demo: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo/demo.json")).unwrap())
             .unwrap();
     let roles: Vec<&str> = demo["clients"]
         .as_array()
@@ -74,7 +76,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
             .unwrap()
             .starts_with("http://127.0.0.1:")
     );
-    assert!(dir.path().join("credgate.toml").exists());
+    assert!(dir.path().join("demo/credgate.toml").exists());
 
     // Run every printed command line, in order, in one shell, as a user pasting them would.
     let mut script = String::from("set -u\n");
@@ -102,7 +104,9 @@ fn the_demo_starts_and_its_printed_lines_work() {
             script.push('\n');
         }
     }
+    // From another directory than the demo's, as a second terminal would be.
     let out = Command::new("bash")
+        .current_dir(std::env::temp_dir())
         .arg("-c")
         .arg(&script)
         .output()
