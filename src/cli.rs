@@ -71,6 +71,9 @@ pub enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Rotate or list the gateway's keys (kept in the database, wrapped under master.key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Verify or export the audit log (offline, beside a running gateway).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -109,6 +112,21 @@ pub enum ClientCommand {
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a new token-signing key. Every replica signs with it within a second; tokens signed
+    /// by the older key stay valid until they expire.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the stored keys: purpose, generation, kid, created (never key material).
+    List {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -230,12 +248,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Keys(KeysCommand::Rotate { config }) => {
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
+            let key = keyring
+                .rotate(&db, crate::auth::keyring::Purpose::TokenSigning)
+                .await?;
+            println!(
+                "token-signing key generation {} added: kid {}; replicas sign with it within a second, older tokens stay valid until they expire",
+                key.generation, key.kid
+            );
+        }
+        Command::Keys(KeysCommand::List { config }) => {
+            use crate::auth::keyring::Purpose;
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
+            for purpose in [
+                Purpose::TokenSigning,
+                Purpose::AuditSigning,
+                Purpose::Pseudonym,
+                Purpose::Reports,
+            ] {
+                for k in keyring.load(&db, purpose).await? {
+                    println!(
+                        "{:<14} {:>3}  {:<28} {}",
+                        purpose.as_str(),
+                        k.generation,
+                        k.kid,
+                        crate::storage::micros_to_rfc3339(k.created_at)
+                    );
+                }
+            }
+        }
         Command::Audit(AuditCommand::Verify { config }) => {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
-            let key = crate::auth::keys::Ed25519Key::load(
-                &crate::auth::keys::audit_signing_key_path(&config.key_dir),
-            )?;
+            let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
+            let key = keyring.gateway_keys(&db).await?.audit_signing;
             let report = crate::audit::verify::verify(&db, &key.public).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
@@ -404,7 +455,7 @@ pub async fn add_client(
     Ok((record, secret))
 }
 
-/// SIGHUP reloads the policy set, as `POST /admin/policies/reload` does.
+/// SIGHUP reloads the policy set, on every replica, as `POST /admin/policies/reload` does.
 fn reload_on_sighup(state: crate::http::AppState) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -413,8 +464,10 @@ fn reload_on_sighup(state: crate::http::AppState) {
             return;
         };
         while hup.recv().await.is_some() {
-            match state.reload_policies() {
-                Ok(()) => tracing::info!("policies reloaded on SIGHUP"),
+            match crate::replicas::reload_policies(&state).await {
+                Ok(digest) => {
+                    tracing::info!(%digest, "policies reloaded on SIGHUP; every replica told")
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "policy reload refused; the previous set stays in force")
                 }

@@ -107,6 +107,11 @@ impl Ed25519Key {
         Self::from_pkcs8(bytes).ok_or_else(|| file_err(path, "not a PKCS#8 Ed25519 private key"))
     }
 
+    /// The private key's PKCS#8 document, for wrapping it into the keyring.
+    pub(crate) fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
     pub fn key_pair(&self) -> Ed25519KeyPair {
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8).expect("checked when loaded")
     }

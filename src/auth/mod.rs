@@ -1,8 +1,10 @@
 //! Who is calling: institutions with gateway-issued tokens, data subjects with tokens from a
 //! trusted identity provider. Everything here fails closed: any doubt is a 401.
 
+pub mod keyring;
 pub mod keys;
 mod principal;
+pub mod sealer;
 pub mod secrets;
 pub mod subject;
 pub mod tokens;
@@ -59,7 +61,16 @@ pub async fn authenticate_institution(
     headers: &HeaderMap,
 ) -> Result<Institution, Error> {
     let token = bearer(headers)?;
-    let claims = state.tokens.verify(token).map_err(|e| {
+    let mut verified = state.tokens.verify(token);
+    // A kid we do not know may be a rotation another replica made a moment ago: reread the
+    // keys (at most once a second) and try once more.
+    if matches!(verified, Err(tokens::TokenError::UnknownKey)) && state.tokens.may_force_refresh() {
+        if let Err(e) = crate::replicas::refresh_keys(state).await {
+            tracing::warn!(error = %e, "rereading the signing keys failed");
+        }
+        verified = state.tokens.verify(token);
+    }
+    let claims = verified.map_err(|e| {
         tracing::info!(reason = %e, "gateway token refused");
         Error::Unauthorized("invalid or expired token")
     })?;

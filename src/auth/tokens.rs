@@ -1,11 +1,20 @@
 //! Gateway-issued access tokens: EdDSA JWTs with `kid`, short-lived.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{Ed25519Key, Jwk};
+use super::{
+    keyring::StoredKey,
+    keys::{Ed25519Key, Jwk},
+};
 use crate::{config::AuthConfig, storage::clients::ClientRecord};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +50,16 @@ pub enum TokenError {
 struct VerifyingKey {
     decoding: DecodingKey,
     jwk: Jwk,
+    /// Unix seconds after which this key no longer verifies: set once a newer generation has
+    /// signed for longer than a token lives. `None` for the newest key.
+    retires_at: Option<u64>,
+}
+
+/// The keys in force: the newest signs, every unretired one verifies.
+struct KeySet {
+    kid: String,
+    encoding: EncodingKey,
+    verifying: HashMap<String, VerifyingKey>,
 }
 
 /// Tokens whose signature has been verified, by SHA-256 of the whole token. A signature check
@@ -52,49 +71,115 @@ struct Verified(std::sync::Mutex<HashMap<[u8; 32], GatewayClaims>>);
 /// Bound on the cache; past it the cache starts over (the next use of each token re-verifies).
 const VERIFIED_MAX: usize = 20_000;
 
-/// Issues and verifies the gateway's tokens. Keys are parsed once at start, never per request.
+/// How long a replica may lag behind a rotation before it sees the new key: a retired key keeps
+/// verifying this much longer than the tokens it signed could live.
+const ROTATION_LAG_SECS: u64 = 5;
+
+/// Issues and verifies the gateway's tokens. Keys are parsed when they change (at start and on
+/// a rotation), never per request.
 pub struct TokenService {
     verified: Verified,
-    kid: String,
-    encoding: EncodingKey,
-    verifying: HashMap<String, VerifyingKey>,
+    keys: RwLock<Arc<KeySet>>,
     validation: Validation,
     issuer: String,
     audience: String,
     ttl_secs: u64,
+    /// Unix millis of the last refresh forced by an unknown `kid`, to bound how often a stream
+    /// of forged `kid`s can make the gateway reread its keys.
+    last_forced_refresh: AtomicU64,
 }
 
 impl TokenService {
-    pub fn new(signing: &Ed25519Key, auth: &AuthConfig) -> Arc<Self> {
+    /// `keys`: every stored generation of the token-signing key, oldest first (not empty).
+    pub fn new(keys: &[StoredKey], auth: &AuthConfig) -> Result<Arc<Self>, TokenError> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&auth.issuer]);
         validation.set_audience(&[&auth.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = auth.leeway_secs;
-        let mut verifying = HashMap::new();
-        verifying.insert(
-            signing.kid.clone(),
-            VerifyingKey {
-                decoding: signing.decoding_key(),
-                jwk: signing.jwk(),
-            },
-        );
-        Arc::new(Self {
+        let service = Self {
             verified: Verified::default(),
-            kid: signing.kid.clone(),
-            encoding: signing.encoding_key(),
-            verifying,
+            keys: RwLock::new(Arc::new(KeySet {
+                kid: String::new(),
+                encoding: EncodingKey::from_secret(&[]),
+                verifying: HashMap::new(),
+            })),
             validation,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             ttl_secs: auth.token_ttl_secs,
-        })
+            last_forced_refresh: AtomicU64::new(0),
+        };
+        service.replace_keys(keys)?;
+        Ok(Arc::new(service))
+    }
+
+    /// Swaps in the stored generations (oldest first): the newest signs from now on.
+    pub fn replace_keys(&self, keys: &[StoredKey]) -> Result<(), TokenError> {
+        let opened: Vec<(Ed25519Key, i64)> = keys
+            .iter()
+            .map(|k| k.ed25519().map(|e| (e, k.created_at)))
+            .collect::<Option<_>>()
+            .ok_or(TokenError::Sign)?;
+        let Some((newest, _)) = opened.last() else {
+            return Err(TokenError::Sign);
+        };
+        let keep_for = self.ttl_secs + self.validation.leeway + ROTATION_LAG_SECS;
+        let mut verifying = HashMap::new();
+        for (i, (key, _)) in opened.iter().enumerate() {
+            let retires_at = opened.get(i + 1).map(|(_, successor_created_us)| {
+                (*successor_created_us / 1_000_000) as u64 + keep_for
+            });
+            verifying.insert(
+                key.kid.clone(),
+                VerifyingKey {
+                    decoding: key.decoding_key(),
+                    jwk: key.jwk(),
+                    retires_at,
+                },
+            );
+        }
+        let set = KeySet {
+            kid: newest.kid.clone(),
+            encoding: newest.encoding_key(),
+            verifying,
+        };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    fn key_set(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The kid that signs now.
+    pub fn signing_kid(&self) -> String {
+        self.key_set().kid.clone()
+    }
+
+    /// May an unknown `kid` make us reread the keys now? At most once a second: a rotation
+    /// elsewhere is seen by the poll within a second anyway, and forged kids cost nothing more.
+    pub fn may_force_refresh(&self) -> bool {
+        let now = (crate::storage::now_micros() / 1000) as u64;
+        let last = self.last_forced_refresh.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last_forced_refresh
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The public keys that verify our tokens, for `/.well-known/jwks.json`.
     pub fn public_jwks(&self) -> Vec<Jwk> {
-        let mut keys: Vec<Jwk> = self.verifying.values().map(|k| k.jwk.clone()).collect();
+        let now = jsonwebtoken::get_current_timestamp();
+        let set = self.key_set();
+        let mut keys: Vec<Jwk> = set
+            .verifying
+            .values()
+            .filter(|k| k.retires_at.is_none_or(|t| now <= t))
+            .map(|k| k.jwk.clone())
+            .collect();
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
         keys
     }
@@ -117,9 +202,10 @@ impl TokenService {
             nbf: now,
             jti: uuid::Uuid::new_v4().to_string(),
         };
+        let set = self.key_set();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|_| TokenError::Sign)
+        header.kid = Some(set.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &set.encoding).map_err(|_| TokenError::Sign)
     }
 
     /// Verifies with the algorithm pinned to EdDSA and the key chosen by `kid` among our own.
@@ -166,10 +252,13 @@ impl TokenService {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Algorithm);
         }
+        let set = self.key_set();
+        let now = jsonwebtoken::get_current_timestamp();
         let key = header
             .kid
             .as_deref()
-            .and_then(|kid| self.verifying.get(kid))
+            .and_then(|kid| set.verifying.get(kid))
+            .filter(|k| k.retires_at.is_none_or(|t| now <= t))
             .ok_or(TokenError::UnknownKey)?;
         jsonwebtoken::decode::<GatewayClaims>(token, &key.decoding, &self.validation)
             .map(|d| d.claims)

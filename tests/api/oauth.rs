@@ -186,16 +186,39 @@ async fn a_disabled_client_gets_no_token() {
 }
 
 #[tokio::test]
-async fn the_signing_key_is_private_to_its_owner() {
+async fn the_master_key_is_private_to_its_owner_and_the_stored_keys_are_wrapped() {
     use std::os::unix::fs::PermissionsExt;
     let app = TestApp::spawn().await;
-    let path = credgate::auth::keys::gateway_signing_key_path(&app.dir.path().join("keys"));
+    let key_dir = app.dir.path().join("keys");
+    let path = credgate::auth::keyring::master_key_path(&key_dir);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    // A key file others can read is refused, not used.
+    // The stored signing key is not in the clear: its PKCS#8 document is nowhere in the row.
+    let signing = app.signing_key().await;
+    let wrapped: Vec<String> = sqlx::query_scalar("SELECT wrapped FROM gateway_keys")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(wrapped.len(), 4, "token, audit, pseudonym and report keys");
+    use base64::Engine;
+    let public_b64 = base64::engine::general_purpose::STANDARD.encode(&signing.public);
+    assert!(wrapped.iter().all(|w| !w.contains(&public_b64)));
+    // A master key others can read is refused, not used.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = credgate::auth::keys::Ed25519Key::load(&path)
-        .unwrap_err()
+    let err = credgate::auth::keyring::Keyring::open(&key_dir)
+        .err()
+        .unwrap()
         .to_string();
     assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test]
+async fn a_replica_with_another_master_key_refuses_to_start() {
+    let app = TestApp::spawn().await;
+    let mut config = app.state.config.as_ref().clone();
+    let other = tempfile::tempdir().unwrap();
+    config.key_dir = other.path().join("keys");
+    let err = credgate::http::App::build(config).await.err().unwrap();
+    let text = format!("{err:#}");
+    assert!(text.contains("does not open with the master key"), "{text}");
 }

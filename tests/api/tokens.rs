@@ -49,7 +49,7 @@ async fn a_valid_token_passes_and_the_same_claims_signed_right_pass_too() {
         .await;
     assert_eq!(res.status(), 200);
     // Our hand-made tokens are accepted when correct, so each refusal below is for its flaw.
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     let res = app
         .data(
             &sign(&key, &key.kid, &claims(&id)),
@@ -93,7 +93,7 @@ async fn missing_and_garbage_tokens_are_refused() {
 async fn expired_and_not_yet_valid_tokens_are_refused() {
     let app = TestApp::spawn().await;
     let (id, _) = app.token("regulator").await;
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     let mut c = claims(&id);
     c["exp"] = json!(now() - 120);
     c["iat"] = json!(now() - 1000);
@@ -108,7 +108,7 @@ async fn expired_and_not_yet_valid_tokens_are_refused() {
 async fn wrong_audience_and_issuer_are_refused() {
     let app = TestApp::spawn().await;
     let (id, _) = app.token("regulator").await;
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     let mut c = claims(&id);
     c["aud"] = json!("some-other-api");
     refused(&app, &sign(&key, &key.kid, &c)).await;
@@ -124,7 +124,7 @@ async fn wrong_audience_and_issuer_are_refused() {
 async fn alg_none_and_hmac_with_the_public_key_are_refused() {
     let app = TestApp::spawn().await;
     let (id, _) = app.token("regulator").await;
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     let body = URL_SAFE_NO_PAD.encode(claims(&id).to_string());
     for alg in ["none", "None", "NONE"] {
         let head =
@@ -145,7 +145,7 @@ async fn alg_none_and_hmac_with_the_public_key_are_refused() {
 async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
     let app = TestApp::spawn().await;
     let (id, token) = app.token("financial_institution").await;
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     let impostor = Ed25519Key::generate().unwrap();
     refused(&app, &sign(&impostor, &key.kid, &claims(&id))).await;
     refused(&app, &sign(&impostor, &impostor.kid, &claims(&id))).await;
@@ -177,7 +177,7 @@ async fn a_disabled_clients_token_stops_working_on_its_next_request() {
 #[tokio::test]
 async fn a_token_for_a_client_that_never_existed_is_refused() {
     let app = TestApp::spawn().await;
-    let key = app.signing_key();
+    let key = app.signing_key().await;
     refused(&app, &sign(&key, &key.kid, &claims("cg_ghost"))).await;
 }
 
