@@ -193,12 +193,12 @@ impl AuditLog {
                 committed,
             });
         }
-        let head = store::head(&db).await?;
+        // Fail at start, not on the first request, when the log cannot be read.
+        store::head(&db).await?;
         let (tx, rx) = mpsc::channel(config.batch_max * 8);
         tokio::spawn(writer::run(writer::Writer {
             db,
             rx,
-            head,
             signing,
             key_id,
             config,

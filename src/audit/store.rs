@@ -6,11 +6,14 @@ use sqlx::{Row, any::AnyRow};
 use super::AuditRecord;
 use crate::storage::{Backend, Db, StorageError};
 
+/// The chain's head as stored: the last record and the last checkpoint.
 #[derive(Debug, Clone)]
 pub struct Head {
     pub seq: i64,
     pub hash: String,
     pub checkpoint_seq: i64,
+    /// When the last checkpoint was signed; with none yet, when the first record was written.
+    pub checkpoint_time_us: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -23,23 +26,41 @@ pub struct Checkpoint {
 }
 
 pub async fn head(db: &Db) -> Result<Head, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    read_head(&mut conn).await
+}
+
+async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError> {
     let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(db.pool())
+        .fetch_optional(&mut *conn)
         .await?;
-    let cp: Option<i64> = sqlx::query("SELECT MAX(seq) AS m FROM audit_checkpoints")
-        .fetch_one(db.pool())
-        .await?
-        .try_get("m")?;
+    let cp = sqlx::query("SELECT seq, time_us FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (checkpoint_seq, checkpoint_time_us) = match cp {
+        Some(c) => (c.try_get("seq")?, c.try_get("time_us")?),
+        None => {
+            let first: Option<i64> =
+                sqlx::query("SELECT time_us FROM audit_log ORDER BY seq LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .map(|r| r.try_get("time_us"))
+                    .transpose()?;
+            (0, first.unwrap_or_else(crate::storage::now_micros))
+        }
+    };
     Ok(match row {
         Some(r) => Head {
             seq: r.try_get("seq")?,
             hash: r.try_get("hash")?,
-            checkpoint_seq: cp.unwrap_or(0),
+            checkpoint_seq,
+            checkpoint_time_us,
         },
         None => Head {
             seq: 0,
             hash: super::chain::GENESIS.into(),
-            checkpoint_seq: cp.unwrap_or(0),
+            checkpoint_seq,
+            checkpoint_time_us,
         },
     })
 }
@@ -84,16 +105,39 @@ fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
-pub async fn insert_batch(
-    db: &Db,
+/// Appends one batch as one transaction, whichever replica writes it. The first statement
+/// updates the `audit_writer` row: its lock makes every other writer (this process or another
+/// replica) wait until this batch commits, so the head read next is the real head and the batch
+/// chains onto it. On SQLite a write as the first statement also takes the database's write
+/// lock before any read, so no stale snapshot can be chained onto.
+///
+/// `chain` receives the head and returns the chained records and, when one is due, the
+/// checkpoint; it runs under the lock, so it must be quick (hashing and one signature).
+pub async fn append<F>(db: &Db, chain: F) -> Result<Vec<AuditRecord>, StorageError>
+where
+    F: FnOnce(&Head) -> (Vec<AuditRecord>, Option<Checkpoint>),
+{
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE audit_writer SET batches = batches + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
+    let head = read_head(&mut tx).await?;
+    let (records, checkpoint) = chain(&head);
+    insert_batch(&mut tx, db.backend(), &records, checkpoint.as_ref()).await?;
+    tx.commit().await?;
+    Ok(records)
+}
+
+async fn insert_batch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     records: &[AuditRecord],
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), StorageError> {
-    let mut tx = db.pool().begin().await?;
     for chunk in pow2_chunks(records) {
         let sql = format!(
             "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
-            placeholders(db.backend(), chunk.len(), 26)
+            placeholders(backend, chunk.len(), 26)
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
@@ -125,7 +169,7 @@ pub async fn insert_batch(
                 .bind(&r.prev_hash)
                 .bind(&r.hash);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
     let touched: Vec<(&str, i64)> = records
         .iter()
@@ -140,13 +184,13 @@ pub async fn insert_batch(
     for chunk in pow2_chunks(&touched) {
         let sql = format!(
             "INSERT INTO audit_subjects (subject_id, seq) VALUES {}",
-            placeholders(db.backend(), chunk.len(), 2)
+            placeholders(backend, chunk.len(), 2)
         );
         let mut q = sqlx::query(&sql);
         for (s, seq) in chunk {
             q = q.bind(*s).bind(*seq);
         }
-        q.execute(&mut *tx).await?;
+        q.execute(&mut **tx).await?;
     }
     if let Some(cp) = checkpoint {
         sqlx::query(
@@ -157,10 +201,9 @@ pub async fn insert_batch(
         .bind(&cp.hash)
         .bind(&cp.key_id)
         .bind(&cp.signature)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

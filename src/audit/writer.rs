@@ -1,15 +1,16 @@
 //! The one writer: drains what is queued (up to `batch_max`, or what arrives within
 //! `batch_wait_us` of the first), chains the hashes in order, inserts the batch in one
 //! transaction, commits, then acknowledges every sender. One fsync serves the whole batch.
-//! A failed commit acknowledges every sender with an error; the chain head is re-read, so the
-//! next batch chains onto what is really stored.
+//! A failed commit acknowledges every sender with an error. The head is read from storage under
+//! a lock in each batch's transaction, so writers on several replicas share one chain and the
+//! next batch always chains onto what is really stored.
 
 use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use ring::signature::Ed25519KeyPair;
@@ -21,7 +22,6 @@ use crate::storage::{Db, now_micros};
 pub(super) struct Writer {
     pub db: Db,
     pub rx: mpsc::Receiver<Pending>,
-    pub head: store::Head,
     pub signing: Ed25519KeyPair,
     pub key_id: String,
     pub config: AuditConfig,
@@ -33,7 +33,6 @@ pub(super) struct Writer {
 
 pub(super) async fn run(mut w: Writer) {
     let wait = Duration::from_micros(w.config.batch_wait_us);
-    let mut last_checkpoint = Instant::now();
     while let Some(first) = w.rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + wait;
@@ -49,36 +48,17 @@ pub(super) async fn run(mut w: Writer) {
         w.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         metrics::histogram!("credgate_audit_batch_size").record(batch.len() as f64);
 
-        let mut head = w.head.clone();
-        let mut records = Vec::with_capacity(batch.len());
-        for p in &batch {
-            let mut r = p.record.clone();
-            head.seq += 1;
-            r.seq = head.seq;
-            r.prev_hash = head.hash.clone();
-            r.hash = chain::hash(&r.prev_hash, &r);
-            head.hash = r.hash.clone();
-            records.push(r);
-        }
-        let due = head.seq - w.head.checkpoint_seq >= w.config.checkpoint_every
-            || last_checkpoint.elapsed() >= Duration::from_secs(w.config.checkpoint_secs);
-        let checkpoint = due.then(|| {
-            let t = now_micros();
-            store::Checkpoint {
-                seq: head.seq,
-                time_us: t,
-                hash: head.hash.clone(),
-                key_id: w.key_id.clone(),
-                signature: chain::sign_checkpoint(&w.signing, head.seq, &head.hash, t),
-            }
-        });
-        match store::insert_batch(&w.db, &records, checkpoint.as_ref()).await {
-            Ok(()) => {
-                if let Some(cp) = &checkpoint {
-                    head.checkpoint_seq = cp.seq;
-                    last_checkpoint = Instant::now();
-                }
-                w.head = head;
+        let key_id = w.key_id.clone();
+        let every = w.config.checkpoint_every;
+        let every_us = w.config.checkpoint_secs as i64 * 1_000_000;
+        let signing = &w.signing;
+        let unchained: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
+        let appended = store::append(&w.db, |stored| {
+            chain_onto(stored, unchained, every, every_us, signing, &key_id)
+        })
+        .await;
+        match appended {
+            Ok(records) => {
                 w.healthy.store(true, Ordering::Relaxed);
                 for (p, r) in batch.into_iter().zip(records) {
                     let _ = p.ack.send(Ok(Committed {
@@ -96,10 +76,38 @@ pub(super) async fn run(mut w: Writer) {
                 for p in batch {
                     let _ = p.ack.send(Err(AuditError::WriteFailed));
                 }
-                if let Ok(h) = store::head(&w.db).await {
-                    w.head = h;
-                }
             }
         }
     }
+}
+
+/// Chains `records` onto the stored head, in order, and signs a checkpoint when `every` records
+/// or `every_us` have passed since the last one, whichever replica made it.
+fn chain_onto(
+    stored: &store::Head,
+    mut records: Vec<AuditRecord>,
+    every: i64,
+    every_us: i64,
+    signing: &Ed25519KeyPair,
+    key_id: &str,
+) -> (Vec<AuditRecord>, Option<store::Checkpoint>) {
+    let mut seq = stored.seq;
+    let mut hash = stored.hash.clone();
+    for r in &mut records {
+        seq += 1;
+        r.seq = seq;
+        r.prev_hash = std::mem::take(&mut hash);
+        r.hash = chain::hash(&r.prev_hash, r);
+        hash = r.hash.clone();
+    }
+    let now = now_micros();
+    let due = seq - stored.checkpoint_seq >= every || now - stored.checkpoint_time_us >= every_us;
+    let checkpoint = due.then(|| store::Checkpoint {
+        seq,
+        time_us: now,
+        signature: chain::sign_checkpoint(signing, seq, &hash, now),
+        hash,
+        key_id: key_id.to_string(),
+    });
+    (records, checkpoint)
 }

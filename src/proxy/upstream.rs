@@ -249,6 +249,11 @@ impl Store {
     }
 
     /// Delivers one objection to the store; the store's ticket id, or why it failed.
+    /// The most one exchange with this store may take, answer included.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     pub async fn deliver_objection(
         &self,
         idempotency_key: &str,

@@ -1,7 +1,8 @@
 //! The transactional outbox: an accepted objection's delivery is written in the same transaction
 //! as the acceptance, and a deliverer retries it with backoff until the store confirms, across
 //! restarts. The delivery's id is the idempotency key, so a redelivery is the same ticket.
-//! The same task watches deadlines and raises an alert for each overdue objection.
+//! The same task watches deadlines and raises an alert for each overdue objection. Every replica
+//! runs it; claims and guarded updates make each delivery and each alert happen once.
 
 use std::time::Duration;
 
@@ -58,24 +59,30 @@ async fn deliver_due(state: &AppState) -> Result<(), StorageError> {
     let now = state.clock.now();
     let rows = sqlx::query(
         "SELECT id, objection_id, store, payload, attempts FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY created_at LIMIT 20",
+         WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+         AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY created_at LIMIT 20",
     )
     .bind(now)
     .fetch_all(state.db.pool())
     .await?;
     for r in rows {
         let id: String = r.try_get("id")?;
-        let objection_id: String = r.try_get("objection_id")?;
         let store_name: String = r.try_get("store")?;
+        let store = state.stores.get(&store_name);
+        let attempt_takes = store.map_or(Duration::ZERO, |s| s.response_timeout());
+        if !claim(state, &id, now, attempt_takes).await? {
+            continue;
+        }
+        let objection_id: String = r.try_get("objection_id")?;
         let payload: String = r.try_get("payload")?;
         let attempts: i64 = r.try_get("attempts")?;
-        let outcome = match state.stores.get(&store_name) {
+        let outcome = match store {
             Some(store) => store.deliver_objection(&id, payload.into_bytes()).await,
             None => Err(format!("store `{store_name}` is no longer configured")),
         };
         match outcome {
             Ok(ticket) => {
-                sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
+                sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, claimed_until = NULL WHERE id = $2")
                     .bind(state.clock.now())
                     .bind(&id)
                     .execute(state.db.pool())
@@ -99,7 +106,7 @@ async fn deliver_due(state: &AppState) -> Result<(), StorageError> {
                 tracing::info!(objection = %objection_id, store = %store_name, "objection delivered");
             }
             Err(why) => {
-                sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3")
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, claimed_until = NULL WHERE id = $3")
                     .bind(state.clock.now() + backoff_us(attempts))
                     .bind(&why)
                     .bind(&id)
@@ -110,6 +117,35 @@ async fn deliver_due(state: &AppState) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// What a claim holds beyond the longest an attempt may take (the store's response deadline):
+/// time to record the outcome. A claim of a replica that died mid-attempt lapses that soon
+/// after, and another replica (or the restarted one) takes the delivery over.
+const CLAIM_MARGIN: Duration = Duration::from_secs(2);
+
+/// Claims one due delivery for this replica. The guarded update succeeds for one deliverer
+/// only; the others skip the row. Should a claim lapse while its attempt is still being
+/// recorded, the redelivery carries the same idempotency key: the store keeps one ticket.
+async fn claim(
+    state: &AppState,
+    id: &str,
+    now: i64,
+    attempt_takes: Duration,
+) -> Result<bool, StorageError> {
+    let lease_us = (attempt_takes + CLAIM_MARGIN).as_micros() as i64;
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
+         WHERE id = $3 AND delivered_at IS NULL AND next_attempt_at <= $4 \
+         AND (claimed_until IS NULL OR claimed_until < $4)",
+    )
+    .bind(state.replica.as_ref())
+    .bind(now + lease_us)
+    .bind(id)
+    .bind(now)
+    .execute(state.db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn watch_deadlines(state: &AppState) -> Result<(), StorageError> {
@@ -136,18 +172,34 @@ async fn watch_deadlines(state: &AppState) -> Result<(), StorageError> {
         } else {
             "decision"
         };
-        crate::audit::alerts::insert(
+        // Every replica watches; the guarded update lets one of them raise the alert.
+        let mine = sqlx::query(
+            "UPDATE objections SET overdue_alerted = 1 WHERE id = $1 AND overdue_alerted = 0",
+        )
+        .bind(&id)
+        .execute(state.db.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        if !mine {
+            continue;
+        }
+        if let Err(e) = crate::audit::alerts::insert(
             &state.db,
             "objection-overdue",
             None,
             &format!("objection {id} is past its {what} deadline"),
             &[],
         )
-        .await?;
-        sqlx::query("UPDATE objections SET overdue_alerted = 1 WHERE id = $1")
-            .bind(&id)
-            .execute(state.db.pool())
-            .await?;
+        .await
+        {
+            // Give the alert back, so that a later pass raises it.
+            sqlx::query("UPDATE objections SET overdue_alerted = 0 WHERE id = $1")
+                .bind(&id)
+                .execute(state.db.pool())
+                .await?;
+            return Err(e);
+        }
     }
     Ok(())
 }
