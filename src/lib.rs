@@ -2,6 +2,7 @@
 //!
 //! The modules follow a request's path: `http` (entry, errors) -> `auth` (who) -> `proxy`
 //! (route, decide, forward, filter) -> `policy` (what may be seen) -> `storage` (state).
+//! `replicas` keeps several gateway processes on one database in step.
 
 pub mod audit;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod policy;
 pub mod proxy;
+pub mod replicas;
 pub mod sample_store;
 pub mod storage;
 pub mod telemetry;

@@ -20,7 +20,7 @@ use crate::{
     },
     auth::{self, Institution},
     config::is_name,
-    storage::{lockdowns, micros_to_rfc3339},
+    storage::{clients, lockdowns, micros_to_rfc3339},
 };
 
 pub fn router() -> Router<AppState> {
@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/audit/verify", get(verify_log))
         .route("/admin/lockdown", post(lock))
         .route("/admin/lockdown/{id}", delete(unlock))
+        .route("/admin/clients/{id}/disable", post(disable_client))
         .route("/admin/alerts", get(crate::audit::alerts::list))
         .route("/admin/alerts/{id}/ack", post(crate::audit::alerts::ack))
 }
@@ -68,20 +69,22 @@ pub async fn officer(
     require_role(state, headers, slot, SECURITY_OFFICER, "officer-only").await
 }
 
-/// Swaps the whole policy set, or refuses a bad one and keeps the old set serving.
+/// Swaps the whole policy set on every replica, or refuses a bad one and keeps the old set
+/// serving.
 async fn reload_policies(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let who = officer(&state, &headers, &slot).await?;
-    match state.reload_policies() {
-        Ok(()) => {
-            tracing::info!(client_id = %who.client_id, "policies reloaded");
+    match crate::replicas::reload_policies(&state).await {
+        Ok(digest) => {
+            tracing::info!(client_id = %who.client_id, %digest, "policies reloaded; every replica told");
             let p = state.policies();
-            Ok(Json(
-                json!({"status": "reloaded", "roles": p.role_names(), "purposes": p.purpose_codes()}),
-            ))
+            Ok(Json(json!({
+                "status": "reloaded", "digest": digest,
+                "roles": p.role_names(), "purposes": p.purpose_codes(),
+            })))
         }
         Err(e) => {
             tracing::warn!(client_id = %who.client_id, error = %e, "policy reload refused");
@@ -324,4 +327,28 @@ async fn unlock(
     } else {
         Err(Error::NotFound("no active lockdown with that id".into()))
     }
+}
+
+/// `credgate client disable` over HTTP, for an officer who has no shell on the gateway's host.
+/// The client's tokens stop working on its next request, on every replica: the status is read
+/// from storage on each request. Disabling is for good; a new client is added to come back.
+async fn disable_client(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let who = officer(&state, &headers, &slot).await?;
+    // Ids are generated names (`cg_` and hex); anything else cannot name a client.
+    if !is_name(&id) {
+        return Err(Error::NotFound("no client with that id".into()));
+    }
+    if !clients::disable(&state.db, &id)
+        .await
+        .map_err(Error::storage)?
+    {
+        return Err(Error::NotFound("no client with that id".into()));
+    }
+    tracing::warn!(client = %id, by = %who.client_id, "client disabled");
+    Ok(Json(json!({"id": id, "status": "disabled"})))
 }

@@ -39,7 +39,8 @@ pub enum Error {
     RateLimited(u64),
     #[error("the audit log is unavailable; nothing was released")]
     AuditUnavailable,
-    #[error("not ready")]
+    /// The reason is one of ours, written for the operator; never an internal error's text.
+    #[error("not ready: {0}")]
     NotReady(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),

@@ -31,14 +31,7 @@ pub use context::{REQUEST_ID, RequestId};
 pub use error::{Error, Problem};
 
 use crate::{
-    auth::{
-        keys::{
-            Ed25519Key, audit_signing_key_path, gateway_signing_key_path, load_or_create_secret,
-            pseudonym_key_path,
-        },
-        subject::SubjectVerifier,
-        tokens::TokenService,
-    },
+    auth::{keyring::Keyring, subject::SubjectVerifier, tokens::TokenService},
     config::Config,
     policy::PolicySet,
     proxy::upstream::Stores,
@@ -56,15 +49,21 @@ pub struct AppState {
     pub audit: crate::audit::AuditLog,
     /// The workflows' clock (tests move it forward).
     pub clock: Arc<crate::workflows::Clock>,
-    /// Seals whistleblowers' contacts (AES-256-GCM, `key_dir/reports.key`).
+    /// Seals whistleblowers' contacts (AES-256-GCM, the reports key from the keyring).
     pub report_sealer: Arc<crate::workflows::reports::Sealer>,
     /// Contested records, for marking answers.
     pub marks: Arc<crate::workflows::marks::Marks>,
     pub limits: limits::RateLimits,
     /// Raw public key of the audit checkpoint signer, for verification.
     pub audit_public_key: Arc<Vec<u8>>,
-    /// HMAC key of the pseudonym mask: stable across restarts and replicas sharing the key dir.
+    /// HMAC key of the pseudonym mask: from the keyring, the same on every replica.
     pub pseudonym_key: Arc<ring::hmac::Key>,
+    /// The master key that opens the stored keys (rereading them after a rotation).
+    pub keyring: Arc<Keyring>,
+    /// The replica signals this process has acted on (see `crate::replicas`).
+    pub seen: Arc<crate::replicas::Seen>,
+    /// This process's name among the replicas (outbox claims, alerts).
+    pub replica: Arc<str>,
     policies: Arc<RwLock<Arc<PolicySet>>>,
 }
 
@@ -80,10 +79,15 @@ impl AppState {
 
     /// Loads the policy directory again and swaps the whole set in. A set that does not load,
     /// or that lacks a dataset some route names, is refused and the old set keeps serving.
+    /// This replica only: `crate::replicas::reload_policies` also tells the others.
     pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
         let set = load_policies(&self.config, &self.stores)?;
-        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        self.swap_policies(set);
         Ok(())
+    }
+
+    pub fn swap_policies(&self, set: PolicySet) {
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
 
     /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
@@ -93,45 +97,52 @@ impl AppState {
         let db = Db::open(&config.storage_url)
             .await
             .with_context(|| "opening storage (storage_url)")?;
-        let signing = Ed25519Key::load_or_create(&gateway_signing_key_path(&config.key_dir))?;
-        let tokens = TokenService::new(&signing, &config.auth);
+        let keyring = Keyring::open(&config.key_dir)?;
+        let keys = keyring
+            .gateway_keys(&db)
+            .await
+            .with_context(|| "loading the gateway's keys")?;
+        let tokens = TokenService::new(&keys.token_signing, &config.auth)?;
         let subjects = SubjectVerifier::from_config(&config)?;
-        let pseudonym = load_or_create_secret(&pseudonym_key_path(&config.key_dir))?;
-        let audit_key = Ed25519Key::load_or_create(&audit_signing_key_path(&config.key_dir))?;
         let audit = crate::audit::AuditLog::start(
             db.clone(),
-            audit_key.key_pair(),
-            audit_key.kid.clone(),
+            keys.audit_signing.key_pair(),
+            keys.audit_signing.kid.clone(),
             config.audit.clone(),
         )
         .await?;
+        let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);
         let stores = Stores::build(&config.stores)?;
         let policies = load_policies(&config, &stores)?;
         let limits = limits::RateLimits::new(&config.rate_limits);
         let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
-        let report_sealer = Arc::new(crate::workflows::reports::Sealer::new(
-            &load_or_create_secret(&config.key_dir.join("reports.key"))?,
-        ));
+        let report_sealer = Arc::new(crate::workflows::reports::Sealer::new(&keys.reports));
         Ok(Self {
             config: Arc::new(config),
             db,
             tokens,
             subjects,
             stores: Arc::new(stores),
-            pseudonym_key: Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &pseudonym)),
+            pseudonym_key: Arc::new(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &keys.pseudonym,
+            )),
             audit,
             clock: Arc::new(crate::workflows::Clock::default()),
             marks,
             report_sealer,
             limits,
-            audit_public_key: Arc::new(audit_key.public.clone()),
+            audit_public_key: Arc::new(keys.audit_signing.public.clone()),
+            keyring: Arc::new(keyring),
+            seen: Arc::new(seen),
+            replica: crate::replicas::replica_name(),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
         })
     }
 }
 
 /// The policy set, checked against the routes: every dataset a route names must be decidable.
-fn load_policies(
+pub(crate) fn load_policies(
     config: &Config,
     stores: &Stores,
 ) -> Result<PolicySet, crate::policy::PolicyError> {
@@ -205,6 +216,7 @@ impl App {
         let state = AppState::build(config).await?;
         crate::audit::alerts::spawn(state.clone(), state.config.alerts.clone());
         crate::workflows::outbox::spawn(state.clone());
+        crate::replicas::spawn(state.clone());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;

@@ -15,7 +15,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready means able to enforce and account: storage answers and a policy set is loaded.
+/// Ready means able to enforce and account: storage answers, a policy set is loaded, and it is
+/// the set the other replicas enforce.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: storage unreachable");
@@ -28,5 +29,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
     if policies.purpose_codes().is_empty() {
         return Err(Error::NotReady("no policies loaded"));
     }
-    Ok(Json(json!({"status": "ready"})))
+    if state.seen.policy_divergence().is_some() {
+        return Err(Error::NotReady(
+            "this replica's policy files differ from the set reloaded on another replica",
+        ));
+    }
+    Ok(Json(
+        json!({"status": "ready", "policy_digest": policies.digest(), "replica": state.replica}),
+    ))
 }

@@ -80,6 +80,9 @@ pub struct PolicySet {
     datasets: HashMap<String, Dataset>,
     /// role -> dataset -> plan, looked up by `&str` without allocating.
     plans: HashMap<String, HashMap<String, Arc<Plan>>>,
+    /// SHA-256 over the files' names and texts: replicas compare it to know they enforce the
+    /// same set.
+    digest: String,
 }
 
 /// One file's text, for turning spans into line numbers.
@@ -89,7 +92,12 @@ struct Source {
 }
 
 impl Source {
-    fn read(dir: &Path, name: &str) -> Result<Self, PolicyError> {
+    /// Reads one file and adds its name and text to the set's digest.
+    fn read(
+        dir: &Path,
+        name: &str,
+        digest: &mut ring::digest::Context,
+    ) -> Result<Self, PolicyError> {
         let path = dir.join(name);
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| PolicyError {
@@ -97,6 +105,13 @@ impl Source {
             line: None,
             message: format!("cannot read: {e}"),
         })?;
+        for part in [
+            name.as_bytes(),
+            &(text.len() as u64).to_be_bytes(),
+            text.as_bytes(),
+        ] {
+            digest.update(part);
+        }
         Ok(Self { file, text })
     }
 
@@ -139,11 +154,17 @@ fn check_name(src: &Source, name: &toml::Spanned<String>, what: &str) -> Result<
 }
 
 impl PolicySet {
+    /// SHA-256 (hex) over the files the set was loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     /// Loads every file of `dir`. The set is refused whole on the first error.
     pub fn load(dir: &Path) -> Result<Self, PolicyError> {
         let mut set = PolicySet::default();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
 
-        let src = Source::read(dir, "purposes.toml")?;
+        let src = Source::read(dir, "purposes.toml", &mut digest)?;
         let purposes: PurposesFile = src.parse()?;
         for (code, entry) in purposes.purposes {
             check_name(&src, &code, "purpose code")?;
@@ -166,7 +187,7 @@ impl PolicySet {
             return Err(src.err(0..0, "no purposes declared; every data request needs one"));
         }
 
-        let src = Source::read(dir, "classes.toml")?;
+        let src = Source::read(dir, "classes.toml", &mut digest)?;
         let classes: ClassesFile = src.parse()?;
         for (name, entry) in classes.classes {
             check_name(&src, &name, "class")?;
@@ -197,11 +218,11 @@ impl PolicySet {
             );
         }
 
-        let disclosure_src = Source::read(dir, "disclosure.toml")?;
+        let disclosure_src = Source::read(dir, "disclosure.toml", &mut digest)?;
         let disclosure: DisclosureFile = disclosure_src.parse()?;
-        let roles_src = Source::read(dir, "roles.toml")?;
+        let roles_src = Source::read(dir, "roles.toml", &mut digest)?;
         let roles: RolesFile = roles_src.parse()?;
-        let catalog_src = Source::read(dir, "catalog.toml")?;
+        let catalog_src = Source::read(dir, "catalog.toml", &mut digest)?;
         let catalog: CatalogFile = catalog_src.parse()?;
 
         let compiled_catalog =
@@ -306,6 +327,12 @@ impl PolicySet {
                 ));
             }
         }
+        set.digest = digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(set)
     }
 

@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod consents;
 pub mod lockdowns;
+pub mod signals;
 
 use std::{str::FromStr, time::Duration};
 

@@ -1,5 +1,6 @@
 //! Which records are contested, kept in memory so that marking answers costs nothing when no
-//! objection is open. Loaded at start and refreshed by every change this process makes.
+//! objection is open. Loaded at start, refreshed by every change this process makes, and rebuilt
+//! when another replica signals a change.
 
 use std::{collections::HashMap, sync::RwLock};
 
@@ -44,22 +45,26 @@ fn marks_of(list: Vec<objections::Objection>) -> Vec<Mark> {
 impl Marks {
     pub async fn load(db: &Db) -> Result<Self, StorageError> {
         let marks = Self::default();
-        let all = objections::all_marked(db).await?;
+        marks.reload_all(db).await?;
+        Ok(marks)
+    }
+
+    /// Rebuilds the whole index from storage: at start, and when another replica has filed or
+    /// moved an objection (see `crate::replicas`). Open objections are few, so this is cheap.
+    pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
         let mut by: HashMap<(String, String), Vec<objections::Objection>> = HashMap::new();
-        for o in all {
+        for o in objections::all_marked(db).await? {
             by.entry((o.store.clone(), o.record_ref.clone()))
                 .or_default()
                 .push(o);
         }
-        let mut map = marks.0.write().unwrap_or_else(|p| p.into_inner());
-        for (k, list) in by {
-            let m = marks_of(list);
-            if !m.is_empty() {
-                map.insert(k, m);
-            }
-        }
-        drop(map);
-        Ok(marks)
+        let fresh: HashMap<_, _> = by
+            .into_iter()
+            .map(|(k, list)| (k, marks_of(list)))
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     pub async fn refresh(

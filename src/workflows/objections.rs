@@ -18,7 +18,7 @@ use crate::{
     audit::AuditSlot,
     auth::{self, Institution},
     http::{AppState, Error},
-    storage::{Db, StorageError, micros_to_rfc3339},
+    storage::{Db, StorageError, micros_to_rfc3339, signals},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +255,7 @@ pub async fn transition(
     if to == Status::Accepted {
         super::outbox::enqueue(&mut tx, o, now).await?;
     }
+    signals::bump(&mut *tx, signals::OBJECTIONS, None).await?;
     tx.commit().await?;
     state
         .marks
@@ -390,6 +391,9 @@ async fn submit(
     )
     .await
     .map_err(Error::storage)?;
+    signals::bump(&mut *tx, signals::OBJECTIONS, None)
+        .await
+        .map_err(Error::storage)?;
     tx.commit().await.map_err(|e| Error::storage(e.into()))?;
     state
         .marks

@@ -8,7 +8,6 @@ use std::{
 };
 
 use credgate::{
-    auth::keys::{Ed25519Key, audit_signing_key_path},
     sample_store::{self, SampleStoreArgs},
     storage::Db,
 };
@@ -115,7 +114,12 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         missing.len(),
         missing.first()
     );
-    let key = Ed25519Key::load(&audit_signing_key_path(&config.key_dir)).unwrap();
+    let key = credgate::auth::keyring::Keyring::open(&config.key_dir)
+        .unwrap()
+        .gateway_keys(&db)
+        .await
+        .unwrap()
+        .audit_signing;
     let report = credgate::audit::verify::verify(&db, &key.public)
         .await
         .unwrap();

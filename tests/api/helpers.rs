@@ -16,7 +16,7 @@ use axum::{
     routing::{get, post},
 };
 use credgate::{
-    auth::keys::{Ed25519Key, gateway_signing_key_path},
+    auth::keys::Ed25519Key,
     config::Config,
     http::{App, AppState},
     sample_store::{self, SampleStoreArgs},
@@ -340,6 +340,11 @@ pub fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// A second in-process gateway on a test app's storage.
+pub struct Sibling {
+    pub url: String,
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
@@ -352,14 +357,20 @@ impl TestApp {
         Self::spawn_in(dir, FakeStore::default(), tweak).await
     }
 
-    /// Another gateway on the same storage, keys and stores (a restart, or a second process).
-    pub async fn sibling(&self) -> AppState {
+    /// Another gateway on the same storage, keys and stores (a restart, or a replica).
+    pub async fn sibling(&self) -> Sibling {
+        self.sibling_with(|_| {}).await
+    }
+
+    /// A sibling whose config is adjusted first (its own policy directory, say).
+    pub async fn sibling_with(&self, tweak: impl FnOnce(&mut Config)) -> Sibling {
         let mut config = (*self.state.config).clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut config);
         let app = App::build(config).await.unwrap();
-        let state = app.state().clone();
+        let url = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until(std::future::pending()));
-        state
+        Sibling { url }
     }
 
     async fn spawn_in(
@@ -467,8 +478,20 @@ impl TestApp {
             .unwrap()
     }
 
-    pub fn signing_key(&self) -> Ed25519Key {
-        Ed25519Key::load(&gateway_signing_key_path(&self.dir.path().join("keys"))).unwrap()
+    /// The key that signs this gateway's tokens now, out of the keyring, to forge with.
+    pub async fn signing_key(&self) -> Ed25519Key {
+        self.state
+            .keyring
+            .load(
+                &self.state.db,
+                credgate::auth::keyring::Purpose::TokenSigning,
+            )
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .ed25519()
+            .unwrap()
     }
 
     pub fn sample(&self) -> credgate::sample_store::data::Dataset {
@@ -575,15 +598,41 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
 /// A real `credgate serve` process with its own directory (a copy of the shipped policies, the
 /// test identity provider) in front of the given stores. Killed when dropped.
 pub struct GatewayProcess {
-    pub dir: tempfile::TempDir,
+    /// Shared by replicas made with `replica()`: one config, key directory and policy set.
+    pub dir: std::sync::Arc<tempfile::TempDir>,
     pub cfg: std::path::PathBuf,
     pub config: Config,
     pub url: String,
     port: u16,
+    /// Flags after `serve --config FILE`.
+    args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl GatewayProcess {
+    /// Another process of the same deployment: same config file, keys and policies, its own
+    /// port (`serve --listen`), on the same storage.
+    pub fn replica(&self) -> Self {
+        let port = dead_addr().port();
+        let mut args = self.args.clone();
+        args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+        Self {
+            dir: self.dir.clone(),
+            cfg: self.cfg.clone(),
+            config: self.config.clone(),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            args,
+            child: None,
+        }
+    }
+
+    /// Runs on this storage (`serve --storage URL`) instead of the config file's.
+    pub fn on_storage(&mut self, url: &str) {
+        self.args.extend(["--storage".into(), url.into()]);
+        self.config.storage_url = url.into();
+    }
+
     pub fn prepare(sample: SocketAddr, fake: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(
@@ -604,11 +653,12 @@ impl GatewayProcess {
         std::fs::write(&cfg, text).unwrap();
         let config = Config::load(Some(&cfg)).unwrap();
         Self {
-            dir,
+            dir: std::sync::Arc::new(dir),
             cfg,
             config,
             url: format!("http://127.0.0.1:{port}"),
             port,
+            args: Vec::new(),
             child: None,
         }
     }
@@ -622,6 +672,7 @@ impl GatewayProcess {
         self.child = Some(
             std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
                 .args(["serve", "--config", &self.cfg.display().to_string()])
+                .args(&self.args)
                 .env("RUST_LOG", rust_log)
                 .stdout(std::process::Stdio::null())
                 .stderr(stderr)

@@ -19,6 +19,7 @@ mod policy;
 mod policy_props;
 mod profile;
 mod proxy;
+mod replicas;
 mod reports;
 mod subject;
 mod tokens;

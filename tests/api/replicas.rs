@@ -1,0 +1,824 @@
+//! Several gateways on one database: keys shared and rotated, changes in force on every replica
+//! within a second, one audit chain from concurrent writers, each objection delivered once.
+//! The in-process tests run on both backends; the two-process kill -9 test needs PostgreSQL
+//! (`CREDGATE_TEST_PG`, which CI sets).
+
+use std::{
+    process::Command,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use credgate::{
+    domain::SubjectType,
+    sample_store::{self, SampleStoreArgs},
+    storage::Db,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    GatewayProcess, STORE_TOKEN, TestApp, assert_problem, config_text, dead_addr, test_postgres_url,
+};
+
+/// Polls `check` until it holds, failing after a second: the promise to operators is that a
+/// change on one replica is in force on every replica within one second.
+async fn within_a_second<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not within a second: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// A config file for the CLI on the test app's storage and key directory.
+fn cli_config(app: &TestApp) -> String {
+    let path = app.dir.path().join("cli-replicas.toml");
+    let t = config_text(app.dir.path(), app.sample_store, dead_addr(), dead_addr()).replace(
+        &format!(
+            "storage_url = \"sqlite://{}/credgate.db\"",
+            app.dir.path().display()
+        ),
+        &format!("storage_url = \"{}\"", app.state.config.storage_url),
+    );
+    std::fs::write(&path, t).unwrap();
+    path.display().to_string()
+}
+
+async fn jwks_kids(http: &reqwest::Client, url: &str) -> Vec<String> {
+    let jwks: Value = http
+        .get(format!("{url}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotated_key_signs_on_every_replica_and_older_tokens_stay_valid() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let path = "/v1/stores/power/entities?page_size=1";
+    let before: Value = app.token_for(&id, &secret).await.json().await.unwrap();
+    let before = before["access_token"].as_str().unwrap().to_string();
+    let old_kid = kid_of(&before);
+    assert_eq!(
+        jwks_kids(&app.http, &other.url).await,
+        vec![old_kid.clone()]
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["keys", "rotate", "--config", &cli_config(&app)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(printed.contains("generation 2"), "{printed}");
+
+    // Both replicas sign with the new key within a second; the rotation went through storage.
+    let new_kid = Arc::new(Mutex::new(String::new()));
+    for url in [&app.url, &other.url] {
+        within_a_second("a replica signs with the rotated key", || {
+            let (http, url, id, secret) =
+                (app.http.clone(), url.clone(), id.clone(), secret.clone());
+            let (old_kid, new_kid) = (old_kid.clone(), new_kid.clone());
+            async move {
+                let res = http
+                    .post(format!("{url}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", id.as_str()),
+                        ("client_secret", secret.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let t: Value = res.json().await.unwrap();
+                let kid = kid_of(t["access_token"].as_str().unwrap());
+                let rotated = kid != old_kid;
+                if rotated {
+                    *new_kid.lock().unwrap() = kid;
+                }
+                rotated
+            }
+        })
+        .await;
+    }
+    let new_kid = new_kid.lock().unwrap().clone();
+    assert!(printed.contains(&new_kid), "the CLI names the new kid");
+    let mut kids = jwks_kids(&app.http, &other.url).await;
+    kids.sort();
+    let mut want = vec![old_kid.clone(), new_kid.clone()];
+    want.sort();
+    assert_eq!(kids, want, "the JWKS publishes both while old tokens live");
+
+    // The token signed before the rotation works on both, and so does a new one from either.
+    let after: Value = app.token_for(&id, &secret).await.json().await.unwrap();
+    let after = after["access_token"].as_str().unwrap().to_string();
+    for token in [&before, &after] {
+        for url in [&app.url, &other.url] {
+            let res = app
+                .http
+                .get(format!("{url}{path}"))
+                .bearer_auth(token)
+                .header("X-Purpose", "supervision")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{url}");
+        }
+    }
+
+    // Keys are stored wrapped: `keys list` shows ids and generations, never material.
+    let list = Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["keys", "list", "--config", &cli_config(&app)])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        listed.contains(&old_kid) && listed.contains(&new_kid),
+        "{listed}"
+    );
+    let rows: Vec<String> = sqlx::query_scalar("SELECT wrapped FROM gateway_keys")
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|w| !listed.contains(w.as_str())));
+}
+
+#[tokio::test]
+async fn a_token_naming_an_unknown_kid_is_refused_on_every_replica() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let (_, token) = app.token("regulator").await;
+    // Same claims, signed by a key that no replica holds, with a kid no replica knows.
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)
+        .unwrap()
+        .claims;
+    let stranger = credgate::auth::keys::Ed25519Key::generate().unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(stranger.kid.clone());
+    let forged = jsonwebtoken::encode(&header, &claims, &stranger.encoding_key()).unwrap();
+    for url in [&app.url, &other.url] {
+        let res = app
+            .http
+            .get(format!("{url}/v1/stores/power/entities?page_size=1"))
+            .bearer_auth(&forged)
+            .header("X-Purpose", "supervision")
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 401).await;
+    }
+}
+
+#[tokio::test]
+async fn a_policy_reload_on_one_replica_is_in_force_on_the_other_within_a_second() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let (_, officer) = app.token("security_officer").await;
+    let uscc = app.sample().entities[2]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let public = |url: String| {
+        let http = app.http.clone();
+        let uscc = uscc.clone();
+        async move {
+            let v: Value = http
+                .get(format!("{url}/public/stores/power/entities/{uscc}"))
+                .header("X-Purpose", "public_disclosure")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v
+        }
+    };
+    let full = public(other.url.clone()).await["established"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(full.len() > 7, "a whole date before: {full}");
+
+    // Both replicas read the same policy directory (one deployment); the reload is made on one.
+    let catalog = app.dir.path().join("policies/catalog.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    std::fs::write(
+        &catalog,
+        text.replacen(
+            "established = \"entity_basic\"",
+            "established = \"rating_detail\"",
+            1,
+        ),
+    )
+    .unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/policies/reload", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let reloaded: Value = res.json().await.unwrap();
+    let digest = reloaded["digest"].as_str().unwrap().to_string();
+
+    let took = within_a_second("the other replica enforces the reloaded set", || {
+        let fut = public(other.url.clone());
+        async move { fut.await["established"].as_str().unwrap().len() == 7 }
+    })
+    .await;
+    eprintln!("policy reload reached the other replica in {took:?}");
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", other.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["policy_digest"], digest.as_str());
+}
+
+#[tokio::test]
+async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and_raises_an_alert() {
+    let app = TestApp::spawn().await;
+    // This replica has its own copy of the policy files, which nobody updates at first.
+    let own = app.dir.path().join("policies-b");
+    crate::helpers::copy_dir(&app.dir.path().join("policies"), &own);
+    let other = app.sibling_with(|c| c.policy_dir = own.clone()).await;
+    let (_, officer) = app.token("security_officer").await;
+    let catalog = app.dir.path().join("policies/catalog.toml");
+    let changed = std::fs::read_to_string(&catalog).unwrap().replacen(
+        "established = \"entity_basic\"",
+        "established = \"rating_detail\"",
+        1,
+    );
+    std::fs::write(&catalog, &changed).unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/policies/reload", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let readyz = |url: String| {
+        let http = app.http.clone();
+        async move { http.get(format!("{url}/readyz")).send().await.unwrap() }
+    };
+    within_a_second("the diverged replica reports not ready", || {
+        let fut = readyz(other.url.clone());
+        async move { fut.await.status() == 503 }
+    })
+    .await;
+    let body = assert_problem(readyz(other.url.clone()).await, 503).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("policy files differ"),
+        "{body}"
+    );
+    let alerts: Value = app
+        .http
+        .get(format!("{}/admin/alerts", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let divergence: Vec<&Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "policy-divergence")
+        .collect();
+    assert_eq!(divergence.len(), 1, "one alert, not one per poll: {alerts}");
+
+    // The file arrives on that replica's machine: it catches up by itself.
+    std::fs::write(own.join("catalog.toml"), &changed).unwrap();
+    within_a_second("the replica catches up once its files match", || {
+        let fut = readyz(other.url.clone());
+        async move { fut.await.status() == 200 }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_objection_filed_on_one_replica_marks_answers_on_the_other_within_a_second() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let uscc = app.sample().entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, bank) = app.token("regulator").await;
+    let read = |url: String| {
+        let http = app.http.clone();
+        let (bank, uscc) = (bank.clone(), uscc.clone());
+        async move {
+            http.get(format!("{url}/v1/stores/power/entities/{uscc}"))
+                .bearer_auth(&bank)
+                .header("X-Purpose", "supervision")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        read(other.url.clone())
+            .await
+            .headers()
+            .get("x-objection")
+            .is_none()
+    );
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&subject)
+        .json(
+            &json!({"store": "power", "dataset": "entity", "record_ref": uscc,
+                      "reason": "吊销记录有误"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let took = within_a_second("the other replica marks the contested record", || {
+        let fut = read(other.url.clone());
+        async move {
+            let res = fut.await;
+            res.headers()
+                .get("x-objection")
+                .is_some_and(|v| v == "pending")
+        }
+    })
+    .await;
+    eprintln!("objection mark reached the other replica in {took:?}");
+    let body: Value = read(other.url.clone()).await.json().await.unwrap();
+    assert_eq!(body["_objections"][0]["status"], "submitted");
+}
+
+#[tokio::test]
+async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
+    let _b = app.sibling().await;
+    let _c = app.sibling().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let (_, handler) = app.token("objection_handler").await;
+    let n = 6;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let res = app
+            .http
+            .post(format!("{}/subject/objections", app.url))
+            .bearer_auth(&subject)
+            .json(
+                &json!({"store": "fake", "dataset": "entity", "record_ref": uscc,
+                          "field": format!("field_{i}"), "reason": "有误"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let o: Value = res.json().await.unwrap();
+        ids.push(o["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let res = app
+            .http
+            .post(format!("{}/admin/objections/{id}/transitions", app.url))
+            .bearer_auth(&handler)
+            .json(&json!({"to": "accepted", "note": "accepted"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let started = Instant::now();
+    while app.fake.deliveries.load(Ordering::SeqCst) < n && started.elapsed().as_secs() < 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Three deliverers polling every 20 ms have had many chances to deliver twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.fake.deliveries.load(Ordering::SeqCst),
+        n,
+        "one delivery per objection, not one per replica"
+    );
+    assert_eq!(app.fake.tickets.lock().unwrap().len(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_writing_at_once_keep_one_verifiable_chain() {
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 16).await;
+    let other = app.sibling().await;
+    let (_, token) = app.token("regulator").await;
+    let urls = [app.url.clone(), other.url.clone()];
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let http = app.http.clone();
+        let token = token.clone();
+        let url = urls[w % 2].clone();
+        workers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..25 {
+                let res = http
+                    .get(format!("{url}/v1/stores/power/entities?page_size=1"))
+                    .bearer_auth(&token)
+                    .header("X-Purpose", "supervision")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+                ids.push(res.headers()["x-audit-id"].to_str().unwrap().to_string());
+            }
+            ids
+        }));
+    }
+    let mut released = Vec::new();
+    for w in workers {
+        released.extend(w.await.unwrap());
+    }
+    assert_eq!(released.len(), 200);
+    for id in &released {
+        app.record(id).await;
+    }
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert!(report.checkpoints >= 10, "{report:?}");
+}
+
+/// The acceptance test: two `credgate serve` processes on one PostgreSQL database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill_9() {
+    let Some(url) = test_postgres_url().await else {
+        eprintln!("SKIPPED: two gateway processes need PostgreSQL (set CREDGATE_TEST_PG; CI does)");
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_addr = listener.local_addr().unwrap();
+    let store = sample_store::router(&SampleStoreArgs {
+        listen: store_addr,
+        seed: 42,
+        entities: 60,
+        token: Some(STORE_TOKEN.into()),
+    });
+    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+
+    let mut a = GatewayProcess::prepare(store_addr, dead_addr());
+    a.on_storage(&url);
+    let mut b = a.replica();
+    let db = Db::open(&url).await.unwrap();
+    a.start("error", None).await;
+    b.start("error", None).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let add = |role: &'static str, org: &'static str| {
+        let db = db.clone();
+        async move {
+            credgate::cli::add_client(&db, "Institution", org, role, None)
+                .await
+                .unwrap()
+        }
+    };
+    let token_from = |url: String, id: String, secret: String| {
+        let http = http.clone();
+        async move {
+            let v: Value = http
+                .post(format!("{url}/oauth/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &id),
+                    ("client_secret", &secret),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    // Tokens from one replica are accepted by the other: the keys are shared.
+    let (loader, s) = add("regulator", "regulator").await;
+    let load_token = token_from(a.url.clone(), loader.id.clone(), s).await;
+    let (officer, s) = add("security_officer", "csa").await;
+    let officer = token_from(b.url.clone(), officer.id.clone(), s).await;
+    let (victim, s) = add("regulator", "other-regulator").await;
+    let victim_token = token_from(a.url.clone(), victim.id.clone(), s).await;
+    let (bank, s) = add("financial_institution", "demo-bank").await;
+    let bank_token = token_from(b.url.clone(), bank.id.clone(), s).await;
+
+    let usccs: Vec<String> = sample_store::data::generate(42, 60)
+        .entities
+        .iter()
+        .map(|e| e["uscc"].as_str().unwrap().to_string())
+        .collect();
+    let person = sample_store::data::generate(42, 60).persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Concurrent load through both replicas; every released response's audit id is kept.
+    let released = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (http, token, released, stop) = (
+            http.clone(),
+            load_token.clone(),
+            released.clone(),
+            stop.clone(),
+        );
+        let url = if w % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        let usccs = usccs.clone();
+        workers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let res = http
+                    .get(format!(
+                        "{url}/v1/stores/power/entities/{}",
+                        usccs[i % usccs.len()]
+                    ))
+                    .bearer_auth(&token)
+                    .header("X-Purpose", "supervision")
+                    .send()
+                    .await;
+                // Requests to the killed replica fail without a response; nothing was released.
+                if let Ok(res) = res
+                    && let Some(id) = res.headers().get("x-audit-id")
+                {
+                    let id = id.to_str().unwrap().to_string();
+                    if res.bytes().await.is_ok() {
+                        released.lock().unwrap().push(id);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A client disabled through one replica is refused by the other.
+    let read_on = |url: String, token: String, path: String, consent: Option<String>| {
+        let http = http.clone();
+        async move {
+            let mut req = http.get(format!("{url}{path}")).bearer_auth(token).header(
+                "X-Purpose",
+                if consent.is_some() {
+                    "lending"
+                } else {
+                    "supervision"
+                },
+            );
+            if let Some(c) = consent {
+                req = req.header("X-Consent", c);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    let entity = format!("/v1/stores/power/entities/{}", usccs[0]);
+    assert_eq!(
+        read_on(b.url.clone(), victim_token.clone(), entity.clone(), None).await,
+        200
+    );
+    let res = http
+        .post(format!("{}/admin/clients/{}/disable", a.url, victim.id))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    within_a_second("the other replica refuses the disabled client", || {
+        read_on(b.url.clone(), victim_token.clone(), entity.clone(), None).map_status(401)
+    })
+    .await;
+
+    // A consent revoked through one replica is refused by the other.
+    let subject = credgate::auth::subject::mint_demo_token(
+        a.config.demo_identity_provider.as_ref().unwrap(),
+        &credgate::domain::SubjectId::parse(SubjectType::Natural, &person).unwrap(),
+        600,
+    )
+    .unwrap();
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let granted: Value = http
+        .post(format!("{}/subject/consents", b.url))
+        .bearer_auth(&subject)
+        .json(&json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": expires}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let consent = granted["id"].as_str().unwrap().to_string();
+    let person_path = format!("/v1/stores/power/persons/{person}");
+    assert_eq!(
+        read_on(
+            a.url.clone(),
+            bank_token.clone(),
+            person_path.clone(),
+            Some(consent.clone())
+        )
+        .await,
+        200
+    );
+    let res = http
+        .delete(format!("{}/subject/consents/{consent}", b.url))
+        .bearer_auth(&subject)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    within_a_second("the other replica refuses the revoked consent", || {
+        read_on(
+            a.url.clone(),
+            bank_token.clone(),
+            person_path.clone(),
+            Some(consent.clone()),
+        )
+        .map_status(403)
+    })
+    .await;
+
+    // kill -9 one replica mid-load; the other keeps serving and writing the same chain.
+    let before_kill = released.lock().unwrap().len();
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let released = released.lock().unwrap().clone();
+    assert!(
+        released.len() > before_kill,
+        "the surviving replica kept serving"
+    );
+
+    let stored: std::collections::HashSet<String> =
+        credgate::audit::store::page_after(&db, 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+    let missing: Vec<&String> = released.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} released responses have no record, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let verified: Value = http
+        .get(format!("{}/admin/audit/verify", b.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["ok"], true, "{verified}");
+    eprintln!(
+        "two replicas on PostgreSQL: {} responses released, {} records, chain ok",
+        released.len(),
+        stored.len()
+    );
+}
+
+/// `fut.map_status(n)`: the request's status is `n`.
+trait MapStatus {
+    fn map_status(self, want: u16) -> impl std::future::Future<Output = bool>;
+}
+
+impl<F: std::future::Future<Output = u16>> MapStatus for F {
+    async fn map_status(self, want: u16) -> bool {
+        self.await == want
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_then_goes_out() {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
+    app.fake.objections_down.store(true, Ordering::SeqCst);
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let (_, handler) = app.token("objection_handler").await;
+    let o: Value = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&subject)
+        .json(&json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "有误"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = o["id"].as_str().unwrap().to_string();
+    let res = app
+        .http
+        .post(format!("{}/admin/objections/{id}/transitions", app.url))
+        .bearer_auth(&handler)
+        .json(&json!({"to": "accepted", "note": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let started = Instant::now();
+    while app.fake.deliveries.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed().as_secs() < 10, "no first attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another replica claimed the retry and died holding the claim for 1.5 s more.
+    let claimed_until = credgate::storage::now_micros() + 1_500_000;
+    sqlx::query(
+        "UPDATE outbox SET claimed_by = 'replica-that-died', claimed_until = $1, next_attempt_at = 0",
+    )
+    .bind(claimed_until)
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+    let attempts_before = app.fake.deliveries.load(Ordering::SeqCst);
+    app.fake.objections_down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        app.fake.deliveries.load(Ordering::SeqCst),
+        attempts_before,
+        "nobody touches a delivery while another replica's claim holds"
+    );
+    let started = Instant::now();
+    loop {
+        let o: Value = app
+            .http
+            .get(format!("{}/admin/objections/{id}", app.url))
+            .bearer_auth(&handler)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if o["status"] == "forwarded" {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "the lapsed claim was taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.fake.tickets.lock().unwrap().len(), 1);
+}
