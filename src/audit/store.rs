@@ -56,12 +56,24 @@ async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError>
             checkpoint_seq,
             checkpoint_time_us,
         },
-        None => Head {
-            seq: 0,
-            hash: super::chain::GENESIS.into(),
-            checkpoint_seq,
-            checkpoint_time_us,
-        },
+        // Everything archived (or nothing written yet): chain onto the archive's last record.
+        None => {
+            let archived = sqlx::query(
+                "SELECT upto_seq, hash FROM audit_archives ORDER BY upto_seq DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            let (seq, hash) = match archived {
+                Some(a) => (a.try_get("upto_seq")?, a.try_get("hash")?),
+                None => (0, super::chain::GENESIS.to_string()),
+            };
+            Head {
+                seq,
+                hash,
+                checkpoint_seq,
+                checkpoint_time_us,
+            }
+        }
     })
 }
 
@@ -105,26 +117,59 @@ fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// The head as this writer last left it, and the `audit_writer` counter its batch set.
+#[derive(Debug, Clone)]
+pub struct KnownHead {
+    batches: i64,
+    head: Head,
+}
+
 /// Appends one batch as one transaction, whichever replica writes it. The first statement
-/// updates the `audit_writer` row: its lock makes every other writer (this process or another
-/// replica) wait until this batch commits, so the head read next is the real head and the batch
-/// chains onto it. On SQLite a write as the first statement also takes the database's write
-/// lock before any read, so no stale snapshot can be chained onto.
+/// bumps the `audit_writer` counter: its row lock makes every other writer (this process or
+/// another replica) wait until this batch commits, so the head read next is the real head and
+/// the batch chains onto it. On SQLite a write as the first statement also takes the
+/// database's write lock before any read, so no stale snapshot can be chained onto.
+///
+/// `known` saves the head queries when nobody else wrote since this writer's last batch: the
+/// counter then is exactly one past what that batch left.
 ///
 /// `chain` receives the head and returns the chained records and, when one is due, the
 /// checkpoint; it runs under the lock, so it must be quick (hashing and one signature).
-pub async fn append<F>(db: &Db, chain: F) -> Result<Vec<AuditRecord>, StorageError>
+pub async fn append<F>(
+    db: &Db,
+    known: &mut Option<KnownHead>,
+    chain: F,
+) -> Result<Vec<AuditRecord>, StorageError>
 where
     F: FnOnce(&Head) -> (Vec<AuditRecord>, Option<Checkpoint>),
 {
+    let last = known.take();
     let mut tx = db.pool().begin().await?;
-    sqlx::query("UPDATE audit_writer SET batches = batches + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await?;
-    let head = read_head(&mut tx).await?;
+    let batches: i64 =
+        sqlx::query("UPDATE audit_writer SET batches = batches + 1 WHERE id = 1 RETURNING batches")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("batches")?;
+    let head = match last {
+        Some(k) if k.batches + 1 == batches => k.head,
+        _ => read_head(&mut tx).await?,
+    };
     let (records, checkpoint) = chain(&head);
     insert_batch(&mut tx, db.backend(), &records, checkpoint.as_ref()).await?;
     tx.commit().await?;
+    let mut next = head;
+    if let Some(r) = records.last() {
+        next.seq = r.seq;
+        next.hash = r.hash.clone();
+    }
+    if let Some(cp) = &checkpoint {
+        next.checkpoint_seq = cp.seq;
+        next.checkpoint_time_us = cp.time_us;
+    }
+    *known = Some(KnownHead {
+        batches,
+        head: next,
+    });
     Ok(records)
 }
 

@@ -33,6 +33,7 @@ pub(super) struct Writer {
 
 pub(super) async fn run(mut w: Writer) {
     let wait = Duration::from_micros(w.config.batch_wait_us);
+    let mut known = None;
     while let Some(first) = w.rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + wait;
@@ -53,7 +54,7 @@ pub(super) async fn run(mut w: Writer) {
         let every_us = w.config.checkpoint_secs as i64 * 1_000_000;
         let signing = &w.signing;
         let unchained: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
-        let appended = store::append(&w.db, |stored| {
+        let appended = store::append(&w.db, &mut known, |stored| {
             chain_onto(stored, unchained, every, every_us, signing, &key_id)
         })
         .await;

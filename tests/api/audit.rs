@@ -836,3 +836,46 @@ async fn drop_guards(db: &credgate::storage::Db) {
         pool.execute(*s).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive() {
+    // A checkpoint after every batch: the archive can take the log up to its very head.
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 1).await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..3 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let db = &app.state.db;
+    let six_years_on = credgate::storage::now_micros() + 6 * 366 * 86_400 * 1_000_000;
+    let out = app.dir.path().join("archive-all");
+    let a = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
+        .await
+        .unwrap()
+        .unwrap();
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(live, 0, "archived through the head (seq {})", a.upto_seq);
+
+    // A restart (or another replica) finds an empty live log: it must continue the chain from
+    // the archive's last record, not start a new one from genesis.
+    let restarted = app.sibling().await;
+    let res = app
+        .http
+        .get(format!("{}/v1/stores/power/lists/red", restarted.url))
+        .bearer_auth(&token)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let record = app
+        .record(res.headers()["x-audit-id"].to_str().unwrap())
+        .await;
+    assert_eq!(record.seq, a.upto_seq + 1);
+    let report = verify::verify(db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+}
