@@ -102,7 +102,7 @@ pub enum ClientCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Disable a client: its tokens stop working on their next request.
+    /// Disable a client: running gateways refuse its tokens within a second.
     Disable {
         id: String,
         #[command(flatten)]

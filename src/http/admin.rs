@@ -307,6 +307,7 @@ async fn lock(
     )
     .await
     .map_err(Error::storage)?;
+    state.client_status.invalidate();
     tracing::warn!(lockdown = %l.id, client_id = ?l.client_id, org = ?l.org, by = %who.client_id, "lockdown");
     Ok((StatusCode::CREATED, Json(l)).into_response())
 }
@@ -322,6 +323,7 @@ async fn unlock(
         .await
         .map_err(Error::storage)?
     {
+        state.client_status.invalidate();
         tracing::warn!(lockdown = %id, by = %who.client_id, "lockdown lifted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -330,8 +332,9 @@ async fn unlock(
 }
 
 /// `credgate client disable` over HTTP, for an officer who has no shell on the gateway's host.
-/// The client's tokens stop working on its next request, on every replica: the status is read
-/// from storage on each request. Disabling is for good; a new client is added to come back.
+/// The client's tokens stop working on its next request here, and within a quarter second on
+/// every other replica (the `clients` signal). Disabling is for good; a new client is added to
+/// come back.
 async fn disable_client(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -349,6 +352,7 @@ async fn disable_client(
     {
         return Err(Error::NotFound("no client with that id".into()));
     }
+    state.client_status.invalidate();
     tracing::warn!(client = %id, by = %who.client_id, "client disabled");
     Ok(Json(json!({"id": id, "status": "disabled"})))
 }

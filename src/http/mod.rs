@@ -60,6 +60,8 @@ pub struct AppState {
     pub pseudonym_key: Arc<ring::hmac::Key>,
     /// The master key that opens the stored keys (rereading them after a rotation).
     pub keyring: Arc<Keyring>,
+    /// Clients' status and lockdowns, kept current by the replica signals.
+    pub client_status: Arc<crate::auth::status::StatusCache>,
     /// The replica signals this process has acted on (see `crate::replicas`).
     pub seen: Arc<crate::replicas::Seen>,
     /// This process's name among the replicas (outbox claims, alerts).
@@ -135,6 +137,7 @@ impl AppState {
             audit_public_key: Arc::new(keys.audit_signing.public.clone()),
             keyring: Arc::new(keyring),
             seen: Arc::new(seen),
+            client_status: Arc::default(),
             replica: crate::replicas::replica_name(),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
         })

@@ -15,6 +15,8 @@ pub const KEYS: &str = "keys";
 pub const POLICIES: &str = "policies";
 /// An objection was filed or moved: the marks on answers may have changed.
 pub const OBJECTIONS: &str = "objections";
+/// A client or lockdown changed (bumped by triggers on those tables).
+pub const CLIENTS: &str = "clients";
 
 /// A topic's counter and the detail of its last change.
 #[derive(Debug, Clone, PartialEq, Eq)]

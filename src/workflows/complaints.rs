@@ -344,6 +344,7 @@ async fn admin_transition(
         )
         .await
         .map_err(Error::storage)?;
+        state.client_status.invalidate();
         tracing::warn!(complaint = %id, org = %org, lockdown = %l.id, "complaint upheld with lockdown");
         v["lockdown"] = json!(l);
     }

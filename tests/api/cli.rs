@@ -77,11 +77,15 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
 
     let out = credgate(&["client", "disable", id, "--config", &cfg]);
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(
-        app.data(token, path).await.status(),
-        401,
-        "next request refused"
-    );
+    // Another process's change reaches the gateway's status cache through the replica signal.
+    let started = std::time::Instant::now();
+    while app.data(token, path).await.status() != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "still served a second after `client disable`"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let list: Value =
         serde_json::from_slice(&credgate(&["client", "list", "--json", "--config", &cfg]).stdout)
             .unwrap();

@@ -163,14 +163,88 @@ async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
 }
 
 #[tokio::test]
-async fn a_disabled_clients_token_stops_working_on_its_next_request() {
+async fn a_client_disabled_through_the_gateway_is_refused_on_its_next_request() {
     let app = TestApp::spawn().await;
     let (id, token) = app.token("regulator").await;
+    let (_, officer) = app.token("security_officer").await;
     let path = "/v1/stores/fake/entities/91350100M000100Y43";
-    assert_eq!(app.data(&token, path).await.status(), 200);
-    credgate::storage::clients::disable(&app.state.db, &id)
+    assert_eq!(app.data(&token, path).await.status(), 200, "now cached");
+    let res = app
+        .http
+        .post(format!("{}/admin/clients/{id}/disable", app.url))
+        .bearer_auth(&officer)
+        .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    refused(&app, &token).await;
+    // Only officers disable clients, and only ids that exist.
+    let (_, regulator) = app.token("regulator").await;
+    let res = app
+        .http
+        .post(format!("{}/admin/clients/{id}/disable", app.url))
+        .bearer_auth(&regulator)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403).await;
+    let res = app
+        .http
+        .post(format!("{}/admin/clients/cg_nosuch/disable", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404).await;
+    let res = app
+        .http
+        .post(format!(
+            "{}/admin/clients/x'%20OR%20'1'='1/disable",
+            app.url
+        ))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404).await;
+}
+
+/// Changes made outside this process (the CLI, another replica, or SQL by hand) reach the
+/// status cache through the `clients` signal, which triggers bump: within a second.
+#[tokio::test]
+async fn a_client_disabled_or_locked_down_by_hand_in_sql_is_refused_within_a_second() {
+    let app = TestApp::spawn().await;
+    let (id, token) = app.token("regulator").await;
+    let (other_id, other) = app.token("regulator").await;
+    let path = "/v1/stores/fake/entities/91350100M000100Y43";
+    assert_eq!(app.data(&token, path).await.status(), 200, "now cached");
+    assert_eq!(app.data(&other, path).await.status(), 200, "now cached");
+    sqlx::query("UPDATE clients SET status = 'disabled' WHERE id = $1")
+        .bind(&id)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO lockdowns (id, client_id, reason, created_by, created_at) \
+         VALUES ('ld_by_hand', $1, 'by hand', 'dba', 0)",
+    )
+    .bind(&other_id)
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let a = app.data(&token, path).await.status();
+        let b = app.data(&other, path).await.status();
+        if a == 401 && b == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "still served after a second: {a} {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     refused(&app, &token).await;
 }
 
