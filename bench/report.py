@@ -8,12 +8,15 @@ for r in rows:
     r["rps"] = w["requests"] / (w["duration_us"] / 1e6)
     r["p50_ms"], r["p99_ms"], r["p999_ms"] = w["p50_us"] / 1e3, w["p99_us"] / 1e3, w["p999_us"] / 1e3
     r["failed"] = w["errors"] + w["non2xx"]
+    # CPU the proxy itself spent per request: steadier than req/s on a shared machine.
+    r["cpu_us_per_req"] = (r["cpu_ticks"] / r["clk_tck"] * 1e6 / w["requests"]) if r["cpu_ticks"] else None
 by = {r["label"]: r for r in rows}
 ngx = by["nginx proxy_pass"]
-print(f"{'':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'RSS MB':>7} {'vs nginx':>9} {'failed':>7}")
+print(f"{'':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'RSS MB':>7} {'CPU us/req':>11} {'vs nginx':>9} {'failed':>7}")
 for r in rows:
     rss = f"{r['rss_kb'] / 1024:.1f}" if r["rss_kb"] else "-"
-    print(f"{r['label']:38} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {rss:>7} {r['rps'] / ngx['rps']:8.2f}x {r['failed']:7d}")
+    cpu = f"{r['cpu_us_per_req']:.1f}" if r["cpu_us_per_req"] else "-"
+    print(f"{r['label']:38} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['p999_ms']:9.2f} {rss:>7} {cpu:>11} {r['rps'] / ngx['rps']:8.2f}x {r['failed']:7d}")
 cg = by["credgate entity (SQLite audit)"]
 noop = by["credgate entity (no-op audit)"]
 big = by["credgate entity at 256 connections"]
@@ -25,6 +28,8 @@ targets = [
     ("no failed requests", all(r["failed"] == 0 for r in rows), str(sum(r["failed"] for r in rows))),
 ]
 print()
+if cg["cpu_us_per_req"] and noop["cpu_us_per_req"]:
+    print(f"  durable audit, CPU per request: {cg['cpu_us_per_req']:.1f} us against {noop['cpu_us_per_req']:.1f} us with the no-op writer; nginx {ngx['cpu_us_per_req'] or 0:.1f} us")
 for name, ok, value in targets:
     print(f"  [{'PASS' if ok else 'MISS'}] {name}: {value}")
 out = {"duration_s": secs, "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},

@@ -53,7 +53,9 @@ pub(super) async fn run(mut w: Writer) {
         let every = w.config.checkpoint_every;
         let every_us = w.config.checkpoint_secs as i64 * 1_000_000;
         let signing = &w.signing;
-        let unchained: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
+        let n = batch.len();
+        let (unchained, acks): (Vec<AuditRecord>, Vec<_>) =
+            batch.into_iter().map(|p| (p.record, p.ack)).unzip();
         let appended = store::append(&w.db, &mut known, |stored| {
             chain_onto(stored, unchained, every, every_us, signing, &key_id)
         })
@@ -61,8 +63,8 @@ pub(super) async fn run(mut w: Writer) {
         match appended {
             Ok(records) => {
                 w.healthy.store(true, Ordering::Relaxed);
-                for (p, r) in batch.into_iter().zip(records) {
-                    let _ = p.ack.send(Ok(Committed {
+                for (ack, r) in acks.into_iter().zip(records) {
+                    let _ = ack.send(Ok(Committed {
                         id: r.id.clone(),
                         seq: r.seq,
                     }));
@@ -70,12 +72,12 @@ pub(super) async fn run(mut w: Writer) {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, records = batch.len(), "audit commit failed; nothing released");
+                tracing::error!(error = %e, records = n, "audit commit failed; nothing released");
                 metrics::counter!("credgate_audit_write_failures_total").increment(1);
                 w.healthy.store(false, Ordering::Relaxed);
                 w.failures.fetch_add(1, Ordering::Relaxed);
-                for p in batch {
-                    let _ = p.ack.send(Err(AuditError::WriteFailed));
+                for ack in acks {
+                    let _ = ack.send(Err(AuditError::WriteFailed));
                 }
             }
         }
