@@ -100,20 +100,7 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
     );
 
     let db = Db::open(&config.storage_url).await.unwrap();
-    let stored: std::collections::HashSet<String> =
-        credgate::audit::store::page_after(&db, 0, 1_000_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-    let missing: Vec<&String> = released.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} released responses have no record, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    crate::helpers::assert_every_release_recorded(&db, &released).await;
     let key = credgate::auth::keyring::Keyring::open(&config.key_dir)
         .unwrap()
         .gateway_keys(&db)

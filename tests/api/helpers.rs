@@ -731,3 +731,26 @@ pub async fn test_postgres_url() -> Option<String> {
         .unwrap();
     Some(format!("{base}/{name}"))
 }
+
+/// Every audit id a client saw released must name a stored record. Returns how many records
+/// the log holds.
+pub async fn assert_every_release_recorded(
+    db: &credgate::storage::Db,
+    released: &[String],
+) -> usize {
+    let stored: std::collections::HashSet<String> =
+        credgate::audit::store::page_after(db, 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+    let missing: Vec<&String> = released.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} released responses have no record, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    stored.len()
+}

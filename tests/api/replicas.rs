@@ -44,6 +44,33 @@ fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
+/// Files an objection as `subject` and returns its id.
+async fn file_objection(app: &TestApp, subject: &str, body: Value) -> String {
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(subject)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let o: Value = res.json().await.unwrap();
+    o["id"].as_str().unwrap().to_string()
+}
+
+async fn accept(app: &TestApp, handler: &str, id: &str) {
+    let res = app
+        .http
+        .post(format!("{}/admin/objections/{id}/transitions", app.url))
+        .bearer_auth(handler)
+        .json(&json!({"to": "accepted", "note": "accepted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 /// A config file for the CLI on the test app's storage and key directory.
 fn cli_config(app: &TestApp) -> String {
     let path = app.dir.path().join("cli-replicas.toml");
@@ -367,18 +394,12 @@ async fn an_objection_filed_on_one_replica_marks_answers_on_the_other_within_a_s
             .is_none()
     );
     let subject = app.subject_token(&uscc, SubjectType::Legal);
-    let res = app
-        .http
-        .post(format!("{}/subject/objections", app.url))
-        .bearer_auth(&subject)
-        .json(
-            &json!({"store": "power", "dataset": "entity", "record_ref": uscc,
-                      "reason": "吊销记录有误"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    file_objection(
+        &app,
+        &subject,
+        json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "吊销记录有误"}),
+    )
+    .await;
     let took = within_a_second("the other replica marks the contested record", || {
         let fut = read(other.url.clone());
         async move {
@@ -408,31 +429,12 @@ async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
     let n = 6;
     let mut ids = Vec::new();
     for i in 0..n {
-        let res = app
-            .http
-            .post(format!("{}/subject/objections", app.url))
-            .bearer_auth(&subject)
-            .json(
-                &json!({"store": "fake", "dataset": "entity", "record_ref": uscc,
-                          "field": format!("field_{i}"), "reason": "有误"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let o: Value = res.json().await.unwrap();
-        ids.push(o["id"].as_str().unwrap().to_string());
+        let body = json!({"store": "fake", "dataset": "entity", "record_ref": uscc,
+                          "field": format!("field_{i}"), "reason": "有误"});
+        ids.push(file_objection(&app, &subject, body).await);
     }
     for id in &ids {
-        let res = app
-            .http
-            .post(format!("{}/admin/objections/{id}/transitions", app.url))
-            .bearer_auth(&handler)
-            .json(&json!({"to": "accepted", "note": "accepted"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        accept(&app, &handler, id).await;
     }
     let started = Instant::now();
     while app.fake.deliveries.load(Ordering::SeqCst) < n && started.elapsed().as_secs() < 10 {
@@ -704,20 +706,7 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
         "the surviving replica kept serving"
     );
 
-    let stored: std::collections::HashSet<String> =
-        credgate::audit::store::page_after(&db, 0, 1_000_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-    let missing: Vec<&String> = released.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} released responses have no record, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    let stored = crate::helpers::assert_every_release_recorded(&db, &released).await;
     let verified: Value = http
         .get(format!("{}/admin/audit/verify", b.url))
         .bearer_auth(&officer)
@@ -731,7 +720,7 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     eprintln!(
         "two replicas on PostgreSQL: {} responses released, {} records, chain ok",
         released.len(),
-        stored.len()
+        stored
     );
 }
 
@@ -756,27 +745,9 @@ async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_
         .to_string();
     let subject = app.subject_token(&uscc, SubjectType::Legal);
     let (_, handler) = app.token("objection_handler").await;
-    let o: Value = app
-        .http
-        .post(format!("{}/subject/objections", app.url))
-        .bearer_auth(&subject)
-        .json(&json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "有误"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = o["id"].as_str().unwrap().to_string();
-    let res = app
-        .http
-        .post(format!("{}/admin/objections/{id}/transitions", app.url))
-        .bearer_auth(&handler)
-        .json(&json!({"to": "accepted", "note": "ok"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let body = json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "有误"});
+    let id = file_objection(&app, &subject, body).await;
+    accept(&app, &handler, &id).await;
     let started = Instant::now();
     while app.fake.deliveries.load(Ordering::SeqCst) == 0 {
         assert!(started.elapsed().as_secs() < 10, "no first attempt");
@@ -821,4 +792,65 @@ async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.fake.tickets.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lockdown_set_on_one_replica_holds_on_the_other_within_a_second_and_lifts_likewise() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let (id, token) = app.token("regulator").await;
+    let (_, officer) = app.token("security_officer").await;
+    let status_on = |url: String| {
+        let (http, token) = (app.http.clone(), token.clone());
+        async move {
+            http.get(format!("{url}/v1/stores/power/lists/red"))
+                .bearer_auth(&token)
+                .header("X-Purpose", "supervision")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status_on(other.url.clone()).await,
+        200,
+        "cached as active there"
+    );
+    let res = app
+        .http
+        .post(format!("{}/admin/lockdown", app.url))
+        .bearer_auth(&officer)
+        .json(&json!({"client_id": id, "reason": "scraping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let lockdown: Value = res.json().await.unwrap();
+    assert_eq!(
+        status_on(app.url.clone()).await,
+        403,
+        "at once where it was set"
+    );
+    within_a_second("the other replica refuses the locked-down client", || {
+        status_on(other.url.clone()).map_status(403)
+    })
+    .await;
+    let res = app
+        .http
+        .delete(format!(
+            "{}/admin/lockdown/{}",
+            other.url,
+            lockdown["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    within_a_second("the first replica serves the client again", || {
+        status_on(app.url.clone()).map_status(200)
+    })
+    .await;
 }
