@@ -7,24 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use credgate::{
-    sample_store::{self, SampleStoreArgs},
-    storage::Db,
-};
+use credgate::{sample_store, storage::Db};
 
-use crate::helpers::{GatewayProcess, STORE_TOKEN, dead_addr};
+use crate::helpers::{GatewayProcess, dead_addr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_record_of_a_released_response() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_addr = listener.local_addr().unwrap();
-    let store = sample_store::router(&SampleStoreArgs {
-        listen: store_addr,
-        seed: 42,
-        entities: 60,
-        token: Some(STORE_TOKEN.into()),
-    });
-    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+    let store_addr = crate::helpers::sample_store_with(60).await;
     let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
     let config = gateway.config.clone();
     let db = Db::open(&config.storage_url).await.unwrap();
@@ -120,15 +109,7 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
 
 #[tokio::test]
 async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_addr = listener.local_addr().unwrap();
-    let store = sample_store::router(&SampleStoreArgs {
-        listen: store_addr,
-        seed: 42,
-        entities: 10,
-        token: Some(STORE_TOKEN.into()),
-    });
-    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+    let store_addr = crate::helpers::sample_store_with(10).await;
     let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
     gateway.start("error", None).await;
     let url = gateway.url.clone();

@@ -45,6 +45,17 @@ pub async fn serve(router: Router) -> SocketAddr {
     addr
 }
 
+/// The sample store (seed 42, `entities` of them) on a loopback port, expecting our credential.
+pub async fn sample_store_with(entities: usize) -> SocketAddr {
+    serve(sample_store::router(&SampleStoreArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        seed: 42,
+        entities,
+        token: Some(STORE_TOKEN.into()),
+    }))
+    .await
+}
+
 /// A store under the tests' control: records what reaches it and misbehaves on request.
 #[derive(Clone, Default)]
 pub struct FakeStore {
@@ -378,13 +389,7 @@ impl TestApp {
         fake: FakeStore,
         tweak: impl FnOnce(&mut Config),
     ) -> TestApp {
-        let sample_store = serve(sample_store::router(&SampleStoreArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            seed: 42,
-            entities: 60,
-            token: Some(STORE_TOKEN.into()),
-        }))
-        .await;
+        let sample_store = sample_store_with(60).await;
         let fake_addr = serve(fake_router(fake.clone())).await;
         credgate::auth::subject::create_demo_provider(
             &dir.path().join("keys/idp.p8"),

@@ -9,15 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use credgate::{
-    domain::SubjectType,
-    sample_store::{self, SampleStoreArgs},
-    storage::Db,
-};
+use credgate::{domain::SubjectType, sample_store, storage::Db};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    GatewayProcess, STORE_TOKEN, TestApp, assert_problem, config_text, dead_addr, test_postgres_url,
+    GatewayProcess, TestApp, assert_problem, config_text, dead_addr, test_postgres_url,
 };
 
 /// Polls `check` until it holds, failing after a second: the promise to operators is that a
@@ -69,6 +65,19 @@ async fn accept(app: &TestApp, handler: &str, id: &str) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// `POST /admin/policies/reload` on `app`, which must succeed.
+async fn reload(app: &TestApp, officer: &str) -> reqwest::Response {
+    let res = app
+        .http
+        .post(format!("{}/admin/policies/reload", app.url))
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res
 }
 
 /// A config file for the CLI on the test app's storage and key directory.
@@ -268,14 +277,7 @@ async fn a_policy_reload_on_one_replica_is_in_force_on_the_other_within_a_second
         ),
     )
     .unwrap();
-    let res = app
-        .http
-        .post(format!("{}/admin/policies/reload", app.url))
-        .bearer_auth(&officer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let res = reload(&app, &officer).await;
     let reloaded: Value = res.json().await.unwrap();
     let digest = reloaded["digest"].as_str().unwrap().to_string();
 
@@ -312,14 +314,7 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
         1,
     );
     std::fs::write(&catalog, &changed).unwrap();
-    let res = app
-        .http
-        .post(format!("{}/admin/policies/reload", app.url))
-        .bearer_auth(&officer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    reload(&app, &officer).await;
 
     let readyz = |url: String| {
         let http = app.http.clone();
@@ -499,15 +494,7 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
         eprintln!("SKIPPED: two gateway processes need PostgreSQL (set CREDGATE_TEST_PG; CI does)");
         return;
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store_addr = listener.local_addr().unwrap();
-    let store = sample_store::router(&SampleStoreArgs {
-        listen: store_addr,
-        seed: 42,
-        entities: 60,
-        token: Some(STORE_TOKEN.into()),
-    });
-    tokio::spawn(async move { axum::serve(listener, store).await.unwrap() });
+    let store_addr = crate::helpers::sample_store_with(60).await;
 
     let mut a = GatewayProcess::prepare(store_addr, dead_addr());
     a.on_storage(&url);
