@@ -75,6 +75,8 @@ pub enum KeyringError {
     Corrupt { kid: String, purpose: &'static str },
     #[error("{0} keys do not rotate")]
     NotRotatable(&'static str),
+    #[error("another rotation took each generation first, three times; run it again")]
+    RotationRaced,
 }
 
 impl From<sqlx::Error> for KeyringError {
@@ -246,9 +248,7 @@ impl Keyring {
                 }
             }
         }
-        Err(KeyringError::Storage(StorageError::Database(
-            sqlx::Error::Protocol("key rotation kept losing races; try again".into()),
-        )))
+        Err(KeyringError::RotationRaced)
     }
 
     /// Inserts one generation unless that generation exists. True when this call stored it.
