@@ -222,3 +222,38 @@ async fn a_replica_with_another_master_key_refuses_to_start() {
     let text = format!("{err:#}");
     assert!(text.contains("does not open with the master key"), "{text}");
 }
+
+#[tokio::test]
+async fn a_wrapped_key_moved_to_another_row_does_not_open() {
+    use credgate::auth::keyring::{Keyring, Purpose};
+    let app = TestApp::spawn().await;
+    let pool = app.state.db.pool();
+    let keyring = Keyring::open(&app.dir.path().join("keys")).unwrap();
+    assert!(
+        keyring
+            .load(&app.state.db, Purpose::Pseudonym)
+            .await
+            .is_ok()
+    );
+    // Someone with write access to the database swaps the pseudonym key for the reports key.
+    let reports: String =
+        sqlx::query_scalar("SELECT wrapped FROM gateway_keys WHERE purpose = 'reports'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE gateway_keys SET wrapped = $1 WHERE purpose = 'pseudonym'")
+        .bind(&reports)
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = keyring
+        .load(&app.state.db, Purpose::Pseudonym)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not open"), "{err}");
+    // And a gateway on that database refuses to start rather than mask with a wrong key.
+    let mut config = app.state.config.as_ref().clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    assert!(credgate::http::App::build(config).await.is_err());
+}
