@@ -353,6 +353,7 @@ pub fn dead_addr() -> SocketAddr {
 
 /// A second in-process gateway on a test app's storage.
 pub struct Sibling {
+    pub state: AppState,
     pub url: String,
 }
 
@@ -380,8 +381,9 @@ impl TestApp {
         tweak(&mut config);
         let app = App::build(config).await.unwrap();
         let url = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
         tokio::spawn(app.run_until(std::future::pending()));
-        Sibling { url }
+        Sibling { state, url }
     }
 
     async fn spawn_in(

@@ -841,3 +841,50 @@ async fn a_lockdown_set_on_one_replica_holds_on_the_other_within_a_second_and_li
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_overdue_objection_is_alerted_once_however_many_replicas_watch() {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
+    let others = [app.sibling().await, app.sibling().await];
+    let uscc = app.sample().entities[3]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let body = json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "有误"});
+    let id = file_objection(&app, &subject, body).await;
+    // Past the acceptance deadline on every replica's clock: all three watchers see it.
+    app.state.clock.advance_days(6);
+    for o in &others {
+        o.state.clock.advance_days(6);
+    }
+    let (_, officer) = app.token("security_officer").await;
+    let overdue = || async {
+        let alerts: Value = app
+            .http
+            .get(format!("{}/admin/alerts", app.url))
+            .bearer_auth(&officer)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        alerts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| {
+                a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(&id)
+            })
+            .count()
+    };
+    let started = Instant::now();
+    while overdue().await == 0 {
+        assert!(started.elapsed().as_secs() < 5, "no overdue alert");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Many more passes of three watchers every 20 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(overdue().await, 1, "one alert, not one per replica");
+}
