@@ -173,17 +173,18 @@ async fn note_divergence(state: &AppState, published: &str) {
     if state.seen.policy_divergence().as_deref() == Some(published) {
         return;
     }
-    state.seen.set_divergence(Some(published.to_string()));
     let detail = format!(
         "replica {} cannot load the policy set {published} that another replica reloaded; it keeps its previous set and reports not ready",
         state.replica
     );
     tracing::error!("{detail}");
+    // The alert first: an officer who sees this replica not ready finds the reason recorded.
     if let Err(e) =
         crate::audit::alerts::insert(&state.db, "policy-divergence", None, &detail, &[]).await
     {
         tracing::warn!(error = %e, "could not record the policy-divergence alert");
     }
+    state.seen.set_divergence(Some(published.to_string()));
 }
 
 /// A short random name for this process, kept in outbox claims and alerts.

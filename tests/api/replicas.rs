@@ -333,6 +333,8 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
             .contains("policy files differ"),
         "{body}"
     );
+    // The alert is recorded before the replica reports not ready; later polls add none.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let alerts: Value = app
         .http
         .get(format!("{}/admin/alerts", app.url))
