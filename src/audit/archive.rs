@@ -37,9 +37,15 @@ pub struct Archived {
 
 /// Where verification starts: the last archived record's seq and hash (0 and genesis if none).
 pub async fn base(db: &Db) -> Result<(i64, String), StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    base_on(&mut conn).await
+}
+
+/// `base`, on a connection the caller holds (the audit writer, inside its locked transaction).
+pub(super) async fn base_on(conn: &mut sqlx::AnyConnection) -> Result<(i64, String), StorageError> {
     let row =
         sqlx::query("SELECT upto_seq, hash FROM audit_archives ORDER BY upto_seq DESC LIMIT 1")
-            .fetch_optional(db.pool())
+            .fetch_optional(&mut *conn)
             .await?;
     Ok(match row {
         Some(r) => (r.try_get("upto_seq")?, r.try_get("hash")?),

@@ -58,15 +58,7 @@ async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError>
         },
         // Everything archived (or nothing written yet): chain onto the archive's last record.
         None => {
-            let archived = sqlx::query(
-                "SELECT upto_seq, hash FROM audit_archives ORDER BY upto_seq DESC LIMIT 1",
-            )
-            .fetch_optional(&mut *conn)
-            .await?;
-            let (seq, hash) = match archived {
-                Some(a) => (a.try_get("upto_seq")?, a.try_get("hash")?),
-                None => (0, super::chain::GENESIS.to_string()),
-            };
+            let (seq, hash) = super::archive::base_on(conn).await?;
             Head {
                 seq,
                 hash,
