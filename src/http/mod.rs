@@ -38,9 +38,20 @@ use crate::{
     storage::Db,
 };
 
-/// Everything a handler needs, built once at start and shared by reference.
+/// Everything a handler needs, built once at start and shared by reference. Every layer and
+/// handler takes a clone per request, so it is one `Arc`: one atomic increment, not one per
+/// field (the profile showed cloning and dropping the fields at about 4% of a request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     pub tokens: Arc<TokenService>,
@@ -119,7 +130,7 @@ impl AppState {
         let limits = limits::RateLimits::new(&config.rate_limits);
         let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
         let report_sealer = Arc::new(crate::workflows::reports::Sealer::new(&keys.reports));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
             db,
             tokens,
@@ -140,7 +151,7 @@ impl AppState {
             client_status: Arc::default(),
             replica: crate::replicas::replica_name(),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
-        })
+        })))
     }
 }
 
