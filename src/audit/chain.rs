@@ -11,9 +11,7 @@ use super::AuditRecord;
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::hex::encode as hex;
 
 /// A JSON array of every field but `prev_hash` and `hash`, in a fixed order. serde_json writes
 /// the same bytes for the same values, and `masked` is a sorted map, so this is canonical.

@@ -327,12 +327,7 @@ impl PolicySet {
                 ));
             }
         }
-        set.digest = digest
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        set.digest = crate::hex::encode(digest.finish().as_ref());
         Ok(set)
     }
 

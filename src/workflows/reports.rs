@@ -28,11 +28,7 @@ pub const CATEGORIES: &[&str] = &["fraud", "false_records", "data_abuse", "safet
 pub use crate::auth::sealer::Sealer;
 
 fn receipt_hash(receipt: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, receipt.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, receipt.as_bytes()).as_ref())
 }
 
 /// received -> investigating -> closed.
@@ -106,7 +102,7 @@ async fn file(
     SystemRandom::new()
         .fill(&mut raw)
         .expect("the OS random source works");
-    let receipt: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let receipt = crate::hex::encode(&raw);
     let sealed = req
         .reporter_contact
         .as_deref()
