@@ -109,6 +109,27 @@ fn placeholders(backend: Backend, rows: usize, cols: usize) -> String {
         .join(", ")
 }
 
+/// The writer's own connection, kept from batch to batch. Taking one from the pool for each
+/// batch cost a liveness ping: one more round trip to SQLite's thread (or to PostgreSQL) per
+/// commit. After a failed batch it is dropped, and the next batch starts on a fresh one.
+pub struct WriterConn {
+    db: Db,
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl WriterConn {
+    pub fn new(db: Db) -> Self {
+        Self { db, conn: None }
+    }
+
+    async fn get(&mut self) -> Result<&mut sqlx::AnyConnection, StorageError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.db.pool().acquire().await?.detach());
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+}
+
 /// The head as this writer last left it, and the `audit_writer` counter its batch set.
 #[derive(Debug, Clone)]
 pub struct KnownHead {
@@ -128,7 +149,24 @@ pub struct KnownHead {
 /// `chain` receives the head and returns the chained records and, when one is due, the
 /// checkpoint; it runs under the lock, so it must be quick (hashing and one signature).
 pub async fn append<F>(
-    db: &Db,
+    writer: &mut WriterConn,
+    known: &mut Option<KnownHead>,
+    chain: F,
+) -> Result<Vec<AuditRecord>, StorageError>
+where
+    F: FnOnce(&Head) -> (Vec<AuditRecord>, Option<Checkpoint>),
+{
+    let backend = writer.db.backend();
+    let result = append_on(writer.get().await?, backend, known, chain).await;
+    if result.is_err() {
+        writer.conn = None;
+    }
+    result
+}
+
+async fn append_on<F>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     known: &mut Option<KnownHead>,
     chain: F,
 ) -> Result<Vec<AuditRecord>, StorageError>
@@ -136,7 +174,7 @@ where
     F: FnOnce(&Head) -> (Vec<AuditRecord>, Option<Checkpoint>),
 {
     let last = known.take();
-    let mut tx = db.pool().begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let batches: i64 =
         sqlx::query("UPDATE audit_writer SET batches = batches + 1 WHERE id = 1 RETURNING batches")
             .fetch_one(&mut *tx)
@@ -147,7 +185,7 @@ where
         _ => read_head(&mut tx).await?,
     };
     let (records, checkpoint) = chain(&head);
-    insert_batch(&mut tx, db.backend(), &records, checkpoint.as_ref()).await?;
+    insert_batch(&mut tx, backend, &records, checkpoint.as_ref()).await?;
     tx.commit().await?;
     let mut next = head;
     if let Some(r) = records.last() {

@@ -34,6 +34,7 @@ pub(super) struct Writer {
 pub(super) async fn run(mut w: Writer) {
     let wait = Duration::from_micros(w.config.batch_wait_us);
     let mut known = None;
+    let mut conn = store::WriterConn::new(w.db.clone());
     while let Some(first) = w.rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + wait;
@@ -56,7 +57,7 @@ pub(super) async fn run(mut w: Writer) {
         let n = batch.len();
         let (unchained, acks): (Vec<AuditRecord>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.ack)).unzip();
-        let appended = store::append(&w.db, &mut known, |stored| {
+        let appended = store::append(&mut conn, &mut known, |stored| {
             chain_onto(stored, unchained, every, every_us, signing, &key_id)
         })
         .await;
