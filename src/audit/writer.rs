@@ -1,9 +1,9 @@
 //! The one writer: drains what is queued (up to `batch_max`, or what arrives within
-//! `batch_wait_us` of the first), chains the hashes in order, inserts the batch in one
-//! transaction, commits, then acknowledges every sender. One fsync serves the whole batch.
-//! A failed commit acknowledges every sender with an error. The head is read from storage under
-//! a lock in each batch's transaction, so writers on several replicas share one chain and the
-//! next batch always chains onto what is really stored.
+//! `batch_wait_us` of the first), chains the hashes in order, inserts the batch as one
+//! statement, then acknowledges every sender. One fsync serves the whole batch.
+//! A failed commit acknowledges every sender with an error. A batch that another replica's
+//! writer beat to the head is chained again onto the real head (see `store::append`), so the
+//! writers of every replica share one chain.
 
 use std::{
     sync::{
@@ -55,14 +55,14 @@ pub(super) async fn run(mut w: Writer) {
         let every_us = w.config.checkpoint_secs as i64 * 1_000_000;
         let signing = &w.signing;
         let n = batch.len();
-        let (unchained, acks): (Vec<AuditRecord>, Vec<_>) =
+        let (mut records, acks): (Vec<AuditRecord>, Vec<_>) =
             batch.into_iter().map(|p| (p.record, p.ack)).unzip();
-        let appended = store::append(&mut conn, &mut known, |stored| {
-            chain_onto(stored, unchained, every, every_us, signing, &key_id)
+        let appended = store::append(&mut conn, &mut known, &mut records, |stored, records| {
+            chain_onto(stored, records, every, every_us, signing, &key_id)
         })
         .await;
         match appended {
-            Ok(records) => {
+            Ok(()) => {
                 w.healthy.store(true, Ordering::Relaxed);
                 for (ack, r) in acks.into_iter().zip(records) {
                     let _ = ack.send(Ok(Committed {
@@ -89,15 +89,15 @@ pub(super) async fn run(mut w: Writer) {
 /// or `every_us` have passed since the last one, whichever replica made it.
 fn chain_onto(
     stored: &store::Head,
-    mut records: Vec<AuditRecord>,
+    records: &mut [AuditRecord],
     every: i64,
     every_us: i64,
     signing: &Ed25519KeyPair,
     key_id: &str,
-) -> (Vec<AuditRecord>, Option<store::Checkpoint>) {
+) -> Option<store::Checkpoint> {
     let mut seq = stored.seq;
     let mut hash = stored.hash.clone();
-    for r in &mut records {
+    for r in records.iter_mut() {
         seq += 1;
         r.seq = seq;
         r.prev_hash = std::mem::take(&mut hash);
@@ -106,12 +106,11 @@ fn chain_onto(
     }
     let now = now_micros();
     let due = seq - stored.checkpoint_seq >= every || now - stored.checkpoint_time_us >= every_us;
-    let checkpoint = due.then(|| store::Checkpoint {
+    due.then(|| store::Checkpoint {
         seq,
         time_us: now,
         signature: chain::sign_checkpoint(signing, seq, &hash, now),
         hash,
         key_id: key_id.to_string(),
-    });
-    (records, checkpoint)
+    })
 }

@@ -199,6 +199,44 @@ async fn the_chain_verifies_and_the_table_refuses_update_and_delete() {
     assert!(pool.execute("DELETE FROM audit_checkpoints").await.is_err());
 }
 
+/// Writers of several replicas share no lock: a batch chained onto a stale head must be refused
+/// by the database itself, or two replicas could fork the chain.
+#[tokio::test]
+async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..3 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let copy_of_head = |seq: &str, prev_hash: &str| {
+        format!(
+            "INSERT INTO audit_log SELECT {seq}, 'au_copy', time_us, request_id, kind, client_id, org, \
+             role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, \
+             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash \
+             FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"
+        )
+    };
+    let pool = app.state.db.pool();
+    // The next seq, chained onto the record before the head: what a stale writer would send.
+    let stale = pool
+        .execute(copy_of_head("seq + 1", "prev_hash").as_str())
+        .await;
+    let e = stale
+        .expect_err("a record that skips the head is refused")
+        .to_string();
+    assert!(e.contains("does not link to the head"), "{e}");
+    // A seq already taken is refused too (the primary key).
+    assert!(
+        pool.execute(copy_of_head("seq", "hash").as_str())
+            .await
+            .is_err()
+    );
+    // The same row linked to the head is accepted: the check refuses forks, not appends.
+    pool.execute(copy_of_head("seq + 1", "hash").as_str())
+        .await
+        .expect("a record that links to the head is stored");
+}
+
 /// An attacker with database access drops the triggers first; verification still catches them.
 async fn tampered(tamper: &str) -> verify::Report {
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
@@ -826,6 +864,7 @@ async fn drop_guards(db: &credgate::storage::Db) {
             "DROP TRIGGER audit_log_no_delete",
             "DROP TRIGGER audit_checkpoints_no_update",
             "DROP TRIGGER audit_checkpoints_no_delete",
+            "DROP TRIGGER audit_log_links",
         ],
         credgate::storage::Backend::Postgres => &[
             "ALTER TABLE audit_log DISABLE TRIGGER USER",
