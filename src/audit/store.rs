@@ -311,7 +311,7 @@ async fn write(
     let insert = match backend {
         Backend::Sqlite => {
             sql = sqlite_insert(records.len());
-            bind_rows(sqlx::query(&sql), records)
+            bind_rows(sqlx::query(&sql).persistent(false), records)
         }
         Backend::Postgres => {
             let rows: Vec<StoredRow> = records.iter().map(StoredRow::from).collect();
