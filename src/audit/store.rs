@@ -255,8 +255,8 @@ fn postgres_insert() -> &'static str {
 /// The batch's INSERT on SQLite: one multi-row VALUES of exactly the batch's size, with
 /// positional `?` (named `$N` makes SQLite look each one up by name, quadratic here). The JSON
 /// form above is slower on SQLite: it turns each row back into text to read its fields
-/// (measured: 73 -> 89 us a request). Each size is one cached statement; batches under steady
-/// load keep to a few sizes.
+/// (measured: 73 -> 89 us a request). It is prepared per batch, not cached: one cached
+/// statement per batch size cost up to 90 MB of peak RSS at 256 connections.
 fn sqlite_insert(rows: usize) -> String {
     let row = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
     format!(
