@@ -1,9 +1,3 @@
-/// glibc's malloc was a fifth of the gateway's CPU under load: requests are built on the tokio
-/// workers and their audit records freed on SQLite's thread, so arenas lock and consolidate.
-/// mimalloc frees across threads without that (measured in the commit that added it).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
