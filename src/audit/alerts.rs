@@ -120,42 +120,88 @@ pub async fn insert(
     Ok(())
 }
 
-/// One committed request of a client: time, audit id, denied?, subjects touched.
-type Event = (i64, String, bool, Vec<String>);
+/// The ids an alert cites: the most recent ones of the window.
+const CITED: usize = 50;
 
+/// Distinct subjects tracked per client at most. An alert threshold above it never fires; the
+/// cap keeps a client that touches millions of subjects from growing the analyzer without end.
+const MAX_TRACKED_SUBJECTS: usize = 100_000;
+
+/// What the analyzer keeps of one client's window: counts and the few ids an alert cites,
+/// never one entry per request. (It kept every request of the window, ten minutes by default:
+/// at 20k req/s that grew by about 3 MB a second.)
 #[derive(Default)]
 struct ClientWindow {
-    events: VecDeque<Event>,
-    /// Kept in step with `events`, so each record costs O(its own subjects), not O(window).
-    subject_counts: HashMap<String, u32>,
-    denials: usize,
+    /// When each subject was last touched. Holds at most the alert threshold (capped): past it,
+    /// the rule only needs to know "at least that many".
+    subjects: HashMap<String, i64>,
+    subjects_pruned_at: i64,
+    /// Denials per second of the window, oldest first, and their sum.
+    denials: VecDeque<(i64, usize)>,
+    denial_total: usize,
+    /// The latest ids, for citing: any request, requests that touched subjects, denials.
+    recent: VecDeque<(i64, String)>,
+    recent_with_subjects: VecDeque<(i64, String)>,
+    recent_denied: VecDeque<(i64, String)>,
     minute: i64,
     minute_count: u32,
     baseline: f64,
     fired: HashMap<&'static str, i64>,
 }
 
-impl ClientWindow {
-    fn push(&mut self, e: Event) {
-        for s in &e.3 {
-            *self.subject_counts.entry(s.clone()).or_default() += 1;
-        }
-        self.denials += e.2 as usize;
-        self.events.push_back(e);
+fn remember(q: &mut VecDeque<(i64, String)>, now: i64, id: &str) {
+    if q.len() == CITED {
+        q.pop_front();
     }
+    q.push_back((now, id.to_string()));
+}
 
-    fn expire(&mut self, before: i64) {
-        while self.events.front().is_some_and(|e| e.0 < before) {
-            let e = self.events.pop_front().expect("checked");
-            self.denials -= e.2 as usize;
-            for s in &e.3 {
-                if let Some(n) = self.subject_counts.get_mut(s) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.subject_counts.remove(s);
-                    }
-                }
+/// The cited ids still inside the window, newest first.
+fn cite(q: &VecDeque<(i64, String)>, since: i64) -> Vec<String> {
+    q.iter()
+        .rev()
+        .take_while(|(t, _)| *t >= since)
+        .map(|(_, id)| id.clone())
+        .collect()
+}
+
+impl ClientWindow {
+    fn push(&mut self, r: &AuditRecord, denied: bool, since: i64, subject_cap: usize) {
+        let now = r.time_us;
+        remember(&mut self.recent, now, &r.id);
+        if !r.subjects.is_empty() {
+            remember(&mut self.recent_with_subjects, now, &r.id);
+        }
+        if denied {
+            remember(&mut self.recent_denied, now, &r.id);
+            let second = now.div_euclid(1_000_000);
+            match self.denials.back_mut() {
+                Some((s, n)) if *s == second => *n += 1,
+                _ => self.denials.push_back((second, 1)),
             }
+            self.denial_total += 1;
+        }
+        // A second's bucket leaves once all of it is older than the window.
+        while let Some(&(s, n)) = self.denials.front() {
+            if (s + 1) * 1_000_000 > since {
+                break;
+            }
+            self.denials.pop_front();
+            self.denial_total -= n;
+        }
+        for s in &r.subjects {
+            if let Some(t) = self.subjects.get_mut(s) {
+                *t = now;
+            } else if self.subjects.len() < subject_cap {
+                self.subjects.insert(s.clone(), now);
+            }
+        }
+        // Forget subjects last touched before the window, at most once a second: a full map
+        // already says "at least the threshold", and pruning it on every request would cost
+        // each request a pass over it.
+        if now - self.subjects_pruned_at >= 1_000_000 {
+            self.subjects.retain(|_, t| *t >= since);
+            self.subjects_pruned_at = now;
         }
     }
 }
@@ -205,8 +251,9 @@ async fn judge(
     let w = clients.entry(client.clone()).or_default();
     let now = r.time_us;
     let window = c.window_secs * 1_000_000;
-    w.push((now, r.id.clone(), r.decision == "deny", r.subjects.clone()));
-    w.expire(now - window);
+    let since = now - window;
+    let subject_cap = c.scrape_subjects.clamp(1, MAX_TRACKED_SUBJECTS);
+    w.push(r, r.decision == "deny", since, subject_cap);
     let minute = now / 60_000_000;
     if minute != w.minute {
         // Exponentially weighted baseline of the client's own per-minute rate.
@@ -221,15 +268,6 @@ async fn judge(
     w.minute_count += 1;
 
     let mut fire: Vec<(&'static str, String, Vec<String>)> = Vec::new();
-    let recent_ids = |w: &ClientWindow, pred: &dyn Fn(&Event) -> bool| -> Vec<String> {
-        w.events
-            .iter()
-            .rev()
-            .filter(|e| pred(e))
-            .take(50)
-            .map(|e| e.1.clone())
-            .collect()
-    };
     if w.minute_count >= c.rate_min && w.minute_count as f64 >= c.rate_factor * w.baseline.max(1.0)
     {
         fire.push((
@@ -238,23 +276,23 @@ async fn judge(
                 "{} requests this minute against a baseline of {:.1}",
                 w.minute_count, w.baseline
             ),
-            recent_ids(w, &|_| true),
+            cite(&w.recent, since),
         ));
     }
-    let distinct = w.subject_counts.len();
+    let distinct = w.subjects.len();
     if distinct >= c.scrape_subjects {
         fire.push((
             "many-subjects",
             format!("{distinct} distinct subjects within {} s", c.window_secs),
-            recent_ids(w, &|e| !e.3.is_empty()),
+            cite(&w.recent_with_subjects, since),
         ));
     }
-    let denials = w.denials;
+    let denials = w.denial_total;
     if denials >= c.denials {
         fire.push((
             "repeated-denials",
             format!("{denials} denials within {} s", c.window_secs),
-            recent_ids(w, &|e| e.2),
+            cite(&w.recent_denied, since),
         ));
     }
     let t4 = r.decision == "allow"
@@ -362,4 +400,50 @@ pub async fn ack(
         return Err(Error::NotFound("no open alert with that id".into()));
     }
     Ok(Json(json!({"id": id, "status": "acknowledged"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    fn record(n: i64, subjects: &[&str]) -> AuditRecord {
+        AuditRecord {
+            id: format!("au_{n}"),
+            time_us: n * S,
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn denials_and_subjects_leave_the_window_and_memory_stays_bounded() {
+        let window = 10 * S;
+        let mut w = ClientWindow::default();
+        // Ten seconds of traffic, one request a second, each denied, each a new subject.
+        for n in 1..=10 {
+            let subject = format!("s{n}");
+            w.push(&record(n, &[&subject]), true, n * S - window, 1000);
+        }
+        assert_eq!(w.denial_total, 10);
+        assert_eq!(w.subjects.len(), 10);
+        // Twenty seconds later, one allowed request with no subject: the window is empty.
+        w.push(&record(30, &[]), false, 30 * S - window, 1000);
+        assert_eq!(w.denial_total, 0);
+        assert!(w.subjects.is_empty());
+        assert!(cite(&w.recent_denied, 30 * S - window).is_empty());
+        assert_eq!(cite(&w.recent, 30 * S - window), vec!["au_30"]);
+
+        // A client touching far more subjects than the threshold: the map holds the cap, the
+        // cited ids stay at fifty, and the count still reaches the threshold.
+        let mut w = ClientWindow::default();
+        for n in 0..5000 {
+            let subject = format!("s{n}");
+            w.push(&record(100, &[&subject]), false, 100 * S - window, 200);
+        }
+        assert_eq!(w.subjects.len(), 200);
+        assert_eq!(w.recent_with_subjects.len(), CITED);
+        assert_eq!(cite(&w.recent, 0).len(), CITED);
+    }
 }
