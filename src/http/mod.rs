@@ -231,6 +231,7 @@ impl App {
         crate::audit::alerts::spawn(state.clone(), state.config.alerts.clone());
         crate::workflows::outbox::spawn(state.clone());
         crate::replicas::spawn(state.clone());
+        metrics::spawn_upkeep();
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;
