@@ -33,7 +33,8 @@ pub struct AlertConfig {
     /// ...and at least this many.
     #[serde(default = "d_rate_min")]
     pub rate_min: u32,
-    /// Distinct subjects one client touches within `window_secs`.
+    /// Distinct subjects one client touches within `window_secs`. At most 100000 are tracked
+    /// per client, so a threshold above that never fires.
     #[serde(default = "d_scrape")]
     pub scrape_subjects: usize,
     /// Denials of one client within `window_secs`.
