@@ -157,11 +157,12 @@ fn remember(q: &mut VecDeque<(i64, String)>, now: i64, id: &str) {
     q.push_back((now, id.to_string()));
 }
 
-/// The cited ids still inside the window, newest first.
+/// The cited ids still inside the window, newest first. Filtered, not cut at the first old
+/// one: records arrive in commit order, and a slow request's record carries an earlier time.
 fn cite(q: &VecDeque<(i64, String)>, since: i64) -> Vec<String> {
     q.iter()
         .rev()
-        .take_while(|(t, _)| *t >= since)
+        .filter(|(t, _)| *t >= since)
         .map(|(_, id)| id.clone())
         .collect()
 }
