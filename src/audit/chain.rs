@@ -57,6 +57,19 @@ pub fn hash(prev_hash: &str, r: &AuditRecord) -> String {
     hex(ctx.finish().as_ref())
 }
 
+/// Chains `records`, in order, onto the record `seq` whose hash is `hash`: sets each one's
+/// `seq`, `prev_hash` and `hash`. Returns the new head's seq and hash.
+pub fn link(mut seq: i64, mut hash: String, records: &mut [AuditRecord]) -> (i64, String) {
+    for r in records.iter_mut() {
+        seq += 1;
+        r.seq = seq;
+        r.prev_hash = std::mem::take(&mut hash);
+        r.hash = self::hash(&r.prev_hash, r);
+        hash = r.hash.clone();
+    }
+    (seq, hash)
+}
+
 fn checkpoint_message(seq: i64, hash: &str, time_us: i64) -> Vec<u8> {
     format!("credgate-audit-checkpoint\n{seq}\n{hash}\n{time_us}").into_bytes()
 }

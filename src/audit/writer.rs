@@ -95,15 +95,7 @@ fn chain_onto(
     signing: &Ed25519KeyPair,
     key_id: &str,
 ) -> Option<store::Checkpoint> {
-    let mut seq = stored.seq;
-    let mut hash = stored.hash.clone();
-    for r in records.iter_mut() {
-        seq += 1;
-        r.seq = seq;
-        r.prev_hash = std::mem::take(&mut hash);
-        r.hash = chain::hash(&r.prev_hash, r);
-        hash = r.hash.clone();
-    }
+    let (seq, hash) = chain::link(stored.seq, stored.hash.clone(), records);
     let now = now_micros();
     let due = seq - stored.checkpoint_seq >= every || now - stored.checkpoint_time_us >= every_us;
     due.then(|| store::Checkpoint {

@@ -269,14 +269,7 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
             })
             .collect();
         store::append(&mut writer, &mut known, &mut records, |head, records| {
-            let (mut seq, mut hash) = (head.seq, head.hash.clone());
-            for r in records.iter_mut() {
-                seq += 1;
-                r.seq = seq;
-                r.prev_hash = std::mem::take(&mut hash);
-                r.hash = chain::hash(&r.prev_hash, r);
-                hash = r.hash.clone();
-            }
+            chain::link(head.seq, head.hash.clone(), records);
             None
         })
         .await
@@ -297,11 +290,10 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
         .unwrap();
         assert_eq!(indexed, size as i64, "batch {b} of {size}: subject index");
     }
-    let last: String =
-        sqlx::query_scalar("SELECT path FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let last: String = sqlx::query_scalar("SELECT path FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert_eq!(last, "/v1/stores/power/entities/0");
 }
 
