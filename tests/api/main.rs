@@ -13,6 +13,7 @@ mod consent;
 mod crash;
 mod demo;
 mod health;
+mod hostile;
 mod oauth;
 mod objections;
 mod policy;

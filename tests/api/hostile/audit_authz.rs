@@ -1,0 +1,1 @@
+//! Hostile-input tests: see mod.rs.
