@@ -412,8 +412,14 @@ impl Config {
             ));
         }
         for (k, v) in [
-            ("limits.header_read_timeout_ms", self.limits.header_read_timeout_ms),
-            ("limits.body_read_timeout_ms", self.limits.body_read_timeout_ms),
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                self.limits.body_read_timeout_ms,
+            ),
             ("limits.idle_timeout_ms", self.limits.idle_timeout_ms),
         ] {
             if v == 0 || v > 600_000 {

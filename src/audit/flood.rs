@@ -84,10 +84,7 @@ impl Flood {
             }
             None if full => true,
             None => {
-                windows.insert(
-                    key,
-                    Window::new(now_us, path),
-                );
+                windows.insert(key, Window::new(now_us, path));
                 true
             }
         }
@@ -156,7 +153,11 @@ mod tests {
         assert!(f.admit("10.0.0.2", "public-data", "/public/stores/p/x", 5));
         assert!(f.close(59_000_000, false).is_empty());
         let due = f.close(60_000_000, false);
-        assert_eq!(due.len(), 1, "windows with nothing suppressed need no summary");
+        assert_eq!(
+            due.len(),
+            1,
+            "windows with nothing suppressed need no summary"
+        );
         let s = &due[0];
         assert_eq!(s.kind, SUMMARY_KIND);
         assert_eq!(s.client_addr, "10.0.0.1");

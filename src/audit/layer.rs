@@ -78,7 +78,10 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let mut res = next.run(req).await;
     if res.status() == http::StatusCode::TOO_MANY_REQUESTS
         && let Some(door) = door
-        && !state.limits.flood.admit(&client_addr, door.as_str(), &path, time_us)
+        && !state
+            .limits
+            .flood
+            .admit(&client_addr, door.as_str(), &path, time_us)
     {
         return res;
     }

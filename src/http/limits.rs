@@ -180,7 +180,13 @@ impl RateLimits {
         .map(|(door, per_minute)| {
             let per_minute = per_minute.max(1);
             let limiter = keyed(per_minute);
-            (door, Bucket { limiter, per_minute })
+            (
+                door,
+                Bucket {
+                    limiter,
+                    per_minute,
+                },
+            )
         })
         .collect();
         let limits = Self {
@@ -192,7 +198,10 @@ impl RateLimits {
             ))),
         };
         // Forget idle keys now and then, so the tables stay small.
-        let weak = (Arc::downgrade(&limits.clients), Arc::downgrade(&limits.doors));
+        let weak = (
+            Arc::downgrade(&limits.clients),
+            Arc::downgrade(&limits.doors),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
@@ -219,7 +228,11 @@ impl RateLimits {
     }
 
     /// Takes one request from `door`'s bucket for `ip`: the headers to add, or the 429.
-    fn check_door(&self, door: Door, ip: IpAddr) -> Result<[(&'static str, HeaderValue); 2], Error> {
+    fn check_door(
+        &self,
+        door: Door,
+        ip: IpAddr,
+    ) -> Result<[(&'static str, HeaderValue); 2], Error> {
         let bucket = &self.doors[&door];
         let q = bucket.per_minute;
         let policy = HeaderValue::from_str(&format!("\"{}\";q={q};w=60", door.as_str()))
@@ -379,11 +392,13 @@ mod tests {
     use super::*;
 
     fn guard(failures: u32, lock_secs: u64) -> LoginGuard {
-        let mut c = RateLimitConfig::default();
-        c.token_failures_before_lock = failures;
-        c.token_lock_secs = lock_secs;
-        c.token_hash_concurrency = 1;
-        c.token_hash_wait_ms = 10;
+        let c = RateLimitConfig {
+            token_failures_before_lock: failures,
+            token_lock_secs: lock_secs,
+            token_hash_concurrency: 1,
+            token_hash_wait_ms: 10,
+            ..RateLimitConfig::default()
+        };
         LoginGuard::new(&c)
     }
 

@@ -277,7 +277,11 @@ async fn append_rate_limit_summaries(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for record in state.limits.flood.close(crate::storage::now_micros(), false) {
+        for record in state
+            .limits
+            .flood
+            .close(crate::storage::now_micros(), false)
+        {
             if let Err(e) = state.audit.append(record).await {
                 tracing::error!(error = %e, "a 429 summary could not be recorded");
             }

@@ -63,10 +63,7 @@ fn db_err(e: sqlx::Error) -> Error {
 }
 
 /// The body is parsed by hand so that no parser message can echo what the reporter sent.
-async fn file(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Response, Error> {
+async fn file(State(state): State<AppState>, body: Bytes) -> Result<Response, Error> {
     let req: Filing = serde_json::from_slice(&body).map_err(|_| {
         Error::BadRequest(
             "send JSON with about, category, description and optionally reporter_contact".into(),

@@ -82,7 +82,11 @@ async fn a_token_flood_keeps_peak_memory_bounded_and_a_valid_client_still_gets_a
             break res.status();
         }
         busy += 1;
-        let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(wait)).await;
     };
     let latency = started.elapsed();
@@ -154,12 +158,19 @@ async fn failed_logins_lock_the_client_id_and_not_the_others() {
     // Locked: even the right secret is refused, without hashing, for a while.
     let res = app.token_for(&id, &secret).await;
     assert_eq!(res.status(), 401);
-    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(wait > 200 && wait <= 301, "{wait}");
     let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-    assert_eq!(app.record(&audit_id).await.rule.as_deref(), Some("client-locked"));
+    assert_eq!(
+        app.record(&audit_id).await.rule.as_deref(),
+        Some("client-locked")
+    );
     // An unknown id is counted and locked the same way: the lock says nothing of existence.
     for _ in 0..3 {
         app.token_for("cg_nobody", "wrong").await;
@@ -215,9 +226,18 @@ async fn a_client_trickling_its_header_is_cut_off_within_the_timeout() {
         }
     }
     assert!(closed, "still open after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     // Normal requests still work.
-    let res = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -240,7 +260,8 @@ async fn a_trickled_body_is_refused_within_the_body_timeout() {
     s.write_all(b"POST /public/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
     let started = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     // One byte every 100 ms: each arrives well within any per-read timeout.
@@ -260,7 +281,11 @@ async fn a_trickled_body_is_refused_within_the_body_timeout() {
     }
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 4"), "{text}");
-    assert!(started.elapsed() < Duration::from_millis(2000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,7 +304,12 @@ async fn connections_above_the_cap_are_closed_at_once() {
     drop(conns);
     // Once they are gone, service resumes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let res = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -321,7 +351,10 @@ async fn receipt_lookups_have_their_own_limit_and_doors_say_their_quota() {
     assert_eq!(codes, [404, 404, 429]);
     assert!(last.unwrap().headers().contains_key("retry-after"));
     let res = public_get(&app).await;
-    assert_eq!(res.headers()["ratelimit-policy"], "\"public-data\";q=120;w=60");
+    assert_eq!(
+        res.headers()["ratelimit-policy"],
+        "\"public-data\";q=120;w=60"
+    );
     let state = res.headers()["ratelimit"].to_str().unwrap();
     assert!(state.starts_with("\"public-data\";r=119;t="), "{state}");
 }
@@ -341,7 +374,10 @@ async fn a_429_flood_is_one_record_and_one_summary_not_fifty() {
             with_audit_id += 1;
         }
     }
-    assert_eq!(with_audit_id, 1, "only the first 429 of the window is recorded alone");
+    assert_eq!(
+        with_audit_id, 1,
+        "only the first 429 of the window is recorded alone"
+    );
     // A refusal that is not a 429 (another door) is still recorded one by one.
     let res = app
         .http
@@ -393,7 +429,10 @@ async fn a_correctly_signed_token_living_longer_than_the_gateway_issues_is_refus
     let key = app.signing_key().await;
     let ttl = app.state.config.auth.token_ttl_secs;
     let ok = forged(&key, &id, ttl);
-    assert_eq!(app.data(&ok, "/v1/stores/power/lists/red").await.status(), 200);
+    assert_eq!(
+        app.data(&ok, "/v1/stores/power/lists/red").await.status(),
+        200
+    );
     let year = forged(&key, &id, 365 * 86_400);
     let res = app.data(&year, "/v1/stores/power/lists/red").await;
     crate::helpers::assert_problem(res, 401).await;
@@ -405,7 +444,12 @@ async fn a_cached_token_dies_with_its_retired_key() {
     let app = TestApp::spawn().await;
     let (_, token) = app.token("regulator").await;
     // Used once: verified and cached.
-    assert_eq!(app.data(&token, "/v1/stores/power/lists/red").await.status(), 200);
+    assert_eq!(
+        app.data(&token, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        200
+    );
     let new = app
         .state
         .keyring
@@ -425,7 +469,12 @@ async fn a_cached_token_dies_with_its_retired_key() {
     let res = app.data(&token, "/v1/stores/power/lists/red").await;
     crate::helpers::assert_problem(res, 401).await;
     let (_, fresh) = app.token("regulator").await;
-    assert_eq!(app.data(&fresh, "/v1/stores/power/lists/red").await.status(), 200);
+    assert_eq!(
+        app.data(&fresh, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        200
+    );
 }
 
 #[cfg(unix)]
@@ -456,19 +505,45 @@ async fn the_sqlite_database_and_its_wal_and_shm_are_private() {
 fn the_cli_creates_its_database_and_archive_directory_private() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "storage_url = \"sqlite://cli.db\"\nkey_dir = \"keys\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "storage_url = \"sqlite://cli.db\"\nkey_dir = \"keys\"\n",
+    )
+    .unwrap();
     let cfg = cfg.display().to_string();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["client", "add", "--name", "B", "--org", "b", "--role", "regulator", "--config", &cfg]);
+    run(&[
+        "client",
+        "add",
+        "--name",
+        "B",
+        "--org",
+        "b",
+        "--role",
+        "regulator",
+        "--config",
+        &cfg,
+    ]);
     assert_eq!(mode(&dir.path().join("cli.db")), 0o600);
     let out = dir.path().join("archives");
-    run(&["audit", "archive", "--out", &out.display().to_string(), "--config", &cfg]);
+    run(&[
+        "audit",
+        "archive",
+        "--out",
+        &out.display().to_string(),
+        "--config",
+        &cfg,
+    ]);
     assert_eq!(mode(&out), 0o700);
 }
 
@@ -497,10 +572,7 @@ async fn answers_with_personal_or_audit_data_are_not_cached() {
     let app = TestApp::spawn().await;
     let (_, token) = app.token("regulator").await;
     let officer = app.token("security_officer").await.1;
-    let subject = app.subject_token(
-        "91350100M000100Y43",
-        credgate::domain::SubjectType::Legal,
-    );
+    let subject = app.subject_token("91350100M000100Y43", credgate::domain::SubjectType::Legal);
     let bearer = |t: &str| format!("Bearer {t}");
     let checks = [
         ("/v1/stores/power/lists/red", bearer(&token)),
@@ -519,7 +591,9 @@ async fn answers_with_personal_or_audit_data_are_not_cached() {
         }
         let res = req.send().await.unwrap();
         assert_eq!(
-            res.headers().get("cache-control").map(|v| v.to_str().unwrap()),
+            res.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
             Some("no-store"),
             "{path}: {}",
             res.status()
@@ -556,7 +630,11 @@ async fn metrics_do_not_timestamp_a_whistleblower_report() {
     assert_eq!(res.status(), 201);
     let receipt: Value = res.json().await.unwrap();
     app.http
-        .get(format!("{}/public/reports/{}", app.url, receipt["receipt"].as_str().unwrap()))
+        .get(format!(
+            "{}/public/reports/{}",
+            app.url,
+            receipt["receipt"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
