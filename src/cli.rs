@@ -296,6 +296,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::Archive { out, config }) => {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
+            private_dir(&out)?;
             match crate::audit::archive::archive(
                 &db,
                 config.audit.retention_days,
@@ -304,7 +305,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
             {
-                Some(a) => println!("{}", serde_json::to_string_pretty(&a)?),
+                Some(a) => {
+                    // The process umask (see main) already made it 0600; say so explicitly.
+                    private_file(std::path::Path::new(&a.file))?;
+                    println!("{}", serde_json::to_string_pretty(&a)?)
+                }
                 None => println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
                     config.audit.retention_days
@@ -491,4 +496,25 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Archives hold the whole audit log: their directory is the owner's only (0700).
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (0600)", path.display()))?;
+    }
+    Ok(())
 }

@@ -103,14 +103,57 @@ pub struct LimitsConfig {
     /// Cap on any request body the gateway itself reads (token form, JSON bodies).
     #[serde(default = "default_max_body")]
     pub max_request_bytes: usize,
+    /// A request's head must arrive within this, counted from the connection's start or the
+    /// end of the previous response (so it is also the keep-alive idle limit between requests).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must have arrived this long after its head.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// A connection on which no byte moves either way while no request is being handled (a
+    /// client that stops reading its answer, say) is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; those above are closed as soon as they are accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl LimitsConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_request_bytes: default_max_body(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            body_read_timeout_ms: default_body_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_body_read_timeout() -> u64 {
+    30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +410,24 @@ impl Config {
                 "audit",
                 "batch_max and checkpoint_every must be positive",
             ));
+        }
+        for (k, v) in [
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                self.limits.body_read_timeout_ms,
+            ),
+            ("limits.idle_timeout_ms", self.limits.idle_timeout_ms),
+        ] {
+            if v == 0 || v > 600_000 {
+                return Err(invalid(k, "must be between 1 and 600000 ms"));
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be positive"));
         }
         if self.auth.leeway_secs > 300 {
             return Err(invalid("auth.leeway_secs", "must be at most 300 seconds"));

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    private_umask();
     let cli = credgate::cli::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -19,5 +20,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Everything this process creates (the SQLite database and its WAL and SHM, archives, key
+/// files) holds client hashes, the audit log or report texts: owner-only, whatever the shell's
+/// umask. The code that creates those files also sets 0600 itself; this covers what it misses.
+fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail, and no other
+    // thread is running yet to race on it.
+    unsafe {
+        libc::umask(0o077);
     }
 }

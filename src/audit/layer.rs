@@ -47,6 +47,8 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let Some(kind) = kind_of(req.uri().path()) else {
         return next.run(req).await;
     };
+    // Anonymous doors' 429 floods are summarised, not recorded one by one (see `flood`).
+    let door = crate::http::limits::Door::of(req.method(), req.uri().path());
     let started = Instant::now();
     let time_us = now_micros();
     let slot = AuditSlot::default();
@@ -74,6 +76,15 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     };
 
     let mut res = next.run(req).await;
+    if res.status() == http::StatusCode::TOO_MANY_REQUESTS
+        && let Some(door) = door
+        && !state
+            .limits
+            .flood
+            .admit(&client_addr, door.as_str(), &path, time_us)
+    {
+        return res;
+    }
 
     let info = slot.take();
     let status = res.status();

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod archive;
 pub mod chain;
 pub mod export;
+pub mod flood;
 pub mod layer;
 pub mod store;
 pub mod verify;

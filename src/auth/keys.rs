@@ -239,7 +239,11 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], KeyError> {
         if mode & 0o077 != 0 {
             return Err(file_err(
                 path,
-                "readable by group or others; run `chmod 600` on it",
+                format!(
+                    "readable by group or others (mode {:o}); run `chmod 600 {}` and start again",
+                    mode & 0o777,
+                    path.display()
+                ),
             ));
         }
     }

@@ -43,6 +43,8 @@ pub enum TokenError {
     UnknownKey,
     #[error("{0:?}")]
     Invalid(jsonwebtoken::errors::ErrorKind),
+    #[error("lifetime longer than the gateway issues")]
+    Lifetime,
     #[error("signing failed")]
     Sign,
 }
@@ -62,11 +64,21 @@ struct KeySet {
     verifying: HashMap<String, VerifyingKey>,
 }
 
+impl KeySet {
+    /// Is `kid` one of ours, not retired at `now`?
+    fn verifies(&self, kid: &str, now: u64) -> bool {
+        self.verifying
+            .get(kid)
+            .is_some_and(|k| k.retires_at.is_none_or(|t| now <= t))
+    }
+}
+
 /// Tokens whose signature has been verified, by SHA-256 of the whole token. A signature check
 /// costs tens of microseconds; a client sends the same token for its whole lifetime, so each
 /// token is verified once and its time claims are checked on every use.
+/// Each entry carries the kid that verified it: an entry dies with its key, not with its `exp`.
 #[derive(Default)]
-struct Verified(std::sync::Mutex<HashMap<[u8; 32], GatewayClaims>>);
+struct Verified(std::sync::Mutex<HashMap<[u8; 32], (String, GatewayClaims)>>);
 
 /// Bound on the cache; past it the cache starts over (the next use of each token re-verifies).
 const VERIFIED_MAX: usize = 20_000;
@@ -223,8 +235,12 @@ impl TokenService {
             .unwrap_or_else(|p| p.into_inner())
             .get(&digest)
             .cloned();
-        if let Some(claims) = cached {
+        if let Some((kid, claims)) = cached {
             let now = jsonwebtoken::get_current_timestamp();
+            if !self.key_set().verifies(&kid, now) {
+                self.forget(&digest);
+                return Err(TokenError::UnknownKey);
+            }
             let leeway = self.validation.leeway;
             if claims.exp + leeway <= now {
                 return Err(TokenError::Invalid(
@@ -238,30 +254,52 @@ impl TokenService {
             }
             return Ok(claims);
         }
-        let claims = self.verify_signature(token)?;
+        let (kid, claims) = self.verify_signature(token)?;
         let mut cache = self.verified.0.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= VERIFIED_MAX {
             cache.clear();
         }
-        cache.insert(digest, claims.clone());
+        cache.insert(digest, (kid, claims.clone()));
         Ok(claims)
     }
 
-    fn verify_signature(&self, token: &str) -> Result<GatewayClaims, TokenError> {
+    fn forget(&self, digest: &[u8; 32]) {
+        self.verified
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
+    }
+
+    /// Our own tokens never live longer than the configured lifetime: one whose `exp - iat` is
+    /// longer, or whose `iat` is in the future, was not issued by this gateway's rules (a key
+    /// that leaked, then signed a year-long token), however good its signature.
+    fn lifetime_ok(&self, claims: &GatewayClaims, now: u64) -> bool {
+        let leeway = self.validation.leeway;
+        claims.iat <= now + leeway
+            && claims.exp >= claims.iat
+            && claims.exp - claims.iat <= self.ttl_secs + leeway
+    }
+
+    /// The verified claims and the kid that verified them.
+    fn verify_signature(&self, token: &str) -> Result<(String, GatewayClaims), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Algorithm);
         }
         let set = self.key_set();
         let now = jsonwebtoken::get_current_timestamp();
-        let key = header
+        let kid = header
             .kid
-            .as_deref()
-            .and_then(|kid| set.verifying.get(kid))
-            .filter(|k| k.retires_at.is_none_or(|t| now <= t))
+            .filter(|kid| set.verifies(kid, now))
             .ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<GatewayClaims>(token, &key.decoding, &self.validation)
+        let key = &set.verifying[&kid];
+        let claims = jsonwebtoken::decode::<GatewayClaims>(token, &key.decoding, &self.validation)
             .map(|d| d.claims)
-            .map_err(|e| TokenError::Invalid(e.into_kind()))
+            .map_err(|e| TokenError::Invalid(e.into_kind()))?;
+        if !self.lifetime_ok(&claims, now) {
+            return Err(TokenError::Lifetime);
+        }
+        Ok((kid, claims))
     }
 }

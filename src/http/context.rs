@@ -23,7 +23,14 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     // OAuth endpoints answer errors in RFC 6749 form, not as problems.
     let oauth = req.uri().path().starts_with("/oauth/");
+    let private = carries_private_data(req.uri().path());
     let mut res = next.run(req).await;
+    if private {
+        // Personal and audit data must not rest in a browser's or a proxy's cache, whatever
+        // the store behind us said.
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if let Some(mut problem) = res.extensions_mut().remove::<Problem>() {
         problem.request_id = Some(id.clone());
         let (mut parts, _) = res.into_parts();
@@ -40,6 +47,13 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         HeaderValue::from_str(&id).expect("a uuid is a valid header value"),
     );
     res
+}
+
+/// The route groups whose answers carry personal or audit data (or refusals about them).
+fn carries_private_data(path: &str) -> bool {
+    ["/v1/", "/public/", "/subject/", "/admin/"]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 /// axum's own rejections (unknown path, wrong method, body too large, bad JSON) come as plain

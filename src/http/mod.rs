@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
+mod serve;
 pub mod subject;
 
 use std::{
@@ -195,6 +196,10 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     crate::audit::layer::audit,
                 ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    limits::limit,
+                ))
                 .layer(CatchPanicLayer::new())
                 .layer(
                     TraceLayer::new_for_http()
@@ -252,13 +257,34 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = router(self.state);
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let state = self.state;
+        let summaries = tokio::spawn(append_rate_limit_summaries(state.clone()));
+        let limits = state.config.limits.clone();
+        serve::serve(self.listener, router(state.clone()), &limits, shutdown).await;
+        summaries.abort();
+        // Windows still open at shutdown are summarised now rather than lost.
+        for record in state.limits.flood.close(crate::storage::now_micros(), true) {
+            if let Err(e) = state.audit.append(record).await {
+                tracing::error!(error = %e, "a 429 summary could not be recorded at shutdown");
+            }
+        }
         Ok(())
+    }
+}
+
+/// Appends the summary of each closed 429 window (see `crate::audit::flood`), once a second.
+async fn append_rate_limit_summaries(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for record in state
+            .limits
+            .flood
+            .close(crate::storage::now_micros(), false)
+        {
+            if let Err(e) = state.audit.append(record).await {
+                tracing::error!(error = %e, "a 429 summary could not be recorded");
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::AppState;
 use crate::{
     auth::{keys::JwkSet, secrets},
+    http::limits::LoginRefusal,
     storage::clients::{self, ClientStatus},
 };
 
@@ -95,15 +96,12 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 async fn token(
     State(state): State<AppState>,
     slot: Option<axum::Extension<crate::audit::AuditSlot>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The address's bucket was charged by `limits::limit`: a 429 there is a problem document,
+    // not an OAuth error, since nothing was judged.
     let slot = slot.map(|s| s.0).unwrap_or_default();
-    if let Err(e) = state.limits.check_address(peer.ip()) {
-        // A rate-limit answer is a problem document, not an OAuth error: nothing was judged.
-        return e.into_response();
-    }
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -158,30 +156,11 @@ async fn token(
 
     // The id the caller claims, failed logins included; never the secret.
     slot.update(|a| a.client_id = Some(client_id.clone()));
-    let found = match clients::get_with_secret(&state.db, &client_id).await {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::error!(error = %e, "token endpoint: storage failure");
-            return OAuthError::TemporarilyUnavailable.respond("try again later");
-        }
-    };
-    let hash = found.as_ref().map(|(_, h)| h.clone());
-    // argon2 is deliberately slow: keep it off the async workers.
-    let valid =
-        tokio::task::spawn_blocking(move || secrets::verify_secret(hash.as_deref(), &secret))
-            .await
-            .unwrap_or(false);
-    let client = match found {
-        Some((client, _)) if valid && client.status == ClientStatus::Active => client,
-        Some((client, _)) if valid => {
-            tracing::info!(client_id = %client.id, "token refused: client disabled");
-            slot.update(|a| a.rule = Some("client-disabled".into()));
-            return OAuthError::InvalidClient.respond("client authentication failed");
-        }
-        _ => {
-            slot.update(|a| a.rule = Some("invalid-client".into()));
-            tracing::info!("token refused: bad client credentials");
-            return OAuthError::InvalidClient.respond("client authentication failed");
+    let client = match authenticate(&state, &client_id, secret).await {
+        Ok(client) => client,
+        Err((rule, res)) => {
+            slot.update(|a| a.rule = Some(rule.into()));
+            return res;
         }
     };
     slot.update(|a| {
@@ -201,6 +180,68 @@ async fn token(
     .into_response();
     no_store(res.headers_mut());
     res
+}
+
+/// Checks the client's secret under the token endpoint's bounds: a locked id is refused
+/// without hashing, the hash waits briefly for one of few slots or is answered 503, and an
+/// unknown id is hashed against a dummy like a known one, so timing does not tell them apart.
+/// On refusal: the audit rule and the answer.
+async fn authenticate(
+    state: &AppState,
+    client_id: &str,
+    secret: String,
+) -> Result<clients::ClientRecord, (&'static str, Response)> {
+    let permit = match state.limits.logins.admit(client_id).await {
+        Ok(permit) => permit,
+        Err(LoginRefusal::Busy) => {
+            let mut res = OAuthError::TemporarilyUnavailable
+                .respond("the token endpoint is busy; retry after the given seconds");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(("token-busy", res));
+        }
+        Err(LoginRefusal::Locked(secs)) => {
+            tracing::info!("token refused: client id locked after failed logins");
+            let mut res = OAuthError::InvalidClient
+                .respond("too many failed attempts for this client; try again later");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return Err(("client-locked", res));
+        }
+    };
+    let found = match clients::get_with_secret(&state.db, client_id).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "token endpoint: storage failure");
+            let res = OAuthError::TemporarilyUnavailable.respond("try again later");
+            return Err(("storage", res));
+        }
+    };
+    let hash = found.as_ref().map(|(_, h)| h.clone());
+    // argon2 is deliberately slow: keep it off the async workers. The permit goes with it.
+    let valid = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        secrets::verify_secret(hash.as_deref(), &secret)
+    })
+    .await
+    .unwrap_or(false);
+    match found {
+        Some((client, _)) if valid && client.status == ClientStatus::Active => {
+            state.limits.logins.succeeded(client_id);
+            Ok(client)
+        }
+        Some((client, _)) if valid => {
+            tracing::info!(client_id = %client.id, "token refused: client disabled");
+            let res = OAuthError::InvalidClient.respond("client authentication failed");
+            Err(("client-disabled", res))
+        }
+        _ => {
+            state.limits.logins.failed(client_id);
+            tracing::info!("token refused: bad client credentials");
+            let res = OAuthError::InvalidClient.respond("client authentication failed");
+            Err(("invalid-client", res))
+        }
+    }
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

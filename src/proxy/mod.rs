@@ -73,7 +73,6 @@ async fn public_request(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, Error> {
-    state.limits.check_address(peer.ip())?;
     handle(
         state,
         peer,

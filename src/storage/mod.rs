@@ -46,6 +46,7 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            create_private_sqlite_file(rest)?;
             let sep = if rest.contains('?') { '&' } else { '?' };
             let url = if rest.contains("mode=") {
                 url.to_string()
@@ -111,6 +112,36 @@ impl Db {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+}
+
+/// Creates the SQLite file owner-only (0600) before SQLite does (it would use the umask, 0644
+/// as a rule): it holds client hashes, the audit log and report texts. SQLite gives the `-wal`
+/// and `-shm` files the database file's mode, so they follow. An existing file that others can
+/// read is tightened, with a warning.
+fn create_private_sqlite_file(rest: &str) -> Result<(), StorageError> {
+    let file = rest.split('?').next().unwrap_or(rest);
+    if file.is_empty() || file.starts_with(':') || rest.contains("mode=memory") {
+        return Ok(());
+    }
+    let path = std::path::Path::new(file);
+    let io = |e: std::io::Error| StorageError::Database(sqlx::Error::Io(e));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let f = options.open(path).map_err(io)?;
+        let mode = f.metadata().map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the database was readable by others; now 0600");
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+    }
+    #[cfg(not(unix))]
+    options.open(path).map_err(io)?;
+    Ok(())
 }
 
 /// Now, as stored: unix microseconds, UTC.

@@ -140,7 +140,7 @@ async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_i
 
 #[tokio::test]
 async fn filings_are_rate_limited_per_address() {
-    let app = TestApp::spawn_with(|c| c.rate_limits.per_address_per_minute = 2).await;
+    let app = TestApp::spawn_with(|c| c.rate_limits.filings_per_address_per_minute = 2).await;
     let mut codes = vec![];
     for _ in 0..3 {
         let res = app

@@ -1,1 +1,644 @@
-//! Hostile-input tests: see mod.rs.
+//! Hostile-input tests: see mod.rs. The edge: token endpoint floods, slow and idle
+//! connections, rate-limit doors, 429 floods in the audit log, retired keys' tokens, file
+//! modes, caching of private answers, and what `/metrics` tells about whistleblowers.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{GatewayProcess, TestApp, dead_addr, test_postgres_url};
+
+const PUBLIC_PATH: &str = "/public/stores/power/lists/red";
+
+async fn public_get(app: &TestApp) -> reqwest::Response {
+    app.http
+        .get(format!("{}{PUBLIC_PATH}", app.url))
+        .header("X-Purpose", "public_disclosure")
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn all_records(app: &TestApp) -> Vec<credgate::audit::AuditRecord> {
+    credgate::audit::store::page_after(&app.state.db, 0, 1_000_000)
+        .await
+        .unwrap()
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Item 1, measured on a real process: 200 parallel logins with unknown client ids (each one
+/// would run argon2id, 19 MiB) from one address, while a valid client of that same address
+/// retries on 503 as `Retry-After` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_flood_keeps_peak_memory_bounded_and_a_valid_client_still_gets_a_token() {
+    let mut gateway = GatewayProcess::prepare(dead_addr(), dead_addr());
+    if let Some(url) = test_postgres_url().await {
+        gateway.on_storage(&url);
+    }
+    let db = credgate::storage::Db::open(&gateway.config.storage_url)
+        .await
+        .unwrap();
+    let (client, secret) = credgate::cli::add_client(&db, "Bank", "bank", "regulator", None)
+        .await
+        .unwrap();
+    gateway.start("error", None).await;
+    let baseline = vm_hwm_kib(gateway.pid());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}/oauth/token", gateway.url);
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let id = format!("cg_{i:032x}");
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", id.as_str()),
+                    ("client_secret", "wrong"),
+                ];
+                http.post(&url).form(&form).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut busy = 0;
+    let status = loop {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", client.id.as_str()),
+            ("client_secret", secret.as_str()),
+        ];
+        let res = http.post(&url).form(&form).send().await.unwrap();
+        if res.status() != 503 {
+            break res.status();
+        }
+        busy += 1;
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    };
+    let latency = started.elapsed();
+    let mut codes = std::collections::BTreeMap::new();
+    for f in flood {
+        *codes.entry(f.await.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    let peak = vm_hwm_kib(gateway.pid());
+    eprintln!(
+        "token flood: baseline VmHWM {} MiB, peak {} MiB; valid client: {status} after {latency:?} ({busy} x 503); flood answers {codes:?}",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert_eq!(status, 200);
+    assert!(latency < Duration::from_secs(4), "{latency:?}");
+    assert!(peak < 150 * 1024, "peak RSS {} MiB", peak / 1024);
+    assert!(
+        codes.keys().all(|c| *c == 401 || *c == 503),
+        "only refusals: {codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_hashing_bound_answers_503_with_retry_after_in_oauth_form() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.token_hash_concurrency = 1;
+        c.rate_limits.token_hash_wait_ms = 0;
+    })
+    .await;
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let (http, url) = (app.http.clone(), app.url.clone());
+            tokio::spawn(async move {
+                http.post(format!("{url}/oauth/token"))
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", &format!("cg_unknown{i}")),
+                        ("client_secret", "x"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut busy = None;
+    for t in tries {
+        let res = t.await.unwrap();
+        assert!([401, 503].contains(&res.status().as_u16()));
+        if res.status() == 503 {
+            busy = Some(res);
+        }
+    }
+    let res = busy.expect("16 parallel hashes with one slot: some are turned away");
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_client_id_and_not_the_others() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.token_failures_before_lock = 3).await;
+    let (id, secret) = app.add_client("regulator").await;
+    let (other, other_secret) = app.add_client("regulator").await;
+    for _ in 0..3 {
+        assert_eq!(app.token_for(&id, "wrong").await.status(), 401);
+    }
+    // Locked: even the right secret is refused, without hashing, for a while.
+    let res = app.token_for(&id, &secret).await;
+    assert_eq!(res.status(), 401);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 200 && wait <= 301, "{wait}");
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(
+        app.record(&audit_id).await.rule.as_deref(),
+        Some("client-locked")
+    );
+    // An unknown id is counted and locked the same way: the lock says nothing of existence.
+    for _ in 0..3 {
+        app.token_for("cg_nobody", "wrong").await;
+    }
+    let res = app.token_for("cg_nobody", "wrong").await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(app.token_for(&other, &other_secret).await.status(), 200);
+}
+
+/// Reads until the peer closes (true) or `within` passes (false).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+async fn short_timeouts(max_connections: usize) -> TestApp {
+    TestApp::spawn_with(move |c| {
+        c.limits.header_read_timeout_ms = 500;
+        c.limits.body_read_timeout_ms = 500;
+        c.limits.idle_timeout_ms = 700;
+        c.limits.max_connections = max_connections;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_header_is_cut_off_within_the_timeout() {
+    let app = short_timeouts(64).await;
+    let mut s = TcpStream::connect(app.addr).unwrap();
+    let started = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = false;
+    for b in head {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        if closed_within(&mut s, Duration::from_millis(100)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Normal requests still work.
+    let res = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_and_an_idle_keep_alive_are_closed() {
+    let app = short_timeouts(64).await;
+    let mut silent = TcpStream::connect(app.addr).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_millis(1500)));
+    // After one answered request, the kept-alive connection is closed when nothing follows.
+    let mut kept = TcpStream::connect(app.addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(closed_within(&mut kept, Duration::from_millis(2000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_refused_within_the_body_timeout() {
+    let app = short_timeouts(64).await;
+    let mut s = TcpStream::connect(app.addr).unwrap();
+    s.write_all(b"POST /public/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // One byte every 100 ms: each arrives well within any per-read timeout.
+    while started.elapsed() < Duration::from_secs(3) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_the_cap_are_closed_at_once() {
+    let app = TestApp::spawn_with(|c| c.limits.max_connections = 4).await;
+    let mut conns: Vec<TcpStream> = (0..12)
+        .map(|_| TcpStream::connect(app.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let closed = conns
+        .iter_mut()
+        .map(|c| closed_within(c, Duration::from_millis(100)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(closed >= 8, "only {closed} of 12 closed with a cap of 4");
+    drop(conns);
+    // Once they are gone, service resumes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn browsing_the_public_tier_does_not_lock_the_address_out_of_tokens() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.per_address_per_minute = 3).await;
+    let (id, secret) = app.add_client("regulator").await;
+    let mut codes = vec![];
+    for _ in 0..5 {
+        codes.push(public_get(&app).await.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    assert_eq!(app.token_for(&id, &secret).await.status(), 200);
+    // Nor out of following a report.
+    let res = app
+        .http
+        .get(format!("{}/public/reports/{}", app.url, "0".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn receipt_lookups_have_their_own_limit_and_doors_say_their_quota() {
+    let app = TestApp::spawn_with(|c| c.rate_limits.receipts_per_address_per_minute = 2).await;
+    let mut codes = vec![];
+    let mut last = None;
+    for _ in 0..3 {
+        let res = app
+            .http
+            .get(format!("{}/public/reports/{}", app.url, "0".repeat(32)))
+            .send()
+            .await
+            .unwrap();
+        codes.push(res.status().as_u16());
+        last = Some(res);
+    }
+    assert_eq!(codes, [404, 404, 429]);
+    assert!(last.unwrap().headers().contains_key("retry-after"));
+    let res = public_get(&app).await;
+    assert_eq!(
+        res.headers()["ratelimit-policy"],
+        "\"public-data\";q=120;w=60"
+    );
+    let state = res.headers()["ratelimit"].to_str().unwrap();
+    assert!(state.starts_with("\"public-data\";r=119;t="), "{state}");
+}
+
+#[tokio::test]
+async fn a_429_flood_is_one_record_and_one_summary_not_fifty() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.per_address_per_minute = 2;
+        c.rate_limits.audit_summary_window_secs = 1;
+    })
+    .await;
+    let before = all_records(&app).await.len();
+    let mut with_audit_id = 0;
+    for _ in 0..52 {
+        let res = public_get(&app).await;
+        if res.status() == 429 && res.headers().contains_key("x-audit-id") {
+            with_audit_id += 1;
+        }
+    }
+    assert_eq!(
+        with_audit_id, 1,
+        "only the first 429 of the window is recorded alone"
+    );
+    // A refusal that is not a 429 (another door) is still recorded one by one.
+    let res = app
+        .http
+        .get(format!("{}/public/reports/{}", app.url, "0".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("x-audit-id"));
+    assert_eq!(res.status(), 404);
+    let started = Instant::now();
+    let summary = loop {
+        let records = all_records(&app).await;
+        if let Some(s) = records.iter().find(|r| r.kind == "rate_limit_summary") {
+            break (s.clone(), records.len() - before);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no summary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (s, added) = summary;
+    assert_eq!(s.masked["suppressed_429"], 49);
+    assert_eq!(s.client_addr, "127.0.0.1");
+    assert_eq!(s.dataset.as_deref(), Some("public-data"));
+    assert!(s.masked["first_us"] <= s.masked["last_us"]);
+    assert_eq!((s.status, s.rule.as_deref()), (429, Some("rate-limited")));
+    // 2 released, 1 first 429, 1 other denial, 1 summary.
+    assert_eq!(added, 5);
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok);
+}
+
+/// A token signed with the gateway's own key (as a leaked key would sign) for a year.
+fn forged(key: &credgate::auth::keys::Ed25519Key, client: &str, lifetime: u64) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    let claims = json!({
+        "iss": "credgate", "aud": "credgate-api", "sub": client, "org": "test-org",
+        "role": "regulator", "exp": now + lifetime, "iat": now, "nbf": now, "jti": "forged",
+    });
+    jsonwebtoken::encode(&header, &claims, &key.encoding_key()).unwrap()
+}
+
+#[tokio::test]
+async fn a_correctly_signed_token_living_longer_than_the_gateway_issues_is_refused() {
+    let app = TestApp::spawn().await;
+    let (id, _) = app.token("regulator").await;
+    let key = app.signing_key().await;
+    let ttl = app.state.config.auth.token_ttl_secs;
+    let ok = forged(&key, &id, ttl);
+    assert_eq!(
+        app.data(&ok, "/v1/stores/power/lists/red").await.status(),
+        200
+    );
+    let year = forged(&key, &id, 365 * 86_400);
+    let res = app.data(&year, "/v1/stores/power/lists/red").await;
+    crate::helpers::assert_problem(res, 401).await;
+}
+
+#[tokio::test]
+async fn a_cached_token_dies_with_its_retired_key() {
+    use credgate::auth::keyring::Purpose;
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    // Used once: verified and cached.
+    assert_eq!(
+        app.data(&token, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        200
+    );
+    let new = app
+        .state
+        .keyring
+        .rotate(&app.state.db, Purpose::TokenSigning)
+        .await
+        .unwrap();
+    // "After the token lifetime": the new generation has signed for longer than a token lives.
+    let auth = &app.state.config.auth;
+    let past = (auth.token_ttl_secs + auth.leeway_secs + 60) as i64 * 1_000_000;
+    sqlx::query("UPDATE gateway_keys SET created_at = created_at - $1 WHERE kid = $2")
+        .bind(past)
+        .bind(&new.kid)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    credgate::replicas::refresh_keys(&app.state).await.unwrap();
+    let res = app.data(&token, "/v1/stores/power/lists/red").await;
+    crate::helpers::assert_problem(res, 401).await;
+    let (_, fresh) = app.token("regulator").await;
+    assert_eq!(
+        app.data(&fresh, "/v1/stores/power/lists/red")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_database_and_its_wal_and_shm_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.db");
+    let db = credgate::storage::Db::open(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    credgate::cli::add_client(&db, "Bank", "bank", "regulator", None)
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = dir.path().join(format!("g.db{suffix}"));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_cli_creates_its_database_and_archive_directory_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "storage_url = \"sqlite://cli.db\"\nkey_dir = \"keys\"\n",
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "client",
+        "add",
+        "--name",
+        "B",
+        "--org",
+        "b",
+        "--role",
+        "regulator",
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(mode(&dir.path().join("cli.db")), 0o600);
+    let out = dir.path().join("archives");
+    run(&[
+        "audit",
+        "archive",
+        "--out",
+        &out.display().to_string(),
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(mode(&out), 0o700);
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_master_key_others_can_read_and_says_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let gateway = GatewayProcess::prepare(dead_addr(), dead_addr());
+    let key = credgate::auth::keyring::master_key_path(&gateway.config.key_dir);
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["serve", "--config", &gateway.cfg.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn answers_with_personal_or_audit_data_are_not_cached() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    let officer = app.token("security_officer").await.1;
+    let subject = app.subject_token("91350100M000100Y43", credgate::domain::SubjectType::Legal);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let checks = [
+        ("/v1/stores/power/lists/red", bearer(&token)),
+        ("/v1/stores/power/nowhere", bearer(&token)),
+        (PUBLIC_PATH, String::new()),
+        ("/subject/me", bearer(&subject)),
+        ("/admin/audit", bearer(&officer)),
+    ];
+    for (path, auth) in checks {
+        let mut req = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .header("X-Purpose", "public_disclosure");
+        if !auth.is_empty() {
+            req = req.header("Authorization", auth);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(
+            res.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{path}: {}",
+            res.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_do_not_timestamp_a_whistleblower_report() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        let text = app
+            .http
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("credgate_request") && !l.contains("route=\"/metrics\""))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    public_get(&app).await;
+    let res = app
+        .http
+        .post(format!("{}/public/reports", app.url))
+        .json(&json!({"about": "x", "category": "other", "description": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let receipt: Value = res.json().await.unwrap();
+    app.http
+        .get(format!(
+            "{}/public/reports/{}",
+            app.url,
+            receipt["receipt"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let after = scrape().await;
+    // Tests share the process's recorder, so other series move meanwhile; these never appear.
+    assert!(after.iter().all(|l| !l.contains("reports")), "{after:#?}");
+}
