@@ -76,6 +76,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let mut res = next.run(req).await;
 
     let info = slot.take();
+    let path = info.canonical_path.as_deref().map_or(path, |p| cap(p, 512));
     let status = res.status();
     let problem = res.extensions().get::<Problem>();
     let rule = info.rule.clone().or_else(|| {

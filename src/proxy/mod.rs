@@ -7,6 +7,7 @@
 
 mod decide;
 mod profile;
+mod query;
 pub mod route;
 pub mod upstream;
 
@@ -45,7 +46,26 @@ struct Target<'s> {
     route: &'s Route,
     /// The normalised, re-encoded path sent to the store.
     path: String,
+    /// The validated, re-serialised query sent to the store.
+    query: Option<String>,
     subject: Option<SubjectId>,
+}
+
+impl Target<'_> {
+    /// The gateway path as decided: what the audit record holds instead of the raw target.
+    fn canonical(&self, prefix: &str) -> String {
+        let q = self.query.as_deref().map_or(0, |q| q.len() + 1);
+        let mut s =
+            String::with_capacity(prefix.len() + self.store.name.len() + self.path.len() + q);
+        s.push_str(prefix);
+        s.push_str(&self.store.name);
+        s.push_str(&self.path);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    }
 }
 
 async fn institution_request(
@@ -102,6 +122,7 @@ async fn handle(
     slot.update(|a| note_principal(a, &who));
     let target = route(&state, &parts, prefix)?;
     slot.update(|a| {
+        a.canonical_path = Some(target.canonical(prefix));
         a.store = Some(target.store.name.clone());
         a.dataset = Some(target.route.dataset.clone());
         a.subjects = target
@@ -134,7 +155,7 @@ async fn handle(
         .forward(Outbound {
             method: &parts.method,
             path: &target.path,
-            query: parts.uri.query(),
+            query: target.query.as_deref(),
             body,
             caller_headers: &parts.headers,
             request_id: &request_id.0,
@@ -224,44 +245,30 @@ fn route<'s>(state: &'s AppState, parts: &Parts, prefix: &str) -> Result<Target<
         .strip_prefix(prefix)
         .ok_or_else(|| Error::NotFound("no such route".into()))?;
     let (store_name, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let segs =
+    let mut segs =
         route::normalise(rest).map_err(|e| Error::BadRequest(format!("path refused: {e}")))?;
     let no_route = || Error::NotFound("no configured route matches this request".into());
     let store = state.stores.get(store_name).ok_or_else(no_route)?;
-    let (route, params) = store
+    let route = store
         .find_route(&parts.method, &segs)
         .ok_or_else(no_route)?;
-    let subject = match &route.subject {
-        None => None,
-        Some((SubjectLocator::Path(name), kind)) => {
-            let value = params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| *v)
-                .expect("config validation ties subject_path to a placeholder");
-            Some(SubjectId::parse(*kind, value)?)
-        }
-        Some((SubjectLocator::Query(name), kind)) => {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-                    .map_err(|_| Error::BadRequest("the query string is malformed".into()))?;
-            let mut values = pairs.iter().filter(|(k, _)| k == name);
-            match (values.next(), values.next()) {
-                (None, _) => None,
-                (Some((_, v)), None) => Some(SubjectId::parse(*kind, v)?),
-                // The policy would judge one value while the store answered another.
-                (Some(_), Some(_)) => {
-                    return Err(Error::BadRequest(format!(
-                        "query parameter `{name}` given more than once"
-                    )));
-                }
-            }
-        }
-    };
+    let decided = query::decide(parts.uri.query(), route)?;
+    let mut subject = decided.subject;
+    if let Some((SubjectLocator::Path(name), kind)) = &route.subject {
+        let at = route
+            .pattern
+            .position(name)
+            .expect("config validation ties subject_path to a placeholder");
+        let id = SubjectId::parse(*kind, &segs[at])?;
+        // What was decided is what is forwarded: the canonical id, never the spelling sent.
+        segs[at] = id.as_str().to_string();
+        subject = Some(id);
+    }
     Ok(Target {
         store,
         route,
         path: route::encode_segments(&segs),
+        query: decided.forwarded,
         subject,
     })
 }

@@ -1,1 +1,251 @@
-//! Hostile-input tests: see mod.rs.
+//! Hostile paths, queries and answers on the data path (issue 13, items 6-10 and 15): what the
+//! gateway decides on is exactly what reaches the store, and what leaves is exactly what the
+//! policy names, for every reader.
+
+use credgate::config::Config;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem};
+
+const USCC: &str = "91350100M000100Y43";
+
+/// A route on the fake store with a placeholder that names no subject, so that a path trick
+/// in it would reach the store if it were not refused; and a `/records` route naming the query
+/// parameters it allows.
+fn hostile_routes(c: &mut Config) {
+    let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+    let mut things = fake.routes[0].clone();
+    things.path = "/things/{name}".into();
+    things.subject_path = None;
+    things.subject_type = None;
+    fake.routes.push(things);
+    let records = fake
+        .routes
+        .iter_mut()
+        .find(|r| r.path == "/records")
+        .unwrap();
+    records.query = Some(vec!["page".into(), "page_size".into()]);
+}
+
+/// Sends the request line as written (no client-side normalisation) with a bank's token.
+async fn raw(app: &TestApp, token: &str, rest: &str) -> (u16, String) {
+    app.raw_get(&format!("/v1/stores/fake/{rest}"), token).await
+}
+
+#[tokio::test]
+async fn forty_path_spellings_are_decoded_once_and_nothing_ambiguous_reaches_the_store() {
+    let app = TestApp::spawn_with(hostile_routes).await;
+    let (_, bank) = app.token("financial_institution").await;
+    // (spelling after `/v1/stores/fake/`, what the store must see, or None for a refusal)
+    let legit: &[(&str, &str)] = &[
+        (
+            "entities/91350100M000100Y43",
+            "/entities/91350100M000100Y43",
+        ),
+        (
+            "entities/%39%31350100M000100Y43",
+            "/entities/91350100M000100Y43",
+        ),
+        (
+            "entities/91350100m000100y43",
+            "/entities/91350100M000100Y43",
+        ),
+        (
+            "entities/%2091350100M000100Y43",
+            "/entities/91350100M000100Y43",
+        ),
+        (
+            "%65ntities/91350100M000100Y43",
+            "/entities/91350100M000100Y43",
+        ),
+        ("things/%E5%8D%8E%20x", "/things/%E5%8D%8E%20x"),
+    ];
+    let refused: &[&str] = &[
+        "things/..",
+        "things/.",
+        "things/...",
+        "things/%2e%2e",
+        "things/%2E%2E",
+        "things/%2e%2E",
+        "things/.%2e",
+        "things/%2e.",
+        "things/%252e%252e",
+        "things/%25252e",
+        "things/%%32%65%%32%65",
+        "things/%%32%66",
+        "things/%252f",
+        "things/%u002e%u002e",
+        "things/x%25",
+        "things%2fx",
+        "things%2Fx",
+        "things/..;",
+        "things/..;x",
+        "things/..%3b",
+        "things/x;y=1",
+        "things/x%3By=1",
+        "things/x%3b",
+        "things%5cx",
+        "things/%5C..%5Cx",
+        "things/%c0%ae%c0%ae",
+        "things/%C0%AE",
+        "things/%e0%80%ae",
+        "things/%c0%af",
+        "things/%e2%80%a4%e2%80%a4",
+        "things/%e2%80%a5",
+        "things/%ef%bc%8e%ef%bc%8e",
+        "things/%ef%b9%92",
+        "things/%e3%80%82",
+        "things/..%20",
+        "things/x.",
+        "things/x%2e",
+        "things/%00",
+        "things/x%0a",
+        "things/x%0d%0aX-Injected:%201",
+        "things/%7f",
+        "things/%c2%85",
+        "things/%ff",
+        "things//x",
+        "things/x/",
+        "things/%2e%2e%2f%2e%2e%2fadmin",
+        "things/.%00.",
+        "entities/..;/91350100M000100Y43",
+        "entities/91350100M000100Y43;x=1",
+        "entities/%2e%2e%2f91350100M000100Y43",
+    ];
+    assert!(legit.len() + refused.len() >= 40);
+    for (spelling, forwarded) in legit {
+        let before = app.fake.hits();
+        let (status, text) = raw(&app, &bank, spelling).await;
+        assert!(
+            status == 200 || status == 404,
+            "{spelling}: {status} {text}"
+        );
+        assert_eq!(
+            app.fake.hits(),
+            before + 1,
+            "{spelling} did not reach the store"
+        );
+        assert_eq!(app.fake.uri(), *forwarded, "{spelling}");
+    }
+    for spelling in refused {
+        let before = app.fake.hits();
+        let (status, text) = raw(&app, &bank, spelling).await;
+        assert_eq!(status, 400, "{spelling}: {text}");
+        assert!(
+            text.contains("application/problem+json"),
+            "{spelling}: not our problem answer: {text}"
+        );
+        assert_eq!(app.fake.hits(), before, "{spelling} reached the store");
+    }
+}
+
+#[tokio::test]
+async fn the_query_forwarded_is_the_query_decided() {
+    let app = TestApp::spawn_with(hostile_routes).await;
+    let (_, bank) = app.token("financial_institution").await;
+    let other = "91110000100000589B";
+    let refused = [
+        format!("records?uscc={USCC}&x=1;uscc={other}"),
+        format!("records?uscc={USCC};uscc={other}"),
+        format!("records?uscc={USCC}&uscc={other}"),
+        format!("records?uscc={USCC}&USCC={other}"),
+        format!("records?uscc={USCC}&Uscc={other}"),
+        format!("records?uscc={USCC}&uscc[]={other}"),
+        format!("records?uscc[]={other}"),
+        format!("records?uscc[0]={other}"),
+        format!("records?uscc%5B%5D={other}"),
+        format!("records?uscc={USCC}&page=1&page=2"),
+        format!("records?uscc={USCC}&sort=name"),
+        format!("records?uscc={USCC}&%75scc={other}"),
+        format!("records?uscc={USCC}%00"),
+        format!("records?uscc={USCC}&page=1%0a"),
+        format!("records?uscc={USCC}&=1"),
+    ];
+    for q in &refused {
+        let before = app.fake.hits();
+        let (status, text) = raw(&app, &bank, q).await;
+        assert_eq!(status, 400, "{q}: {text}");
+        assert!(text.contains("application/problem+json"), "{q}: {text}");
+        assert_eq!(app.fake.hits(), before, "{q} reached the store");
+    }
+    // What passes is re-serialised from the validated pairs, the subject's id canonical.
+    let cases = [
+        (
+            format!("records?uscc={USCC}&page=2"),
+            format!("/records?uscc={USCC}&page=2"),
+        ),
+        (
+            "records?uscc=%2091350100m000100y43&page_size=5".to_string(),
+            format!("/records?uscc={USCC}&page_size=5"),
+        ),
+        (
+            format!("records?page=%31&uscc={USCC}"),
+            format!("/records?page=1&uscc={USCC}"),
+        ),
+        (
+            "records?page=a+b".to_string(),
+            "/records?page=a+b".to_string(),
+        ),
+        ("records".to_string(), "/records".to_string()),
+    ];
+    for (q, forwarded) in &cases {
+        let (status, text) = raw(&app, &bank, q).await;
+        assert_eq!(status, 200, "{q}: {text}");
+        assert_eq!(app.fake.uri(), *forwarded, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn a_padded_or_lower_case_id_in_the_path_is_forwarded_canonical() {
+    let app = TestApp::spawn().await;
+    let (_, bank) = app.token("financial_institution").await;
+    for spelling in [
+        format!("%20{USCC}"),
+        format!("{USCC}%20"),
+        USCC.to_lowercase(),
+    ] {
+        let (status, text) = raw(&app, &bank, &format!("entities/{spelling}")).await;
+        assert_eq!(status, 200, "{spelling}: {text}");
+        assert_eq!(app.fake.uri(), format!("/entities/{USCC}"), "{spelling}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_without_declared_parameters_still_forwards_only_validated_pairs() {
+    let app = TestApp::spawn().await;
+    let (_, bank) = app.token("financial_institution").await;
+    let (status, _) = raw(&app, &bank, "things-not-routed?x=1").await;
+    assert_eq!(status, 404);
+    let res = app
+        .data(&bank, "/v1/stores/power/entities?sector=coal&page_size=2")
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["items"].as_array().unwrap().len() <= 2);
+    let res = app
+        .data(&bank, "/v1/stores/power/entities?sector=coal;sector=oil")
+        .await;
+    assert_problem(res, 400).await;
+    let _ = json!(null);
+}
+
+#[tokio::test]
+async fn the_audit_record_holds_the_canonical_path_and_query() {
+    let app = TestApp::spawn_with(hostile_routes).await;
+    let (_, bank) = app.token("financial_institution").await;
+    let res = app
+        .data(
+            &bank,
+            "/v1/stores/fake/%72ecords?page_size=%35&uscc=%2091350100m000100y43",
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let record = app.record(&id).await;
+    assert_eq!(
+        record.path,
+        format!("/v1/stores/fake/records?page_size=5&uscc={USCC}")
+    );
+    assert_eq!(app.fake.uri(), format!("/records?page_size=5&uscc={USCC}"));
+    assert_eq!(record.subjects, vec![USCC.to_string()]);
+}
