@@ -165,8 +165,8 @@ async fn handle(
         .await?;
     let upstream_ms = upstream.elapsed.as_millis() as u64;
     slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
-    let (status, mut doc, outcome) = release(&state, &plan, &who, upstream)?;
-    let contested = mark_contested(&state, &target.store.name, &plan, &mut doc);
+    let (status, doc, outcome, contested) =
+        release(&state, &plan, &who, &target.store.name, upstream)?;
     slot.update(|a| note_outcome(a, &plan, &outcome));
     let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
@@ -181,24 +181,6 @@ async fn handle(
             .insert("x-objection", HeaderValue::from_static("pending"));
     }
     Ok(res)
-}
-
-/// Adds `_objections` to every record under objection (and keeps the statement of unresolved
-/// ones for good); `true` if any objection is still open.
-fn mark_contested(state: &AppState, store: &str, plan: &Plan, doc: &mut serde_json::Value) -> bool {
-    if state.marks.is_empty() {
-        return false;
-    }
-    let mut pending = false;
-    plan.for_each_record(doc, &mut |id, record| {
-        if let Some((annotation, open)) = state.marks.annotation(store, id)
-            && let Some(obj) = record.as_object_mut()
-        {
-            obj.insert("_objections".into(), annotation);
-            pending |= open;
-        }
-    });
-    pending
 }
 
 /// Who asked, for the audit record.
@@ -302,14 +284,23 @@ async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
     }
 }
 
+/// The one answer for a record that is missing and for one outside the caller's region: a
+/// regional role must not tell "elsewhere" from "nowhere".
+fn no_such_record() -> Error {
+    Error::NotFound("no such record".into())
+}
+
 /// Phase 5: only a successful JSON answer passes, masked by the plan and re-emitted with our
-/// own headers. A store's error pages, redirects and headers never reach the caller.
+/// own headers, each record under objection annotated (looked up by its subject id before
+/// masking; `true` when one is still open). A store's error pages, redirects and headers never
+/// reach the caller.
 fn release(
     state: &AppState,
     plan: &Plan,
     who: &Principal,
+    store: &str,
     up: UpstreamResponse,
-) -> Result<(StatusCode, serde_json::Value, Outcome), Error> {
+) -> Result<(StatusCode, serde_json::Value, Outcome, bool), Error> {
     match up.status {
         s if s.is_success() => {
             let is_json = up
@@ -329,16 +320,24 @@ fn release(
                     ));
                 }
             };
-            let outcome = plan.apply(
-                &mut doc,
-                &ApplyCtx {
-                    region: who.region(),
-                    today: time::OffsetDateTime::now_utc().date(),
-                    pseudonym_key: &state.pseudonym_key,
-                },
-            );
+            let ctx = ApplyCtx {
+                region: who.region(),
+                today: time::OffsetDateTime::now_utc().date(),
+                pseudonym_key: &state.pseudonym_key,
+            };
+            let mut pending = false;
+            let outcome = if state.marks.is_empty() {
+                plan.apply(&mut doc, &ctx)
+            } else {
+                let mut note = |id: &str| {
+                    let (v, open) = state.marks.annotation(store, id)?;
+                    pending |= open;
+                    Some(v)
+                };
+                plan.apply_annotated(&mut doc, &ctx, Some(&mut note))
+            };
             if outcome.out_of_scope {
-                return Err(Error::NotFound("no such record".into()));
+                return Err(no_such_record());
             }
             if outcome.unclassified > 0 {
                 metrics::counter!("credgate_unclassified_fields_total", "dataset" => plan.dataset.to_string())
@@ -346,9 +345,9 @@ fn release(
                 tracing::warn!(dataset = %plan.dataset, paths = ?outcome.unclassified_paths,
                     count = outcome.unclassified, "fields not in the catalog were removed");
             }
-            Ok((s, doc, outcome))
+            Ok((s, doc, outcome, pending))
         }
-        StatusCode::NOT_FOUND => Err(Error::NotFound("the store has no such record".into())),
+        StatusCode::NOT_FOUND => Err(no_such_record()),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Err(Error::BadRequest(
             "the store refused the request's parameters".into(),
         )),

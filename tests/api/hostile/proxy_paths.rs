@@ -249,3 +249,230 @@ async fn the_audit_record_holds_the_canonical_path_and_query() {
     assert_eq!(app.fake.uri(), format!("/records?page_size=5&uscc={USCC}"));
     assert_eq!(record.subjects, vec![USCC.to_string()]);
 }
+
+/// Roles that may read persons, with a purpose each may declare.
+const PERSON_READERS: &[(&str, &str)] = &[
+    ("regulator", "supervision"),
+    ("government_agency", "public_procurement"),
+    ("financial_institution", "lending"),
+    ("credit_agency", "credit_service"),
+];
+
+async fn grant_consent(app: &TestApp, person: &str, org: &str, purpose: &str) -> String {
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let res = app
+        .http
+        .post(format!("{}/subject/consents", app.url))
+        .bearer_auth(person)
+        .json(&json!({"grantee_org": org, "purpose": purpose, "expires_at": expires}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let c: Value = res.json().await.unwrap();
+    c["id"].as_str().unwrap().to_string()
+}
+
+async fn get_as(
+    app: &TestApp,
+    token: &str,
+    purpose: &str,
+    consent: &str,
+    path: &str,
+) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .header("X-Purpose", purpose)
+        .header("X-Consent", consent)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_contested_person_is_marked_for_every_role_that_reads_persons() {
+    let app = TestApp::spawn().await;
+    let id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let person = app.subject_token(&id, credgate::domain::SubjectType::Natural);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&person)
+        .json(
+            &json!({"store": "power", "dataset": "person", "record_ref": id,
+                      "field": "phone", "reason": "这个号码不是我的"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    for (role, purpose) in PERSON_READERS {
+        let org = format!("org-{role}");
+        let token = app.token_in(role, &org, None).await;
+        let consent = grant_consent(&app, &person, &org, purpose).await;
+        let res = get_as(
+            &app,
+            &token,
+            purpose,
+            &consent,
+            &format!("/v1/stores/power/persons/{id}"),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "{role}");
+        assert_eq!(
+            res.headers()["x-objection"],
+            "pending",
+            "{role}: record header"
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["_objections"][0]["field"], "phone",
+            "{role}: record {body}"
+        );
+        let res = get_as(
+            &app,
+            &token,
+            purpose,
+            &consent,
+            &format!("/v1/subjects/{id}/profile"),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "{role}");
+        assert_eq!(
+            res.headers()["x-objection"],
+            "pending",
+            "{role}: profile header"
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["sections"]["power.person"]["_objections"][0]["field"], "phone",
+            "{role}: profile {body}"
+        );
+    }
+}
+
+/// A problem answer with the parts that differ per request (ids, date) taken out.
+async fn shape(res: reqwest::Response) -> (u16, Vec<(String, String)>, Value) {
+    let status = res.status().as_u16();
+    let mut headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "x-audit-id" | "date"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    headers.sort();
+    let mut body: Value = res.json().await.unwrap();
+    body.as_object_mut().unwrap().remove("request_id");
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn a_regional_role_cannot_tell_an_out_of_region_record_from_a_missing_one() {
+    let app = TestApp::spawn().await;
+    let data = app.sample();
+    let home = data.entities[0]["region"].as_str().unwrap();
+    let elsewhere = data.entities.iter().find(|e| e["region"] != home).unwrap()["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let regional = app
+        .token_in("regional_regulator", "office", Some(home))
+        .await;
+    let res = app
+        .data(
+            &regional,
+            &format!(
+                "/v1/stores/power/entities/{}",
+                data.entities[0]["uscc"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "its own region is served");
+    let out = shape(
+        app.data(&regional, &format!("/v1/stores/power/entities/{elsewhere}"))
+            .await,
+    )
+    .await;
+    let missing = shape(
+        app.data(&regional, &format!("/v1/stores/power/entities/{USCC}"))
+            .await,
+    )
+    .await;
+    assert_eq!(out.0, 404);
+    assert_eq!(out, missing);
+}
+
+#[tokio::test]
+async fn a_legal_representative_sees_reads_of_their_company_in_their_access_log() {
+    let app = TestApp::spawn().await;
+    let e = &app.sample().entities[2];
+    let uscc = e["uscc"].as_str().unwrap();
+    let rep = e["legal_representative"]["id_number"].as_str().unwrap();
+    let bank = app
+        .token_in("financial_institution", "curious-bank", None)
+        .await;
+    let res = app
+        .data(&bank, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let shown = res.json::<Value>().await.unwrap()["legal_representative"]["id_number"].clone();
+    assert_ne!(shown, json!(rep), "masked for a bank, yet partly released");
+    let me = app.subject_token(rep, credgate::domain::SubjectType::Natural);
+    let log: Value = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&me)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    assert_eq!(items[0]["org"], "curious-bank");
+    assert_eq!(items[0]["dataset"], "entity");
+}
+
+#[tokio::test]
+async fn a_profile_records_each_sections_decision_and_all_denied_is_a_denial() {
+    let app = TestApp::spawn().await;
+    let id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, bank) = app.token("financial_institution").await;
+    // The person's only section needs a consent the bank does not have.
+    let res = app.data(&bank, &format!("/v1/subjects/{id}/profile")).await;
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let body = assert_problem(res, 403).await;
+    assert_eq!(body["rule"], "all-sections-denied");
+    let record = app.record(&audit_id).await;
+    assert_eq!(record.decision, "deny");
+    assert_eq!(
+        record.dataset.as_deref(),
+        Some("power.person=deny:consent-required")
+    );
+    // A legal person's profile: one section released, one failed; both recorded.
+    let uscc = app.sample().entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .data(&bank, &format!("/v1/subjects/{uscc}/profile"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let record = app.record(&audit_id).await;
+    assert_eq!(record.decision, "allow");
+    assert_eq!(
+        record.dataset.as_deref(),
+        Some("down.entity=error:502,power.entity=allow")
+    );
+}
