@@ -476,3 +476,57 @@ async fn a_profile_records_each_sections_decision_and_all_denied_is_a_denial() {
         Some("down.entity=error:502,power.entity=allow")
     );
 }
+
+#[tokio::test]
+async fn nothing_the_store_nests_under_a_named_field_leaves_for_any_reader() {
+    let app = TestApp::spawn().await;
+    let secret = "11010519491231002X";
+    *app.fake.doc.lock().unwrap() = json!({
+        "uscc": USCC,
+        "name": {"text": "测试能源有限公司", "owner_id": secret},
+        "region": "350000",
+        "licenses": [{"number": "1350001-00001", "holder": {"id_number": secret}}],
+        "rating": {"grade": "AA", "extra": [{"id_number": secret}]},
+        "red_list": [secret],
+    });
+    let (status, text) = app
+        .http
+        .get(format!("{}/public/stores/fake/doc/{USCC}", app.url))
+        .header("X-Purpose", "public_disclosure")
+        .send()
+        .await
+        .map(|r| (r.status(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    let masked: usize = text.headers()["x-masked-fields"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body: Value = text.json().await.unwrap();
+    assert!(
+        !body.to_string().contains(secret),
+        "leaked to the public: {body}"
+    );
+    assert_eq!(body["licenses"], json!([{"number": "1350001-00001"}]));
+    assert_eq!(body["rating"], json!({"grade": "AA"}));
+    assert!(
+        body.get("name").is_none() && body.get("red_list").is_none(),
+        "{body}"
+    );
+    assert!(masked >= 4, "removed fields are counted: {masked}");
+    for role in [
+        "regulator",
+        "financial_institution",
+        "government_agency",
+        "credit_agency",
+    ] {
+        let token = app.token_in(role, "org", None).await;
+        let res = app
+            .data(&token, &format!("/v1/stores/fake/doc/{USCC}"))
+            .await;
+        assert_eq!(res.status(), 200, "{role}");
+        let body = res.text().await.unwrap();
+        assert!(!body.contains(secret), "{role}: {body}");
+    }
+}
