@@ -226,7 +226,6 @@ async fn a_route_without_declared_parameters_still_forwards_only_validated_pairs
         .data(&bank, "/v1/stores/power/entities?sector=coal;sector=oil")
         .await;
     assert_problem(res, 400).await;
-    let _ = json!(null);
 }
 
 #[tokio::test]
@@ -529,4 +528,67 @@ async fn nothing_the_store_nests_under_a_named_field_leaves_for_any_reader() {
         let body = res.text().await.unwrap();
         assert!(!body.contains(secret), "{role}: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_flood_of_objections_does_not_grow_every_answer_about_the_record() {
+    let app = TestApp::spawn().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, credgate::domain::SubjectType::Legal);
+    let fields = [
+        "name",
+        "sector",
+        "region",
+        "region_name",
+        "established",
+        "registered_capital",
+        "address",
+        "classification_grade",
+        "red_list",
+        "black_list",
+        "annual_revenue",
+        "uscc",
+    ];
+    let mut filed = 0;
+    for field in fields {
+        let res = app
+            .http
+            .post(format!("{}/subject/objections", app.url))
+            .bearer_auth(&subject)
+            .json(
+                &json!({"store": "power", "dataset": "entity", "record_ref": uscc,
+                          "field": field, "reason": "错".repeat(900)}),
+            )
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 201 {
+            filed += 1;
+        } else {
+            assert!(res.status().is_client_error(), "{}", res.status());
+        }
+    }
+    assert!(
+        filed > credgate::workflows::marks::MAX_ANNOTATED,
+        "the flood got through: {filed}"
+    );
+    let (_, bank) = app.token("financial_institution").await;
+    let res = app
+        .data(&bank, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let list = body["_objections"].as_array().unwrap();
+    assert_eq!(list.len(), credgate::workflows::marks::MAX_ANNOTATED + 1);
+    assert_eq!(
+        list.last().unwrap()["truncated"],
+        filed - credgate::workflows::marks::MAX_ANNOTATED
+    );
+    assert!(
+        body["_objections"].to_string().len()
+            <= credgate::workflows::marks::MAX_ANNOTATION_BYTES + 64
+    );
 }
