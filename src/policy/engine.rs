@@ -657,30 +657,7 @@ fn walk(
     trail: &Trail<'_>,
 ) -> Walk {
     if let Some(action) = &node.value {
-        // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
-        // structure the store nests there is named by no one, and leaves with nothing.
-        if v.is_object() || v.is_array() {
-            unclassified(out, trail);
-            return Walk::Remove;
-        }
-        if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
-            && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
-        {
-            touch(out, id.as_str());
-        }
-        return match &action.mask {
-            None => Walk::Keep,
-            Some(m) => {
-                count(out, &action.class);
-                match mask::apply(m, v, ctx.pseudonym_key) {
-                    Some(masked) => {
-                        *v = masked;
-                        Walk::Keep
-                    }
-                    None => Walk::Remove,
-                }
-            }
-        };
+        return leaf(action, v, ctx, out, trail);
     }
     match v {
         Value::Object(map) => {
@@ -735,6 +712,40 @@ fn walk(
         _ => {
             unclassified(out, trail);
             Walk::Remove
+        }
+    }
+}
+
+/// A classified node: the class's mask applied to a scalar; anything else is removed.
+fn leaf(
+    action: &Action,
+    v: &mut Value,
+    ctx: &ApplyCtx<'_>,
+    out: &mut Outcome,
+    trail: &Trail<'_>,
+) -> Walk {
+    // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
+    // structure the store nests there is named by no one, and leaves with nothing.
+    if v.is_object() || v.is_array() {
+        unclassified(out, trail);
+        return Walk::Remove;
+    }
+    if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
+        && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
+    {
+        touch(out, id.as_str());
+    }
+    match &action.mask {
+        None => Walk::Keep,
+        Some(m) => {
+            count(out, &action.class);
+            match mask::apply(m, v, ctx.pseudonym_key) {
+                Some(masked) => {
+                    *v = masked;
+                    Walk::Keep
+                }
+                None => Walk::Remove,
+            }
         }
     }
 }

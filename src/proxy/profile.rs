@@ -103,6 +103,34 @@ pub(super) async fn profile(
     )
     .await;
 
+    let (released, denied, failed, contested) = gather(&sections, answers, &slot);
+    if !denied.is_empty() && denied.len() == sections.len() {
+        return Err(all_denied(&denied));
+    }
+    tracing::info!(client_id = %who.client_id(), role = %who.role(), %purpose,
+        sections = released.len(), denied = denied.len(), failed = failed.len(), "profile served");
+    let mut res = Json(json!({
+        "subject": subject.as_str(),
+        "subject_type": subject.subject_type(),
+        "sections": released,
+        "denied": denied,
+        "failed": failed,
+    }))
+    .into_response();
+    if contested {
+        res.headers_mut().insert(
+            "x-objection",
+            axum::http::HeaderValue::from_static("pending"),
+        );
+    }
+    Ok(res)
+}
+
+type Gathered = (Map<String, Value>, Vec<Value>, Vec<Value>, bool);
+
+/// Sorts the answers into released, denied and failed sections, noting each section's decision
+/// (`store.dataset=allow|deny:rule|error:status`) in the audit record's `dataset`.
+fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot) -> Gathered {
     let mut released = Map::new();
     let mut contested = false;
     let (mut denied, mut failed) = (Vec::new(), Vec::new());
@@ -129,26 +157,7 @@ pub(super) async fn profile(
         }
     }
     slot.update(|a| a.dataset = Some(decisions.join(",")));
-    if !denied.is_empty() && denied.len() == sections.len() {
-        return Err(all_denied(&denied));
-    }
-    tracing::info!(client_id = %who.client_id(), role = %who.role(), %purpose,
-        sections = released.len(), denied = denied.len(), failed = failed.len(), "profile served");
-    let mut res = Json(json!({
-        "subject": subject.as_str(),
-        "subject_type": subject.subject_type(),
-        "sections": released,
-        "denied": denied,
-        "failed": failed,
-    }))
-    .into_response();
-    if contested {
-        res.headers_mut().insert(
-            "x-objection",
-            axum::http::HeaderValue::from_static("pending"),
-        );
-    }
-    Ok(res)
+    (released, denied, failed, contested)
 }
 
 /// What one released section adds to the profile's audit record: its masked classes, T4, and
