@@ -240,6 +240,10 @@ pub struct RouteConfig {
     /// routes whose one placeholder is the subject can be.
     #[serde(default)]
     pub profile: bool,
+    /// The query parameters this route allows (besides `subject_query`); any other is refused
+    /// with 400. Absent: any parameter with a plain name, re-serialised from the parsed pairs.
+    #[serde(default)]
+    pub query: Option<Vec<String>>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -525,6 +529,14 @@ impl Config {
                     return Err(invalid(
                         key("subject_type"),
                         "a route that names a subject needs `subject_type` (legal or natural), and only then",
+                    ));
+                }
+                if let Some(q) = route.query.iter().flatten().find(|q| !is_name(q)) {
+                    return Err(invalid(
+                        key("query"),
+                        format!(
+                            "`{q}`: parameter names are 1-64 characters of a-z, 0-9, '-' or '_'"
+                        ),
                     ));
                 }
                 if route.profile

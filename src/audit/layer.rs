@@ -87,6 +87,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 
     let info = slot.take();
+    let path = info.canonical_path.as_deref().map_or(path, |p| cap(p, 512));
     let status = res.status();
     let problem = res.extensions().get::<Problem>();
     let rule = info.rule.clone().or_else(|| {

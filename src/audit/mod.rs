@@ -81,6 +81,9 @@ pub struct AuditInfo {
     pub upstream_us: Option<i64>,
     /// T4 data was released clear (for the out-of-hours alert).
     pub t4_released: bool,
+    /// The path and query as decided and forwarded (decoded once, re-encoded), recorded
+    /// instead of the raw request target when set.
+    pub canonical_path: Option<String>,
 }
 
 /// The request-scoped slot handlers fill; the audit layer reads it after the handler.

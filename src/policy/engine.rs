@@ -84,6 +84,8 @@ pub(super) struct Windows {
 #[derive(Debug, Clone)]
 struct Action {
     class: Arc<str>,
+    /// Values identify a subject of this type (recorded as touched, before masking).
+    identifies: Option<crate::domain::SubjectType>,
     /// `None`: released as it is.
     mask: Option<MaskSpec>,
 }
@@ -103,6 +105,7 @@ pub struct Plan {
     rows: Option<Vec<Seg>>,
     region: Option<Vec<Seg>>,
     subject: Option<Vec<Seg>>,
+    subject_type: Option<crate::domain::SubjectType>,
     dated: Vec<DatedRule>,
     periods: Option<BTreeMap<String, Period>>,
     max_age: Option<Period>,
@@ -131,12 +134,33 @@ pub struct Outcome {
     pub by_class: BTreeMap<Arc<str>, usize>,
     /// Paths (with `[*]` for indices) of unclassified fields, for the warning log.
     pub unclassified_paths: Vec<String>,
-    /// Ids of the data subjects whose records are released (for the audit record).
+    /// Ids of the data subjects whose records are released, and of every subject whose
+    /// identifier a released record carries (for the audit record and their access log).
     pub subjects: Vec<String>,
+    /// Records annotated with objections by the annotator given to `apply_annotated`.
+    pub annotated: usize,
 }
 
 /// At most this many subject ids are recorded per answer.
 const MAX_SUBJECTS: usize = 1000;
+
+/// Answers the annotation of a record, given its subject id as the store sent it.
+pub type Annotator<'a> = dyn FnMut(&str) -> Option<Value> + 'a;
+
+/// The id in its canonical form when it parses as the declared type, else as sent.
+fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
+    match kind.map(|k| crate::domain::SubjectId::parse(k, s)) {
+        Some(Ok(id)) => id.as_str().to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// Notes a subject the answer touches, once.
+fn touch(out: &mut Outcome, id: &str) {
+    if out.subjects.len() < MAX_SUBJECTS && !out.subjects.iter().any(|s| s == id) {
+        out.subjects.push(id.to_string());
+    }
+}
 
 fn parse_path(
     src: &Source,
@@ -351,6 +375,7 @@ pub(super) fn compile_plan(
         };
         Action {
             class: class.clone(),
+            identifies: c.identifies,
             mask,
         }
     });
@@ -376,6 +401,7 @@ pub(super) fn compile_plan(
         rows: ds.rows.clone(),
         region: ds.region.clone(),
         subject: ds.subject.clone(),
+        subject_type: ds.subject_type,
         dated: ds.dated.clone(),
         periods: windows.periods.get(&role.clearance).cloned(),
         max_age: (!exempt_from_max_age).then_some(windows.max_age),
@@ -426,51 +452,24 @@ impl Plan {
     /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
     /// withheld.
     pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {
+        self.apply_annotated(doc, ctx, None)
+    }
+
+    /// Applies the plan, then adds what `annotate` answers for each released record under the
+    /// key `_objections`. The annotator is asked with the record's subject id as the store
+    /// sent it, read before masking: a role that sees the id masked is annotated all the same.
+    pub fn apply_annotated(
+        &self,
+        doc: &mut Value,
+        ctx: &ApplyCtx<'_>,
+        annotate: Option<&mut Annotator<'_>>,
+    ) -> Outcome {
         let mut out = Outcome::default();
-        for rule in &self.dated {
-            for_each_array(doc, &rule.array, &mut |records| {
-                let before = records.len();
-                records.retain(|r| self.released(rule, r, ctx.today));
-                out.withheld_records += before - records.len();
-            });
+        self.withhold(doc, ctx, &mut out);
+        if out.out_of_scope {
+            return out;
         }
-        if self.row_scope == RowScope::Region {
-            let region = self.region.as_deref().unwrap_or(&[]);
-            let in_scope = |row: &Value| {
-                ctx.region.is_some()
-                    && !region.is_empty()
-                    && value_at(row, region).and_then(Value::as_str) == ctx.region
-            };
-            match &self.rows {
-                Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
-                    let before = items.len();
-                    items.retain(in_scope);
-                    out.dropped_rows += before - items.len();
-                }),
-                None => {
-                    if !in_scope(doc) {
-                        out.out_of_scope = true;
-                        *doc = Value::Object(Map::new());
-                        return out;
-                    }
-                }
-            }
-        }
-        if let Some(subject) = &self.subject {
-            let mut collect = |row: &Value| {
-                if out.subjects.len() < MAX_SUBJECTS
-                    && let Some(id) = value_at(row, subject).and_then(Value::as_str)
-                {
-                    out.subjects.push(id.to_string());
-                }
-            };
-            match &self.rows {
-                Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
-                    items.iter().for_each(&mut collect)
-                }),
-                None => collect(doc),
-            }
-        }
+        let ids = self.record_subjects(doc, &mut out, annotate.is_some());
         let root = Trail {
             key: "",
             parent: None,
@@ -478,19 +477,89 @@ impl Plan {
         if walk(&self.fields, doc, ctx, &mut out, &root) == Walk::Remove {
             *doc = Value::Object(Map::new());
         }
+        if let Some(f) = annotate {
+            let mut ids = ids.into_iter();
+            self.for_each_record(doc, &mut |rec| {
+                if let Some(Some(id)) = ids.next()
+                    && let Some(note) = f(&id)
+                    && let Some(obj) = rec.as_object_mut()
+                {
+                    obj.insert("_objections".into(), note);
+                    out.annotated += 1;
+                }
+            });
+        }
         out
     }
 
-    /// Calls `f` with the subject id and the JSON object of each record the answer carries
-    /// (each row of a list, or the whole record), for annotations added after masking.
-    pub fn for_each_record(&self, doc: &mut Value, f: &mut impl FnMut(&str, &mut Value)) {
-        let Some(subject) = &self.subject else { return };
-        let mut visit = |rec: &mut Value| {
-            if let Some(id) = value_at(rec, subject)
+    /// Disclosure windows, then row scope.
+    fn withhold(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {
+        for rule in &self.dated {
+            for_each_array(doc, &rule.array, &mut |records| {
+                let before = records.len();
+                records.retain(|r| self.released(rule, r, ctx.today));
+                out.withheld_records += before - records.len();
+            });
+        }
+        if self.row_scope != RowScope::Region {
+            return;
+        }
+        let region = self.region.as_deref().unwrap_or(&[]);
+        let in_scope = |row: &Value| {
+            ctx.region.is_some()
+                && !region.is_empty()
+                && value_at(row, region).and_then(Value::as_str) == ctx.region
+        };
+        match &self.rows {
+            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                let before = items.len();
+                items.retain(in_scope);
+                out.dropped_rows += before - items.len();
+            }),
+            None => {
+                if !in_scope(doc) {
+                    out.out_of_scope = true;
+                    *doc = Value::Object(Map::new());
+                }
+            }
+        }
+    }
+
+    /// Records the subject of every record, before masking; with `keep`, also answers each
+    /// object record's id in order, for annotations after masking. Masking keeps object
+    /// records in place (a row path cannot be classified as a whole, since `subject` is
+    /// classified inside it), so the order still holds afterwards.
+    fn record_subjects(
+        &self,
+        doc: &mut Value,
+        out: &mut Outcome,
+        keep: bool,
+    ) -> Vec<Option<String>> {
+        let mut ids = Vec::new();
+        let Some(subject) = &self.subject else {
+            return ids;
+        };
+        let kind = self.subject_type;
+        self.for_each_record(doc, &mut |rec| {
+            let id = value_at(rec, subject)
                 .and_then(Value::as_str)
-                .map(str::to_string)
-            {
-                f(&id, rec);
+                .map(|s| canonical(kind, s));
+            if let Some(id) = &id {
+                touch(out, id);
+            }
+            if keep {
+                ids.push(id);
+            }
+        });
+        ids
+    }
+
+    /// Calls `f` with the JSON object of each record the answer carries (each row of a list,
+    /// or the whole record).
+    fn for_each_record(&self, doc: &mut Value, f: &mut impl FnMut(&mut Value)) {
+        let mut visit = |rec: &mut Value| {
+            if rec.is_object() {
+                f(rec)
             }
         };
         match &self.rows {
@@ -588,19 +657,7 @@ fn walk(
     trail: &Trail<'_>,
 ) -> Walk {
     if let Some(action) = &node.value {
-        return match &action.mask {
-            None => Walk::Keep,
-            Some(m) => {
-                count(out, &action.class);
-                match mask::apply(m, v, ctx.pseudonym_key) {
-                    Some(masked) => {
-                        *v = masked;
-                        Walk::Keep
-                    }
-                    None => Walk::Remove,
-                }
-            }
-        };
+        return leaf(action, v, ctx, out, trail);
     }
     match v {
         Value::Object(map) => {
@@ -622,10 +679,12 @@ fn walk(
                     }
                 }
             }
+            // A structure that had fields and keeps none says nothing: it goes too.
+            let emptied = !map.is_empty() && removed.len() == map.len();
             for k in removed {
                 map.remove(&k);
             }
-            Walk::Keep
+            if emptied { Walk::Remove } else { Walk::Keep }
         }
         Value::Array(items) => match node.any_index.as_deref() {
             Some(n) => {
@@ -633,14 +692,16 @@ fn walk(
                     key: "[*]",
                     parent: Some(trail),
                 };
+                let had_items = !items.is_empty();
                 let mut keep = Vec::with_capacity(items.len());
                 for mut item in items.drain(..) {
                     if walk(n, &mut item, ctx, out, &here) == Walk::Keep {
                         keep.push(item);
                     }
                 }
+                let emptied = had_items && keep.is_empty();
                 *items = keep;
-                Walk::Keep
+                if emptied { Walk::Remove } else { Walk::Keep }
             }
             None => {
                 unclassified(out, trail);
@@ -651,6 +712,40 @@ fn walk(
         _ => {
             unclassified(out, trail);
             Walk::Remove
+        }
+    }
+}
+
+/// A classified node: the class's mask applied to a scalar; anything else is removed.
+fn leaf(
+    action: &Action,
+    v: &mut Value,
+    ctx: &ApplyCtx<'_>,
+    out: &mut Outcome,
+    trail: &Trail<'_>,
+) -> Walk {
+    // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
+    // structure the store nests there is named by no one, and leaves with nothing.
+    if v.is_object() || v.is_array() {
+        unclassified(out, trail);
+        return Walk::Remove;
+    }
+    if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
+        && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
+    {
+        touch(out, id.as_str());
+    }
+    match &action.mask {
+        None => Walk::Keep,
+        Some(m) => {
+            count(out, &action.class);
+            match mask::apply(m, v, ctx.pseudonym_key) {
+                Some(masked) => {
+                    *v = masked;
+                    Walk::Keep
+                }
+                None => Walk::Remove,
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct ClassEntry {
     /// otherwise. Absent: the field is removed.
     #[serde(default)]
     pub mask: Option<Spanned<MaskSpec>>,
+    /// The class holds an identifier of this subject type (USCC, resident ID number): every
+    /// value of it in a released record makes that subject one the read touched.
+    #[serde(default)]
+    pub identifies: Option<SubjectType>,
 }
 
 #[derive(Deserialize)]

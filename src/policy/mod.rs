@@ -17,7 +17,7 @@ use std::{
 
 use serde::de::DeserializeOwned;
 
-pub use engine::{ApplyCtx, Outcome, Period, Plan};
+pub use engine::{Annotator, ApplyCtx, Outcome, Period, Plan};
 use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
 pub use files::{Category, RowScope, Tier};
 use mask::MaskSpec;
@@ -44,6 +44,8 @@ pub struct Class {
     pub tier: Tier,
     pub category: Category,
     pub default_mask: Option<MaskSpec>,
+    /// Values of this class identify a subject of this type.
+    pub identifies: Option<SubjectType>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,7 @@ impl PolicySet {
                     tier: entry.tier,
                     category: entry.category,
                     default_mask,
+                    identifies: entry.identifies,
                 },
             );
         }

@@ -162,8 +162,8 @@ fn paths_that_cannot_match_are_refused() {
     assert!(e.message.contains("[*]"), "{e}");
     let e = broken(
         "catalog.toml",
-        "licenses = \"license\"",
-        "licenses = \"license\"\n\"licenses[*].number\" = \"license\"",
+        "address = \"address\"",
+        "address = \"address\"\n\"address.street\" = \"address\"",
     );
     assert!(e.message.contains("can never apply"), "{e}");
     let e = broken(

@@ -7,6 +7,7 @@
 
 mod decide;
 mod profile;
+mod query;
 pub mod route;
 pub mod upstream;
 
@@ -45,7 +46,26 @@ struct Target<'s> {
     route: &'s Route,
     /// The normalised, re-encoded path sent to the store.
     path: String,
+    /// The validated, re-serialised query sent to the store.
+    query: Option<String>,
     subject: Option<SubjectId>,
+}
+
+impl Target<'_> {
+    /// The gateway path as decided: what the audit record holds instead of the raw target.
+    fn canonical(&self, prefix: &str) -> String {
+        let q = self.query.as_deref().map_or(0, |q| q.len() + 1);
+        let mut s =
+            String::with_capacity(prefix.len() + self.store.name.len() + self.path.len() + q);
+        s.push_str(prefix);
+        s.push_str(&self.store.name);
+        s.push_str(&self.path);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    }
 }
 
 async fn institution_request(
@@ -101,6 +121,7 @@ async fn handle(
     slot.update(|a| note_principal(a, &who));
     let target = route(&state, &parts, prefix)?;
     slot.update(|a| {
+        a.canonical_path = Some(target.canonical(prefix));
         a.store = Some(target.store.name.clone());
         a.dataset = Some(target.route.dataset.clone());
         a.subjects = target
@@ -133,7 +154,7 @@ async fn handle(
         .forward(Outbound {
             method: &parts.method,
             path: &target.path,
-            query: parts.uri.query(),
+            query: target.query.as_deref(),
             body,
             caller_headers: &parts.headers,
             request_id: &request_id.0,
@@ -143,8 +164,8 @@ async fn handle(
         .await?;
     let upstream_ms = upstream.elapsed.as_millis() as u64;
     slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
-    let (status, mut doc, outcome) = release(&state, &plan, &who, upstream)?;
-    let contested = mark_contested(&state, &target.store.name, &plan, &mut doc);
+    let (status, doc, outcome, contested) =
+        release(&state, &plan, &who, &target.store.name, upstream)?;
     slot.update(|a| note_outcome(a, &plan, &outcome));
     let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
@@ -159,24 +180,6 @@ async fn handle(
             .insert("x-objection", HeaderValue::from_static("pending"));
     }
     Ok(res)
-}
-
-/// Adds `_objections` to every record under objection (and keeps the statement of unresolved
-/// ones for good); `true` if any objection is still open.
-fn mark_contested(state: &AppState, store: &str, plan: &Plan, doc: &mut serde_json::Value) -> bool {
-    if state.marks.is_empty() {
-        return false;
-    }
-    let mut pending = false;
-    plan.for_each_record(doc, &mut |id, record| {
-        if let Some((annotation, open)) = state.marks.annotation(store, id)
-            && let Some(obj) = record.as_object_mut()
-        {
-            obj.insert("_objections".into(), annotation);
-            pending |= open;
-        }
-    });
-    pending
 }
 
 /// Who asked, for the audit record.
@@ -223,44 +226,30 @@ fn route<'s>(state: &'s AppState, parts: &Parts, prefix: &str) -> Result<Target<
         .strip_prefix(prefix)
         .ok_or_else(|| Error::NotFound("no such route".into()))?;
     let (store_name, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let segs =
+    let mut segs =
         route::normalise(rest).map_err(|e| Error::BadRequest(format!("path refused: {e}")))?;
     let no_route = || Error::NotFound("no configured route matches this request".into());
     let store = state.stores.get(store_name).ok_or_else(no_route)?;
-    let (route, params) = store
+    let route = store
         .find_route(&parts.method, &segs)
         .ok_or_else(no_route)?;
-    let subject = match &route.subject {
-        None => None,
-        Some((SubjectLocator::Path(name), kind)) => {
-            let value = params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| *v)
-                .expect("config validation ties subject_path to a placeholder");
-            Some(SubjectId::parse(*kind, value)?)
-        }
-        Some((SubjectLocator::Query(name), kind)) => {
-            let pairs: Vec<(String, String)> =
-                serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-                    .map_err(|_| Error::BadRequest("the query string is malformed".into()))?;
-            let mut values = pairs.iter().filter(|(k, _)| k == name);
-            match (values.next(), values.next()) {
-                (None, _) => None,
-                (Some((_, v)), None) => Some(SubjectId::parse(*kind, v)?),
-                // The policy would judge one value while the store answered another.
-                (Some(_), Some(_)) => {
-                    return Err(Error::BadRequest(format!(
-                        "query parameter `{name}` given more than once"
-                    )));
-                }
-            }
-        }
-    };
+    let decided = query::decide(parts.uri.query(), route)?;
+    let mut subject = decided.subject;
+    if let Some((SubjectLocator::Path(name), kind)) = &route.subject {
+        let at = route
+            .pattern
+            .position(name)
+            .expect("config validation ties subject_path to a placeholder");
+        let id = SubjectId::parse(*kind, &segs[at])?;
+        // What was decided is what is forwarded: the canonical id, never the spelling sent.
+        segs[at] = id.as_str().to_string();
+        subject = Some(id);
+    }
     Ok(Target {
         store,
         route,
         path: route::encode_segments(&segs),
+        query: decided.forwarded,
         subject,
     })
 }
@@ -294,14 +283,23 @@ async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
     }
 }
 
+/// The one answer for a record that is missing and for one outside the caller's region: a
+/// regional role must not tell "elsewhere" from "nowhere".
+fn no_such_record() -> Error {
+    Error::NotFound("no such record".into())
+}
+
 /// Phase 5: only a successful JSON answer passes, masked by the plan and re-emitted with our
-/// own headers. A store's error pages, redirects and headers never reach the caller.
+/// own headers, each record under objection annotated (looked up by its subject id before
+/// masking; `true` when one is still open). A store's error pages, redirects and headers never
+/// reach the caller.
 fn release(
     state: &AppState,
     plan: &Plan,
     who: &Principal,
+    store: &str,
     up: UpstreamResponse,
-) -> Result<(StatusCode, serde_json::Value, Outcome), Error> {
+) -> Result<(StatusCode, serde_json::Value, Outcome, bool), Error> {
     match up.status {
         s if s.is_success() => {
             let is_json = up
@@ -321,16 +319,24 @@ fn release(
                     ));
                 }
             };
-            let outcome = plan.apply(
-                &mut doc,
-                &ApplyCtx {
-                    region: who.region(),
-                    today: time::OffsetDateTime::now_utc().date(),
-                    pseudonym_key: &state.pseudonym_key,
-                },
-            );
+            let ctx = ApplyCtx {
+                region: who.region(),
+                today: time::OffsetDateTime::now_utc().date(),
+                pseudonym_key: &state.pseudonym_key,
+            };
+            let mut pending = false;
+            let outcome = if state.marks.is_empty() {
+                plan.apply(&mut doc, &ctx)
+            } else {
+                let mut note = |id: &str| {
+                    let (v, open) = state.marks.annotation(store, id)?;
+                    pending |= open;
+                    Some(v)
+                };
+                plan.apply_annotated(&mut doc, &ctx, Some(&mut note))
+            };
             if outcome.out_of_scope {
-                return Err(Error::NotFound("no such record".into()));
+                return Err(no_such_record());
             }
             if outcome.unclassified > 0 {
                 metrics::counter!("credgate_unclassified_fields_total", "dataset" => plan.dataset.to_string())
@@ -338,9 +344,9 @@ fn release(
                 tracing::warn!(dataset = %plan.dataset, paths = ?outcome.unclassified_paths,
                     count = outcome.unclassified, "fields not in the catalog were removed");
             }
-            Ok((s, doc, outcome))
+            Ok((s, doc, outcome, pending))
         }
-        StatusCode::NOT_FOUND => Err(Error::NotFound("the store has no such record".into())),
+        StatusCode::NOT_FOUND => Err(no_such_record()),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Err(Error::BadRequest(
             "the store refused the request's parameters".into(),
         )),

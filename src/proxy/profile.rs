@@ -103,29 +103,9 @@ pub(super) async fn profile(
     )
     .await;
 
-    let mut released = Map::new();
-    let mut contested = false;
-    let (mut denied, mut failed) = (Vec::new(), Vec::new());
-    for ((store, route), answer) in sections.iter().zip(answers) {
-        let name = format!("{}.{}", store.name, route.dataset);
-        match answer {
-            Section::Released(v, plan, outcome, open) => {
-                contested |= open;
-                slot.update(|a| {
-                    let mut part = AuditInfo::default();
-                    super::note_outcome(&mut part, &plan, &outcome);
-                    for (k, n) in part.masked {
-                        *a.masked.entry(k).or_default() += n;
-                    }
-                    a.t4_released |= part.t4_released;
-                });
-                released.insert(name, v);
-            }
-            Section::Denied { rule } => denied.push(json!({"section": name, "rule": rule})),
-            Section::Failed { status, detail } => failed.push(
-                json!({"section": name, "store": store.name, "status": status, "detail": detail}),
-            ),
-        }
+    let (released, denied, failed, contested) = gather(&sections, answers, &slot);
+    if !denied.is_empty() && denied.len() == sections.len() {
+        return Err(all_denied(&denied));
     }
     tracing::info!(client_id = %who.client_id(), role = %who.role(), %purpose,
         sections = released.len(), denied = denied.len(), failed = failed.len(), "profile served");
@@ -144,6 +124,77 @@ pub(super) async fn profile(
         );
     }
     Ok(res)
+}
+
+type Gathered = (Map<String, Value>, Vec<Value>, Vec<Value>, bool);
+
+/// Sorts the answers into released, denied and failed sections, noting each section's decision
+/// (`store.dataset=allow|deny:rule|error:status`) in the audit record's `dataset`.
+fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot) -> Gathered {
+    let mut released = Map::new();
+    let mut contested = false;
+    let (mut denied, mut failed) = (Vec::new(), Vec::new());
+    let mut decisions = Vec::with_capacity(sections.len());
+    for ((store, route), answer) in sections.iter().zip(answers) {
+        let name = format!("{}.{}", store.name, route.dataset);
+        match answer {
+            Section::Released(v, plan, outcome, open) => {
+                contested |= open;
+                decisions.push(format!("{name}=allow"));
+                slot.update(|a| merge_outcome(a, &plan, &outcome));
+                released.insert(name, v);
+            }
+            Section::Denied { rule } => {
+                decisions.push(format!("{name}=deny:{rule}"));
+                denied.push(json!({"section": name, "rule": rule}));
+            }
+            Section::Failed { status, detail } => {
+                decisions.push(format!("{name}=error:{status}"));
+                failed.push(
+                    json!({"section": name, "store": store.name, "status": status, "detail": detail}),
+                );
+            }
+        }
+    }
+    slot.update(|a| a.dataset = Some(decisions.join(",")));
+    (released, denied, failed, contested)
+}
+
+/// What one released section adds to the profile's audit record: its masked classes, T4, and
+/// every subject it touched.
+fn merge_outcome(a: &mut AuditInfo, plan: &crate::policy::Plan, outcome: &crate::policy::Outcome) {
+    let mut part = AuditInfo::default();
+    super::note_outcome(&mut part, plan, outcome);
+    for (k, n) in part.masked {
+        *a.masked.entry(k).or_default() += n;
+    }
+    for s in part.subjects {
+        if !a.subjects.contains(&s) {
+            a.subjects.push(s);
+        }
+    }
+    a.t4_released |= part.t4_released;
+}
+
+/// A profile whose every section was denied released nothing: it is a denial, recorded as one.
+fn all_denied(denied: &[Value]) -> Error {
+    let list: Vec<String> = denied
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({})",
+                d["section"].as_str().unwrap_or(""),
+                d["rule"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    Error::Forbidden {
+        rule: "all-sections-denied".into(),
+        detail: format!(
+            "every section of this profile was denied: {}",
+            list.join(", ")
+        ),
+    }
 }
 
 struct SectionCtx<'a> {
@@ -204,12 +255,9 @@ impl SectionCtx<'_> {
                 purpose: self.purpose,
             })
             .await
-            .and_then(|up| release(self.state, &plan, self.who, up));
+            .and_then(|up| release(self.state, &plan, self.who, &store.name, up));
         match answer {
-            Ok((_, mut doc, outcome)) => {
-                let open = super::mark_contested(self.state, &store.name, &plan, &mut doc);
-                Section::Released(doc, plan, outcome, open)
-            }
+            Ok((_, doc, outcome, open)) => Section::Released(doc, plan, outcome, open),
             Err(e) => {
                 let status = e.status().as_u16();
                 Section::Failed {

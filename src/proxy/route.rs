@@ -51,6 +51,13 @@ impl RoutePattern {
         })
     }
 
+    /// The index of the segment holding this placeholder.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.segments
+            .iter()
+            .position(|s| matches!(s, Segment::Param(p) if p == name))
+    }
+
     /// The path with its placeholders filled in, as decoded segments.
     pub fn fill(&self, value_of: impl Fn(&str) -> Option<String>) -> Option<Vec<String>> {
         self.segments
@@ -60,6 +67,15 @@ impl RoutePattern {
                 Segment::Param(p) => value_of(p),
             })
             .collect()
+    }
+
+    /// Whether the decoded segments match, without collecting the placeholder values.
+    pub fn is_match(&self, segs: &[String]) -> bool {
+        segs.len() == self.segments.len()
+            && self.segments.iter().zip(segs).all(|(pat, seg)| match pat {
+                Segment::Literal(l) => l == seg,
+                Segment::Param(_) => true,
+            })
     }
 
     /// Matches decoded segments; returns the placeholder values.
@@ -84,46 +100,61 @@ impl RoutePattern {
 pub enum PathError {
     #[error("empty path segment")]
     Empty,
-    #[error("dot segments are not allowed")]
+    #[error("dot segments are not allowed, in any spelling")]
     DotSegment,
-    #[error("encoded slashes, backslashes, dots and control characters are not allowed")]
+    #[error("after one decoding, a segment holds `%`, `/`, `;`, `\\` or a control character")]
     Encoded,
     #[error("path is not valid UTF-8")]
     Utf8,
 }
 
-/// Splits a raw (still percent-encoded) path into decoded segments, refusing anything that
-/// could mean a different path to the store than to us: `.`/`..`, `%2e`, `%2f`, `%5c`,
-/// backslashes, NUL and other control characters, and empty segments.
+/// Characters that some server or file system reads as a dot (NFKC folds most of them to `.`).
+const DOT_LOOKALIKES: &[char] = &[
+    '\u{2024}', // one dot leader
+    '\u{2025}', // two dot leader
+    '\u{2026}', // horizontal ellipsis
+    '\u{FE52}', // small full stop
+    '\u{FF0E}', // fullwidth full stop
+    '\u{3002}', // ideographic full stop
+    '\u{FF61}', // halfwidth ideographic full stop
+];
+
+/// Splits a raw (still percent-encoded) path into segments decoded exactly once, refusing any
+/// segment that another decoder, router or file system could read differently than we do:
+/// whatever still holds `%` after the decoding (double encoding such as `%252e` or `%%32%66`),
+/// `/`, `;` (path parameters: `..;`), `\`, control characters, invalid UTF-8 (overlong forms
+/// such as `%c0%ae`), and dot segments in any spelling (encoded, unicode look-alikes, trailing
+/// dots and blanks that Windows strips). The caller re-encodes what it forwards from these
+/// validated segments only.
 ///
 /// `raw` is the part after the store name, without its leading slash: a leading slash here is
 /// an empty segment (`/v1/stores/s//x`) and is refused like any other.
 pub fn normalise(raw: &str) -> Result<Vec<String>, PathError> {
-    let mut out = Vec::new();
-    for seg in raw.split('/') {
-        if seg.is_empty() {
-            return Err(PathError::Empty);
-        }
-        if seg == "." || seg == ".." {
-            return Err(PathError::DotSegment);
-        }
-        let lower = seg.to_ascii_lowercase();
-        if seg.contains('\\')
-            || ["%2e", "%2f", "%5c", "%25"]
-                .iter()
-                .any(|e| lower.contains(e))
-        {
-            return Err(PathError::Encoded);
-        }
-        let decoded = percent_decode_str(seg)
-            .decode_utf8()
-            .map_err(|_| PathError::Utf8)?;
-        if decoded.chars().any(char::is_control) {
-            return Err(PathError::Encoded);
-        }
-        out.push(decoded.into_owned());
+    raw.split('/').map(segment).collect()
+}
+
+fn segment(raw: &str) -> Result<String, PathError> {
+    if raw.is_empty() {
+        return Err(PathError::Empty);
     }
-    Ok(out)
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::Utf8)?;
+    if decoded
+        .chars()
+        .any(|c| matches!(c, '%' | '/' | ';' | '\\') || c.is_control())
+    {
+        return Err(PathError::Encoded);
+    }
+    let trimmed = decoded.trim_end_matches(|c: char| c.is_whitespace());
+    let dotty = |c: char| c == '.' || DOT_LOOKALIKES.contains(&c);
+    if trimmed.trim().is_empty() {
+        return Err(PathError::Empty);
+    }
+    if decoded.contains(|c| DOT_LOOKALIKES.contains(&c)) || trimmed.ends_with(dotty) {
+        return Err(PathError::DotSegment);
+    }
+    Ok(decoded.into_owned())
 }
 
 /// Characters escaped when a decoded segment is put back into the upstream path.
@@ -158,8 +189,8 @@ mod tests {
     fn path_tricks_are_refused() {
         assert_eq!(normalise("entities/../admin"), Err(PathError::DotSegment));
         assert_eq!(normalise("entities/./x"), Err(PathError::DotSegment));
-        assert_eq!(normalise("entities/%2e%2e/x"), Err(PathError::Encoded));
-        assert_eq!(normalise("entities/%2E%2E"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/%2e%2e/x"), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/%2E%2E"), Err(PathError::DotSegment));
         assert_eq!(normalise("entities%2Fadmin"), Err(PathError::Encoded));
         assert_eq!(normalise("entities%5cadmin"), Err(PathError::Encoded));
         assert_eq!(normalise("entities\\admin"), Err(PathError::Encoded));
@@ -169,6 +200,14 @@ mod tests {
         assert_eq!(normalise(""), Err(PathError::Empty));
         assert_eq!(normalise("entities/%ff"), Err(PathError::Utf8));
         assert_eq!(normalise("entities/%252e"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/%%32%66"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/..;"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/x%3b"), Err(PathError::Encoded));
+        assert_eq!(normalise("entities/%c0%ae"), Err(PathError::Utf8));
+        assert_eq!(normalise("entities/%ef%bc%8e"), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/x."), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/..%20"), Err(PathError::DotSegment));
+        assert_eq!(normalise("entities/%20"), Err(PathError::Empty));
     }
 
     #[test]

@@ -43,6 +43,17 @@ pub struct Route {
     pub dataset: String,
     pub subject: Option<(SubjectLocator, SubjectType)>,
     pub profile: bool,
+    /// The query parameters the route allows; `None`: any plain name.
+    pub query: Option<Vec<String>>,
+}
+
+impl Route {
+    /// Whether a query parameter other than the subject's may be forwarded on this route.
+    pub fn allows_query(&self, key: &str) -> bool {
+        self.query
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == key))
+    }
 }
 
 pub struct Store {
@@ -149,15 +160,10 @@ impl Store {
     }
 
     /// The first route with this method whose pattern matches the decoded segments.
-    pub fn find_route<'s, 'p>(
-        &'s self,
-        method: &Method,
-        segs: &'p [String],
-    ) -> Option<(&'s Route, Vec<(&'s str, &'p str)>)> {
+    pub fn find_route(&self, method: &Method, segs: &[String]) -> Option<&Route> {
         self.routes
             .iter()
-            .filter(|r| r.method == *method)
-            .find_map(|r| r.pattern.matches(segs).map(|p| (r, p)))
+            .find(|r| r.method == *method && r.pattern.is_match(segs))
     }
 
     /// Sends one request and reads the whole answer within the store's deadline.
@@ -339,6 +345,7 @@ impl Route {
             dataset: c.dataset.clone(),
             subject,
             profile: c.profile,
+            query: c.query.clone(),
         }
     }
 }

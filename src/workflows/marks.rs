@@ -19,8 +19,54 @@ struct Mark {
     statement: Option<String>,
 }
 
+/// What one record's marks add to an answer, built (and capped) when the marks change, so
+/// that marking an answer is a lookup and a clone.
+#[derive(Debug, Clone)]
+struct Entry {
+    annotation: Value,
+    pending: bool,
+}
+
+/// At most this many objections are listed in one record's `_objections`, and at most this
+/// many bytes of them: a subject filing objection after objection must not grow every answer
+/// about the record. What is left out is counted in a final `{"truncated": n}` entry.
+pub const MAX_ANNOTATED: usize = 8;
+pub const MAX_ANNOTATION_BYTES: usize = 4096;
+/// A statement kept with the record is cut to this many characters in the annotation.
+const MAX_STATEMENT_CHARS: usize = 500;
+
+/// store -> record ref -> entry: looked up by `&str` without allocating.
 #[derive(Debug, Default)]
-pub struct Marks(RwLock<HashMap<(String, String), Vec<Mark>>>);
+pub struct Marks(RwLock<HashMap<String, HashMap<String, Entry>>>);
+
+fn entry_of(marks: &[Mark]) -> Entry {
+    // Open objections first: they are what the header announces.
+    let mut order: Vec<&Mark> = marks.iter().collect();
+    order.sort_by_key(|m| !(m.status.is_open() && m.statement.is_none()));
+    let mut list = Vec::new();
+    let mut bytes = 0;
+    for m in &order {
+        let mut v = json!({"id": m.id, "status": m.status, "dataset": m.dataset, "field": m.field});
+        if let Some(s) = &m.statement {
+            v["statement"] = json!(s.chars().take(MAX_STATEMENT_CHARS).collect::<String>());
+        }
+        let size = v.to_string().len();
+        if list.len() == MAX_ANNOTATED || bytes + size > MAX_ANNOTATION_BYTES {
+            break;
+        }
+        bytes += size;
+        list.push(v);
+    }
+    if list.len() < order.len() {
+        list.push(json!({"truncated": order.len() - list.len()}));
+    }
+    Entry {
+        annotation: Value::Array(list),
+        pending: marks
+            .iter()
+            .any(|m| m.status.is_open() && m.statement.is_none()),
+    }
+}
 
 fn marks_of(list: Vec<objections::Objection>) -> Vec<Mark> {
     list.into_iter()
@@ -58,11 +104,13 @@ impl Marks {
                 .or_default()
                 .push(o);
         }
-        let fresh: HashMap<_, _> = by
-            .into_iter()
-            .map(|(k, list)| (k, marks_of(list)))
-            .filter(|(_, m)| !m.is_empty())
-            .collect();
+        let mut fresh: HashMap<String, HashMap<String, Entry>> = HashMap::new();
+        for ((store, record), list) in by {
+            let m = marks_of(list);
+            if !m.is_empty() {
+                fresh.entry(store).or_default().insert(record, entry_of(&m));
+            }
+        }
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
@@ -75,11 +123,17 @@ impl Marks {
     ) -> Result<(), StorageError> {
         let m = marks_of(objections::for_record(db, store, record_ref).await?);
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let key = (store.to_string(), record_ref.to_string());
         if m.is_empty() {
-            map.remove(&key);
+            if let Some(records) = map.get_mut(store) {
+                records.remove(record_ref);
+                if records.is_empty() {
+                    map.remove(store);
+                }
+            }
         } else {
-            map.insert(key, m);
+            map.entry(store.to_string())
+                .or_default()
+                .insert(record_ref.to_string(), entry_of(&m));
         }
         Ok(())
     }
@@ -91,21 +145,46 @@ impl Marks {
     /// The `_objections` annotation for one record, and whether any is still open.
     pub fn annotation(&self, store: &str, record_ref: &str) -> Option<(Value, bool)> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let marks = map.get(&(store.to_string(), record_ref.to_string()))?;
-        let pending = marks
-            .iter()
-            .any(|m| m.status.is_open() && m.statement.is_none());
-        let list: Vec<Value> = marks
-            .iter()
-            .map(|m| {
-                let mut v =
-                    json!({"id": m.id, "status": m.status, "dataset": m.dataset, "field": m.field});
-                if let Some(s) = &m.statement {
-                    v["statement"] = json!(s);
-                }
-                v
-            })
-            .collect();
-        Some((Value::Array(list), pending))
+        let e = map.get(store)?.get(record_ref)?;
+        Some((e.annotation.clone(), e.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(i: usize, statement: Option<String>) -> Mark {
+        Mark {
+            id: format!("ob_{i}"),
+            status: if statement.is_some() {
+                Status::Unresolved
+            } else {
+                Status::Submitted
+            },
+            dataset: "entity".into(),
+            field: Some("name".into()),
+            statement,
+        }
+    }
+
+    #[test]
+    fn the_annotation_is_capped_in_count_and_bytes_with_a_marker() {
+        let many: Vec<Mark> = (0..300).map(|i| mark(i, None)).collect();
+        let e = entry_of(&many);
+        let list = e.annotation.as_array().unwrap();
+        assert_eq!(list.len(), MAX_ANNOTATED + 1);
+        assert_eq!(
+            list[MAX_ANNOTATED],
+            json!({"truncated": 300 - MAX_ANNOTATED})
+        );
+        assert!(e.pending);
+        let long: Vec<Mark> = (0..6).map(|i| mark(i, Some("长".repeat(5000)))).collect();
+        let e = entry_of(&long);
+        assert!(e.annotation.to_string().len() <= MAX_ANNOTATION_BYTES + 64);
+        assert!(e.annotation.as_array().unwrap().last().unwrap()["truncated"].as_u64() > Some(0));
+        assert!(!e.pending, "unresolved statements are kept, not pending");
+        let few = entry_of(&[mark(1, None)]);
+        assert_eq!(few.annotation.as_array().unwrap().len(), 1);
     }
 }

@@ -55,7 +55,9 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
         (r.store.as_deref(), r.dataset.as_deref()),
         (Some("power"), Some("entity"))
     );
-    assert_eq!(r.subjects, vec![uscc.to_string()]);
+    // The record's subject, and its legal representative, whose ID number it carries (masked).
+    let rep = e["legal_representative"]["id_number"].as_str().unwrap();
+    assert_eq!(r.subjects, vec![uscc.to_string(), rep.to_string()]);
     assert_eq!(
         (r.decision.as_str(), r.rule, r.status),
         ("allow", None, 200)
@@ -86,7 +88,11 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
         .data(&token, "/v1/stores/power/entities?page_size=3")
         .await;
     let r = app.record(&audit_id(&res)).await;
-    assert_eq!(r.subjects.len(), 3);
+    assert_eq!(
+        r.subjects.len(),
+        6,
+        "three entities and their representatives"
+    );
 
     // No token, a path trick, a failed store: recorded too.
     let res = app

@@ -34,23 +34,25 @@ async fn a_legal_persons_profile_merges_sections_masks_each_and_lists_failed_sto
 }
 
 #[tokio::test]
-async fn a_natural_persons_profile_lists_sections_denied_without_consent() {
+async fn a_natural_persons_profile_with_every_section_denied_is_a_denial() {
     let app = TestApp::spawn().await;
     let p = &app.sample().persons[1];
     let id = p["id_number"].as_str().unwrap();
     let (_, bank) = app.token("financial_institution").await;
-    let body: Value = app
-        .data(&bank, &format!("/v1/subjects/{id}/profile"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["subject_type"], "natural");
-    assert_eq!(
-        body["denied"],
-        json!([{"section": "power.person", "rule": "consent-required"}])
+    // Its only section needs the person's consent: nothing released, so the profile is denied.
+    let body = assert_problem(
+        app.data(&bank, &format!("/v1/subjects/{id}/profile")).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "all-sections-denied");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("power.person (consent-required)"),
+        "{body}"
     );
-    assert_eq!(body["sections"], json!({}));
 
     let (_, agency) = app.token("government_agency").await;
     let body: Value = app
