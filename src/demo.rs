@@ -95,11 +95,13 @@ credential = {{ header = "Authorization", value = "Bearer {store_token}" }}
 method = "GET"
 path = "/entities"
 dataset = "entity_list"
+query = ["sector", "region", "page", "page_size"]
 
 [[stores.routes]]
 method = "GET"
 path = "/entities/{{uscc}}"
 dataset = "entity"
+query = []
 subject_path = "uscc"
 subject_type = "legal"
 profile = true
@@ -108,6 +110,7 @@ profile = true
 method = "GET"
 path = "/persons/{{id_number}}"
 dataset = "person"
+query = []
 subject_path = "id_number"
 subject_type = "natural"
 profile = true
@@ -116,11 +119,13 @@ profile = true
 method = "GET"
 path = "/lists/red"
 dataset = "red_list"
+query = ["page", "page_size"]
 
 [[stores.routes]]
 method = "GET"
 path = "/lists/black"
 dataset = "black_list"
+query = ["page", "page_size"]
 "#,
         policy_dir = shipped_policy_dir().display(),
     )
