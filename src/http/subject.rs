@@ -5,7 +5,7 @@ use axum::{
     Extension, Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{delete, get},
 };
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{AppState, Error};
 use crate::{
-    audit::{AuditSlot, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
     auth,
     config::is_name,
     storage::{
@@ -98,10 +98,13 @@ async fn grant_consent(
         expires_at,
         revoked_at: None,
     };
-    consents::insert(&state.db, &record)
-        .await
-        .map_err(Error::storage)?;
-    Ok((StatusCode::CREATED, Json(record.view(now))).into_response())
+    let view = record.view(now);
+    let record = std::sync::Arc::new(record);
+    let change = Deferred::new(move |conn| {
+        let record = record.clone();
+        Box::pin(async move { Ok(consents::insert_in(conn, &record).await?) })
+    });
+    Ok(change.attach((StatusCode::CREATED, Json(view))))
 }
 
 async fn list_consents(
@@ -111,7 +114,7 @@ async fn list_consents(
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = now_micros();
-    let items: Vec<_> = consents::list_for_subject(&state.db, subject.id.as_str())
+    let items: Vec<_> = consents::list_for_subject(&state.db, &subject.id)
         .await
         .map_err(Error::storage)?
         .iter()
@@ -125,16 +128,28 @@ async fn revoke_consent(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    if consents::revoke(&state.db, subject.id.as_str(), &id)
+    let owned = consents::get(&state.db, &id)
         .await
         .map_err(Error::storage)?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Error::NotFound("no such consent".into()))
+        .is_some_and(|c| c.is_for(&subject.id));
+    if !owned {
+        return Err(Error::NotFound("no such consent".into()));
     }
+    // Revoked in the record's transaction, still the subject's own there.
+    let change = Deferred::new(move |conn| {
+        let (subject, id) = (subject.id.clone(), id.clone());
+        Box::pin(async move {
+            match consents::revoke_in(conn, &subject, &id).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(Error::NotFound(
+                    "no such consent".into(),
+                ))),
+            }
+        })
+    });
+    Ok(change.attach(StatusCode::NO_CONTENT))
 }
 
 /// Who accessed my records: institutions' and the public's requests that touched this subject,
