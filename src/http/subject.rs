@@ -16,6 +16,7 @@ use crate::{
     audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
     auth,
     config::is_name,
+    domain::{SubjectId, SubjectType},
     storage::{
         consents::{self, ConsentRecord},
         now_micros,
@@ -152,6 +153,31 @@ async fn revoke_consent(
     Ok(change.attach(StatusCode::NO_CONTENT))
 }
 
+/// Whether a record that names this subject's id string was about this subject, type included.
+/// Records name subjects by id alone; only an id valid as both a USCC and a resident ID number
+/// is ambiguous, and for such an id a record counts only when its dataset is declared to be
+/// about this type of subject. Fail closed: an ambiguous record (a profile, a dataset of no
+/// declared type) is shown to neither, rather than to the wrong one.
+fn is_about(
+    subject: &SubjectId,
+    record: &crate::audit::AuditRecord,
+    policies: &crate::policy::PolicySet,
+) -> bool {
+    let other = match subject.subject_type() {
+        SubjectType::Legal => SubjectType::Natural,
+        SubjectType::Natural => SubjectType::Legal,
+    };
+    if SubjectId::parse(other, subject.as_str()).is_err() {
+        return true;
+    }
+    record
+        .dataset
+        .as_deref()
+        .and_then(|d| policies.dataset(d))
+        .and_then(|d| d.subject_type)
+        == Some(subject.subject_type())
+}
+
 /// Who accessed my records: institutions' and the public's requests that touched this subject,
 /// allowed or denied. Only the caller's own.
 async fn access_log(
@@ -163,8 +189,10 @@ async fn access_log(
     let records = audit_store::access_log(&state.db, subject.id.as_str(), 500)
         .await
         .map_err(Error::storage)?;
+    let policies = state.policies();
     let items: Vec<Value> = records
         .iter()
+        .filter(|r| is_about(&subject.id, r, &policies))
         .map(|r| {
             json!({
                 "time": crate::storage::micros_to_rfc3339(r.time_us),

@@ -486,6 +486,35 @@ async fn a_legal_and_a_natural_subject_with_the_same_id_are_strangers() {
         .await,
         0
     );
+    // Reads of the company's records and of the person's: each sees only their own.
+    let (_, regulator) = app.token("regulator").await;
+    app.data(
+        &regulator,
+        &format!("/v1/stores/power/entities/{TWO_FACED}"),
+    )
+    .await;
+    app.data(&regulator, &format!("/v1/stores/power/persons/{TWO_FACED}"))
+        .await;
+    for (token, dataset) in [(&company, "entity"), (&person, "person")] {
+        let log: Value = send(
+            &app,
+            reqwest::Method::GET,
+            "/subject/access-log",
+            Some(token),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let seen: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["dataset"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen, [dataset], "{log}");
+    }
     // A person cannot contest a company's dataset under the shared string.
     let res = post(
         &app,
