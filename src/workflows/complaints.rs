@@ -323,11 +323,44 @@ async fn admin_transition(
             }
         }
     };
-    let moved = Arc::new((id, from, req.to, req.note, who.client_id, lockdown));
-    let change = Deferred::new(move |conn| {
+    let moved = Moved {
+        id,
+        from,
+        to: req.to,
+        note: req.note,
+        actor: who.client_id,
+        lockdown,
+    };
+    let change = deferred_move(moved, now);
+    Ok(change.then(after).attach(Json(v)))
+}
+
+/// A complaint's move, as the handler decided it.
+struct Moved {
+    id: String,
+    from: String,
+    to: String,
+    note: Option<String>,
+    actor: String,
+    /// On `upheld` with `lockdown`: the org's lockdown and its creation time.
+    lockdown: Option<(lockdowns::Lockdown, i64)>,
+}
+
+/// The move (and its lockdown), deferred to the audit record's transaction; refused with 409
+/// if the complaint moved meanwhile.
+fn deferred_move(moved: Moved, now: i64) -> Deferred {
+    let moved = Arc::new(moved);
+    Deferred::new(move |conn| {
         let moved = moved.clone();
         Box::pin(async move {
-            let (id, from, to, note, actor, lockdown) = &*moved;
+            let Moved {
+                id,
+                from,
+                to,
+                note,
+                actor,
+                lockdown,
+            } = &*moved;
             let step = events::Step {
                 kind: "complaint",
                 id,
@@ -354,6 +387,5 @@ async fn admin_transition(
             }
             Ok(())
         })
-    });
-    Ok(change.then(after).attach(Json(v)))
+    })
 }

@@ -111,8 +111,20 @@ async fn file(
         .map(|c| state.report_sealer.seal(&id, &pad_contact(c)));
     let now = state.clock.now();
     let answer = json!({"id": id, "receipt": receipt, "status": "received"});
-    let filed = Arc::new((id, receipt_hash(&receipt), req, sealed));
-    let change = Deferred::new(move |conn| {
+    let change = filing(id, receipt_hash(&receipt), req, sealed, now);
+    Ok(change.attach((StatusCode::CREATED, Json(answer))))
+}
+
+/// The filing, deferred to its audit record's transaction.
+fn filing(
+    id: String,
+    receipt_hash: String,
+    req: Filing,
+    sealed: Option<String>,
+    now: i64,
+) -> Deferred {
+    let filed = Arc::new((id, receipt_hash, req, sealed));
+    Deferred::new(move |conn| {
         let filed = filed.clone();
         Box::pin(async move {
             let (id, receipt_hash, req, sealed) = &*filed;
@@ -140,8 +152,7 @@ async fn file(
             };
             Ok(events::record(conn, &step).await?)
         })
-    });
-    Ok(change.attach((StatusCode::CREATED, Json(answer))))
+    })
 }
 
 /// Every sealed contact is this many bytes before sealing, whatever its length: the longest
