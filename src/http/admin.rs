@@ -400,3 +400,38 @@ async fn disable_client(
     });
     Ok(change.then(after).attach(view))
 }
+
+/// Acknowledges an open alert, the change deferred to its audit record's transaction (the
+/// handler is `crate::audit::alerts::ack`).
+pub(crate) async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
+    let gone = || Error::NotFound("no open alert with that id".into());
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE id = $1 AND acked_at IS NULL")
+            .bind(&id)
+            .fetch_one(state.db.pool())
+            .await
+            .map_err(|e| Error::storage(e.into()))?;
+    if open == 0 {
+        return Err(gone());
+    }
+    let view = Json(json!({"id": id, "status": "acknowledged"}));
+    let (id, by) = (Arc::new(id), Arc::new(by));
+    let change = Deferred::new(move |conn| {
+        let (id, by) = (id.clone(), by.clone());
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
+            )
+            .bind(crate::storage::now_micros())
+            .bind(&*by)
+            .bind(&*id)
+            .execute(conn)
+            .await?;
+            match done.rows_affected() {
+                0 => Err(ChangeError::Refused(gone())),
+                _ => Ok(()),
+            }
+        })
+    });
+    Ok(change.attach(view))
+}

@@ -66,6 +66,7 @@ async fn fingerprint(app: &TestApp) -> Vec<i64> {
         "SELECT COUNT(*) FROM lockdowns",
         "SELECT COUNT(*) FROM lockdowns WHERE lifted_at IS NOT NULL",
         "SELECT COUNT(*) FROM clients WHERE status = 'disabled'",
+        "SELECT COUNT(*) FROM alerts WHERE acked_at IS NOT NULL",
     ] {
         out.push(count(app, sql).await);
     }
@@ -187,6 +188,13 @@ async fn world() -> World {
         .as_str()
         .unwrap()
         .to_string();
+    sqlx::query(
+        "INSERT INTO alerts (id, rule, client_id, detail, audit_ids, created_at) \
+         VALUES ('al_test', 'volume', NULL, 'test', '[]', 1)",
+    )
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
     World {
         app,
         subject,
@@ -240,6 +248,7 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
         ("lockdown", post(app, "/admin/lockdown", o, json!({"org": "bank-a", "reason": "x"})).await),
         ("lockdown lift", send(app, del, &format!("/admin/lockdown/{}", w.lockdown), Some(o), None).await),
         ("client disable", post(app, &format!("/admin/clients/{}/disable", w.victim), o, json!({})).await),
+        ("alert ack", post(app, "/admin/alerts/al_test/ack", o, json!({})).await),
     ];
     for (what, res) in tries {
         assert_unavailable(res, what).await;
