@@ -45,7 +45,14 @@ fn cap(s: &str, max: usize) -> String {
 
 pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(kind) = kind_of(req.uri().path()) else {
-        return next.run(req).await;
+        let res = next.run(req).await;
+        // A change can only commit with a record: outside the audited paths it cannot happen,
+        // and the response must not claim that it did.
+        if res.extensions().get::<Deferred>().is_some() {
+            tracing::error!("a change was attached outside the audited paths; refused");
+            return Error::AuditUnavailable.into_response();
+        }
+        return res;
     };
     let started = Instant::now();
     let time_us = now_micros();

@@ -297,6 +297,13 @@ async fn concurrent_transitions_one_wins_every_answer_is_recorded() {
     }
     assert_eq!(ok, 1);
     assert_eq!(count(app, "SELECT COUNT(*) FROM outbox").await, 1);
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(
+        report.ok,
+        "refused changes left the chain whole: {report:?}"
+    );
 }
 
 /// Item 5: a burst of 300 objections from one subject is cut by the per-subject rate limit and
