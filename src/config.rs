@@ -59,6 +59,9 @@ pub struct Config {
     pub alerts: crate::audit::alerts::AlertConfig,
     #[serde(default)]
     pub rate_limits: crate::http::limits::RateLimitConfig,
+    /// Per-subject limits on `/subject/*`: request rate and open objections.
+    #[serde(default)]
+    pub subject_limits: crate::auth::subject::SubjectLimitConfig,
     #[serde(default)]
     pub workflows: crate::workflows::WorkflowConfig,
     /// Identity providers whose data-subject tokens are accepted.

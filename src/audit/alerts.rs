@@ -387,21 +387,9 @@ pub async fn ack(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<axum::response::Response, Error> {
     let who = crate::http::admin::officer(&state, &headers, &slot).await?;
-    let done = sqlx::query(
-        "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
-    )
-    .bind(now_micros())
-    .bind(&who.client_id)
-    .bind(&id)
-    .execute(state.db.pool())
-    .await
-    .map_err(|e| Error::storage(e.into()))?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound("no open alert with that id".into()));
-    }
-    Ok(Json(json!({"id": id, "status": "acknowledged"})))
+    crate::http::admin::ack_alert(&state, id, who.client_id).await
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use axum::{
 use http::HeaderValue;
 use http_body::Body as _;
 
-use super::{AuditRecord, AuditSlot};
+use super::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal};
 use crate::{
     http::{AppState, Error, Problem, RequestId},
     storage::now_micros,
@@ -45,7 +45,14 @@ fn cap(s: &str, max: usize) -> String {
 
 pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(kind) = kind_of(req.uri().path()) else {
-        return next.run(req).await;
+        let res = next.run(req).await;
+        // A change can only commit with a record: outside the audited paths it cannot happen,
+        // and the response must not claim that it did.
+        if res.extensions().get::<Deferred>().is_some() {
+            tracing::error!("a change was attached outside the audited paths; refused");
+            return Error::AuditUnavailable.into_response();
+        }
+        return res;
     };
     // Anonymous doors' 429 floods are summarised, not recorded one by one (see `flood`).
     let door = crate::http::limits::Door::of(req.method(), req.uri().path());
@@ -86,8 +93,50 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         return res;
     }
 
+    let mut meta = Meta {
+        kind,
+        started,
+        time_us,
+        request_id,
+        method,
+        path,
+        client_addr,
+    };
     let info = slot.take();
-    let path = info.canonical_path.as_deref().map_or(path, |p| cap(p, 512));
+    // The proxy names what it forwarded (the canonical path and query): that is what is kept.
+    if let Some(p) = info.canonical_path.as_deref() {
+        meta.path = cap(p, 512);
+    }
+    // A mutation's change commits with its record, or not at all. Requests without one (all
+    // data requests) take the path below unchanged: no copy, no extra await.
+    if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
+        return with_change(&state, meta, info, res, deferred).await;
+    }
+    let t4 = info.t4_released;
+    let (record, decision) = record_of(meta, info, &res);
+    match state.audit.append(record).await {
+        Ok(committed) => released(res, &committed, decision, t4),
+        Err(e) => {
+            tracing::error!(error = %e, "audit record not committed; response withheld");
+            Error::AuditUnavailable.into_response()
+        }
+    }
+}
+
+/// What the layer knows of the request before the handler ran.
+#[derive(Clone)]
+struct Meta {
+    kind: &'static str,
+    started: Instant,
+    time_us: i64,
+    request_id: String,
+    method: String,
+    path: String,
+    client_addr: String,
+}
+
+/// The record of this response, and its decision.
+fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'static str) {
     let status = res.status();
     let problem = res.extensions().get::<Problem>();
     let rule = info.rule.clone().or_else(|| {
@@ -107,17 +156,17 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     let record = AuditRecord {
         seq: 0,
         id: format!("au_{}", uuid::Uuid::now_v7().simple()),
-        time_us,
-        request_id,
-        kind: info.kind.unwrap_or(kind).to_string(),
+        time_us: meta.time_us,
+        request_id: meta.request_id,
+        kind: info.kind.unwrap_or(meta.kind).to_string(),
         client_id: info.client_id.map(|c| cap(&c, 128)),
         org: info.org,
         role: info.role,
         actor_subject: info.actor_subject,
         purpose: info.purpose,
         consent_id: info.consent_id.map(|c| cap(&c, 128)),
-        method,
-        path,
+        method: meta.method,
+        path: meta.path,
         store: info.store,
         dataset: info.dataset,
         subjects: info.subjects,
@@ -127,26 +176,64 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         status: status.as_u16(),
         bytes_out: res.body().size_hint().exact().unwrap_or(0),
         upstream_us: info.upstream_us,
-        total_us: started.elapsed().as_micros() as i64,
-        client_addr,
+        total_us: meta.started.elapsed().as_micros() as i64,
+        client_addr: meta.client_addr,
         prev_hash: String::new(),
         hash: String::new(),
     };
+    (record, decision)
+}
+
+/// The response leaves, naming its committed record.
+fn released(
+    mut res: Response,
+    committed: &Committed,
+    decision: &'static str,
+    t4: bool,
+) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&committed.id) {
+        res.headers_mut().insert("x-audit-id", v);
+    }
+    if t4 {
+        res.extensions_mut().insert(T4Released);
+    }
+    res.extensions_mut()
+        .insert(crate::http::metrics::Decision(decision));
+    res
+}
+
+/// A mutation: its change and its record commit together. A refused change (the state moved
+/// meanwhile, a cap was reached) is answered with its error, and that refusal is recorded; if
+/// either cannot be written, nothing of the change exists and the answer is 503.
+async fn with_change(
+    state: &AppState,
+    meta: Meta,
+    info: AuditInfo,
+    res: Response,
+    deferred: Deferred,
+) -> Response {
+    let spare = (meta.clone(), info.clone());
     let t4 = info.t4_released;
-    match state.audit.append(record).await {
+    let (record, decision) = record_of(meta, info, &res);
+    match state
+        .audit
+        .append_with(record, deferred.change.clone())
+        .await
+    {
         Ok(committed) => {
-            if let Ok(v) = HeaderValue::from_str(&committed.id) {
-                res.headers_mut().insert("x-audit-id", v);
-            }
-            if t4 {
-                res.extensions_mut().insert(T4Released);
-            }
-            res.extensions_mut()
-                .insert(crate::http::metrics::Decision(decision));
-            res
+            deferred.committed().await;
+            released(res, &committed, decision, t4)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "audit record not committed; response withheld");
+        Err(Refusal::Change(e)) => {
+            let res = e.into_response();
+            let (record, decision) = record_of(spare.0, spare.1, &res);
+            match state.audit.append(record).await {
+                Ok(committed) => released(res, &committed, decision, false),
+                Err(_) => Error::AuditUnavailable.into_response(),
+            }
+        }
+        Err(Refusal::Audit(e)) => {
+            tracing::error!(error = %e, "change and record not committed; nothing changed");
             Error::AuditUnavailable.into_response()
         }
     }

@@ -107,6 +107,111 @@ pub enum AuditError {
     Closed,
 }
 
+/// A state change a handler defers until its audit record commits: the audit writer applies it
+/// and appends the record in one database transaction, so a change exists only with its record
+/// (and a record of a change only with the change). It may run more than once (again when
+/// another replica's writer took the chain's head meanwhile), so it checks the state it
+/// changes (`UPDATE ... WHERE status = $from`) rather than trusting what the handler read.
+pub trait Change: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>>;
+}
+
+impl<F> Change for F
+where
+    F: for<'a> Fn(
+            &'a mut sqlx::AnyConnection,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>> {
+        self(conn)
+    }
+}
+
+/// What a change's closure returns (`Box::pin(async move { .. }) as Pending<'_>`).
+pub type Pending<'a> = futures_util::future::BoxFuture<'a, Result<(), ChangeError>>;
+
+/// Why a deferred change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The state no longer allows it (a concurrent transition won, a cap is reached): answered
+    /// with this error, and the refusal is recorded instead.
+    #[error("{0}")]
+    Refused(crate::http::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl From<crate::storage::StorageError> for ChangeError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        match e {
+            crate::storage::StorageError::Database(e) => Self::Storage(e),
+            other => Self::Storage(sqlx::Error::Protocol(other.to_string())),
+        }
+    }
+}
+
+/// What runs after a deferred change committed (refreshing in-memory caches).
+type After = std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>;
+
+/// A response extension: the change the audit layer hands to the writer with the record.
+#[derive(Clone)]
+pub struct Deferred {
+    pub(crate) change: Arc<dyn Change>,
+    after: Arc<After>,
+}
+
+impl Deferred {
+    /// The bound is spelled out (not `impl Change`) so that a closure's signature is inferred
+    /// for every lifetime of its connection.
+    pub fn new<F>(change: F) -> Self
+    where
+        F: for<'a> Fn(&'a mut sqlx::AnyConnection) -> Pending<'a> + Send + Sync + 'static,
+    {
+        Self {
+            change: Arc::new(change),
+            after: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs `f` once the change has committed (never if it did not).
+    pub fn then(self, f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        *self.after.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::pin(f));
+        self
+    }
+
+    /// Attaches this change to `res`: it happens only with the response's audit record.
+    pub fn attach(self, res: impl axum::response::IntoResponse) -> axum::response::Response {
+        let mut res = res.into_response();
+        res.extensions_mut().insert(self);
+        res
+    }
+
+    pub(crate) async fn committed(self) {
+        let after = self.after.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = after {
+            f.await;
+        }
+    }
+}
+
+/// Why `append_with` failed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The change was refused; neither it nor its record exists.
+    Change(crate::http::Error),
+    /// The change or its record could not be written; neither exists.
+    Audit(AuditError),
+}
+
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub id: String,
@@ -154,15 +259,19 @@ impl Default for AuditConfig {
     }
 }
 
-pub(crate) struct Pending {
+pub(crate) struct Queued {
     record: AuditRecord,
-    ack: oneshot::Sender<Result<Committed, AuditError>>,
+    /// With a change, the writer commits it with the record, alone in its transaction.
+    change: Option<Arc<dyn Change>>,
+    ack: oneshot::Sender<Result<Committed, Refusal>>,
 }
 
 /// Handle on the audit writer. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: Option<mpsc::Sender<Pending>>,
+    tx: Option<mpsc::Sender<Queued>>,
+    /// The database, for the no-op benchmark mode's changes (there is no writer to apply them).
+    db: Db,
     healthy: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
     failures: Arc<std::sync::atomic::AtomicU64>,
@@ -191,6 +300,7 @@ impl AuditLog {
             );
             return Ok(Self {
                 tx: None,
+                db,
                 healthy,
                 queued,
                 failures,
@@ -201,7 +311,7 @@ impl AuditLog {
         store::head(&db).await?;
         let (tx, rx) = mpsc::channel(config.batch_max * 8);
         tokio::spawn(writer::run(writer::Writer {
-            db,
+            db: db.clone(),
             rx,
             signing,
             key_id,
@@ -213,6 +323,7 @@ impl AuditLog {
         }));
         Ok(Self {
             tx: Some(tx),
+            db,
             healthy,
             queued,
             failures,
@@ -222,7 +333,32 @@ impl AuditLog {
 
     /// Queues the record and waits until it is committed (or the commit failed).
     pub async fn append(&self, record: AuditRecord) -> Result<Committed, AuditError> {
+        match self.send(record, None).await {
+            Ok(c) => Ok(c),
+            Err(Refusal::Audit(e)) => Err(e),
+            // Without a change there is nothing to refuse.
+            Err(Refusal::Change(_)) => Err(AuditError::WriteFailed),
+        }
+    }
+
+    /// Commits `change` and `record` in one transaction, or neither.
+    pub async fn append_with(
+        &self,
+        record: AuditRecord,
+        change: Arc<dyn Change>,
+    ) -> Result<Committed, Refusal> {
+        self.send(record, Some(change)).await
+    }
+
+    async fn send(
+        &self,
+        record: AuditRecord,
+        change: Option<Arc<dyn Change>>,
+    ) -> Result<Committed, Refusal> {
         let Some(tx) = &self.tx else {
+            if let Some(change) = change {
+                writer::apply_unaudited(&self.db, &*change).await?;
+            }
             return Ok(Committed {
                 id: record.id,
                 seq: 0,
@@ -232,11 +368,17 @@ impl AuditLog {
         self.queued.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("credgate_audit_queue_depth")
             .set(self.queued.load(Ordering::Relaxed) as f64);
-        if tx.send(Pending { record, ack }).await.is_err() {
+        let pending = Queued {
+            record,
+            change,
+            ack,
+        };
+        if tx.send(pending).await.is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(AuditError::Closed);
+            return Err(Refusal::Audit(AuditError::Closed));
         }
-        done.await.unwrap_or(Err(AuditError::Closed))
+        done.await
+            .unwrap_or(Err(Refusal::Audit(AuditError::Closed)))
     }
 
     /// How many batch commits have failed since start.

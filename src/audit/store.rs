@@ -3,7 +3,7 @@
 
 use sqlx::{Row, any::AnyRow};
 
-use super::AuditRecord;
+use super::{AuditRecord, Change, ChangeError};
 use crate::storage::{Backend, Db, StorageError};
 
 /// The chain's head as stored: the last record and the last checkpoint.
@@ -135,16 +135,7 @@ where
         let checkpoint = chain(&head, records);
         match write(conn, backend, records, checkpoint.as_ref()).await {
             Ok(()) => {
-                let mut next = head;
-                if let Some(r) = records.last() {
-                    next.seq = r.seq;
-                    next.hash = r.hash.clone();
-                }
-                if let Some(cp) = &checkpoint {
-                    next.checkpoint_seq = cp.seq;
-                    next.checkpoint_time_us = cp.time_us;
-                }
-                *known = Some(next);
+                *known = Some(advanced(head, records, checkpoint.as_ref()));
                 return Ok(());
             }
             Err(e) if is_conflict(&e) && conflicts < MAX_CONFLICTS => {
@@ -317,11 +308,11 @@ fn bind_rows<'q>(
     q
 }
 
-async fn write(
+/// The batch's INSERT, on a connection or inside a transaction.
+async fn insert_records(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     records: &[AuditRecord],
-    checkpoint: Option<&Checkpoint>,
 ) -> Result<(), sqlx::Error> {
     let sql;
     let insert = match backend {
@@ -341,12 +332,14 @@ async fn write(
             sqlx::query(postgres_insert()).bind(rows)
         }
     };
-    let Some(cp) = checkpoint else {
-        insert.execute(&mut *conn).await?;
-        return Ok(());
-    };
-    let mut tx = sqlx::Connection::begin(conn).await?;
-    insert.execute(&mut *tx).await?;
+    insert.execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn insert_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    cp: &Checkpoint,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_checkpoints (seq, time_us, hash, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -355,9 +348,144 @@ async fn write(
     .bind(&cp.hash)
     .bind(&cp.key_id)
     .bind(&cp.signature)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+async fn write(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    records: &[AuditRecord],
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(), sqlx::Error> {
+    let Some(cp) = checkpoint else {
+        return insert_records(conn, backend, records).await;
+    };
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    insert_records(&mut tx, backend, records).await?;
+    insert_checkpoint(&mut tx, cp).await?;
     tx.commit().await
+}
+
+/// How a change's transaction ended, when it did not commit.
+enum ChangeFailed {
+    /// The change itself failed or was refused: nothing to retry.
+    Change(ChangeError),
+    /// The record could not be appended (a lost race is retried).
+    Audit(sqlx::Error),
+}
+
+/// Opens the change's transaction. On SQLite it takes the write lock at once (`IMMEDIATE`): a
+/// change that reads before it writes could otherwise find its snapshot stale at the first
+/// write and fail without waiting.
+async fn begin(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await,
+        Backend::Postgres => sqlx::Connection::begin(conn).await,
+    }
+}
+
+/// Applies `change`, appends `records` (and the checkpoint) and commits, all in one transaction.
+async fn write_with_change(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    change: &dyn Change,
+    records: &[AuditRecord],
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(), ChangeFailed> {
+    let mut tx = begin(conn, backend).await.map_err(ChangeFailed::Audit)?;
+    if let Err(e) = change.apply(&mut tx).await {
+        // An explicit rollback; if even that fails, the connection is dropped by the caller.
+        return match tx.rollback().await {
+            Ok(()) => Err(ChangeFailed::Change(e)),
+            Err(r) => Err(ChangeFailed::Audit(r)),
+        };
+    }
+    insert_records(&mut tx, backend, records)
+        .await
+        .map_err(ChangeFailed::Audit)?;
+    if let Some(cp) = checkpoint {
+        insert_checkpoint(&mut tx, cp)
+            .await
+            .map_err(ChangeFailed::Audit)?;
+    }
+    tx.commit().await.map_err(ChangeFailed::Audit)
+}
+
+/// What `append_change` reports when nothing was committed.
+#[derive(Debug)]
+pub enum ChangeOutcome {
+    Refused(ChangeError),
+    Failed(StorageError),
+}
+
+/// `append` for one record that carries a change: the change and the record commit in one
+/// transaction, or neither does. A lost race for the head rolls both back and runs the change
+/// again on the real head; a refused change leaves the chain as it was.
+pub async fn append_change<F>(
+    writer: &mut WriterConn,
+    known: &mut Option<Head>,
+    records: &mut [AuditRecord],
+    change: &dyn Change,
+    chain: F,
+) -> Result<(), ChangeOutcome>
+where
+    F: Fn(&Head, &mut [AuditRecord]) -> Option<Checkpoint>,
+{
+    let backend = writer.db.backend();
+    let mut conflicts = 0;
+    loop {
+        let conn = writer.get().await.map_err(ChangeOutcome::Failed)?;
+        let head = match known.take() {
+            Some(h) => h,
+            None => match read_head(conn).await {
+                Ok(h) => h,
+                Err(e) => {
+                    writer.conn = None;
+                    return Err(ChangeOutcome::Failed(e));
+                }
+            },
+        };
+        let checkpoint = chain(&head, records);
+        match write_with_change(conn, backend, change, records, checkpoint.as_ref()).await {
+            Ok(()) => {
+                *known = Some(advanced(head, records, checkpoint.as_ref()));
+                return Ok(());
+            }
+            Err(ChangeFailed::Change(ChangeError::Refused(e))) => {
+                *known = Some(head);
+                return Err(ChangeOutcome::Refused(ChangeError::Refused(e)));
+            }
+            Err(ChangeFailed::Change(ChangeError::Storage(e))) => {
+                writer.conn = None;
+                return Err(ChangeOutcome::Failed(e.into()));
+            }
+            Err(ChangeFailed::Audit(e)) if is_conflict(&e) && conflicts < MAX_CONFLICTS => {
+                conflicts += 1;
+            }
+            Err(ChangeFailed::Audit(e)) => {
+                writer.conn = None;
+                return Err(ChangeOutcome::Failed(e.into()));
+            }
+        }
+    }
+}
+
+/// The head after `records` (and the checkpoint) were committed onto `head`.
+fn advanced(mut head: Head, records: &[AuditRecord], checkpoint: Option<&Checkpoint>) -> Head {
+    if let Some(r) = records.last() {
+        head.seq = r.seq;
+        head.hash = r.hash.clone();
+    }
+    if let Some(cp) = checkpoint {
+        head.checkpoint_seq = cp.seq;
+        head.checkpoint_time_us = cp.time_us;
+    }
+    head
 }
 
 pub fn from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {

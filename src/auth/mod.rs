@@ -121,5 +121,9 @@ pub fn authenticate_subject_audited(
         a.actor_subject = Some(s.id.as_str().to_string());
         a.role = Some("subject".into());
     });
+    state
+        .subjects
+        .check_rate(&s.id)
+        .map_err(Error::RateLimited)?;
     Ok(s)
 }

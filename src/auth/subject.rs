@@ -34,9 +34,14 @@ struct TrustedKey {
     validation: Validation,
 }
 
-/// Verifies subject tokens against the configured providers' public keys.
+/// Verifies subject tokens against the configured providers' public keys, and limits each
+/// subject's request rate on `/subject/*`.
 pub struct SubjectVerifier {
     keys: Vec<TrustedKey>,
+    /// Keyed by type and id: a company and a person with the same id string are two subjects.
+    limiter: governor::DefaultKeyedRateLimiter<String>,
+    /// Checks since the limiter last forgot idle subjects.
+    checks: std::sync::atomic::AtomicU32,
 }
 
 impl SubjectVerifier {
@@ -61,7 +66,33 @@ impl SubjectVerifier {
                 });
             }
         }
-        Ok(Arc::new(Self { keys }))
+        let limits = &config.subject_limits;
+        let quota = governor::Quota::per_minute(
+            std::num::NonZeroU32::new(limits.per_minute.max(1)).expect("at least one"),
+        )
+        .allow_burst(std::num::NonZeroU32::new(limits.burst.max(1)).expect("at least one"));
+        Ok(Arc::new(Self {
+            keys,
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: Default::default(),
+        }))
+    }
+
+    /// Counts one request of `subject`; `Err(seconds)` to wait when it is over its rate.
+    pub fn check_rate(&self, subject: &SubjectId) -> Result<(), u64> {
+        use governor::clock::{Clock, DefaultClock};
+        // Forget idle subjects now and then, so the table stays small.
+        if self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(4096)
+        {
+            self.limiter.retain_recent();
+        }
+        let key = format!("{}:{}", subject.subject_type().as_str(), subject.as_str());
+        self.limiter
+            .check_key(&key)
+            .map_err(|n| n.wait_time_from(DefaultClock::default().now()).as_secs() + 1)
     }
 
     pub fn verify(&self, token: &str) -> Result<DataSubject, TokenError> {
@@ -124,4 +155,42 @@ pub fn create_demo_provider(key_file: &Path, jwks_file: &Path) -> Result<(), Key
         path: jwks_file.display().to_string(),
         message: e.to_string(),
     })
+}
+
+/// `[subject_limits]`: what one data subject may do, so that one subject cannot flood the
+/// objection workflow (and with it every answer about their record).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectLimitConfig {
+    /// Requests per minute on `/subject/*`, per subject (type and id).
+    #[serde(default = "d_per_minute")]
+    pub per_minute: u32,
+    /// Requests a subject may send at once before the per-minute rate applies.
+    #[serde(default = "d_burst")]
+    pub burst: u32,
+    /// Open objections one subject may hold, across all records.
+    #[serde(default = "d_per_subject")]
+    pub max_open_objections_per_subject: u32,
+    /// Open objections one record may carry from one subject.
+    #[serde(default = "d_per_record")]
+    pub max_open_objections_per_record: u32,
+}
+
+fn d_per_minute() -> u32 {
+    60
+}
+fn d_burst() -> u32 {
+    30
+}
+fn d_per_subject() -> u32 {
+    20
+}
+fn d_per_record() -> u32 {
+    3
+}
+
+impl Default for SubjectLimitConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }

@@ -11,10 +11,12 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::{AppState, Error};
 use crate::{
     audit::{
-        AuditRecord, AuditSlot, export,
+        AuditRecord, AuditSlot, ChangeError, Deferred, export,
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
@@ -298,18 +300,26 @@ async fn lock(
             "`reason` is required, at most 500 characters".into(),
         ));
     }
-    let l = lockdowns::create(
-        &state.db,
+    let (l, at) = lockdowns::prepare(
         req.client_id.as_deref(),
         req.org.as_deref(),
         reason,
         &who.client_id,
-    )
-    .await
-    .map_err(Error::storage)?;
-    state.client_status.invalidate();
-    tracing::warn!(lockdown = %l.id, client_id = ?l.client_id, org = ?l.org, by = %who.client_id, "lockdown");
-    Ok((StatusCode::CREATED, Json(l)).into_response())
+    );
+    let view = (StatusCode::CREATED, Json(l.clone()));
+    let after = {
+        let (state, l) = (state.clone(), l.clone());
+        async move {
+            state.client_status.invalidate();
+            tracing::warn!(lockdown = %l.id, client_id = ?l.client_id, org = ?l.org, by = %l.created_by, "lockdown");
+        }
+    };
+    let l = Arc::new(l);
+    let change = Deferred::new(move |conn| {
+        let l = l.clone();
+        Box::pin(async move { Ok(lockdowns::insert_in(conn, &l, at).await?) })
+    });
+    Ok(change.then(after).attach(view))
 }
 
 async fn unlock(
@@ -317,18 +327,33 @@ async fn unlock(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
-    if lockdowns::lift(&state.db, &id, &who.client_id)
+    let gone = || Error::NotFound("no active lockdown with that id".into());
+    if !lockdowns::is_active(&state.db, &id)
         .await
         .map_err(Error::storage)?
     {
-        state.client_status.invalidate();
-        tracing::warn!(lockdown = %id, by = %who.client_id, "lockdown lifted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Error::NotFound("no active lockdown with that id".into()))
+        return Err(gone());
     }
+    let after = {
+        let (state, id, by) = (state.clone(), id.clone(), who.client_id.clone());
+        async move {
+            state.client_status.invalidate();
+            tracing::warn!(lockdown = %id, by = %by, "lockdown lifted");
+        }
+    };
+    let (id, by) = (Arc::new(id), Arc::new(who.client_id));
+    let change = Deferred::new(move |conn| {
+        let (id, by) = (id.clone(), by.clone());
+        Box::pin(async move {
+            match lockdowns::lift_in(conn, &id, &by).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(gone())),
+            }
+        })
+    });
+    Ok(change.then(after).attach(StatusCode::NO_CONTENT))
 }
 
 /// `credgate client disable` over HTTP, for an officer who has no shell on the gateway's host.
@@ -340,19 +365,73 @@ async fn disable_client(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
     // Ids are generated names (`cg_` and hex); anything else cannot name a client.
     if !is_name(&id) {
         return Err(Error::NotFound("no client with that id".into()));
     }
-    if !clients::disable(&state.db, &id)
+    if clients::get(&state.db, &id)
         .await
         .map_err(Error::storage)?
+        .is_none()
     {
         return Err(Error::NotFound("no client with that id".into()));
     }
-    state.client_status.invalidate();
-    tracing::warn!(client = %id, by = %who.client_id, "client disabled");
-    Ok(Json(json!({"id": id, "status": "disabled"})))
+    let view = Json(json!({"id": id, "status": "disabled"}));
+    let after = {
+        let (state, id, by) = (state.clone(), id.clone(), who.client_id);
+        async move {
+            state.client_status.invalidate();
+            tracing::warn!(client = %id, by = %by, "client disabled");
+        }
+    };
+    let id = Arc::new(id);
+    let change = Deferred::new(move |conn| {
+        let id = id.clone();
+        Box::pin(async move {
+            match clients::disable_in(conn, &id).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(Error::NotFound(
+                    "no client with that id".into(),
+                ))),
+            }
+        })
+    });
+    Ok(change.then(after).attach(view))
+}
+
+/// Acknowledges an open alert, the change deferred to its audit record's transaction (the
+/// handler is `crate::audit::alerts::ack`).
+pub(crate) async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
+    let gone = || Error::NotFound("no open alert with that id".into());
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE id = $1 AND acked_at IS NULL")
+            .bind(&id)
+            .fetch_one(state.db.pool())
+            .await
+            .map_err(|e| Error::storage(e.into()))?;
+    if open == 0 {
+        return Err(gone());
+    }
+    let view = Json(json!({"id": id, "status": "acknowledged"}));
+    let (id, by) = (Arc::new(id), Arc::new(by));
+    let change = Deferred::new(move |conn| {
+        let (id, by) = (id.clone(), by.clone());
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
+            )
+            .bind(crate::storage::now_micros())
+            .bind(&*by)
+            .bind(&*id)
+            .execute(conn)
+            .await?;
+            match done.rows_affected() {
+                0 => Err(ChangeError::Refused(gone())),
+                _ => Ok(()),
+            }
+        })
+    });
+    Ok(change.attach(view))
 }

@@ -5,7 +5,7 @@ use axum::{
     Extension, Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{delete, get},
 };
 use serde::Deserialize;
@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 
 use super::{AppState, Error};
 use crate::{
-    audit::{AuditSlot, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
     auth,
     config::is_name,
+    domain::{SubjectId, SubjectType},
     storage::{
         consents::{self, ConsentRecord},
         now_micros,
@@ -98,10 +99,13 @@ async fn grant_consent(
         expires_at,
         revoked_at: None,
     };
-    consents::insert(&state.db, &record)
-        .await
-        .map_err(Error::storage)?;
-    Ok((StatusCode::CREATED, Json(record.view(now))).into_response())
+    let view = record.view(now);
+    let record = std::sync::Arc::new(record);
+    let change = Deferred::new(move |conn| {
+        let record = record.clone();
+        Box::pin(async move { Ok(consents::insert_in(conn, &record).await?) })
+    });
+    Ok(change.attach((StatusCode::CREATED, Json(view))))
 }
 
 async fn list_consents(
@@ -111,7 +115,7 @@ async fn list_consents(
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = now_micros();
-    let items: Vec<_> = consents::list_for_subject(&state.db, subject.id.as_str())
+    let items: Vec<_> = consents::list_for_subject(&state.db, &subject.id)
         .await
         .map_err(Error::storage)?
         .iter()
@@ -125,16 +129,53 @@ async fn revoke_consent(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    if consents::revoke(&state.db, subject.id.as_str(), &id)
+    let owned = consents::get(&state.db, &id)
         .await
         .map_err(Error::storage)?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(Error::NotFound("no such consent".into()))
+        .is_some_and(|c| c.is_for(&subject.id));
+    if !owned {
+        return Err(Error::NotFound("no such consent".into()));
     }
+    // Revoked in the record's transaction, still the subject's own there.
+    let change = Deferred::new(move |conn| {
+        let (subject, id) = (subject.id.clone(), id.clone());
+        Box::pin(async move {
+            match consents::revoke_in(conn, &subject, &id).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(Error::NotFound(
+                    "no such consent".into(),
+                ))),
+            }
+        })
+    });
+    Ok(change.attach(StatusCode::NO_CONTENT))
+}
+
+/// Whether a record that names this subject's id string was about this subject, type included.
+/// Records name subjects by id alone; only an id valid as both a USCC and a resident ID number
+/// is ambiguous, and for such an id a record counts only when its dataset is declared to be
+/// about this type of subject. Fail closed: an ambiguous record (a profile, a dataset of no
+/// declared type) is shown to neither, rather than to the wrong one.
+fn is_about(
+    subject: &SubjectId,
+    record: &crate::audit::AuditRecord,
+    policies: &crate::policy::PolicySet,
+) -> bool {
+    let other = match subject.subject_type() {
+        SubjectType::Legal => SubjectType::Natural,
+        SubjectType::Natural => SubjectType::Legal,
+    };
+    if SubjectId::parse(other, subject.as_str()).is_err() {
+        return true;
+    }
+    record
+        .dataset
+        .as_deref()
+        .and_then(|d| policies.dataset(d))
+        .and_then(|d| d.subject_type)
+        == Some(subject.subject_type())
 }
 
 /// Who accessed my records: institutions' and the public's requests that touched this subject,
@@ -148,8 +189,10 @@ async fn access_log(
     let records = audit_store::access_log(&state.db, subject.id.as_str(), 500)
         .await
         .map_err(Error::storage)?;
+    let policies = state.policies();
     let items: Vec<Value> = records
         .iter()
+        .filter(|r| is_about(&subject.id, r, &policies))
         .map(|r| {
             json!({
                 "time": crate::storage::micros_to_rfc3339(r.time_us),

@@ -55,7 +55,7 @@ pub(super) async fn consent_state(
     let Some(c) = consents::get(&state.db, id).await.map_err(Error::storage)? else {
         return Ok(ConsentState::Invalid);
     };
-    let valid = c.subject_id == subject.as_str()
+    let valid = c.is_for(subject)
         && c.grantee_org == org
         && c.purpose == purpose
         && c.is_live(now_micros());

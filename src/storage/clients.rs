@@ -110,11 +110,17 @@ pub async fn get_with_secret(
 
 /// Returns whether a client with that id existed.
 pub async fn disable(db: &Db, id: &str) -> Result<bool, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    Ok(disable_in(&mut conn, id).await?)
+}
+
+/// `disable` inside the caller's transaction (a deferred change of `/admin`).
+pub async fn disable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
     let done =
         sqlx::query("UPDATE clients SET status = 'disabled', disabled_at = $1 WHERE id = $2")
             .bind(now_micros())
             .bind(id)
-            .execute(db.pool())
+            .execute(conn)
             .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Db, StorageError, micros_to_rfc3339, now_micros};
+use crate::domain::SubjectId;
 
 #[derive(Debug, Clone)]
 pub struct ConsentRecord {
@@ -21,6 +22,11 @@ impl ConsentRecord {
     /// Live at `now`: neither revoked nor expired.
     pub fn is_live(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
+    }
+
+    /// Given by this subject: the same type and the same id.
+    pub fn is_for(&self, subject: &SubjectId) -> bool {
+        self.subject_id == subject.as_str() && self.subject_type == subject.subject_type().as_str()
     }
 
     pub fn view(&self, now: i64) -> ConsentView {
@@ -72,6 +78,26 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<ConsentRecord, sqlx::Error> {
     })
 }
 
+/// Inserts inside the caller's transaction (a deferred change, see `crate::audit::Change`).
+pub async fn insert_in(
+    conn: &mut sqlx::AnyConnection,
+    c: &ConsentRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+    ))
+    .bind(&c.id)
+    .bind(&c.subject_id)
+    .bind(&c.subject_type)
+    .bind(&c.grantee_org)
+    .bind(&c.purpose)
+    .bind(c.created_at)
+    .bind(c.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn insert(db: &Db, c: &ConsentRecord) -> Result<(), StorageError> {
     sqlx::query(&format!(
         "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
@@ -96,26 +122,39 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<ConsentRecord>, StorageErro
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
-pub async fn list_for_subject(db: &Db, subject: &str) -> Result<Vec<ConsentRecord>, StorageError> {
+/// The subject's consents. A subject is its type and its id: a company and a person whose ids
+/// are the same string are different subjects.
+pub async fn list_for_subject(
+    db: &Db,
+    subject: &SubjectId,
+) -> Result<Vec<ConsentRecord>, StorageError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM consents WHERE subject_id = $1 ORDER BY created_at DESC, id"
+        "SELECT {COLUMNS} FROM consents WHERE subject_id = $1 AND subject_type = $2 \
+         ORDER BY created_at DESC, id"
     ))
-    .bind(subject)
+    .bind(subject.as_str())
+    .bind(subject.subject_type().as_str())
     .fetch_all(db.pool())
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-/// Revokes the subject's own consent; `false` if there is none with that id for that subject.
-/// Revoking twice keeps the first time.
-pub async fn revoke(db: &Db, subject: &str, id: &str) -> Result<bool, StorageError> {
+/// Revokes the subject's own consent, inside the caller's transaction; `false` if there is none
+/// with that id for that subject (type and id). Revoking twice keeps the first time.
+pub async fn revoke_in(
+    conn: &mut sqlx::AnyConnection,
+    subject: &SubjectId,
+    id: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE consents SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND subject_id = $3",
+        "UPDATE consents SET revoked_at = COALESCE(revoked_at, $1) \
+         WHERE id = $2 AND subject_id = $3 AND subject_type = $4",
     )
     .bind(now_micros())
     .bind(id)
-    .bind(subject)
-    .execute(db.pool())
+    .bind(subject.as_str())
+    .bind(subject.subject_type().as_str())
+    .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }

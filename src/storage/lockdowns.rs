@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use sqlx::AnyConnection;
+
 use super::{Db, StorageError, micros_to_rfc3339, now_micros};
 
 #[derive(Debug, Clone, Serialize)]
@@ -15,46 +17,62 @@ pub struct Lockdown {
     pub lifted_at: Option<String>,
 }
 
-pub async fn create(
-    db: &Db,
+/// A new lockdown, not yet stored, and its creation time as stored.
+pub fn prepare(
     client_id: Option<&str>,
     org: Option<&str>,
     reason: &str,
     by: &str,
-) -> Result<Lockdown, StorageError> {
-    let id = format!("ld_{}", uuid::Uuid::new_v4().simple());
+) -> (Lockdown, i64) {
     let now = now_micros();
-    sqlx::query(
-        "INSERT INTO lockdowns (id, client_id, org, reason, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&id)
-    .bind(client_id)
-    .bind(org)
-    .bind(reason)
-    .bind(by)
-    .bind(now)
-    .execute(db.pool())
-    .await?;
-    Ok(Lockdown {
-        id,
+    let l = Lockdown {
+        id: format!("ld_{}", uuid::Uuid::new_v4().simple()),
         client_id: client_id.map(Into::into),
         org: org.map(Into::into),
         reason: reason.into(),
         created_by: by.into(),
         created_at: micros_to_rfc3339(now),
         lifted_at: None,
-    })
+    };
+    (l, now)
 }
 
-/// Lifts an active lockdown; `false` if there is no active one with that id.
-pub async fn lift(db: &Db, id: &str, by: &str) -> Result<bool, StorageError> {
+/// Stores a prepared lockdown inside the caller's transaction.
+pub async fn insert_in(conn: &mut AnyConnection, l: &Lockdown, at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO lockdowns (id, client_id, org, reason, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&l.id)
+    .bind(&l.client_id)
+    .bind(&l.org)
+    .bind(&l.reason)
+    .bind(&l.created_by)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lifts an active lockdown inside the caller's transaction; `false` if there is no active one
+/// with that id.
+pub async fn lift_in(conn: &mut AnyConnection, id: &str, by: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE lockdowns SET lifted_at = $1, lifted_by = $2 WHERE id = $3 AND lifted_at IS NULL",
     )
     .bind(now_micros())
     .bind(by)
     .bind(id)
-    .execute(db.pool())
+    .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Whether an active lockdown has this id (the check before a lift is deferred).
+pub async fn is_active(db: &Db, id: &str) -> Result<bool, StorageError> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM lockdowns WHERE id = $1 AND lifted_at IS NULL")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await?;
+    Ok(n > 0)
 }

@@ -6,16 +6,18 @@ use axum::{
     Extension, Json, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{self, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use std::sync::Arc;
+
 use super::{events, objections::handler};
 use crate::{
-    audit::{AuditSlot, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
     auth,
     config::is_name,
     http::{AppState, Error},
@@ -106,42 +108,37 @@ async fn submit(
     }
     let now = state.clock.now();
     let id = format!("cp_{}", uuid::Uuid::now_v7().simple());
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    sqlx::query(&format!(
-        "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'submitted', NULL, $6, $6)"
-    ))
-    .bind(&id)
-    .bind(subject.id.as_str())
-    .bind(&req.against_org)
-    .bind(&req.category)
-    .bind(&req.description)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    events::record(
-        &mut tx,
-        &events::Step {
-            kind: "complaint",
-            id: &id,
-            at: now,
-            actor: "subject",
-            from: None,
-            to: "submitted",
-            note: None,
-        },
-    )
-    .await
-    .map_err(Error::storage)?;
-    tx.commit().await.map_err(db_err)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"id": id, "status": "submitted", "against_org": req.against_org,
-                    "category": req.category, "created_at": micros_to_rfc3339(now)}),
-        ),
-    )
-        .into_response())
+    let view = json!({"id": id, "status": "submitted", "against_org": req.against_org,
+                      "category": req.category, "created_at": micros_to_rfc3339(now)});
+    let filed = Arc::new((id, subject.id.as_str().to_string(), req));
+    let change = Deferred::new(move |conn| {
+        let filed = filed.clone();
+        Box::pin(async move {
+            let (id, subject, req) = &*filed;
+            sqlx::query(&format!(
+                "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'submitted', NULL, $6, $6)"
+            ))
+            .bind(id)
+            .bind(subject)
+            .bind(&req.against_org)
+            .bind(&req.category)
+            .bind(&req.description)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let step = events::Step {
+                kind: "complaint",
+                id,
+                at: now,
+                actor: "subject",
+                from: None,
+                to: "submitted",
+                note: None,
+            };
+            Ok(events::record(conn, &step).await?)
+        })
+    });
+    Ok(change.attach((StatusCode::CREATED, Json(view))))
 }
 
 async fn subject_list(
@@ -286,7 +283,7 @@ async fn admin_transition(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if req
@@ -308,45 +305,87 @@ async fn admin_transition(
     }
     let org: String = r.try_get("against_org").map_err(db_err)?;
     let now = state.clock.now();
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    let step = events::Step {
-        kind: "complaint",
-        id: &id,
-        at: now,
-        actor: &who.client_id,
-        from: Some(&from),
-        to: &req.to,
-        note: req.note.as_deref(),
-    };
-    if !events::advance(&mut tx, events::Table::Complaints, &step)
-        .await
-        .map_err(Error::storage)?
-    {
-        return Err(Error::Conflict("the complaint changed meanwhile".into()));
-    }
-    if matches!(req.to.as_str(), "upheld" | "dismissed") {
-        sqlx::query("UPDATE complaints SET outcome = $1 WHERE id = $2")
-            .bind(&req.to)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    }
-    tx.commit().await.map_err(db_err)?;
     let mut v = json!({"id": id, "status": req.to});
-    if req.lockdown {
-        let l = lockdowns::create(
-            &state.db,
-            None,
-            Some(&org),
-            &format!("complaint {id} upheld"),
-            &who.client_id,
-        )
-        .await
-        .map_err(Error::storage)?;
-        state.client_status.invalidate();
-        tracing::warn!(complaint = %id, org = %org, lockdown = %l.id, "complaint upheld with lockdown");
+    // An upheld complaint's lockdown commits with the transition and its record, or neither.
+    let lockdown = req.lockdown.then(|| {
+        let reason = format!("complaint {id} upheld");
+        lockdowns::prepare(None, Some(&org), &reason, &who.client_id)
+    });
+    if let Some((l, _)) = &lockdown {
         v["lockdown"] = json!(l);
     }
-    Ok(Json(v))
+    let after = {
+        let (state, id, lockdown) = (state.clone(), id.clone(), lockdown.clone());
+        async move {
+            if let Some((l, _)) = lockdown {
+                state.client_status.invalidate();
+                tracing::warn!(complaint = %id, org = ?l.org, lockdown = %l.id, "complaint upheld with lockdown");
+            }
+        }
+    };
+    let moved = Moved {
+        id,
+        from,
+        to: req.to,
+        note: req.note,
+        actor: who.client_id,
+        lockdown,
+    };
+    let change = deferred_move(moved, now);
+    Ok(change.then(after).attach(Json(v)))
+}
+
+/// A complaint's move, as the handler decided it.
+struct Moved {
+    id: String,
+    from: String,
+    to: String,
+    note: Option<String>,
+    actor: String,
+    /// On `upheld` with `lockdown`: the org's lockdown and its creation time.
+    lockdown: Option<(lockdowns::Lockdown, i64)>,
+}
+
+/// The move (and its lockdown), deferred to the audit record's transaction; refused with 409
+/// if the complaint moved meanwhile.
+fn deferred_move(moved: Moved, now: i64) -> Deferred {
+    let moved = Arc::new(moved);
+    Deferred::new(move |conn| {
+        let moved = moved.clone();
+        Box::pin(async move {
+            let Moved {
+                id,
+                from,
+                to,
+                note,
+                actor,
+                lockdown,
+            } = &*moved;
+            let step = events::Step {
+                kind: "complaint",
+                id,
+                at: now,
+                actor,
+                from: Some(from),
+                to,
+                note: note.as_deref(),
+            };
+            if !events::advance(conn, events::Table::Complaints, &step).await? {
+                return Err(ChangeError::Refused(Error::Conflict(
+                    "the complaint changed meanwhile".into(),
+                )));
+            }
+            if matches!(to.as_str(), "upheld" | "dismissed") {
+                sqlx::query("UPDATE complaints SET outcome = $1 WHERE id = $2")
+                    .bind(to)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            if let Some((l, at)) = lockdown {
+                lockdowns::insert_in(conn, l, *at).await?;
+            }
+            Ok(())
+        })
+    })
 }

@@ -1,7 +1,7 @@
 //! The history every workflow item keeps: who moved it, when, from what to what, and why.
 
 use serde_json::{Value, json};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::storage::{Db, StorageError, micros_to_rfc3339};
 
@@ -16,7 +16,7 @@ pub struct Step<'a> {
     pub note: Option<&'a str>,
 }
 
-pub async fn record(tx: &mut Transaction<'_, Any>, s: &Step<'_>) -> Result<(), StorageError> {
+pub async fn record(conn: &mut AnyConnection, s: &Step<'_>) -> Result<(), StorageError> {
     let Step {
         kind,
         id,
@@ -37,7 +37,7 @@ pub async fn record(tx: &mut Transaction<'_, Any>, s: &Step<'_>) -> Result<(), S
     .bind(from)
     .bind(to)
     .bind(note)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -53,7 +53,7 @@ pub enum Table {
 /// transaction. The update is guarded by the current status, so of two concurrent moves only
 /// one succeeds; `Ok(false)` means this one lost and nothing was written.
 pub async fn advance(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut AnyConnection,
     table: Table,
     s: &Step<'_>,
 ) -> Result<bool, StorageError> {
@@ -68,12 +68,12 @@ pub async fn advance(
     .bind(s.at)
     .bind(s.id)
     .bind(s.from)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    record(tx, s).await?;
+    record(conn, s).await?;
     Ok(true)
 }
 

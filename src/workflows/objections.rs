@@ -7,16 +7,19 @@ use axum::{
     Extension, Json, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{self, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use std::sync::Arc;
+
 use crate::{
-    audit::AuditSlot,
+    audit::{AuditSlot, ChangeError, Deferred},
     auth::{self, Institution},
+    domain::SubjectId,
     http::{AppState, Error},
     storage::{Db, StorageError, micros_to_rfc3339, signals},
 };
@@ -97,6 +100,9 @@ pub struct Objection {
     pub id: String,
     #[serde(skip)]
     pub subject_id: String,
+    /// `legal` or `natural`: with the id, who the subject is.
+    #[serde(skip)]
+    pub subject_type: String,
     pub store: String,
     pub dataset: String,
     pub record_ref: String,
@@ -139,7 +145,7 @@ impl Objection {
     }
 }
 
-const COLUMNS: &str = "id, subject_id, store, dataset, record_ref, field, reason, requested_correction, \
+const COLUMNS: &str = "id, subject_id, subject_type, store, dataset, record_ref, field, reason, requested_correction, \
     status, created_at, accept_due_at, decide_due_at, store_ticket, store_finding, correction, outcome";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Objection, sqlx::Error> {
@@ -147,6 +153,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Objection, sqlx::Error> {
     Ok(Objection {
         id: r.try_get("id")?,
         subject_id: r.try_get("subject_id")?,
+        subject_type: r.try_get("subject_type")?,
         store: r.try_get("store")?,
         dataset: r.try_get("dataset")?,
         record_ref: r.try_get("record_ref")?,
@@ -200,25 +207,28 @@ async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
     super::events::history(db, "objection", id).await
 }
 
-/// Moves an objection, guarded by its current status in the same statement, so two concurrent
-/// transitions cannot both succeed. Writes the event (and, on acceptance, the outbox row) in the
-/// same transaction. `Ok(false)`: illegal from the current status, nothing changed.
-#[allow(clippy::too_many_arguments)]
-pub async fn transition(
-    state: &AppState,
+/// What a transition writes besides the status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Move<'a> {
+    pub note: Option<&'a str>,
+    pub correction: Option<&'a str>,
+    pub ticket: Option<&'a str>,
+}
+
+/// Moves an objection inside the caller's transaction, guarded by its current status in the
+/// same statement, so two concurrent transitions cannot both succeed. Writes the event (and, on
+/// acceptance, the outbox row). `Ok(false)`: illegal from the current status, nothing changed.
+pub async fn transition_in(
+    conn: &mut sqlx::AnyConnection,
     o: &Objection,
     to: Status,
-    by: Actor,
-    actor: &str,
-    note: Option<&str>,
-    correction: Option<&str>,
-    ticket: Option<&str>,
+    (by, actor): (Actor, &str),
+    m: Move<'_>,
+    now: i64,
 ) -> Result<bool, StorageError> {
     if !o.status.may_go(to, by) {
         return Ok(false);
     }
-    let now = state.clock.now();
-    let mut tx = state.db.pool().begin().await?;
     let done = sqlx::query(
         "UPDATE objections SET status = $1, updated_at = $2, \
          correction = COALESCE($3, correction), store_ticket = COALESCE($4, store_ticket), \
@@ -228,40 +238,112 @@ pub async fn transition(
     )
     .bind(to.as_str())
     .bind(now)
-    .bind(correction)
-    .bind(ticket)
+    .bind(m.correction)
+    .bind(m.ticket)
     .bind(to.as_str())
-    .bind(note)
+    .bind(m.note)
     .bind(&o.id)
     .bind(o.status.as_str())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    super::events::record(
-        &mut tx,
-        &super::events::Step {
-            kind: "objection",
-            id: &o.id,
-            at: now,
-            actor,
-            from: Some(o.status.as_str()),
-            to: to.as_str(),
-            note,
-        },
-    )
-    .await?;
+    let step = super::events::Step {
+        kind: "objection",
+        id: &o.id,
+        at: now,
+        actor,
+        from: Some(o.status.as_str()),
+        to: to.as_str(),
+        note: m.note,
+    };
+    super::events::record(&mut *conn, &step).await?;
     if to == Status::Accepted {
-        super::outbox::enqueue(&mut tx, o, now).await?;
+        super::outbox::enqueue(&mut *conn, o, now).await?;
     }
-    signals::bump(&mut *tx, signals::OBJECTIONS, None).await?;
+    signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
+    Ok(true)
+}
+
+/// The objection as `transition_in` leaves it: what a handler answers before the commit.
+pub fn moved(o: &Objection, to: Status, m: Move<'_>) -> Objection {
+    let mut n = o.clone();
+    n.status = to;
+    if let Some(c) = m.correction {
+        n.correction = Some(c.into());
+    }
+    if let Some(t) = m.ticket {
+        n.store_ticket = Some(t.into());
+    }
+    if to == Status::Answered {
+        n.store_finding = m.note.map(Into::into);
+    }
+    if matches!(to, Status::Corrected | Status::Upheld | Status::Unresolved) {
+        n.outcome = Some(to.as_str().into());
+    }
+    n
+}
+
+/// A transition committed on its own (the outbox's delivery, which answers no request).
+pub async fn transition(
+    state: &AppState,
+    o: &Objection,
+    to: Status,
+    by: (Actor, &str),
+    m: Move<'_>,
+) -> Result<bool, StorageError> {
+    let mut tx = state.db.pool().begin().await?;
+    if !transition_in(&mut tx, o, to, by, m, state.clock.now()).await? {
+        return Ok(false);
+    }
     tx.commit().await?;
     state
         .marks
         .refresh(&state.db, &o.store, &o.record_ref)
         .await?;
     Ok(true)
+}
+
+/// A transition deferred to the audit record's transaction (see `crate::audit::Change`):
+/// refused with 409 if the objection moved meanwhile; the marks are refreshed after commit.
+fn deferred_transition(
+    state: &AppState,
+    o: Objection,
+    to: Status,
+    actor: (Actor, String),
+    m: (Option<String>, Option<String>),
+    now: i64,
+) -> Deferred {
+    let refresh = {
+        let (state, store, record) = (state.clone(), o.store.clone(), o.record_ref.clone());
+        async move {
+            if let Err(e) = state.marks.refresh(&state.db, &store, &record).await {
+                tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
+            }
+        }
+    };
+    let o = Arc::new(o);
+    let (actor, m) = (Arc::new(actor), Arc::new(m));
+    Deferred::new(move |conn| {
+        let (o, actor, m) = (o.clone(), actor.clone(), m.clone());
+        Box::pin(async move {
+            let mv = Move {
+                note: m.0.as_deref(),
+                correction: m.1.as_deref(),
+                ticket: None,
+            };
+            if transition_in(conn, &o, to, (actor.0, &actor.1), mv, now).await? {
+                Ok(())
+            } else {
+                Err(ChangeError::Refused(Error::Conflict(format!(
+                    "the objection changed meanwhile; it cannot become {}",
+                    to.as_str()
+                ))))
+            }
+        })
+    })
+    .then(refresh)
 }
 
 pub fn router() -> Router<AppState> {
@@ -294,6 +376,130 @@ fn text_ok(s: &str, max: usize) -> bool {
     !s.trim().is_empty() && s.chars().count() <= max
 }
 
+/// Checks a submission against the catalog and the caller: a known store and dataset about
+/// the caller's type of subject, their own record, a catalog field of that dataset.
+fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> Result<(), Error> {
+    let known = state
+        .stores
+        .datasets()
+        .any(|(s, d)| s == req.store && d == req.dataset);
+    if !known {
+        return Err(Error::BadRequest("no such store and dataset".into()));
+    }
+    let policies = state.policies();
+    let dataset = policies.dataset(&req.dataset);
+    if dataset
+        .and_then(|d| d.subject_type)
+        .is_some_and(|t| t != subject.subject_type())
+    {
+        return Err(Error::BadRequest(format!(
+            "dataset `{}` is not about a {} subject",
+            req.dataset,
+            subject.subject_type().as_str()
+        )));
+    }
+    // A subject contests records about themselves: the record is named by their own id.
+    if req.record_ref.trim().to_ascii_uppercase() != subject.as_str() {
+        return Err(Error::BadRequest(
+            "record_ref must be your own USCC or ID number".into(),
+        ));
+    }
+    if !text_ok(&req.reason, 2000)
+        || req
+            .requested_correction
+            .as_deref()
+            .is_some_and(|c| !text_ok(c, 2000))
+    {
+        return Err(Error::BadRequest(
+            "reason (1-2000 characters) is required; requested_correction must not be empty or too long".into(),
+        ));
+    }
+    // Only names the catalog declares for this dataset: free text here would travel into every
+    // answer's `_objections` annotation.
+    if let Some(f) = &req.field
+        && !dataset.is_some_and(|d| d.fields.iter().any(|(path, _)| path == f))
+    {
+        return Err(Error::BadRequest(format!(
+            "field must be one of the catalog's fields of dataset `{}`",
+            req.dataset
+        )));
+    }
+    Ok(())
+}
+
+/// Statuses in which an objection is open (see `Status::is_open`).
+const OPEN: &str = "status NOT IN ('closed', 'rejected', 'withdrawn')";
+
+/// Refuses a new objection beyond the caps on open ones: per subject (type and id) and per
+/// record. Counted inside the filing's transaction, so a burst cannot slip past together.
+async fn check_caps(
+    conn: &mut sqlx::AnyConnection,
+    o: &Objection,
+    caps: &crate::auth::subject::SubjectLimitConfig,
+) -> Result<(), ChangeError> {
+    let per_subject: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM objections WHERE subject_id = $1 AND subject_type = $2 AND {OPEN}"
+    ))
+    .bind(&o.subject_id)
+    .bind(&o.subject_type)
+    .fetch_one(&mut *conn)
+    .await?;
+    let per_record: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM objections WHERE store = $1 AND record_ref = $2 AND {OPEN}"
+    ))
+    .bind(&o.store)
+    .bind(&o.record_ref)
+    .fetch_one(&mut *conn)
+    .await?;
+    if per_record >= i64::from(caps.max_open_objections_per_record) {
+        return Err(ChangeError::Refused(Error::Conflict(format!(
+            "this record already has {per_record} open objections, the most one record may carry; \
+             withdraw one or wait for a decision"
+        ))));
+    }
+    if per_subject >= i64::from(caps.max_open_objections_per_subject) {
+        return Err(ChangeError::Refused(Error::Conflict(format!(
+            "this subject already has {per_subject} open objections, the most one subject may hold"
+        ))));
+    }
+    Ok(())
+}
+
+/// Files the objection inside the audit record's transaction.
+async fn insert(conn: &mut sqlx::AnyConnection, o: &Objection) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO objections (id, subject_id, subject_type, store, dataset, record_ref, field, reason, \
+         requested_correction, status, created_at, accept_due_at, decide_due_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submitted', $10, $11, $12, $10)",
+    )
+    .bind(&o.id)
+    .bind(&o.subject_id)
+    .bind(&o.subject_type)
+    .bind(&o.store)
+    .bind(&o.dataset)
+    .bind(&o.record_ref)
+    .bind(&o.field)
+    .bind(&o.reason)
+    .bind(&o.requested_correction)
+    .bind(o.created_at)
+    .bind(o.accept_due_at)
+    .bind(o.decide_due_at)
+    .execute(&mut *conn)
+    .await?;
+    let step = super::events::Step {
+        kind: "objection",
+        id: &o.id,
+        at: o.created_at,
+        actor: "subject",
+        from: None,
+        to: "submitted",
+        note: None,
+    };
+    super::events::record(&mut *conn, &step).await?;
+    signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
+    Ok(())
+}
+
 async fn submit(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -302,30 +508,7 @@ async fn submit(
 ) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let known = state
-        .stores
-        .datasets()
-        .any(|(s, d)| s == req.store && d == req.dataset);
-    if !known {
-        return Err(Error::BadRequest("no such store and dataset".into()));
-    }
-    // A subject contests records about themselves: the record is named by their own id.
-    if req.record_ref.trim().to_ascii_uppercase() != subject.id.as_str() {
-        return Err(Error::BadRequest(
-            "record_ref must be your own USCC or ID number".into(),
-        ));
-    }
-    if !text_ok(&req.reason, 2000)
-        || req.field.as_deref().is_some_and(|f| !text_ok(f, 200))
-        || req
-            .requested_correction
-            .as_deref()
-            .is_some_and(|c| !text_ok(c, 2000))
-    {
-        return Err(Error::BadRequest(
-            "reason (1-2000 characters) is required; field and requested_correction must not be empty or too long".into(),
-        ));
-    }
+    check_submission(&state, &subject.id, &req)?;
     slot.update(|a| {
         a.store = Some(req.store.clone());
         a.dataset = Some(req.dataset.clone());
@@ -336,6 +519,7 @@ async fn submit(
     let o = Objection {
         id: format!("ob_{}", uuid::Uuid::now_v7().simple()),
         subject_id: subject.id.as_str().into(),
+        subject_type: subject.id.subject_type().as_str().into(),
         store: req.store,
         dataset: req.dataset,
         record_ref: subject.id.as_str().into(),
@@ -351,62 +535,39 @@ async fn submit(
         correction: None,
         outcome: None,
     };
-    let mut tx = state
-        .db
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| Error::storage(e.into()))?;
-    sqlx::query(
-        "INSERT INTO objections (id, subject_id, subject_type, store, dataset, record_ref, field, reason, \
-         requested_correction, status, created_at, accept_due_at, decide_due_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submitted', $10, $11, $12, $10)",
-    )
-    .bind(&o.id)
-    .bind(&o.subject_id)
-    .bind(subject.id.subject_type().as_str())
-    .bind(&o.store)
-    .bind(&o.dataset)
-    .bind(&o.record_ref)
-    .bind(&o.field)
-    .bind(&o.reason)
-    .bind(&o.requested_correction)
-    .bind(now)
-    .bind(o.accept_due_at)
-    .bind(o.decide_due_at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| Error::storage(e.into()))?;
-    super::events::record(
-        &mut tx,
-        &super::events::Step {
-            kind: "objection",
-            id: &o.id,
-            at: now,
-            actor: "subject",
-            from: None,
-            to: "submitted",
-            note: None,
-        },
-    )
-    .await
-    .map_err(Error::storage)?;
-    signals::bump(&mut *tx, signals::OBJECTIONS, None)
-        .await
-        .map_err(Error::storage)?;
-    tx.commit().await.map_err(|e| Error::storage(e.into()))?;
-    state
-        .marks
-        .refresh(&state.db, &o.store, &o.record_ref)
-        .await
-        .map_err(Error::storage)?;
-    Ok((StatusCode::CREATED, Json(o.view(now))).into_response())
+    let view = o.view(now);
+    let refresh = {
+        let (state, store, record) = (state.clone(), o.store.clone(), o.record_ref.clone());
+        async move {
+            if let Err(e) = state.marks.refresh(&state.db, &store, &record).await {
+                tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
+            }
+        }
+    };
+    let caps = Arc::new(state.config.subject_limits.clone());
+    let o = Arc::new(o);
+    let change = Deferred::new(move |conn| {
+        let (o, caps) = (o.clone(), caps.clone());
+        Box::pin(async move {
+            check_caps(conn, &o, &caps).await?;
+            Ok(insert(conn, &o).await?)
+        })
+    });
+    Ok(change
+        .then(refresh)
+        .attach((StatusCode::CREATED, Json(view))))
 }
 
-/// The subject's own objection, or 404 (another subject's id answers exactly like a missing one).
-async fn own(state: &AppState, subject: &str, id: &str) -> Result<Objection, Error> {
+/// The subject's own objection, or 404 (another subject's id answers exactly like a missing
+/// one). Own means the same id and the same type.
+async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
     match get(&state.db, id).await.map_err(Error::storage)? {
-        Some(o) if o.subject_id == subject => Ok(o),
+        Some(o)
+            if o.subject_id == subject.as_str()
+                && o.subject_type == subject.subject_type().as_str() =>
+        {
+            Ok(o)
+        }
         _ => Err(Error::NotFound("no such objection".into())),
     }
 }
@@ -418,9 +579,11 @@ async fn subject_list(
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 ORDER BY created_at DESC"
+        "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 AND subject_type = $2 \
+         ORDER BY created_at DESC"
     ))
     .bind(subject.id.as_str())
+    .bind(subject.id.subject_type().as_str())
     .fetch_all(state.db.pool())
     .await
     .map_err(|e| Error::storage(e.into()))?;
@@ -443,7 +606,7 @@ async fn subject_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, subject.id.as_str(), &id).await?;
+    let o = own(&state, &subject.id, &id).await?;
     let mut v = o.view(state.clock.now());
     v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
     Ok(Json(v))
@@ -454,32 +617,20 @@ async fn withdraw(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, subject.id.as_str(), &id).await?;
-    if !transition(
-        &state,
-        &o,
-        Status::Withdrawn,
-        Actor::Subject,
-        "subject",
-        None,
-        None,
-        None,
-    )
-    .await
-    .map_err(Error::storage)?
-    {
+    let o = own(&state, &subject.id, &id).await?;
+    if !o.status.may_go(Status::Withdrawn, Actor::Subject) {
         return Err(Error::Conflict(format!(
             "an objection that is {} cannot be withdrawn",
             o.status.as_str()
         )));
     }
-    let o = get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .expect("just moved");
-    Ok(Json(o.view(state.clock.now())))
+    let now = state.clock.now();
+    let view = moved(&o, Status::Withdrawn, Move::default()).view(now);
+    let actor = (Actor::Subject, "subject".to_string());
+    let change = deferred_transition(&state, o, Status::Withdrawn, actor, (None, None), now);
+    Ok(change.attach(Json(view)))
 }
 
 pub const OBJECTION_HANDLER: &str = "objection_handler";
@@ -570,7 +721,7 @@ async fn admin_transition(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let to = Status::parse(&req.to)
@@ -591,30 +742,27 @@ async fn admin_transition(
         .await
         .map_err(Error::storage)?
         .ok_or_else(|| Error::NotFound("no such objection".into()))?;
-    if !transition(
-        &state,
-        &o,
-        to,
-        Actor::Handler,
-        &who.client_id,
-        req.note.as_deref(),
-        req.correction.as_deref(),
-        None,
-    )
-    .await
-    .map_err(Error::storage)?
-    {
+    if !o.status.may_go(to, Actor::Handler) {
         return Err(Error::Conflict(format!(
             "an objection that is {} cannot become {}",
             o.status.as_str(),
             to.as_str()
         )));
     }
-    let o = get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .expect("just moved");
-    let mut v = o.view(state.clock.now());
-    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
-    Ok(Json(v))
+    let now = state.clock.now();
+    let m = Move {
+        note: req.note.as_deref(),
+        correction: req.correction.as_deref(),
+        ticket: None,
+    };
+    let mut v = moved(&o, to, m).view(now);
+    let mut steps = history(&state.db, &o.id).await.map_err(Error::storage)?;
+    steps.push(
+        json!({"at": micros_to_rfc3339(now), "by": who.client_id, "from": o.status,
+                      "to": to, "note": req.note}),
+    );
+    v["history"] = json!(steps);
+    let actor = (Actor::Handler, who.client_id);
+    let change = deferred_transition(&state, o, to, actor, (req.note, req.correction), now);
+    Ok(change.attach(Json(v)))
 }

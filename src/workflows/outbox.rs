@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use super::objections::{self, Actor, Objection, Status};
 use crate::{http::AppState, storage::StorageError};
 
 pub async fn enqueue(
-    tx: &mut Transaction<'_, Any>,
+    conn: &mut sqlx::AnyConnection,
     o: &Objection,
     now: i64,
 ) -> Result<(), StorageError> {
@@ -30,7 +30,7 @@ pub async fn enqueue(
     .bind(&o.store)
     .bind(payload.to_string())
     .bind(now)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -91,15 +91,17 @@ async fn deliver_due(state: &AppState) -> Result<(), StorageError> {
                     && o.status == Status::Accepted
                 {
                     let note = format!("delivered to store `{store_name}`, ticket {ticket}");
+                    let m = objections::Move {
+                        note: Some(&note),
+                        correction: None,
+                        ticket: Some(&ticket),
+                    };
                     objections::transition(
                         state,
                         &o,
                         Status::Forwarded,
-                        Actor::Delivery,
-                        "outbox",
-                        Some(&note),
-                        None,
-                        Some(&ticket),
+                        (Actor::Delivery, "outbox"),
+                        m,
                     )
                     .await?;
                 }

@@ -8,7 +8,7 @@ use axum::{
     body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{self, post},
 };
 use ring::rand::{SecureRandom, SystemRandom};
@@ -16,9 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use std::sync::Arc;
+
 use super::{events, objections::handler};
 use crate::{
-    audit::AuditSlot,
+    audit::{AuditSlot, ChangeError, Deferred},
     http::{AppState, Error},
     storage::micros_to_rfc3339,
 };
@@ -86,10 +88,10 @@ async fn file(State(state): State<AppState>, body: Bytes) -> Result<Response, Er
     if req
         .reporter_contact
         .as_deref()
-        .is_some_and(|c| c.chars().count() > 500)
+        .is_some_and(|c| c.chars().count() > 500 || c.chars().any(char::is_control))
     {
         return Err(Error::BadRequest(
-            "the contact is at most 500 characters".into(),
+            "the contact is at most 500 characters, without control characters".into(),
         ));
     }
     let id = format!("rp_{}", uuid::Uuid::now_v7().simple());
@@ -101,43 +103,77 @@ async fn file(State(state): State<AppState>, body: Bytes) -> Result<Response, Er
     let sealed = req
         .reporter_contact
         .as_deref()
-        .map(|c| state.report_sealer.seal(&id, c));
+        .map(|c| state.report_sealer.seal(&id, &pad_contact(c)));
     let now = state.clock.now();
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    sqlx::query(
-        "INSERT INTO reports (id, receipt_hash, about, category, description, contact_sealed, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $7)",
-    )
-    .bind(&id)
-    .bind(receipt_hash(&receipt))
-    .bind(&req.about)
-    .bind(&req.category)
-    .bind(&req.description)
-    .bind(&sealed)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    events::record(
-        &mut tx,
-        &events::Step {
-            kind: "report",
-            id: &id,
-            at: now,
-            actor: "reporter",
-            from: None,
-            to: "received",
-            note: None,
-        },
-    )
-    .await
-    .map_err(Error::storage)?;
-    tx.commit().await.map_err(db_err)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "receipt": receipt, "status": "received"})),
-    )
-        .into_response())
+    let answer = json!({"id": id, "receipt": receipt, "status": "received"});
+    let change = filing(id, receipt_hash(&receipt), req, sealed, now);
+    Ok(change.attach((StatusCode::CREATED, Json(answer))))
+}
+
+/// The filing, deferred to its audit record's transaction.
+fn filing(
+    id: String,
+    receipt_hash: String,
+    req: Filing,
+    sealed: Option<String>,
+    now: i64,
+) -> Deferred {
+    let filed = Arc::new((id, receipt_hash, req, sealed));
+    Deferred::new(move |conn| {
+        let filed = filed.clone();
+        Box::pin(async move {
+            let (id, receipt_hash, req, sealed) = &*filed;
+            sqlx::query(
+                "INSERT INTO reports (id, receipt_hash, about, category, description, contact_sealed, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $7)",
+            )
+            .bind(id)
+            .bind(receipt_hash)
+            .bind(&req.about)
+            .bind(&req.category)
+            .bind(&req.description)
+            .bind(sealed)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let step = events::Step {
+                kind: "report",
+                id,
+                at: now,
+                actor: "reporter",
+                from: None,
+                to: "received",
+                note: None,
+            };
+            Ok(events::record(conn, &step).await?)
+        })
+    })
+}
+
+/// Every sealed contact is this many bytes before sealing, whatever its length: the longest
+/// contact (500 characters of up to 4 bytes) and the marker fit, so the ciphertext's length
+/// tells nothing about the contact.
+const CONTACT_BUCKET: usize = 2048;
+
+/// Marks a padded contact. Contacts sealed before padding lack it and open as they were.
+const PADDED: &str = "\u{1}pad1\u{1}";
+
+/// The contact, marked and padded with NULs to `CONTACT_BUCKET` bytes.
+fn pad_contact(contact: &str) -> String {
+    let mut padded = String::with_capacity(CONTACT_BUCKET);
+    padded.push_str(PADDED);
+    padded.push_str(contact);
+    let fill = CONTACT_BUCKET.saturating_sub(padded.len());
+    padded.extend(std::iter::repeat_n('\0', fill));
+    padded
+}
+
+/// The contact as filed: the marker and padding removed (an old, unpadded one as it is).
+fn unpad_contact(opened: String) -> String {
+    match opened.strip_prefix(PADDED) {
+        Some(rest) => rest.trim_end_matches('\0').to_string(),
+        None => opened,
+    }
 }
 
 /// The reporter's view: status only, found by receipt.
@@ -203,7 +239,11 @@ async fn admin_get(
         .ok_or_else(|| Error::NotFound("no such report".into()))?;
     let mut v = view(&r).map_err(db_err)?;
     let sealed: Option<String> = r.try_get("contact_sealed").map_err(db_err)?;
-    v["reporter_contact"] = json!(sealed.and_then(|s| state.report_sealer.open(&id, &s)));
+    v["reporter_contact"] = json!(
+        sealed
+            .and_then(|s| state.report_sealer.open(&id, &s))
+            .map(unpad_contact)
+    );
     v["history"] = json!(
         events::history(&state.db, "report", &id)
             .await
@@ -226,7 +266,7 @@ async fn admin_transition(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if req
@@ -250,24 +290,31 @@ async fn admin_transition(
         )));
     }
     let now = state.clock.now();
-    let mut tx = state.db.pool().begin().await.map_err(db_err)?;
-    let step = events::Step {
-        kind: "report",
-        id: &id,
-        at: now,
-        actor: &who.client_id,
-        from: Some(&from),
-        to: &req.to,
-        note: req.note.as_deref(),
-    };
-    if !events::advance(&mut tx, events::Table::Reports, &step)
-        .await
-        .map_err(Error::storage)?
-    {
-        return Err(Error::Conflict("the report changed meanwhile".into()));
-    }
-    tx.commit().await.map_err(db_err)?;
-    Ok(Json(json!({"id": id, "status": req.to})))
+    let answer = json!({"id": id, "status": req.to});
+    let moved = Arc::new((id, from, req.to, req.note, who.client_id));
+    let change = Deferred::new(move |conn| {
+        let moved = moved.clone();
+        Box::pin(async move {
+            let (id, from, to, note, actor) = &*moved;
+            let step = events::Step {
+                kind: "report",
+                id,
+                at: now,
+                actor,
+                from: Some(from),
+                to,
+                note: note.as_deref(),
+            };
+            if events::advance(conn, events::Table::Reports, &step).await? {
+                Ok(())
+            } else {
+                Err(ChangeError::Refused(Error::Conflict(
+                    "the report changed meanwhile".into(),
+                )))
+            }
+        })
+    });
+    Ok(change.attach(Json(answer)))
 }
 
 #[cfg(test)]
@@ -289,5 +336,19 @@ mod tests {
             "moved to another report, it does not open"
         );
         assert_eq!(Sealer::new(&[8u8; 32]).open("rp_1", &a), None);
+    }
+
+    #[test]
+    fn padded_contacts_are_one_size_and_open_as_filed() {
+        let s = Sealer::new(&[7u8; 32]);
+        let short = s.seal("rp_1", &pad_contact("a@b.cn"));
+        let long = s.seal("rp_1", &pad_contact(&"长".repeat(500)));
+        assert_eq!(short.len(), long.len());
+        let open = |c: &str| s.open("rp_1", c).map(unpad_contact);
+        assert_eq!(open(&short).as_deref(), Some("a@b.cn"));
+        assert_eq!(open(&long), Some("长".repeat(500)));
+        // Sealed before padding existed: opens unchanged.
+        let old = s.seal("rp_1", "old@example.cn");
+        assert_eq!(open(&old).as_deref(), Some("old@example.cn"));
     }
 }

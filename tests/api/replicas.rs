@@ -414,7 +414,11 @@ async fn an_objection_filed_on_one_replica_marks_answers_on_the_other_within_a_s
 
 #[tokio::test]
 async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
-    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
+    let app = TestApp::spawn_with(|c| {
+        c.workflows.poll_ms = 20;
+        c.subject_limits.max_open_objections_per_record = 6;
+    })
+    .await;
     let _b = app.sibling().await;
     let _c = app.sibling().await;
     let uscc = app.sample().entities[0]["uscc"]
@@ -425,9 +429,17 @@ async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
     let (_, handler) = app.token("objection_handler").await;
     let n = 6;
     let mut ids = Vec::new();
-    for i in 0..n {
+    let fields = [
+        "name",
+        "sector",
+        "region",
+        "established",
+        "registered_capital",
+        "address",
+    ];
+    for field in fields.iter().take(n) {
         let body = json!({"store": "fake", "dataset": "entity", "record_ref": uscc,
-                          "field": format!("field_{i}"), "reason": "有误"});
+                          "field": field, "reason": "有误"});
         ids.push(file_objection(&app, &subject, body).await);
     }
     for id in &ids {

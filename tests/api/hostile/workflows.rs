@@ -1,1 +1,590 @@
-//! Hostile-input tests: see mod.rs.
+//! Hostile-input tests: see mod.rs. Workflows and mutations: a change whose audit record cannot
+//! be written does not happen (issue 13, item 14), objection flooding (item 5), identifiers that
+//! carry their type (item 11) and the sealed contact's length (item 22).
+
+use credgate::domain::SubjectType;
+use serde_json::{Value, json};
+use sqlx::Executor;
+
+use crate::helpers::{TestApp, assert_problem};
+
+fn in_days(d: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(d))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = app.http.request(method, format!("{}{path}", app.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> reqwest::Response {
+    send(app, reqwest::Method::POST, path, Some(token), Some(body)).await
+}
+
+async fn created(res: reqwest::Response) -> Value {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap()
+}
+
+/// Every piece of state a mutation can leave behind, counted.
+async fn fingerprint(app: &TestApp) -> Vec<i64> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT COUNT(*) FROM consents",
+        "SELECT COUNT(*) FROM consents WHERE revoked_at IS NOT NULL",
+        "SELECT COUNT(*) FROM objections",
+        "SELECT COUNT(*) FROM objections WHERE status <> 'submitted'",
+        "SELECT COUNT(*) FROM workflow_events",
+        "SELECT COUNT(*) FROM outbox",
+        "SELECT COUNT(*) FROM complaints",
+        "SELECT COUNT(*) FROM complaints WHERE status <> 'submitted'",
+        "SELECT COUNT(*) FROM reports",
+        "SELECT COUNT(*) FROM reports WHERE status <> 'received'",
+        "SELECT COUNT(*) FROM lockdowns",
+        "SELECT COUNT(*) FROM lockdowns WHERE lifted_at IS NOT NULL",
+        "SELECT COUNT(*) FROM clients WHERE status = 'disabled'",
+        "SELECT COUNT(*) FROM alerts WHERE acked_at IS NOT NULL",
+    ] {
+        out.push(count(app, sql).await);
+    }
+    out
+}
+
+async fn break_log(app: &TestApp) {
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log RENAME TO audit_log_gone")
+        .await
+        .unwrap();
+}
+
+async fn mend_log(app: &TestApp) {
+    app.state
+        .db
+        .pool()
+        .execute("ALTER TABLE audit_log_gone RENAME TO audit_log")
+        .await
+        .unwrap();
+}
+
+async fn assert_unavailable(res: reqwest::Response, what: &str) {
+    assert!(res.headers().get("x-audit-id").is_none(), "{what}");
+    let body = assert_problem(res, 503).await;
+    assert_eq!(
+        body["type"], "urn:credgate:problem:audit-unavailable",
+        "{what}: {body}"
+    );
+}
+
+struct World {
+    app: TestApp,
+    subject: String,
+    officer: String,
+    handler: String,
+    consent: String,
+    objection: String,
+    withdrawable: String,
+    complaint: String,
+    report: String,
+    lockdown: String,
+    victim: String,
+}
+
+async fn world() -> World {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 60_000).await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let (_, officer) = app.token("security_officer").await;
+    let (_, handler) = app.token("objection_handler").await;
+    let (victim, _) = app.add_client("bank").await;
+    let consent = created(
+        post(
+            &app,
+            "/subject/consents",
+            &subject,
+            json!({"grantee_org": "bank-a", "purpose": "lending", "expires_at": in_days(30)}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut objections = Vec::new();
+    for store in ["power", "fake"] {
+        let o = post(
+            &app,
+            "/subject/objections",
+            &subject,
+            json!({"store": store, "dataset": "entity", "record_ref": uscc, "reason": "wrong"}),
+        )
+        .await;
+        objections.push(created(o).await["id"].as_str().unwrap().to_string());
+    }
+    let complaint = created(
+        post(
+            &app,
+            "/subject/complaints",
+            &subject,
+            json!({"against_org": "bank-a", "category": "other", "description": "why"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = created(
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/public/reports",
+            None,
+            Some(json!({"about": "x", "category": "other", "description": "y"})),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lockdown = created(
+        post(
+            &app,
+            "/admin/lockdown",
+            &officer,
+            json!({"org": "org-under-watch", "reason": "test"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query(
+        "INSERT INTO alerts (id, rule, client_id, detail, audit_ids, created_at) \
+         VALUES ('al_test', 'volume', NULL, 'test', '[]', 1)",
+    )
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+    World {
+        app,
+        subject,
+        officer,
+        handler,
+        consent,
+        objection: objections[0].clone(),
+        withdrawable: objections[1].clone(),
+        complaint,
+        report,
+        lockdown,
+        victim,
+    }
+}
+
+/// Item 14: every mutation, tried while the log cannot be written, answers 503 and leaves no
+/// trace once the log is back; the chain stays whole.
+#[tokio::test]
+async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
+    let w = world().await;
+    let app = &w.app;
+    let (uscc, s, o, h) = (
+        app.sample().entities[0]["uscc"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        w.subject.as_str(),
+        w.officer.as_str(),
+        w.handler.as_str(),
+    );
+    let before = fingerprint(app).await;
+    break_log(app).await;
+    let del = reqwest::Method::DELETE;
+    let tries: Vec<(&str, reqwest::Response)> = vec![
+        ("consent grant", post(app, "/subject/consents", s,
+            json!({"grantee_org": "bank-b", "purpose": "lending", "expires_at": in_days(30)})).await),
+        ("consent revoke", send(app, del.clone(), &format!("/subject/consents/{}", w.consent), Some(s), None).await),
+        ("objection", post(app, "/subject/objections", s,
+            json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "again"})).await),
+        ("withdraw", post(app, &format!("/subject/objections/{}/withdraw", w.withdrawable), s, json!({})).await),
+        ("objection transition", post(app, &format!("/admin/objections/{}/transitions", w.objection), h,
+            json!({"to": "accepted"})).await),
+        ("complaint", post(app, "/subject/complaints", s,
+            json!({"against_org": "bank-a", "category": "other", "description": "again"})).await),
+        ("complaint transition", post(app, &format!("/admin/complaints/{}/transitions", w.complaint), h,
+            json!({"to": "investigating"})).await),
+        ("report", send(app, reqwest::Method::POST, "/public/reports", None,
+            Some(json!({"about": "x", "category": "other", "description": "z"}))).await),
+        ("report transition", post(app, &format!("/admin/reports/{}/transitions", w.report), h,
+            json!({"to": "investigating"})).await),
+        ("lockdown", post(app, "/admin/lockdown", o, json!({"org": "bank-a", "reason": "x"})).await),
+        ("lockdown lift", send(app, del, &format!("/admin/lockdown/{}", w.lockdown), Some(o), None).await),
+        ("client disable", post(app, &format!("/admin/clients/{}/disable", w.victim), o, json!({})).await),
+        ("alert ack", post(app, "/admin/alerts/al_test/ack", o, json!({})).await),
+    ];
+    for (what, res) in tries {
+        assert_unavailable(res, what).await;
+    }
+    mend_log(app).await;
+    assert_eq!(fingerprint(app).await, before, "no trace of any change");
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    // Writable again: the same change goes through, recorded.
+    let res = post(
+        app,
+        "/admin/lockdown",
+        o,
+        json!({"org": "bank-a", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert!(res.headers().get("x-audit-id").is_some());
+}
+
+/// Item 14: the state is checked again inside the change's transaction. Of concurrent moves of
+/// one objection exactly one wins; every loser is 409 and recorded, and one delivery is queued.
+#[tokio::test]
+async fn concurrent_transitions_one_wins_every_answer_is_recorded() {
+    let w = world().await;
+    let app = &w.app;
+    let path = format!("/admin/objections/{}/transitions", w.objection);
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| post(app, &path, &w.handler, json!({"to": "accepted"}))),
+    )
+    .await;
+    let mut ok = 0;
+    for res in answers {
+        let audit_id = res.headers().get("x-audit-id").cloned();
+        assert!(audit_id.is_some(), "every answer is recorded");
+        match res.status().as_u16() {
+            200 => ok += 1,
+            409 => {
+                let rec = app.record(audit_id.unwrap().to_str().unwrap()).await;
+                assert_eq!((rec.status, rec.decision.as_str()), (409, "deny"));
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(count(app, "SELECT COUNT(*) FROM outbox").await, 1);
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(
+        report.ok,
+        "refused changes left the chain whole: {report:?}"
+    );
+}
+
+/// Item 5: a burst of 300 objections from one subject is cut by the per-subject rate limit and
+/// the caps on open objections; the record's answer stays small.
+#[tokio::test]
+async fn an_objection_flood_is_capped_and_answers_stay_small() {
+    let app = TestApp::spawn().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = app.subject_token(&uscc, SubjectType::Legal);
+    let (_, regulator) = app.token("regulator").await;
+    let read = format!("/v1/stores/power/entities/{uscc}");
+    let size_before = app
+        .data(&regulator, &read)
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let body = json!({"store": "power", "dataset": "entity", "record_ref": uscc,
+                      "field": "registered_capital", "reason": "flood"});
+    let answers = futures_util::future::join_all(
+        (0..300).map(|_| post(&app, "/subject/objections", &s, body.clone())),
+    )
+    .await;
+    let mut by = std::collections::BTreeMap::<u16, usize>::new();
+    for res in answers {
+        if res.status() == 429 {
+            assert!(res.headers().get("retry-after").is_some());
+        }
+        *by.entry(res.status().as_u16()).or_default() += 1;
+    }
+    assert!(by.get(&201).copied().unwrap_or(0) <= 3, "{by:?}");
+    assert!(
+        by.get(&429).copied().unwrap_or(0) > 0,
+        "rate limited: {by:?}"
+    );
+    assert!(by.get(&409).copied().unwrap_or(0) > 0, "capped: {by:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM objections").await, 3);
+    let size_after = app
+        .data(&regulator, &read)
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        size_after < size_before + 1024,
+        "{size_before} -> {size_after}"
+    );
+}
+
+/// Item 5: open objections are capped per subject across records too.
+#[tokio::test]
+async fn open_objections_are_capped_per_subject() {
+    let app = TestApp::spawn_with(|c| c.subject_limits.max_open_objections_per_subject = 4).await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = app.subject_token(&uscc, SubjectType::Legal);
+    let file = |store: &'static str| {
+        post(
+            &app,
+            "/subject/objections",
+            &s,
+            json!({"store": store, "dataset": "entity", "record_ref": uscc, "reason": "x"}),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(file("power").await.status(), 201);
+    }
+    let body = assert_problem(file("power").await, 409).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("record"),
+        "{body}"
+    );
+    assert_eq!(file("fake").await.status(), 201);
+    let body = assert_problem(file("fake").await, 409).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("subject"),
+        "{body}"
+    );
+}
+
+/// Item 5: `field` must name a field of that dataset in the catalog.
+#[tokio::test]
+async fn an_objection_names_only_catalog_fields() {
+    let app = TestApp::spawn().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = app.subject_token(&uscc, SubjectType::Legal);
+    for field in ["no_such_field", "<script>", "name.x", "id_number"] {
+        let res = post(
+            &app,
+            "/subject/objections",
+            &s,
+            json!({"store": "power", "dataset": "entity", "record_ref": uscc,
+                   "field": field, "reason": "x"}),
+        )
+        .await;
+        assert_problem(res, 400).await;
+    }
+    let res = post(
+        &app,
+        "/subject/objections",
+        &s,
+        json!({"store": "power", "dataset": "entity", "record_ref": uscc,
+               "field": "legal_representative.name", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM objections").await, 1);
+}
+
+/// An 18-character string valid both as a USCC and as a resident ID number.
+const TWO_FACED: &str = "110101199003071049";
+
+/// Item 11: a company and a person whose ids are the same string see nothing of each other's
+/// consents, objections or access log.
+#[tokio::test]
+async fn a_legal_and_a_natural_subject_with_the_same_id_are_strangers() {
+    use credgate::domain::SubjectId;
+    assert!(SubjectId::parse(SubjectType::Legal, TWO_FACED).is_ok());
+    assert!(SubjectId::parse(SubjectType::Natural, TWO_FACED).is_ok());
+    let app = TestApp::spawn().await;
+    let company = app.subject_token(TWO_FACED, SubjectType::Legal);
+    let person = app.subject_token(TWO_FACED, SubjectType::Natural);
+    let consent = created(
+        post(
+            &app,
+            "/subject/consents",
+            &company,
+            json!({"grantee_org": "bank-a", "purpose": "lending", "expires_at": in_days(30)}),
+        )
+        .await,
+    )
+    .await;
+    let objection = created(
+        post(
+            &app,
+            "/subject/objections",
+            &company,
+            json!({"store": "power", "dataset": "entity", "record_ref": TWO_FACED, "reason": "x"}),
+        )
+        .await,
+    )
+    .await;
+    let get = |path: String| {
+        let (app, person) = (&app, &person);
+        async move { send(app, reqwest::Method::GET, &path, Some(person), None).await }
+    };
+    let list: Value = get("/subject/consents".into()).await.json().await.unwrap();
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "the person sees no company consent"
+    );
+    let list: Value = get("/subject/objections".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"], json!([]));
+    let oid = objection["id"].as_str().unwrap();
+    assert_problem(get(format!("/subject/objections/{oid}")).await, 404).await;
+    let res = post(
+        &app,
+        &format!(
+            "/subject/objections/{}/withdraw",
+            objection["id"].as_str().unwrap()
+        ),
+        &person,
+        json!({}),
+    )
+    .await;
+    assert_problem(res, 404).await;
+    let res = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/subject/consents/{}", consent["id"].as_str().unwrap()),
+        Some(&person),
+        None,
+    )
+    .await;
+    assert_problem(res, 404).await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM consents WHERE revoked_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    // Reads of the company's records and of the person's: each sees only their own.
+    let (_, regulator) = app.token("regulator").await;
+    app.data(
+        &regulator,
+        &format!("/v1/stores/power/entities/{TWO_FACED}"),
+    )
+    .await;
+    app.data(&regulator, &format!("/v1/stores/power/persons/{TWO_FACED}"))
+        .await;
+    for (token, dataset) in [(&company, "entity"), (&person, "person")] {
+        let log: Value = send(
+            &app,
+            reqwest::Method::GET,
+            "/subject/access-log",
+            Some(token),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let seen: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["dataset"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen, [dataset], "{log}");
+    }
+    // A person cannot contest a company's dataset under the shared string.
+    let res = post(
+        &app,
+        "/subject/objections",
+        &person,
+        json!({"store": "power", "dataset": "entity", "record_ref": TWO_FACED, "reason": "x"}),
+    )
+    .await;
+    assert_problem(res, 400).await;
+}
+
+/// Item 22: sealed contacts of very different lengths are the same size.
+#[tokio::test]
+async fn sealed_contacts_do_not_tell_their_length() {
+    let app = TestApp::spawn().await;
+    let (_, handler) = app.token("objection_handler").await;
+    let mut sizes = Vec::new();
+    for contact in ["a@b.cn", &"长".repeat(500)] {
+        let r = created(
+            send(
+                &app,
+                reqwest::Method::POST,
+                "/public/reports",
+                None,
+                Some(
+                    json!({"about": "x", "category": "other", "description": "y",
+                        "reporter_contact": contact}),
+                ),
+            )
+            .await,
+        )
+        .await;
+        let id = r["id"].as_str().unwrap();
+        let sealed: String = sqlx::query_scalar("SELECT contact_sealed FROM reports WHERE id = $1")
+            .bind(id)
+            .fetch_one(app.state.db.pool())
+            .await
+            .unwrap();
+        sizes.push(sealed.len());
+        let got: Value = send(
+            &app,
+            reqwest::Method::GET,
+            &format!("/admin/reports/{id}"),
+            Some(&handler),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            got["reporter_contact"], contact,
+            "opened without the padding"
+        );
+    }
+    assert_eq!(sizes[0], sizes[1]);
+}
