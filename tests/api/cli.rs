@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, config_text, dead_addr};
 
-fn credgate(args: &[&str]) -> Output {
+pub(crate) fn credgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_credgate"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -14,7 +14,7 @@ fn credgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).to_string(),
         String::from_utf8_lossy(&o.stderr).to_string(),
@@ -22,7 +22,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 /// Writes a config file for the test app's storage and returns its path.
-fn config_file(app: &TestApp) -> String {
+pub(crate) fn config_file(app: &TestApp) -> String {
     let path = app.dir.path().join("cli.toml");
     let t = config_text(app.dir.path(), app.sample_store, dead_addr(), dead_addr());
     // The same storage as the running gateway, whichever backend the tests use.
