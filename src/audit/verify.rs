@@ -81,7 +81,7 @@ pub async fn verify(db: &Db, public_key: &[u8]) -> Result<Report, StorageError> 
                     "does not chain to the record before it (inserted, deleted or reordered)"
                         .into(),
                 ))
-            } else if chain::hash(&r.prev_hash, r) != r.hash {
+            } else if !chain::verifies(r) {
                 Some(fail("its content does not match its hash (edited)".into()))
             } else {
                 None

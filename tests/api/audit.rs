@@ -978,3 +978,26 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
         .unwrap();
     assert!(report.ok, "{report:?}");
 }
+
+/// Golden vector for the whistleblower contact's sealing: AES-256-GCM, nonce first, the report
+/// id as the only associated data. Computed outside credgate (Python `cryptography`), so a
+/// refactor that changes the associated data (or the layout) cannot silently make stored
+/// contacts unreadable.
+#[test]
+fn golden_report_sealing_binds_exactly_the_report_id() {
+    use base64::Engine;
+    let sealed = "000102030405060708090a0b\
+                  9d39f2b148234fa5fa2e4df2a0afa01ab01b6684446be7ee7af160474f7d45d623d0";
+    let bytes: Vec<u8> = (0..sealed.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16).unwrap())
+        .collect();
+    let sealed = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let sealer = credgate::workflows::reports::Sealer::new(&[9u8; 32]);
+    assert_eq!(
+        sealer.open("rp_golden", &sealed).as_deref(),
+        Some("whistle@example.cn")
+    );
+    assert_eq!(sealer.open("rp_golden2", &sealed), None, "bound to the id");
+    assert_eq!(sealer.open("", &sealed), None);
+}
