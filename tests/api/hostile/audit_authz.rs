@@ -79,3 +79,135 @@ async fn csv_exports_carry_no_formula_under_either_separator() {
     assert!(stdout.contains("cmd|"));
     assert_no_formula_cell(&stdout, "credgate audit export");
 }
+
+/// The alerts of `rule`, open or acknowledged.
+async fn alerts_of(app: &TestApp, officer: &str, rule: &str) -> Vec<serde_json::Value> {
+    let body: serde_json::Value = app
+        .http
+        .get(format!("{}/admin/alerts?status=all", app.url))
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == rule)
+        .cloned()
+        .collect()
+}
+
+/// Polls until an alert of `rule` exists, for up to six seconds.
+async fn first_alert(app: &TestApp, officer: &str, rule: &str) -> serde_json::Value {
+    for _ in 0..60 {
+        if let Some(a) = alerts_of(app, officer, rule).await.pop() {
+            return a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {rule} alert");
+}
+
+async fn public_entity(app: &TestApp, uscc: &str) -> reqwest::Response {
+    let res = app
+        .http
+        .get(format!("{}/public/stores/power/entities/{uscc}", app.url))
+        .header("X-Purpose", "public_disclosure")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res
+}
+
+#[tokio::test]
+async fn an_address_harvesting_the_public_tier_is_alerted_and_light_use_is_not() {
+    let app = TestApp::spawn_with(|c| {
+        c.alerts.scrape_subjects = 6;
+        c.alerts.work_start_hour = 0;
+        c.alerts.work_end_hour = 24;
+        c.alerts.work_days = (1..=7).collect();
+    })
+    .await;
+    let (_, officer) = app.token("security_officer").await;
+    let data = app.sample();
+    let uscc = |i: usize| data.entities[i]["uscc"].as_str().unwrap().to_string();
+    // Light use: one entity read again and again, and a few others.
+    for _ in 0..10 {
+        public_entity(&app, &uscc(0)).await;
+    }
+    for i in 1..5 {
+        public_entity(&app, &uscc(i)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        alerts_of(&app, &officer, "many-subjects").await.is_empty(),
+        "five distinct subjects stay under the threshold of six"
+    );
+    // Harvesting: ten more entities from the same address.
+    let mut harvested = Vec::new();
+    for i in 5..15 {
+        let res = public_entity(&app, &uscc(i)).await;
+        harvested.push(res.headers()["x-audit-id"].to_str().unwrap().to_string());
+    }
+    let a = first_alert(&app, &officer, "many-subjects").await;
+    assert_eq!(a["client_id"], serde_json::Value::Null, "{a}");
+    assert!(a["detail"].as_str().unwrap().contains("127.0.0.1"), "{a}");
+    let cited: Vec<String> = serde_json::from_value(a["audit_ids"].clone()).unwrap();
+    assert!(cited.contains(&harvested[0]), "{a}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        alerts_of(&app, &officer, "many-subjects").await.len(),
+        1,
+        "one alert per address and window"
+    );
+}
+
+#[tokio::test]
+async fn the_off_hours_alert_fires_once_on_t4_released_and_never_without_it() {
+    // Working hours that never come: every request is off hours.
+    let app = TestApp::spawn_with(|c| {
+        c.alerts.work_start_hour = 0;
+        c.alerts.work_end_hour = 0;
+    })
+    .await;
+    let (reg_id, secret) = app.add_client("regulator").await;
+    let token: serde_json::Value = app.token_for(&reg_id, &secret).await.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let (_, officer) = app.token("security_officer").await;
+    // A T4-cleared role, off hours, but nothing of T4 released: a list with no T4 field, a
+    // record that does not exist, a denied purpose.
+    for _ in 0..3 {
+        assert_eq!(app.data(&token, "/v1/stores/power/lists/red").await.status(), 200);
+    }
+    app.data(&token, "/v1/stores/power/entities/91350100M000100Y99").await;
+    let uscc = app.sample().entities[0]["uscc"].as_str().unwrap().to_string();
+    let denied = app
+        .http
+        .get(format!("{}/v1/stores/power/entities/{uscc}", app.url))
+        .bearer_auth(&token)
+        .header("X-Purpose", "marketing")
+        .send()
+        .await
+        .unwrap();
+    assert!(denied.status().is_client_error());
+    // Then T4 released clear (an entity's revenue), three times.
+    let mut released = Vec::new();
+    for _ in 0..3 {
+        let res = app
+            .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
+            .await;
+        assert_eq!(res.status(), 200);
+        released.push(res.headers()["x-audit-id"].to_str().unwrap().to_string());
+    }
+    let a = first_alert(&app, &officer, "t4-outside-hours").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = alerts_of(&app, &officer, "t4-outside-hours").await;
+    assert_eq!(all.len(), 1, "once per client and window: {all:?}");
+    assert_eq!(a["client_id"], reg_id.as_str());
+    assert_eq!(a["audit_ids"], serde_json::json!([released[0]]), "{a}");
+}
