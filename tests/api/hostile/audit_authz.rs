@@ -211,3 +211,105 @@ async fn the_off_hours_alert_fires_once_on_t4_released_and_never_without_it() {
     assert_eq!(a["client_id"], reg_id.as_str());
     assert_eq!(a["audit_ids"], serde_json::json!([released[0]]), "{a}");
 }
+
+/// Polls `check` for up to `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(std::time::Instant::now() < until, "not within {secs} s: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
+    use sqlx::Executor;
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let uscc = app.sample().entities[4]["uscc"].as_str().unwrap().to_string();
+    let subject = app.subject_token(&uscc, credgate::domain::SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&subject)
+        .json(&serde_json::json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "有误"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let marked = || other.state.marks.annotation("power", &uscc).is_some();
+    eventually(2, "the other replica marks the record", || async { marked() }).await;
+
+    // The objection is withdrawn behind the replicas' backs, and when the change is signalled
+    // the marks cannot be read (the table is away): every replica's refresh fails.
+    let db = app.state.db.pool();
+    sqlx::query("UPDATE objections SET status = 'withdrawn' WHERE id = $1")
+        .bind(&id)
+        .execute(db)
+        .await
+        .unwrap();
+    db.execute("ALTER TABLE objections RENAME TO objections_away")
+        .await
+        .unwrap();
+    credgate::storage::signals::bump(db, credgate::storage::signals::OBJECTIONS, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(marked(), "the refresh failed, the old marks stay");
+    db.execute("ALTER TABLE objections_away RENAME TO objections")
+        .await
+        .unwrap();
+    // No new signal: only a retry can bring the replica up to date.
+    eventually(6, "the other replica retries and drops the mark", || async {
+        !marked()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_whose_policy_files_break_at_signal_time_is_not_ready_until_they_load() {
+    let app = TestApp::spawn().await;
+    let own = app.dir.path().join("policies-b");
+    crate::helpers::copy_dir(&app.dir.path().join("policies"), &own);
+    let other = app.sibling_with(|c| c.policy_dir = own.clone()).await;
+    let (_, officer) = app.token("security_officer").await;
+    let good = std::fs::read_to_string(own.join("roles.toml")).unwrap();
+    std::fs::write(own.join("roles.toml"), "[roles.broken\n").unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/policies/reload", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let status = |url: String| {
+        let http = app.http.clone();
+        async move {
+            http.get(format!("{url}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    eventually(2, "the replica reports the divergence", || {
+        let f = status(other.url.clone());
+        async move { f.await == 503 }
+    })
+    .await;
+    std::fs::write(own.join("roles.toml"), good).unwrap();
+    eventually(6, "the replica loads the files once they are whole", || {
+        let f = status(other.url.clone());
+        async move { f.await == 200 }
+    })
+    .await;
+}
