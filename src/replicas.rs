@@ -277,9 +277,17 @@ mod tests {
         }
         assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
         assert!(!seen.retry_due("objections"), "not before the wait is over");
-        seen.retries.lock().unwrap().get_mut("objections").unwrap().next = Instant::now();
+        seen.retries
+            .lock()
+            .unwrap()
+            .get_mut("objections")
+            .unwrap()
+            .next = Instant::now();
         assert!(seen.retry_due("objections"));
         seen.settle("objections", true);
-        assert!(!seen.retry_due("objections"), "a success forgets the failures");
+        assert!(
+            !seen.retry_due("objections"),
+            "a success forgets the failures"
+        );
     }
 }

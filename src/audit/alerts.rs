@@ -289,7 +289,12 @@ async fn judge_address(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &A
         return;
     }
     let a = w.addresses.entry(r.client_addr.clone()).or_default();
-    a.push(r, false, since, c.scrape_subjects.clamp(1, MAX_TRACKED_SUBJECTS));
+    a.push(
+        r,
+        false,
+        since,
+        c.scrape_subjects.clamp(1, MAX_TRACKED_SUBJECTS),
+    );
     let distinct = a.subjects.len();
     if distinct < c.scrape_subjects {
         return;
@@ -342,12 +347,15 @@ fn released_t4(state: &AppState, r: &AuditRecord) -> bool {
         Some(d) => vec![d],
         None => role.datasets.iter().map(String::as_str).collect(),
     };
-    datasets.iter().filter_map(|d| policies.dataset(d)).any(|ds| {
-        ds.fields.iter().any(|(_, class)| {
-            policies.class(class).is_some_and(|c| c.tier == Tier::T4)
-                && !r.masked.contains_key(class.as_str())
+    datasets
+        .iter()
+        .filter_map(|d| policies.dataset(d))
+        .any(|ds| {
+            ds.fields.iter().any(|(_, class)| {
+                policies.class(class).is_some_and(|c| c.tier == Tier::T4)
+                    && !r.masked.contains_key(class.as_str())
+            })
         })
-    })
 }
 
 async fn judge_client(
@@ -386,7 +394,11 @@ async fn judge_client(
     let distinct = w.subjects.len();
     if distinct >= c.scrape_subjects {
         let detail = format!("{distinct} distinct subjects within {} s", c.window_secs);
-        fire.push(("many-subjects", detail, cite(&w.recent_with_subjects, since)));
+        fire.push((
+            "many-subjects",
+            detail,
+            cite(&w.recent_with_subjects, since),
+        ));
     }
     let denials = w.denial_total;
     if denials >= c.denials {

@@ -257,8 +257,26 @@ mod tests {
             "219c720a1d0fa2fd8fef281e6c4dbd16a00341c8b2fb9d67fcfd30455eaca1b0\
              b4b389c632e8709f1f77c792cd9d89503f0714a79250c7e70923bee1db0bcf04"
         );
-        assert!(verify_checkpoint(&public, 42, V1_HASH, 1_735_689_600_123_456, &sig));
-        assert!(!verify_checkpoint(&public, 43, V1_HASH, 1_735_689_600_123_456, &sig));
-        assert!(!verify_checkpoint(&public, 42, GENESIS, 1_735_689_600_123_456, &sig));
+        assert!(verify_checkpoint(
+            &public,
+            42,
+            V1_HASH,
+            1_735_689_600_123_456,
+            &sig
+        ));
+        assert!(!verify_checkpoint(
+            &public,
+            43,
+            V1_HASH,
+            1_735_689_600_123_456,
+            &sig
+        ));
+        assert!(!verify_checkpoint(
+            &public,
+            42,
+            GENESIS,
+            1_735_689_600_123_456,
+            &sig
+        ));
     }
 }

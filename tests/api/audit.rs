@@ -100,7 +100,10 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
     let trick = "/v1/stores/power/entities/..%2F..%2Flists%2Fred";
     let res = app.data(&token, trick).await;
     let status = res.status().as_u16();
-    assert!(matches!(status, 400 | 404), "a path trick is refused: {status}");
+    assert!(
+        matches!(status, 400 | 404),
+        "a path trick is refused: {status}"
+    );
     assert_eq!(app.fake.hits(), 0, "and reaches no store");
     let r = app.record(&audit_id(&res)).await;
     assert_eq!(
@@ -208,11 +211,7 @@ async fn the_chain_verifies_and_the_table_refuses_update_and_delete() {
 
 /// Runs `stmt`, which the append-only guards must refuse (not fail for another reason).
 async fn refused_as_append_only(pool: &sqlx::AnyPool, stmt: &str) {
-    let e = pool
-        .execute(stmt)
-        .await
-        .expect_err("refused")
-        .to_string();
+    let e = pool.execute(stmt).await.expect_err("refused").to_string();
     assert!(e.contains("is append-only"), "{stmt}: {e}");
 }
 

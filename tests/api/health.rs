@@ -37,7 +37,11 @@ async fn readyz_is_503_and_data_is_withheld_when_storage_is_gone() {
     let before = app.fake.hits();
     let (_, control) = app.token("regulator").await;
     assert_eq!(app.data(&control, &path).await.status(), 200);
-    assert_eq!(app.fake.hits(), before + 1, "the request reaches the counting store");
+    assert_eq!(
+        app.fake.hits(),
+        before + 1,
+        "the request reaches the counting store"
+    );
     app.state.db.pool().close().await;
 
     let res = app

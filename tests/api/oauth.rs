@@ -210,11 +210,16 @@ async fn the_master_key_is_private_to_its_owner_and_the_stored_keys_are_wrapped(
         "the search finds a key the text search misses"
     );
     // Ed25519 PKCS#8 v1/v2 documents start with these bytes; the public key is in v2's.
-    let pkcs8_prefix = [0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70];
+    let pkcs8_prefix = [
+        0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70,
+    ];
     for w in &wrapped {
         let bytes = STANDARD.decode(w).expect("a wrapped key is base64");
         assert!(!contains(&bytes, &signing.public), "public key in clear");
-        assert!(!contains(&bytes, &pkcs8_prefix), "a PKCS#8 document in clear");
+        assert!(
+            !contains(&bytes, &pkcs8_prefix),
+            "a PKCS#8 document in clear"
+        );
     }
     // A master key others can read is refused, not used.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -268,6 +273,12 @@ async fn a_wrapped_key_moved_to_another_row_does_not_open() {
     // And a gateway on that database refuses to start rather than mask with a wrong key.
     let mut config = app.state.config.as_ref().clone();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let err = format!("{:#}", credgate::http::App::build(config).await.err().unwrap());
-    assert!(err.contains("does not open"), "refused for the wrapped key: {err}");
+    let err = format!(
+        "{:#}",
+        credgate::http::App::build(config).await.err().unwrap()
+    );
+    assert!(
+        err.contains("does not open"),
+        "refused for the wrapped key: {err}"
+    );
 }

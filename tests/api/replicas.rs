@@ -358,7 +358,10 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
     std::fs::write(own.join("catalog.toml"), &changed).unwrap();
     let until = Instant::now() + credgate::replicas::MAX_RETRY + Duration::from_secs(1);
     while readyz(other.url.clone()).await.status() != 200 {
-        assert!(Instant::now() < until, "the replica catches up once its files match");
+        assert!(
+            Instant::now() < until,
+            "the replica catches up once its files match"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -60,7 +60,10 @@ async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_i
                 .unwrap();
         let text = format!("{row:?}");
         assert!(row.1.is_some(), "the contact is stored, sealed");
-        assert!(!text.contains(CONTACT) && !text.contains(&receipt), "{text}");
+        assert!(
+            !text.contains(CONTACT) && !text.contains(&receipt),
+            "{text}"
+        );
     }
     for f in ["credgate.db", "credgate.db-wal"] {
         if app.state.db.backend() == credgate::storage::Backend::Postgres {

@@ -182,10 +182,19 @@ async fn the_off_hours_alert_fires_once_on_t4_released_and_never_without_it() {
     // A T4-cleared role, off hours, but nothing of T4 released: a list with no T4 field, a
     // record that does not exist, a denied purpose.
     for _ in 0..3 {
-        assert_eq!(app.data(&token, "/v1/stores/power/lists/red").await.status(), 200);
+        assert_eq!(
+            app.data(&token, "/v1/stores/power/lists/red")
+                .await
+                .status(),
+            200
+        );
     }
-    app.data(&token, "/v1/stores/power/entities/91350100M000100Y99").await;
-    let uscc = app.sample().entities[0]["uscc"].as_str().unwrap().to_string();
+    app.data(&token, "/v1/stores/power/entities/91350100M000100Y99")
+        .await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let denied = app
         .http
         .get(format!("{}/v1/stores/power/entities/{uscc}", app.url))
@@ -220,7 +229,10 @@ where
 {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !check().await {
-        assert!(std::time::Instant::now() < until, "not within {secs} s: {what}");
+        assert!(
+            std::time::Instant::now() < until,
+            "not within {secs} s: {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -230,7 +242,10 @@ async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
     use sqlx::Executor;
     let app = TestApp::spawn().await;
     let other = app.sibling().await;
-    let uscc = app.sample().entities[4]["uscc"].as_str().unwrap().to_string();
+    let uscc = app.sample().entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let subject = app.subject_token(&uscc, credgate::domain::SubjectType::Legal);
     let res = app
         .http
@@ -246,7 +261,10 @@ async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
         .unwrap()
         .to_string();
     let marked = || other.state.marks.annotation("power", &uscc).is_some();
-    eventually(2, "the other replica marks the record", || async { marked() }).await;
+    eventually(2, "the other replica marks the record", || async {
+        marked()
+    })
+    .await;
 
     // The objection is withdrawn behind the replicas' backs, and when the change is signalled
     // the marks cannot be read (the table is away): every replica's refresh fails.
@@ -268,9 +286,11 @@ async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
         .await
         .unwrap();
     // No new signal: only a retry can bring the replica up to date.
-    eventually(6, "the other replica retries and drops the mark", || async {
-        !marked()
-    })
+    eventually(
+        6,
+        "the other replica retries and drops the mark",
+        || async { !marked() },
+    )
     .await;
 }
 
@@ -312,4 +332,386 @@ async fn a_replica_whose_policy_files_break_at_signal_time_is_not_ready_until_th
         async move { f.await == 200 }
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 23: the authorization matrix.
+
+/// Who may call a route.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum May {
+    /// Institutions of exactly this role.
+    Role(&'static str),
+    /// A data subject with a subject token (about their own items).
+    Subject,
+}
+
+/// Every `/admin` and `/subject` route (DESIGN.md "HTTP contract", the routers in
+/// src/http/admin.rs, src/http/subject.rs and src/workflows/*.rs), one line each: method,
+/// path (`{name}` is a fixture's id), who may call it, and a valid body, so that a refusal
+/// comes from the authorization and not from the body. A role DESIGN.md names that arrives
+/// later (auditor, system_admin) changes the `May` of its lines; the wrong roles tried are every
+/// role of the loaded policy set, so a new role is tried everywhere without a line here.
+fn matrix() -> Vec<(&'static str, &'static str, May, Option<serde_json::Value>)> {
+    use serde_json::json;
+    const OFFICER: May = May::Role("security_officer");
+    const HANDLER: May = May::Role("objection_handler");
+    let transition = || Some(json!({"to": "investigating", "note": "n"}));
+    vec![
+        ("POST", "/admin/policies/reload", OFFICER, None),
+        ("GET", "/admin/audit", OFFICER, None),
+        ("GET", "/admin/audit/export?format=csv", OFFICER, None),
+        ("GET", "/admin/audit/verify", OFFICER, None),
+        (
+            "POST",
+            "/admin/lockdown",
+            OFFICER,
+            Some(json!({"org": "other-org", "reason": "x"})),
+        ),
+        ("DELETE", "/admin/lockdown/{lockdown}", OFFICER, None),
+        ("POST", "/admin/clients/{client}/disable", OFFICER, None),
+        ("GET", "/admin/alerts", OFFICER, None),
+        ("POST", "/admin/alerts/{alert}/ack", OFFICER, None),
+        ("GET", "/admin/objections", HANDLER, None),
+        ("GET", "/admin/objections/{objection}", HANDLER, None),
+        (
+            "POST",
+            "/admin/objections/{objection}/transitions",
+            HANDLER,
+            Some(json!({"to": "accepted", "note": "n"})),
+        ),
+        ("GET", "/admin/complaints", HANDLER, None),
+        ("GET", "/admin/complaints/{complaint}", HANDLER, None),
+        (
+            "POST",
+            "/admin/complaints/{complaint}/transitions",
+            HANDLER,
+            transition(),
+        ),
+        ("GET", "/admin/reports", HANDLER, None),
+        ("GET", "/admin/reports/{report}", HANDLER, None),
+        (
+            "POST",
+            "/admin/reports/{report}/transitions",
+            HANDLER,
+            transition(),
+        ),
+        ("GET", "/subject/me", May::Subject, None),
+        ("GET", "/subject/consents", May::Subject, None),
+        (
+            "POST",
+            "/subject/consents",
+            May::Subject,
+            Some(
+                json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_30_days()}),
+            ),
+        ),
+        ("DELETE", "/subject/consents/{consent}", May::Subject, None),
+        ("GET", "/subject/access-log", May::Subject, None),
+        ("GET", "/subject/objections", May::Subject, None),
+        (
+            "POST",
+            "/subject/objections",
+            May::Subject,
+            Some(json!({"store": "power", "dataset": "entity", "record_ref": "x", "reason": "r"})),
+        ),
+        ("GET", "/subject/objections/{objection}", May::Subject, None),
+        (
+            "POST",
+            "/subject/objections/{objection}/withdraw",
+            May::Subject,
+            None,
+        ),
+        ("GET", "/subject/complaints", May::Subject, None),
+        (
+            "POST",
+            "/subject/complaints",
+            May::Subject,
+            Some(
+                json!({"against_org": "nosy-bank", "category": "purpose_misuse", "description": "d"}),
+            ),
+        ),
+        ("GET", "/subject/complaints/{complaint}", May::Subject, None),
+    ]
+}
+
+/// Everything a refused request could have changed, as sorted text lines.
+async fn snapshot(app: &TestApp) -> Vec<String> {
+    let queries = [
+        "SELECT id, status FROM clients",
+        "SELECT id, COALESCE(CAST(revoked_at AS TEXT), '-') FROM consents",
+        "SELECT id, COALESCE(CAST(lifted_at AS TEXT), '-') FROM lockdowns",
+        "SELECT id, COALESCE(CAST(acked_at AS TEXT), '-') FROM alerts",
+        "SELECT id, status FROM objections",
+        "SELECT id, status FROM complaints",
+        "SELECT id, status FROM reports",
+        "SELECT item_id, to_status FROM workflow_events",
+        "SELECT id, objection_id FROM outbox",
+        "SELECT topic, CAST(version AS TEXT) FROM replica_signals",
+    ];
+    let mut lines = Vec::new();
+    for q in queries {
+        let rows: Vec<(String, String)> = sqlx::query_as(q)
+            .fetch_all(app.state.db.pool())
+            .await
+            .unwrap();
+        lines.extend(rows.into_iter().map(|(a, b)| format!("{q}: {a} {b}")));
+    }
+    lines.sort();
+    lines
+}
+
+/// The items the routes' `{name}`s refer to, filed by `company` (and `person`'s consent).
+async fn fixtures(
+    app: &TestApp,
+    officer: &str,
+    company: &str,
+    person: &str,
+) -> std::collections::HashMap<&'static str, String> {
+    use serde_json::json;
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut req = app.http.post(format!("{}{path}", app.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let path = path.to_string();
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 201, "fixture {path}");
+            res.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let uscc = app.sample().entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ids = std::collections::HashMap::new();
+    let objection =
+        json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "r"});
+    ids.insert(
+        "objection",
+        post("/subject/objections", Some(company), objection).await,
+    );
+    let complaint =
+        json!({"against_org": "nosy-bank", "category": "purpose_misuse", "description": "d"});
+    ids.insert(
+        "complaint",
+        post("/subject/complaints", Some(company), complaint).await,
+    );
+    let consent =
+        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_30_days()});
+    ids.insert(
+        "consent",
+        post("/subject/consents", Some(person), consent).await,
+    );
+    let report = json!({"about": "a", "category": "false_records", "description": "d"});
+    ids.insert("report", post("/public/reports", None, report).await);
+    let lock = json!({"org": "victim-org", "reason": "fixture"});
+    ids.insert(
+        "lockdown",
+        post("/admin/lockdown", Some(officer), lock).await,
+    );
+    ids.insert("client", app.add_client("regulator").await.0);
+    credgate::audit::alerts::insert(&app.state.db, "fixture", None, "d", &[])
+        .await
+        .unwrap();
+    let alert: String = sqlx::query_scalar("SELECT id FROM alerts WHERE rule = 'fixture'")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    ids.insert("alert", alert);
+    ids
+}
+
+/// Who calls, in the matrix.
+#[derive(Clone, Debug)]
+enum Caller {
+    Nobody,
+    /// The subject who filed the fixtures.
+    Owner,
+    /// Another data subject.
+    OtherSubject,
+    /// An active client of this role.
+    Role(String),
+    /// A client of this role, disabled after its token was issued.
+    Disabled(&'static str),
+    /// A client of this role under a lockdown.
+    Locked(&'static str),
+}
+
+/// What `caller` must get from a route `may` calls (`None`: allowed, not part of the matrix).
+fn expected(may: May, path: &str, caller: &Caller) -> Option<u16> {
+    match (may, caller) {
+        (_, Caller::Nobody) => Some(401),
+        (May::Role(_), Caller::Owner | Caller::OtherSubject) => Some(401),
+        (May::Role(r), Caller::Role(role)) => (r != role).then_some(403),
+        (May::Role(r), Caller::Disabled(role)) => (r == *role).then_some(401),
+        (May::Role(r), Caller::Locked(role)) => (r == *role).then_some(403),
+        (May::Subject, Caller::Owner) => None,
+        // Another subject's item is as absent as a missing one.
+        (May::Subject, Caller::OtherSubject) => path.contains('{').then_some(404),
+        (May::Subject, _) => Some(401),
+    }
+}
+
+/// A client of `role`, with a token issued before anything happens to it.
+async fn client_with_token(app: &TestApp, role: &str) -> Option<(String, String)> {
+    let (record, secret) =
+        credgate::cli::add_client(&app.state.db, "Matrix", "test-org", role, None)
+            .await
+            .ok()?;
+    let res = app.token_for(&record.id, &secret).await;
+    if res.status() != 200 {
+        return None;
+    }
+    let body: serde_json::Value = res.json().await.unwrap();
+    Some((record.id, body["access_token"].as_str()?.to_string()))
+}
+
+#[tokio::test]
+async fn every_admin_and_subject_route_refuses_every_wrong_caller_changes_nothing_and_records_it() {
+    use credgate::domain::SubjectType;
+    let app = TestApp::spawn_with(|c| {
+        // The refusals are the point here: keep the alert rules out of the state compared.
+        c.alerts.denials = usize::MAX;
+        c.rate_limits.per_client_per_minute = 100_000;
+    })
+    .await;
+    let (_, officer) = app.token("security_officer").await;
+    let company_id = app.sample().entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let company = app.subject_token(&company_id, SubjectType::Legal);
+    let person_id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let person = app.subject_token(&person_id, SubjectType::Natural);
+    let other = app.subject_token(
+        app.sample().entities[5]["uscc"].as_str().unwrap(),
+        SubjectType::Legal,
+    );
+    let ids = fixtures(&app, &officer, &company, &person).await;
+
+    let mut callers: Vec<(Caller, Option<String>)> = vec![
+        (Caller::Nobody, None),
+        (Caller::Owner, Some(company.clone())),
+        (Caller::OtherSubject, Some(other)),
+    ];
+    let roles: Vec<String> = app
+        .state
+        .policies()
+        .role_names()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    for role in roles {
+        // A role no client can hold (the anonymous `public` role) has no token to try.
+        if let Some((_, token)) = client_with_token(&app, &role).await {
+            callers.push((Caller::Role(role), Some(token)));
+        }
+    }
+    for role in ["security_officer", "objection_handler"] {
+        let (id, token) = client_with_token(&app, role).await.unwrap();
+        let res = app
+            .http
+            .post(format!("{}/admin/clients/{id}/disable", app.url))
+            .bearer_auth(&officer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        callers.push((Caller::Disabled(role), Some(token)));
+        let (id, token) = client_with_token(&app, role).await.unwrap();
+        let res = app
+            .http
+            .post(format!("{}/admin/lockdown", app.url))
+            .bearer_auth(&officer)
+            .json(&serde_json::json!({"client_id": id, "reason": "matrix"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        callers.push((Caller::Locked(role), Some(token)));
+    }
+
+    let before = snapshot(&app).await;
+    let mut wrong = Vec::new();
+    let mut tried = 0;
+    for (method, template, may, body) in matrix() {
+        let mut path = template.to_string();
+        for (name, id) in &ids {
+            path = path.replace(&format!("{{{name}}}"), id);
+        }
+        for (caller, token) in &callers {
+            let Some(want) = expected(may, template, caller) else {
+                continue;
+            };
+            tried += 1;
+            let mut req = app
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", app.url));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let res = req.send().await.unwrap();
+            let got = res.status().as_u16();
+            let what = format!("{method} {template} by {caller:?}");
+            if got != want {
+                wrong.push(format!("{what}: {got}, not {want}"));
+                continue;
+            }
+            let Some(audit_id) = res.headers().get("x-audit-id") else {
+                wrong.push(format!("{what}: no X-Audit-Id"));
+                continue;
+            };
+            let r = app.record(audit_id.to_str().unwrap()).await;
+            if (r.decision.as_str(), r.status) != ("deny", want) {
+                wrong.push(format!("{what}: recorded as {} {}", r.decision, r.status));
+            }
+        }
+    }
+    let who: Vec<&Caller> = callers.iter().map(|(c, _)| c).collect();
+    eprintln!("authorization matrix: {tried} refusals, callers {who:?}");
+    assert!(
+        wrong.is_empty(),
+        "{} of {tried} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(tried > 250, "the matrix ran: {tried} refusals");
+    assert_eq!(snapshot(&app).await, before, "a refusal changed something");
+
+    // The allowed caller does get through each read: the routes and fixtures are real.
+    for (method, template, may, _) in matrix().into_iter().filter(|r| r.0 == "GET") {
+        let mut path = template.to_string();
+        for (name, id) in &ids {
+            path = path.replace(&format!("{{{name}}}"), id);
+        }
+        let token = match may {
+            May::Subject => company.clone(),
+            May::Role(role) => app.token(role).await.1,
+        };
+        let res = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{method} {template} by {may:?}");
+    }
+}
+
+fn in_30_days() -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
