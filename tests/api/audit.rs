@@ -320,21 +320,51 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
     assert_eq!(last, "/v1/stores/power/entities/0");
 }
 
-/// An attacker with database access drops the triggers first; verification still catches them.
-async fn tampered(tamper: &str) -> verify::Report {
+/// A log of twelve records with a checkpoint every five, whose guards an attacker with database
+/// access has dropped.
+pub(crate) async fn tamperable() -> TestApp {
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
     let (_, token) = app.token("regulator").await;
     for _ in 0..11 {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
-    let pool = app.state.db.pool();
     drop_guards(&app.state.db).await;
+    app
+}
+
+/// Verification still catches them.
+async fn tampered(tamper: &str) -> verify::Report {
+    let app = tamperable().await;
+    let pool = app.state.db.pool();
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {
         pool.execute(stmt).await.unwrap();
     }
     verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap()
+}
+
+/// Sets record `seq`'s org and recomputes every hash from it to the head, as an attacker who
+/// knows the encoding would: the chain is consistent in itself, only signatures can tell.
+pub(crate) async fn rechain_from(db: &credgate::storage::Db, seq: i64, org: &str) {
+    use credgate::audit::{chain, store};
+    let mut records = store::page_after(db, seq - 1, 100_000).await.unwrap();
+    records[0].org = Some(org.to_string());
+    let prev = match store::page_after(db, seq - 2, 1).await.unwrap().pop() {
+        Some(r) if seq > 1 => r.hash,
+        _ => chain::GENESIS.to_string(),
+    };
+    chain::link(seq - 1, prev, &mut records);
+    for r in &records {
+        sqlx::query("UPDATE audit_log SET org = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&r.org)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .bind(r.seq)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -344,9 +374,23 @@ async fn an_edited_record_is_found_and_named() {
     assert_eq!(r.first_bad_seq, Some(4));
     assert!(r.first_bad_id.as_deref().unwrap().starts_with("au_"));
     assert!(r.reason.unwrap().contains("edited"));
-    // Rewriting its hash too only moves the break to the next record.
-    let r = tampered("UPDATE audit_log SET decision = 'allow', hash = 'ff' WHERE seq = 4").await;
-    assert_eq!(r.first_bad_seq, Some(4));
+    // Rewriting its hash and every later one, consistently: the signed checkpoint after it
+    // no longer matches.
+    let app = tamperable().await;
+    let db = &app.state.db;
+    rechain_from(db, 4, "innocent-org").await;
+    let cp = credgate::audit::store::checkpoints(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|cp| cp.seq >= 4)
+        .unwrap();
+    let r = verify::verify(db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, Some(cp.seq), "{r:?}");
+    assert!(r.reason.unwrap().contains("checkpoint"));
 }
 
 #[tokio::test]
@@ -917,7 +961,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         "the file ends at its signed checkpoint"
     );
 
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
@@ -930,7 +974,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         "the log goes on"
     );
     assert!(
-        verify::verify(db, &app.state.audit_public_key)
+        verify::verify_at(db, &app.state.audit_public_key, six_years_on)
             .await
             .unwrap()
             .ok
@@ -944,7 +988,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
     pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 12")
         .await
         .unwrap();
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert_eq!(report.first_bad_seq, Some(12));
@@ -961,7 +1005,7 @@ fn retention_below_six_months_is_a_config_error() {
 }
 
 /// What an attacker with database access does first: removes the append-only guards.
-async fn drop_guards(db: &credgate::storage::Db) {
+pub(crate) async fn drop_guards(db: &credgate::storage::Db) {
     let pool = db.pool();
     let statements: &[&str] = match db.backend() {
         credgate::storage::Backend::Sqlite => &[
@@ -1018,7 +1062,7 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
         .record(res.headers()["x-audit-id"].to_str().unwrap())
         .await;
     assert_eq!(record.seq, a.upto_seq + 1);
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");

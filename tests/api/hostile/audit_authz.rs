@@ -715,3 +715,198 @@ fn in_30_days() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 24: every tamper kind. Edit, delete, insert, reorder, tail and the consistent re-chain
+// before a checkpoint are in tests/api/audit.rs.
+
+async fn report_of(app: &TestApp) -> credgate::audit::verify::Report {
+    credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap()
+}
+
+async fn against(
+    app: &TestApp,
+    witness: &credgate::audit::verify::Witness,
+) -> credgate::audit::verify::Report {
+    credgate::audit::verify::verify_against(&app.state.db, &app.state.audit_public_key, witness)
+        .await
+        .unwrap()
+}
+
+async fn run(app: &TestApp, statements: &[&str]) {
+    use sqlx::Executor;
+    for s in statements {
+        app.state.db.pool().execute(*s).await.unwrap();
+    }
+}
+
+/// A log with checkpoints, and the witness an officer kept from its last verification.
+async fn witnessed() -> (TestApp, credgate::audit::verify::Witness) {
+    let app = crate::audit::tamperable().await;
+    let before = report_of(&app).await;
+    assert!(before.ok, "{before:?}");
+    let witness = before
+        .last_checkpoint
+        .clone()
+        .expect("a checkpoint to keep");
+    assert!(
+        against(&app, &witness).await.ok,
+        "an untouched log holds its witness"
+    );
+    (app, witness)
+}
+
+#[tokio::test]
+async fn a_tail_deleted_with_its_checkpoints_is_found_against_a_kept_witness() {
+    let (app, witness) = witnessed().await;
+    run(
+        &app,
+        &[
+            "DELETE FROM audit_subjects WHERE seq > 7",
+            "DELETE FROM audit_log WHERE seq > 7",
+            "DELETE FROM audit_checkpoints WHERE seq > 7",
+        ],
+    )
+    .await;
+    // The database alone shows a consistent, shorter log: this is what the witness is for.
+    assert!(report_of(&app).await.ok);
+    let r = against(&app, &witness).await;
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(witness.seq));
+    assert!(r.reason.unwrap().contains("no longer holds"));
+}
+
+#[tokio::test]
+async fn checkpoints_truncated_and_the_chain_recomputed_are_found_against_a_kept_witness() {
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..11 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let witness = report_of(&app).await.last_checkpoint.unwrap();
+    match app.state.db.backend() {
+        // Row triggers do not fire on TRUNCATE: no guard needs dropping first.
+        credgate::storage::Backend::Postgres => {
+            run(&app, &["TRUNCATE audit_checkpoints"]).await;
+            crate::audit::drop_guards(&app.state.db).await;
+        }
+        credgate::storage::Backend::Sqlite => {
+            crate::audit::drop_guards(&app.state.db).await;
+            run(&app, &["DELETE FROM audit_checkpoints"]).await;
+        }
+    }
+    crate::audit::rechain_from(&app.state.db, 3, "innocent-org").await;
+    let alone = report_of(&app).await;
+    assert!(
+        alone.ok && alone.checkpoints == 0,
+        "consistent in itself: {alone:?}"
+    );
+    let r = against(&app, &witness).await;
+    assert!(!r.ok, "{r:?}");
+    assert!(r.reason.unwrap().contains("no longer holds"));
+}
+
+#[tokio::test]
+async fn an_emptied_log_is_found_against_a_kept_witness() {
+    let (app, witness) = witnessed().await;
+    run(
+        &app,
+        &[
+            "DELETE FROM audit_subjects",
+            "DELETE FROM audit_log",
+            "DELETE FROM audit_checkpoints",
+        ],
+    )
+    .await;
+    let alone = report_of(&app).await;
+    assert!(alone.ok && alone.records == 0, "{alone:?}");
+    assert!(!against(&app, &witness).await.ok);
+    // A witness this log's key did not sign proves nothing.
+    let mut forged = witness.clone();
+    forged.seq += 1;
+    let r = against(&crate::audit::tamperable().await, &forged).await;
+    assert!(r.reason.unwrap().contains("not signed"));
+}
+
+#[tokio::test]
+async fn a_forged_archive_row_that_unlocks_deletion_is_found() {
+    // The guards stay in place: the archive row is what they trust to permit deletes.
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..11 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    run(
+        &app,
+        &[
+            "INSERT INTO audit_archives (upto_seq, hash, archived_at, file_name, records) \
+             SELECT seq, hash, 0, 'none', seq FROM audit_checkpoints WHERE seq = (SELECT MAX(seq) FROM audit_checkpoints)",
+            "DELETE FROM audit_subjects WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
+            "DELETE FROM audit_log WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
+        ],
+    )
+    .await;
+    let r = report_of(&app).await;
+    assert!(!r.ok, "records deleted under a forged archive row: {r:?}");
+    assert!(r.reason.unwrap().contains("forged archive row"));
+}
+
+#[tokio::test]
+async fn edits_to_the_subject_index_are_found() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("financial_institution").await;
+    let uscc = app.sample().entities[3]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    let read = app
+        .record(res.headers()["x-audit-id"].to_str().unwrap())
+        .await;
+    assert_eq!(read.subjects, vec![uscc.clone()]);
+    let res = app.data(&token, "/v1/stores/power/lists/red").await;
+    let other = app
+        .record(res.headers()["x-audit-id"].to_str().unwrap())
+        .await;
+    assert!(report_of(&app).await.ok);
+
+    // The read hidden from the subject's access log: its index row removed.
+    run(
+        &app,
+        &[&format!(
+            "DELETE FROM audit_subjects WHERE seq = {}",
+            read.seq
+        )],
+    )
+    .await;
+    let r = report_of(&app).await;
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, Some(read.seq));
+    assert!(r.reason.unwrap().contains("subject index"));
+    run(
+        &app,
+        &[&format!(
+            "INSERT INTO audit_subjects (subject_id, seq) VALUES ('{uscc}', {})",
+            read.seq
+        )],
+    )
+    .await;
+    assert!(report_of(&app).await.ok, "restored");
+
+    // Someone else's request planted in the subject's access log.
+    run(
+        &app,
+        &[&format!(
+            "INSERT INTO audit_subjects (subject_id, seq) VALUES ('{uscc}', {})",
+            other.seq
+        )],
+    )
+    .await;
+    let r = report_of(&app).await;
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, Some(other.seq));
+}
