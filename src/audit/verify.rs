@@ -9,7 +9,7 @@
 //! those, keep the report's `last_checkpoint` outside the database (it is signed) and verify
 //! against it later with `verify_against`: the log must still hold that checkpoint.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -162,8 +162,9 @@ fn check_base(
     Ok(())
 }
 
-/// Walks the records after `base` page by page: sequence, links, hashes, checkpoints and the
-/// subject index. Stops at the first problem, recorded in `report`.
+/// Walks the records after `base` page by page, up to the head as it was when the walk began:
+/// sequence, links, hashes, checkpoints and the subject index. Stops at the first problem,
+/// recorded in `report`.
 async fn walk(
     db: &Db,
     public_key: &[u8],
@@ -172,34 +173,25 @@ async fn walk(
     mut prev_hash: String,
     report: &mut Report,
 ) -> Result<(), StorageError> {
+    let upto = store::head(db).await?.seq;
+    let mut index = IndexCursor::open(db, base, upto);
     let mut cps = checkpoints.iter().peekable();
     let mut expected_seq = base + 1;
     let mut after = base;
-    loop {
+    while after < upto {
         let page = store::page_after(db, after, 1000).await?;
         let Some(last) = page.last() else { break };
-        let index = subject_index(db, after, last.seq).await?;
         after = last.seq;
-        for r in &page {
-            let problem = check_record(r, expected_seq, &prev_hash)
-                .or_else(|| check_index(r, index.get(&r.seq)));
+        for r in page.iter().take_while(|r| r.seq <= upto) {
+            let indexed = index.take(r.seq).await?;
+            let problem =
+                check_record(r, expected_seq, &prev_hash).or_else(|| check_index(r, &indexed));
             if let Some(why) = problem {
                 report.fail(Some(r.seq), Some(r.id.clone()), why);
                 return Ok(());
             }
             while let Some(cp) = cps.next_if(|cp| cp.seq <= r.seq) {
-                let sig_ok = chain::verify_checkpoint(
-                    public_key,
-                    cp.seq,
-                    &cp.hash,
-                    cp.time_us,
-                    &cp.signature,
-                );
-                if !sig_ok || cp.seq < r.seq || cp.hash != r.hash {
-                    let why = format!(
-                        "checkpoint at {} does not match the log or its signature",
-                        cp.seq
-                    );
+                if let Err(why) = check_checkpoint(public_key, cp, r) {
                     report.fail(Some(r.seq), Some(r.id.clone()), why);
                     return Ok(());
                 }
@@ -216,6 +208,25 @@ async fn walk(
         }
     }
     report.head = prev_hash;
+    if let Some(seq) = index.leftover().await? {
+        let why = format!("the subject index names record {seq}, which the log does not hold");
+        report.fail(Some(seq), None, why);
+    }
+    Ok(())
+}
+
+fn check_checkpoint(
+    public_key: &[u8],
+    cp: &store::Checkpoint,
+    r: &AuditRecord,
+) -> Result<(), String> {
+    let sig_ok = chain::verify_checkpoint(public_key, cp.seq, &cp.hash, cp.time_us, &cp.signature);
+    if !sig_ok || cp.seq < r.seq || cp.hash != r.hash {
+        return Err(format!(
+            "checkpoint at {} does not match the log or its signature",
+            cp.seq
+        ));
+    }
     Ok(())
 }
 
@@ -237,11 +248,14 @@ fn check_record(r: &AuditRecord, expected_seq: i64, prev_hash: &str) -> Option<S
 
 /// The subject index feeds subjects' access logs and officers' subject filter; it is not
 /// chained, so it must say exactly what the (chained) records say.
-fn check_index(r: &AuditRecord, indexed: Option<&BTreeSet<String>>) -> Option<String> {
+fn check_index(r: &AuditRecord, indexed: &Indexed) -> Option<String> {
+    if let Some(seq) = indexed.orphan {
+        return Some(format!(
+            "the subject index names record {seq}, which the log does not hold"
+        ));
+    }
     let named: BTreeSet<&str> = r.subjects.iter().map(String::as_str).collect();
-    let indexed: BTreeSet<&str> = indexed
-        .map(|s| s.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    let indexed: BTreeSet<&str> = indexed.subjects.iter().map(String::as_str).collect();
     (named != indexed).then(|| {
         let forged = indexed.difference(&named).count();
         let missing = named.difference(&indexed).count();
@@ -252,24 +266,64 @@ fn check_index(r: &AuditRecord, indexed: Option<&BTreeSet<String>>) -> Option<St
     })
 }
 
-/// The subject index rows of the records in `(after, upto]`.
-async fn subject_index(
-    db: &Db,
-    after: i64,
-    upto: i64,
-) -> Result<HashMap<i64, BTreeSet<String>>, StorageError> {
-    let rows =
-        sqlx::query("SELECT seq, subject_id FROM audit_subjects WHERE seq > $1 AND seq <= $2")
-            .bind(after)
-            .bind(upto)
-            .fetch_all(db.pool())
-            .await?;
-    let mut index: HashMap<i64, BTreeSet<String>> = HashMap::new();
-    for row in rows {
-        index
-            .entry(row.try_get("seq")?)
-            .or_default()
-            .insert(row.try_get("subject_id")?);
+/// One record's index rows, and the seq of an index row before it that no record holds.
+#[derive(Default)]
+struct Indexed {
+    subjects: BTreeSet<String>,
+    orphan: Option<i64>,
+}
+
+/// The subject index of `(base, upto]`, read once in seq order beside the records: a range
+/// query per page would scan the whole index each time (it is keyed by subject first).
+struct IndexCursor<'a> {
+    rows: futures_util::stream::BoxStream<'a, Result<sqlx::any::AnyRow, sqlx::Error>>,
+    ahead: Option<(i64, String)>,
+}
+
+impl<'a> IndexCursor<'a> {
+    fn open(db: &'a Db, base: i64, upto: i64) -> Self {
+        let rows = sqlx::query(
+            "SELECT seq, subject_id FROM audit_subjects WHERE seq > $1 AND seq <= $2 \
+             ORDER BY seq, subject_id",
+        )
+        .bind(base)
+        .bind(upto)
+        .fetch(db.pool());
+        Self { rows, ahead: None }
     }
-    Ok(index)
+
+    async fn next(&mut self) -> Result<Option<(i64, String)>, StorageError> {
+        if let Some(row) = self.ahead.take() {
+            return Ok(Some(row));
+        }
+        match futures_util::StreamExt::next(&mut self.rows).await {
+            Some(row) => {
+                let row = row?;
+                Ok(Some((row.try_get("seq")?, row.try_get("subject_id")?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The rows of record `seq`; rows for earlier seqs no record took are orphans.
+    async fn take(&mut self, seq: i64) -> Result<Indexed, StorageError> {
+        let mut out = Indexed::default();
+        while let Some((s, subject)) = self.next().await? {
+            if s > seq {
+                self.ahead = Some((s, subject));
+                break;
+            }
+            if s < seq {
+                out.orphan.get_or_insert(s);
+            } else {
+                out.subjects.insert(subject);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An index row left after the last record: it names a record the log does not hold.
+    async fn leftover(&mut self) -> Result<Option<i64>, StorageError> {
+        Ok(self.next().await?.map(|(s, _)| s))
+    }
 }
