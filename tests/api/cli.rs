@@ -100,6 +100,8 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
 
     let out = credgate(&["client", "disable", "cg_nosuch", "--config", &cfg]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("no client with id cg_nosuch"), "{err}");
 }
 
 #[tokio::test]
@@ -264,6 +266,8 @@ async fn token_subject_mints_only_with_the_demo_provider() {
         &cfg,
     ]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("--id is not a valid natural id"), "{err}");
 
     let plain = app.dir.path().join("plain.toml");
     std::fs::write(&plain, "").unwrap();
@@ -358,6 +362,8 @@ async fn audit_verify_export_and_archive_work_offline_beside_the_running_gateway
     assert_eq!(text(&out).0.lines().count(), n + 1);
     let out = credgate(&["audit", "export", "--format", "xml", "--config", &cfg]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("--format") && err.contains("xml"), "{err}");
 
     let dir = app.dir.path().join("arch").display().to_string();
     let out = credgate(&["audit", "archive", "--out", &dir, "--config", &cfg]);
