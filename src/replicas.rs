@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -24,11 +24,22 @@ use crate::{
 /// How often each replica reads the signals.
 pub const POLL: Duration = Duration::from_millis(250);
 
-/// The signal versions this replica has acted on, and whether its policy files disagree with
-/// the set another replica reloaded.
+/// The longest wait between two retries of a failed refresh.
+pub const MAX_RETRY: Duration = Duration::from_secs(4);
+
+/// A refresh that failed: tried again after a wait that doubles from `POLL` up to `MAX_RETRY`.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    failures: u32,
+    next: Instant,
+}
+
+/// The signal versions this replica has acted on, the refreshes that failed and wait to be
+/// tried again, and whether its policy files disagree with the set another replica reloaded.
 #[derive(Debug, Default)]
 pub struct Seen {
     versions: Mutex<HashMap<String, i64>>,
+    retries: Mutex<HashMap<String, Retry>>,
     /// The digest another replica published that this replica's files do not produce.
     diverged: Mutex<Option<String>>,
 }
@@ -42,8 +53,36 @@ impl Seen {
                     .map(|(t, s)| (t.clone(), s.version))
                     .collect(),
             ),
+            retries: Mutex::default(),
             diverged: Mutex::new(None),
         }
+    }
+
+    /// A failed refresh of `topic` whose wait is over.
+    fn retry_due(&self, topic: &str) -> bool {
+        let r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(topic).is_some_and(|r| Instant::now() >= r.next)
+    }
+
+    /// Records how acting on `topic` went: a success forgets any failure, a failure schedules
+    /// the next try with backoff (a broken policy directory is not reread four times a second).
+    fn settle(&self, topic: &str, ok: bool) {
+        let mut r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            r.remove(topic);
+            return;
+        }
+        let failures = r.get(topic).map_or(0, |r| r.failures) + 1;
+        let wait = POLL
+            .saturating_mul(1 << failures.saturating_sub(1).min(8))
+            .min(MAX_RETRY);
+        r.insert(
+            topic.to_string(),
+            Retry {
+                failures,
+                next: Instant::now() + wait,
+            },
+        );
     }
 
     fn take_if_new(&self, topic: &str, version: i64) -> bool {
@@ -91,31 +130,50 @@ pub fn spawn(state: AppState) {
     });
 }
 
-/// One poll: acts on every topic whose version moved since this replica last acted on it.
+/// One poll: acts on every topic whose version moved since this replica last acted on it, and
+/// tries again every refresh that failed once its wait is over. A failure on one topic neither
+/// stops the others nor is forgotten: the version is taken, but the retry stays scheduled.
 pub async fn sync_once(state: &AppState) -> Result<(), StorageError> {
     let now = signals::read(&state.db).await?;
     for (topic, signal) in &now {
-        if !state.seen.take_if_new(topic, signal.version) {
-            if topic == signals::POLICIES && state.seen.policy_divergence().is_some() {
-                // Files may arrive on this machine after the reload elsewhere: keep trying.
-                follow_policy_reload(state, signal.detail.as_deref()).await;
-            }
+        let fresh = state.seen.take_if_new(topic, signal.version);
+        if !fresh && !state.seen.retry_due(topic) {
             continue;
         }
-        match topic.as_str() {
-            signals::KEYS => {
-                if let Err(e) = refresh_keys(state).await {
-                    tracing::error!(error = %e, "a key rotation was signalled but the keys do not load");
-                }
-            }
-            signals::POLICIES => follow_policy_reload(state, signal.detail.as_deref()).await,
-            signals::OBJECTIONS => state.marks.reload_all(&state.db).await?,
-            signals::CLIENTS => state.client_status.invalidate(),
-            _ => {}
+        let ok = act_on(state, topic, signal).await;
+        if !ok {
+            tracing::warn!(topic, "refresh failed; it will be tried again");
         }
+        state.seen.settle(topic, ok);
     }
     state.client_status.vouch();
     Ok(())
+}
+
+/// Refreshes what `topic` covers; false when it could not, so that it is tried again.
+async fn act_on(state: &AppState, topic: &str, signal: &Signal) -> bool {
+    match topic {
+        signals::KEYS => match refresh_keys(state).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "a key rotation was signalled but the keys do not load");
+                false
+            }
+        },
+        signals::POLICIES => follow_policy_reload(state, signal.detail.as_deref()).await,
+        signals::OBJECTIONS => match state.marks.reload_all(&state.db).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "objections changed but their marks do not load");
+                false
+            }
+        },
+        signals::CLIENTS => {
+            state.client_status.invalidate();
+            true
+        }
+        _ => true,
+    }
 }
 
 /// Rereads the token-signing keys: after a rotation, or when a token names a kid we lack.
@@ -138,6 +196,7 @@ pub async fn reload_policies(state: &AppState) -> Result<String, PolicyError> {
     state.reload_policies()?;
     let digest = state.policies().digest().to_string();
     state.seen.set_divergence(None);
+    state.seen.settle(signals::POLICIES, true);
     match signals::bump(state.db.pool(), signals::POLICIES, Some(&digest)).await {
         Ok(version) => state.seen.mark(signals::POLICIES, version),
         Err(e) => {
@@ -149,24 +208,25 @@ pub async fn reload_policies(state: &AppState) -> Result<String, PolicyError> {
 }
 
 /// Another replica reloaded: load our own files, and swap only if they give the set it loaded.
-/// If they differ (a file not yet deployed here), keep serving the old set, report not ready and
-/// raise an alert once, and try again on every poll.
-async fn follow_policy_reload(state: &AppState, published: Option<&str>) {
+/// If they differ (a file not yet deployed here) or do not load, keep serving the old set, report
+/// not ready and raise an alert once; false, so that the caller tries again later.
+async fn follow_policy_reload(state: &AppState, published: Option<&str>) -> bool {
     let set = match crate::http::load_policies(&state.config, &state.stores) {
         Ok(set) => set,
         Err(e) => {
             tracing::error!(error = %e, "another replica reloaded policies, but this replica's files do not load; the previous set stays in force");
             note_divergence(state, published.unwrap_or("-")).await;
-            return;
+            return false;
         }
     };
     if published.is_some_and(|d| d != set.digest()) {
         note_divergence(state, published.unwrap_or("-")).await;
-        return;
+        return false;
     }
     state.swap_policies(set);
     state.seen.set_divergence(None);
     tracing::info!(digest = %state.policies().digest(), "policies reloaded: another replica signalled a reload");
+    true
 }
 
 async fn note_divergence(state: &AppState, published: &str) {
@@ -199,4 +259,35 @@ pub fn replica_name() -> Arc<str> {
         format!("{host}-{}", &id[..8])
     };
     name.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_refresh_is_retried_with_a_doubling_wait_up_to_the_cap() {
+        let seen = Seen::default();
+        assert!(!seen.retry_due("objections"), "nothing failed yet");
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            seen.settle("objections", false);
+            let next = seen.retries.lock().unwrap()["objections"].next;
+            waits.push((next - Instant::now()).as_millis().div_ceil(50) * 50);
+        }
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
+        assert!(!seen.retry_due("objections"), "not before the wait is over");
+        seen.retries
+            .lock()
+            .unwrap()
+            .get_mut("objections")
+            .unwrap()
+            .next = Instant::now();
+        assert!(seen.retry_due("objections"));
+        seen.settle("objections", true);
+        assert!(
+            !seen.retry_due("objections"),
+            "a success forgets the failures"
+        );
+    }
 }

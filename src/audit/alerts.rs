@@ -1,7 +1,7 @@
 //! Alert rules over the committed audit stream: a client far above its own request-rate
-//! baseline, one client touching many distinct subjects (scraping), repeated denials, T4 data
-//! read outside working hours, and audit-write failures. Each alert names the rule, the client
-//! and the audit ids behind it.
+//! baseline, one client (or one anonymous address) touching many distinct subjects (scraping),
+//! repeated denials, T4 data released clear outside working hours (once per client and window),
+//! and audit-write failures. Each alert names the rule, the client and the audit ids behind it.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -208,17 +208,30 @@ impl ClientWindow {
     }
 }
 
+/// Anonymous addresses tracked at most: past it, new addresses are not judged until idle ones
+/// leave (each address costs up to `scrape_subjects` entries, so this bounds the analyzer).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// The analyzer's state: a window per client, and one per address for anonymous requests.
+#[derive(Default)]
+struct Windows {
+    clients: HashMap<String, ClientWindow>,
+    addresses: HashMap<String, ClientWindow>,
+    addresses_pruned_at: i64,
+    address_cap_warned: bool,
+}
+
 /// The analyzer task: one per process, fed by the writer.
 pub fn spawn(state: AppState, config: AlertConfig) {
     let mut rx = state.audit.committed.subscribe();
     tokio::spawn(async move {
-        let mut clients: HashMap<String, ClientWindow> = HashMap::new();
+        let mut windows = Windows::default();
         let mut failures_seen = 0u64;
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Ok(r) => judge(&state, &config, &mut clients, &r).await,
+                    Ok(r) => judge(&state, &config, &mut windows, &r).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "alert analyzer fell behind");
                     }
@@ -238,22 +251,122 @@ pub fn spawn(state: AppState, config: AlertConfig) {
     });
 }
 
-async fn judge(
+async fn judge(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &Arc<AuditRecord>) {
+    match &r.client_id {
+        Some(_) if r.kind == "token" && r.decision != "allow" => {
+            // Failed logins name an unverified id; they are not that client's traffic.
+        }
+        Some(client) => {
+            let window = w.clients.entry(client.clone()).or_default();
+            judge_client(state, c, window, client, r).await
+        }
+        None if r.kind == "public" => judge_address(state, c, w, r).await,
+        None => {}
+    }
+}
+
+/// Anonymous requests, judged per source address: the same scraping rule as a client's
+/// (distinct subjects within the window). Addresses idle for a window are forgotten.
+async fn judge_address(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &AuditRecord) {
+    // Whistleblowers' addresses are never recorded ("withheld"), so never tracked.
+    if r.client_addr.is_empty() || r.client_addr == "withheld" || r.subjects.is_empty() {
+        return;
+    }
+    let now = r.time_us;
+    let since = now - c.window_secs * 1_000_000;
+    if now - w.addresses_pruned_at >= 1_000_000 {
+        w.addresses
+            .retain(|_, a| a.recent.back().is_some_and(|(t, _)| *t >= since));
+        w.addresses_pruned_at = now;
+    }
+    if !w.addresses.contains_key(&r.client_addr) && w.addresses.len() >= MAX_TRACKED_ADDRESSES {
+        if !std::mem::replace(&mut w.address_cap_warned, true) {
+            tracing::warn!(
+                cap = MAX_TRACKED_ADDRESSES,
+                "too many anonymous addresses to judge; new ones wait until idle ones leave"
+            );
+        }
+        return;
+    }
+    let a = w.addresses.entry(r.client_addr.clone()).or_default();
+    a.push(
+        r,
+        false,
+        since,
+        c.scrape_subjects.clamp(1, MAX_TRACKED_SUBJECTS),
+    );
+    let distinct = a.subjects.len();
+    if distinct < c.scrape_subjects {
+        return;
+    }
+    let detail = format!(
+        "anonymous requests from {} touched {distinct} distinct subjects within {} s",
+        r.client_addr, c.window_secs
+    );
+    let ids = cite(&a.recent_with_subjects, since);
+    fire_once(state, c, a, None, ("many-subjects", detail, ids), now).await;
+}
+
+/// Raises `rule` unless it fired for this window's owner within the window: one alert per rule
+/// and client (or address) per window, not one per request.
+async fn fire_once(
     state: &AppState,
     c: &AlertConfig,
-    clients: &mut HashMap<String, ClientWindow>,
-    r: &Arc<AuditRecord>,
+    w: &mut ClientWindow,
+    client: Option<&str>,
+    (rule, detail, ids): (&'static str, String, Vec<String>),
+    now: i64,
 ) {
-    let Some(client) = r.client_id.clone() else {
+    let last = w.fired.get(rule).copied().unwrap_or(i64::MIN);
+    if now.saturating_sub(last) < c.window_secs * 1_000_000 {
         return;
-    };
-    if r.kind == "token" && r.decision != "allow" {
-        return; // failed logins name an unverified id; they are not that client's traffic
     }
-    let w = clients.entry(client.clone()).or_default();
+    w.fired.insert(rule, now);
+    if let Err(e) = insert(&state.db, rule, client, &detail, &ids).await {
+        tracing::error!(error = %e, rule, "alert could not be stored");
+    }
+}
+
+/// Whether the record released T4 data clear. The record says which classes were masked, not
+/// which were released, so this asks the policy: a role cleared for T4 read a dataset that
+/// catalogs a T4 class, and the answer masked none of that class. A denial, a read of a
+/// dataset without T4 fields, or T4 fields masked by the role's choice raise nothing.
+fn released_t4(state: &AppState, r: &AuditRecord) -> bool {
+    if r.decision != "allow" || !matches!(r.kind.as_str(), "data" | "profile") {
+        return false;
+    }
+    let policies = state.policies();
+    let Some(role) = r.role.as_deref().and_then(|n| policies.role(n)) else {
+        return false;
+    };
+    if role.clearance != Tier::T4 {
+        return false;
+    }
+    // A profile spans the role's datasets; a data request names its own.
+    let datasets: Vec<&str> = match r.dataset.as_deref() {
+        Some(d) => vec![d],
+        None => role.datasets.iter().map(String::as_str).collect(),
+    };
+    datasets
+        .iter()
+        .filter_map(|d| policies.dataset(d))
+        .any(|ds| {
+            ds.fields.iter().any(|(_, class)| {
+                policies.class(class).is_some_and(|c| c.tier == Tier::T4)
+                    && !r.masked.contains_key(class.as_str())
+            })
+        })
+}
+
+async fn judge_client(
+    state: &AppState,
+    c: &AlertConfig,
+    w: &mut ClientWindow,
+    client: &str,
+    r: &AuditRecord,
+) {
     let now = r.time_us;
-    let window = c.window_secs * 1_000_000;
-    let since = now - window;
+    let since = now - c.window_secs * 1_000_000;
     let subject_cap = c.scrape_subjects.clamp(1, MAX_TRACKED_SUBJECTS);
     w.push(r, r.decision == "deny", since, subject_cap);
     let minute = now / 60_000_000;
@@ -272,54 +385,32 @@ async fn judge(
     let mut fire: Vec<(&'static str, String, Vec<String>)> = Vec::new();
     if w.minute_count >= c.rate_min && w.minute_count as f64 >= c.rate_factor * w.baseline.max(1.0)
     {
-        fire.push((
-            "rate-above-baseline",
-            format!(
-                "{} requests this minute against a baseline of {:.1}",
-                w.minute_count, w.baseline
-            ),
-            cite(&w.recent, since),
-        ));
+        let detail = format!(
+            "{} requests this minute against a baseline of {:.1}",
+            w.minute_count, w.baseline
+        );
+        fire.push(("rate-above-baseline", detail, cite(&w.recent, since)));
     }
     let distinct = w.subjects.len();
     if distinct >= c.scrape_subjects {
+        let detail = format!("{distinct} distinct subjects within {} s", c.window_secs);
         fire.push((
             "many-subjects",
-            format!("{distinct} distinct subjects within {} s", c.window_secs),
+            detail,
             cite(&w.recent_with_subjects, since),
         ));
     }
     let denials = w.denial_total;
     if denials >= c.denials {
-        fire.push((
-            "repeated-denials",
-            format!("{denials} denials within {} s", c.window_secs),
-            cite(&w.recent_denied, since),
-        ));
+        let detail = format!("{denials} denials within {} s", c.window_secs);
+        fire.push(("repeated-denials", detail, cite(&w.recent_denied, since)));
     }
-    let t4 = r.decision == "allow"
-        && matches!(r.kind.as_str(), "data" | "profile")
-        && r.role
-            .as_deref()
-            .and_then(|role| state.policies().role(role).map(|x| x.clearance))
-            == Some(Tier::T4);
-    if t4 && !working_hours(c, now) {
-        fire.push((
-            "t4-outside-hours",
-            "T4 data read outside working hours".into(),
-            vec![r.id.clone()],
-        ));
+    if !working_hours(c, now) && released_t4(state, r) {
+        let detail = "T4 data released clear outside working hours".to_string();
+        fire.push(("t4-outside-hours", detail, vec![r.id.clone()]));
     }
-    for (rule, detail, ids) in fire {
-        // One alert per rule and client per window, not one per request.
-        let last = w.fired.get(rule).copied().unwrap_or(i64::MIN);
-        if rule != "t4-outside-hours" && now.saturating_sub(last) < window {
-            continue;
-        }
-        w.fired.insert(rule, now);
-        if let Err(e) = insert(&state.db, rule, Some(&client), &detail, &ids).await {
-            tracing::error!(error = %e, rule, "alert could not be stored");
-        }
+    for alert in fire {
+        fire_once(state, c, w, Some(client), alert, now).await;
     }
 }
 

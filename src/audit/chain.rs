@@ -1,5 +1,12 @@
 //! Tamper evidence: each record's hash is SHA-256 over the previous hash and a canonical
 //! encoding of the record; checkpoints sign the head with Ed25519.
+//!
+//! The encoding is versioned, so that stored logs keep verifying when it changes. A version-1
+//! hash is 64 bare hex digits (every log written so far). A later version writes its hashes as
+//! `v<N>:<hex>`, adds a variant to `Encoding` with its own golden vectors, and becomes `CURRENT`;
+//! the verifier reads each record's version from its hash, so v1 records still verify. The
+//! golden vectors in the tests below pin each version's bytes: if one fails, stored logs would
+//! no longer verify.
 
 use ring::{
     digest,
@@ -13,9 +20,46 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 use crate::hex::encode as hex;
 
-/// A JSON array of every field but `prev_hash` and `hash`, in a fixed order. serde_json writes
-/// the same bytes for the same values, and `masked` is a sorted map, so this is canonical.
-pub fn canonical(r: &AuditRecord) -> Vec<u8> {
+/// The versions of the canonical encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// A JSON array of every field but `prev_hash` and `hash`; the hash is bare hex.
+    V1,
+}
+
+/// The version new records are written with.
+pub const CURRENT: Encoding = Encoding::V1;
+
+impl Encoding {
+    /// The version a stored hash was made with; `None` for a form no version writes.
+    pub fn of_hash(hash: &str) -> Option<Self> {
+        let bare = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        bare.then_some(Self::V1)
+    }
+
+    pub fn canonical(self, r: &AuditRecord) -> Vec<u8> {
+        match self {
+            Self::V1 => canonical_v1(r),
+        }
+    }
+
+    /// The record's hash in this version's written form.
+    pub fn hash(self, prev_hash: &str, r: &AuditRecord) -> String {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(prev_hash.as_bytes());
+        ctx.update(b"\n");
+        ctx.update(&self.canonical(r));
+        let hex = hex(ctx.finish().as_ref());
+        match self {
+            Self::V1 => hex,
+        }
+    }
+}
+
+/// Version 1: a JSON array of every field but `prev_hash` and `hash`, in a fixed order.
+/// serde_json writes the same bytes for the same values, and `masked` is a sorted map, so this is
+/// canonical. Frozen: pinned by `golden_v1_record`.
+fn canonical_v1(r: &AuditRecord) -> Vec<u8> {
     serde_json::to_vec(&(
         (
             r.seq,
@@ -49,12 +93,20 @@ pub fn canonical(r: &AuditRecord) -> Vec<u8> {
     .expect("an audit record serialises")
 }
 
+/// The canonical encoding in the current version.
+pub fn canonical(r: &AuditRecord) -> Vec<u8> {
+    CURRENT.canonical(r)
+}
+
+/// The record's hash in the current version: what the writer stores.
 pub fn hash(prev_hash: &str, r: &AuditRecord) -> String {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(prev_hash.as_bytes());
-    ctx.update(b"\n");
-    ctx.update(&canonical(r));
-    hex(ctx.finish().as_ref())
+    CURRENT.hash(prev_hash, r)
+}
+
+/// Whether the record's stored hash is its hash, in the version the hash names. A hash in no
+/// known form does not verify.
+pub fn verifies(r: &AuditRecord) -> bool {
+    Encoding::of_hash(&r.hash).is_some_and(|e| e.hash(&r.prev_hash, r) == r.hash)
 }
 
 /// Chains `records`, in order, onto the record `seq` whose hash is `hash`: sets each one's
@@ -70,7 +122,8 @@ pub fn link(mut seq: i64, mut hash: String, records: &mut [AuditRecord]) -> (i64
     (seq, hash)
 }
 
-fn checkpoint_message(seq: i64, hash: &str, time_us: i64) -> Vec<u8> {
+/// What a checkpoint signs. Frozen: pinned by `golden_checkpoint`.
+pub fn checkpoint_message(seq: i64, hash: &str, time_us: i64) -> Vec<u8> {
     format!("credgate-audit-checkpoint\n{seq}\n{hash}\n{time_us}").into_bytes()
 }
 
@@ -93,4 +146,137 @@ pub fn verify_checkpoint(public: &[u8], seq: i64, hash: &str, time_us: i64, sig_
     signature::UnparsedPublicKey::new(&signature::ED25519, public)
         .verify(&checkpoint_message(seq, hash, time_us), &sig)
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A record with every field set, non-ASCII text and a control character included.
+    fn fixed() -> AuditRecord {
+        AuditRecord {
+            seq: 42,
+            id: "au_0190f0e0a1b2c3d4e5f60718293a4b5c".into(),
+            time_us: 1_735_689_600_123_456,
+            request_id: "req-1".into(),
+            kind: "data".into(),
+            client_id: Some("cl_bank".into()),
+            org: Some("某某银行".into()),
+            role: Some("financial_institution".into()),
+            actor_subject: None,
+            purpose: Some("lending".into()),
+            consent_id: Some("cs_1".into()),
+            method: "GET".into(),
+            path: "/v1/stores/power/entities/91350100M000100Y43\t".into(),
+            store: Some("power".into()),
+            dataset: Some("entity".into()),
+            subjects: vec!["91350100M000100Y43".into(), "110101199003077777".into()],
+            decision: "allow".into(),
+            rule: None,
+            masked: BTreeMap::from([("id_number".into(), 2), ("address".into(), 1)]),
+            status: 200,
+            bytes_out: 1234,
+            upstream_us: Some(5678),
+            total_us: 9012,
+            client_addr: "127.0.0.1".into(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    fn sha256_hex(b: &[u8]) -> String {
+        hex(digest::digest(&digest::SHA256, b).as_ref())
+    }
+
+    /// The fixed record's v1 bytes, hex: a change here invalidates every stored log.
+    const V1_BYTES: &str = "5b5b34322c2261755f3031393066306530613162326333643465356636303731383239336134623563222c313733353638393630303132333435362c227265712d31222c2264617461222c22636c5f62616e6b222c22e69f90e69f90e993b6e8a18c222c2266696e616e6369616c5f696e737469747574696f6e222c6e756c6c2c226c656e64696e67222c2263735f31222c22474554225d2c5b222f76312f73746f7265732f706f7765722f656e7469746965732f39313335303130304d3030303130305934335c74222c22706f776572222c22656e74697479222c5b2239313335303130304d303030313030593433222c22313130313031313939303033303737373737225d2c22616c6c6f77222c6e756c6c2c7b2261646472657373223a312c2269645f6e756d626572223a327d2c3230302c313233342c353637382c393031322c223132372e302e302e31225d5d";
+    const V1_BYTES_SHA256: &str =
+        "1dfb804500381b3ba46b2812bf19dd21664b9c6cf9068598cdb95a5ad510a8d7";
+    /// SHA-256 over the genesis hash, a newline and the bytes above.
+    const V1_HASH: &str = "c4352fa6b07e189317dc3f914e7ec0f31e352c83ff1661246dd1e52947e71ce1";
+
+    #[test]
+    fn golden_v1_record() {
+        let mut r = fixed();
+        let bytes = Encoding::V1.canonical(&r);
+        assert_eq!(hex(&bytes), V1_BYTES);
+        assert_eq!(sha256_hex(&bytes), V1_BYTES_SHA256);
+        assert_eq!(Encoding::V1.hash(GENESIS, &r), V1_HASH);
+        // What the writer does today is version 1, and a v1 record verifies.
+        assert_eq!(CURRENT, Encoding::V1);
+        assert_eq!(hash(GENESIS, &r), V1_HASH);
+        let (seq, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert_eq!((seq, head.as_str()), (42, V1_HASH));
+        assert!(verifies(&r));
+        assert_eq!(Encoding::of_hash(V1_HASH), Some(Encoding::V1));
+    }
+
+    #[test]
+    fn a_hash_in_no_known_form_or_edited_does_not_verify() {
+        let mut r = fixed();
+        r.hash = V1_HASH.into();
+        assert!(verifies(&r));
+        for bad in [
+            V1_HASH.to_uppercase(),
+            format!("v1:{V1_HASH}"),
+            format!("v9:{V1_HASH}"),
+            V1_HASH[..63].to_string(),
+            "ff".into(),
+            String::new(),
+        ] {
+            assert_eq!(Encoding::of_hash(&bad), None, "{bad}");
+            r.hash = bad;
+            assert!(!verifies(&r));
+        }
+        r.hash = V1_HASH.into();
+        r.status = 201;
+        assert!(!verifies(&r), "edited content");
+    }
+
+    #[test]
+    fn golden_checkpoint() {
+        let msg = checkpoint_message(42, V1_HASH, 1_735_689_600_123_456);
+        assert_eq!(
+            hex(&msg),
+            "63726564676174652d61756469742d636865636b706f696e740a34320a\
+             63343335326661366230376531383933313764633366393134653765633066333165333532633833666631363631323436646431653532393437653731636531\
+             0a31373335363839363030313233343536"
+        );
+        // Ed25519 signatures are deterministic: a fixed key signs the message to fixed bytes.
+        let kp = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap();
+        let public = signature::KeyPair::public_key(&kp).as_ref().to_vec();
+        assert_eq!(
+            hex(&public),
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+        );
+        let sig = sign_checkpoint(&kp, 42, V1_HASH, 1_735_689_600_123_456);
+        assert_eq!(
+            sig,
+            "219c720a1d0fa2fd8fef281e6c4dbd16a00341c8b2fb9d67fcfd30455eaca1b0\
+             b4b389c632e8709f1f77c792cd9d89503f0714a79250c7e70923bee1db0bcf04"
+        );
+        assert!(verify_checkpoint(
+            &public,
+            42,
+            V1_HASH,
+            1_735_689_600_123_456,
+            &sig
+        ));
+        assert!(!verify_checkpoint(
+            &public,
+            43,
+            V1_HASH,
+            1_735_689_600_123_456,
+            &sig
+        ));
+        assert!(!verify_checkpoint(
+            &public,
+            42,
+            GENESIS,
+            1_735_689_600_123_456,
+            &sig
+        ));
+    }
 }

@@ -4,18 +4,37 @@
 
 use super::AuditRecord;
 
-/// Control characters become visible `\u{..}` escapes.
+/// What a spreadsheet takes as the start of a formula (TAB and CR are escaped before this).
+const FORMULA: [char; 4] = ['=', '+', '-', '@'];
+/// The separators a spreadsheet may split on, whatever this file was written with: `,` in most
+/// locales, `;` where the decimal mark is a comma.
+const SEPARATORS: [char; 2] = [',', ';'];
+
+/// Control characters become visible `\u{..}` escapes, and no cell can be read as a formula
+/// under a `,` or a `;` locale (OWASP CSV injection): a cell that starts with a formula
+/// character gets a leading `'`, and so does every formula character that follows a separator
+/// (past spaces and quotes), since a spreadsheet splitting on the other separator would make it
+/// the start of a cell of its own (`x;=cmd|'/C calc'!A0`).
 pub fn defang(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = String::with_capacity(s.len() + 2);
+    // True at the start of the cell and after a separator, until something other than a space
+    // or a quote comes: that is where a spreadsheet could start a cell.
+    let mut cell_start = true;
     for c in s.chars() {
         if c.is_control() {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
+            cell_start = false;
+            continue;
         }
-    }
-    if out.starts_with(['=', '+', '-', '@']) {
-        out.insert(0, '\'');
+        if cell_start && FORMULA.contains(&c) {
+            out.push('\'');
+        }
+        out.push(c);
+        if SEPARATORS.contains(&c) {
+            cell_start = true;
+        } else if c != ' ' && c != '"' {
+            cell_start = false;
+        }
     }
     out
 }
@@ -82,7 +101,10 @@ pub fn csv_row(r: &AuditRecord) -> Vec<String> {
 }
 
 pub fn csv_bytes(rows: &[Vec<String>]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+    // Every field quoted: a cell holding `;` must stay one cell where `;` separates.
+    let mut w = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
     for r in rows {
         let _ = w.write_record(r);
     }
@@ -104,6 +126,11 @@ mod tests {
     fn control_characters_cannot_forge_lines_and_formulas_are_defused() {
         assert_eq!(defang("a\nb\r\u{1b}"), "a\\u{a}b\\u{d}\\u{1b}");
         assert_eq!(defang("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(defang("x;=cmd|'/C calc'!A0"), "x;'=cmd|'/C calc'!A0");
+        assert_eq!(defang("a, \"+1"), "a, \"'+1");
+        assert_eq!(defang(" @SUM(1)"), " '@SUM(1)");
+        assert_eq!(defang("\t=1"), "\\u{9}=1");
+        assert_eq!(defang("a-b;c"), "a-b;c");
         let r = AuditRecord {
             path: "/x\n{\"forged\":1}".into(),
             ..Default::default()

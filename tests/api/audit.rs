@@ -103,6 +103,20 @@ async fn every_kind_of_request_leaves_exactly_one_record_with_the_right_fields()
         .unwrap();
     let r = app.record(&audit_id(&res)).await;
     assert_eq!((r.decision.as_str(), r.status), ("deny", 401));
+    let trick = "/v1/stores/power/entities/..%2F..%2Flists%2Fred";
+    let res = app.data(&token, trick).await;
+    let status = res.status().as_u16();
+    assert!(
+        matches!(status, 400 | 404),
+        "a path trick is refused: {status}"
+    );
+    assert_eq!(app.fake.hits(), 0, "and reaches no store");
+    let r = app.record(&audit_id(&res)).await;
+    assert_eq!(
+        (r.decision.as_str(), r.status, r.path.as_str()),
+        ("deny", status, trick),
+        "recorded as sent"
+    );
     let res = app
         .data(&token, &format!("/v1/stores/down/entities/{uscc}"))
         .await;
@@ -192,17 +206,19 @@ async fn the_chain_verifies_and_the_table_refuses_update_and_delete() {
     assert_eq!(report.records, 13);
     assert!(report.checkpoints >= 2);
     let pool = app.state.db.pool();
-    assert!(
-        pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 2")
-            .await
-            .is_err()
-    );
-    assert!(
-        pool.execute("DELETE FROM audit_log WHERE seq = 2")
-            .await
-            .is_err()
-    );
-    assert!(pool.execute("DELETE FROM audit_checkpoints").await.is_err());
+    for stmt in [
+        "UPDATE audit_log SET org = 'x' WHERE seq = 2",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        refused_as_append_only(pool, stmt).await;
+    }
+}
+
+/// Runs `stmt`, which the append-only guards must refuse (not fail for another reason).
+async fn refused_as_append_only(pool: &sqlx::AnyPool, stmt: &str) {
+    let e = pool.execute(stmt).await.expect_err("refused").to_string();
+    assert!(e.contains("is append-only"), "{stmt}: {e}");
 }
 
 /// Writers of several replicas share no lock: a batch chained onto a stale head must be refused
@@ -232,10 +248,17 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
         .to_string();
     assert!(e.contains("does not link to the head"), "{e}");
     // A seq already taken is refused too (the primary key).
+    let taken = pool
+        .execute(copy_of_head("seq", "hash").as_str())
+        .await
+        .expect_err("a seq already taken is refused");
+    // By the primary key or the link check (whichever the backend runs first): a conflict the
+    // writer chains again, not some other failure.
+    let taken = taken.as_database_error().expect("by the database");
     assert!(
-        pool.execute(copy_of_head("seq", "hash").as_str())
-            .await
-            .is_err()
+        taken.kind() == sqlx::error::ErrorKind::UniqueViolation
+            || taken.message().contains("does not link to the head"),
+        "{taken}"
     );
     // The same row linked to the head is accepted: the check refuses forks, not appends.
     pool.execute(copy_of_head("seq + 1", "hash").as_str())
@@ -303,21 +326,51 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
     assert_eq!(last, "/v1/stores/power/entities/0");
 }
 
-/// An attacker with database access drops the triggers first; verification still catches them.
-async fn tampered(tamper: &str) -> verify::Report {
+/// A log of twelve records with a checkpoint every five, whose guards an attacker with database
+/// access has dropped.
+pub(crate) async fn tamperable() -> TestApp {
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 5).await;
     let (_, token) = app.token("regulator").await;
     for _ in 0..11 {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
-    let pool = app.state.db.pool();
     drop_guards(&app.state.db).await;
+    app
+}
+
+/// Verification still catches them.
+async fn tampered(tamper: &str) -> verify::Report {
+    let app = tamperable().await;
+    let pool = app.state.db.pool();
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {
         pool.execute(stmt).await.unwrap();
     }
     verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap()
+}
+
+/// Sets record `seq`'s org and recomputes every hash from it to the head, as an attacker who
+/// knows the encoding would: the chain is consistent in itself, only signatures can tell.
+pub(crate) async fn rechain_from(db: &credgate::storage::Db, seq: i64, org: &str) {
+    use credgate::audit::{chain, store};
+    let mut records = store::page_after(db, seq - 1, 100_000).await.unwrap();
+    records[0].org = Some(org.to_string());
+    let prev = match store::page_after(db, seq - 2, 1).await.unwrap().pop() {
+        Some(r) if seq > 1 => r.hash,
+        _ => chain::GENESIS.to_string(),
+    };
+    chain::link(seq - 1, prev, &mut records);
+    for r in &records {
+        sqlx::query("UPDATE audit_log SET org = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&r.org)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .bind(r.seq)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -327,9 +380,23 @@ async fn an_edited_record_is_found_and_named() {
     assert_eq!(r.first_bad_seq, Some(4));
     assert!(r.first_bad_id.as_deref().unwrap().starts_with("au_"));
     assert!(r.reason.unwrap().contains("edited"));
-    // Rewriting its hash too only moves the break to the next record.
-    let r = tampered("UPDATE audit_log SET decision = 'allow', hash = 'ff' WHERE seq = 4").await;
-    assert_eq!(r.first_bad_seq, Some(4));
+    // Rewriting its hash and every later one, consistently: the signed checkpoint after it
+    // no longer matches.
+    let app = tamperable().await;
+    let db = &app.state.db;
+    rechain_from(db, 4, "innocent-org").await;
+    let cp = credgate::audit::store::checkpoints(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|cp| cp.seq >= 4)
+        .unwrap();
+    let r = verify::verify(db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, Some(cp.seq), "{r:?}");
+    assert!(r.reason.unwrap().contains("checkpoint"));
 }
 
 #[tokio::test]
@@ -750,7 +817,33 @@ async fn a_lockdown_stops_a_client_or_a_whole_org_at_once_and_lifting_it_restore
         .iter()
         .filter(|r| r["path"].as_str().unwrap().starts_with("/admin/lockdown"))
         .collect();
-    assert!(admin.len() >= 4);
+    // Exactly these, oldest first: every lockdown, every lift, every refusal.
+    let mut seen: Vec<(String, String, u64, String)> = admin
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+                r["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.reverse();
+    let row = |m: &str, p: String, s: u64, d: &str| (m.to_string(), p, s, d.to_string());
+    let lift = |v: &Value| format!("/admin/lockdown/{}", v["id"].as_str().unwrap());
+    let expected = vec![
+        row("POST", "/admin/lockdown".into(), 201, "allow"),
+        row("POST", "/admin/lockdown".into(), 201, "allow"),
+        row("DELETE", lift(&l), 204, "allow"),
+        row("DELETE", lift(&org_lock), 204, "allow"),
+        row("POST", "/admin/lockdown".into(), 400, "deny"),
+        row("POST", "/admin/lockdown".into(), 400, "deny"),
+        row("POST", "/admin/lockdown".into(), 400, "deny"),
+        row("DELETE", "/admin/lockdown/ld_nope".into(), 404, "deny"),
+        row("POST", "/admin/lockdown".into(), 403, "deny"),
+    ];
+    assert_eq!(seen, expected);
 }
 
 #[tokio::test]
@@ -875,7 +968,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         "the file ends at its signed checkpoint"
     );
 
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
@@ -888,7 +981,7 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         "the log goes on"
     );
     assert!(
-        verify::verify(db, &app.state.audit_public_key)
+        verify::verify_at(db, &app.state.audit_public_key, six_years_on)
             .await
             .unwrap()
             .ok
@@ -896,17 +989,13 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
 
     // What was not archived stays append-only; what is live still tamper-evident.
     let pool = db.pool();
-    assert!(
-        pool.execute("DELETE FROM audit_log WHERE seq = 12")
-            .await
-            .is_err()
-    );
-    assert!(pool.execute("DELETE FROM audit_archives").await.is_err());
+    refused_as_append_only(pool, "DELETE FROM audit_log WHERE seq = 12").await;
+    refused_as_append_only(pool, "DELETE FROM audit_archives").await;
     drop_guards(db).await;
     pool.execute("UPDATE audit_log SET org = 'x' WHERE seq = 12")
         .await
         .unwrap();
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert_eq!(report.first_bad_seq, Some(12));
@@ -923,7 +1012,7 @@ fn retention_below_six_months_is_a_config_error() {
 }
 
 /// What an attacker with database access does first: removes the append-only guards.
-async fn drop_guards(db: &credgate::storage::Db) {
+pub(crate) async fn drop_guards(db: &credgate::storage::Db) {
     let pool = db.pool();
     let statements: &[&str] = match db.backend() {
         credgate::storage::Backend::Sqlite => &[
@@ -980,8 +1069,31 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
         .record(res.headers()["x-audit-id"].to_str().unwrap())
         .await;
     assert_eq!(record.seq, a.upto_seq + 1);
-    let report = verify::verify(db, &app.state.audit_public_key)
+    let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
+}
+
+/// Golden vector for the whistleblower contact's sealing: AES-256-GCM, nonce first, the report
+/// id as the only associated data. Computed outside credgate (Python `cryptography`), so a
+/// refactor that changes the associated data (or the layout) cannot silently make stored
+/// contacts unreadable.
+#[test]
+fn golden_report_sealing_binds_exactly_the_report_id() {
+    use base64::Engine;
+    let sealed = "000102030405060708090a0b\
+                  9d39f2b148234fa5fa2e4df2a0afa01ab01b6684446be7ee7af160474f7d45d623d0";
+    let bytes: Vec<u8> = (0..sealed.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16).unwrap())
+        .collect();
+    let sealed = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let sealer = credgate::workflows::reports::Sealer::new(&[9u8; 32]);
+    assert_eq!(
+        sealer.open("rp_golden", &sealed).as_deref(),
+        Some("whistle@example.cn")
+    );
+    assert_eq!(sealer.open("rp_golden2", &sealed), None, "bound to the id");
+    assert_eq!(sealer.open("", &sealed), None);
 }

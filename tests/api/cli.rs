@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, config_text, dead_addr};
 
-fn credgate(args: &[&str]) -> Output {
+pub(crate) fn credgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_credgate"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -14,7 +14,7 @@ fn credgate(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).to_string(),
         String::from_utf8_lossy(&o.stderr).to_string(),
@@ -22,7 +22,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 /// Writes a config file for the test app's storage and returns its path.
-fn config_file(app: &TestApp) -> String {
+pub(crate) fn config_file(app: &TestApp) -> String {
     let path = app.dir.path().join("cli.toml");
     let t = config_text(app.dir.path(), app.sample_store, dead_addr(), dead_addr());
     // The same storage as the running gateway, whichever backend the tests use.
@@ -100,6 +100,8 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
 
     let out = credgate(&["client", "disable", "cg_nosuch", "--config", &cfg]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("no client with id cg_nosuch"), "{err}");
 }
 
 #[tokio::test]
@@ -264,6 +266,8 @@ async fn token_subject_mints_only_with_the_demo_provider() {
         &cfg,
     ]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("--id is not a valid natural id"), "{err}");
 
     let plain = app.dir.path().join("plain.toml");
     std::fs::write(&plain, "").unwrap();
@@ -358,6 +362,8 @@ async fn audit_verify_export_and_archive_work_offline_beside_the_running_gateway
     assert_eq!(text(&out).0.lines().count(), n + 1);
     let out = credgate(&["audit", "export", "--format", "xml", "--config", &cfg]);
     assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("--format") && err.contains("xml"), "{err}");
 
     let dir = app.dir.path().join("arch").display().to_string();
     let out = credgate(&["audit", "archive", "--out", &dir, "--config", &cfg]);

@@ -31,6 +31,17 @@ async fn readyz_is_503_and_data_is_withheld_when_storage_is_gone() {
         .as_str()
         .unwrap()
         .to_string();
+    // The fake store counts what reaches it: first see that this request does reach it (with
+    // another client, whose status is then cached; `token`'s is not).
+    let path = format!("/v1/stores/fake/entities/{uscc}");
+    let before = app.fake.hits();
+    let (_, control) = app.token("regulator").await;
+    assert_eq!(app.data(&control, &path).await.status(), 200);
+    assert_eq!(
+        app.fake.hits(),
+        before + 1,
+        "the request reaches the counting store"
+    );
     app.state.db.pool().close().await;
 
     let res = app
@@ -40,14 +51,12 @@ async fn readyz_is_503_and_data_is_withheld_when_storage_is_gone() {
         .await
         .unwrap();
     assert_problem(res, 503).await;
-    // The client's status cannot be checked, so nothing is released.
+    // The client's status cannot be checked, so nothing is released, nor even asked for.
     let before = app.fake.hits();
-    let res = app
-        .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
-        .await;
+    let res = app.data(&token, &path).await;
     let body = assert_problem(res, 503).await;
     assert!(!body.to_string().contains("sqlx"), "no internals: {body}");
-    assert_eq!(app.fake.hits(), before);
+    assert_eq!(app.fake.hits(), before, "the store was not contacted");
 }
 
 #[tokio::test]

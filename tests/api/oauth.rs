@@ -200,9 +200,27 @@ async fn the_master_key_is_private_to_its_owner_and_the_stored_keys_are_wrapped(
         .await
         .unwrap();
     assert_eq!(wrapped.len(), 4, "token, audit, pseudonym and report keys");
-    use base64::Engine;
-    let public_b64 = base64::engine::general_purpose::STANDARD.encode(&signing.public);
-    assert!(wrapped.iter().all(|w| !w.contains(&public_b64)));
+    // Searched in the decoded bytes: the base64 of a key stored at any offset not a multiple of
+    // three would not contain the key's own base64 text.
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let shifted = STANDARD.encode([&[0u8][..], &signing.public].concat());
+    assert!(
+        !shifted.contains(&STANDARD.encode(&signing.public))
+            && contains(&STANDARD.decode(&shifted).unwrap(), &signing.public),
+        "the search finds a key the text search misses"
+    );
+    // Ed25519 PKCS#8 v1/v2 documents start with these bytes; the public key is in v2's.
+    let pkcs8_prefix = [
+        0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70,
+    ];
+    for w in &wrapped {
+        let bytes = STANDARD.decode(w).expect("a wrapped key is base64");
+        assert!(!contains(&bytes, &signing.public), "public key in clear");
+        assert!(
+            !contains(&bytes, &pkcs8_prefix),
+            "a PKCS#8 document in clear"
+        );
+    }
     // A master key others can read is refused, not used.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = credgate::auth::keyring::Keyring::open(&key_dir)
@@ -255,5 +273,12 @@ async fn a_wrapped_key_moved_to_another_row_does_not_open() {
     // And a gateway on that database refuses to start rather than mask with a wrong key.
     let mut config = app.state.config.as_ref().clone();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    assert!(credgate::http::App::build(config).await.is_err());
+    let err = format!(
+        "{:#}",
+        credgate::http::App::build(config).await.err().unwrap()
+    );
+    assert!(
+        err.contains("does not open"),
+        "refused for the wrapped key: {err}"
+    );
 }

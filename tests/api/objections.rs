@@ -405,6 +405,14 @@ async fn delivery_survives_a_store_outage_and_a_second_gateway_and_stays_one_tic
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        c.app
+            .fake
+            .deliveries
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1,
+        "a delivery was attempted while the store was down"
+    );
     assert_eq!(c.get(&id).await["status"], "accepted");
     // A second gateway on the same storage (a restart, or a replica) finds the pending delivery.
     let _sibling = c.app.sibling().await;

@@ -353,13 +353,17 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
         .collect();
     assert_eq!(divergence.len(), 1, "one alert, not one per poll: {alerts}");
 
-    // The file arrives on that replica's machine: it catches up by itself.
+    // The file arrives on that replica's machine: it catches up by itself, at its next retry
+    // (the wait between retries doubles up to `MAX_RETRY`).
     std::fs::write(own.join("catalog.toml"), &changed).unwrap();
-    within_a_second("the replica catches up once its files match", || {
-        let fut = readyz(other.url.clone());
-        async move { fut.await.status() == 200 }
-    })
-    .await;
+    let until = Instant::now() + credgate::replicas::MAX_RETRY + Duration::from_secs(1);
+    while readyz(other.url.clone()).await.status() != 200 {
+        assert!(
+            Instant::now() < until,
+            "the replica catches up once its files match"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
