@@ -532,7 +532,9 @@ async fn nothing_the_store_nests_under_a_named_field_leaves_for_any_reader() {
 
 #[tokio::test]
 async fn a_flood_of_objections_does_not_grow_every_answer_about_the_record() {
-    let app = TestApp::spawn().await;
+    // The per-record cap on open objections (3 by default) is lifted, so that the annotation's
+    // own cap is what is tested here.
+    let app = TestApp::spawn_with(|c| c.subject_limits.max_open_objections_per_record = 50).await;
     let uscc = app.sample().entities[0]["uscc"]
         .as_str()
         .unwrap()
