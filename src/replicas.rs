@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -190,7 +193,66 @@ pub async fn refresh_keys(state: &AppState) -> Result<(), KeyringError> {
     Ok(())
 }
 
-/// Reloads the policy files here and tells every replica to do the same. The set is refused
+/// A loaded, validated policy set waiting for its reload's audit record to commit: only then
+/// is it swapped in and the other replicas told (the signal is written in that record's
+/// transaction by `signal_in`).
+pub struct Reload {
+    /// Taken once, by `adopt`.
+    set: Mutex<Option<crate::policy::PolicySet>>,
+    digest: String,
+    /// The signal's version as the committed transaction left it (set by `signal_in`).
+    version: AtomicI64,
+}
+
+impl Reload {
+    /// Loads and validates the policy directory; swaps nothing and tells no one.
+    pub fn prepare(state: &AppState) -> Result<Self, PolicyError> {
+        let set = crate::http::load_policies(&state.config, &state.stores)?;
+        Ok(Self {
+            digest: set.digest().to_string(),
+            set: Mutex::new(Some(set)),
+            version: AtomicI64::new(0),
+        })
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The new set's role names and purpose codes, for the answer (empty once adopted).
+    pub fn names(&self) -> (Vec<String>, Vec<String>) {
+        let set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        let own = |v: Vec<&str>| v.into_iter().map(String::from).collect();
+        set.as_ref().map_or_else(Default::default, |s| {
+            (own(s.role_names()), own(s.purpose_codes()))
+        })
+    }
+
+    /// Bumps the policy signal inside the caller's transaction (the reload's audit record's).
+    /// It may run more than once if that transaction is retried; the last run is the one kept.
+    pub async fn signal_in(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StorageError> {
+        let v = signals::bump(conn, signals::POLICIES, Some(&self.digest)).await?;
+        self.version.store(v, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After the commit: the set goes into force here, and this replica's poller does not
+    /// reload again for its own signal.
+    pub fn adopt(&self, state: &AppState) {
+        let Some(set) = self.set.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        state.swap_policies(set);
+        state.seen.set_divergence(None);
+        state.seen.settle(signals::POLICIES, true);
+        state
+            .seen
+            .mark(signals::POLICIES, self.version.load(Ordering::SeqCst));
+    }
+}
+
+/// Reloads the policy files here and tells every replica to do the same (SIGHUP's path, which
+/// has no audit record; `POST /admin/policies/reload` goes through `Reload` instead). The set is refused
 /// whole if it does not load; the old set keeps serving and nothing is signalled.
 pub async fn reload_policies(state: &AppState) -> Result<String, PolicyError> {
     state.reload_policies()?;

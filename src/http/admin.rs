@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/lockdown", post(lock))
         .route("/admin/lockdown/{id}", delete(unlock))
         .route("/admin/clients/{id}/disable", post(disable_client))
+        .route("/admin/clients/{id}/enable", post(enable_client))
         .route("/admin/alerts", get(crate::audit::alerts::list))
         .route("/admin/alerts/{id}/ack", post(crate::audit::alerts::ack))
 }
@@ -72,29 +73,39 @@ pub async fn officer(
 }
 
 /// Swaps the whole policy set on every replica, or refuses a bad one and keeps the old set
-/// serving.
+/// serving. The new set is loaded and checked first; the signal that tells the other replicas
+/// is written in the reload's audit record's transaction, and the set is swapped in here only
+/// after that commit. If the record cannot be written (503), no replica changes its set.
 async fn reload_policies(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
-    match crate::replicas::reload_policies(&state).await {
-        Ok(digest) => {
-            tracing::info!(client_id = %who.client_id, %digest, "policies reloaded; every replica told");
-            let p = state.policies();
-            Ok(Json(json!({
-                "status": "reloaded", "digest": digest,
-                "roles": p.role_names(), "purposes": p.purpose_codes(),
-            })))
+    let reload = crate::replicas::Reload::prepare(&state).map_err(|e| {
+        tracing::warn!(client_id = %who.client_id, error = %e, "policy reload refused");
+        Error::Unprocessable(format!(
+            "policy set refused, the previous set stays in force: {e}"
+        ))
+    })?;
+    let digest = reload.digest().to_string();
+    let (roles, purposes) = reload.names();
+    let view = Json(json!({
+        "status": "reloaded", "digest": digest, "roles": roles, "purposes": purposes,
+    }));
+    let reload = Arc::new(reload);
+    let after = {
+        let (state, reload, by) = (state.clone(), reload.clone(), who.client_id);
+        async move {
+            reload.adopt(&state);
+            tracing::info!(client_id = %by, digest = %reload.digest(), "policies reloaded; every replica told");
         }
-        Err(e) => {
-            tracing::warn!(client_id = %who.client_id, error = %e, "policy reload refused");
-            Err(Error::Unprocessable(format!(
-                "policy set refused, the previous set stays in force: {e}"
-            )))
-        }
-    }
+    };
+    let change = Deferred::new(move |conn| {
+        let reload = reload.clone();
+        Box::pin(async move { Ok(reload.signal_in(conn).await?) })
+    });
+    Ok(change.then(after).attach(view))
 }
 
 fn parse_time(v: &Option<String>, name: &str) -> Result<Option<i64>, Error> {
@@ -358,43 +369,68 @@ async fn unlock(
 
 /// `credgate client disable` over HTTP, for an officer who has no shell on the gateway's host.
 /// The client's tokens stop working on its next request here, and within a quarter second on
-/// every other replica (the `clients` signal). Disabling is for good; a new client is added to
-/// come back.
+/// every other replica (the `clients` signal); `enable` undoes it.
 async fn disable_client(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
+    set_client_status(state, slot, headers, id, false).await
+}
+
+/// DESIGN.md's `POST /admin/clients/{id}/enable`: a disabled client may obtain tokens again.
+/// Lockdowns that cover it stay in force; they are lifted on their own.
+async fn enable_client(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    set_client_status(state, slot, headers, id, true).await
+}
+
+/// Disables or enables a client: an officer's mutation, committed with its audit record.
+async fn set_client_status(
+    state: AppState,
+    slot: AuditSlot,
+    headers: HeaderMap,
+    id: String,
+    enable: bool,
+) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
+    let gone = || Error::NotFound("no client with that id".into());
     // Ids are generated names (`cg_` and hex); anything else cannot name a client.
     if !is_name(&id) {
-        return Err(Error::NotFound("no client with that id".into()));
+        return Err(gone());
     }
     if clients::get(&state.db, &id)
         .await
         .map_err(Error::storage)?
         .is_none()
     {
-        return Err(Error::NotFound("no client with that id".into()));
+        return Err(gone());
     }
-    let view = Json(json!({"id": id, "status": "disabled"}));
+    let status = if enable { "active" } else { "disabled" };
+    let view = Json(json!({"id": id, "status": status}));
     let after = {
         let (state, id, by) = (state.clone(), id.clone(), who.client_id);
         async move {
             state.client_status.invalidate();
-            tracing::warn!(client = %id, by = %by, "client disabled");
+            tracing::warn!(client = %id, by = %by, status, "client status changed");
         }
     };
     let id = Arc::new(id);
     let change = Deferred::new(move |conn| {
         let id = id.clone();
         Box::pin(async move {
-            match clients::disable_in(conn, &id).await? {
+            let found = match enable {
+                true => clients::enable_in(conn, &id).await?,
+                false => clients::disable_in(conn, &id).await?,
+            };
+            match found {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(Error::NotFound(
-                    "no client with that id".into(),
-                ))),
+                false => Err(ChangeError::Refused(gone())),
             }
         })
     });

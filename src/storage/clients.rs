@@ -125,6 +125,17 @@ pub async fn disable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool
     Ok(done.rows_affected() > 0)
 }
 
+/// Makes a disabled client active again, inside the caller's transaction (a deferred change of
+/// `/admin`). Returns whether a client with that id existed.
+pub async fn enable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE clients SET status = 'active', disabled_at = NULL WHERE id = $1")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 pub async fn list(db: &Db) -> Result<Vec<ClientRecord>, StorageError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"

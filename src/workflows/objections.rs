@@ -21,7 +21,7 @@ use crate::{
     auth::{self, Institution},
     domain::SubjectId,
     http::{AppState, Error},
-    storage::{Db, StorageError, micros_to_rfc3339, signals},
+    storage::{Backend, Db, StorageError, micros_to_rfc3339, signals},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,13 +430,53 @@ fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> 
 /// Statuses in which an objection is open (see `Status::is_open`).
 const OPEN: &str = "status NOT IN ('closed', 'rejected', 'withdrawn')";
 
+/// A stable 64-bit key for `pg_advisory_xact_lock`: the first 8 bytes of SHA-256 over the
+/// tagged parts (stable across processes and releases, unlike `std`'s hashers).
+fn lock_key(parts: &[&str]) -> i64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"credgate:objection-cap");
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p.as_bytes());
+    }
+    let d = ctx.finish();
+    i64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes"))
+}
+
+/// On PostgreSQL, serialises the filings that count against the same caps: the counts below
+/// run at READ COMMITTED, so two replicas' concurrent filings would each miss the other's.
+/// Held until the transaction ends. SQLite needs none: its writers hold `BEGIN IMMEDIATE`.
+/// Always subject first, then record, so that two filings cannot wait on each other.
+async fn lock_caps(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    o: &Objection,
+) -> Result<(), ChangeError> {
+    if backend != Backend::Postgres {
+        return Ok(());
+    }
+    for key in [
+        lock_key(&["subject", &o.subject_type, &o.subject_id]),
+        lock_key(&["record", &o.store, &o.record_ref]),
+    ] {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Refuses a new objection beyond the caps on open ones: per subject (type and id) and per
-/// record. Counted inside the filing's transaction, so a burst cannot slip past together.
+/// record. Counted inside the filing's transaction, after `lock_caps`, so a burst cannot slip
+/// past together, on one replica or several.
 async fn check_caps(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     o: &Objection,
     caps: &crate::auth::subject::SubjectLimitConfig,
 ) -> Result<(), ChangeError> {
+    lock_caps(conn, backend, o).await?;
     let per_subject: i64 = sqlx::query_scalar(&format!(
         "SELECT COUNT(*) FROM objections WHERE subject_id = $1 AND subject_type = $2 AND {OPEN}"
     ))
@@ -463,6 +503,18 @@ async fn check_caps(
         ))));
     }
     Ok(())
+}
+
+/// Files `o` within the caps, inside the caller's transaction (the filing's audit record's):
+/// what `POST /subject/objections` defers until its record commits.
+pub async fn file_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    o: &Objection,
+    caps: &crate::auth::subject::SubjectLimitConfig,
+) -> Result<(), ChangeError> {
+    check_caps(conn, backend, o, caps).await?;
+    Ok(insert(conn, o).await?)
 }
 
 /// Files the objection inside the audit record's transaction.
@@ -546,12 +598,10 @@ async fn submit(
     };
     let caps = Arc::new(state.config.subject_limits.clone());
     let o = Arc::new(o);
+    let backend = state.db.backend();
     let change = Deferred::new(move |conn| {
         let (o, caps) = (o.clone(), caps.clone());
-        Box::pin(async move {
-            check_caps(conn, &o, &caps).await?;
-            Ok(insert(conn, &o).await?)
-        })
+        Box::pin(async move { file_in(conn, backend, &o, &caps).await })
     });
     Ok(change
         .then(refresh)

@@ -67,6 +67,7 @@ async fn fingerprint(app: &TestApp) -> Vec<i64> {
         "SELECT COUNT(*) FROM lockdowns WHERE lifted_at IS NOT NULL",
         "SELECT COUNT(*) FROM clients WHERE status = 'disabled'",
         "SELECT COUNT(*) FROM alerts WHERE acked_at IS NOT NULL",
+        "SELECT version FROM replica_signals WHERE topic = 'policies'",
     ] {
         out.push(count(app, sql).await);
     }
@@ -112,6 +113,8 @@ struct World {
     report: String,
     lockdown: String,
     victim: String,
+    /// A client disabled before the log breaks, for `enable`.
+    disabled: String,
 }
 
 async fn world() -> World {
@@ -195,6 +198,12 @@ async fn world() -> World {
     .execute(app.state.db.pool())
     .await
     .unwrap();
+    let (disabled, _) = app.add_client("bank").await;
+    sqlx::query("UPDATE clients SET status = 'disabled' WHERE id = $1")
+        .bind(&disabled)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
     World {
         app,
         subject,
@@ -207,6 +216,7 @@ async fn world() -> World {
         report,
         lockdown,
         victim,
+        disabled,
     }
 }
 
@@ -226,6 +236,8 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
         w.handler.as_str(),
     );
     let before = fingerprint(app).await;
+    let answer = public_entity(app, &uscc).await;
+    hide_founding_date_from_the_public(app);
     break_log(app).await;
     let del = reqwest::Method::DELETE;
     let tries: Vec<(&str, reqwest::Response)> = vec![
@@ -249,12 +261,19 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
         ("lockdown lift", send(app, del, &format!("/admin/lockdown/{}", w.lockdown), Some(o), None).await),
         ("client disable", post(app, &format!("/admin/clients/{}/disable", w.victim), o, json!({})).await),
         ("alert ack", post(app, "/admin/alerts/al_test/ack", o, json!({})).await),
+        ("policy reload", post(app, "/admin/policies/reload", o, json!({})).await),
+        ("client enable", post(app, &format!("/admin/clients/{}/enable", w.disabled), o, json!({})).await),
     ];
     for (what, res) in tries {
         assert_unavailable(res, what).await;
     }
     mend_log(app).await;
     assert_eq!(fingerprint(app).await, before, "no trace of any change");
+    assert_eq!(
+        public_entity(app, &uscc).await,
+        answer,
+        "the old policy set still serves"
+    );
     let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap();
@@ -269,6 +288,11 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
     .await;
     assert_eq!(res.status(), 201);
     assert!(res.headers().get("x-audit-id").is_some());
+    let res = post(app, "/admin/policies/reload", o, json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-audit-id").is_some());
+    let now = public_entity(app, &uscc).await;
+    assert_eq!(now["established"].as_str().unwrap().len(), 7, "{now}");
 }
 
 /// Item 14: the state is checked again inside the change's transaction. Of concurrent moves of
@@ -587,4 +611,215 @@ async fn sealed_contacts_do_not_tell_their_length() {
         );
     }
     assert_eq!(sizes[0], sizes[1]);
+}
+
+// ---- Gaps after the merge: reload and enable as mutations, exact caps across replicas ----
+
+/// The public's answer about one entity (which the catalog change below alters).
+async fn public_entity(app: &TestApp, uscc: &str) -> Value {
+    let res = app
+        .http
+        .get(format!("{}/public/stores/power/entities/{uscc}", app.url))
+        .header("X-Purpose", "public_disclosure")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// Edits the policy files so that a reload would show the public only the founding month.
+fn hide_founding_date_from_the_public(app: &TestApp) {
+    let catalog = app.dir.path().join("policies/catalog.toml");
+    let text = std::fs::read_to_string(&catalog).unwrap();
+    let changed = text.replacen(
+        "established = \"entity_basic\"",
+        "established = \"rating_detail\"",
+        1,
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&catalog, changed).unwrap();
+}
+
+async fn policy_signal(app: &TestApp) -> i64 {
+    count(
+        app,
+        "SELECT version FROM replica_signals WHERE topic = 'policies'",
+    )
+    .await
+}
+
+/// A bad policy set is refused and recorded; nothing is swapped and no replica is told. A good
+/// one is swapped and signalled with its record.
+#[tokio::test]
+async fn a_refused_reload_is_recorded_and_signals_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, officer) = app.token("security_officer").await;
+    let signal = policy_signal(&app).await;
+    let roles = app.dir.path().join("policies/roles.toml");
+    let good = std::fs::read_to_string(&roles).unwrap();
+    std::fs::write(&roles, "this is [not toml").unwrap();
+    let res = post(&app, "/admin/policies/reload", &officer, json!({})).await;
+    let audit_id = res.headers().get("x-audit-id").cloned().expect("recorded");
+    assert_problem(res, 422).await;
+    let rec = app.record(audit_id.to_str().unwrap()).await;
+    assert_eq!((rec.status, rec.decision.as_str()), (422, "deny"));
+    assert_eq!(policy_signal(&app).await, signal, "no replica told");
+    std::fs::write(&roles, good).unwrap();
+    let res = post(&app, "/admin/policies/reload", &officer, json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-audit-id").is_some());
+    assert_eq!(policy_signal(&app).await, signal + 1);
+}
+
+/// DESIGN.md's `POST /admin/clients/{id}/enable`: a disabled client gets tokens again; the role
+/// is guarded like disable's, and an unknown id is 404.
+#[tokio::test]
+async fn a_disabled_client_is_enabled_and_gets_tokens_again() {
+    let app = TestApp::spawn().await;
+    let (_, officer) = app.token("security_officer").await;
+    let (id, secret) = app.add_client("bank").await;
+    let res = post(
+        &app,
+        &format!("/admin/clients/{id}/disable"),
+        &officer,
+        json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.token_for(&id, &secret).await.status(), 401);
+    let (_, bank) = app.token("financial_institution").await;
+    let res = post(
+        &app,
+        &format!("/admin/clients/{id}/enable"),
+        &bank,
+        json!({}),
+    )
+    .await;
+    assert_problem(res, 403).await;
+    assert_eq!(app.token_for(&id, &secret).await.status(), 401);
+    let res = post(
+        &app,
+        &format!("/admin/clients/{id}/enable"),
+        &officer,
+        json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let audit_id = res.headers().get("x-audit-id").cloned().expect("recorded");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"id": id, "status": "active"}));
+    let rec = app.record(audit_id.to_str().unwrap()).await;
+    assert_eq!((rec.status, rec.decision.as_str()), (200, "allow"));
+    assert_eq!(app.token_for(&id, &secret).await.status(), 200);
+    for unknown in ["cg_0000000000000000", "..%2f"] {
+        let res = post(
+            &app,
+            &format!("/admin/clients/{unknown}/enable"),
+            &officer,
+            json!({}),
+        )
+        .await;
+        assert_problem(res, 404).await;
+    }
+}
+
+/// Item 5 across replicas: concurrent filings on two gateways sharing one database never
+/// overshoot the per-record cap (on PostgreSQL the counts run at READ COMMITTED).
+#[tokio::test]
+async fn concurrent_filings_on_two_replicas_respect_the_record_cap() {
+    let app = TestApp::spawn_with(|c| {
+        c.subject_limits.max_open_objections_per_record = 3;
+        c.subject_limits.max_open_objections_per_subject = 100;
+        c.subject_limits.per_minute = 1000;
+        c.subject_limits.burst = 1000;
+    })
+    .await;
+    let other = app.sibling().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = app.subject_token(&uscc, SubjectType::Legal);
+    let body = json!({"store": "power", "dataset": "entity", "record_ref": uscc, "reason": "race"});
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let url = if i % 2 == 0 { &app.url } else { &other.url };
+        app.http
+            .post(format!("{url}/subject/objections"))
+            .bearer_auth(&s)
+            .json(&body)
+            .send()
+    }))
+    .await;
+    let mut by = std::collections::BTreeMap::<u16, usize>::new();
+    for res in answers {
+        *by.entry(res.unwrap().status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(by, [(201, 3), (409, 17)].into_iter().collect(), "{by:?}");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM objections").await, 3);
+}
+
+/// Item 5, the cap's own guard: two filings' transactions overlap (the second counts while the
+/// first is uncommitted). With a cap of one, exactly one is filed, on either backend.
+#[tokio::test]
+async fn overlapping_filings_cannot_both_pass_the_cap() {
+    use credgate::{storage::Backend, workflows::objections};
+    let app = TestApp::spawn().await;
+    let mut caps = app.state.config.subject_limits.clone();
+    caps.max_open_objections_per_record = 1;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let objection = |n: u32| objections::Objection {
+        id: format!("ob_race{n}"),
+        subject_id: uscc.clone(),
+        subject_type: "legal".into(),
+        store: "power".into(),
+        dataset: "entity".into(),
+        record_ref: uscc.clone(),
+        field: None,
+        reason: "race".into(),
+        requested_correction: None,
+        status: objections::Status::Submitted,
+        created_at: 1,
+        accept_due_at: 2,
+        decide_due_at: 3,
+        store_ticket: None,
+        store_finding: None,
+        correction: None,
+        outcome: None,
+    };
+    let db = app.state.db.clone();
+    let backend = db.backend();
+    let begin = if backend == Backend::Sqlite {
+        "BEGIN IMMEDIATE"
+    } else {
+        "BEGIN"
+    };
+    let mut first = db.pool().acquire().await.unwrap();
+    let mut tx1 = sqlx::Connection::begin_with(&mut *first, begin)
+        .await
+        .unwrap();
+    objections::file_in(&mut tx1, backend, &objection(1), &caps)
+        .await
+        .expect("the first is within the cap");
+    let second = {
+        let (db, caps, o) = (db.clone(), caps.clone(), objection(2));
+        tokio::spawn(async move {
+            let mut conn = db.pool().acquire().await.unwrap();
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, begin)
+                .await
+                .unwrap();
+            let filed = objections::file_in(&mut tx, backend, &o, &caps).await;
+            match filed {
+                Ok(()) => tx.commit().await.map(|_| true).unwrap(),
+                Err(_) => tx.rollback().await.map(|_| false).unwrap(),
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx1.commit().await.unwrap();
+    assert!(!second.await.unwrap(), "the second filing is refused");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM objections").await, 1);
 }
