@@ -138,10 +138,10 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
     for ((store, route), answer) in sections.iter().zip(answers) {
         let name = format!("{}.{}", store.name, route.dataset);
         match answer {
-            Section::Released(v, plan, outcome, open) => {
+            Section::Released(v, _, outcome, open) => {
                 contested |= open;
                 decisions.push(format!("{name}=allow"));
-                slot.update(|a| merge_outcome(a, &plan, &outcome));
+                slot.update(|a| merge_outcome(a, &outcome));
                 released.insert(name, v);
             }
             Section::Denied { rule } => {
@@ -162,9 +162,9 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
 
 /// What one released section adds to the profile's audit record: its masked classes, T4, and
 /// every subject it touched.
-fn merge_outcome(a: &mut AuditInfo, plan: &crate::policy::Plan, outcome: &crate::policy::Outcome) {
+fn merge_outcome(a: &mut AuditInfo, outcome: &crate::policy::Outcome) {
     let mut part = AuditInfo::default();
-    super::note_outcome(&mut part, plan, outcome);
+    super::note_outcome(&mut part, outcome);
     for (k, n) in part.masked {
         *a.masked.entry(k).or_default() += n;
     }
