@@ -83,11 +83,10 @@ async fn commit_batch(
     w.queued.fetch_sub(batch.len(), Ordering::Relaxed);
     metrics::histogram!("credgate_audit_batch_size").record(batch.len() as f64);
     let n = batch.len();
-    let (mut records, acks): (Vec<AuditRecord>, Vec<_>) =
-        batch
-            .into_iter()
-            .map(|p| (p.record, (p.ack, p.t4_released)))
-            .unzip();
+    let (mut records, acks): (Vec<AuditRecord>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| (p.record, (p.ack, p.t4_released)))
+        .unzip();
     let appended = store::append(conn, known, &mut records, |stored, records| {
         chain_onto(stored, records, w)
     })

@@ -50,13 +50,8 @@ fn parse_subject(id: &str, kind: Option<SubjectType>) -> Result<SubjectId, Error
 }
 
 enum Section {
-    /// The masked section, its plan and outcome, and whether it carries an open objection.
-    Released(
-        Value,
-        std::sync::Arc<crate::policy::Plan>,
-        crate::policy::Outcome,
-        bool,
-    ),
+    /// The masked section, its outcome, and whether it carries an open objection.
+    Released(Value, crate::policy::Outcome, bool),
     Denied {
         rule: String,
     },
@@ -138,7 +133,7 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
     for ((store, route), answer) in sections.iter().zip(answers) {
         let name = format!("{}.{}", store.name, route.dataset);
         match answer {
-            Section::Released(v, _, outcome, open) => {
+            Section::Released(v, outcome, open) => {
                 contested |= open;
                 decisions.push(format!("{name}=allow"));
                 slot.update(|a| merge_outcome(a, &outcome));
@@ -257,7 +252,7 @@ impl SectionCtx<'_> {
             .await
             .and_then(|up| release(self.state, &plan, self.who, &store.name, up));
         match answer {
-            Ok((_, doc, outcome, open)) => Section::Released(doc, plan, outcome, open),
+            Ok((_, doc, outcome, open)) => Section::Released(doc, outcome, open),
             Err(e) => {
                 let status = e.status().as_u16();
                 Section::Failed {

@@ -597,7 +597,8 @@ async fn a_legal_and_a_natural_subject_with_the_same_id_keep_their_complaints_ap
     let company = app.subject_token(TWO_FACED, SubjectType::Legal);
     let person = app.subject_token(TWO_FACED, SubjectType::Natural);
     let complaint = |token: &str, description: &str| {
-        let body = json!({"against_org": "bank-a", "category": "other", "description": description});
+        let body =
+            json!({"against_org": "bank-a", "category": "other", "description": description});
         let (app, token) = (&app, token.to_string());
         async move { created(post(app, "/subject/complaints", &token, body).await).await }
     };
@@ -623,13 +624,21 @@ async fn a_legal_and_a_natural_subject_with_the_same_id_keep_their_complaints_ap
         let oid = other["id"].as_str().unwrap();
         assert_problem(get(format!("/subject/complaints/{oid}"), token).await, 404).await;
         let id = own["id"].as_str().unwrap();
-        assert_eq!(get(format!("/subject/complaints/{id}"), token).await.status(), 200);
+        assert_eq!(
+            get(format!("/subject/complaints/{id}"), token)
+                .await
+                .status(),
+            200
+        );
     }
     // The handler sees each complaint with its subject's type.
     let (_, handler) = app.token("objection_handler").await;
     for (c, kind) in [(&theirs, "legal"), (&mine, "natural")] {
         let path = format!("/admin/complaints/{}", c["id"].as_str().unwrap());
         let v: Value = get(path, &handler).await.json().await.unwrap();
-        assert_eq!((v["subject"].as_str(), v["subject_type"].as_str()), (Some(TWO_FACED), Some(kind)));
+        assert_eq!(
+            (v["subject"].as_str(), v["subject_type"].as_str()),
+            (Some(TWO_FACED), Some(kind))
+        );
     }
 }
