@@ -149,6 +149,11 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Check the hash chain and the signed checkpoints; exits non-zero if anything is wrong.
     Verify {
+        /// A previous report's `last_checkpoint`, kept outside the database: the log must
+        /// still hold it (deleting the tail with its checkpoints is found). Written after
+        /// each successful verification for the next one (created if absent, 0600).
+        #[arg(long, value_name = "FILE")]
+        witness: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -282,16 +287,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Audit(AuditCommand::Verify { config }) => {
+        Command::Audit(AuditCommand::Verify { witness, config }) => {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
             let key = keyring.gateway_keys(&db).await?.audit_signing;
-            let report = crate::audit::verify::verify(&db, &key.public).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.ok {
-                return Ok(ExitCode::FAILURE);
-            }
+            return verify_with_witness(&db, &key.public, witness.as_deref()).await;
         }
         Command::Audit(AuditCommand::Archive { out, config }) => {
             let config = config.load()?;
@@ -507,6 +508,62 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     builder
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// `audit verify`, against the witness in `witness` when that file exists; a successful
+/// verification leaves its last checkpoint there for the next run. A failed one leaves the
+/// old witness untouched, so the evidence is not overwritten by the tampered log's head.
+async fn verify_with_witness(
+    db: &Db,
+    public_key: &[u8],
+    witness: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::audit::verify;
+    let kept = match witness {
+        Some(path) if path.exists() => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the witness {}", path.display()))?;
+            let w: verify::Witness = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{} is not a witness (a report's `last_checkpoint`)",
+                    path.display()
+                )
+            })?;
+            Some(w)
+        }
+        _ => None,
+    };
+    let report = match &kept {
+        Some(w) => verify::verify_against(db, public_key, w).await?,
+        None => verify::verify(db, public_key).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        return Ok(ExitCode::FAILURE);
+    }
+    if let (Some(path), Some(last)) = (witness, &report.last_checkpoint) {
+        write_private(path, &serde_json::to_vec_pretty(last)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `path` through a 0600 temporary file renamed over it: the witness is
+/// never half written, and never readable by others even for a moment.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    private_file(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn private_file(path: &std::path::Path) -> anyhow::Result<()> {

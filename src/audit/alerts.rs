@@ -3,10 +3,7 @@
 //! repeated denials, T4 data released clear outside working hours (once per client and window),
 //! and audit-write failures. Each alert names the rule, the client and the audit ids behind it.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::collections::{HashMap, VecDeque};
 
 use axum::{
     Extension, Json,
@@ -17,10 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{AuditRecord, AuditSlot};
+use super::{AuditRecord, AuditSlot, CommittedRecord};
 use crate::{
     http::{AppState, Error},
-    policy::Tier,
     storage::{Db, StorageError, micros_to_rfc3339, now_micros},
 };
 
@@ -231,7 +227,7 @@ pub fn spawn(state: AppState, config: AlertConfig) {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Ok(r) => judge(&state, &config, &mut windows, &r).await,
+                    Ok(c) => judge(&state, &config, &mut windows, &c).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "alert analyzer fell behind");
                     }
@@ -251,14 +247,16 @@ pub fn spawn(state: AppState, config: AlertConfig) {
     });
 }
 
-async fn judge(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &Arc<AuditRecord>) {
+async fn judge(state: &AppState, c: &AlertConfig, w: &mut Windows, committed: &CommittedRecord) {
+    let r = &*committed.record;
     match &r.client_id {
         Some(_) if r.kind == "token" && r.decision != "allow" => {
             // Failed logins name an unverified id; they are not that client's traffic.
         }
         Some(client) => {
             let window = w.clients.entry(client.clone()).or_default();
-            judge_client(state, c, window, client, r).await
+            let t4 = committed.t4_released && r.decision == "allow";
+            judge_client(state, c, window, client, (r, t4)).await
         }
         None if r.kind == "public" => judge_address(state, c, w, r).await,
         None => {}
@@ -327,43 +325,12 @@ async fn fire_once(
     }
 }
 
-/// Whether the record released T4 data clear. The record says which classes were masked, not
-/// which were released, so this asks the policy: a role cleared for T4 read a dataset that
-/// catalogs a T4 class, and the answer masked none of that class. A denial, a read of a
-/// dataset without T4 fields, or T4 fields masked by the role's choice raise nothing.
-fn released_t4(state: &AppState, r: &AuditRecord) -> bool {
-    if r.decision != "allow" || !matches!(r.kind.as_str(), "data" | "profile") {
-        return false;
-    }
-    let policies = state.policies();
-    let Some(role) = r.role.as_deref().and_then(|n| policies.role(n)) else {
-        return false;
-    };
-    if role.clearance != Tier::T4 {
-        return false;
-    }
-    // A profile spans the role's datasets; a data request names its own.
-    let datasets: Vec<&str> = match r.dataset.as_deref() {
-        Some(d) => vec![d],
-        None => role.datasets.iter().map(String::as_str).collect(),
-    };
-    datasets
-        .iter()
-        .filter_map(|d| policies.dataset(d))
-        .any(|ds| {
-            ds.fields.iter().any(|(_, class)| {
-                policies.class(class).is_some_and(|c| c.tier == Tier::T4)
-                    && !r.masked.contains_key(class.as_str())
-            })
-        })
-}
-
 async fn judge_client(
     state: &AppState,
     c: &AlertConfig,
     w: &mut ClientWindow,
     client: &str,
-    r: &AuditRecord,
+    (r, t4_released): (&AuditRecord, bool),
 ) {
     let now = r.time_us;
     let since = now - c.window_secs * 1_000_000;
@@ -405,7 +372,8 @@ async fn judge_client(
         let detail = format!("{denials} denials within {} s", c.window_secs);
         fire.push(("repeated-denials", detail, cite(&w.recent_denied, since)));
     }
-    if !working_hours(c, now) && released_t4(state, r) {
+    // The proxy's own account of what it released, not a guess from the policy.
+    if t4_released && !working_hours(c, now) {
         let detail = "T4 data released clear outside working hours".to_string();
         fire.push(("t4-outside-hours", detail, vec![r.id.clone()]));
     }

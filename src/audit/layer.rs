@@ -114,7 +114,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     }
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);
-    match state.audit.append(record).await {
+    match state.audit.append_released(record, t4).await {
         Ok(committed) => released(res, &committed, decision, t4),
         Err(e) => {
             tracing::error!(error = %e, "audit record not committed; response withheld");

@@ -261,6 +261,8 @@ impl Default for AuditConfig {
 
 pub(crate) struct Queued {
     record: AuditRecord,
+    /// The response released T4 data clear: told to the alert rules, never hashed or stored.
+    t4_released: bool,
     /// With a change, the writer commits it with the record, alone in its transaction.
     change: Option<Arc<dyn Change>>,
     ack: oneshot::Sender<Result<Committed, Refusal>>,
@@ -276,7 +278,16 @@ pub struct AuditLog {
     queued: Arc<AtomicUsize>,
     failures: Arc<std::sync::atomic::AtomicU64>,
     /// Committed records, for the alert rules.
-    pub committed: tokio::sync::broadcast::Sender<Arc<AuditRecord>>,
+    pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
+}
+
+/// A committed record as the alert rules receive it, with what the request knew beside the
+/// record: whether it released T4 data clear (the record names masked classes, not released
+/// ones, and this flag is not part of what is hashed or stored).
+#[derive(Debug, Clone)]
+pub struct CommittedRecord {
+    pub record: Arc<AuditRecord>,
+    pub t4_released: bool,
 }
 
 /// Set `CREDGATE_AUDIT_NOOP` to this to replace the writer by a no-op, for the benchmark that
@@ -333,7 +344,16 @@ impl AuditLog {
 
     /// Queues the record and waits until it is committed (or the commit failed).
     pub async fn append(&self, record: AuditRecord) -> Result<Committed, AuditError> {
-        match self.send(record, None).await {
+        self.append_released(record, false).await
+    }
+
+    /// As `append`, telling the alert rules whether the response released T4 data clear.
+    pub async fn append_released(
+        &self,
+        record: AuditRecord,
+        t4_released: bool,
+    ) -> Result<Committed, AuditError> {
+        match self.send(record, None, t4_released).await {
             Ok(c) => Ok(c),
             Err(Refusal::Audit(e)) => Err(e),
             // Without a change there is nothing to refuse.
@@ -347,13 +367,14 @@ impl AuditLog {
         record: AuditRecord,
         change: Arc<dyn Change>,
     ) -> Result<Committed, Refusal> {
-        self.send(record, Some(change)).await
+        self.send(record, Some(change), false).await
     }
 
     async fn send(
         &self,
         record: AuditRecord,
         change: Option<Arc<dyn Change>>,
+        t4_released: bool,
     ) -> Result<Committed, Refusal> {
         let Some(tx) = &self.tx else {
             if let Some(change) = change {
@@ -370,6 +391,7 @@ impl AuditLog {
             .set(self.queued.load(Ordering::Relaxed) as f64);
         let pending = Queued {
             record,
+            t4_released,
             change,
             ack,
         };

@@ -654,6 +654,16 @@ pub async fn search(
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
+/// The index only finds candidates: a record is about a subject when its own (hashed)
+/// `subjects` list says so, so a row planted in `audit_subjects` shows no one's request to
+/// anyone else.
+fn names(records: Vec<AuditRecord>, subject: &str) -> Vec<AuditRecord> {
+    records
+        .into_iter()
+        .filter(|r| r.subjects.iter().any(|s| s == subject))
+        .collect()
+}
+
 /// Accesses by institutions (and the public) to this subject's records, newest first.
 pub async fn access_log(
     db: &Db,
@@ -669,5 +679,6 @@ pub async fn access_log(
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    let records = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok(names(records, subject))
 }

@@ -17,8 +17,8 @@ use ring::signature::Ed25519KeyPair;
 use tokio::sync::mpsc;
 
 use super::{
-    AuditConfig, AuditError, AuditRecord, Change, ChangeError, Committed, Queued, Refusal, chain,
-    store,
+    AuditConfig, AuditError, AuditRecord, Change, ChangeError, Committed, CommittedRecord, Queued,
+    Refusal, chain, store,
 };
 use crate::storage::{Db, StorageError, now_micros};
 
@@ -31,7 +31,7 @@ pub(super) struct Writer {
     pub healthy: Arc<AtomicBool>,
     pub queued: Arc<AtomicUsize>,
     pub failures: Arc<std::sync::atomic::AtomicU64>,
-    pub committed: tokio::sync::broadcast::Sender<Arc<AuditRecord>>,
+    pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
 }
 
 pub(super) async fn run(mut w: Writer) {
@@ -83,8 +83,10 @@ async fn commit_batch(
     w.queued.fetch_sub(batch.len(), Ordering::Relaxed);
     metrics::histogram!("credgate_audit_batch_size").record(batch.len() as f64);
     let n = batch.len();
-    let (mut records, acks): (Vec<AuditRecord>, Vec<_>) =
-        batch.into_iter().map(|p| (p.record, p.ack)).unzip();
+    let (mut records, acks): (Vec<AuditRecord>, Vec<_>) = batch
+        .into_iter()
+        .map(|p| (p.record, (p.ack, p.t4_released)))
+        .unzip();
     let appended = store::append(conn, known, &mut records, |stored, records| {
         chain_onto(stored, records, w)
     })
@@ -92,13 +94,13 @@ async fn commit_batch(
     match appended {
         Ok(()) => {
             w.healthy.store(true, Ordering::Relaxed);
-            for (ack, r) in acks.into_iter().zip(records) {
-                acknowledge(w, ack, r);
+            for ((ack, t4), r) in acks.into_iter().zip(records) {
+                acknowledge(w, ack, r, t4);
             }
         }
         Err(e) => {
             failed(w, &e, n);
-            for ack in acks {
+            for (ack, _) in acks {
                 let _ = ack.send(Err(Refusal::Audit(AuditError::WriteFailed)));
             }
         }
@@ -116,6 +118,7 @@ async fn commit_change(
     w.queued.fetch_sub(1, Ordering::Relaxed);
     let Queued {
         record,
+        t4_released,
         change,
         ack,
     } = p;
@@ -129,7 +132,7 @@ async fn commit_change(
     match outcome {
         Ok(()) => {
             w.healthy.store(true, Ordering::Relaxed);
-            acknowledge(w, ack, record);
+            acknowledge(w, ack, record, t4_released);
         }
         Err(store::ChangeOutcome::Refused(ChangeError::Refused(e))) => {
             let _ = ack.send(Err(Refusal::Change(e)));
@@ -149,12 +152,16 @@ fn acknowledge(
     w: &Writer,
     ack: tokio::sync::oneshot::Sender<Result<Committed, Refusal>>,
     r: AuditRecord,
+    t4_released: bool,
 ) {
     let _ = ack.send(Ok(Committed {
         id: r.id.clone(),
         seq: r.seq,
     }));
-    let _ = w.committed.send(Arc::new(r));
+    let _ = w.committed.send(CommittedRecord {
+        record: Arc::new(r),
+        t4_released,
+    });
 }
 
 fn failed(w: &Writer, e: &StorageError, n: usize) {

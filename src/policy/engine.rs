@@ -88,6 +88,8 @@ struct Action {
     identifies: Option<crate::domain::SubjectType>,
     /// `None`: released as it is.
     mask: Option<MaskSpec>,
+    /// The class is T4: a value released as it is counts in `Outcome::released_t4`.
+    t4: bool,
 }
 
 /// The compiled decision for one role on one dataset: lookups only on the request path.
@@ -139,6 +141,9 @@ pub struct Outcome {
     pub subjects: Vec<String>,
     /// Records annotated with objections by the annotator given to `apply_annotated`.
     pub annotated: usize,
+    /// T4 values released clear (for the out-of-hours alert): what the answer carried, not
+    /// what the catalog could have.
+    pub released_t4: usize,
 }
 
 /// At most this many subject ids are recorded per answer.
@@ -377,6 +382,7 @@ pub(super) fn compile_plan(
             class: class.clone(),
             identifies: c.identifies,
             mask,
+            t4: c.tier == Tier::T4,
         }
     });
     fn any_t3(t: &Trie<Arc<str>>, classes: &HashMap<String, Class>, clearance: Tier) -> bool {
@@ -736,7 +742,12 @@ fn leaf(
         touch(out, id.as_str());
     }
     match &action.mask {
-        None => Walk::Keep,
+        None => {
+            if action.t4 && !v.is_null() {
+                out.released_t4 += 1;
+            }
+            Walk::Keep
+        }
         Some(m) => {
             count(out, &action.class);
             match mask::apply(m, v, ctx.pseudonym_key) {

@@ -166,7 +166,7 @@ async fn handle(
     slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
     let (status, doc, outcome, contested) =
         release(&state, &plan, &who, &target.store.name, upstream)?;
-    slot.update(|a| note_outcome(a, &plan, &outcome));
+    slot.update(|a| note_outcome(a, &outcome));
     let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
         client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
@@ -192,7 +192,7 @@ fn note_principal(a: &mut AuditInfo, who: &Principal) {
 }
 
 /// What was released, for the audit record: masked classes, the subjects of released rows.
-fn note_outcome(a: &mut AuditInfo, plan: &Plan, outcome: &Outcome) {
+fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
     a.masked = outcome
         .by_class
         .iter()
@@ -207,7 +207,7 @@ fn note_outcome(a: &mut AuditInfo, plan: &Plan, outcome: &Outcome) {
             a.subjects.push(s.clone());
         }
     }
-    a.t4_released |= plan.clearance == crate::policy::Tier::T4;
+    a.t4_released |= outcome.released_t4 > 0;
 }
 
 fn consent_header(headers: &HeaderMap) -> Option<String> {

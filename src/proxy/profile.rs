@@ -50,13 +50,8 @@ fn parse_subject(id: &str, kind: Option<SubjectType>) -> Result<SubjectId, Error
 }
 
 enum Section {
-    /// The masked section, its plan and outcome, and whether it carries an open objection.
-    Released(
-        Value,
-        std::sync::Arc<crate::policy::Plan>,
-        crate::policy::Outcome,
-        bool,
-    ),
+    /// The masked section, its outcome, and whether it carries an open objection.
+    Released(Value, crate::policy::Outcome, bool),
     Denied {
         rule: String,
     },
@@ -138,10 +133,10 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
     for ((store, route), answer) in sections.iter().zip(answers) {
         let name = format!("{}.{}", store.name, route.dataset);
         match answer {
-            Section::Released(v, plan, outcome, open) => {
+            Section::Released(v, outcome, open) => {
                 contested |= open;
                 decisions.push(format!("{name}=allow"));
-                slot.update(|a| merge_outcome(a, &plan, &outcome));
+                slot.update(|a| merge_outcome(a, &outcome));
                 released.insert(name, v);
             }
             Section::Denied { rule } => {
@@ -162,9 +157,9 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
 
 /// What one released section adds to the profile's audit record: its masked classes, T4, and
 /// every subject it touched.
-fn merge_outcome(a: &mut AuditInfo, plan: &crate::policy::Plan, outcome: &crate::policy::Outcome) {
+fn merge_outcome(a: &mut AuditInfo, outcome: &crate::policy::Outcome) {
     let mut part = AuditInfo::default();
-    super::note_outcome(&mut part, plan, outcome);
+    super::note_outcome(&mut part, outcome);
     for (k, n) in part.masked {
         *a.masked.entry(k).or_default() += n;
     }
@@ -257,7 +252,7 @@ impl SectionCtx<'_> {
             .await
             .and_then(|up| release(self.state, &plan, self.who, &store.name, up));
         match answer {
-            Ok((_, doc, outcome, open)) => Section::Released(doc, plan, outcome, open),
+            Ok((_, doc, outcome, open)) => Section::Released(doc, outcome, open),
             Err(e) => {
                 let status = e.status().as_u16();
                 Section::Failed {

@@ -56,8 +56,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/complaints/{id}/transitions", post(admin_transition))
 }
 
-const COLUMNS: &str =
-    "id, subject_id, against_org, category, description, status, outcome, created_at, updated_at";
+const COLUMNS: &str = "id, subject_id, subject_type, against_org, category, description, status, \
+     outcome, created_at, updated_at";
 
 fn view(r: &sqlx::any::AnyRow) -> Result<Value, sqlx::Error> {
     Ok(json!({
@@ -110,16 +110,17 @@ async fn submit(
     let id = format!("cp_{}", uuid::Uuid::now_v7().simple());
     let view = json!({"id": id, "status": "submitted", "against_org": req.against_org,
                       "category": req.category, "created_at": micros_to_rfc3339(now)});
-    let filed = Arc::new((id, subject.id.as_str().to_string(), req));
+    let filed = Arc::new((id, subject.id.clone(), req));
     let change = Deferred::new(move |conn| {
         let filed = filed.clone();
         Box::pin(async move {
             let (id, subject, req) = &*filed;
             sqlx::query(&format!(
-                "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, 'submitted', NULL, $6, $6)"
+                "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 'submitted', NULL, $7, $7)"
             ))
             .bind(id)
-            .bind(subject)
+            .bind(subject.as_str())
+            .bind(subject.subject_type().as_str())
             .bind(&req.against_org)
             .bind(&req.category)
             .bind(&req.description)
@@ -148,9 +149,11 @@ async fn subject_list(
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM complaints WHERE subject_id = $1 ORDER BY created_at DESC"
+        "SELECT {COLUMNS} FROM complaints WHERE subject_id = $1 AND subject_type = $2 \
+         ORDER BY created_at DESC"
     ))
     .bind(subject.id.as_str())
+    .bind(subject.id.subject_type().as_str())
     .fetch_all(state.db.pool())
     .await
     .map_err(db_err)?;
@@ -162,7 +165,12 @@ async fn subject_list(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Option<(sqlx::any::AnyRow, String)>, Error> {
+/// The complaint and its owner: the subject's id and type (both name the owner, as for
+/// consents and objections).
+async fn find(
+    state: &AppState,
+    id: &str,
+) -> Result<Option<(sqlx::any::AnyRow, (String, String))>, Error> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM complaints WHERE id = $1"))
         .bind(id)
         .fetch_optional(state.db.pool())
@@ -171,7 +179,8 @@ async fn find(state: &AppState, id: &str) -> Result<Option<(sqlx::any::AnyRow, S
     Ok(match row {
         Some(r) => {
             let subject: String = r.try_get("subject_id").map_err(db_err)?;
-            Some((r, subject))
+            let kind: String = r.try_get("subject_type").map_err(db_err)?;
+            Some((r, (subject, kind)))
         }
         None => None,
     })
@@ -185,7 +194,9 @@ async fn subject_get(
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     match find(&state, &id).await? {
-        Some((r, owner)) if owner == subject.id.as_str() => {
+        Some((r, (owner, kind)))
+            if owner == subject.id.as_str() && kind == subject.id.subject_type().as_str() =>
+        {
             let mut v = view(&r).map_err(db_err)?;
             v["history"] = json!(
                 events::history(&state.db, "complaint", &id)
@@ -225,6 +236,7 @@ async fn admin_list(
             continue;
         }
         v["subject"] = json!(r.try_get::<String, _>("subject_id").map_err(db_err)?);
+        v["subject_type"] = json!(r.try_get::<String, _>("subject_type").map_err(db_err)?);
         items.push(v);
     }
     Ok(Json(json!({ "items": items })))
@@ -238,7 +250,7 @@ async fn admin_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     handler(&state, &headers, &slot).await?;
-    let (r, subject) = find(&state, &id)
+    let (r, (subject, kind)) = find(&state, &id)
         .await?
         .ok_or_else(|| Error::NotFound("no such complaint".into()))?;
     let mut v = view(&r).map_err(db_err)?;
@@ -252,6 +264,7 @@ async fn admin_get(
         .await
         .map_err(Error::storage)?;
     v["subject"] = json!(subject);
+    v["subject_type"] = json!(kind);
     v["audit"] = json!(records
         .iter()
         .map(|a| json!({"id": a.id, "time": micros_to_rfc3339(a.time_us), "client_id": a.client_id,

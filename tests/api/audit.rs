@@ -1021,10 +1021,13 @@ pub(crate) async fn drop_guards(db: &credgate::storage::Db) {
             "DROP TRIGGER audit_checkpoints_no_update",
             "DROP TRIGGER audit_checkpoints_no_delete",
             "DROP TRIGGER audit_log_links",
+            "DROP TRIGGER audit_subjects_no_update",
+            "DROP TRIGGER audit_subjects_no_delete",
         ],
         credgate::storage::Backend::Postgres => &[
             "ALTER TABLE audit_log DISABLE TRIGGER USER",
             "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER",
+            "ALTER TABLE audit_subjects DISABLE TRIGGER USER",
         ],
     };
     for s in statements {

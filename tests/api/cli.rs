@@ -418,3 +418,68 @@ async fn storage_and_listen_flags_override_the_config_file() {
     let out = credgate(&["serve", "--listen", "not-an-address"]);
     assert!(!out.status.success() && text(&out).1.contains("--listen"));
 }
+
+#[tokio::test]
+async fn audit_verify_keeps_a_witness_and_finds_the_tail_deleted_with_its_checkpoints() {
+    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 2).await;
+    let cfg = config_file(&app);
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..6 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let witness = app.dir.path().join("witness.json");
+    let path = witness.display().to_string();
+    let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "no witness yet: {stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let kept: Value = serde_json::from_slice(&std::fs::read(&witness).unwrap()).unwrap();
+    assert_eq!(
+        kept, report["last_checkpoint"],
+        "the witness is the last checkpoint"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&witness).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let seq = kept["seq"].as_i64().unwrap();
+    // With the witness and an untouched log, it verifies again (and keeps the newer one).
+    let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // The tail and its checkpoints deleted: consistent in itself, not with the witness.
+    crate::audit::drop_guards(&app.state.db).await;
+    use sqlx::Executor;
+    let kept: Value = serde_json::from_slice(&std::fs::read(&witness).unwrap()).unwrap();
+    let seq = kept["seq"].as_i64().unwrap().max(seq);
+    let cut = seq - 3;
+    for table in ["audit_subjects", "audit_log", "audit_checkpoints"] {
+        app.state
+            .db
+            .pool()
+            .execute(format!("DELETE FROM {table} WHERE seq > {cut}").as_str())
+            .await
+            .unwrap();
+    }
+    let out = credgate(&["audit", "verify", "--config", &cfg]);
+    assert!(out.status.success(), "alone, the database looks whole");
+    let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["first_bad_seq"], seq, "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("checkpoint at record {seq}")),
+        "{report}"
+    );
+    let after: Value = serde_json::from_slice(&std::fs::read(&witness).unwrap()).unwrap();
+    assert_eq!(
+        after["seq"], seq,
+        "a failed verification keeps the old witness"
+    );
+}

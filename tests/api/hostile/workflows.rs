@@ -823,3 +823,57 @@ async fn overlapping_filings_cannot_both_pass_the_cap() {
     assert!(!second.await.unwrap(), "the second filing is refused");
     assert_eq!(count(&app, "SELECT COUNT(*) FROM objections").await, 1);
 }
+
+/// Item 11 for complaints: a complaint is its filer's, by type and id. A person whose resident
+/// id spells a company's USCC neither lists, reads nor sees the company's complaint.
+#[tokio::test]
+async fn a_legal_and_a_natural_subject_with_the_same_id_keep_their_complaints_apart() {
+    let app = TestApp::spawn().await;
+    let company = app.subject_token(TWO_FACED, SubjectType::Legal);
+    let person = app.subject_token(TWO_FACED, SubjectType::Natural);
+    let complaint = |token: &str, description: &str| {
+        let body =
+            json!({"against_org": "bank-a", "category": "other", "description": description});
+        let (app, token) = (&app, token.to_string());
+        async move { created(post(app, "/subject/complaints", &token, body).await).await }
+    };
+    let theirs = complaint(&company, "the company's").await;
+    let mine = complaint(&person, "the person's").await;
+    let get = |path: String, token: &str| {
+        let (app, token) = (&app, token.to_string());
+        async move { send(app, reqwest::Method::GET, &path, Some(&token), None).await }
+    };
+    for (token, own, other, description) in [
+        (&person, &mine, &theirs, "the person's"),
+        (&company, &theirs, &mine, "the company's"),
+    ] {
+        let list: Value = get("/subject/complaints".into(), token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{list}");
+        assert_eq!(items[0]["id"], own["id"]);
+        assert_eq!(items[0]["description"], description);
+        let oid = other["id"].as_str().unwrap();
+        assert_problem(get(format!("/subject/complaints/{oid}"), token).await, 404).await;
+        let id = own["id"].as_str().unwrap();
+        assert_eq!(
+            get(format!("/subject/complaints/{id}"), token)
+                .await
+                .status(),
+            200
+        );
+    }
+    // The handler sees each complaint with its subject's type.
+    let (_, handler) = app.token("objection_handler").await;
+    for (c, kind) in [(&theirs, "legal"), (&mine, "natural")] {
+        let path = format!("/admin/complaints/{}", c["id"].as_str().unwrap());
+        let v: Value = get(path, &handler).await.json().await.unwrap();
+        assert_eq!(
+            (v["subject"].as_str(), v["subject_type"].as_str()),
+            (Some(TWO_FACED), Some(kind))
+        );
+    }
+}
