@@ -470,7 +470,7 @@ fn reload_on_sighup(state: crate::http::AppState) {
             return;
         };
         while hup.recv().await.is_some() {
-            match crate::replicas::reload_policies(&state).await {
+            match crate::replicas::reload_on_signal(&state).await {
                 Ok(digest) => {
                     tracing::info!(%digest, "policies reloaded on SIGHUP; every replica told")
                 }

@@ -251,22 +251,58 @@ impl Reload {
     }
 }
 
-/// Reloads the policy files here and tells every replica to do the same (SIGHUP's path, which
-/// has no audit record; `POST /admin/policies/reload` goes through `Reload` instead). The set is refused
-/// whole if it does not load; the old set keeps serving and nothing is signalled.
-pub async fn reload_policies(state: &AppState) -> Result<String, PolicyError> {
-    state.reload_policies()?;
-    let digest = state.policies().digest().to_string();
-    state.seen.set_divergence(None);
-    state.seen.settle(signals::POLICIES, true);
-    match signals::bump(state.db.pool(), signals::POLICIES, Some(&digest)).await {
-        Ok(version) => state.seen.mark(signals::POLICIES, version),
+/// SIGHUP's reload: the same fail-closed path as `POST /admin/policies/reload`. The host's
+/// signal is a staff action too, so it leaves an `admin` record (actor `host-signal`), and the
+/// set goes into force here and on the other replicas only with that record committed. A set
+/// that does not load, or a record that cannot be written, changes nothing anywhere.
+pub async fn reload_on_signal(state: &AppState) -> anyhow::Result<String> {
+    let reload = match Reload::prepare(state) {
+        Ok(r) => Arc::new(r),
         Err(e) => {
-            // In force here; the others keep their set until the next reload reaches them.
-            tracing::error!(error = %e, "policies reloaded here, but the other replicas could not be told");
+            let refused = signal_record(422, "deny", Some("policy-invalid"));
+            state.audit.append(refused).await?;
+            return Err(e.into());
+        }
+    };
+    let change = {
+        let reload = reload.clone();
+        crate::audit::Deferred::new(move |conn| {
+            let reload = reload.clone();
+            Box::pin(async move { Ok(reload.signal_in(conn).await?) })
+        })
+        .change
+    };
+    match state
+        .audit
+        .append_with(signal_record(200, "allow", None), change)
+        .await
+    {
+        Ok(_) => {
+            reload.adopt(state);
+            Ok(reload.digest().to_string())
+        }
+        Err(crate::audit::Refusal::Audit(e)) => Err(e.into()),
+        Err(crate::audit::Refusal::Change(_)) => {
+            anyhow::bail!("the replica signal could not be written; nothing changed")
         }
     }
-    Ok(digest)
+}
+
+/// The record of a reload asked for by the host's SIGHUP.
+fn signal_record(status: u16, decision: &str, rule: Option<&str>) -> crate::audit::AuditRecord {
+    crate::audit::AuditRecord {
+        id: format!("au_{}", uuid::Uuid::now_v7().simple()),
+        time_us: crate::storage::now_micros(),
+        kind: "admin".into(),
+        client_id: Some("host-signal".into()),
+        method: "SIGHUP".into(),
+        path: "/admin/policies/reload".into(),
+        decision: decision.into(),
+        rule: rule.map(str::to_string),
+        status,
+        client_addr: "local".into(),
+        ..Default::default()
+    }
 }
 
 /// Another replica reloaded: load our own files, and swap only if they give the set it loaded.

@@ -91,15 +91,8 @@ impl AppState {
             .clone()
     }
 
-    /// Loads the policy directory again and swaps the whole set in. A set that does not load,
-    /// or that lacks a dataset some route names, is refused and the old set keeps serving.
-    /// This replica only: `crate::replicas::reload_policies` also tells the others.
-    pub fn reload_policies(&self) -> Result<(), crate::policy::PolicyError> {
-        let set = load_policies(&self.config, &self.stores)?;
-        self.swap_policies(set);
-        Ok(())
-    }
-
+    /// Swaps a loaded, validated set in (see `crate::replicas::Reload`: only after its audit
+    /// record committed).
     pub fn swap_policies(&self, set: PolicySet) {
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }

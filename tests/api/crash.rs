@@ -154,6 +154,24 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
         after.get("sector").is_none(),
         "the reloaded set hides the sector from the public: {after}"
     );
+    // The host's reload is a staff action: it left its record, committed with the change.
+    let db = Db::open(&gateway.config.storage_url).await.unwrap();
+    let records = credgate::audit::store::page_after(&db, 0, 1000)
+        .await
+        .unwrap();
+    let reloads: Vec<_> = records.iter().filter(|r| r.method == "SIGHUP").collect();
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    let r = reloads[0];
+    assert_eq!(
+        (
+            r.kind.as_str(),
+            r.path.as_str(),
+            r.status,
+            r.decision.as_str()
+        ),
+        ("admin", "/admin/policies/reload", 200, "allow")
+    );
+    assert_eq!(r.client_id.as_deref(), Some("host-signal"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
