@@ -108,6 +108,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Enable a disabled client again (lockdowns covering it stay in force).
+    Enable {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List clients (never their secrets).
     List {
         #[arg(long)]
@@ -392,6 +398,13 @@ async fn client_command(cmd: ClientCommand) -> anyhow::Result<()> {
                 bail!("no client with id {id}");
             }
             println!("client {id} disabled");
+        }
+        ClientCommand::Enable { id, config } => {
+            let db = Db::open(&config.load()?.storage_url).await?;
+            if !clients::enable(&db, &id).await? {
+                bail!("no client with id {id}");
+            }
+            println!("client {id} enabled");
         }
         ClientCommand::List { json, config } => {
             let db = Db::open(&config.load()?.storage_url).await?;

@@ -125,6 +125,12 @@ pub async fn disable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool
     Ok(done.rows_affected() > 0)
 }
 
+/// Makes a disabled client active again (the CLI's `client enable`).
+pub async fn enable(db: &Db, id: &str) -> Result<bool, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    Ok(enable_in(&mut conn, id).await?)
+}
+
 /// Makes a disabled client active again, inside the caller's transaction (a deferred change of
 /// `/admin`). Returns whether a client with that id existed.
 pub async fn enable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool, sqlx::Error> {

@@ -98,6 +98,21 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
         .clone();
     assert_eq!(me["status"], "disabled");
 
+    let out = credgate(&["client", "enable", id, "--config", &cfg]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let started = std::time::Instant::now();
+    // Its tokens are served again once the signal reaches the status cache.
+    while app.data(token, path).await.status() != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "still refused a second after `client enable`"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.token_for(id, secret).await.status(), 200);
+    let out = credgate(&["client", "enable", "cg_nosuch", "--config", &cfg]);
+    assert!(!out.status.success());
+
     let out = credgate(&["client", "disable", "cg_nosuch", "--config", &cfg]);
     assert!(!out.status.success());
     let (_, err) = text(&out);
