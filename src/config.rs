@@ -117,9 +117,14 @@ pub struct LimitsConfig {
     /// client that stops reading its answer, say) is closed after this.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_ms: u64,
-    /// Connections open at once; those above are closed as soon as they are accepted.
+    /// Connections open at once (1 to 1,000,000). At the cap, the oldest connection waiting for
+    /// a request head is closed to admit a new one; if every one is busy, the new one is closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections one source address (IPv6: one /64) may hold open at once (1 to 1,000,000;
+    /// above `max_connections` it is no limit); those above are closed as soon as accepted.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
 }
 
 impl LimitsConfig {
@@ -142,6 +147,7 @@ impl Default for LimitsConfig {
             body_read_timeout_ms: default_body_read_timeout(),
             idle_timeout_ms: default_idle_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
         }
     }
 }
@@ -157,6 +163,9 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_connections_per_address() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,8 +442,17 @@ impl Config {
                 return Err(invalid(k, "must be between 1 and 600000 ms"));
             }
         }
-        if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections", "must be positive"));
+        if !(1..=1_000_000).contains(&self.limits.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_connections_per_address) {
+            return Err(invalid(
+                "limits.max_connections_per_address",
+                "must be between 1 and 1000000",
+            ));
         }
         if self.auth.leeway_secs > 300 {
             return Err(invalid("auth.leeway_secs", "must be at most 300 seconds"));

@@ -83,7 +83,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     };
 
     let mut res = next.run(req).await;
-    if res.status() == http::StatusCode::TOO_MANY_REQUESTS
+    if crate::http::limits::door_limited(&res)
         && let Some(door) = door
         && !state
             .limits

@@ -3,6 +3,7 @@
 
 pub mod keyring;
 pub mod keys;
+pub mod limiter;
 mod principal;
 pub mod sealer;
 pub mod secrets;

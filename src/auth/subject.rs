@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     DataSubject,
     keys::{Ed25519Key, JwkSet, KeyError},
+    limiter::{KeyedLimiter, quota},
     tokens::TokenError,
 };
 use crate::{
@@ -38,10 +39,9 @@ struct TrustedKey {
 /// subject's request rate on `/subject/*`.
 pub struct SubjectVerifier {
     keys: Vec<TrustedKey>,
-    /// Keyed by type and id: a company and a person with the same id string are two subjects.
-    limiter: governor::DefaultKeyedRateLimiter<String>,
-    /// Checks since the limiter last forgot idle subjects.
-    checks: std::sync::atomic::AtomicU32,
+    /// Keyed by the subject id, which carries its type: a company and a person with the same
+    /// id string are two subjects. Idle subjects are forgotten by the limiter's own task.
+    limiter: Arc<KeyedLimiter<SubjectId>>,
 }
 
 impl SubjectVerifier {
@@ -67,32 +67,15 @@ impl SubjectVerifier {
             }
         }
         let limits = &config.subject_limits;
-        let quota = governor::Quota::per_minute(
-            std::num::NonZeroU32::new(limits.per_minute.max(1)).expect("at least one"),
-        )
-        .allow_burst(std::num::NonZeroU32::new(limits.burst.max(1)).expect("at least one"));
         Ok(Arc::new(Self {
             keys,
-            limiter: governor::RateLimiter::keyed(quota),
-            checks: Default::default(),
+            limiter: KeyedLimiter::new(quota(limits.per_minute, limits.burst)),
         }))
     }
 
     /// Counts one request of `subject`; `Err(seconds)` to wait when it is over its rate.
     pub fn check_rate(&self, subject: &SubjectId) -> Result<(), u64> {
-        use governor::clock::{Clock, DefaultClock};
-        // Forget idle subjects now and then, so the table stays small.
-        if self
-            .checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .is_multiple_of(4096)
-        {
-            self.limiter.retain_recent();
-        }
-        let key = format!("{}:{}", subject.subject_type().as_str(), subject.as_str());
-        self.limiter
-            .check_key(&key)
-            .map_err(|n| n.wait_time_from(DefaultClock::default().now()).as_secs() + 1)
+        self.limiter.check(subject).map(|_| ())
     }
 
     pub fn verify(&self, token: &str) -> Result<DataSubject, TokenError> {

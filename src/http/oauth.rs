@@ -9,13 +9,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::json;
 
 use super::AppState;
 use crate::{
     auth::{keys::JwkSet, secrets},
-    http::limits::LoginRefusal,
+    http::limits::{LoginKey, LoginRefusal},
     storage::clients::{self, ClientStatus},
 };
 
@@ -96,6 +99,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 async fn token(
     State(state): State<AppState>,
     slot: Option<axum::Extension<crate::audit::AuditSlot>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -154,9 +158,16 @@ async fn token(
         _ => return OAuthError::InvalidClient.respond("client authentication failed"),
     };
 
-    // The id the caller claims, failed logins included; never the secret.
-    slot.update(|a| a.client_id = Some(client_id.clone()));
-    let client = match authenticate(&state, &client_id, secret).await {
+    // The id the caller claims, failed logins included (one credgate never issues, only its
+    // start: a record keeps the shape of the request, not arbitrary bulk); never the secret.
+    let claimed = if well_formed_client_id(&client_id) {
+        client_id.clone()
+    } else {
+        client_id.chars().take(CLAIMED_ID_MAX).collect()
+    };
+    slot.update(|a| a.client_id = Some(claimed));
+    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
+    let client = match authenticate(&state, &client_id, ip, secret).await {
         Ok(client) => client,
         Err((rule, res)) => {
             slot.update(|a| a.rule = Some(rule.into()));
@@ -182,16 +193,40 @@ async fn token(
     res
 }
 
-/// Checks the client's secret under the token endpoint's bounds: a locked id is refused
-/// without hashing, the hash waits briefly for one of few slots or is answered 503, and an
-/// unknown id is hashed against a dummy like a known one, so timing does not tell them apart.
-/// On refusal: the audit rule and the answer.
+/// How much of an id credgate never issued the audit record keeps.
+const CLAIMED_ID_MAX: usize = 64;
+
+/// An id no client can have (`generate_client_id` makes UUIDv4s, whose version digit is 4):
+/// looked up in place of a malformed id, so that its answer takes the unknown id's path.
+const NEVER_ISSUED_ID: &str = "cg_00000000000000000000000000000000";
+
+/// Whether `id` has the form `secrets::generate_client_id` gives: `cg_` and 32 lowercase hex
+/// digits. Anything else cannot be a client, and is neither stored nor counted.
+fn well_formed_client_id(id: &str) -> bool {
+    id.strip_prefix("cg_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// Checks the client's secret under the token endpoint's bounds: a locked (id, address) pair is
+/// refused without hashing, the hash waits briefly for one of few slots or is answered 503, and
+/// an unknown or malformed id is hashed against a dummy like a known one, so neither the answer
+/// nor its timing tells them apart. On refusal: the audit rule and the answer.
 async fn authenticate(
     state: &AppState,
     client_id: &str,
+    ip: IpAddr,
     secret: String,
 ) -> Result<clients::ClientRecord, (&'static str, Response)> {
-    let permit = match state.limits.logins.admit(client_id).await {
+    // A malformed id is checked before anything else: it is never hashed into the failure
+    // table, and it is looked up as an id that cannot exist.
+    let key = well_formed_client_id(client_id).then(|| LoginKey::new(client_id, ip));
+    let lookup = if key.is_some() {
+        client_id
+    } else {
+        NEVER_ISSUED_ID
+    };
+    let permit = match state.limits.logins.admit(key.as_ref()).await {
         Ok(permit) => permit,
         Err(LoginRefusal::Busy) => {
             let mut res = OAuthError::TemporarilyUnavailable
@@ -209,7 +244,7 @@ async fn authenticate(
             return Err(("client-locked", res));
         }
     };
-    let found = match clients::get_with_secret(&state.db, client_id).await {
+    let found = match clients::get_with_secret(&state.db, lookup).await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "token endpoint: storage failure");
@@ -227,7 +262,9 @@ async fn authenticate(
     .unwrap_or(false);
     match found {
         Some((client, _)) if valid && client.status == ClientStatus::Active => {
-            state.limits.logins.succeeded(client_id);
+            if let Some(key) = &key {
+                state.limits.logins.succeeded(key);
+            }
             Ok(client)
         }
         Some((client, _)) if valid => {
@@ -236,7 +273,15 @@ async fn authenticate(
             Err(("client-disabled", res))
         }
         _ => {
-            state.limits.logins.failed(client_id);
+            if let Some(key) = &key
+                && state.limits.logins.failed(key)
+            {
+                metrics::counter!("credgate_client_id_failure_alerts_total").increment(1);
+                tracing::warn!(
+                    client_id,
+                    "many failed logins for one client id, from any address"
+                );
+            }
             tracing::info!("token refused: bad client credentials");
             let res = OAuthError::InvalidClient.respond("client authentication failed");
             Err(("invalid-client", res))
@@ -254,4 +299,40 @@ async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_of_the_form_credgate_issues_are_well_formed() {
+        for _ in 0..100 {
+            assert!(well_formed_client_id(&secrets::generate_client_id()));
+        }
+        for bad in [
+            "",
+            "cg_",
+            "cg_nobody",
+            "CG_0123456789abcdef0123456789abcdef",
+            "cg_0123456789ABCDEF0123456789abcdef",
+            "cg_0123456789abcdef0123456789abcdef0",
+            "cg_0123456789abcdef0123456789abcde",
+            " cg_0123456789abcdef0123456789abcdef",
+            "cg_0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!well_formed_client_id(bad), "{bad:?}");
+        }
+        assert!(!well_formed_client_id(&format!(
+            "cg_{}",
+            "a".repeat(60_000)
+        )));
+    }
+
+    #[test]
+    fn the_id_looked_up_for_a_malformed_one_is_well_formed_and_never_issued() {
+        assert!(well_formed_client_id(NEVER_ISSUED_ID));
+        // A UUIDv4 in simple form has its version digit, 4, at index 12.
+        assert_ne!(NEVER_ISSUED_ID.as_bytes()[3 + 12], b'4');
+    }
 }

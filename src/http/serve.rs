@@ -1,17 +1,20 @@
 //! The connection loop. `axum::serve` has no header read timeout, no body deadline, no idle
 //! limit and no connection cap: a client trickling one header byte a second, or sending nothing,
 //! held a descriptor forever. Here hyper's HTTP/1 connection is driven directly, with:
-//! - a cap on connections open at once (those above are closed on accept);
+//! - a cap on connections open at once, and on those of one address (IPv6: one /64); at the
+//!   global cap the oldest connection waiting for a request head is closed to admit the new
+//!   one, so that one address's silent connections cannot shut everyone out;
 //! - hyper's header read timeout (also the keep-alive idle limit between requests);
 //! - a deadline on each request body, counted from its head;
 //! - an idle limit: no byte moving either way while no request is being handled;
-//! - graceful shutdown of every connection on the shutdown future.
+//! - graceful shutdown of every connection on the shutdown future, within `SHUTDOWN_GRACE`.
 
 use std::{
-    net::SocketAddr,
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -26,16 +29,85 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Notify, watch},
+    task::JoinSet,
 };
 use tower::ServiceExt;
 
-use crate::config::LimitsConfig;
+use crate::{config::LimitsConfig, http::limits::address_key};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long graceful shutdown waits for open connections before dropping them: a client that
+/// never finishes its answer must not hold the process up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// One open connection, as the accept loop tracks it.
+struct Conn {
+    addr: IpAddr,
+    activity: Arc<Activity>,
+    /// Told when the connection is closed to admit a newcomer.
+    evict: Notify,
+}
+
+/// The open connections, in accept order, and how many each address holds.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: BTreeMap<u64, Arc<Conn>>,
+    per_addr: HashMap<IpAddr, usize>,
+}
+
+impl Open {
+    fn remove(&mut self, seq: u64) -> Option<Arc<Conn>> {
+        let conn = self.conns.remove(&seq)?;
+        if let Some(n) = self.per_addr.get_mut(&conn.addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_addr.remove(&conn.addr);
+            }
+        }
+        Some(conn)
+    }
+
+    /// Admits a connection from `peer`: its number and handle, or `None` if it must be closed.
+    /// One address (IPv6: one /64) holds at most `per_addr_max`; when all `max` are taken, the
+    /// oldest connection waiting for a request head is closed to make room, so that silent
+    /// connections cannot shut everyone else out.
+    fn admit(&mut self, peer: IpAddr, limits: &LimitsConfig) -> Option<(u64, Arc<Conn>)> {
+        let addr = address_key(peer);
+        if self.per_addr.get(&addr).copied().unwrap_or(0) >= limits.max_connections_per_address {
+            metrics::counter!("credgate_connections_refused_total").increment(1);
+            return None;
+        }
+        if self.conns.len() >= limits.max_connections {
+            let oldest = self
+                .conns
+                .iter()
+                .find(|(_, c)| c.activity.waiting_for_head())
+                .map(|(seq, _)| *seq);
+            let Some(evicted) = oldest.and_then(|seq| self.remove(seq)) else {
+                metrics::counter!("credgate_connections_refused_total").increment(1);
+                return None;
+            };
+            metrics::counter!("credgate_connections_evicted_total").increment(1);
+            evicted.evict.notify_one();
+        }
+        let conn = Arc::new(Conn {
+            addr,
+            activity: Arc::new(Activity::default()),
+            evict: Notify::new(),
+        });
+        let seq = self.next;
+        self.next += 1;
+        self.conns.insert(seq, conn.clone());
+        *self.per_addr.entry(addr).or_default() += 1;
+        Some((seq, conn))
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
-/// their requests and waits for them.
+/// their requests and waits for them, for `SHUTDOWN_GRACE` at most.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -43,12 +115,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let limits = Arc::new(limits.clone());
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut tasks = JoinSet::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
+            // Reap finished connections, so the set holds only open ones.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -59,21 +134,42 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("credgate_connections_refused_total").increment(1);
+        let admitted = lock(&open).admit(peer.ip(), &limits);
+        let Some((seq, conn)) = admitted else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (router, limits, stop) = (router.clone(), limits.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            connection(stream, peer, router, &limits, stop).await;
-            drop(slot);
+        let (router, limits, stop, open) = (
+            router.clone(),
+            limits.clone(),
+            stop_rx.clone(),
+            open.clone(),
+        );
+        tasks.spawn(async move {
+            tokio::select! {
+                () = connection(stream, peer, router, &limits, stop, conn.activity.clone()) => {}
+                () = conn.evict.notified() => tracing::debug!("waiting connection closed for a newcomer"),
+            }
+            lock(&open).remove(seq);
         });
     }
     let _ = stop_tx.send(true);
-    // Every connection holds a slot until it ends: taking them all is waiting for the last.
-    let _ = slots.acquire_many(limits.max_connections as u32).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown grace over: dropping open connections"
+        );
+        tasks.shutdown().await;
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn connection(
@@ -82,8 +178,8 @@ async fn connection(
     router: Router,
     limits: &LimitsConfig,
     mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
 ) {
-    let activity = Arc::new(Activity::default());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
@@ -149,6 +245,12 @@ impl Default for Activity {
 }
 
 impl Activity {
+    /// No request is being handled: the connection waits for a head (its first, or the next
+    /// on a kept-alive connection), and closing it loses no answer.
+    fn waiting_for_head(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) == 0
+    }
+
     fn touch(&self) {
         self.last_ms
             .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);

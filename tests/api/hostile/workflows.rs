@@ -334,7 +334,8 @@ async fn concurrent_transitions_one_wins_every_answer_is_recorded() {
 /// the caps on open objections; the record's answer stays small.
 #[tokio::test]
 async fn an_objection_flood_is_capped_and_answers_stay_small() {
-    let app = TestApp::spawn().await;
+    // 300 parallel connections from one address: above the per-address connection cap.
+    let app = TestApp::spawn_with(|c| c.limits.max_connections_per_address = 1024).await;
     let uscc = app.sample().entities[0]["uscc"]
         .as_str()
         .unwrap()
