@@ -99,7 +99,7 @@ async fn file(State(state): State<AppState>, body: Bytes) -> Result<Response, Er
     SystemRandom::new()
         .fill(&mut raw)
         .expect("the OS random source works");
-    let receipt = hex::encode(&raw);
+    let receipt = hex::encode(raw);
     let sealed = req
         .reporter_contact
         .as_deref()
