@@ -10,7 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
-pub mod hex;
 pub mod http;
 pub mod policy;
 pub mod proxy;

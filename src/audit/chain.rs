@@ -18,7 +18,7 @@ use super::AuditRecord;
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-use crate::hex::encode as hex;
+use hex::encode as hex;
 
 /// The versions of the canonical encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,15 +132,7 @@ pub fn sign_checkpoint(key: &Ed25519KeyPair, seq: i64, hash: &str, time_us: i64)
 }
 
 pub fn verify_checkpoint(public: &[u8], seq: i64, hash: &str, time_us: i64, sig_hex: &str) -> bool {
-    let Some(sig) = (0..sig_hex.len())
-        .step_by(2)
-        .map(|i| {
-            sig_hex
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-    else {
+    let Ok(sig) = hex::decode(sig_hex) else {
         return false;
     };
     signature::UnparsedPublicKey::new(&signature::ED25519, public)

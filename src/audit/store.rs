@@ -273,9 +273,9 @@ fn sqlite_insert_cached(rows: usize) -> Option<&'static str> {
 }
 
 fn bind_rows<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    records: &'q [AuditRecord],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    records: &[AuditRecord],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     for r in records {
         q = q
             .bind(r.seq)
@@ -314,14 +314,12 @@ async fn insert_records(
     backend: Backend,
     records: &[AuditRecord],
 ) -> Result<(), sqlx::Error> {
-    let sql;
     let insert = match backend {
         Backend::Sqlite => {
             let query = match sqlite_insert_cached(records.len()) {
                 Some(cached) => sqlx::query(cached),
                 None => {
-                    sql = sqlite_insert(records.len());
-                    sqlx::query(&sql).persistent(false)
+                    sqlx::query(sqlx::AssertSqlSafe(sqlite_insert(records.len()))).persistent(false)
                 }
             };
             bind_rows(query, records)
@@ -527,9 +525,9 @@ pub fn from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
 
 /// Records with `seq > after`, oldest first: the unit of verification and export.
 pub async fn page_after(db: &Db, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-    ))
+    )))
     .bind(after)
     .bind(limit)
     .fetch_all(db.pool())
@@ -637,7 +635,7 @@ pub async fn search(
         sql += " ORDER BY a.seq DESC";
     }
     sql += &format!(" LIMIT {}", next());
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for v in [&b.org, &b.client, &b.subject, &b.store, &b.decision]
         .into_iter()
         .flatten()
@@ -670,11 +668,11 @@ pub async fn access_log(
     subject: &str,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM audit_log WHERE seq IN \
          (SELECT seq FROM audit_subjects WHERE subject_id = $1) \
          AND kind IN ('data', 'profile', 'public') ORDER BY seq DESC LIMIT $2"
-    ))
+    )))
     .bind(subject)
     .bind(limit)
     .fetch_all(db.pool())

@@ -270,7 +270,7 @@ impl Keyring {
             SystemRandom::new()
                 .fill(&mut id)
                 .map_err(|_| KeyError::Generate)?;
-            let id = crate::hex::encode(&id);
+            let id = hex::encode(id);
             (format!("{}-{id}", purpose.as_str()), None)
         };
         let wrapped = self

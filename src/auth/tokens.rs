@@ -71,6 +71,38 @@ impl KeySet {
             .get(kid)
             .is_some_and(|k| k.retires_at.is_none_or(|t| now <= t))
     }
+
+    /// Opens the stored generations (oldest first, not empty): the newest signs, and each older
+    /// one verifies until `keep_for` seconds after its successor was made.
+    fn open(keys: &[StoredKey], keep_for: u64) -> Result<Self, TokenError> {
+        let opened: Vec<(Ed25519Key, i64)> = keys
+            .iter()
+            .map(|k| k.ed25519().map(|e| (e, k.created_at)))
+            .collect::<Option<_>>()
+            .ok_or(TokenError::Sign)?;
+        let Some((newest, _)) = opened.last() else {
+            return Err(TokenError::Sign);
+        };
+        let mut verifying = HashMap::new();
+        for (i, (key, _)) in opened.iter().enumerate() {
+            let retires_at = opened.get(i + 1).map(|(_, successor_created_us)| {
+                (*successor_created_us / 1_000_000) as u64 + keep_for
+            });
+            verifying.insert(
+                key.kid.clone(),
+                VerifyingKey {
+                    decoding: key.decoding_key(),
+                    jwk: key.jwk(),
+                    retires_at,
+                },
+            );
+        }
+        Ok(Self {
+            kid: newest.kid.clone(),
+            encoding: newest.encoding_key(),
+            verifying,
+        })
+    }
 }
 
 /// Tokens whose signature has been verified, by SHA-256 of the whole token. A signature check
@@ -110,53 +142,22 @@ impl TokenService {
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = auth.leeway_secs;
-        let service = Self {
+        let keep_for = auth.token_ttl_secs + auth.leeway_secs + ROTATION_LAG_SECS;
+        Ok(Arc::new(Self {
             verified: Verified::default(),
-            keys: RwLock::new(Arc::new(KeySet {
-                kid: String::new(),
-                encoding: EncodingKey::from_secret(&[]),
-                verifying: HashMap::new(),
-            })),
+            keys: RwLock::new(Arc::new(KeySet::open(keys, keep_for)?)),
             validation,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             ttl_secs: auth.token_ttl_secs,
             last_forced_refresh: AtomicU64::new(0),
-        };
-        service.replace_keys(keys)?;
-        Ok(Arc::new(service))
+        }))
     }
 
     /// Swaps in the stored generations (oldest first): the newest signs from now on.
     pub fn replace_keys(&self, keys: &[StoredKey]) -> Result<(), TokenError> {
-        let opened: Vec<(Ed25519Key, i64)> = keys
-            .iter()
-            .map(|k| k.ed25519().map(|e| (e, k.created_at)))
-            .collect::<Option<_>>()
-            .ok_or(TokenError::Sign)?;
-        let Some((newest, _)) = opened.last() else {
-            return Err(TokenError::Sign);
-        };
         let keep_for = self.ttl_secs + self.validation.leeway + ROTATION_LAG_SECS;
-        let mut verifying = HashMap::new();
-        for (i, (key, _)) in opened.iter().enumerate() {
-            let retires_at = opened.get(i + 1).map(|(_, successor_created_us)| {
-                (*successor_created_us / 1_000_000) as u64 + keep_for
-            });
-            verifying.insert(
-                key.kid.clone(),
-                VerifyingKey {
-                    decoding: key.decoding_key(),
-                    jwk: key.jwk(),
-                    retires_at,
-                },
-            );
-        }
-        let set = KeySet {
-            kid: newest.kid.clone(),
-            encoding: newest.encoding_key(),
-            verifying,
-        };
+        let set = KeySet::open(keys, keep_for)?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(())
     }

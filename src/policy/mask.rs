@@ -148,7 +148,7 @@ pub fn partial(s: &str, keep_first: usize, keep_last: usize, fill: char) -> Stri
 
 pub fn pseudonym(key: &hmac::Key, s: &str) -> String {
     let tag = hmac::sign(key, s.as_bytes());
-    format!("pn_{}", crate::hex::encode(&tag.as_ref()[..12]))
+    format!("pn_{}", hex::encode(&tag.as_ref()[..12]))
 }
 
 #[cfg(test)]

@@ -330,7 +330,7 @@ impl PolicySet {
                 ));
             }
         }
-        set.digest = crate::hex::encode(digest.finish().as_ref());
+        set.digest = hex::encode(digest.finish().as_ref());
         Ok(set)
     }
 

@@ -84,10 +84,12 @@ pub async fn insert(db: &Db, c: NewClient<'_>) -> Result<ClientRecord, StorageEr
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<ClientRecord>, StorageError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM clients WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
@@ -96,9 +98,9 @@ pub async fn get_with_secret(
     db: &Db,
     id: &str,
 ) -> Result<Option<(ClientRecord, String)>, StorageError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, secret_hash FROM clients WHERE id = $1"
-    ))
+    )))
     .bind(id)
     .fetch_optional(db.pool())
     .await?;
@@ -143,9 +145,9 @@ pub async fn enable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool,
 }
 
 pub async fn list(db: &Db) -> Result<Vec<ClientRecord>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"
-    ))
+    )))
     .fetch_all(db.pool())
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
@@ -157,10 +159,10 @@ pub async fn get_with_lockdown(
     db: &Db,
     id: &str,
 ) -> Result<Option<(ClientRecord, bool)>, StorageError> {
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, (SELECT COUNT(*) FROM lockdowns l WHERE l.lifted_at IS NULL \
          AND (l.client_id = c.id OR l.org = c.org)) AS locked FROM clients c WHERE c.id = $1"
-    ))
+    )))
     .bind(id)
     .fetch_optional(db.pool())
     .await?;

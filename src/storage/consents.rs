@@ -83,9 +83,9 @@ pub async fn insert_in(
     conn: &mut sqlx::AnyConnection,
     c: &ConsentRecord,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
-    ))
+    )))
     .bind(&c.id)
     .bind(&c.subject_id)
     .bind(&c.subject_type)
@@ -99,9 +99,9 @@ pub async fn insert_in(
 }
 
 pub async fn insert(db: &Db, c: &ConsentRecord) -> Result<(), StorageError> {
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
-    ))
+    )))
     .bind(&c.id)
     .bind(&c.subject_id)
     .bind(&c.subject_type)
@@ -115,10 +115,12 @@ pub async fn insert(db: &Db, c: &ConsentRecord) -> Result<(), StorageError> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<ConsentRecord>, StorageError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM consents WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM consents WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
@@ -128,10 +130,10 @@ pub async fn list_for_subject(
     db: &Db,
     subject: &SubjectId,
 ) -> Result<Vec<ConsentRecord>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM consents WHERE subject_id = $1 AND subject_type = $2 \
          ORDER BY created_at DESC, id"
-    ))
+    )))
     .bind(subject.as_str())
     .bind(subject.subject_type().as_str())
     .fetch_all(db.pool())

@@ -115,9 +115,9 @@ async fn submit(
         let filed = filed.clone();
         Box::pin(async move {
             let (id, subject, req) = &*filed;
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO complaints ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, 'submitted', NULL, $7, $7)"
-            ))
+            )))
             .bind(id)
             .bind(subject.as_str())
             .bind(subject.subject_type().as_str())
@@ -148,10 +148,10 @@ async fn subject_list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM complaints WHERE subject_id = $1 AND subject_type = $2 \
          ORDER BY created_at DESC"
-    ))
+    )))
     .bind(subject.id.as_str())
     .bind(subject.id.subject_type().as_str())
     .fetch_all(state.db.pool())
@@ -171,11 +171,13 @@ async fn find(
     state: &AppState,
     id: &str,
 ) -> Result<Option<(sqlx::any::AnyRow, (String, String))>, Error> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM complaints WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(state.db.pool())
-        .await
-        .map_err(db_err)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM complaints WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(state.db.pool())
+    .await
+    .map_err(db_err)?;
     Ok(match row {
         Some(r) => {
             let subject: String = r.try_get("subject_id").map_err(db_err)?;
@@ -223,9 +225,9 @@ async fn admin_list(
 ) -> Result<Json<Value>, Error> {
     handler(&state, &headers, &slot).await?;
     let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM complaints ORDER BY created_at"
-    ))
+    )))
     .fetch_all(state.db.pool())
     .await
     .map_err(db_err)?;

@@ -61,9 +61,9 @@ pub async fn advance(
         Table::Complaints => "complaints",
         Table::Reports => "reports",
     };
-    let done = sqlx::query(&format!(
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {name} SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4"
-    ))
+    )))
     .bind(s.to)
     .bind(s.at)
     .bind(s.id)

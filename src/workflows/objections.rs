@@ -172,10 +172,12 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Objection, sqlx::Error> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Objection>, StorageError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM objections WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM objections WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
     Ok(row.as_ref().map(from_row).transpose()?)
 }
 
@@ -184,9 +186,9 @@ pub async fn for_record(
     store: &str,
     record_ref: &str,
 ) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections WHERE store = $1 AND record_ref = $2 ORDER BY created_at"
-    ))
+    )))
     .bind(store)
     .bind(record_ref)
     .fetch_all(db.pool())
@@ -195,9 +197,9 @@ pub async fn for_record(
 }
 
 pub async fn all_marked(db: &Db) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections WHERE status NOT IN ('rejected', 'withdrawn')"
-    ))
+    )))
     .fetch_all(db.pool())
     .await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
@@ -477,16 +479,16 @@ async fn check_caps(
     caps: &crate::auth::subject::SubjectLimitConfig,
 ) -> Result<(), ChangeError> {
     lock_caps(conn, backend, o).await?;
-    let per_subject: i64 = sqlx::query_scalar(&format!(
+    let per_subject: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM objections WHERE subject_id = $1 AND subject_type = $2 AND {OPEN}"
-    ))
+    )))
     .bind(&o.subject_id)
     .bind(&o.subject_type)
     .fetch_one(&mut *conn)
     .await?;
-    let per_record: i64 = sqlx::query_scalar(&format!(
+    let per_record: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM objections WHERE store = $1 AND record_ref = $2 AND {OPEN}"
-    ))
+    )))
     .bind(&o.store)
     .bind(&o.record_ref)
     .fetch_one(&mut *conn)
@@ -628,10 +630,10 @@ async fn subject_list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 AND subject_type = $2 \
          ORDER BY created_at DESC"
-    ))
+    )))
     .bind(subject.id.as_str())
     .bind(subject.id.subject_type().as_str())
     .fetch_all(state.db.pool())
@@ -714,9 +716,9 @@ async fn admin_list(
             Status::parse(s).ok_or_else(|| Error::BadRequest(format!("unknown status `{s}`")))?,
         ),
     };
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections ORDER BY created_at"
-    ))
+    )))
     .fetch_all(state.db.pool())
     .await
     .map_err(|e| Error::storage(e.into()))?;

@@ -30,7 +30,7 @@ pub const CATEGORIES: &[&str] = &["fraud", "false_records", "data_abuse", "safet
 pub use crate::auth::sealer::Sealer;
 
 fn receipt_hash(receipt: &str) -> String {
-    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, receipt.as_bytes()).as_ref())
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, receipt.as_bytes()).as_ref())
 }
 
 /// received -> investigating -> closed.
@@ -99,7 +99,7 @@ async fn file(State(state): State<AppState>, body: Bytes) -> Result<Response, Er
     SystemRandom::new()
         .fill(&mut raw)
         .expect("the OS random source works");
-    let receipt = crate::hex::encode(&raw);
+    let receipt = hex::encode(raw);
     let sealed = req
         .reporter_contact
         .as_deref()

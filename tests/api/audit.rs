@@ -217,7 +217,11 @@ async fn the_chain_verifies_and_the_table_refuses_update_and_delete() {
 
 /// Runs `stmt`, which the append-only guards must refuse (not fail for another reason).
 async fn refused_as_append_only(pool: &sqlx::AnyPool, stmt: &str) {
-    let e = pool.execute(stmt).await.expect_err("refused").to_string();
+    let e = pool
+        .execute(sqlx::AssertSqlSafe(stmt))
+        .await
+        .expect_err("refused")
+        .to_string();
     assert!(e.contains("is append-only"), "{stmt}: {e}");
 }
 
@@ -241,7 +245,7 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
     let pool = app.state.db.pool();
     // The next seq, chained onto the record before the head: what a stale writer would send.
     let stale = pool
-        .execute(copy_of_head("seq + 1", "prev_hash").as_str())
+        .execute(sqlx::AssertSqlSafe(copy_of_head("seq + 1", "prev_hash")))
         .await;
     let e = stale
         .expect_err("a record that skips the head is refused")
@@ -249,7 +253,7 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
     assert!(e.contains("does not link to the head"), "{e}");
     // A seq already taken is refused too (the primary key).
     let taken = pool
-        .execute(copy_of_head("seq", "hash").as_str())
+        .execute(sqlx::AssertSqlSafe(copy_of_head("seq", "hash")))
         .await
         .expect_err("a seq already taken is refused");
     // By the primary key or the link check (whichever the backend runs first): a conflict the
@@ -261,7 +265,7 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
         "{taken}"
     );
     // The same row linked to the head is accepted: the check refuses forks, not appends.
-    pool.execute(copy_of_head("seq + 1", "hash").as_str())
+    pool.execute(sqlx::AssertSqlSafe(copy_of_head("seq + 1", "hash")))
         .await
         .expect("a record that links to the head is stored");
 }
@@ -311,9 +315,9 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
     assert_eq!(report.records, sizes.iter().sum::<usize>() as i64);
     let pool = app.state.db.pool();
     for (b, &size) in sizes.iter().enumerate() {
-        let indexed: i64 = sqlx::query_scalar(&format!(
+        let indexed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM audit_subjects WHERE subject_id = 'subject-{b}'"
-        ))
+        )))
         .fetch_one(pool)
         .await
         .unwrap();
@@ -343,7 +347,7 @@ async fn tampered(tamper: &str) -> verify::Report {
     let app = tamperable().await;
     let pool = app.state.db.pool();
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {
-        pool.execute(stmt).await.unwrap();
+        pool.execute(sqlx::AssertSqlSafe(stmt)).await.unwrap();
     }
     verify::verify(&app.state.db, &app.state.audit_public_key)
         .await

@@ -474,7 +474,9 @@ async fn audit_verify_keeps_a_witness_and_finds_the_tail_deleted_with_its_checkp
         app.state
             .db
             .pool()
-            .execute(format!("DELETE FROM {table} WHERE seq > {cut}").as_str())
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE seq > {cut}"
+            )))
             .await
             .unwrap();
     }

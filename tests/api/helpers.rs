@@ -732,7 +732,7 @@ pub async fn test_postgres_url() -> Option<String> {
     let mut admin = sqlx::AnyConnection::connect(&format!("{base}/postgres"))
         .await
         .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .unwrap();

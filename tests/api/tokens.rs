@@ -136,7 +136,8 @@ async fn alg_none_and_hmac_with_the_public_key_are_refused() {
     for secret in [key.public.clone(), x.into_bytes()] {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(key.kid.clone());
-        let t = jsonwebtoken::encode(&h, &claims(&id), &EncodingKey::from_secret(&secret)).unwrap();
+        let hmac = EncodingKey::from_secret(&secret).unwrap();
+        let t = jsonwebtoken::encode(&h, &claims(&id), &hmac).unwrap();
         refused(&app, &t).await;
     }
 }

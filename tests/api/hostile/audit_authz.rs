@@ -737,7 +737,12 @@ async fn against(
 async fn run(app: &TestApp, statements: &[&str]) {
     use sqlx::Executor;
     for s in statements {
-        app.state.db.pool().execute(*s).await.unwrap();
+        app.state
+            .db
+            .pool()
+            .execute(sqlx::AssertSqlSafe(*s))
+            .await
+            .unwrap();
     }
 }
 
@@ -920,7 +925,13 @@ async fn edits_to_the_subject_index_are_found() {
 /// The database error `statement` raises, as text (it must raise one).
 async fn refused(app: &TestApp, statement: &str) -> String {
     use sqlx::Executor;
-    match app.state.db.pool().execute(statement).await {
+    match app
+        .state
+        .db
+        .pool()
+        .execute(sqlx::AssertSqlSafe(statement))
+        .await
+    {
         Ok(done) => panic!("`{statement}` was not refused ({done:?})"),
         Err(e) => e.to_string(),
     }

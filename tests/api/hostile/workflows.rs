@@ -43,7 +43,7 @@ async fn created(res: reqwest::Response) -> Value {
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
         .fetch_one(app.state.db.pool())
         .await
         .unwrap()
