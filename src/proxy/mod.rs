@@ -325,7 +325,7 @@ fn release(
                 pseudonym_key: &state.pseudonym_key,
             };
             let mut pending = false;
-            let outcome = if state.marks.is_empty() {
+            let outcome = if !state.marks.has_store(store) {
                 plan.apply(&mut doc, &ctx)
             } else {
                 let mut note = |id: &str| {

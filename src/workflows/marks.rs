@@ -142,6 +142,15 @@ impl Marks {
         self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
+    /// Whether any record of this store is marked: when none is, an answer from it needs no
+    /// lookup per record.
+    pub fn has_store(&self, store: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(store)
+    }
+
     /// The `_objections` annotation for one record, and whether any is still open.
     pub fn annotation(&self, store: &str, record_ref: &str) -> Option<(Value, bool)> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());

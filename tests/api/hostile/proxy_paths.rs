@@ -594,3 +594,52 @@ async fn a_flood_of_objections_does_not_grow_every_answer_about_the_record() {
             <= credgate::workflows::marks::MAX_ANNOTATION_BYTES + 64
     );
 }
+
+/// The fake store's `/doc/{uscc}` serves a list of legal persons (what `FakeStore::doc` holds).
+fn doc_is_a_list(c: &mut Config) {
+    let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+    let doc = fake
+        .routes
+        .iter_mut()
+        .find(|r| r.path == "/doc/{uscc}")
+        .unwrap();
+    doc.path = "/doc/{page}".into();
+    doc.dataset = "entity_list".into();
+    doc.subject_path = None;
+    doc.subject_type = None;
+}
+
+#[tokio::test]
+async fn a_row_removed_by_masking_does_not_move_a_mark_onto_the_next_row() {
+    let app = TestApp::spawn_with(doc_is_a_list).await;
+    let a = credgate::domain::Uscc::complete("9111000012345678").unwrap();
+    let b = credgate::domain::Uscc::complete("9111000012345679").unwrap();
+    let subject = app.subject_token(a.as_str(), credgate::domain::SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&subject)
+        .json(
+            &json!({"store": "fake", "dataset": "entity_list", "record_ref": a.as_str(),
+                      "field": "items[*].name", "reason": "not our name"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    *app.fake.doc.lock().unwrap() = json!({"items": [
+        {"junk": 1},
+        {"uscc": a.as_str(), "name": "A"},
+        {"uscc": b.as_str(), "name": "B"},
+    ]});
+    let regulator = app.token_in("regulator", "watchdog", None).await;
+    let res = app.data(&regulator, "/v1/stores/fake/doc/1").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-objection"], "pending");
+    let body: Value = res.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{body}");
+    let row = |u: &str| items.iter().find(|r| r["uscc"] == u).unwrap();
+    assert!(row(a.as_str())["_objections"].is_array(), "{body}");
+    assert!(row(b.as_str()).get("_objections").is_none(), "{body}");
+}
