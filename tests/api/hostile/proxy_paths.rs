@@ -643,3 +643,43 @@ async fn a_row_removed_by_masking_does_not_move_a_mark_onto_the_next_row() {
     assert!(row(a.as_str())["_objections"].is_array(), "{body}");
     assert!(row(b.as_str()).get("_objections").is_none(), "{body}");
 }
+
+#[tokio::test]
+async fn a_route_that_names_no_parameters_takes_none_and_no_key_renames_the_subject() {
+    let app = TestApp::spawn_with(|c| {
+        hostile_routes(c);
+        let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+        let things = fake
+            .routes
+            .iter_mut()
+            .find(|r| r.path == "/things/{name}")
+            .unwrap();
+        // Even a list that names the placeholder cannot let a parameter stand in for it.
+        things.query = Some(vec!["name".into(), "page".into()]);
+    })
+    .await;
+    let (_, bank) = app.token("financial_institution").await;
+    let other = "91110000100000589B";
+    let many: Vec<String> = (0..65).map(|i| format!("page{i}=1")).collect();
+    let refused = [
+        // `/doc/{uscc}` names no parameter: none passes, least of all another subject.
+        format!("doc/{USCC}?uscc={other}"),
+        format!("doc/{USCC}?page=1"),
+        "things/x?name=y".to_string(),
+        "things/x?NAME=y".to_string(),
+        format!("records?uscc={USCC}&u.scc={other}&page=1"),
+        format!("records?uscc={USCC}&page=1&page-size=2&page_size=3"),
+        format!("records?uscc={USCC}&page"),
+        format!("records?{}", many.join("&")),
+    ];
+    for q in &refused {
+        let before = app.fake.hits();
+        let (status, text) = raw(&app, &bank, q).await;
+        assert_eq!(status, 400, "{q}: {text}");
+        assert!(text.contains("application/problem+json"), "{q}: {text}");
+        assert_eq!(app.fake.hits(), before, "{q} reached the store");
+    }
+    let (status, text) = raw(&app, &bank, "things/x?page=2").await;
+    assert!(status == 200 || status == 404, "{text}");
+    assert_eq!(app.fake.uri(), "/things/x?page=2");
+}
