@@ -111,6 +111,17 @@ async fn forty_path_spellings_are_decoded_once_and_nothing_ambiguous_reaches_the
         "entities/..;/91350100M000100Y43",
         "entities/91350100M000100Y43;x=1",
         "entities/%2e%2e%2f91350100M000100Y43",
+        // Unicode look-alikes: fullwidth `／` `＼` `；`, a soft hyphen, a zero-width space and
+        // a right-to-left override after `..`, and fullwidth letters.
+        "things/..%EF%BC%8Fadmin",
+        "things/..%EF%BC%BCadmin",
+        "things/..%EF%BC%9B",
+        "things/x%EF%BC%9By=1",
+        "things/..%C2%AD",
+        "things/..%E2%80%8B",
+        "things/x%E2%80%AEtxt.exe",
+        "things/%E2%80%8B",
+        "things/%EF%BD%81dmin",
     ];
     assert!(legit.len() + refused.len() >= 40);
     for (spelling, forwarded) in legit {
