@@ -478,6 +478,11 @@ fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
 }
 
 impl Plan {
+    /// The type of subject the dataset's records are about, as the catalog declares it.
+    pub fn subject_type(&self) -> Option<crate::domain::SubjectType> {
+        self.subject_type
+    }
+
     /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
     /// withheld.
     pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {

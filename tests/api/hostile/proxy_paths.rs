@@ -694,3 +694,62 @@ async fn a_route_that_names_no_parameters_takes_none_and_no_key_renames_the_subj
     assert!(status == 200 || status == 404, "{text}");
     assert_eq!(app.fake.uri(), "/things/x?page=2");
 }
+
+/// An 18-character id that is both a valid resident ID number and a valid USCC.
+fn dual_id() -> String {
+    (0..10_000)
+        .filter_map(|i| {
+            credgate::domain::ResidentId::complete(&format!("1101051980010{i:04}")).ok()
+        })
+        .map(|r| r.as_str().to_string())
+        .find(|s| credgate::domain::Uscc::parse(s).is_ok())
+        .expect("some resident ID number is also a USCC")
+}
+
+#[tokio::test]
+async fn a_mark_on_a_companys_record_does_not_land_on_a_person_with_the_same_id() {
+    let app = TestApp::spawn_with(|c| {
+        let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+        let doc = fake
+            .routes
+            .iter_mut()
+            .find(|r| r.path == "/doc/{uscc}")
+            .unwrap();
+        doc.path = "/doc/{id_number}".into();
+        doc.subject_path = Some("id_number".into());
+        doc.subject_type = Some(credgate::domain::SubjectType::Natural);
+        doc.dataset = "person".into();
+    })
+    .await;
+    let id = dual_id();
+    let company = app.subject_token(&id, credgate::domain::SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&company)
+        .json(
+            &json!({"store": "fake", "dataset": "entity", "record_ref": id,
+                      "reason": "our record is wrong"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    *app.fake.doc.lock().unwrap() = json!({"id_number": id, "name": "张三"});
+    let person = app.subject_token(&id, credgate::domain::SubjectType::Natural);
+    let consent = grant_consent(&app, &person, "watchdog", "supervision").await;
+    let regulator = app.token_in("regulator", "watchdog", None).await;
+    let res = get_as(
+        &app,
+        &regulator,
+        "supervision",
+        &consent,
+        &format!("/v1/stores/fake/doc/{id}"),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-objection").is_none());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "张三", "{body}");
+    assert!(body.get("_objections").is_none(), "{body}");
+}
