@@ -623,12 +623,7 @@ async fn submit(
 /// one). Own means the same id and the same type.
 async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
     match get(&state.db, id).await.map_err(Error::storage)? {
-        Some(o)
-            if o.subject_id == subject.as_str()
-                && o.subject_type == subject.subject_type().as_str() =>
-        {
-            Ok(o)
-        }
+        Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
         _ => Err(Error::NotFound("no such objection".into())),
     }
 }
