@@ -253,7 +253,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub profile: bool,
     /// The query parameters this route allows (besides `subject_query`); any other is refused
-    /// with 400. Absent: any parameter with a plain name, re-serialised from the parsed pairs.
+    /// with 400. Absent or empty: the route takes no query parameter at all (fail closed).
     #[serde(default)]
     pub query: Option<Vec<String>>,
 }

@@ -221,6 +221,29 @@ impl SubjectId {
             Self::Natural(_) => SubjectType::Natural,
         }
     }
+
+    /// Whether a row that names a subject by this id and this type names this subject. The
+    /// one comparison for consents, objections and the access log: an id is a subject only
+    /// with its type, since a company and a person can share the same 18 characters.
+    pub fn is(&self, id: &str, kind: SubjectType) -> bool {
+        self.subject_type() == kind && self.as_str() == id
+    }
+
+    /// `is` for a row that stores the type as text (`legal`, `natural`); any other text names
+    /// no subject.
+    pub fn is_named(&self, id: &str, kind: &str) -> bool {
+        kind.parse().is_ok_and(|k| self.is(id, k))
+    }
+
+    /// Whether the id is also valid as the other type's: then the id alone does not say which
+    /// subject a record is about.
+    pub fn is_ambiguous(&self) -> bool {
+        let other = match self.subject_type() {
+            SubjectType::Legal => SubjectType::Natural,
+            SubjectType::Natural => SubjectType::Legal,
+        };
+        Self::parse(other, self.as_str()).is_ok()
+    }
 }
 
 impl fmt::Display for SubjectId {
@@ -294,6 +317,28 @@ mod tests {
         assert_eq!(Uscc::parse(u.as_str()).unwrap(), u);
         let r = ResidentId::complete("11010519491231002").unwrap();
         assert_eq!(r.as_str(), "11010519491231002X");
+    }
+
+    #[test]
+    fn a_subject_is_its_id_and_its_type() {
+        let person = SubjectId::parse(SubjectType::Natural, "11010519491231002X").unwrap();
+        assert!(person.is("11010519491231002X", SubjectType::Natural));
+        assert!(!person.is("11010519491231002X", SubjectType::Legal));
+        assert!(!person.is("11010519491231002x", SubjectType::Natural));
+        assert!(person.is_named("11010519491231002X", "natural"));
+        assert!(!person.is_named("11010519491231002X", "legal"));
+        assert!(!person.is_named("11010519491231002X", "Natural"));
+        assert!(!person.is_ambiguous());
+        // An id that passes both checks: the same text is two subjects.
+        let both = (0..10_000)
+            .filter_map(|i| ResidentId::complete(&format!("1101051980010{i:04}")).ok())
+            .find(|r| Uscc::parse(r.as_str()).is_ok())
+            .unwrap();
+        let as_person = SubjectId::Natural(both.clone());
+        let as_company = SubjectId::parse(SubjectType::Legal, both.as_str()).unwrap();
+        assert!(as_person.is_ambiguous() && as_company.is_ambiguous());
+        assert_ne!(as_person, as_company);
+        assert!(!as_company.is(both.as_str(), SubjectType::Natural));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
     audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
     auth,
     config::is_name,
-    domain::{SubjectId, SubjectType},
+    domain::SubjectId,
     storage::{
         consents::{self, ConsentRecord},
         now_micros,
@@ -163,19 +163,16 @@ fn is_about(
     record: &crate::audit::AuditRecord,
     policies: &crate::policy::PolicySet,
 ) -> bool {
-    let other = match subject.subject_type() {
-        SubjectType::Legal => SubjectType::Natural,
-        SubjectType::Natural => SubjectType::Legal,
-    };
-    if SubjectId::parse(other, subject.as_str()).is_err() {
+    if !subject.is_ambiguous() {
         return true;
     }
+    // The record names the id; its dataset's declared type completes who it is about.
     record
         .dataset
         .as_deref()
         .and_then(|d| policies.dataset(d))
         .and_then(|d| d.subject_type)
-        == Some(subject.subject_type())
+        .is_some_and(|kind| subject.is(subject.as_str(), kind))
 }
 
 /// Who accessed my records: institutions' and the public's requests that touched this subject,

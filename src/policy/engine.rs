@@ -2,7 +2,7 @@
 //! that order, on the parsed JSON answer.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -160,10 +160,33 @@ fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
     }
 }
 
-/// Notes a subject the answer touches, once.
-fn touch(out: &mut Outcome, id: &str) {
-    if out.subjects.len() < MAX_SUBJECTS && !out.subjects.iter().any(|s| s == id) {
-        out.subjects.push(id.to_string());
+/// What one walk over an answer carries besides the value.
+struct Walker<'w, 'a, 'f, 'g> {
+    ctx: &'w ApplyCtx<'a>,
+    out: &'w mut Outcome,
+    /// The subjects already in `out.subjects`: noting one is a lookup, not a scan.
+    seen: HashSet<String>,
+    records: Option<Records<'w, 'f, 'g>>,
+}
+
+/// Where the dataset's records sit in the plan's trie, and what to do with each.
+struct Records<'w, 'f, 'g> {
+    /// The node of one record: the row node (`rows`, ending in `[*]`), or the root.
+    node: &'w Trie<Action>,
+    subject: &'w [Seg],
+    kind: Option<crate::domain::SubjectType>,
+    /// The whole answer is the record: it is annotated even when masking emptied it.
+    single: bool,
+    annotate: Option<&'f mut Annotator<'g>>,
+}
+
+impl Walker<'_, '_, '_, '_> {
+    /// Notes a subject the answer touches, once.
+    fn touch(&mut self, id: &str) {
+        if self.out.subjects.len() < MAX_SUBJECTS && !self.seen.contains(id) {
+            self.seen.insert(id.to_string());
+            self.out.subjects.push(id.to_string());
+        }
     }
 }
 
@@ -455,15 +478,22 @@ fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
 }
 
 impl Plan {
+    /// The type of subject the dataset's records are about, as the catalog declares it.
+    pub fn subject_type(&self) -> Option<crate::domain::SubjectType> {
+        self.subject_type
+    }
+
     /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
     /// withheld.
     pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {
         self.apply_annotated(doc, ctx, None)
     }
 
-    /// Applies the plan, then adds what `annotate` answers for each released record under the
+    /// Applies the plan, adding what `annotate` answers for each released record under the
     /// key `_objections`. The annotator is asked with the record's subject id as the store
-    /// sent it, read before masking: a role that sees the id masked is annotated all the same.
+    /// sent it (canonical when it parses), read before masking, and its answer is put on that
+    /// same record once masked: a role that sees the id masked is annotated all the same, and
+    /// a row the masking removes cannot shift the marks of the rows after it.
     pub fn apply_annotated(
         &self,
         doc: &mut Value,
@@ -475,25 +505,29 @@ impl Plan {
         if out.out_of_scope {
             return out;
         }
-        let ids = self.record_subjects(doc, &mut out, annotate.is_some());
+        let record = match (&self.subject, &self.rows) {
+            (None, _) => None,
+            (Some(subject), Some(rows)) => self.fields.get(rows).map(|node| (node, subject)),
+            (Some(subject), None) => Some((&self.fields, subject)),
+        };
+        let mut w = Walker {
+            ctx,
+            out: &mut out,
+            seen: HashSet::new(),
+            records: record.map(|(node, subject)| Records {
+                node,
+                subject,
+                kind: self.subject_type,
+                single: self.rows.is_none(),
+                annotate,
+            }),
+        };
         let root = Trail {
             key: "",
             parent: None,
         };
-        if walk(&self.fields, doc, ctx, &mut out, &root) == Walk::Remove {
+        if walk(&self.fields, doc, &mut w, &root) == Walk::Remove {
             *doc = Value::Object(Map::new());
-        }
-        if let Some(f) = annotate {
-            let mut ids = ids.into_iter();
-            self.for_each_record(doc, &mut |rec| {
-                if let Some(Some(id)) = ids.next()
-                    && let Some(note) = f(&id)
-                    && let Some(obj) = rec.as_object_mut()
-                {
-                    obj.insert("_objections".into(), note);
-                    out.annotated += 1;
-                }
-            });
         }
         out
     }
@@ -528,51 +562,6 @@ impl Plan {
                     *doc = Value::Object(Map::new());
                 }
             }
-        }
-    }
-
-    /// Records the subject of every record, before masking; with `keep`, also answers each
-    /// object record's id in order, for annotations after masking. Masking keeps object
-    /// records in place (a row path cannot be classified as a whole, since `subject` is
-    /// classified inside it), so the order still holds afterwards.
-    fn record_subjects(
-        &self,
-        doc: &mut Value,
-        out: &mut Outcome,
-        keep: bool,
-    ) -> Vec<Option<String>> {
-        let mut ids = Vec::new();
-        let Some(subject) = &self.subject else {
-            return ids;
-        };
-        let kind = self.subject_type;
-        self.for_each_record(doc, &mut |rec| {
-            let id = value_at(rec, subject)
-                .and_then(Value::as_str)
-                .map(|s| canonical(kind, s));
-            if let Some(id) = &id {
-                touch(out, id);
-            }
-            if keep {
-                ids.push(id);
-            }
-        });
-        ids
-    }
-
-    /// Calls `f` with the JSON object of each record the answer carries (each row of a list,
-    /// or the whole record).
-    fn for_each_record(&self, doc: &mut Value, f: &mut impl FnMut(&mut Value)) {
-        let mut visit = |rec: &mut Value| {
-            if rec.is_object() {
-                f(rec)
-            }
-        };
-        match &self.rows {
-            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
-                items.iter_mut().for_each(&mut visit)
-            }),
-            None => visit(doc),
         }
     }
 
@@ -658,12 +647,62 @@ fn unclassified(out: &mut Outcome, trail: &Trail<'_>) {
 fn walk(
     node: &Trie<Action>,
     v: &mut Value,
-    ctx: &ApplyCtx<'_>,
-    out: &mut Outcome,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    if w.records
+        .as_ref()
+        .is_some_and(|r| std::ptr::eq(r.node, node))
+    {
+        return record(node, v, w, trail);
+    }
+    walk_value(node, v, w, trail)
+}
+
+/// One record (a row, or the whole answer): its subject is read and noted before masking, and
+/// the annotation for that subject is put on the record itself once masked.
+fn record(
+    node: &Trie<Action>,
+    v: &mut Value,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    let Some(r) = w.records.as_ref().filter(|_| v.is_object()) else {
+        return walk_value(node, v, w, trail);
+    };
+    let (kind, single) = (r.kind, r.single);
+    let id = value_at(v, r.subject)
+        .and_then(Value::as_str)
+        .map(|s| canonical(kind, s));
+    if let Some(id) = &id {
+        w.touch(id);
+    }
+    let mut verdict = walk_value(node, v, w, trail);
+    if single && verdict == Walk::Remove {
+        // The whole answer was emptied: it is still the record, and still contested.
+        *v = Value::Object(Map::new());
+        verdict = Walk::Keep;
+    }
+    if verdict == Walk::Keep
+        && let Some(id) = &id
+        && let Some(annotate) = w.records.as_mut().and_then(|r| r.annotate.as_mut())
+        && let Some(note) = annotate(id)
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("_objections".into(), note);
+        w.out.annotated += 1;
+    }
+    verdict
+}
+
+fn walk_value(
+    node: &Trie<Action>,
+    v: &mut Value,
+    w: &mut Walker<'_, '_, '_, '_>,
     trail: &Trail<'_>,
 ) -> Walk {
     if let Some(action) = &node.value {
-        return leaf(action, v, ctx, out, trail);
+        return leaf(action, v, w, trail);
     }
     match v {
         Value::Object(map) => {
@@ -675,11 +714,11 @@ fn walk(
                 };
                 match node.keys.get(k) {
                     None => {
-                        unclassified(out, &here);
+                        unclassified(w.out, &here);
                         removed.push(k.clone());
                     }
                     Some(n) => {
-                        if walk(n, child, ctx, out, &here) == Walk::Remove {
+                        if walk(n, child, w, &here) == Walk::Remove {
                             removed.push(k.clone());
                         }
                     }
@@ -701,7 +740,7 @@ fn walk(
                 let had_items = !items.is_empty();
                 let mut keep = Vec::with_capacity(items.len());
                 for mut item in items.drain(..) {
-                    if walk(n, &mut item, ctx, out, &here) == Walk::Keep {
+                    if walk(n, &mut item, w, &here) == Walk::Keep {
                         keep.push(item);
                     }
                 }
@@ -710,47 +749,41 @@ fn walk(
                 if emptied { Walk::Remove } else { Walk::Keep }
             }
             None => {
-                unclassified(out, trail);
+                unclassified(w.out, trail);
                 Walk::Remove
             }
         },
         // A scalar where the catalog expects structure: not classified as such.
         _ => {
-            unclassified(out, trail);
+            unclassified(w.out, trail);
             Walk::Remove
         }
     }
 }
 
 /// A classified node: the class's mask applied to a scalar; anything else is removed.
-fn leaf(
-    action: &Action,
-    v: &mut Value,
-    ctx: &ApplyCtx<'_>,
-    out: &mut Outcome,
-    trail: &Trail<'_>,
-) -> Walk {
+fn leaf(action: &Action, v: &mut Value, w: &mut Walker<'_, '_, '_, '_>, trail: &Trail<'_>) -> Walk {
     // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
     // structure the store nests there is named by no one, and leaves with nothing.
     if v.is_object() || v.is_array() {
-        unclassified(out, trail);
+        unclassified(w.out, trail);
         return Walk::Remove;
     }
     if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
         && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
     {
-        touch(out, id.as_str());
+        w.touch(id.as_str());
     }
     match &action.mask {
         None => {
             if action.t4 && !v.is_null() {
-                out.released_t4 += 1;
+                w.out.released_t4 += 1;
             }
             Walk::Keep
         }
         Some(m) => {
-            count(out, &action.class);
-            match mask::apply(m, v, ctx.pseudonym_key) {
+            count(w.out, &action.class);
+            match mask::apply(m, v, w.ctx.pseudonym_key) {
                 Some(masked) => {
                     *v = masked;
                     Walk::Keep
@@ -790,6 +823,56 @@ mod tests {
             Period::parse("3w").is_none()
                 && Period::parse("0y").is_none()
                 && Period::parse("").is_none()
+        );
+    }
+}
+
+#[cfg(test)]
+mod annotation_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shipped() -> super::super::PolicySet {
+        super::super::PolicySet::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        )
+        .unwrap()
+    }
+
+    /// A row the masking empties (and so removes) must not shift the marks of the rows after
+    /// it: each mark sits on the row whose subject it is, or nowhere.
+    #[test]
+    fn a_removed_row_does_not_shift_the_marks_of_later_rows() {
+        let set = shipped();
+        let plan = set
+            .decide("regulator", "supervision", "entity_list")
+            .unwrap();
+        let a = crate::domain::Uscc::complete("9111000012345678").unwrap();
+        let b = crate::domain::Uscc::complete("9111000012345679").unwrap();
+        let mut doc = json!({"items": [
+            {"junk": 1},
+            {"uscc": a.as_str(), "name": "A"},
+            {"uscc": b.as_str(), "name": "B"},
+        ]});
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let ctx = ApplyCtx {
+            region: None,
+            today: time::OffsetDateTime::now_utc().date(),
+            pseudonym_key: &key,
+        };
+        let contested = a.as_str().to_string();
+        let mut note = |id: &str| (id == contested).then(|| json!(["mark of A"]));
+        let out = plan.apply_annotated(&mut doc, &ctx, Some(&mut note));
+        let items = doc["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{doc}");
+        assert_eq!(items[0]["uscc"], a.as_str());
+        assert_eq!(items[0]["_objections"], json!(["mark of A"]), "{doc}");
+        assert!(items[1].get("_objections").is_none(), "{doc}");
+        assert_eq!(out.annotated, 1);
+        assert_eq!(
+            out.subjects,
+            vec![a.as_str().to_string(), b.as_str().to_string()]
         );
     }
 }

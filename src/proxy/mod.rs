@@ -28,7 +28,7 @@ use self::upstream::{Outbound, Route, Store, SubjectLocator, UpstreamResponse};
 use crate::{
     audit::{AuditInfo, AuditSlot},
     auth::{self, Principal},
-    domain::SubjectId,
+    domain::{SubjectId, SubjectType},
     http::{AppState, Error, RequestId},
     policy::{ApplyCtx, Outcome, Plan},
 };
@@ -325,11 +325,19 @@ fn release(
                 pseudonym_key: &state.pseudonym_key,
             };
             let mut pending = false;
-            let outcome = if state.marks.is_empty() {
+            let outcome = if !state.marks.has_store(store) {
                 plan.apply(&mut doc, &ctx)
             } else {
+                // A dataset that declares no subject type: its ids are looked up as either.
+                let kinds: &[SubjectType] = match plan.subject_type() {
+                    Some(SubjectType::Legal) => &[SubjectType::Legal],
+                    Some(SubjectType::Natural) => &[SubjectType::Natural],
+                    None => &[SubjectType::Legal, SubjectType::Natural],
+                };
                 let mut note = |id: &str| {
-                    let (v, open) = state.marks.annotation(store, id)?;
+                    let (v, open) = kinds
+                        .iter()
+                        .find_map(|k| state.marks.annotation(store, *k, id))?;
                     pending |= open;
                     Some(v)
                 };

@@ -2,6 +2,8 @@
 //! routes. Only what a route declares is ever forwarded.
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use unicode_normalization::is_nfkc;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// A configured path such as `/entities/{uscc}`: whole-segment literals and placeholders.
 #[derive(Debug, Clone)]
@@ -106,6 +108,10 @@ pub enum PathError {
     Encoded,
     #[error("path is not valid UTF-8")]
     Utf8,
+    #[error(
+        "a segment holds an invisible format character or a compatibility look-alike (such as a fullwidth `/`)"
+    )]
+    Lookalike,
 }
 
 /// Characters that some server or file system reads as a dot (NFKC folds most of them to `.`).
@@ -124,7 +130,8 @@ const DOT_LOOKALIKES: &[char] = &[
 /// whatever still holds `%` after the decoding (double encoding such as `%252e` or `%%32%66`),
 /// `/`, `;` (path parameters: `..;`), `\`, control characters, invalid UTF-8 (overlong forms
 /// such as `%c0%ae`), and dot segments in any spelling (encoded, unicode look-alikes, trailing
-/// dots and blanks that Windows strips). The caller re-encodes what it forwards from these
+/// dots and blanks that Windows strips), invisible format characters and anything NFKC would
+/// fold into another character (fullwidth `／`, `；`). The caller re-encodes what it forwards from these
 /// validated segments only.
 ///
 /// `raw` is the part after the store name, without its leading slash: a leading slash here is
@@ -153,6 +160,16 @@ fn segment(raw: &str) -> Result<String, PathError> {
     }
     if decoded.contains(|c| DOT_LOOKALIKES.contains(&c)) || trimmed.ends_with(dotty) {
         return Err(PathError::DotSegment);
+    }
+    // What another layer could fold into something else: an invisible format character
+    // (soft hyphen, zero-width space, bidi override), or a character NFKC maps to another
+    // (fullwidth `／` `＼` `；`, ligatures). Only segments already in NFKC form pass.
+    if decoded
+        .chars()
+        .any(|c| c.general_category() == GeneralCategory::Format)
+        || !is_nfkc(&decoded)
+    {
+        return Err(PathError::Lookalike);
     }
     Ok(decoded.into_owned())
 }
@@ -208,6 +225,22 @@ mod tests {
         assert_eq!(normalise("entities/x."), Err(PathError::DotSegment));
         assert_eq!(normalise("entities/..%20"), Err(PathError::DotSegment));
         assert_eq!(normalise("entities/%20"), Err(PathError::Empty));
+        for lookalike in [
+            "..%EF%BC%8Fadmin", // fullwidth solidus
+            "..%EF%BC%BCadmin", // fullwidth reverse solidus
+            "..%EF%BC%9B",      // fullwidth semicolon
+            "..%C2%AD",         // soft hyphen
+            "..%E2%80%8B",      // zero-width space
+            "x%E2%80%AEtxt",    // right-to-left override
+            "%EF%BD%81dmin",    // fullwidth `a`
+            "x%EF%BB%BF",       // byte order mark
+        ] {
+            assert_eq!(
+                normalise(&format!("entities/{lookalike}")),
+                Err(PathError::Lookalike),
+                "{lookalike}"
+            );
+        }
     }
 
     #[test]

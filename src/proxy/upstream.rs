@@ -43,16 +43,28 @@ pub struct Route {
     pub dataset: String,
     pub subject: Option<(SubjectLocator, SubjectType)>,
     pub profile: bool,
-    /// The query parameters the route allows; `None`: any plain name.
-    pub query: Option<Vec<String>>,
+    /// The query parameters the route allows besides the subject's. A route that names none
+    /// takes none: an absent list fails closed.
+    pub query: Vec<String>,
 }
 
 impl Route {
     /// Whether a query parameter other than the subject's may be forwarded on this route.
     pub fn allows_query(&self, key: &str) -> bool {
-        self.query
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == key))
+        self.query.iter().any(|n| n == key)
+    }
+
+    /// The names that say who the request is about (placeholders, the subject's parameter),
+    /// normalised as `query::normalised_key` does.
+    pub fn subject_names(&self) -> impl Iterator<Item = String> + '_ {
+        let query_subject = match &self.subject {
+            Some((SubjectLocator::Query(name), _)) => Some(name.as_str()),
+            _ => None,
+        };
+        self.pattern
+            .params()
+            .chain(query_subject)
+            .map(super::query::normalised_key)
     }
 }
 
@@ -345,7 +357,7 @@ impl Route {
             dataset: c.dataset.clone(),
             subject,
             profile: c.profile,
-            query: c.query.clone(),
+            query: c.query.clone().unwrap_or_default(),
         }
     }
 }

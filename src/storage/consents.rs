@@ -26,7 +26,7 @@ impl ConsentRecord {
 
     /// Given by this subject: the same type and the same id.
     pub fn is_for(&self, subject: &SubjectId) -> bool {
-        self.subject_id == subject.as_str() && self.subject_type == subject.subject_type().as_str()
+        subject.is_named(&self.subject_id, &self.subject_type)
     }
 
     pub fn view(&self, now: i64) -> ConsentView {
@@ -78,7 +78,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<ConsentRecord, sqlx::Error> {
     })
 }
 
-/// Inserts inside the caller's transaction (a deferred change, see `crate::audit::Change`).
+/// Inserts inside the caller's transaction (a deferred change, see `crate::audit::Change`):
+/// the one way a consent is written, so that it commits with its audit record or not at all.
 pub async fn insert_in(
     conn: &mut sqlx::AnyConnection,
     c: &ConsentRecord,
@@ -94,22 +95,6 @@ pub async fn insert_in(
     .bind(c.created_at)
     .bind(c.expires_at)
     .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn insert(db: &Db, c: &ConsentRecord) -> Result<(), StorageError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO consents ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
-    )))
-    .bind(&c.id)
-    .bind(&c.subject_id)
-    .bind(&c.subject_type)
-    .bind(&c.grantee_org)
-    .bind(&c.purpose)
-    .bind(c.created_at)
-    .bind(c.expires_at)
-    .execute(db.pool())
     .await?;
     Ok(())
 }

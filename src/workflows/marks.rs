@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::RwLock};
 use serde_json::{Value, json};
 
 use super::objections::{self, Status};
-use crate::storage::{Db, StorageError};
+use crate::{
+    domain::SubjectType,
+    storage::{Db, StorageError},
+};
 
 #[derive(Debug, Clone)]
 struct Mark {
@@ -35,9 +38,14 @@ pub const MAX_ANNOTATION_BYTES: usize = 4096;
 /// A statement kept with the record is cut to this many characters in the annotation.
 const MAX_STATEMENT_CHARS: usize = 500;
 
-/// store -> record ref -> entry: looked up by `&str` without allocating.
+/// The marked records of one store, by the type of their subject and then their id: the
+/// same 18 characters can be a valid USCC and a valid resident ID number, and a mark on a
+/// company's record must not land on a person's.
+type ByRecord = HashMap<SubjectType, HashMap<String, Entry>>;
+
+/// store -> subject type -> record ref -> entry: looked up by `&str` without allocating.
 #[derive(Debug, Default)]
-pub struct Marks(RwLock<HashMap<String, HashMap<String, Entry>>>);
+pub struct Marks(RwLock<HashMap<String, ByRecord>>);
 
 fn entry_of(marks: &[Mark]) -> Entry {
     // Open objections first: they are what the header announces.
@@ -98,40 +106,64 @@ impl Marks {
     /// Rebuilds the whole index from storage: at start, and when another replica has filed or
     /// moved an objection (see `crate::replicas`). Open objections are few, so this is cheap.
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
-        let mut by: HashMap<(String, String), Vec<objections::Objection>> = HashMap::new();
+        let mut by: HashMap<(String, SubjectType, String), Vec<objections::Objection>> =
+            HashMap::new();
         for o in objections::all_marked(db).await? {
-            by.entry((o.store.clone(), o.record_ref.clone()))
+            let Ok(kind) = o.subject_type.parse::<SubjectType>() else {
+                continue;
+            };
+            by.entry((o.store.clone(), kind, o.record_ref.clone()))
                 .or_default()
                 .push(o);
         }
-        let mut fresh: HashMap<String, HashMap<String, Entry>> = HashMap::new();
-        for ((store, record), list) in by {
+        let mut fresh: HashMap<String, ByRecord> = HashMap::new();
+        for ((store, kind, record), list) in by {
             let m = marks_of(list);
             if !m.is_empty() {
-                fresh.entry(store).or_default().insert(record, entry_of(&m));
+                fresh
+                    .entry(store)
+                    .or_default()
+                    .entry(kind)
+                    .or_default()
+                    .insert(record, entry_of(&m));
             }
         }
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
+    /// Rebuilds the marks of one record (store, subject type, id) after a change to its
+    /// objections.
     pub async fn refresh(
         &self,
         db: &Db,
         store: &str,
+        kind: SubjectType,
         record_ref: &str,
     ) -> Result<(), StorageError> {
-        let m = marks_of(objections::for_record(db, store, record_ref).await?);
+        let list = objections::for_record(db, store, record_ref).await?;
+        let m = marks_of(
+            list.into_iter()
+                .filter(|o| o.subject_type == kind.as_str())
+                .collect(),
+        );
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if m.is_empty() {
-            if let Some(records) = map.get_mut(store) {
-                records.remove(record_ref);
-                if records.is_empty() {
+            if let Some(by_type) = map.get_mut(store) {
+                if let Some(records) = by_type.get_mut(&kind) {
+                    records.remove(record_ref);
+                    if records.is_empty() {
+                        by_type.remove(&kind);
+                    }
+                }
+                if by_type.is_empty() {
                     map.remove(store);
                 }
             }
         } else {
             map.entry(store.to_string())
+                .or_default()
+                .entry(kind)
                 .or_default()
                 .insert(record_ref.to_string(), entry_of(&m));
         }
@@ -142,10 +174,25 @@ impl Marks {
         self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
-    /// The `_objections` annotation for one record, and whether any is still open.
-    pub fn annotation(&self, store: &str, record_ref: &str) -> Option<(Value, bool)> {
+    /// Whether any record of this store is marked: when none is, an answer from it needs no
+    /// lookup per record.
+    pub fn has_store(&self, store: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(store)
+    }
+
+    /// The `_objections` annotation for one record of a subject of this type, and whether
+    /// any is still open.
+    pub fn annotation(
+        &self,
+        store: &str,
+        kind: SubjectType,
+        record_ref: &str,
+    ) -> Option<(Value, bool)> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let e = map.get(store)?.get(record_ref)?;
+        let e = map.get(store)?.get(&kind)?.get(record_ref)?;
         Some((e.annotation.clone(), e.pending))
     }
 }

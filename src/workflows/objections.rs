@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred},
     auth::{self, Institution},
-    domain::SubjectId,
+    domain::{SubjectId, SubjectType},
     http::{AppState, Error},
     storage::{Backend, Db, StorageError, micros_to_rfc3339, signals},
 };
@@ -300,11 +300,22 @@ pub async fn transition(
         return Ok(false);
     }
     tx.commit().await?;
-    state
-        .marks
-        .refresh(&state.db, &o.store, &o.record_ref)
-        .await?;
+    refresh_marks(state, o).await?;
     Ok(true)
+}
+
+/// Rebuilds the marks of the objection's record: its store, its subject's type, its id.
+async fn refresh_marks(state: &AppState, o: &Objection) -> Result<(), StorageError> {
+    match o.subject_type.parse::<SubjectType>() {
+        Ok(kind) => {
+            state
+                .marks
+                .refresh(&state.db, &o.store, kind, &o.record_ref)
+                .await
+        }
+        // Only `legal` and `natural` are ever written; anything else marks nothing.
+        Err(_) => Ok(()),
+    }
 }
 
 /// A transition deferred to the audit record's transaction (see `crate::audit::Change`):
@@ -318,9 +329,9 @@ fn deferred_transition(
     now: i64,
 ) -> Deferred {
     let refresh = {
-        let (state, store, record) = (state.clone(), o.store.clone(), o.record_ref.clone());
+        let (state, o) = (state.clone(), o.clone());
         async move {
-            if let Err(e) = state.marks.refresh(&state.db, &store, &record).await {
+            if let Err(e) = refresh_marks(&state, &o).await {
                 tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
             }
         }
@@ -591,9 +602,9 @@ async fn submit(
     };
     let view = o.view(now);
     let refresh = {
-        let (state, store, record) = (state.clone(), o.store.clone(), o.record_ref.clone());
+        let (state, o) = (state.clone(), o.clone());
         async move {
-            if let Err(e) = state.marks.refresh(&state.db, &store, &record).await {
+            if let Err(e) = refresh_marks(&state, &o).await {
                 tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
             }
         }
@@ -614,12 +625,7 @@ async fn submit(
 /// one). Own means the same id and the same type.
 async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
     match get(&state.db, id).await.map_err(Error::storage)? {
-        Some(o)
-            if o.subject_id == subject.as_str()
-                && o.subject_type == subject.subject_type().as_str() =>
-        {
-            Ok(o)
-        }
+        Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
         _ => Err(Error::NotFound("no such objection".into())),
     }
 }

@@ -132,8 +132,9 @@ async fn an_expired_consent_is_refused() {
         .token_in("financial_institution", "demo-bank", None)
         .await;
     let now = now_micros();
-    consents::insert(
-        &app.state.db,
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    consents::insert_in(
+        &mut conn,
         &consents::ConsentRecord {
             id: "cs_expired".into(),
             subject_id: id.clone(),

@@ -227,6 +227,7 @@ credential = {{ header = "Authorization", value = "Bearer {STORE_TOKEN}" }}
 method = "GET"
 path = "/entities"
 dataset = "entity_list"
+query = ["sector", "region", "page", "page_size"]
 
 [[stores.routes]]
 method = "GET"
@@ -269,6 +270,7 @@ path = "/entities/{{uscc}}"
 dataset = "entity"
 subject_path = "uscc"
 subject_type = "legal"
+query = ["x"]
 
 [[stores.routes]]
 method = "GET"
@@ -276,6 +278,7 @@ path = "/records"
 dataset = "entity_list"
 subject_query = "uscc"
 subject_type = "legal"
+query = ["page", "page_size"]
 
 [[stores.routes]]
 method = "GET"

@@ -242,3 +242,57 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Issue 13, item 9 (review finding): whatever rows the masking empties and removes, an
+    /// objection mark sits on the row whose subject it is, and on no other, for every reader
+    /// of a list.
+    #[test]
+    fn a_mark_sits_on_its_own_row_whatever_rows_are_removed(rows in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..24)) {
+        let set = shipped();
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"prop");
+        let mut items = Vec::new();
+        let mut kept = Vec::new();
+        for (i, (junk, marked)) in rows.iter().enumerate() {
+            if *junk {
+                items.push(serde_json::json!({"junk": i}));
+            } else {
+                let uscc = credgate::domain::Uscc::complete(&format!("91110000{i:08}")).unwrap();
+                items.push(serde_json::json!({"uscc": uscc.as_str(), "name": format!("公司{i}"), "region": "350000"}));
+                kept.push((uscc.as_str().to_string(), *marked));
+            }
+        }
+        let doc = serde_json::json!({ "items": items });
+        let mut readers = 0;
+        for role_name in set.role_names() {
+            let role = set.role(role_name).unwrap().clone();
+            if !role.datasets.iter().any(|d| d == "entity_list") { continue; }
+            for purpose in &role.purposes {
+                let Ok(plan) = set.decide(role_name, purpose, "entity_list") else { continue };
+                if plan.check_scope(Some("350000")).is_err() { continue; }
+                let mut out = doc.clone();
+                let marks: std::collections::HashMap<&str, bool> =
+                    kept.iter().map(|(u, m)| (u.as_str(), *m)).collect();
+                let mut note = |id: &str| marks.get(id).copied().filter(|m| *m).map(|_| Value::String(id.to_string()));
+                let outcome = plan.apply_annotated(&mut out, &ApplyCtx {
+                    region: Some("350000"),
+                    today: time::OffsetDateTime::now_utc().date(),
+                    pseudonym_key: &key,
+                }, Some(&mut note));
+                let released = out["items"].as_array().cloned().unwrap_or_default();
+                // Subject rows share one shape: they all survive, or none does.
+                if released.is_empty() { continue; }
+                readers += 1;
+                prop_assert_eq!(released.len(), kept.len(), "{}: {}", role_name, out);
+                for (row, (uscc, marked)) in released.iter().zip(&kept) {
+                    let want = marked.then(|| Value::String(uscc.clone()));
+                    prop_assert_eq!(row.get("_objections").cloned(), want, "{}: {}", role_name, out);
+                }
+                prop_assert_eq!(outcome.annotated, kept.iter().filter(|(_, m)| *m).count());
+            }
+        }
+        prop_assert!(kept.is_empty() || readers > 0, "no role released a row");
+    }
+}

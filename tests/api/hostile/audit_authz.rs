@@ -259,7 +259,13 @@ async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
         .as_str()
         .unwrap()
         .to_string();
-    let marked = || other.state.marks.annotation("power", &uscc).is_some();
+    let marked = || {
+        other
+            .state
+            .marks
+            .annotation("power", credgate::domain::SubjectType::Legal, &uscc)
+            .is_some()
+    };
     eventually(2, "the other replica marks the record", || async {
         marked()
     })

@@ -111,6 +111,17 @@ async fn forty_path_spellings_are_decoded_once_and_nothing_ambiguous_reaches_the
         "entities/..;/91350100M000100Y43",
         "entities/91350100M000100Y43;x=1",
         "entities/%2e%2e%2f91350100M000100Y43",
+        // Unicode look-alikes: fullwidth `／` `＼` `；`, a soft hyphen, a zero-width space and
+        // a right-to-left override after `..`, and fullwidth letters.
+        "things/..%EF%BC%8Fadmin",
+        "things/..%EF%BC%BCadmin",
+        "things/..%EF%BC%9B",
+        "things/x%EF%BC%9By=1",
+        "things/..%C2%AD",
+        "things/..%E2%80%8B",
+        "things/x%E2%80%AEtxt.exe",
+        "things/%E2%80%8B",
+        "things/%EF%BD%81dmin",
     ];
     assert!(legit.len() + refused.len() >= 40);
     for (spelling, forwarded) in legit {
@@ -593,4 +604,152 @@ async fn a_flood_of_objections_does_not_grow_every_answer_about_the_record() {
         body["_objections"].to_string().len()
             <= credgate::workflows::marks::MAX_ANNOTATION_BYTES + 64
     );
+}
+
+/// The fake store's `/doc/{uscc}` serves a list of legal persons (what `FakeStore::doc` holds).
+fn doc_is_a_list(c: &mut Config) {
+    let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+    let doc = fake
+        .routes
+        .iter_mut()
+        .find(|r| r.path == "/doc/{uscc}")
+        .unwrap();
+    doc.path = "/doc/{page}".into();
+    doc.dataset = "entity_list".into();
+    doc.subject_path = None;
+    doc.subject_type = None;
+}
+
+#[tokio::test]
+async fn a_row_removed_by_masking_does_not_move_a_mark_onto_the_next_row() {
+    let app = TestApp::spawn_with(doc_is_a_list).await;
+    let a = credgate::domain::Uscc::complete("9111000012345678").unwrap();
+    let b = credgate::domain::Uscc::complete("9111000012345679").unwrap();
+    let subject = app.subject_token(a.as_str(), credgate::domain::SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&subject)
+        .json(
+            &json!({"store": "fake", "dataset": "entity_list", "record_ref": a.as_str(),
+                      "field": "items[*].name", "reason": "not our name"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    *app.fake.doc.lock().unwrap() = json!({"items": [
+        {"junk": 1},
+        {"uscc": a.as_str(), "name": "A"},
+        {"uscc": b.as_str(), "name": "B"},
+    ]});
+    let regulator = app.token_in("regulator", "watchdog", None).await;
+    let res = app.data(&regulator, "/v1/stores/fake/doc/1").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-objection"], "pending");
+    let body: Value = res.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{body}");
+    let row = |u: &str| items.iter().find(|r| r["uscc"] == u).unwrap();
+    assert!(row(a.as_str())["_objections"].is_array(), "{body}");
+    assert!(row(b.as_str()).get("_objections").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_route_that_names_no_parameters_takes_none_and_no_key_renames_the_subject() {
+    let app = TestApp::spawn_with(|c| {
+        hostile_routes(c);
+        let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+        let things = fake
+            .routes
+            .iter_mut()
+            .find(|r| r.path == "/things/{name}")
+            .unwrap();
+        // Even a list that names the placeholder cannot let a parameter stand in for it.
+        things.query = Some(vec!["name".into(), "page".into()]);
+    })
+    .await;
+    let (_, bank) = app.token("financial_institution").await;
+    let other = "91110000100000589B";
+    let many: Vec<String> = (0..65).map(|i| format!("page{i}=1")).collect();
+    let refused = [
+        // `/doc/{uscc}` names no parameter: none passes, least of all another subject.
+        format!("doc/{USCC}?uscc={other}"),
+        format!("doc/{USCC}?page=1"),
+        "things/x?name=y".to_string(),
+        "things/x?NAME=y".to_string(),
+        format!("records?uscc={USCC}&u.scc={other}&page=1"),
+        format!("records?uscc={USCC}&page=1&page-size=2&page_size=3"),
+        format!("records?uscc={USCC}&page"),
+        format!("records?{}", many.join("&")),
+    ];
+    for q in &refused {
+        let before = app.fake.hits();
+        let (status, text) = raw(&app, &bank, q).await;
+        assert_eq!(status, 400, "{q}: {text}");
+        assert!(text.contains("application/problem+json"), "{q}: {text}");
+        assert_eq!(app.fake.hits(), before, "{q} reached the store");
+    }
+    let (status, text) = raw(&app, &bank, "things/x?page=2").await;
+    assert!(status == 200 || status == 404, "{text}");
+    assert_eq!(app.fake.uri(), "/things/x?page=2");
+}
+
+/// An 18-character id that is both a valid resident ID number and a valid USCC.
+fn dual_id() -> String {
+    (0..10_000)
+        .filter_map(|i| {
+            credgate::domain::ResidentId::complete(&format!("1101051980010{i:04}")).ok()
+        })
+        .map(|r| r.as_str().to_string())
+        .find(|s| credgate::domain::Uscc::parse(s).is_ok())
+        .expect("some resident ID number is also a USCC")
+}
+
+#[tokio::test]
+async fn a_mark_on_a_companys_record_does_not_land_on_a_person_with_the_same_id() {
+    let app = TestApp::spawn_with(|c| {
+        let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+        let doc = fake
+            .routes
+            .iter_mut()
+            .find(|r| r.path == "/doc/{uscc}")
+            .unwrap();
+        doc.path = "/doc/{id_number}".into();
+        doc.subject_path = Some("id_number".into());
+        doc.subject_type = Some(credgate::domain::SubjectType::Natural);
+        doc.dataset = "person".into();
+    })
+    .await;
+    let id = dual_id();
+    let company = app.subject_token(&id, credgate::domain::SubjectType::Legal);
+    let res = app
+        .http
+        .post(format!("{}/subject/objections", app.url))
+        .bearer_auth(&company)
+        .json(
+            &json!({"store": "fake", "dataset": "entity", "record_ref": id,
+                      "reason": "our record is wrong"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    *app.fake.doc.lock().unwrap() = json!({"id_number": id, "name": "张三"});
+    let person = app.subject_token(&id, credgate::domain::SubjectType::Natural);
+    let consent = grant_consent(&app, &person, "watchdog", "supervision").await;
+    let regulator = app.token_in("regulator", "watchdog", None).await;
+    let res = get_as(
+        &app,
+        &regulator,
+        "supervision",
+        &consent,
+        &format!("/v1/stores/fake/doc/{id}"),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-objection").is_none());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "张三", "{body}");
+    assert!(body.get("_objections").is_none(), "{body}");
 }
