@@ -584,13 +584,7 @@ impl Config {
     }
 }
 
-/// Names used as identifiers in config, tokens and URLs.
-pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
+pub use crate::domain::names::is_name;
 
 #[cfg(test)]
 mod tests {

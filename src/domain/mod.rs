@@ -2,5 +2,8 @@
 //! one, so nothing downstream re-checks them and no invalid id ever reaches a store.
 
 mod ids;
+pub mod names;
+pub mod route;
+pub mod time;
 
 pub use ids::{IdError, ResidentId, SubjectId, SubjectType, Uscc};

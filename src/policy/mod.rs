@@ -142,7 +142,7 @@ impl Source {
 }
 
 fn check_name(src: &Source, name: &toml::Spanned<String>, what: &str) -> Result<(), PolicyError> {
-    if crate::config::is_name(name.get_ref()) {
+    if crate::domain::names::is_name(name.get_ref()) {
         Ok(())
     } else {
         Err(src.err(

@@ -8,7 +8,7 @@
 mod decide;
 mod profile;
 mod query;
-pub mod route;
+pub use crate::domain::route;
 pub mod upstream;
 
 use std::net::SocketAddr;
