@@ -9,7 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod domain;
+pub use credgate_types as domain;
 pub mod http;
 pub mod policy;
 pub mod proxy;

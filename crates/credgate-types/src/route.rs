@@ -30,7 +30,7 @@ impl RoutePattern {
                 return Err(format!("segment `{seg}` is not allowed"));
             }
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                if !crate::domain::names::is_name(name) {
+                if !crate::names::is_name(name) {
                     return Err(format!("placeholder `{{{name}}}` needs a lower-case name"));
                 }
                 if !seen.insert(name.to_string()) {
