@@ -11,7 +11,7 @@ pub mod config;
 pub mod demo;
 pub use credgate_types as domain;
 pub mod http;
-pub mod policy;
+pub use credgate_policy as policy;
 pub mod proxy;
 pub mod replicas;
 pub mod sample_store;

@@ -22,7 +22,9 @@ use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
 pub use files::{Category, RowScope, Tier};
 use mask::MaskSpec;
 
-use crate::domain::SubjectType;
+/// The domain types, under the name the policy code has always used for them.
+use credgate_types as domain;
+use domain::SubjectType;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]

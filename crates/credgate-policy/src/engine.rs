@@ -835,7 +835,7 @@ mod annotation_tests {
 
     fn shipped() -> super::super::PolicySet {
         super::super::PolicySet::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"),
         )
         .unwrap()
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
 }
 
 /// Copies the shipped set, replaces `from` with `to` in `file`, loads, and returns the error.
