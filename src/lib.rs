@@ -14,7 +14,7 @@ pub mod http;
 pub use credgate_policy as policy;
 pub mod proxy;
 pub mod replicas;
-pub mod sample_store;
+pub use credgate_sample_store as sample_store;
 pub mod storage;
 pub mod telemetry;
 pub mod workflows;

@@ -3,6 +3,9 @@
 
 pub mod data;
 
+/// The domain types, under the name the sample data has always used for them.
+use credgate_types as domain;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
