@@ -58,7 +58,7 @@ pub struct Config {
     #[serde(default)]
     pub alerts: crate::audit::alerts::AlertConfig,
     #[serde(default)]
-    pub rate_limits: crate::http::limits::RateLimitConfig,
+    pub rate_limits: crate::limits::RateLimitConfig,
     /// Per-subject limits on `/subject/*`: request rate and open objections.
     #[serde(default)]
     pub subject_limits: crate::auth::subject::SubjectLimitConfig,

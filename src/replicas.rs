@@ -16,8 +16,8 @@ use std::{
 
 use crate::{
     auth::keyring::{KeyringError, Purpose},
-    http::AppState,
     policy::PolicyError,
+    services::Core,
     storage::{
         StorageError,
         signals::{self, Signal},
@@ -120,7 +120,7 @@ impl Seen {
 }
 
 /// Polls the signals for as long as the gateway runs.
-pub fn spawn(state: AppState) {
+pub fn spawn(state: Core) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,7 +136,7 @@ pub fn spawn(state: AppState) {
 /// One poll: acts on every topic whose version moved since this replica last acted on it, and
 /// tries again every refresh that failed once its wait is over. A failure on one topic neither
 /// stops the others nor is forgotten: the version is taken, but the retry stays scheduled.
-pub async fn sync_once(state: &AppState) -> Result<(), StorageError> {
+pub async fn sync_once(state: &Core) -> Result<(), StorageError> {
     let now = signals::read(&state.db).await?;
     for (topic, signal) in &now {
         let fresh = state.seen.take_if_new(topic, signal.version);
@@ -154,7 +154,7 @@ pub async fn sync_once(state: &AppState) -> Result<(), StorageError> {
 }
 
 /// Refreshes what `topic` covers; false when it could not, so that it is tried again.
-async fn act_on(state: &AppState, topic: &str, signal: &Signal) -> bool {
+async fn act_on(state: &Core, topic: &str, signal: &Signal) -> bool {
     match topic {
         signals::KEYS => match refresh_keys(state).await {
             Ok(()) => true,
@@ -180,7 +180,7 @@ async fn act_on(state: &AppState, topic: &str, signal: &Signal) -> bool {
 }
 
 /// Rereads the token-signing keys: after a rotation, or when a token names a kid we lack.
-pub async fn refresh_keys(state: &AppState) -> Result<(), KeyringError> {
+pub async fn refresh_keys(state: &Core) -> Result<(), KeyringError> {
     let keys = state.keyring.load(&state.db, Purpose::TokenSigning).await?;
     state
         .tokens
@@ -206,8 +206,8 @@ pub struct Reload {
 
 impl Reload {
     /// Loads and validates the policy directory; swaps nothing and tells no one.
-    pub fn prepare(state: &AppState) -> Result<Self, PolicyError> {
-        let set = crate::http::load_policies(&state.config, &state.stores)?;
+    pub fn prepare(state: &Core) -> Result<Self, PolicyError> {
+        let set = crate::services::load_policies(&state.config, &state.stores)?;
         Ok(Self {
             digest: set.digest().to_string(),
             set: Mutex::new(Some(set)),
@@ -238,7 +238,7 @@ impl Reload {
 
     /// After the commit: the set goes into force here, and this replica's poller does not
     /// reload again for its own signal.
-    pub fn adopt(&self, state: &AppState) {
+    pub fn adopt(&self, state: &Core) {
         let Some(set) = self.set.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
@@ -255,7 +255,7 @@ impl Reload {
 /// signal is a staff action too, so it leaves an `admin` record (actor `host-signal`), and the
 /// set goes into force here and on the other replicas only with that record committed. A set
 /// that does not load, or a record that cannot be written, changes nothing anywhere.
-pub async fn reload_on_signal(state: &AppState) -> anyhow::Result<String> {
+pub async fn reload_on_signal(state: &Core) -> anyhow::Result<String> {
     let reload = match Reload::prepare(state) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -270,7 +270,7 @@ pub async fn reload_on_signal(state: &AppState) -> anyhow::Result<String> {
             let reload = reload.clone();
             Box::pin(async move { Ok(reload.signal_in(conn).await?) })
         })
-        .change
+        .change()
     };
     match state
         .audit
@@ -308,8 +308,8 @@ fn signal_record(status: u16, decision: &str, rule: Option<&str>) -> crate::audi
 /// Another replica reloaded: load our own files, and swap only if they give the set it loaded.
 /// If they differ (a file not yet deployed here) or do not load, keep serving the old set, report
 /// not ready and raise an alert once; false, so that the caller tries again later.
-async fn follow_policy_reload(state: &AppState, published: Option<&str>) -> bool {
-    let set = match crate::http::load_policies(&state.config, &state.stores) {
+async fn follow_policy_reload(state: &Core, published: Option<&str>) -> bool {
+    let set = match crate::services::load_policies(&state.config, &state.stores) {
         Ok(set) => set,
         Err(e) => {
             tracing::error!(error = %e, "another replica reloaded policies, but this replica's files do not load; the previous set stays in force");
@@ -327,7 +327,7 @@ async fn follow_policy_reload(state: &AppState, published: Option<&str>) -> bool
     true
 }
 
-async fn note_divergence(state: &AppState, published: &str) {
+async fn note_divergence(state: &Core, published: &str) {
     if state.seen.policy_divergence().as_deref() == Some(published) {
         return;
     }

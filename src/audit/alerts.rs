@@ -5,18 +5,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use axum::{
-    Extension, Json,
-    extract::{Path, Query, State},
-    http::HeaderMap,
-};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{AuditRecord, AuditSlot, CommittedRecord};
+use super::{AuditRecord, CommittedRecord};
 use crate::{
-    http::{AppState, Error},
+    services::Core,
     storage::{Db, StorageError, micros_to_rfc3339, now_micros},
 };
 
@@ -218,7 +212,7 @@ struct Windows {
 }
 
 /// The analyzer task: one per process, fed by the writer.
-pub fn spawn(state: AppState, config: AlertConfig) {
+pub fn spawn(state: Core, config: AlertConfig) {
     let mut rx = state.audit.committed.subscribe();
     tokio::spawn(async move {
         let mut windows = Windows::default();
@@ -247,7 +241,7 @@ pub fn spawn(state: AppState, config: AlertConfig) {
     });
 }
 
-async fn judge(state: &AppState, c: &AlertConfig, w: &mut Windows, committed: &CommittedRecord) {
+async fn judge(state: &Core, c: &AlertConfig, w: &mut Windows, committed: &CommittedRecord) {
     let r = &*committed.record;
     match &r.client_id {
         Some(_) if r.kind == "token" && r.decision != "allow" => {
@@ -265,7 +259,7 @@ async fn judge(state: &AppState, c: &AlertConfig, w: &mut Windows, committed: &C
 
 /// Anonymous requests, judged per source address: the same scraping rule as a client's
 /// (distinct subjects within the window). Addresses idle for a window are forgotten.
-async fn judge_address(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &AuditRecord) {
+async fn judge_address(state: &Core, c: &AlertConfig, w: &mut Windows, r: &AuditRecord) {
     // Whistleblowers' addresses are never recorded ("withheld"), so never tracked.
     if r.client_addr.is_empty() || r.client_addr == "withheld" || r.subjects.is_empty() {
         return;
@@ -308,7 +302,7 @@ async fn judge_address(state: &AppState, c: &AlertConfig, w: &mut Windows, r: &A
 /// Raises `rule` unless it fired for this window's owner within the window: one alert per rule
 /// and client (or address) per window, not one per request.
 async fn fire_once(
-    state: &AppState,
+    state: &Core,
     c: &AlertConfig,
     w: &mut ClientWindow,
     client: Option<&str>,
@@ -326,7 +320,7 @@ async fn fire_once(
 }
 
 async fn judge_client(
-    state: &AppState,
+    state: &Core,
     c: &AlertConfig,
     w: &mut ClientWindow,
     client: &str,
@@ -394,11 +388,6 @@ fn working_hours(c: &AlertConfig, time_us: i64) -> bool {
     weekday && local.hour() >= c.work_start_hour && local.hour() < c.work_end_hour
 }
 
-#[derive(Deserialize)]
-pub struct AlertQuery {
-    status: Option<String>,
-}
-
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
     let ids: String = r.try_get("audit_ids")?;
     Ok(Alert {
@@ -415,40 +404,43 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Alert, sqlx::Error> {
     })
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Query(q): Query<AlertQuery>,
-) -> Result<Json<Value>, Error> {
-    crate::http::admin::officer(&state, &headers, &slot).await?;
-    let sql = match q.status.as_deref() {
-        None | Some("open") => {
-            "SELECT * FROM alerts WHERE acked_at IS NULL ORDER BY created_at DESC LIMIT 500"
-        }
-        Some("all") => "SELECT * FROM alerts ORDER BY created_at DESC LIMIT 500",
-        Some(_) => return Err(Error::BadRequest("`status` is open or all".into())),
+/// The newest 500 alerts: open ones only, or `all`.
+pub async fn list(db: &Db, all: bool) -> Result<Vec<Alert>, StorageError> {
+    let sql = match all {
+        false => "SELECT * FROM alerts WHERE acked_at IS NULL ORDER BY created_at DESC LIMIT 500",
+        true => "SELECT * FROM alerts ORDER BY created_at DESC LIMIT 500",
     };
-    let rows = sqlx::query(sql)
-        .fetch_all(state.db.pool())
-        .await
-        .map_err(|e| Error::storage(e.into()))?;
-    let items = rows
-        .iter()
-        .map(from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::storage(e.into()))?;
-    Ok(Json(json!({ "items": items })))
+    let rows = sqlx::query(sql).fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
 }
 
-pub async fn ack(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<axum::response::Response, Error> {
-    let who = crate::http::admin::officer(&state, &headers, &slot).await?;
-    crate::http::admin::ack_alert(&state, id, who.client_id).await
+/// Whether alert `id` exists and is not yet acknowledged.
+pub async fn is_open(db: &Db, id: &str) -> Result<bool, StorageError> {
+    let open: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE id = $1 AND acked_at IS NULL")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await?;
+    Ok(open > 0)
+}
+
+/// Acknowledges alert `id` in the caller's transaction: false if it was not open (another
+/// officer acknowledged it meanwhile).
+pub async fn ack_in(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    by: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
+    )
+    .bind(now)
+    .bind(by)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ pub mod archive;
 pub mod chain;
 pub mod export;
 pub mod flood;
-pub mod layer;
 pub mod store;
 pub mod verify;
 mod writer;
@@ -145,7 +144,7 @@ pub enum ChangeError {
     /// The state no longer allows it (a concurrent transition won, a cap is reached): answered
     /// with this error, and the refusal is recorded instead.
     #[error("{0}")]
-    Refused(crate::http::Error),
+    Refused(Refused),
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
 }
@@ -159,13 +158,25 @@ impl From<crate::storage::StorageError> for ChangeError {
     }
 }
 
+/// How a deferred change refuses: the state it found does not allow it. The web layer answers
+/// with the matching problem (409 or 404) and records the refusal.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    /// A concurrent transition won, or a cap is reached.
+    #[error("{0}")]
+    Conflict(String),
+    /// What the change was about is gone.
+    #[error("{0}")]
+    NotFound(String),
+}
+
 /// What runs after a deferred change committed (refreshing in-memory caches).
 type After = std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>;
 
 /// A response extension: the change the audit layer hands to the writer with the record.
 #[derive(Clone)]
 pub struct Deferred {
-    pub(crate) change: Arc<dyn Change>,
+    change: Arc<dyn Change>,
     after: Arc<After>,
 }
 
@@ -188,14 +199,13 @@ impl Deferred {
         self
     }
 
-    /// Attaches this change to `res`: it happens only with the response's audit record.
-    pub fn attach(self, res: impl axum::response::IntoResponse) -> axum::response::Response {
-        let mut res = res.into_response();
-        res.extensions_mut().insert(self);
-        res
+    /// The change itself, for the writer to run in the record's transaction.
+    pub fn change(&self) -> Arc<dyn Change> {
+        self.change.clone()
     }
 
-    pub(crate) async fn committed(self) {
+    /// Runs what waits for the commit (see `then`).
+    pub async fn committed(self) {
         let after = self.after.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(f) = after {
             f.await;
@@ -207,7 +217,7 @@ impl Deferred {
 #[derive(Debug)]
 pub enum Refusal {
     /// The change was refused; neither it nor its record exists.
-    Change(crate::http::Error),
+    Change(Refused),
     /// The change or its record could not be written; neither exists.
     Audit(AuditError),
 }

@@ -18,9 +18,25 @@ use serde::Serialize;
 
 use crate::{
     domain::SubjectId,
-    http::{AppState, Error},
-    storage::clients::ClientStatus,
+    services::Core,
+    storage::{StorageError, clients::ClientStatus},
 };
+
+/// Why a caller was not let in. The web layer maps each to its problem (`http::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid credentials: a 401, with a reason safe to show.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid client whose client id or organisation a security officer locked down.
+    #[error("this client or its organisation is locked down by a security officer")]
+    LockedDown,
+    /// Over its rate: the seconds until a retry may succeed.
+    #[error("rate limit reached; retry in {0} s")]
+    RateLimited(u64),
+    #[error("storage unavailable")]
+    Storage(#[from] StorageError),
+}
 
 /// An authenticated institution (machine client), as of this request.
 #[derive(Debug, Clone, Serialize)]
@@ -39,17 +55,17 @@ pub struct DataSubject {
 }
 
 /// The bearer token of an `Authorization` header, or a 401.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
         .get(http::header::AUTHORIZATION)
-        .ok_or(Error::Unauthorized("no bearer token"))?
+        .ok_or(AuthError::Unauthorized("no bearer token"))?
         .to_str()
-        .map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
+        .map_err(|_| AuthError::Unauthorized("malformed Authorization header"))?;
     let (scheme, token) = value
         .split_once(' ')
-        .ok_or(Error::Unauthorized("malformed Authorization header"))?;
+        .ok_or(AuthError::Unauthorized("malformed Authorization header"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(Error::Unauthorized("expected a Bearer token"));
+        return Err(AuthError::Unauthorized("expected a Bearer token"));
     }
     Ok(token.trim())
 }
@@ -59,9 +75,9 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Error> {
 /// The client's status comes from the status cache (see `status`): a change made through this
 /// replica holds from the next request, one made anywhere else within a quarter second.
 pub async fn authenticate_institution(
-    state: &AppState,
+    state: &Core,
     headers: &HeaderMap,
-) -> Result<Institution, Error> {
+) -> Result<Institution, AuthError> {
     let token = bearer(headers)?;
     let mut verified = state.tokens.verify(token);
     // A kid we do not know may be a rotation another replica made a moment ago: reread the
@@ -74,25 +90,25 @@ pub async fn authenticate_institution(
     }
     let claims = verified.map_err(|e| {
         tracing::info!(reason = %e, "gateway token refused");
-        Error::Unauthorized("invalid or expired token")
+        AuthError::Unauthorized("invalid or expired token")
     })?;
     let (client, locked) = state
         .client_status
         .get(&state.db, &claims.sub)
         .await
-        .map_err(Error::storage)?
-        .ok_or(Error::Unauthorized("invalid or expired token"))?;
+        .map_err(AuthError::Storage)?
+        .ok_or(AuthError::Unauthorized("invalid or expired token"))?;
     if client.status != ClientStatus::Active {
         tracing::info!(client_id = %client.id, "token of a disabled client refused");
-        return Err(Error::Unauthorized("client is disabled"));
+        return Err(AuthError::Unauthorized("client is disabled"));
     }
-    state.limits.check_client(&client.id)?;
+    state
+        .limits
+        .check_client(&client.id)
+        .map_err(AuthError::RateLimited)?;
     if locked {
         tracing::warn!(client_id = %client.id, org = %client.org, "request of a locked-down client refused");
-        return Err(Error::Forbidden {
-            rule: "lockdown".into(),
-            detail: "this client or its organisation is locked down by a security officer".into(),
-        });
+        return Err(AuthError::LockedDown);
     }
     Ok(Institution {
         client_id: client.id,
@@ -103,20 +119,20 @@ pub async fn authenticate_institution(
 }
 
 /// A valid data-subject token from one of the configured identity providers.
-pub fn authenticate_subject(state: &AppState, headers: &HeaderMap) -> Result<DataSubject, Error> {
+pub fn authenticate_subject(state: &Core, headers: &HeaderMap) -> Result<DataSubject, AuthError> {
     let token = bearer(headers)?;
     state.subjects.verify(token).map_err(|e| {
         tracing::info!(reason = %e, "subject token refused");
-        Error::Unauthorized("invalid or expired token")
+        AuthError::Unauthorized("invalid or expired token")
     })
 }
 
 /// The same, noting the acting subject in the audit record.
 pub fn authenticate_subject_audited(
-    state: &AppState,
+    state: &Core,
     headers: &HeaderMap,
     slot: &crate::audit::AuditSlot,
-) -> Result<DataSubject, Error> {
+) -> Result<DataSubject, AuthError> {
     let s = authenticate_subject(state, headers)?;
     slot.update(|a| {
         a.actor_subject = Some(s.id.as_str().to_string());
@@ -125,6 +141,6 @@ pub fn authenticate_subject_audited(
     state
         .subjects
         .check_rate(&s.id)
-        .map_err(Error::RateLimited)?;
+        .map_err(AuthError::RateLimited)?;
     Ok(s)
 }

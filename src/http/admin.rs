@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::{AppState, Error};
+use super::{AppState, AttachChange as _, Error};
 use crate::{
     audit::{
-        AuditRecord, AuditSlot, ChangeError, Deferred, export,
+        AuditRecord, AuditSlot, ChangeError, Deferred, Refused, export,
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
@@ -35,8 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/lockdown/{id}", delete(unlock))
         .route("/admin/clients/{id}/disable", post(disable_client))
         .route("/admin/clients/{id}/enable", post(enable_client))
-        .route("/admin/alerts", get(crate::audit::alerts::list))
-        .route("/admin/alerts/{id}/ack", post(crate::audit::alerts::ack))
+        .route("/admin/alerts", get(list_alerts))
+        .route("/admin/alerts/{id}/ack", post(acknowledge_alert))
 }
 
 pub const SECURITY_OFFICER: &str = "security_officer";
@@ -360,7 +360,9 @@ async fn unlock(
         Box::pin(async move {
             match lockdowns::lift_in(conn, &id, &by).await? {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(gone())),
+                false => Err(ChangeError::Refused(Refused::NotFound(
+                    "no active lockdown with that id".into(),
+                ))),
             }
         })
     });
@@ -430,42 +432,62 @@ async fn set_client_status(
             };
             match found {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(gone())),
+                false => Err(ChangeError::Refused(Refused::NotFound(
+                    "no client with that id".into(),
+                ))),
             }
         })
     });
     Ok(change.then(after).attach(view))
 }
 
-/// Acknowledges an open alert, the change deferred to its audit record's transaction (the
-/// handler is `crate::audit::alerts::ack`).
-pub(crate) async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
-    let gone = || Error::NotFound("no open alert with that id".into());
-    let open: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE id = $1 AND acked_at IS NULL")
-            .bind(&id)
-            .fetch_one(state.db.pool())
-            .await
-            .map_err(|e| Error::storage(e.into()))?;
-    if open == 0 {
-        return Err(gone());
+#[derive(Deserialize)]
+pub struct AlertQuery {
+    status: Option<String>,
+}
+
+/// The alerts for a security officer: open ones by default, or `status=all`.
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Value>, Error> {
+    officer(&state, &headers, &slot).await?;
+    let all = match q.status.as_deref() {
+        None | Some("open") => false,
+        Some("all") => true,
+        Some(_) => return Err(Error::BadRequest("`status` is open or all".into())),
+    };
+    let items = crate::audit::alerts::list(&state.db, all).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn acknowledge_alert(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let who = officer(&state, &headers, &slot).await?;
+    ack_alert(&state, id, who.client_id).await
+}
+
+/// Acknowledges an open alert, the change deferred to its audit record's transaction.
+async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
+    const GONE: &str = "no open alert with that id";
+    if !crate::audit::alerts::is_open(&state.db, &id).await? {
+        return Err(Error::NotFound(GONE.into()));
     }
     let view = Json(json!({"id": id, "status": "acknowledged"}));
     let (id, by) = (Arc::new(id), Arc::new(by));
     let change = Deferred::new(move |conn| {
         let (id, by) = (id.clone(), by.clone());
         Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
-            )
-            .bind(crate::storage::now_micros())
-            .bind(&*by)
-            .bind(&*id)
-            .execute(conn)
-            .await?;
-            match done.rows_affected() {
-                0 => Err(ChangeError::Refused(gone())),
-                _ => Ok(()),
+            let now = crate::storage::now_micros();
+            match crate::audit::alerts::ack_in(conn, &id, &by, now).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(Refused::NotFound(GONE.into()))),
             }
         })
     });

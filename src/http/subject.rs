@@ -11,9 +11,9 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Error};
+use super::{AppState, AttachChange as _, Error};
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
     config::is_name,
     domain::SubjectId,
@@ -144,7 +144,7 @@ async fn revoke_consent(
         Box::pin(async move {
             match consents::revoke_in(conn, &subject, &id).await? {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(Error::NotFound(
+                false => Err(ChangeError::Refused(Refused::NotFound(
                     "no such consent".into(),
                 ))),
             }

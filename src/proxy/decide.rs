@@ -6,8 +6,9 @@ use http::HeaderMap;
 use crate::{
     auth::Principal,
     domain::SubjectId,
-    http::{AppState, Error},
+    http::Error,
     policy::{ConsentState, Denial, Plan},
+    services::Core,
     storage::{consents, now_micros},
 };
 
@@ -21,7 +22,7 @@ impl From<Denial> for Error {
 }
 
 pub(super) async fn decide(
-    state: &AppState,
+    state: &Core,
     who: &Principal,
     purpose: &str,
     dataset: &str,
@@ -40,7 +41,7 @@ pub(super) async fn decide(
 /// Reads `X-Consent` and judges it against this request: the same person, the caller's own
 /// org, the declared purpose, neither revoked nor expired.
 pub(super) async fn consent_state(
-    state: &AppState,
+    state: &Core,
     who: &Principal,
     purpose: &str,
     subject: Option<&SubjectId>,

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use super::{events, objections::handler};
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
     config::is_name,
-    http::{AppState, Error},
+    http::{AppState, AttachChange as _, Error},
     storage::{lockdowns, micros_to_rfc3339},
 };
 
@@ -386,7 +386,7 @@ fn deferred_move(moved: Moved, now: i64) -> Deferred {
                 note: note.as_deref(),
             };
             if !events::advance(conn, events::Table::Complaints, &step).await? {
-                return Err(ChangeError::Refused(Error::Conflict(
+                return Err(ChangeError::Refused(Refused::Conflict(
                     "the complaint changed meanwhile".into(),
                 )));
             }

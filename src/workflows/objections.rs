@@ -17,10 +17,10 @@ use sqlx::Row;
 use std::sync::Arc;
 
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred},
+    audit::{AuditSlot, ChangeError, Deferred, Refused},
     auth::{self, Institution},
     domain::{SubjectId, SubjectType},
-    http::{AppState, Error},
+    http::{AppState, AttachChange as _, Error},
     storage::{Backend, Db, StorageError, micros_to_rfc3339, signals},
 };
 
@@ -349,7 +349,7 @@ fn deferred_transition(
             if transition_in(conn, &o, to, (actor.0, &actor.1), mv, now).await? {
                 Ok(())
             } else {
-                Err(ChangeError::Refused(Error::Conflict(format!(
+                Err(ChangeError::Refused(Refused::Conflict(format!(
                     "the objection changed meanwhile; it cannot become {}",
                     to.as_str()
                 ))))
@@ -505,13 +505,13 @@ async fn check_caps(
     .fetch_one(&mut *conn)
     .await?;
     if per_record >= i64::from(caps.max_open_objections_per_record) {
-        return Err(ChangeError::Refused(Error::Conflict(format!(
+        return Err(ChangeError::Refused(Refused::Conflict(format!(
             "this record already has {per_record} open objections, the most one record may carry; \
              withdraw one or wait for a decision"
         ))));
     }
     if per_subject >= i64::from(caps.max_open_objections_per_subject) {
-        return Err(ChangeError::Refused(Error::Conflict(format!(
+        return Err(ChangeError::Refused(Refused::Conflict(format!(
             "this subject already has {per_subject} open objections, the most one subject may hold"
         ))));
     }

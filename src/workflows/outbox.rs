@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::objections::{self, Actor, Objection, Status};
-use crate::{http::AppState, storage::StorageError};
+use crate::{services::Core, storage::StorageError};
 
 pub async fn enqueue(
     conn: &mut sqlx::AnyConnection,
@@ -40,7 +40,7 @@ pub fn backoff_us(attempts: i64) -> i64 {
     (1_000_000i64 << attempts.clamp(0, 9)).min(300 * 1_000_000)
 }
 
-pub fn spawn(state: AppState) {
+pub fn spawn(state: Core) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(state.config.workflows.poll_ms));
         loop {
@@ -55,7 +55,7 @@ pub fn spawn(state: AppState) {
     });
 }
 
-async fn deliver_due(state: &AppState) -> Result<(), StorageError> {
+async fn deliver_due(state: &Core) -> Result<(), StorageError> {
     let now = state.clock.now();
     let rows = sqlx::query(
         "SELECT id, objection_id, store, payload, attempts FROM outbox \
@@ -130,7 +130,7 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 /// only; the others skip the row. Should a claim lapse while its attempt is still being
 /// recorded, the redelivery carries the same idempotency key: the store keeps one ticket.
 async fn claim(
-    state: &AppState,
+    state: &Core,
     id: &str,
     now: i64,
     attempt_takes: Duration,
@@ -150,7 +150,7 @@ async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
-async fn watch_deadlines(state: &AppState) -> Result<(), StorageError> {
+async fn watch_deadlines(state: &Core) -> Result<(), StorageError> {
     let now = state.clock.now();
     let rows = sqlx::query(
         "SELECT id, status, accept_due_at, decide_due_at FROM objections \

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::{events, objections::handler};
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred},
-    http::{AppState, Error},
+    audit::{AuditSlot, ChangeError, Deferred, Refused},
+    http::{AppState, AttachChange as _, Error},
     storage::micros_to_rfc3339,
 };
 
@@ -308,7 +308,7 @@ async fn admin_transition(
             if events::advance(conn, events::Table::Reports, &step).await? {
                 Ok(())
             } else {
-                Err(ChangeError::Refused(Error::Conflict(
+                Err(ChangeError::Refused(Refused::Conflict(
                     "the report changed meanwhile".into(),
                 )))
             }

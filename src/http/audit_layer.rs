@@ -13,9 +13,9 @@ use axum::{
 use http::HeaderValue;
 use http_body::Body as _;
 
-use super::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal};
+use super::{AppState, Error, Problem, RequestId};
 use crate::{
-    http::{AppState, Error, Problem, RequestId},
+    audit::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal},
     storage::now_micros,
 };
 
@@ -55,7 +55,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
         return res;
     };
     // Anonymous doors' 429 floods are summarised, not recorded one by one (see `flood`).
-    let door = crate::http::limits::Door::of(req.method(), req.uri().path());
+    let door = crate::limits::Door::of(req.method(), req.uri().path());
     let started = Instant::now();
     let time_us = now_micros();
     let slot = AuditSlot::default();
@@ -83,7 +83,7 @@ pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) 
     };
 
     let mut res = next.run(req).await;
-    if crate::http::limits::door_limited(&res)
+    if super::limits::door_limited(&res)
         && let Some(door) = door
         && !state
             .limits
@@ -198,7 +198,7 @@ fn released(
         res.extensions_mut().insert(T4Released);
     }
     res.extensions_mut()
-        .insert(crate::http::metrics::Decision(decision));
+        .insert(super::metrics::Decision(decision));
     res
 }
 
@@ -215,17 +215,13 @@ async fn with_change(
     let spare = (meta.clone(), info.clone());
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);
-    match state
-        .audit
-        .append_with(record, deferred.change.clone())
-        .await
-    {
+    match state.audit.append_with(record, deferred.change()).await {
         Ok(committed) => {
             deferred.committed().await;
             released(res, &committed, decision, t4)
         }
         Err(Refusal::Change(e)) => {
-            let res = e.into_response();
+            let res = Error::from(e).into_response();
             let (record, decision) = record_of(spare.0, spare.1, &res);
             match state.audit.append(record).await {
                 Ok(committed) => released(res, &committed, decision, false),
