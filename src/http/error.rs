@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use crate::{audit::Refused, auth::AuthError, domain::IdError, storage::StorageError};
+use crate::{
+    audit::Refused, auth::AuthError, domain::IdError, storage::StorageError,
+    workflows::WorkflowError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -114,6 +117,14 @@ impl Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         Error::StorageUnavailable(e)
+    }
+}
+
+impl From<WorkflowError> for Error {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::BadRequest(why) => Error::BadRequest(why),
+        }
     }
 }
 

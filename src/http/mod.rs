@@ -3,12 +3,15 @@
 
 pub mod admin;
 pub mod audit_layer;
+pub mod complaints;
 mod context;
 mod error;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;
+pub mod objections;
 pub mod ops;
+pub mod reports;
 mod serve;
 pub mod subject;
 
@@ -55,9 +58,9 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(subject::router())
         .merge(admin::router())
-        .merge(crate::workflows::objections::router())
-        .merge(crate::workflows::complaints::router())
-        .merge(crate::workflows::reports::router())
+        .merge(objections::router())
+        .merge(complaints::router())
+        .merge(reports::router())
         .merge(crate::proxy::router())
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))

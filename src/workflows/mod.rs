@@ -1,14 +1,20 @@
 //! The data subject's rights: objections to records (with marking and delivery to the store),
 //! and the clock their deadlines run on.
 
-pub mod complaints;
 pub mod events;
 pub mod marks;
 pub mod objections;
 pub mod outbox;
-pub mod reports;
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Why a workflow refused a request. The web layer maps it to its problem (`http::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The request is malformed or names something it may not: nothing was filed.
+    #[error("{0}")]
+    BadRequest(String),
+}
 
 /// Wall-clock time plus an offset that tests move forward, so deadlines can be tested without
 /// waiting days.

@@ -3,24 +3,17 @@
 //! answered, decided (corrected, upheld, unresolved) and closed. Every transition keeps who,
 //! when and a note; an illegal one is 409 and changes nothing.
 
-use axum::{
-    Extension, Json, Router,
-    extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
-    response::Response,
-    routing::{self, post},
-};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use std::sync::Arc;
 
+use super::WorkflowError;
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred, Refused},
-    auth::{self, Institution},
+    audit::{ChangeError, Deferred, Refused},
     domain::{SubjectId, SubjectType},
-    http::{AppState, AttachChange as _, Error},
+    services::Core,
     storage::{Backend, Db, StorageError, micros_to_rfc3339, signals},
 };
 
@@ -205,7 +198,7 @@ pub async fn all_marked(db: &Db) -> Result<Vec<Objection>, StorageError> {
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
+pub async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
     super::events::history(db, "objection", id).await
 }
 
@@ -289,7 +282,7 @@ pub fn moved(o: &Objection, to: Status, m: Move<'_>) -> Objection {
 
 /// A transition committed on its own (the outbox's delivery, which answers no request).
 pub async fn transition(
-    state: &AppState,
+    state: &Core,
     o: &Objection,
     to: Status,
     by: (Actor, &str),
@@ -305,7 +298,7 @@ pub async fn transition(
 }
 
 /// Rebuilds the marks of the objection's record: its store, its subject's type, its id.
-async fn refresh_marks(state: &AppState, o: &Objection) -> Result<(), StorageError> {
+async fn refresh_marks(state: &Core, o: &Objection) -> Result<(), StorageError> {
     match o.subject_type.parse::<SubjectType>() {
         Ok(kind) => {
             state
@@ -320,8 +313,8 @@ async fn refresh_marks(state: &AppState, o: &Objection) -> Result<(), StorageErr
 
 /// A transition deferred to the audit record's transaction (see `crate::audit::Change`):
 /// refused with 409 if the objection moved meanwhile; the marks are refreshed after commit.
-fn deferred_transition(
-    state: &AppState,
+pub fn deferred_transition(
+    state: &Core,
     o: Objection,
     to: Status,
     actor: (Actor, String),
@@ -359,30 +352,18 @@ fn deferred_transition(
     .then(refresh)
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/subject/objections",
-            routing::get(subject_list).post(submit),
-        )
-        .route("/subject/objections/{id}", routing::get(subject_get))
-        .route("/subject/objections/{id}/withdraw", post(withdraw))
-        .route("/admin/objections", routing::get(admin_list))
-        .route("/admin/objections/{id}", routing::get(admin_get))
-        .route("/admin/objections/{id}/transitions", post(admin_transition))
-}
-
+/// A data subject's objection as filed (the body of `POST /subject/objections`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Submission {
-    store: String,
-    dataset: String,
-    record_ref: String,
+pub struct Submission {
+    pub store: String,
+    pub dataset: String,
+    pub record_ref: String,
     #[serde(default)]
-    field: Option<String>,
-    reason: String,
+    pub field: Option<String>,
+    pub reason: String,
     #[serde(default)]
-    requested_correction: Option<String>,
+    pub requested_correction: Option<String>,
 }
 
 fn text_ok(s: &str, max: usize) -> bool {
@@ -391,13 +372,19 @@ fn text_ok(s: &str, max: usize) -> bool {
 
 /// Checks a submission against the catalog and the caller: a known store and dataset about
 /// the caller's type of subject, their own record, a catalog field of that dataset.
-fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> Result<(), Error> {
+pub fn check_submission(
+    state: &Core,
+    subject: &SubjectId,
+    req: &Submission,
+) -> Result<(), WorkflowError> {
     let known = state
         .stores
         .datasets()
         .any(|(s, d)| s == req.store && d == req.dataset);
     if !known {
-        return Err(Error::BadRequest("no such store and dataset".into()));
+        return Err(WorkflowError::BadRequest(
+            "no such store and dataset".into(),
+        ));
     }
     let policies = state.policies();
     let dataset = policies.dataset(&req.dataset);
@@ -405,7 +392,7 @@ fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> 
         .and_then(|d| d.subject_type)
         .is_some_and(|t| t != subject.subject_type())
     {
-        return Err(Error::BadRequest(format!(
+        return Err(WorkflowError::BadRequest(format!(
             "dataset `{}` is not about a {} subject",
             req.dataset,
             subject.subject_type().as_str()
@@ -413,7 +400,7 @@ fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> 
     }
     // A subject contests records about themselves: the record is named by their own id.
     if req.record_ref.trim().to_ascii_uppercase() != subject.as_str() {
-        return Err(Error::BadRequest(
+        return Err(WorkflowError::BadRequest(
             "record_ref must be your own USCC or ID number".into(),
         ));
     }
@@ -423,7 +410,7 @@ fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> 
             .as_deref()
             .is_some_and(|c| !text_ok(c, 2000))
     {
-        return Err(Error::BadRequest(
+        return Err(WorkflowError::BadRequest(
             "reason (1-2000 characters) is required; requested_correction must not be empty or too long".into(),
         ));
     }
@@ -432,7 +419,7 @@ fn check_submission(state: &AppState, subject: &SubjectId, req: &Submission) -> 
     if let Some(f) = &req.field
         && !dataset.is_some_and(|d| d.fields.iter().any(|(path, _)| path == f))
     {
-        return Err(Error::BadRequest(format!(
+        return Err(WorkflowError::BadRequest(format!(
             "field must be one of the catalog's fields of dataset `{}`",
             req.dataset
         )));
@@ -565,29 +552,17 @@ async fn insert(conn: &mut sqlx::AnyConnection, o: &Objection) -> Result<(), Sto
     Ok(())
 }
 
-async fn submit(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
-    check_submission(&state, &subject.id, &req)?;
-    slot.update(|a| {
-        a.store = Some(req.store.clone());
-        a.dataset = Some(req.dataset.clone());
-        a.subjects = vec![subject.id.as_str().into()];
-    });
+/// A new objection from a checked submission: submitted now, with its deadlines from config.
+pub fn prepare(state: &Core, subject: &SubjectId, req: Submission) -> Objection {
     let now = state.clock.now();
     let cfg = &state.config.workflows;
-    let o = Objection {
+    Objection {
         id: format!("ob_{}", uuid::Uuid::now_v7().simple()),
-        subject_id: subject.id.as_str().into(),
-        subject_type: subject.id.subject_type().as_str().into(),
+        subject_id: subject.as_str().into(),
+        subject_type: subject.subject_type().as_str().into(),
         store: req.store,
         dataset: req.dataset,
-        record_ref: subject.id.as_str().into(),
+        record_ref: subject.as_str().into(),
         field: req.field,
         reason: req.reason,
         requested_correction: req.requested_correction,
@@ -599,8 +574,12 @@ async fn submit(
         store_finding: None,
         correction: None,
         outcome: None,
-    };
-    let view = o.view(now);
+    }
+}
+
+/// Files `o` in the audit record's transaction (caps checked there, see `file_in`); the marks
+/// are refreshed after commit.
+pub fn filing(state: &Core, o: Objection) -> Deferred {
     let refresh = {
         let (state, o) = (state.clone(), o.clone());
         async move {
@@ -612,215 +591,35 @@ async fn submit(
     let caps = Arc::new(state.config.subject_limits.clone());
     let o = Arc::new(o);
     let backend = state.db.backend();
-    let change = Deferred::new(move |conn| {
+    Deferred::new(move |conn| {
         let (o, caps) = (o.clone(), caps.clone());
         Box::pin(async move { file_in(conn, backend, &o, &caps).await })
-    });
-    Ok(change
-        .then(refresh)
-        .attach((StatusCode::CREATED, Json(view))))
+    })
+    .then(refresh)
 }
 
-/// The subject's own objection, or 404 (another subject's id answers exactly like a missing
-/// one). Own means the same id and the same type.
-async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
-    match get(&state.db, id).await.map_err(Error::storage)? {
-        Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
-        _ => Err(Error::NotFound("no such objection".into())),
-    }
-}
-
-async fn subject_list(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
+/// A subject's objections, newest first. Own means the same id and the same type.
+pub async fn list_for_subject(
+    db: &Db,
+    subject: &SubjectId,
+) -> Result<Vec<Objection>, StorageError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 AND subject_type = $2 \
          ORDER BY created_at DESC"
     )))
-    .bind(subject.id.as_str())
-    .bind(subject.id.subject_type().as_str())
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(|e| Error::storage(e.into()))?;
-    let now = state.clock.now();
-    let items: Vec<Value> = rows
-        .iter()
-        .map(from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::storage(e.into()))?
-        .iter()
-        .map(|o| o.view(now))
-        .collect();
-    Ok(Json(json!({ "items": items })))
+    .bind(subject.as_str())
+    .bind(subject.subject_type().as_str())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
 }
 
-async fn subject_get(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, &subject.id, &id).await?;
-    let mut v = o.view(state.clock.now());
-    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
-    Ok(Json(v))
-}
-
-async fn withdraw(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, &subject.id, &id).await?;
-    if !o.status.may_go(Status::Withdrawn, Actor::Subject) {
-        return Err(Error::Conflict(format!(
-            "an objection that is {} cannot be withdrawn",
-            o.status.as_str()
-        )));
-    }
-    let now = state.clock.now();
-    let view = moved(&o, Status::Withdrawn, Move::default()).view(now);
-    let actor = (Actor::Subject, "subject".to_string());
-    let change = deferred_transition(&state, o, Status::Withdrawn, actor, (None, None), now);
-    Ok(change.attach(Json(view)))
-}
-
-pub const OBJECTION_HANDLER: &str = "objection_handler";
-
-pub async fn handler(
-    state: &AppState,
-    headers: &HeaderMap,
-    slot: &AuditSlot,
-) -> Result<Institution, Error> {
-    crate::http::admin::require_role(state, headers, slot, OBJECTION_HANDLER, "handler-only").await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    overdue: Option<bool>,
-}
-
-async fn admin_list(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
-    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            Status::parse(s).ok_or_else(|| Error::BadRequest(format!("unknown status `{s}`")))?,
-        ),
-    };
+/// Every objection, oldest first (the handlers' list).
+pub async fn list_all(db: &Db) -> Result<Vec<Objection>, StorageError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM objections ORDER BY created_at"
     )))
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(|e| Error::storage(e.into()))?;
-    let now = state.clock.now();
-    let items: Vec<Value> = rows
-        .iter()
-        .map(from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::storage(e.into()))?
-        .into_iter()
-        .filter(|o| status.is_none_or(|s| o.status == s))
-        .filter(|o| q.overdue.is_none_or(|want| o.overdue(now) == want))
-        .map(|o| {
-            let mut v = o.view(now);
-            v["subject"] = json!(o.subject_id);
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "items": items })))
-}
-
-async fn admin_get(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
-    let o = get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .ok_or_else(|| Error::NotFound("no such objection".into()))?;
-    let mut v = o.view(state.clock.now());
-    v["subject"] = json!(o.subject_id);
-    v["history"] = json!(history(&state.db, &o.id).await.map_err(Error::storage)?);
-    Ok(Json(v))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransitionRequest {
-    to: String,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    correction: Option<String>,
-}
-
-async fn admin_transition(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, Error> {
-    let who = handler(&state, &headers, &slot).await?;
-    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let to = Status::parse(&req.to)
-        .ok_or_else(|| Error::BadRequest(format!("unknown status `{}`", req.to)))?;
-    if req
-        .note
-        .as_deref()
-        .is_some_and(|n| n.chars().count() > 2000)
-    {
-        return Err(Error::BadRequest("note is at most 2000 characters".into()));
-    }
-    if to == Status::Rejected && req.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
-        return Err(Error::BadRequest(
-            "a rejection needs a note with the reason".into(),
-        ));
-    }
-    let o = get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .ok_or_else(|| Error::NotFound("no such objection".into()))?;
-    if !o.status.may_go(to, Actor::Handler) {
-        return Err(Error::Conflict(format!(
-            "an objection that is {} cannot become {}",
-            o.status.as_str(),
-            to.as_str()
-        )));
-    }
-    let now = state.clock.now();
-    let m = Move {
-        note: req.note.as_deref(),
-        correction: req.correction.as_deref(),
-        ticket: None,
-    };
-    let mut v = moved(&o, to, m).view(now);
-    let mut steps = history(&state.db, &o.id).await.map_err(Error::storage)?;
-    steps.push(
-        json!({"at": micros_to_rfc3339(now), "by": who.client_id, "from": o.status,
-                      "to": to, "note": req.note}),
-    );
-    v["history"] = json!(steps);
-    let actor = (Actor::Handler, who.client_id);
-    let change = deferred_transition(&state, o, to, actor, (req.note, req.correction), now);
-    Ok(change.attach(Json(v)))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
 }

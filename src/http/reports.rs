@@ -18,11 +18,12 @@ use sqlx::Row;
 
 use std::sync::Arc;
 
-use super::{events, objections::handler};
+use super::objections::handler;
+use super::{AppState, AttachChange as _, Error};
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused},
-    http::{AppState, AttachChange as _, Error},
     storage::micros_to_rfc3339,
+    workflows::events,
 };
 
 pub const CATEGORIES: &[&str] = &["fraud", "false_records", "data_abuse", "safety", "other"];

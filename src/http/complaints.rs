@@ -15,13 +15,14 @@ use sqlx::Row;
 
 use std::sync::Arc;
 
-use super::{events, objections::handler};
+use super::objections::handler;
+use super::{AppState, AttachChange as _, Error};
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
     config::is_name,
-    http::{AppState, AttachChange as _, Error},
     storage::{lockdowns, micros_to_rfc3339},
+    workflows::events,
 };
 
 pub const CATEGORIES: &[&str] = &[
