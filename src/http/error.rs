@@ -7,8 +7,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use crate::{
-    audit::Refused, auth::AuthError, domain::IdError, storage::StorageError,
-    workflows::WorkflowError,
+    audit::Refused, auth::AuthError, domain::IdError, policy::Denial, proxy::DataError,
+    storage::StorageError, workflows::WorkflowError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,30 @@ impl Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         Error::StorageUnavailable(e)
+    }
+}
+
+impl From<Denial> for Error {
+    fn from(d: Denial) -> Self {
+        Error::Forbidden {
+            rule: d.rule.into(),
+            detail: d.detail,
+        }
+    }
+}
+
+impl From<DataError> for Error {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::BadRequest(why) => Error::BadRequest(why),
+            DataError::InvalidSubjectId(e) => Error::InvalidSubjectId(e),
+            DataError::NotFound(why) => Error::NotFound(why),
+            DataError::Denied(d) => d.into(),
+            DataError::BadGateway(why) => Error::BadGateway(why),
+            DataError::Timeout => Error::GatewayTimeout,
+            DataError::Storage(e) => Error::StorageUnavailable(e),
+            DataError::Internal(e) => Error::Internal(e),
+        }
     }
 }
 

@@ -5,12 +5,14 @@ pub mod admin;
 pub mod audit_layer;
 pub mod complaints;
 mod context;
+pub mod data;
 mod error;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod objections;
 pub mod ops;
+pub mod profile;
 pub mod reports;
 mod serve;
 pub mod subject;
@@ -61,7 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(objections::router())
         .merge(complaints::router())
         .merge(reports::router())
-        .merge(crate::proxy::router())
+        .merge(data::router())
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

@@ -3,25 +3,16 @@
 
 use http::HeaderMap;
 
+use super::DataError as Error;
 use crate::{
     auth::Principal,
     domain::SubjectId,
-    http::Error,
-    policy::{ConsentState, Denial, Plan},
+    policy::{ConsentState, Plan},
     services::Core,
     storage::{consents, now_micros},
 };
 
-impl From<Denial> for Error {
-    fn from(d: Denial) -> Self {
-        Error::Forbidden {
-            rule: d.rule.into(),
-            detail: d.detail,
-        }
-    }
-}
-
-pub(super) async fn decide(
+pub async fn decide(
     state: &Core,
     who: &Principal,
     purpose: &str,
@@ -40,7 +31,7 @@ pub(super) async fn decide(
 
 /// Reads `X-Consent` and judges it against this request: the same person, the caller's own
 /// org, the declared purpose, neither revoked nor expired.
-pub(super) async fn consent_state(
+pub async fn consent_state(
     state: &Core,
     who: &Principal,
     purpose: &str,
@@ -53,7 +44,7 @@ pub(super) async fn consent_state(
     let (Ok(id), Some(subject), Some(org)) = (value.to_str(), subject, who.org()) else {
         return Ok(ConsentState::Invalid);
     };
-    let Some(c) = consents::get(&state.db, id).await.map_err(Error::storage)? else {
+    let Some(c) = consents::get(&state.db, id).await? else {
         return Ok(ConsentState::Invalid);
     };
     let valid = c.is_for(subject)

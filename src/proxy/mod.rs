@@ -5,55 +5,73 @@
 //! `/v1/stores/{store}/{path}` is for institutions (a token is required);
 //! `/public/stores/{store}/{path}` is the public's, decided as the policy's `public` role.
 
-mod decide;
-mod profile;
-mod query;
+//!
+//! The phases live here, below the web layer; the axum handlers that run them in order are
+//! `crate::http::data` and `crate::http::profile`.
+
+pub mod decide;
+pub mod query;
 pub use crate::domain::route;
 pub mod upstream;
 
-use std::net::SocketAddr;
+use http::{HeaderMap, StatusCode, request::Parts};
 
-use axum::{
-    Extension, Router,
-    body::Body,
-    extract::{ConnectInfo, Request, State},
-    response::{IntoResponse, Response},
-    routing::{any, get},
-};
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-
-use self::upstream::{Outbound, Route, Store, SubjectLocator, UpstreamResponse};
+use self::upstream::{Route, Store, SubjectLocator, UpstreamResponse};
 use crate::{
-    audit::{AuditInfo, AuditSlot},
-    auth::{self, Principal},
-    domain::{SubjectId, SubjectType},
-    http::{AppState, Error, RequestId},
-    policy::{ApplyCtx, Outcome, Plan},
+    audit::AuditInfo,
+    auth::Principal,
+    domain::{IdError, SubjectId, SubjectType},
+    policy::{ApplyCtx, Denial, Outcome, Plan},
+    services::Core,
+    storage::StorageError,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/stores/{store}/{*path}", any(institution_request))
-        .route("/public/stores/{store}/{*path}", any(public_request))
-        .route("/v1/subjects/{id}/profile", get(profile::profile))
+/// Why a data request ends before anything is released. The web layer maps each to its
+/// problem (`http::error`); the texts are the ones callers have always seen.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid data-subject id: {0}")]
+    InvalidSubjectId(#[from] IdError),
+    #[error("{0}")]
+    NotFound(String),
+    /// A policy denial: names the rule, never the data.
+    #[error("denied by rule `{}`: {}", .0.rule, .0.detail)]
+    Denied(Denial),
+    #[error("{0}")]
+    BadGateway(&'static str),
+    #[error("the store did not answer in time")]
+    Timeout,
+    #[error("storage unavailable")]
+    Storage(#[from] StorageError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
 }
 
+impl From<Denial> for DataError {
+    fn from(d: Denial) -> Self {
+        DataError::Denied(d)
+    }
+}
+
+// The phases below name their errors as `Error`, as they did when they returned the web type.
+use DataError as Error;
+
 /// A request that has been routed: the store, the route, and who it is about.
-struct Target<'s> {
-    store: &'s Store,
-    route: &'s Route,
+pub struct Target<'s> {
+    pub store: &'s Store,
+    pub route: &'s Route,
     /// The normalised, re-encoded path sent to the store.
-    path: String,
+    pub path: String,
     /// The validated, re-serialised query sent to the store.
-    query: Option<String>,
-    subject: Option<SubjectId>,
+    pub query: Option<String>,
+    pub subject: Option<SubjectId>,
 }
 
 impl Target<'_> {
     /// The gateway path as decided: what the audit record holds instead of the raw target.
-    fn canonical(&self, prefix: &str) -> String {
+    pub fn canonical(&self, prefix: &str) -> String {
         let q = self.query.as_deref().map_or(0, |q| q.len() + 1);
         let mut s =
             String::with_capacity(prefix.len() + self.store.name.len() + self.path.len() + q);
@@ -68,122 +86,8 @@ impl Target<'_> {
     }
 }
 
-async fn institution_request(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(request_id): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, Error> {
-    let who = auth::authenticate_institution(&state, req.headers()).await?;
-    handle(
-        state,
-        peer,
-        request_id,
-        Principal::Institution(who),
-        "/v1/stores/",
-        req,
-    )
-    .await
-}
-
-/// The public's door: no token is looked at, and only the `public` role's plans apply.
-async fn public_request(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(request_id): Extension<RequestId>,
-    req: Request,
-) -> Result<Response, Error> {
-    handle(
-        state,
-        peer,
-        request_id,
-        Principal::Public,
-        "/public/stores/",
-        req,
-    )
-    .await
-}
-
-async fn handle(
-    state: AppState,
-    peer: SocketAddr,
-    request_id: RequestId,
-    who: Principal,
-    prefix: &str,
-    req: Request,
-) -> Result<Response, Error> {
-    let (parts, body) = req.into_parts();
-    let slot = parts
-        .extensions
-        .get::<AuditSlot>()
-        .cloned()
-        .unwrap_or_default();
-    slot.update(|a| note_principal(a, &who));
-    let target = route(&state, &parts, prefix)?;
-    slot.update(|a| {
-        a.canonical_path = Some(target.canonical(prefix));
-        a.store = Some(target.store.name.clone());
-        a.dataset = Some(target.route.dataset.clone());
-        a.subjects = target
-            .subject
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect();
-    });
-    let purpose = declared_purpose(&state, &parts.headers)?;
-    slot.update(|a| {
-        a.purpose = Some(purpose.clone());
-        a.consent_id = consent_header(&parts.headers);
-    });
-    let plan = decide::decide(
-        &state,
-        &who,
-        &purpose,
-        &target.route.dataset,
-        target.subject.as_ref(),
-        &parts.headers,
-    )
-    .await
-    .inspect_err(|e| {
-        tracing::info!(client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
-                dataset = %target.route.dataset, %purpose, denial = %e, "data request denied");
-    })?;
-    let body = read_body(body, target.store.max_request_bytes).await?;
-    let upstream = target
-        .store
-        .forward(Outbound {
-            method: &parts.method,
-            path: &target.path,
-            query: target.query.as_deref(),
-            body,
-            caller_headers: &parts.headers,
-            request_id: &request_id.0,
-            client_ip: peer.ip(),
-            purpose: &purpose,
-        })
-        .await?;
-    let upstream_ms = upstream.elapsed.as_millis() as u64;
-    slot.update(|a| a.upstream_us = Some(upstream.elapsed.as_micros() as i64));
-    let (status, doc, outcome, contested) =
-        release(&state, &plan, &who, &target.store.name, upstream)?;
-    slot.update(|a| note_outcome(a, &outcome));
-    let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
-    tracing::info!(
-        client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
-        dataset = %target.route.dataset, %purpose, status = status.as_u16(), upstream_ms,
-        masked = outcome.masked, withheld = outcome.withheld_records, dropped_rows = outcome.dropped_rows,
-        "data request served"
-    );
-    let mut res = json_response(status, body, &outcome);
-    if contested {
-        res.headers_mut()
-            .insert("x-objection", HeaderValue::from_static("pending"));
-    }
-    Ok(res)
-}
-
 /// Who asked, for the audit record.
-fn note_principal(a: &mut AuditInfo, who: &Principal) {
+pub fn note_principal(a: &mut AuditInfo, who: &Principal) {
     if let Principal::Institution(i) = who {
         a.client_id = Some(i.client_id.clone());
         a.org = Some(i.org.clone());
@@ -192,7 +96,7 @@ fn note_principal(a: &mut AuditInfo, who: &Principal) {
 }
 
 /// What was released, for the audit record: masked classes, the subjects of released rows.
-fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
+pub fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
     a.masked = outcome
         .by_class
         .iter()
@@ -210,7 +114,7 @@ fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
     a.t4_released |= outcome.released_t4 > 0;
 }
 
-fn consent_header(headers: &HeaderMap) -> Option<String> {
+pub fn consent_header(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-consent")
         .and_then(|v| v.to_str().ok())
@@ -219,7 +123,7 @@ fn consent_header(headers: &HeaderMap) -> Option<String> {
 
 /// Phase 2: normalise the path, find the store and a configured route, and parse the data
 /// subject's id. No route, no upstream contact.
-fn route<'s>(state: &'s AppState, parts: &Parts, prefix: &str) -> Result<Target<'s>, Error> {
+pub fn route<'s>(state: &'s Core, parts: &Parts, prefix: &str) -> Result<Target<'s>, Error> {
     let raw = parts
         .uri
         .path()
@@ -255,7 +159,7 @@ fn route<'s>(state: &'s AppState, parts: &Parts, prefix: &str) -> Result<Target<
 }
 
 /// Every data request declares a purpose from the policy catalog.
-fn declared_purpose(state: &AppState, headers: &HeaderMap) -> Result<String, Error> {
+pub fn declared_purpose(state: &Core, headers: &HeaderMap) -> Result<String, Error> {
     let value = headers
         .get("x-purpose")
         .ok_or_else(|| Error::BadRequest("the X-Purpose header is required".into()))?
@@ -271,21 +175,9 @@ fn declared_purpose(state: &AppState, headers: &HeaderMap) -> Result<String, Err
     Ok(purpose.code.clone())
 }
 
-async fn read_body(body: Body, cap: usize) -> Result<Bytes, Error> {
-    match Limited::new(body, cap).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Error::PayloadTooLarge(cap))
-        }
-        Err(_) => Err(Error::BadRequest(
-            "the request body could not be read".into(),
-        )),
-    }
-}
-
 /// The one answer for a record that is missing and for one outside the caller's region: a
 /// regional role must not tell "elsewhere" from "nowhere".
-fn no_such_record() -> Error {
+pub fn no_such_record() -> Error {
     Error::NotFound("no such record".into())
 }
 
@@ -293,8 +185,8 @@ fn no_such_record() -> Error {
 /// own headers, each record under objection annotated (looked up by its subject id before
 /// masking; `true` when one is still open). A store's error pages, redirects and headers never
 /// reach the caller.
-fn release(
-    state: &AppState,
+pub fn release(
+    state: &Core,
     plan: &Plan,
     who: &Principal,
     store: &str,
@@ -366,16 +258,4 @@ fn release(
             Err(Error::BadGateway("the store answered with an error"))
         }
     }
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>, outcome: &Outcome) -> Response {
-    let mut res = (status, body).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-masked-fields", HeaderValue::from(outcome.masked));
-    res
 }

@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 
+use super::DataError as Error;
 use super::upstream::{Route, SubjectLocator};
-use crate::{domain::SubjectId, http::Error};
+use crate::domain::SubjectId;
 
 /// What the route phase made of the query: the subject it names and the text forwarded.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -13,11 +13,11 @@ use hyper_util::{
 };
 use secrecy::ExposeSecret;
 
+use super::DataError as Error;
 use super::route::RoutePattern;
 use crate::{
     config::{RouteConfig, StoreConfig},
     domain::SubjectType,
-    http::Error,
 };
 
 /// Request headers a caller may pass to a store. Everything else (Authorization, Cookie,
@@ -261,7 +261,7 @@ impl Store {
             Err(_) => {
                 metrics::counter!("credgate_upstream_errors_total", "store" => self.name.clone(), "kind" => "timeout").increment(1);
                 tracing::warn!(store = %self.name, "store timed out");
-                Err(Error::GatewayTimeout)
+                Err(Error::Timeout)
             }
         }
     }

@@ -14,21 +14,22 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    decide::consent_state,
-    declared_purpose, release,
-    upstream::{Outbound, Route, Store, SubjectLocator},
-};
+use super::{AppState, Error, RequestId};
 use crate::{
     audit::{AuditInfo, AuditSlot},
     auth::{self, Principal},
     domain::{ResidentId, SubjectId, SubjectType, Uscc},
-    http::{AppState, Error, RequestId},
     policy::ConsentState,
+    proxy::{
+        self,
+        decide::consent_state,
+        declared_purpose, release,
+        upstream::{Outbound, Route, Store, SubjectLocator},
+    },
 };
 
 #[derive(Deserialize)]
-pub(super) struct ProfileQuery {
+pub struct ProfileQuery {
     #[serde(rename = "type")]
     subject_type: Option<SubjectType>,
 }
@@ -61,7 +62,7 @@ enum Section {
     },
 }
 
-pub(super) async fn profile(
+pub async fn profile(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
@@ -71,11 +72,11 @@ pub(super) async fn profile(
     headers: HeaderMap,
 ) -> Result<axum::response::Response, Error> {
     let who = Principal::Institution(auth::authenticate_institution(&state, &headers).await?);
-    slot.update(|a| super::note_principal(a, &who));
+    slot.update(|a| proxy::note_principal(a, &who));
     let purpose = declared_purpose(&state, &headers)?;
     slot.update(|a| {
         a.purpose = Some(purpose.clone());
-        a.consent_id = super::consent_header(&headers);
+        a.consent_id = proxy::consent_header(&headers);
     });
     let subject = parse_subject(&id, q.subject_type)?;
     slot.update(|a| a.subjects = vec![subject.as_str().to_string()]);
@@ -159,7 +160,7 @@ fn gather(sections: &[(&Store, &Route)], answers: Vec<Section>, slot: &AuditSlot
 /// every subject it touched.
 fn merge_outcome(a: &mut AuditInfo, outcome: &crate::policy::Outcome) {
     let mut part = AuditInfo::default();
-    super::note_outcome(&mut part, outcome);
+    proxy::note_outcome(&mut part, outcome);
     for (k, n) in part.masked {
         *a.masked.entry(k).or_default() += n;
     }
@@ -237,7 +238,7 @@ impl SectionCtx<'_> {
                 detail: "not a profile route".into(),
             };
         };
-        let path = super::route::encode_segments(&segs);
+        let path = proxy::route::encode_segments(&segs);
         let answer = store
             .forward(Outbound {
                 method: &route.method,
@@ -254,6 +255,7 @@ impl SectionCtx<'_> {
         match answer {
             Ok((_, doc, outcome, open)) => Section::Released(doc, outcome, open),
             Err(e) => {
+                let e = Error::from(e);
                 let status = e.status().as_u16();
                 Section::Failed {
                     status,
