@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("credgate.example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../credgate.example.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.stores[0].routes[0].subject_type, Some(SubjectType::Legal));
     }
