@@ -172,9 +172,7 @@ async fn search(
                 Error::BadRequest("`cursor` is not one this endpoint gave".into())
             })?),
         };
-    let items = audit_store::search(&state.db, &b, before, limit, None)
-        .await
-        .map_err(Error::storage)?;
+    let items = audit_store::search(&state.db, &b, before, limit, None).await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.seq.to_string()))
         .flatten();
@@ -262,9 +260,7 @@ async fn verify_log(
     headers: HeaderMap,
 ) -> Result<Json<verify::Report>, Error> {
     officer(&state, &headers, &slot).await?;
-    let report = verify::verify(&state.db, &state.audit_public_key)
-        .await
-        .map_err(Error::storage)?;
+    let report = verify::verify(&state.db, &state.audit_public_key).await?;
     if !report.ok {
         tracing::error!(reason = ?report.reason, first_bad = ?report.first_bad_id, "audit verification failed");
     }
@@ -341,10 +337,7 @@ async fn unlock(
 ) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
     let gone = || Error::NotFound("no active lockdown with that id".into());
-    if !lockdowns::is_active(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-    {
+    if !lockdowns::is_active(&state.db, &id).await? {
         return Err(gone());
     }
     let after = {
@@ -406,11 +399,7 @@ async fn set_client_status(
     if !is_name(&id) {
         return Err(gone());
     }
-    if clients::get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .is_none()
-    {
+    if clients::get(&state.db, &id).await?.is_none() {
         return Err(gone());
     }
     let status = if enable { "active" } else { "disabled" };

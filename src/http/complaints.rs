@@ -201,11 +201,7 @@ async fn subject_get(
             if owner == subject.id.as_str() && kind == subject.id.subject_type().as_str() =>
         {
             let mut v = view(&r).map_err(db_err)?;
-            v["history"] = json!(
-                events::history(&state.db, "complaint", &id)
-                    .await
-                    .map_err(Error::storage)?
-            );
+            v["history"] = json!(events::history(&state.db, "complaint", &id).await?);
             Ok(Json(v))
         }
         _ => Err(Error::NotFound("no such complaint".into())),
@@ -263,9 +259,7 @@ async fn admin_get(
         subject: Some(subject.clone()),
         ..Default::default()
     };
-    let records = audit_store::search(&state.db, &bounds, None, 200, None)
-        .await
-        .map_err(Error::storage)?;
+    let records = audit_store::search(&state.db, &bounds, None, 200, None).await?;
     v["subject"] = json!(subject);
     v["subject_type"] = json!(kind);
     v["audit"] = json!(records
@@ -274,11 +268,7 @@ async fn admin_get(
                         "role": a.role, "purpose": a.purpose, "store": a.store, "dataset": a.dataset,
                         "decision": a.decision, "status": a.status}))
         .collect::<Vec<_>>());
-    v["history"] = json!(
-        events::history(&state.db, "complaint", &id)
-            .await
-            .map_err(Error::storage)?
-    );
+    v["history"] = json!(events::history(&state.db, "complaint", &id).await?);
     Ok(Json(v))
 }
 

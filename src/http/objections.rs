@@ -57,10 +57,7 @@ async fn submit(
 /// The subject's own objection, or 404 (another subject's id answers exactly like a missing
 /// one). Own means the same id and the same type.
 async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
-    match objections::get(&state.db, id)
-        .await
-        .map_err(Error::storage)?
-    {
+    match objections::get(&state.db, id).await? {
         Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
         _ => Err(Error::NotFound("no such objection".into())),
     }
@@ -90,11 +87,7 @@ async fn subject_get(
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let o = own(&state, &subject.id, &id).await?;
     let mut v = o.view(state.clock.now());
-    v["history"] = json!(
-        objections::history(&state.db, &o.id)
-            .await
-            .map_err(Error::storage)?
-    );
+    v["history"] = json!(objections::history(&state.db, &o.id).await?);
     Ok(Json(v))
 }
 
@@ -174,16 +167,11 @@ async fn admin_get(
 ) -> Result<Json<Value>, Error> {
     handler(&state, &headers, &slot).await?;
     let o = objections::get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
+        .await?
         .ok_or_else(|| Error::NotFound("no such objection".into()))?;
     let mut v = o.view(state.clock.now());
     v["subject"] = json!(o.subject_id);
-    v["history"] = json!(
-        objections::history(&state.db, &o.id)
-            .await
-            .map_err(Error::storage)?
-    );
+    v["history"] = json!(objections::history(&state.db, &o.id).await?);
     Ok(Json(v))
 }
 
@@ -221,8 +209,7 @@ async fn admin_transition(
         ));
     }
     let o = objections::get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
+        .await?
         .ok_or_else(|| Error::NotFound("no such objection".into()))?;
     if !o.status.may_go(to, Actor::Handler) {
         return Err(Error::Conflict(format!(
@@ -238,9 +225,7 @@ async fn admin_transition(
         ticket: None,
     };
     let mut v = objections::moved(&o, to, m).view(now);
-    let mut steps = objections::history(&state.db, &o.id)
-        .await
-        .map_err(Error::storage)?;
+    let mut steps = objections::history(&state.db, &o.id).await?;
     steps.push(
         json!({"at": micros_to_rfc3339(now), "by": who.client_id, "from": o.status,
                       "to": to, "note": req.note}),

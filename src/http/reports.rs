@@ -245,11 +245,7 @@ async fn admin_get(
             .and_then(|s| state.report_sealer.open(&id, &s))
             .map(unpad_contact)
     );
-    v["history"] = json!(
-        events::history(&state.db, "report", &id)
-            .await
-            .map_err(Error::storage)?
-    );
+    v["history"] = json!(events::history(&state.db, "report", &id).await?);
     Ok(Json(v))
 }
 
