@@ -1,20 +1,21 @@
 //! credgate: a privacy and security gateway in front of credit-information stores.
 //!
-//! The modules follow a request's path: `http` (entry, errors) -> `auth` (who) -> `proxy`
-//! (route, decide, forward, filter) -> `policy` (what may be seen) -> `storage` (state).
-//! `replicas` keeps several gateway processes on one database in step.
+//! This package is the web layer (`http`: state, routes, handlers, the mapping of every core
+//! error to a problem document), the command line and the demo. Below it, each its own crate:
+//! `credgate-core` (config, storage, auth, audit, limits, the data-path phases, workflows,
+//! replicas), `credgate-policy` (the compiled policy set and masks), `credgate-types` (ids,
+//! names, time, route patterns) and `credgate-sample-store` (the demo's upstream). They are
+//! re-exported under their old module names, so `crate::audit::...` and `credgate::policy::...`
+//! keep working.
 
-pub mod audit;
-pub mod auth;
+pub use credgate_core::{
+    audit, auth, config, limits, proxy, replicas, services, storage, workflows,
+};
+pub use credgate_policy as policy;
+pub use credgate_sample_store as sample_store;
+pub use credgate_types as domain;
+
 pub mod cli;
-pub mod config;
 pub mod demo;
-pub mod domain;
 pub mod http;
-pub mod policy;
-pub mod proxy;
-pub mod replicas;
-pub mod sample_store;
-pub mod storage;
 pub mod telemetry;
-pub mod workflows;

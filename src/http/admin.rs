@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::{AppState, Error};
+use super::{AppState, AttachChange as _, Error};
 use crate::{
     audit::{
-        AuditRecord, AuditSlot, ChangeError, Deferred, export,
+        AuditRecord, AuditSlot, ChangeError, Deferred, Refused, export,
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
@@ -35,8 +35,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/lockdown/{id}", delete(unlock))
         .route("/admin/clients/{id}/disable", post(disable_client))
         .route("/admin/clients/{id}/enable", post(enable_client))
-        .route("/admin/alerts", get(crate::audit::alerts::list))
-        .route("/admin/alerts/{id}/ack", post(crate::audit::alerts::ack))
+        .route("/admin/alerts", get(list_alerts))
+        .route("/admin/alerts/{id}/ack", post(acknowledge_alert))
 }
 
 pub const SECURITY_OFFICER: &str = "security_officer";
@@ -172,9 +172,7 @@ async fn search(
                 Error::BadRequest("`cursor` is not one this endpoint gave".into())
             })?),
         };
-    let items = audit_store::search(&state.db, &b, before, limit, None)
-        .await
-        .map_err(Error::storage)?;
+    let items = audit_store::search(&state.db, &b, before, limit, None).await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.seq.to_string()))
         .flatten();
@@ -262,9 +260,7 @@ async fn verify_log(
     headers: HeaderMap,
 ) -> Result<Json<verify::Report>, Error> {
     officer(&state, &headers, &slot).await?;
-    let report = verify::verify(&state.db, &state.audit_public_key)
-        .await
-        .map_err(Error::storage)?;
+    let report = verify::verify(&state.db, &state.audit_public_key).await?;
     if !report.ok {
         tracing::error!(reason = ?report.reason, first_bad = ?report.first_bad_id, "audit verification failed");
     }
@@ -341,10 +337,7 @@ async fn unlock(
 ) -> Result<Response, Error> {
     let who = officer(&state, &headers, &slot).await?;
     let gone = || Error::NotFound("no active lockdown with that id".into());
-    if !lockdowns::is_active(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-    {
+    if !lockdowns::is_active(&state.db, &id).await? {
         return Err(gone());
     }
     let after = {
@@ -360,7 +353,9 @@ async fn unlock(
         Box::pin(async move {
             match lockdowns::lift_in(conn, &id, &by).await? {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(gone())),
+                false => Err(ChangeError::Refused(Refused::NotFound(
+                    "no active lockdown with that id".into(),
+                ))),
             }
         })
     });
@@ -404,11 +399,7 @@ async fn set_client_status(
     if !is_name(&id) {
         return Err(gone());
     }
-    if clients::get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
-        .is_none()
-    {
+    if clients::get(&state.db, &id).await?.is_none() {
         return Err(gone());
     }
     let status = if enable { "active" } else { "disabled" };
@@ -430,42 +421,62 @@ async fn set_client_status(
             };
             match found {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(gone())),
+                false => Err(ChangeError::Refused(Refused::NotFound(
+                    "no client with that id".into(),
+                ))),
             }
         })
     });
     Ok(change.then(after).attach(view))
 }
 
-/// Acknowledges an open alert, the change deferred to its audit record's transaction (the
-/// handler is `crate::audit::alerts::ack`).
-pub(crate) async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
-    let gone = || Error::NotFound("no open alert with that id".into());
-    let open: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE id = $1 AND acked_at IS NULL")
-            .bind(&id)
-            .fetch_one(state.db.pool())
-            .await
-            .map_err(|e| Error::storage(e.into()))?;
-    if open == 0 {
-        return Err(gone());
+#[derive(Deserialize)]
+pub struct AlertQuery {
+    status: Option<String>,
+}
+
+/// The alerts for a security officer: open ones by default, or `status=all`.
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Value>, Error> {
+    officer(&state, &headers, &slot).await?;
+    let all = match q.status.as_deref() {
+        None | Some("open") => false,
+        Some("all") => true,
+        Some(_) => return Err(Error::BadRequest("`status` is open or all".into())),
+    };
+    let items = crate::audit::alerts::list(&state.db, all).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn acknowledge_alert(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let who = officer(&state, &headers, &slot).await?;
+    ack_alert(&state, id, who.client_id).await
+}
+
+/// Acknowledges an open alert, the change deferred to its audit record's transaction.
+async fn ack_alert(state: &AppState, id: String, by: String) -> Result<Response, Error> {
+    const GONE: &str = "no open alert with that id";
+    if !crate::audit::alerts::is_open(&state.db, &id).await? {
+        return Err(Error::NotFound(GONE.into()));
     }
     let view = Json(json!({"id": id, "status": "acknowledged"}));
     let (id, by) = (Arc::new(id), Arc::new(by));
     let change = Deferred::new(move |conn| {
         let (id, by) = (id.clone(), by.clone());
         Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE alerts SET acked_at = $1, acked_by = $2 WHERE id = $3 AND acked_at IS NULL",
-            )
-            .bind(crate::storage::now_micros())
-            .bind(&*by)
-            .bind(&*id)
-            .execute(conn)
-            .await?;
-            match done.rows_affected() {
-                0 => Err(ChangeError::Refused(gone())),
-                _ => Ok(()),
+            let now = crate::storage::now_micros();
+            match crate::audit::alerts::ack_in(conn, &id, &by, now).await? {
+                true => Ok(()),
+                false => Err(ChangeError::Refused(Refused::NotFound(GONE.into()))),
             }
         })
     });

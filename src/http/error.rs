@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use crate::{domain::IdError, storage::StorageError};
+use crate::{
+    audit::Refused, auth::AuthError, domain::IdError, policy::Denial, proxy::DataError,
+    storage::StorageError, workflows::WorkflowError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,6 +107,70 @@ impl Error {
             }
             Error::Internal(_) => "an internal error occurred; quote the request id".into(),
             other => other.to_string(),
+        }
+    }
+}
+
+// How each layer's errors become problems: here and nowhere else, so that a status or a
+// problem type is decided in one file.
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::StorageUnavailable(e)
+    }
+}
+
+impl From<Denial> for Error {
+    fn from(d: Denial) -> Self {
+        Error::Forbidden {
+            rule: d.rule.into(),
+            detail: d.detail,
+        }
+    }
+}
+
+impl From<DataError> for Error {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::BadRequest(why) => Error::BadRequest(why),
+            DataError::InvalidSubjectId(e) => Error::InvalidSubjectId(e),
+            DataError::NotFound(why) => Error::NotFound(why),
+            DataError::Denied(d) => d.into(),
+            DataError::BadGateway(why) => Error::BadGateway(why),
+            DataError::Timeout => Error::GatewayTimeout,
+            DataError::Storage(e) => Error::StorageUnavailable(e),
+            DataError::Internal(e) => Error::Internal(e),
+        }
+    }
+}
+
+impl From<WorkflowError> for Error {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::BadRequest(why) => Error::BadRequest(why),
+        }
+    }
+}
+
+impl From<Refused> for Error {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Conflict(why) => Error::Conflict(why),
+            Refused::NotFound(why) => Error::NotFound(why),
+        }
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized(why) => Error::Unauthorized(why),
+            AuthError::LockedDown => Error::Forbidden {
+                rule: "lockdown".into(),
+                detail: AuthError::LockedDown.to_string(),
+            },
+            AuthError::RateLimited(secs) => Error::RateLimited(secs),
+            AuthError::Storage(e) => Error::StorageUnavailable(e),
         }
     }
 }

@@ -11,9 +11,9 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Error};
+use super::{AppState, AttachChange as _, Error};
 use crate::{
-    audit::{AuditSlot, ChangeError, Deferred, store as audit_store},
+    audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
     config::is_name,
     domain::SubjectId,
@@ -116,8 +116,7 @@ async fn list_consents(
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = now_micros();
     let items: Vec<_> = consents::list_for_subject(&state.db, &subject.id)
-        .await
-        .map_err(Error::storage)?
+        .await?
         .iter()
         .map(|c| c.view(now))
         .collect();
@@ -132,8 +131,7 @@ async fn revoke_consent(
 ) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let owned = consents::get(&state.db, &id)
-        .await
-        .map_err(Error::storage)?
+        .await?
         .is_some_and(|c| c.is_for(&subject.id));
     if !owned {
         return Err(Error::NotFound("no such consent".into()));
@@ -144,7 +142,7 @@ async fn revoke_consent(
         Box::pin(async move {
             match consents::revoke_in(conn, &subject, &id).await? {
                 true => Ok(()),
-                false => Err(ChangeError::Refused(Error::NotFound(
+                false => Err(ChangeError::Refused(Refused::NotFound(
                     "no such consent".into(),
                 ))),
             }
@@ -183,9 +181,7 @@ async fn access_log(
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500)
-        .await
-        .map_err(Error::storage)?;
+    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500).await?;
     let policies = state.policies();
     let items: Vec<Value> = records
         .iter()

@@ -1096,7 +1096,7 @@ fn golden_report_sealing_binds_exactly_the_report_id() {
         .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16).unwrap())
         .collect();
     let sealed = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let sealer = credgate::workflows::reports::Sealer::new(&[9u8; 32]);
+    let sealer = credgate::auth::sealer::Sealer::new(&[9u8; 32]);
     assert_eq!(
         sealer.open("rp_golden", &sealed).as_deref(),
         Some("whistle@example.cn")

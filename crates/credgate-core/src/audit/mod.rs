@@ -1,0 +1,425 @@
+//! The audit log: one record per request on `/v1`, `/public`, `/subject`, `/admin` and
+//! `/oauth/token`, committed before any data leaves (group commit through one writer),
+//! hash-chained, with signed checkpoints. Response bodies, secrets and whistleblower identity
+//! never enter it.
+
+pub mod alerts;
+pub mod archive;
+pub mod chain;
+pub mod export;
+pub mod flood;
+pub mod store;
+pub mod verify;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::Db;
+
+/// One audit record, as stored and as officers see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub id: String,
+    pub time_us: i64,
+    pub request_id: String,
+    /// data, profile, public, token, subject or admin.
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub org: Option<String>,
+    pub role: Option<String>,
+    /// The data subject acting, for subject-token requests.
+    pub actor_subject: Option<String>,
+    pub purpose: Option<String>,
+    pub consent_id: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub store: Option<String>,
+    pub dataset: Option<String>,
+    /// Data subjects whose records the request touched.
+    pub subjects: Vec<String>,
+    /// allow, deny or error.
+    pub decision: String,
+    /// The rule that decided (for denials and errors).
+    pub rule: Option<String>,
+    /// Masked or removed fields per data class.
+    pub masked: BTreeMap<String, u64>,
+    pub status: u16,
+    pub bytes_out: u64,
+    pub upstream_us: Option<i64>,
+    pub total_us: i64,
+    pub client_addr: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What a handler learns about its request, for the record the audit layer writes.
+#[derive(Debug, Default, Clone)]
+pub struct AuditInfo {
+    pub kind: Option<&'static str>,
+    pub client_id: Option<String>,
+    pub org: Option<String>,
+    pub role: Option<String>,
+    pub actor_subject: Option<String>,
+    pub purpose: Option<String>,
+    pub consent_id: Option<String>,
+    pub store: Option<String>,
+    pub dataset: Option<String>,
+    pub subjects: Vec<String>,
+    pub rule: Option<String>,
+    pub masked: BTreeMap<String, u64>,
+    pub upstream_us: Option<i64>,
+    /// T4 data was released clear (for the out-of-hours alert).
+    pub t4_released: bool,
+    /// The path and query as decided and forwarded (decoded once, re-encoded), recorded
+    /// instead of the raw request target when set.
+    pub canonical_path: Option<String>,
+}
+
+/// The request-scoped slot handlers fill; the audit layer reads it after the handler.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<AuditInfo>>);
+
+impl AuditSlot {
+    pub fn update(&self, f: impl FnOnce(&mut AuditInfo)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub fn take(&self) -> AuditInfo {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log could not be written")]
+    WriteFailed,
+    #[error("the audit writer is not running")]
+    Closed,
+}
+
+/// A state change a handler defers until its audit record commits: the audit writer applies it
+/// and appends the record in one database transaction, so a change exists only with its record
+/// (and a record of a change only with the change). It may run more than once (again when
+/// another replica's writer took the chain's head meanwhile), so it checks the state it
+/// changes (`UPDATE ... WHERE status = $from`) rather than trusting what the handler read.
+pub trait Change: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>>;
+}
+
+impl<F> Change for F
+where
+    F: for<'a> Fn(
+            &'a mut sqlx::AnyConnection,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut sqlx::AnyConnection,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ChangeError>> {
+        self(conn)
+    }
+}
+
+/// What a change's closure returns (`Box::pin(async move { .. }) as Pending<'_>`).
+pub type Pending<'a> = futures_util::future::BoxFuture<'a, Result<(), ChangeError>>;
+
+/// Why a deferred change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The state no longer allows it (a concurrent transition won, a cap is reached): answered
+    /// with this error, and the refusal is recorded instead.
+    #[error("{0}")]
+    Refused(Refused),
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl From<crate::storage::StorageError> for ChangeError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        match e {
+            crate::storage::StorageError::Database(e) => Self::Storage(e),
+            other => Self::Storage(sqlx::Error::Protocol(other.to_string())),
+        }
+    }
+}
+
+/// How a deferred change refuses: the state it found does not allow it. The web layer answers
+/// with the matching problem (409 or 404) and records the refusal.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    /// A concurrent transition won, or a cap is reached.
+    #[error("{0}")]
+    Conflict(String),
+    /// What the change was about is gone.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// What runs after a deferred change committed (refreshing in-memory caches).
+type After = std::sync::Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>;
+
+/// A response extension: the change the audit layer hands to the writer with the record.
+#[derive(Clone)]
+pub struct Deferred {
+    change: Arc<dyn Change>,
+    after: Arc<After>,
+}
+
+impl Deferred {
+    /// The bound is spelled out (not `impl Change`) so that a closure's signature is inferred
+    /// for every lifetime of its connection.
+    pub fn new<F>(change: F) -> Self
+    where
+        F: for<'a> Fn(&'a mut sqlx::AnyConnection) -> Pending<'a> + Send + Sync + 'static,
+    {
+        Self {
+            change: Arc::new(change),
+            after: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs `f` once the change has committed (never if it did not).
+    pub fn then(self, f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        *self.after.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::pin(f));
+        self
+    }
+
+    /// The change itself, for the writer to run in the record's transaction.
+    pub fn change(&self) -> Arc<dyn Change> {
+        self.change.clone()
+    }
+
+    /// Runs what waits for the commit (see `then`).
+    pub async fn committed(self) {
+        let after = self.after.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = after {
+            f.await;
+        }
+    }
+}
+
+/// Why `append_with` failed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The change was refused; neither it nor its record exists.
+    Change(Refused),
+    /// The change or its record could not be written; neither exists.
+    Audit(AuditError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub id: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A batch closes at this many records...
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// ...or this long after its first record arrived.
+    #[serde(default = "default_batch_wait_us")]
+    pub batch_wait_us: u64,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: i64,
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+    /// Records are kept at least this long before they may be archived (never below 183).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    1826
+}
+
+fn default_batch_max() -> usize {
+    512
+}
+fn default_batch_wait_us() -> u64 {
+    200
+}
+fn default_checkpoint_every() -> i64 {
+    1000
+}
+fn default_checkpoint_secs() -> u64 {
+    60
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+pub(crate) struct Queued {
+    record: AuditRecord,
+    /// The response released T4 data clear: told to the alert rules, never hashed or stored.
+    t4_released: bool,
+    /// With a change, the writer commits it with the record, alone in its transaction.
+    change: Option<Arc<dyn Change>>,
+    ack: oneshot::Sender<Result<Committed, Refusal>>,
+}
+
+/// Handle on the audit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<Queued>>,
+    /// The database, for the no-op benchmark mode's changes (there is no writer to apply them).
+    db: Db,
+    healthy: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
+    /// Committed records, for the alert rules.
+    pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
+}
+
+/// A committed record as the alert rules receive it, with what the request knew beside the
+/// record: whether it released T4 data clear (the record names masked classes, not released
+/// ones, and this flag is not part of what is hashed or stored).
+#[derive(Debug, Clone)]
+pub struct CommittedRecord {
+    pub record: Arc<AuditRecord>,
+    pub t4_released: bool,
+}
+
+/// Set `CREDGATE_AUDIT_NOOP` to this to replace the writer by a no-op, for the benchmark that
+/// measures what durable audit costs. Never in production: nothing is recorded.
+pub const NOOP_ACK: &str = "benchmark-only-records-nothing";
+
+impl AuditLog {
+    pub async fn start(
+        db: Db,
+        signing: ring::signature::Ed25519KeyPair,
+        key_id: String,
+        config: AuditConfig,
+    ) -> Result<Self, crate::storage::StorageError> {
+        let (committed, _) = tokio::sync::broadcast::channel(4096);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
+        if std::env::var("CREDGATE_AUDIT_NOOP").is_ok_and(|v| v == NOOP_ACK) {
+            tracing::error!(
+                "AUDIT LOG DISABLED (CREDGATE_AUDIT_NOOP): nothing is recorded; benchmarks only"
+            );
+            return Ok(Self {
+                tx: None,
+                db,
+                healthy,
+                queued,
+                failures,
+                committed,
+            });
+        }
+        // Fail at start, not on the first request, when the log cannot be read.
+        store::head(&db).await?;
+        let (tx, rx) = mpsc::channel(config.batch_max * 8);
+        tokio::spawn(writer::run(writer::Writer {
+            db: db.clone(),
+            rx,
+            signing,
+            key_id,
+            config,
+            healthy: healthy.clone(),
+            queued: queued.clone(),
+            failures: failures.clone(),
+            committed: committed.clone(),
+        }));
+        Ok(Self {
+            tx: Some(tx),
+            db,
+            healthy,
+            queued,
+            failures,
+            committed,
+        })
+    }
+
+    /// Queues the record and waits until it is committed (or the commit failed).
+    pub async fn append(&self, record: AuditRecord) -> Result<Committed, AuditError> {
+        self.append_released(record, false).await
+    }
+
+    /// As `append`, telling the alert rules whether the response released T4 data clear.
+    pub async fn append_released(
+        &self,
+        record: AuditRecord,
+        t4_released: bool,
+    ) -> Result<Committed, AuditError> {
+        match self.send(record, None, t4_released).await {
+            Ok(c) => Ok(c),
+            Err(Refusal::Audit(e)) => Err(e),
+            // Without a change there is nothing to refuse.
+            Err(Refusal::Change(_)) => Err(AuditError::WriteFailed),
+        }
+    }
+
+    /// Commits `change` and `record` in one transaction, or neither.
+    pub async fn append_with(
+        &self,
+        record: AuditRecord,
+        change: Arc<dyn Change>,
+    ) -> Result<Committed, Refusal> {
+        self.send(record, Some(change), false).await
+    }
+
+    async fn send(
+        &self,
+        record: AuditRecord,
+        change: Option<Arc<dyn Change>>,
+        t4_released: bool,
+    ) -> Result<Committed, Refusal> {
+        let Some(tx) = &self.tx else {
+            if let Some(change) = change {
+                writer::apply_unaudited(&self.db, &*change).await?;
+            }
+            return Ok(Committed {
+                id: record.id,
+                seq: 0,
+            });
+        };
+        let (ack, done) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("credgate_audit_queue_depth")
+            .set(self.queued.load(Ordering::Relaxed) as f64);
+        let pending = Queued {
+            record,
+            t4_released,
+            change,
+            ack,
+        };
+        if tx.send(pending).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::Audit(AuditError::Closed));
+        }
+        done.await
+            .unwrap_or(Err(Refusal::Audit(AuditError::Closed)))
+    }
+
+    /// How many batch commits have failed since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// False after a failed commit, until one succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,146 @@
+//! Who is calling: institutions with gateway-issued tokens, data subjects with tokens from a
+//! trusted identity provider. Everything here fails closed: any doubt is a 401.
+
+pub mod keyring;
+pub mod keys;
+pub mod limiter;
+mod principal;
+pub mod sealer;
+pub mod secrets;
+pub mod status;
+pub mod subject;
+pub mod tokens;
+
+use http::HeaderMap;
+
+pub use principal::{PUBLIC_ROLE, Principal};
+use serde::Serialize;
+
+use crate::{
+    domain::SubjectId,
+    services::Core,
+    storage::{StorageError, clients::ClientStatus},
+};
+
+/// Why a caller was not let in. The web layer maps each to its problem (`http::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid credentials: a 401, with a reason safe to show.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A valid client whose client id or organisation a security officer locked down.
+    #[error("this client or its organisation is locked down by a security officer")]
+    LockedDown,
+    /// Over its rate: the seconds until a retry may succeed.
+    #[error("rate limit reached; retry in {0} s")]
+    RateLimited(u64),
+    #[error("storage unavailable")]
+    Storage(#[from] StorageError),
+}
+
+/// An authenticated institution (machine client), as of this request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Institution {
+    pub client_id: String,
+    pub org: String,
+    pub role: String,
+    pub region: Option<String>,
+}
+
+/// An authenticated data subject: a company or person, about their own records only.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSubject {
+    pub id: SubjectId,
+    pub issuer: String,
+}
+
+/// The bearer token of an `Authorization` header, or a 401.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Unauthorized("no bearer token"))?
+        .to_str()
+        .map_err(|_| AuthError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AuthError::Unauthorized("malformed Authorization header"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Unauthorized("expected a Bearer token"));
+    }
+    Ok(token.trim())
+}
+
+/// Phase 1 of a data request: a valid gateway token whose client is still active.
+///
+/// The client's status comes from the status cache (see `status`): a change made through this
+/// replica holds from the next request, one made anywhere else within a quarter second.
+pub async fn authenticate_institution(
+    state: &Core,
+    headers: &HeaderMap,
+) -> Result<Institution, AuthError> {
+    let token = bearer(headers)?;
+    let mut verified = state.tokens.verify(token);
+    // A kid we do not know may be a rotation another replica made a moment ago: reread the
+    // keys (at most once a second) and try once more.
+    if matches!(verified, Err(tokens::TokenError::UnknownKey)) && state.tokens.may_force_refresh() {
+        if let Err(e) = crate::replicas::refresh_keys(state).await {
+            tracing::warn!(error = %e, "rereading the signing keys failed");
+        }
+        verified = state.tokens.verify(token);
+    }
+    let claims = verified.map_err(|e| {
+        tracing::info!(reason = %e, "gateway token refused");
+        AuthError::Unauthorized("invalid or expired token")
+    })?;
+    let (client, locked) = state
+        .client_status
+        .get(&state.db, &claims.sub)
+        .await
+        .map_err(AuthError::Storage)?
+        .ok_or(AuthError::Unauthorized("invalid or expired token"))?;
+    if client.status != ClientStatus::Active {
+        tracing::info!(client_id = %client.id, "token of a disabled client refused");
+        return Err(AuthError::Unauthorized("client is disabled"));
+    }
+    state
+        .limits
+        .check_client(&client.id)
+        .map_err(AuthError::RateLimited)?;
+    if locked {
+        tracing::warn!(client_id = %client.id, org = %client.org, "request of a locked-down client refused");
+        return Err(AuthError::LockedDown);
+    }
+    Ok(Institution {
+        client_id: client.id,
+        org: client.org,
+        role: client.role,
+        region: client.region,
+    })
+}
+
+/// A valid data-subject token from one of the configured identity providers.
+pub fn authenticate_subject(state: &Core, headers: &HeaderMap) -> Result<DataSubject, AuthError> {
+    let token = bearer(headers)?;
+    state.subjects.verify(token).map_err(|e| {
+        tracing::info!(reason = %e, "subject token refused");
+        AuthError::Unauthorized("invalid or expired token")
+    })
+}
+
+/// The same, noting the acting subject in the audit record.
+pub fn authenticate_subject_audited(
+    state: &Core,
+    headers: &HeaderMap,
+    slot: &crate::audit::AuditSlot,
+) -> Result<DataSubject, AuthError> {
+    let s = authenticate_subject(state, headers)?;
+    slot.update(|a| {
+        a.actor_subject = Some(s.id.as_str().to_string());
+        a.role = Some("subject".into());
+    });
+    state
+        .subjects
+        .check_rate(&s.id)
+        .map_err(AuthError::RateLimited)?;
+    Ok(s)
+}

@@ -1,0 +1,654 @@
+//! The one TOML configuration file, with environment overrides.
+//!
+//! Errors name the key and what is wrong, because the person reading them is an operator at a
+//! terminal who must fix the file without reading our source.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::SubjectType;
+
+/// Where `serve` and the state-touching subcommands look when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "credgate.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `sqlite://FILE` (the embedded default) or `postgres://...`.
+    #[serde(default = "default_storage_url")]
+    pub storage_url: String,
+    #[serde(default = "default_key_dir")]
+    pub key_dir: PathBuf,
+    #[serde(default = "default_policy_dir")]
+    pub policy_dir: PathBuf,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub alerts: crate::audit::alerts::AlertConfig,
+    #[serde(default)]
+    pub rate_limits: crate::limits::RateLimitConfig,
+    /// Per-subject limits on `/subject/*`: request rate and open objections.
+    #[serde(default)]
+    pub subject_limits: crate::auth::subject::SubjectLimitConfig,
+    #[serde(default)]
+    pub workflows: crate::workflows::WorkflowConfig,
+    /// Identity providers whose data-subject tokens are accepted.
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProviderConfig>,
+    /// Present only in the demo configuration: the demo identity provider's private key, used by
+    /// `credgate token subject`. A production config has no such section, so it cannot mint.
+    #[serde(default)]
+    pub demo_identity_provider: Option<DemoIdentityProviderConfig>,
+    #[serde(default)]
+    pub stores: Vec<StoreConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Clock skew tolerated on `exp`/`nbf`, for institutions whose clocks drift a little.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: default_issuer(),
+            audience: default_audience(),
+            token_ttl_secs: default_token_ttl(),
+            leeway_secs: default_leeway(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Cap on any request body the gateway itself reads (token form, JSON bodies).
+    #[serde(default = "default_max_body")]
+    pub max_request_bytes: usize,
+    /// A request's head must arrive within this, counted from the connection's start or the
+    /// end of the previous response (so it is also the keep-alive idle limit between requests).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must have arrived this long after its head.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// A connection on which no byte moves either way while no request is being handled (a
+    /// client that stops reading its answer, say) is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once (1 to 1,000,000). At the cap, the oldest connection waiting for
+    /// a request head is closed to admit a new one; if every one is busy, the new one is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections one source address (IPv6: one /64) may hold open at once (1 to 1,000,000;
+    /// above `max_connections` it is no limit); those above are closed as soon as accepted.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+impl LimitsConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: default_max_body(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            body_read_timeout_ms: default_body_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_body_read_timeout() -> u64 {
+    30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_address() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    pub issuer: String,
+    /// The audience this provider puts in tokens meant for credgate.
+    pub audience: String,
+    /// A JWKS file with the provider's Ed25519 public keys.
+    pub jwks_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoIdentityProviderConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// PKCS#8 Ed25519 private key of the demo provider.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub name: String,
+    /// `http://host:port[/prefix]`.
+    pub upstream: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_ms: u64,
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    #[serde(default = "default_max_store_request")]
+    pub max_request_bytes: usize,
+    /// What credgate presents to the store; the caller's own credentials never reach it.
+    #[serde(default)]
+    pub credential: Option<StoreCredential>,
+    /// Where the store receives forwarded objections (POST, JSON, `Idempotency-Key`).
+    #[serde(default = "default_objections_path")]
+    pub objections_path: String,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl StoreConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreCredential {
+    /// Header name, e.g. `Authorization`.
+    pub header: String,
+    /// The header value, inline. Prefer `value_env` so the secret stays out of the file.
+    #[serde(default)]
+    pub value: Option<SecretString>,
+    /// Name of an environment variable holding the header value.
+    #[serde(default)]
+    pub value_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub method: String,
+    /// Path on the store, with `{name}` placeholders for whole segments: `/entities/{uscc}`.
+    pub path: String,
+    pub dataset: String,
+    /// The path placeholder that names the data subject.
+    #[serde(default)]
+    pub subject_path: Option<String>,
+    /// The query parameter that names the data subject.
+    #[serde(default)]
+    pub subject_query: Option<String>,
+    #[serde(default)]
+    pub subject_type: Option<SubjectType>,
+    /// Part of the one-stop profile (`/v1/subjects/{id}/profile`) for its subject type. Only
+    /// routes whose one placeholder is the subject can be.
+    #[serde(default)]
+    pub profile: bool,
+    /// The query parameters this route allows (besides `subject_query`); any other is refused
+    /// with 400. Absent or empty: the route takes no query parameter at all (fail closed).
+    #[serde(default)]
+    pub query: Option<Vec<String>>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_storage_url() -> String {
+    "sqlite://credgate.db".into()
+}
+fn default_key_dir() -> PathBuf {
+    "keys".into()
+}
+fn default_policy_dir() -> PathBuf {
+    "policies".into()
+}
+fn default_issuer() -> String {
+    "credgate".into()
+}
+fn default_audience() -> String {
+    "credgate-api".into()
+}
+fn default_token_ttl() -> u64 {
+    15 * 60
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_objections_path() -> String {
+    "/objections".into()
+}
+fn default_connect_timeout() -> u64 {
+    2_000
+}
+fn default_response_timeout() -> u64 {
+    10_000
+}
+fn default_max_response() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_store_request() -> usize {
+    64 * 1024
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("empty config deserialises to defaults")
+    }
+}
+
+/// Environment variables that override top-level keys. Each is named after its key.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("CREDGATE_LISTEN", "listen"),
+    ("CREDGATE_STORAGE_URL", "storage_url"),
+    ("CREDGATE_KEY_DIR", "key_dir"),
+    ("CREDGATE_POLICY_DIR", "policy_dir"),
+    ("CREDGATE_TOKEN_TTL_SECS", "auth.token_ttl_secs"),
+];
+
+impl Config {
+    /// Loads `path`; a missing file is an error only when the caller named it explicitly.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path.display().to_string())?,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        // Relative paths mean "beside the config file", so a config dir can be moved whole.
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        if let Some(base) = base {
+            config.rebase(&base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (var, key) in ENV_OVERRIDES {
+            let Some(value) = get(var) else { continue };
+            let bad = |what: &str| invalid(*key, format!("from ${var}: {what}"));
+            match *key {
+                "listen" => {
+                    self.listen = value
+                        .parse()
+                        .map_err(|_| bad("expected an address like 127.0.0.1:8080"))?
+                }
+                "storage_url" => self.storage_url = value,
+                "key_dir" => self.key_dir = value.into(),
+                "policy_dir" => self.policy_dir = value.into(),
+                "auth.token_ttl_secs" => {
+                    self.auth.token_ttl_secs =
+                        value.parse().map_err(|_| bad("expected whole seconds"))?
+                }
+                _ => unreachable!("every override names a handled key"),
+            }
+        }
+        Ok(())
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.key_dir);
+        fix(&mut self.policy_dir);
+        for idp in &mut self.identity_providers {
+            fix(&mut idp.jwks_file);
+        }
+        if let Some(demo) = &mut self.demo_identity_provider {
+            fix(&mut demo.key_file);
+        }
+        if let Some(rest) = self.storage_url.strip_prefix("sqlite://") {
+            let file = rest.split('?').next().unwrap_or(rest);
+            if !file.is_empty() && !file.starts_with(':') && Path::new(file).is_relative() {
+                self.storage_url = format!("sqlite://{}", base.join(rest).display());
+            }
+        }
+    }
+
+    /// Semantic checks serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.storage_url.starts_with("sqlite:")
+            || self.storage_url.starts_with("postgres://")
+            || self.storage_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "storage_url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 24 * 3600 {
+            return Err(invalid(
+                "auth.token_ttl_secs",
+                "must be between 1 and 86400 seconds; tokens are meant to be short-lived",
+            ));
+        }
+        if self.audit.retention_days < crate::audit::archive::MIN_RETENTION_DAYS {
+            return Err(invalid(
+                "audit.retention_days",
+                "must be at least 183 days (six months); the default is 1826 (five years)",
+            ));
+        }
+        if self.audit.batch_max == 0 || self.audit.checkpoint_every <= 0 {
+            return Err(invalid(
+                "audit",
+                "batch_max and checkpoint_every must be positive",
+            ));
+        }
+        for (k, v) in [
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                self.limits.body_read_timeout_ms,
+            ),
+            ("limits.idle_timeout_ms", self.limits.idle_timeout_ms),
+        ] {
+            if v == 0 || v > 600_000 {
+                return Err(invalid(k, "must be between 1 and 600000 ms"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.limits.max_connections_per_address) {
+            return Err(invalid(
+                "limits.max_connections_per_address",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.auth.leeway_secs > 300 {
+            return Err(invalid("auth.leeway_secs", "must be at most 300 seconds"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, store) in self.stores.iter().enumerate() {
+            let key = |k: &str| format!("stores[{i}].{k}");
+            if !is_name(&store.name) {
+                return Err(invalid(
+                    key("name"),
+                    "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                ));
+            }
+            if !names.insert(store.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate store name `{}`", store.name),
+                ));
+            }
+            let uri: http::Uri = store
+                .upstream
+                .parse()
+                .map_err(|_| invalid(key("upstream"), "not a valid URL"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(invalid(
+                    key("upstream"),
+                    "must be an http://host:port URL (terminate TLS to stores in front of them)",
+                ));
+            }
+            if uri.query().is_some() {
+                return Err(invalid(key("upstream"), "must not carry a query string"));
+            }
+            for (k, v) in [
+                ("connect_timeout_ms", store.connect_timeout_ms),
+                ("response_timeout_ms", store.response_timeout_ms),
+            ] {
+                if v == 0 || v > 120_000 {
+                    return Err(invalid(key(k), "must be between 1 and 120000 ms"));
+                }
+            }
+            if store.max_response_bytes == 0 {
+                return Err(invalid(key("max_response_bytes"), "must be positive"));
+            }
+            if let Some(cred) = &store.credential {
+                if http::HeaderName::try_from(cred.header.as_str()).is_err() {
+                    return Err(invalid(key("credential.header"), "not a valid header name"));
+                }
+                match (&cred.value, &cred.value_env) {
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => {
+                        return Err(invalid(
+                            key("credential"),
+                            "set exactly one of `value` and `value_env`",
+                        ));
+                    }
+                }
+            }
+            for (j, route) in store.routes.iter().enumerate() {
+                let key = |k: &str| format!("stores[{i}].routes[{j}].{k}");
+                crate::proxy::route::RoutePattern::parse(&route.path)
+                    .map_err(|m| invalid(key("path"), m))?;
+                if http::Method::from_bytes(route.method.as_bytes()).is_err()
+                    || route.method != route.method.to_ascii_uppercase()
+                {
+                    return Err(invalid(
+                        key("method"),
+                        "must be an upper-case HTTP method such as GET",
+                    ));
+                }
+                if !is_name(&route.dataset) {
+                    return Err(invalid(
+                        key("dataset"),
+                        "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+                    ));
+                }
+                let pattern =
+                    crate::proxy::route::RoutePattern::parse(&route.path).expect("checked above");
+                if let Some(p) = &route.subject_path
+                    && !pattern.params().any(|n| n == p)
+                {
+                    return Err(invalid(
+                        key("subject_path"),
+                        format!("`{p}` is not a placeholder of path `{}`", route.path),
+                    ));
+                }
+                if route.subject_path.is_some() && route.subject_query.is_some() {
+                    return Err(invalid(
+                        key("subject_query"),
+                        "set at most one of `subject_path` and `subject_query`",
+                    ));
+                }
+                if (route.subject_path.is_some() || route.subject_query.is_some())
+                    != route.subject_type.is_some()
+                {
+                    return Err(invalid(
+                        key("subject_type"),
+                        "a route that names a subject needs `subject_type` (legal or natural), and only then",
+                    ));
+                }
+                if let Some(q) = route.query.iter().flatten().find(|q| !is_name(q)) {
+                    return Err(invalid(
+                        key("query"),
+                        format!(
+                            "`{q}`: parameter names are 1-64 characters of a-z, 0-9, '-' or '_'"
+                        ),
+                    ));
+                }
+                if route.profile
+                    && (route.method != "GET"
+                        || route.subject_path.is_none()
+                        || pattern.params().count() != 1)
+                {
+                    return Err(invalid(
+                        key("profile"),
+                        "a profile section must be a GET route whose only placeholder is its subject_path",
+                    ));
+                }
+            }
+        }
+        for (i, idp) in self.identity_providers.iter().enumerate() {
+            if idp.issuer.is_empty() {
+                return Err(invalid(
+                    format!("identity_providers[{i}].issuer"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub use crate::domain::names::is_name;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        let c = Config::parse(text, "t.toml");
+        match c {
+            Err(e) => e.to_string(),
+            Ok(c) => c.validate().unwrap_err().to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err("listen = \"127.0.0.1:1\"\nlisten_adress = 3\n");
+        assert!(e.contains("listen_adress"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_upstream_names_the_store_key() {
+        let e = err("[[stores]]\nname = \"power\"\nupstream = \"ftp://x\"\n");
+        assert!(e.contains("stores[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn subject_placeholder_must_exist() {
+        let e = err(
+            "[[stores]]\nname='p'\nupstream='http://127.0.0.1:1'\n[[stores.routes]]\nmethod='GET'\npath='/entities/{uscc}'\ndataset='entity'\nsubject_path='id'\nsubject_type='legal'\n",
+        );
+        assert!(e.contains("stores[0].routes[0].subject_path"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_win_and_bad_values_name_the_variable() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "CREDGATE_STORAGE_URL").then(|| "sqlite://x.db".to_string()))
+            .unwrap();
+        assert_eq!(c.storage_url, "sqlite://x.db");
+        let e = c
+            .apply_env(|k| (k == "CREDGATE_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("CREDGATE_LISTEN") && e.contains("`listen`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credential_secret_is_not_printed_by_debug() {
+        let c = Config::parse(
+            "[[stores]]\nname='p'\nupstream='http://127.0.0.1:1'\ncredential={header='Authorization', value='Bearer s3cr3t'}\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../credgate.example.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.stores[0].routes[0].subject_type, Some(SubjectType::Legal));
+    }
+}

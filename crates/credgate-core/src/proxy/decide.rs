@@ -1,0 +1,59 @@
+//! Phase 3, decide: the compiled plan for (role, purpose, dataset), then row scope, then the
+//! data subject's consent where the plan needs it. Denials name the rule, never the data.
+
+use http::HeaderMap;
+
+use super::DataError as Error;
+use crate::{
+    auth::Principal,
+    domain::SubjectId,
+    policy::{ConsentState, Plan},
+    services::Core,
+    storage::{consents, now_micros},
+};
+
+pub async fn decide(
+    state: &Core,
+    who: &Principal,
+    purpose: &str,
+    dataset: &str,
+    subject: Option<&SubjectId>,
+    headers: &HeaderMap,
+) -> Result<std::sync::Arc<Plan>, Error> {
+    let plan = state.policies().decide(who.role(), purpose, dataset)?;
+    plan.check_scope(who.region())?;
+    if plan.needs_consent {
+        let consent = consent_state(state, who, purpose, subject, headers).await?;
+        plan.check_consent(consent)?;
+    }
+    Ok(plan)
+}
+
+/// Reads `X-Consent` and judges it against this request: the same person, the caller's own
+/// org, the declared purpose, neither revoked nor expired.
+pub async fn consent_state(
+    state: &Core,
+    who: &Principal,
+    purpose: &str,
+    subject: Option<&SubjectId>,
+    headers: &HeaderMap,
+) -> Result<ConsentState, Error> {
+    let Some(value) = headers.get("x-consent") else {
+        return Ok(ConsentState::Absent);
+    };
+    let (Ok(id), Some(subject), Some(org)) = (value.to_str(), subject, who.org()) else {
+        return Ok(ConsentState::Invalid);
+    };
+    let Some(c) = consents::get(&state.db, id).await? else {
+        return Ok(ConsentState::Invalid);
+    };
+    let valid = c.is_for(subject)
+        && c.grantee_org == org
+        && c.purpose == purpose
+        && c.is_live(now_micros());
+    Ok(if valid {
+        ConsentState::Valid
+    } else {
+        ConsentState::Invalid
+    })
+}

@@ -1,0 +1,261 @@
+//! The data path as a sequence of small phases:
+//! authenticate -> route -> purpose -> decide -> forward -> filter (mask) -> log.
+//! Each phase either hands the next one what it needs or ends the request with an error.
+//!
+//! `/v1/stores/{store}/{path}` is for institutions (a token is required);
+//! `/public/stores/{store}/{path}` is the public's, decided as the policy's `public` role.
+
+//!
+//! The phases live here, below the web layer; the axum handlers that run them in order are
+//! `crate::http::data` and `crate::http::profile`.
+
+pub mod decide;
+pub mod query;
+pub use crate::domain::route;
+pub mod upstream;
+
+use http::{HeaderMap, StatusCode, request::Parts};
+
+use self::upstream::{Route, Store, SubjectLocator, UpstreamResponse};
+use crate::{
+    audit::AuditInfo,
+    auth::Principal,
+    domain::{IdError, SubjectId, SubjectType},
+    policy::{ApplyCtx, Denial, Outcome, Plan},
+    services::Core,
+    storage::StorageError,
+};
+
+/// Why a data request ends before anything is released. The web layer maps each to its
+/// problem (`http::error`); the texts are the ones callers have always seen.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid data-subject id: {0}")]
+    InvalidSubjectId(#[from] IdError),
+    #[error("{0}")]
+    NotFound(String),
+    /// A policy denial: names the rule, never the data.
+    #[error("denied by rule `{}`: {}", .0.rule, .0.detail)]
+    Denied(Denial),
+    #[error("{0}")]
+    BadGateway(&'static str),
+    #[error("the store did not answer in time")]
+    Timeout,
+    #[error("storage unavailable")]
+    Storage(#[from] StorageError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<Denial> for DataError {
+    fn from(d: Denial) -> Self {
+        DataError::Denied(d)
+    }
+}
+
+// The phases below name their errors as `Error`, as they did when they returned the web type.
+use DataError as Error;
+
+/// A request that has been routed: the store, the route, and who it is about.
+pub struct Target<'s> {
+    pub store: &'s Store,
+    pub route: &'s Route,
+    /// The normalised, re-encoded path sent to the store.
+    pub path: String,
+    /// The validated, re-serialised query sent to the store.
+    pub query: Option<String>,
+    pub subject: Option<SubjectId>,
+}
+
+impl Target<'_> {
+    /// The gateway path as decided: what the audit record holds instead of the raw target.
+    pub fn canonical(&self, prefix: &str) -> String {
+        let q = self.query.as_deref().map_or(0, |q| q.len() + 1);
+        let mut s =
+            String::with_capacity(prefix.len() + self.store.name.len() + self.path.len() + q);
+        s.push_str(prefix);
+        s.push_str(&self.store.name);
+        s.push_str(&self.path);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    }
+}
+
+/// Who asked, for the audit record.
+pub fn note_principal(a: &mut AuditInfo, who: &Principal) {
+    if let Principal::Institution(i) = who {
+        a.client_id = Some(i.client_id.clone());
+        a.org = Some(i.org.clone());
+    }
+    a.role = Some(who.role().to_string());
+}
+
+/// What was released, for the audit record: masked classes, the subjects of released rows.
+pub fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
+    a.masked = outcome
+        .by_class
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as u64))
+        .collect();
+    if outcome.unclassified > 0 {
+        a.masked
+            .insert("(unclassified)".into(), outcome.unclassified as u64);
+    }
+    for s in &outcome.subjects {
+        if !a.subjects.contains(s) {
+            a.subjects.push(s.clone());
+        }
+    }
+    a.t4_released |= outcome.released_t4 > 0;
+}
+
+pub fn consent_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-consent")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
+}
+
+/// Phase 2: normalise the path, find the store and a configured route, and parse the data
+/// subject's id. No route, no upstream contact.
+pub fn route<'s>(state: &'s Core, parts: &Parts, prefix: &str) -> Result<Target<'s>, Error> {
+    let raw = parts
+        .uri
+        .path()
+        .strip_prefix(prefix)
+        .ok_or_else(|| Error::NotFound("no such route".into()))?;
+    let (store_name, rest) = raw.split_once('/').unwrap_or((raw, ""));
+    let mut segs =
+        route::normalise(rest).map_err(|e| Error::BadRequest(format!("path refused: {e}")))?;
+    let no_route = || Error::NotFound("no configured route matches this request".into());
+    let store = state.stores.get(store_name).ok_or_else(no_route)?;
+    let route = store
+        .find_route(&parts.method, &segs)
+        .ok_or_else(no_route)?;
+    let decided = query::decide(parts.uri.query(), route)?;
+    let mut subject = decided.subject;
+    if let Some((SubjectLocator::Path(name), kind)) = &route.subject {
+        let at = route
+            .pattern
+            .position(name)
+            .expect("config validation ties subject_path to a placeholder");
+        let id = SubjectId::parse(*kind, &segs[at])?;
+        // What was decided is what is forwarded: the canonical id, never the spelling sent.
+        segs[at] = id.as_str().to_string();
+        subject = Some(id);
+    }
+    Ok(Target {
+        store,
+        route,
+        path: route::encode_segments(&segs),
+        query: decided.forwarded,
+        subject,
+    })
+}
+
+/// Every data request declares a purpose from the policy catalog.
+pub fn declared_purpose(state: &Core, headers: &HeaderMap) -> Result<String, Error> {
+    let value = headers
+        .get("x-purpose")
+        .ok_or_else(|| Error::BadRequest("the X-Purpose header is required".into()))?
+        .to_str()
+        .map_err(|_| Error::BadRequest("X-Purpose is not a purpose code".into()))?;
+    let policies = state.policies();
+    let purpose = policies.purpose(value).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "unknown purpose; declare one of: {}",
+            policies.purpose_codes().join(", ")
+        ))
+    })?;
+    Ok(purpose.code.clone())
+}
+
+/// The one answer for a record that is missing and for one outside the caller's region: a
+/// regional role must not tell "elsewhere" from "nowhere".
+pub fn no_such_record() -> Error {
+    Error::NotFound("no such record".into())
+}
+
+/// Phase 5: only a successful JSON answer passes, masked by the plan and re-emitted with our
+/// own headers, each record under objection annotated (looked up by its subject id before
+/// masking; `true` when one is still open). A store's error pages, redirects and headers never
+/// reach the caller.
+pub fn release(
+    state: &Core,
+    plan: &Plan,
+    who: &Principal,
+    store: &str,
+    up: UpstreamResponse,
+) -> Result<(StatusCode, serde_json::Value, Outcome, bool), Error> {
+    match up.status {
+        s if s.is_success() => {
+            let is_json = up
+                .content_type
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    let mime = v.split(';').next().unwrap_or("").trim();
+                    mime == "application/json" || mime.ends_with("+json")
+                })
+                .unwrap_or(false);
+            let mut doc: serde_json::Value = match serde_json::from_slice(&up.body) {
+                Ok(doc) if is_json => doc,
+                _ => {
+                    return Err(Error::BadGateway(
+                        "the store answered with something other than JSON",
+                    ));
+                }
+            };
+            let ctx = ApplyCtx {
+                region: who.region(),
+                today: time::OffsetDateTime::now_utc().date(),
+                pseudonym_key: &state.pseudonym_key,
+            };
+            let mut pending = false;
+            let outcome = if !state.marks.has_store(store) {
+                plan.apply(&mut doc, &ctx)
+            } else {
+                // A dataset that declares no subject type: its ids are looked up as either.
+                let kinds: &[SubjectType] = match plan.subject_type() {
+                    Some(SubjectType::Legal) => &[SubjectType::Legal],
+                    Some(SubjectType::Natural) => &[SubjectType::Natural],
+                    None => &[SubjectType::Legal, SubjectType::Natural],
+                };
+                let mut note = |id: &str| {
+                    let (v, open) = kinds
+                        .iter()
+                        .find_map(|k| state.marks.annotation(store, *k, id))?;
+                    pending |= open;
+                    Some(v)
+                };
+                plan.apply_annotated(&mut doc, &ctx, Some(&mut note))
+            };
+            if outcome.out_of_scope {
+                return Err(no_such_record());
+            }
+            if outcome.unclassified > 0 {
+                metrics::counter!("credgate_unclassified_fields_total", "dataset" => plan.dataset.to_string())
+                    .increment(outcome.unclassified as u64);
+                tracing::warn!(dataset = %plan.dataset, paths = ?outcome.unclassified_paths,
+                    count = outcome.unclassified, "fields not in the catalog were removed");
+            }
+            Ok((s, doc, outcome, pending))
+        }
+        StatusCode::NOT_FOUND => Err(no_such_record()),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Err(Error::BadRequest(
+            "the store refused the request's parameters".into(),
+        )),
+        other => {
+            tracing::warn!(
+                status = other.as_u16(),
+                "store answered with an error status"
+            );
+            Err(Error::BadGateway("the store answered with an error"))
+        }
+    }
+}

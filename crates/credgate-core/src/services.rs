@@ -1,0 +1,141 @@
+//! The core services: everything a request, a workflow or a background task needs, built once
+//! at start and shared by reference. Below the web layer: no axum, no HTTP types of its own.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+
+use crate::{
+    auth::{keyring::Keyring, subject::SubjectVerifier, tokens::TokenService},
+    config::Config,
+    policy::PolicySet,
+    proxy::upstream::Stores,
+    storage::Db,
+};
+
+/// Everything a handler needs, built once at start and shared by reference. Every layer and
+/// handler takes a clone per request, so it is one `Arc`: one atomic increment, not one per
+/// field (the profile showed cloning and dropping the fields at about 4% of a request).
+#[derive(Clone)]
+pub struct Core(Arc<Shared>);
+
+impl std::ops::Deref for Core {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub tokens: Arc<TokenService>,
+    pub subjects: Arc<SubjectVerifier>,
+    pub stores: Arc<Stores>,
+    pub audit: crate::audit::AuditLog,
+    /// The workflows' clock (tests move it forward).
+    pub clock: Arc<crate::workflows::Clock>,
+    /// Seals whistleblowers' contacts (AES-256-GCM, the reports key from the keyring).
+    pub report_sealer: Arc<crate::auth::sealer::Sealer>,
+    /// Contested records, for marking answers.
+    pub marks: Arc<crate::workflows::marks::Marks>,
+    pub limits: crate::limits::RateLimits,
+    /// Raw public key of the audit checkpoint signer, for verification.
+    pub audit_public_key: Arc<Vec<u8>>,
+    /// HMAC key of the pseudonym mask: from the keyring, the same on every replica.
+    pub pseudonym_key: Arc<ring::hmac::Key>,
+    /// The master key that opens the stored keys (rereading them after a rotation).
+    pub keyring: Arc<Keyring>,
+    /// Clients' status and lockdowns, kept current by the replica signals.
+    pub client_status: Arc<crate::auth::status::StatusCache>,
+    /// The replica signals this process has acted on (see `crate::replicas`).
+    pub seen: Arc<crate::replicas::Seen>,
+    /// This process's name among the replicas (outbox claims, alerts).
+    pub replica: Arc<str>,
+    policies: Arc<RwLock<Arc<PolicySet>>>,
+}
+
+impl Core {
+    /// The policy set in force now. Cloning the `Arc` keeps one request on one consistent set
+    /// even if a reload swaps it meanwhile.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps a loaded, validated set in (see `crate::replicas::Reload`: only after its audit
+    /// record committed).
+    pub fn swap_policies(&self, set: PolicySet) {
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
+    /// the start: a gateway that cannot enforce does not serve.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Db::open(&config.storage_url)
+            .await
+            .with_context(|| "opening storage (storage_url)")?;
+        let keyring = Keyring::open(&config.key_dir)?;
+        let keys = keyring
+            .gateway_keys(&db)
+            .await
+            .with_context(|| "loading the gateway's keys")?;
+        let tokens = TokenService::new(&keys.token_signing, &config.auth)?;
+        let subjects = SubjectVerifier::from_config(&config)?;
+        let audit = crate::audit::AuditLog::start(
+            db.clone(),
+            keys.audit_signing.key_pair(),
+            keys.audit_signing.kid.clone(),
+            config.audit.clone(),
+        )
+        .await?;
+        let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);
+        let stores = Stores::build(&config.stores)?;
+        let policies = load_policies(&config, &stores)?;
+        let limits = crate::limits::RateLimits::new(&config.rate_limits);
+        let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
+        let report_sealer = Arc::new(crate::auth::sealer::Sealer::new(&keys.reports));
+        Ok(Self(Arc::new(Shared {
+            config: Arc::new(config),
+            db,
+            tokens,
+            subjects,
+            stores: Arc::new(stores),
+            pseudonym_key: Arc::new(ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &keys.pseudonym,
+            )),
+            audit,
+            clock: Arc::new(crate::workflows::Clock::default()),
+            marks,
+            report_sealer,
+            limits,
+            audit_public_key: Arc::new(keys.audit_signing.public.clone()),
+            keyring: Arc::new(keyring),
+            seen: Arc::new(seen),
+            client_status: Arc::default(),
+            replica: crate::replicas::replica_name(),
+            policies: Arc::new(RwLock::new(Arc::new(policies))),
+        })))
+    }
+}
+
+/// The policy set, checked against the routes: every dataset a route names must be decidable.
+pub fn load_policies(
+    config: &Config,
+    stores: &Stores,
+) -> Result<PolicySet, crate::policy::PolicyError> {
+    let set = PolicySet::load(&config.policy_dir)?;
+    if let Some((store, dataset)) = stores.datasets().find(|(_, d)| set.dataset(d).is_none()) {
+        return Err(crate::policy::PolicyError {
+            file: config.policy_dir.join("catalog.toml").display().to_string(),
+            line: None,
+            message: format!(
+                "store `{store}` routes to dataset `{dataset}`, which the catalog does not declare; add it or fix the route"
+            ),
+        });
+    }
+    Ok(set)
+}

@@ -1,0 +1,878 @@
+//! Compiled plans and their application: disclosure windows, row scope and field masking, in
+//! that order, on the parsed JSON answer.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use ring::hmac;
+use serde_json::{Map, Value};
+use time::Date;
+
+use super::{
+    Class, Dataset, PolicyError, Role, Source,
+    files::{CatalogFile, DisclosureFile, RowScope, Tier},
+    mask::{self, MaskSpec},
+    path::{self, Seg, Trie},
+};
+
+/// A dataset as compiled from the catalog: classes by path, before any role is applied.
+pub(super) struct CompiledDataset {
+    name: Arc<str>,
+    fields: Trie<Arc<str>>,
+    rows: Option<Vec<Seg>>,
+    region: Option<Vec<Seg>>,
+    subject: Option<Vec<Seg>>,
+    dated: Vec<DatedRule>,
+    subject_type: Option<crate::domain::SubjectType>,
+}
+
+#[derive(Debug, Clone)]
+struct DatedRule {
+    /// The array holding the records (the `records` path without its final `[*]`).
+    array: Vec<Seg>,
+    date: String,
+    end: Option<String>,
+    severity: Option<String>,
+    severity_default: Option<String>,
+}
+
+/// A calendar period such as `3m`, `1y`, `90d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    months: i32,
+    days: i64,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+        let n: i32 = n.parse().ok().filter(|n| *n > 0)?;
+        Some(match unit {
+            "y" => Period {
+                months: n * 12,
+                days: 0,
+            },
+            "m" => Period { months: n, days: 0 },
+            "d" => Period {
+                months: 0,
+                days: n as i64,
+            },
+            _ => return None,
+        })
+    }
+
+    /// `date` plus this period; a day past the end of the target month clamps to its last day.
+    pub fn after(&self, date: Date) -> Date {
+        let total = date.year() * 12 + (date.month() as i32 - 1) + self.months;
+        let (y, m) = (total.div_euclid(12), (total.rem_euclid(12) + 1) as u8);
+        let month = time::Month::try_from(m).expect("1..=12");
+        let day = date.day().min(month.length(y));
+        let d = Date::from_calendar_date(y, month, day).unwrap_or(date);
+        d.checked_add(time::Duration::days(self.days))
+            .unwrap_or(Date::MAX)
+    }
+}
+
+pub(super) struct Windows {
+    periods: BTreeMap<Tier, BTreeMap<String, Period>>,
+    max_age: Period,
+}
+
+/// What a plan does with one classified path.
+#[derive(Debug, Clone)]
+struct Action {
+    class: Arc<str>,
+    /// Values identify a subject of this type (recorded as touched, before masking).
+    identifies: Option<crate::domain::SubjectType>,
+    /// `None`: released as it is.
+    mask: Option<MaskSpec>,
+    /// The class is T4: a value released as it is counts in `Outcome::released_t4`.
+    t4: bool,
+}
+
+/// The compiled decision for one role on one dataset: lookups only on the request path.
+#[derive(Debug)]
+pub struct Plan {
+    pub role: String,
+    pub dataset: Arc<str>,
+    pub clearance: Tier,
+    pub row_scope: RowScope,
+    /// Reading this dataset about a natural person needs the person's consent.
+    pub needs_consent: bool,
+    /// Row scope applies but the dataset names no region: nothing can be shown.
+    pub region_unknown: bool,
+    fields: Trie<Action>,
+    rows: Option<Vec<Seg>>,
+    region: Option<Vec<Seg>>,
+    subject: Option<Vec<Seg>>,
+    subject_type: Option<crate::domain::SubjectType>,
+    dated: Vec<DatedRule>,
+    periods: Option<BTreeMap<String, Period>>,
+    max_age: Option<Period>,
+}
+
+pub struct ApplyCtx<'a> {
+    /// The principal's region, for row scope.
+    pub region: Option<&'a str>,
+    pub today: Date,
+    pub pseudonym_key: &'a hmac::Key,
+}
+
+/// What applying a plan did, for headers, metrics and the audit record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Fields masked or removed by the plan, unclassified ones included.
+    pub masked: usize,
+    /// Fields the catalog does not name, removed.
+    pub unclassified: usize,
+    /// Dated records withheld by disclosure windows.
+    pub withheld_records: usize,
+    /// List rows dropped by row scope.
+    pub dropped_rows: usize,
+    /// A single record outside the principal's region: answer 404.
+    pub out_of_scope: bool,
+    pub by_class: BTreeMap<Arc<str>, usize>,
+    /// Paths (with `[*]` for indices) of unclassified fields, for the warning log.
+    pub unclassified_paths: Vec<String>,
+    /// Ids of the data subjects whose records are released, and of every subject whose
+    /// identifier a released record carries (for the audit record and their access log).
+    pub subjects: Vec<String>,
+    /// Records annotated with objections by the annotator given to `apply_annotated`.
+    pub annotated: usize,
+    /// T4 values released clear (for the out-of-hours alert): what the answer carried, not
+    /// what the catalog could have.
+    pub released_t4: usize,
+}
+
+/// At most this many subject ids are recorded per answer.
+const MAX_SUBJECTS: usize = 1000;
+
+/// Answers the annotation of a record, given its subject id as the store sent it.
+pub type Annotator<'a> = dyn FnMut(&str) -> Option<Value> + 'a;
+
+/// The id in its canonical form when it parses as the declared type, else as sent.
+fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
+    match kind.map(|k| crate::domain::SubjectId::parse(k, s)) {
+        Some(Ok(id)) => id.as_str().to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// What one walk over an answer carries besides the value.
+struct Walker<'w, 'a, 'f, 'g> {
+    ctx: &'w ApplyCtx<'a>,
+    out: &'w mut Outcome,
+    /// The subjects already in `out.subjects`: noting one is a lookup, not a scan.
+    seen: HashSet<String>,
+    records: Option<Records<'w, 'f, 'g>>,
+}
+
+/// Where the dataset's records sit in the plan's trie, and what to do with each.
+struct Records<'w, 'f, 'g> {
+    /// The node of one record: the row node (`rows`, ending in `[*]`), or the root.
+    node: &'w Trie<Action>,
+    subject: &'w [Seg],
+    kind: Option<crate::domain::SubjectType>,
+    /// The whole answer is the record: it is annotated even when masking emptied it.
+    single: bool,
+    annotate: Option<&'f mut Annotator<'g>>,
+}
+
+impl Walker<'_, '_, '_, '_> {
+    /// Notes a subject the answer touches, once.
+    fn touch(&mut self, id: &str) {
+        if self.out.subjects.len() < MAX_SUBJECTS && !self.seen.contains(id) {
+            self.seen.insert(id.to_string());
+            self.out.subjects.push(id.to_string());
+        }
+    }
+}
+
+fn parse_path(
+    src: &Source,
+    p: &toml::Spanned<String>,
+    what: &str,
+) -> Result<Vec<Seg>, PolicyError> {
+    path::parse(p.get_ref()).map_err(|e| src.err(p.span(), format!("{what}: {e}")))
+}
+
+/// A path within a row (or the record) that must name a classified field: `region`, `subject`.
+fn row_field(
+    src: &Source,
+    ds: &str,
+    what: &str,
+    path: Option<&toml::Spanned<String>>,
+    rows: Option<&[Seg]>,
+    fields: &Trie<Arc<str>>,
+) -> Result<Option<Vec<Seg>>, PolicyError> {
+    let Some(p) = path else { return Ok(None) };
+    let segs = parse_path(src, p, &format!("dataset `{ds}`, {what}"))?;
+    let full: Vec<Seg> = rows.unwrap_or(&[]).iter().chain(&segs).cloned().collect();
+    if fields.get(&full).and_then(|n| n.value.as_ref()).is_none() {
+        return Err(src.err(
+            p.span(),
+            format!(
+                "dataset `{ds}`: {what} `{}` is not a classified field of a row",
+                p.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(segs))
+}
+
+pub(super) fn compile_catalog(
+    src: &Source,
+    catalog: CatalogFile,
+    classes: &HashMap<String, Class>,
+    datasets: &mut HashMap<String, Dataset>,
+) -> Result<HashMap<String, CompiledDataset>, PolicyError> {
+    let mut out = HashMap::new();
+    for (name, entry) in catalog.datasets {
+        super::check_name(src, &name, "dataset")?;
+        let ds = name.get_ref().clone();
+        let mut fields = Trie::default();
+        for (p, class) in &entry.fields {
+            let segs = parse_path(src, p, &format!("dataset `{ds}`, path"))?;
+            let Some(c) = classes.get(class.get_ref()) else {
+                return Err(src.err(
+                    class.span(),
+                    format!("dataset `{ds}`, path `{}`: unknown class `{}`; declare it in classes.toml or fix the name", p.get_ref(), class.get_ref()),
+                ));
+            };
+            fields.insert(&segs, c.name.clone()).map_err(|e| {
+                src.err(
+                    p.span(),
+                    format!(
+                        "dataset `{ds}`, path `{}` {e}; it can never apply as written",
+                        p.get_ref()
+                    ),
+                )
+            })?;
+        }
+        let rows = match &entry.rows {
+            None => None,
+            Some(r) => {
+                let segs = parse_path(src, r, &format!("dataset `{ds}`, rows"))?;
+                if segs.last() != Some(&Seg::AnyIndex) {
+                    return Err(src.err(
+                        r.span(),
+                        format!("dataset `{ds}`: rows must end in `[*]`, e.g. `items[*]`"),
+                    ));
+                }
+                if fields.get(&segs).is_none() {
+                    return Err(src.err(
+                        r.span(),
+                        format!(
+                            "dataset `{ds}`: no field is classified under rows `{}`",
+                            r.get_ref()
+                        ),
+                    ));
+                }
+                Some(segs)
+            }
+        };
+        let region = row_field(
+            src,
+            &ds,
+            "region",
+            entry.region.as_ref(),
+            rows.as_deref(),
+            &fields,
+        )?;
+        let subject = row_field(
+            src,
+            &ds,
+            "subject",
+            entry.subject.as_ref(),
+            rows.as_deref(),
+            &fields,
+        )?;
+        let mut dated = Vec::new();
+        for d in entry.dated {
+            let segs = parse_path(src, &d.records, &format!("dataset `{ds}`, dated records"))?;
+            if segs.last() != Some(&Seg::AnyIndex) {
+                return Err(src.err(
+                    d.records.span(),
+                    format!("dataset `{ds}`: dated records must end in `[*]`"),
+                ));
+            }
+            let Some(node) = fields.get(&segs) else {
+                return Err(src.err(
+                    d.records.span(),
+                    format!(
+                        "dataset `{ds}`: dated records `{}` are not in the catalog",
+                        d.records.get_ref()
+                    ),
+                ));
+            };
+            if node.value.is_none() && !node.keys.contains_key(&d.date) {
+                return Err(src.err(
+                    d.records.span(),
+                    format!(
+                        "dataset `{ds}`: records `{}` have no classified `{}` field",
+                        d.records.get_ref(),
+                        d.date
+                    ),
+                ));
+            }
+            dated.push(DatedRule {
+                array: segs[..segs.len() - 1].to_vec(),
+                date: d.date,
+                end: d.end,
+                severity: d.severity,
+                severity_default: d.severity_default,
+            });
+        }
+        let listed = entry
+            .fields
+            .iter()
+            .map(|(p, c)| (p.get_ref().clone(), c.get_ref().clone()))
+            .collect();
+        datasets.insert(
+            ds.clone(),
+            Dataset {
+                name: ds.clone(),
+                subject_type: entry.subject_type,
+                fields: listed,
+            },
+        );
+        out.insert(
+            ds.clone(),
+            CompiledDataset {
+                name: ds.as_str().into(),
+                fields,
+                rows,
+                region,
+                subject,
+                dated,
+                subject_type: entry.subject_type,
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub(super) fn compile_disclosure(src: &Source, d: &DisclosureFile) -> Result<Windows, PolicyError> {
+    let parse = |s: &toml::Spanned<String>| {
+        Period::parse(s.get_ref()).ok_or_else(|| {
+            src.err(
+                s.span(),
+                format!(
+                    "`{}` is not a period; write e.g. \"3m\", \"1y\" or \"90d\"",
+                    s.get_ref()
+                ),
+            )
+        })
+    };
+    let mut periods = BTreeMap::new();
+    for (tier, by_severity) in &d.periods {
+        let mut m = BTreeMap::new();
+        for (sev, p) in by_severity {
+            m.insert(sev.clone(), parse(p)?);
+        }
+        periods.insert(*tier, m);
+    }
+    Ok(Windows {
+        periods,
+        max_age: parse(&d.max_age.after_end)?,
+    })
+}
+
+pub(super) fn compile_plan(
+    role: &Role,
+    ds: &CompiledDataset,
+    classes: &HashMap<String, Class>,
+    overrides: &BTreeMap<String, MaskSpec>,
+    windows: &Windows,
+    exempt_from_max_age: bool,
+) -> Plan {
+    let fields = ds.fields.map(&|class: &Arc<str>| {
+        let c = &classes[class.as_ref()];
+        let chosen = overrides.get(class.as_ref());
+        let mask = if c.tier <= role.clearance {
+            chosen.filter(|m| !m.is_clear()).cloned()
+        } else {
+            Some(
+                chosen
+                    .or(c.default_mask.as_ref())
+                    .cloned()
+                    .unwrap_or(MaskSpec::Remove),
+            )
+        };
+        Action {
+            class: class.clone(),
+            identifies: c.identifies,
+            mask,
+            t4: c.tier == Tier::T4,
+        }
+    });
+    fn any_t3(t: &Trie<Arc<str>>, classes: &HashMap<String, Class>, clearance: Tier) -> bool {
+        t.value.as_ref().is_some_and(|c| {
+            let tier = classes[c.as_ref()].tier;
+            tier >= Tier::T3 && tier <= clearance
+        }) || t.keys.values().any(|n| any_t3(n, classes, clearance))
+            || t.any_index
+                .as_deref()
+                .is_some_and(|n| any_t3(n, classes, clearance))
+    }
+    let admits_t3 = any_t3(&ds.fields, classes, role.clearance);
+    let natural = ds.subject_type == Some(crate::domain::SubjectType::Natural);
+    Plan {
+        role: role.name.clone(),
+        dataset: ds.name.clone(),
+        clearance: role.clearance,
+        row_scope: role.row_scope,
+        needs_consent: role.consent_for_natural && natural && admits_t3,
+        region_unknown: role.row_scope == RowScope::Region && ds.region.is_none(),
+        fields,
+        rows: ds.rows.clone(),
+        region: ds.region.clone(),
+        subject: ds.subject.clone(),
+        subject_type: ds.subject_type,
+        dated: ds.dated.clone(),
+        periods: windows.periods.get(&role.clearance).cloned(),
+        max_age: (!exempt_from_max_age).then_some(windows.max_age),
+    }
+}
+
+/// Visits every array reached by `segs` (which may contain `[*]`).
+fn for_each_array(v: &mut Value, segs: &[Seg], f: &mut impl FnMut(&mut Vec<Value>)) {
+    match segs.split_first() {
+        None => {
+            if let Value::Array(a) = v {
+                f(a)
+            }
+        }
+        Some((Seg::Key(k), rest)) => {
+            if let Some(child) = v.as_object_mut().and_then(|m| m.get_mut(k)) {
+                for_each_array(child, rest, f)
+            }
+        }
+        Some((Seg::AnyIndex, rest)) => {
+            if let Value::Array(items) = v {
+                for item in items {
+                    for_each_array(item, rest, f)
+                }
+            }
+        }
+    }
+}
+
+fn date_of(v: &Value) -> Option<Date> {
+    let s = v.as_str()?;
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s.get(..10)?, &fmt).ok()
+}
+
+fn value_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    let mut v = v;
+    for s in segs {
+        v = match s {
+            Seg::Key(k) => v.get(k)?,
+            Seg::AnyIndex => return None,
+        };
+    }
+    Some(v)
+}
+
+impl Plan {
+    /// The type of subject the dataset's records are about, as the catalog declares it.
+    pub fn subject_type(&self) -> Option<crate::domain::SubjectType> {
+        self.subject_type
+    }
+
+    /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
+    /// withheld.
+    pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {
+        self.apply_annotated(doc, ctx, None)
+    }
+
+    /// Applies the plan, adding what `annotate` answers for each released record under the
+    /// key `_objections`. The annotator is asked with the record's subject id as the store
+    /// sent it (canonical when it parses), read before masking, and its answer is put on that
+    /// same record once masked: a role that sees the id masked is annotated all the same, and
+    /// a row the masking removes cannot shift the marks of the rows after it.
+    pub fn apply_annotated(
+        &self,
+        doc: &mut Value,
+        ctx: &ApplyCtx<'_>,
+        annotate: Option<&mut Annotator<'_>>,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        self.withhold(doc, ctx, &mut out);
+        if out.out_of_scope {
+            return out;
+        }
+        let record = match (&self.subject, &self.rows) {
+            (None, _) => None,
+            (Some(subject), Some(rows)) => self.fields.get(rows).map(|node| (node, subject)),
+            (Some(subject), None) => Some((&self.fields, subject)),
+        };
+        let mut w = Walker {
+            ctx,
+            out: &mut out,
+            seen: HashSet::new(),
+            records: record.map(|(node, subject)| Records {
+                node,
+                subject,
+                kind: self.subject_type,
+                single: self.rows.is_none(),
+                annotate,
+            }),
+        };
+        let root = Trail {
+            key: "",
+            parent: None,
+        };
+        if walk(&self.fields, doc, &mut w, &root) == Walk::Remove {
+            *doc = Value::Object(Map::new());
+        }
+        out
+    }
+
+    /// Disclosure windows, then row scope.
+    fn withhold(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {
+        for rule in &self.dated {
+            for_each_array(doc, &rule.array, &mut |records| {
+                let before = records.len();
+                records.retain(|r| self.released(rule, r, ctx.today));
+                out.withheld_records += before - records.len();
+            });
+        }
+        if self.row_scope != RowScope::Region {
+            return;
+        }
+        let region = self.region.as_deref().unwrap_or(&[]);
+        let in_scope = |row: &Value| {
+            ctx.region.is_some()
+                && !region.is_empty()
+                && value_at(row, region).and_then(Value::as_str) == ctx.region
+        };
+        match &self.rows {
+            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                let before = items.len();
+                items.retain(in_scope);
+                out.dropped_rows += before - items.len();
+            }),
+            None => {
+                if !in_scope(doc) {
+                    out.out_of_scope = true;
+                    *doc = Value::Object(Map::new());
+                }
+            }
+        }
+    }
+
+    fn released(&self, rule: &DatedRule, record: &Value, today: Date) -> bool {
+        let Some(date) = record.get(&rule.date).and_then(date_of) else {
+            // An undated adverse record cannot be placed in its window: only exempt roles see it.
+            return self.max_age.is_none() && self.periods.is_none();
+        };
+        if let Some(periods) = &self.periods {
+            let severity = rule
+                .severity
+                .as_ref()
+                .and_then(|f| record.get(f))
+                .and_then(Value::as_str)
+                .or(rule.severity_default.as_deref());
+            // Unknown severity: the shortest period, so doubt withholds sooner.
+            let period = severity
+                .and_then(|s| periods.get(s))
+                .or_else(|| periods.values().min_by_key(|p| p.after(date)));
+            if let Some(p) = period
+                && today > p.after(date)
+            {
+                return false;
+            }
+        }
+        if let Some(max_age) = &self.max_age {
+            let end = rule
+                .end
+                .as_ref()
+                .and_then(|f| record.get(f))
+                .and_then(date_of)
+                .unwrap_or(date);
+            if today > max_age.after(end) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Walk {
+    Keep,
+    Remove,
+}
+
+fn count(out: &mut Outcome, class: &Arc<str>) {
+    out.masked += 1;
+    *out.by_class.entry(class.clone()).or_default() += 1;
+}
+
+/// The path to the current value, as a linked list on the stack: built into a string only
+/// when an unclassified field must be named, so the common case allocates nothing.
+#[derive(Clone, Copy)]
+struct Trail<'a> {
+    key: &'a str,
+    parent: Option<&'a Trail<'a>>,
+}
+
+impl Trail<'_> {
+    fn render(&self) -> String {
+        let mut parts = vec![self.key];
+        let mut at = self.parent;
+        while let Some(t) = at {
+            parts.push(t.key);
+            at = t.parent;
+        }
+        parts.retain(|p| !p.is_empty());
+        parts.reverse();
+        parts.join(".")
+    }
+}
+
+fn unclassified(out: &mut Outcome, trail: &Trail<'_>) {
+    out.masked += 1;
+    out.unclassified += 1;
+    if out.unclassified_paths.len() < 32 {
+        out.unclassified_paths.push(trail.render());
+    }
+}
+
+/// One pass over the value and the plan's trie together.
+fn walk(
+    node: &Trie<Action>,
+    v: &mut Value,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    if w.records
+        .as_ref()
+        .is_some_and(|r| std::ptr::eq(r.node, node))
+    {
+        return record(node, v, w, trail);
+    }
+    walk_value(node, v, w, trail)
+}
+
+/// One record (a row, or the whole answer): its subject is read and noted before masking, and
+/// the annotation for that subject is put on the record itself once masked.
+fn record(
+    node: &Trie<Action>,
+    v: &mut Value,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    let Some(r) = w.records.as_ref().filter(|_| v.is_object()) else {
+        return walk_value(node, v, w, trail);
+    };
+    let (kind, single) = (r.kind, r.single);
+    let id = value_at(v, r.subject)
+        .and_then(Value::as_str)
+        .map(|s| canonical(kind, s));
+    if let Some(id) = &id {
+        w.touch(id);
+    }
+    let mut verdict = walk_value(node, v, w, trail);
+    if single && verdict == Walk::Remove {
+        // The whole answer was emptied: it is still the record, and still contested.
+        *v = Value::Object(Map::new());
+        verdict = Walk::Keep;
+    }
+    if verdict == Walk::Keep
+        && let Some(id) = &id
+        && let Some(annotate) = w.records.as_mut().and_then(|r| r.annotate.as_mut())
+        && let Some(note) = annotate(id)
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("_objections".into(), note);
+        w.out.annotated += 1;
+    }
+    verdict
+}
+
+fn walk_value(
+    node: &Trie<Action>,
+    v: &mut Value,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    if let Some(action) = &node.value {
+        return leaf(action, v, w, trail);
+    }
+    match v {
+        Value::Object(map) => {
+            let mut removed = Vec::new();
+            for (k, child) in map.iter_mut() {
+                let here = Trail {
+                    key: k,
+                    parent: Some(trail),
+                };
+                match node.keys.get(k) {
+                    None => {
+                        unclassified(w.out, &here);
+                        removed.push(k.clone());
+                    }
+                    Some(n) => {
+                        if walk(n, child, w, &here) == Walk::Remove {
+                            removed.push(k.clone());
+                        }
+                    }
+                }
+            }
+            // A structure that had fields and keeps none says nothing: it goes too.
+            let emptied = !map.is_empty() && removed.len() == map.len();
+            for k in removed {
+                map.remove(&k);
+            }
+            if emptied { Walk::Remove } else { Walk::Keep }
+        }
+        Value::Array(items) => match node.any_index.as_deref() {
+            Some(n) => {
+                let here = Trail {
+                    key: "[*]",
+                    parent: Some(trail),
+                };
+                let had_items = !items.is_empty();
+                let mut keep = Vec::with_capacity(items.len());
+                for mut item in items.drain(..) {
+                    if walk(n, &mut item, w, &here) == Walk::Keep {
+                        keep.push(item);
+                    }
+                }
+                let emptied = had_items && keep.is_empty();
+                *items = keep;
+                if emptied { Walk::Remove } else { Walk::Keep }
+            }
+            None => {
+                unclassified(w.out, trail);
+                Walk::Remove
+            }
+        },
+        // A scalar where the catalog expects structure: not classified as such.
+        _ => {
+            unclassified(w.out, trail);
+            Walk::Remove
+        }
+    }
+}
+
+/// A classified node: the class's mask applied to a scalar; anything else is removed.
+fn leaf(action: &Action, v: &mut Value, w: &mut Walker<'_, '_, '_, '_>, trail: &Trail<'_>) -> Walk {
+    // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
+    // structure the store nests there is named by no one, and leaves with nothing.
+    if v.is_object() || v.is_array() {
+        unclassified(w.out, trail);
+        return Walk::Remove;
+    }
+    if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
+        && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
+    {
+        w.touch(id.as_str());
+    }
+    match &action.mask {
+        None => {
+            if action.t4 && !v.is_null() {
+                w.out.released_t4 += 1;
+            }
+            Walk::Keep
+        }
+        Some(m) => {
+            count(w.out, &action.class);
+            match mask::apply(m, v, w.ctx.pseudonym_key) {
+                Some(masked) => {
+                    *v = masked;
+                    Walk::Keep
+                }
+                None => Walk::Remove,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_add_calendar_months_and_clamp() {
+        let d = |s: &str| {
+            Date::parse(
+                s,
+                &time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            Period::parse("3m").unwrap().after(d("2024-11-30")),
+            d("2025-02-28")
+        );
+        assert_eq!(
+            Period::parse("1y").unwrap().after(d("2024-02-29")),
+            d("2025-02-28")
+        );
+        assert_eq!(
+            Period::parse("90d").unwrap().after(d("2024-01-01")),
+            d("2024-03-31")
+        );
+        assert!(
+            Period::parse("3w").is_none()
+                && Period::parse("0y").is_none()
+                && Period::parse("").is_none()
+        );
+    }
+}
+
+#[cfg(test)]
+mod annotation_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shipped() -> super::super::PolicySet {
+        super::super::PolicySet::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies"),
+        )
+        .unwrap()
+    }
+
+    /// A row the masking empties (and so removes) must not shift the marks of the rows after
+    /// it: each mark sits on the row whose subject it is, or nowhere.
+    #[test]
+    fn a_removed_row_does_not_shift_the_marks_of_later_rows() {
+        let set = shipped();
+        let plan = set
+            .decide("regulator", "supervision", "entity_list")
+            .unwrap();
+        let a = crate::domain::Uscc::complete("9111000012345678").unwrap();
+        let b = crate::domain::Uscc::complete("9111000012345679").unwrap();
+        let mut doc = json!({"items": [
+            {"junk": 1},
+            {"uscc": a.as_str(), "name": "A"},
+            {"uscc": b.as_str(), "name": "B"},
+        ]});
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let ctx = ApplyCtx {
+            region: None,
+            today: time::OffsetDateTime::now_utc().date(),
+            pseudonym_key: &key,
+        };
+        let contested = a.as_str().to_string();
+        let mut note = |id: &str| (id == contested).then(|| json!(["mark of A"]));
+        let out = plan.apply_annotated(&mut doc, &ctx, Some(&mut note));
+        let items = doc["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{doc}");
+        assert_eq!(items[0]["uscc"], a.as_str());
+        assert_eq!(items[0]["_objections"], json!(["mark of A"]), "{doc}");
+        assert!(items[1].get("_objections").is_none(), "{doc}");
+        assert_eq!(out.annotated, 1);
+        assert_eq!(
+            out.subjects,
+            vec![a.as_str().to_string(), b.as_str().to_string()]
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The audit layer: wraps every audited route. It gives the handler an `AuditSlot` to fill,
+//! waits for the handler's response, writes the record and waits for its commit; only then
+//! does the response leave, carrying `X-Audit-Id`. If the record cannot be committed, the
+//! response is replaced by a 503 and nothing the handler produced is released.
+
+use std::{net::SocketAddr, time::Instant};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::HeaderValue;
+use http_body::Body as _;
+
+use super::{AppState, Error, Problem, RequestId};
+use crate::{
+    audit::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal},
+    storage::now_micros,
+};
+
+/// Which requests are audited, and as what kind.
+fn kind_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/v1/subjects/") {
+        Some("profile")
+    } else if path.starts_with("/v1/") {
+        Some("data")
+    } else if path.starts_with("/public/") {
+        Some("public")
+    } else if path.starts_with("/oauth/") {
+        Some("token")
+    } else if path.starts_with("/subject/") {
+        Some("subject")
+    } else if path.starts_with("/admin/") {
+        Some("admin")
+    } else {
+        None
+    }
+}
+
+/// Stored paths are capped; the record keeps the shape of the request, not arbitrary bulk.
+fn cap(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(kind) = kind_of(req.uri().path()) else {
+        let res = next.run(req).await;
+        // A change can only commit with a record: outside the audited paths it cannot happen,
+        // and the response must not claim that it did.
+        if res.extensions().get::<Deferred>().is_some() {
+            tracing::error!("a change was attached outside the audited paths; refused");
+            return Error::AuditUnavailable.into_response();
+        }
+        return res;
+    };
+    // Anonymous doors' 429 floods are summarised, not recorded one by one (see `flood`).
+    let door = crate::limits::Door::of(req.method(), req.uri().path());
+    let started = Instant::now();
+    let time_us = now_micros();
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().to_string();
+    // A report's receipt is a credential to follow it: never stored in clear, here neither.
+    let path = if req.uri().path().starts_with("/public/reports/") {
+        "/public/reports/(receipt)".to_string()
+    } else {
+        cap(req.uri().path(), 512)
+    };
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    // A whistleblower's address would identify them: it is not recorded for reports.
+    let client_addr = if req.uri().path().starts_with("/public/reports") {
+        "withheld".to_string()
+    } else {
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default()
+    };
+
+    let mut res = next.run(req).await;
+    if super::limits::door_limited(&res)
+        && let Some(door) = door
+        && !state
+            .limits
+            .flood
+            .admit(&client_addr, door.as_str(), &path, time_us)
+    {
+        return res;
+    }
+
+    let mut meta = Meta {
+        kind,
+        started,
+        time_us,
+        request_id,
+        method,
+        path,
+        client_addr,
+    };
+    let info = slot.take();
+    // The proxy names what it forwarded (the canonical path and query): that is what is kept.
+    if let Some(p) = info.canonical_path.as_deref() {
+        meta.path = cap(p, 512);
+    }
+    // A mutation's change commits with its record, or not at all. Requests without one (all
+    // data requests) take the path below unchanged: no copy, no extra await.
+    if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
+        return with_change(&state, meta, info, res, deferred).await;
+    }
+    let t4 = info.t4_released;
+    let (record, decision) = record_of(meta, info, &res);
+    match state.audit.append_released(record, t4).await {
+        Ok(committed) => released(res, &committed, decision, t4),
+        Err(e) => {
+            tracing::error!(error = %e, "audit record not committed; response withheld");
+            Error::AuditUnavailable.into_response()
+        }
+    }
+}
+
+/// What the layer knows of the request before the handler ran.
+#[derive(Clone)]
+struct Meta {
+    kind: &'static str,
+    started: Instant,
+    time_us: i64,
+    request_id: String,
+    method: String,
+    path: String,
+    client_addr: String,
+}
+
+/// The record of this response, and its decision.
+fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'static str) {
+    let status = res.status();
+    let problem = res.extensions().get::<Problem>();
+    let rule = info.rule.clone().or_else(|| {
+        problem.map(|p| {
+            p.rule
+                .clone()
+                .unwrap_or_else(|| p.type_.rsplit(':').next().unwrap_or("error").to_string())
+        })
+    });
+    let decision = if status.is_server_error() {
+        "error"
+    } else if status.is_success() || status.is_redirection() {
+        "allow"
+    } else {
+        "deny"
+    };
+    let record = AuditRecord {
+        seq: 0,
+        id: format!("au_{}", uuid::Uuid::now_v7().simple()),
+        time_us: meta.time_us,
+        request_id: meta.request_id,
+        kind: info.kind.unwrap_or(meta.kind).to_string(),
+        client_id: info.client_id.map(|c| cap(&c, 128)),
+        org: info.org,
+        role: info.role,
+        actor_subject: info.actor_subject,
+        purpose: info.purpose,
+        consent_id: info.consent_id.map(|c| cap(&c, 128)),
+        method: meta.method,
+        path: meta.path,
+        store: info.store,
+        dataset: info.dataset,
+        subjects: info.subjects,
+        decision: decision.into(),
+        rule: if decision == "allow" { None } else { rule },
+        masked: info.masked,
+        status: status.as_u16(),
+        bytes_out: res.body().size_hint().exact().unwrap_or(0),
+        upstream_us: info.upstream_us,
+        total_us: meta.started.elapsed().as_micros() as i64,
+        client_addr: meta.client_addr,
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    (record, decision)
+}
+
+/// The response leaves, naming its committed record.
+fn released(
+    mut res: Response,
+    committed: &Committed,
+    decision: &'static str,
+    t4: bool,
+) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&committed.id) {
+        res.headers_mut().insert("x-audit-id", v);
+    }
+    if t4 {
+        res.extensions_mut().insert(T4Released);
+    }
+    res.extensions_mut()
+        .insert(super::metrics::Decision(decision));
+    res
+}
+
+/// A mutation: its change and its record commit together. A refused change (the state moved
+/// meanwhile, a cap was reached) is answered with its error, and that refusal is recorded; if
+/// either cannot be written, nothing of the change exists and the answer is 503.
+async fn with_change(
+    state: &AppState,
+    meta: Meta,
+    info: AuditInfo,
+    res: Response,
+    deferred: Deferred,
+) -> Response {
+    let spare = (meta.clone(), info.clone());
+    let t4 = info.t4_released;
+    let (record, decision) = record_of(meta, info, &res);
+    match state.audit.append_with(record, deferred.change()).await {
+        Ok(committed) => {
+            deferred.committed().await;
+            released(res, &committed, decision, t4)
+        }
+        Err(Refusal::Change(e)) => {
+            let res = Error::from(e).into_response();
+            let (record, decision) = record_of(spare.0, spare.1, &res);
+            match state.audit.append(record).await {
+                Ok(committed) => released(res, &committed, decision, false),
+                Err(_) => Error::AuditUnavailable.into_response(),
+            }
+        }
+        Err(Refusal::Audit(e)) => {
+            tracing::error!(error = %e, "change and record not committed; nothing changed");
+            Error::AuditUnavailable.into_response()
+        }
+    }
+}
+
+/// Marker: this response released T4 data clear.
+#[derive(Debug, Clone, Copy)]
+pub struct T4Released;
