@@ -192,7 +192,8 @@ impl RateLimits {
     }
 
     /// Takes one request from `door`'s bucket for `ip`: the headers to add, or the seconds to
-    /// wait.
+    /// wait. The bucket is the address's as `address_key` sees it, like the connection cap and
+    /// the login locks: an IPv6 host rotating through its /64 gets one bucket, not 2^64.
     pub fn check_door(
         &self,
         door: Door,
@@ -200,7 +201,7 @@ impl RateLimits {
     ) -> Result<[(&'static str, HeaderValue); 2], u64> {
         let bucket = &self.doors[&door];
         let q = bucket.per_minute;
-        let left = bucket.limiter.check(&ip)?.min(q);
+        let left = bucket.limiter.check(&address_key(ip))?.min(q);
         // GCRA refills one request every 60/q seconds: full again after (q - left) of them.
         let reset = (u64::from(q - left) * 60).div_ceil(u64::from(q));
         let state = HeaderValue::from_str(&format!("\"{}\";r={left};t={reset}", door.as_str()))
@@ -463,6 +464,28 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_door_counts_an_ipv6_host_by_its_64_and_a_mapped_address_as_ipv4() {
+        let limits = RateLimits::new(&RateLimitConfig {
+            per_address_per_minute: 2,
+            ..RateLimitConfig::default()
+        });
+        let door = Door::PublicData;
+        assert!(limits.check_door(door, ip("2001:db8:1:2::1")).is_ok());
+        assert!(limits.check_door(door, ip("2001:db8:1:2::ffff:7")).is_ok());
+        assert!(
+            limits.check_door(door, ip("2001:db8:1:2:abcd::9")).is_err(),
+            "a third address of the same /64 shares its bucket"
+        );
+        assert!(limits.check_door(door, ip("2001:db8:1:3::1")).is_ok());
+        assert!(limits.check_door(door, ip("192.0.2.1")).is_ok());
+        assert!(limits.check_door(door, ip("::ffff:192.0.2.1")).is_ok());
+        assert!(
+            limits.check_door(door, ip("192.0.2.1")).is_err(),
+            "the mapped spelling is the same address"
+        );
     }
 
     #[tokio::test]
