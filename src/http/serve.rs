@@ -189,11 +189,14 @@ async fn connection(
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let (router, seen) = (router.clone(), seen.clone());
         async move {
-            let _busy = seen.busy();
+            let busy = seen.busy();
             let deadline = tokio::time::Instant::now() + body_timeout;
             let mut req = req.map(|body| Body::new(Deadline::new(body, deadline)));
             req.extensions_mut().insert(ConnectInfo(peer));
-            router.oneshot(req).await
+            let res = router.oneshot(req).await?;
+            // Busy until the answer's body is written (a streamed export, a large list), not
+            // only until its head: eviction and the idle check must not cut it off.
+            Ok::<_, std::convert::Infallible>(res.map(|body| Held { body, _busy: busy }))
         }
     });
     let conn = http1::Builder::new()
@@ -277,6 +280,33 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.touch();
         self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its connection marked busy until hyper has written it all (or
+/// dropped it).
+struct Held {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -386,5 +416,84 @@ impl http_body::Body for Deadline {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((ip, 0))).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Reads until `needle` has arrived (or the peer closed): what arrived.
+    async fn read_until(c: &mut TcpStream, needle: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(needle.len()).any(|w| w == needle) {
+            match tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        got
+    }
+
+    /// An answer still being written is a busy connection: at the cap, a newcomer makes room
+    /// by closing a connection that waits for a head, never one whose body is on its way.
+    #[tokio::test]
+    async fn at_the_cap_a_response_still_streaming_is_not_evicted() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let rx = Arc::new(Mutex::new(Some(rx)));
+        let router = Router::new()
+            .route(
+                "/stream",
+                get(move || {
+                    let rx = rx.lock().unwrap().take().expect("one stream");
+                    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|chunk| (chunk, rx))
+                    });
+                    async move { Body::from_stream(body) }
+                }),
+            )
+            .route("/ok", get(|| async { "ok" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = LimitsConfig {
+            max_connections: 2,
+            ..LimitsConfig::default()
+        };
+        tokio::spawn(async move { serve(listener, router, &limits, std::future::pending()).await });
+
+        let mut streaming = connect_from([127, 0, 0, 3], addr).await;
+        streaming
+            .write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tx.send(Ok(Bytes::from_static(b"first-"))).await.unwrap();
+        read_until(&mut streaming, b"first-").await;
+        let _silent = connect_from([127, 0, 0, 4], addr).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let mut newcomer = connect_from([127, 0, 0, 5], addr).await;
+        newcomer
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until(&mut newcomer, b"ok").await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+        tx.send(Ok(Bytes::from_static(b"last"))).await.unwrap();
+        drop(tx);
+        let rest = read_until(&mut streaming, b"last").await;
+        assert!(
+            rest.windows(4).any(|w| w == b"last"),
+            "the streaming answer was cut off: {rest:?}"
+        );
     }
 }
