@@ -32,15 +32,14 @@ fn plain_key(k: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// A key as the laxest parser behind a store could read it: case folded, and `.`, `-`, blank
-/// and `[` read as `_` (PHP turns `id.number` into `id_number`). Two keys that normalise alike
-/// are one key to some store, so they are refused together.
+/// A key as the laxest parser behind a store could read it: case folded, with the separators
+/// `_`, `.`, `-`, blank and `[` dropped (PHP turns `id.number` into `id_number`; Spring and
+/// Jackson bind `idNumber` to `id_number`). Two keys that normalise alike are one key to some
+/// store, so they are refused together.
 pub fn normalised_key(k: &str) -> String {
     k.chars()
-        .map(|c| match c {
-            '.' | '-' | ' ' | '[' => '_',
-            c => c.to_ascii_lowercase(),
-        })
+        .filter(|c| !matches!(c, '_' | '.' | '-' | ' ' | '['))
+        .map(|c| c.to_ascii_lowercase())
         .collect()
 }
 
@@ -171,7 +170,7 @@ mod tests {
             "/persons",
             Some(SubjectLocator::Query("id_number".into())),
             SubjectType::Natural,
-            &["id.number", "ID-NUMBER", "page"],
+            &["id.number", "ID-NUMBER", "idNumber", "page"],
         );
         assert_eq!(
             forwarded(&format!("id_number={A}&page=2"), &q),
@@ -183,6 +182,7 @@ mod tests {
             format!("ID-NUMBER={A}"),
             format!("id_number={A}&Id_Number={A}"),
             format!("id%20number={A}"),
+            format!("idNumber={A}"),
         ] {
             assert!(forwarded(&bad, &q).is_err(), "{bad}");
         }
@@ -194,7 +194,7 @@ mod tests {
         );
         assert!(forwarded("name=x", &p).is_err());
         assert!(forwarded("NAME=x", &p).is_err());
-        assert!(forwarded("n-ame=x", &p).is_ok());
+        assert!(forwarded("n-ame=x", &p).is_err(), "separators are dropped");
     }
 
     #[test]
@@ -208,6 +208,10 @@ mod tests {
         assert!(forwarded("page_size=1", &r).is_ok());
         assert!(forwarded("page_size=1&page-size=2", &r).is_err());
         assert!(forwarded("page.size=1&page_size=2", &r).is_err());
+        assert!(
+            forwarded("pageSize=1&page_size=2", &r).is_err(),
+            "camelCase"
+        );
     }
 
     #[test]
