@@ -1,19 +1,21 @@
 //! Officers' endpoints. Only the `security_officer` role may call them.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     body::Body,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use std::sync::Arc;
 
-use super::{AppState, AttachChange as _, Error};
+use super::{
+    AppState, AttachChange as _, Error,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::{
         AuditRecord, AuditSlot, ChangeError, Deferred, Refused, export,
@@ -25,18 +27,22 @@ use crate::{
     storage::{clients, lockdowns, micros_to_rfc3339},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/policies/reload", post(reload_policies))
-        .route("/admin/audit", get(search))
-        .route("/admin/audit/export", get(export_log))
-        .route("/admin/audit/verify", get(verify_log))
-        .route("/admin/lockdown", post(lock))
-        .route("/admin/lockdown/{id}", delete(unlock))
-        .route("/admin/clients/{id}/disable", post(disable_client))
-        .route("/admin/clients/{id}/enable", post(enable_client))
-        .route("/admin/alerts", get(list_alerts))
-        .route("/admin/alerts/{id}/ack", post(acknowledge_alert))
+pub fn routes() -> Vec<Group> {
+    vec![audited(
+        AuditKind::Admin,
+        vec![
+            r::post("/admin/policies/reload", reload_policies),
+            r::get("/admin/audit", search),
+            r::get("/admin/audit/export", export_log),
+            r::get("/admin/audit/verify", verify_log),
+            r::post("/admin/lockdown", lock),
+            r::delete("/admin/lockdown/{id}", unlock),
+            r::post("/admin/clients/{id}/disable", disable_client),
+            r::post("/admin/clients/{id}/enable", enable_client),
+            r::get("/admin/alerts", list_alerts),
+            r::post("/admin/alerts/{id}/ack", acknowledge_alert),
+        ],
+    )]
 }
 
 pub const SECURITY_OFFICER: &str = "security_officer";

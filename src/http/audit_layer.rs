@@ -3,23 +3,24 @@
 //! does the response leave, carrying `X-Audit-Id`. If the record cannot be committed, the
 //! response is replaced by a 503 and nothing the handler produced is released.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use http::HeaderValue;
 use http_body::Body as _;
 
-use super::{AppState, Error, Problem, RequestId};
+use super::{AppState, Error, Problem, RequestId, routes::Declared};
 use crate::{
     audit::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal},
     storage::now_micros,
 };
 
-/// Which requests are audited, and as what kind.
+/// The kind of a request that matched no route (a 404): audited under the prefixes where an
+/// audited route could have been meant, so probing them leaves a trace.
 fn kind_of(path: &str) -> Option<&'static str> {
     if path.starts_with("/v1/subjects/") {
         Some("profile")
@@ -43,8 +44,24 @@ fn cap(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-pub async fn audit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(kind) = kind_of(req.uri().path()) else {
+/// A matched route takes the kind its group declared (`http::routes`); a route missing from the
+/// declarations, which `routes::mount` makes impossible, is still audited (fail closed).
+fn declared_kind(declared: &Declared, req: &Request) -> Option<&'static str> {
+    match req.extensions().get::<MatchedPath>() {
+        Some(m) => match declared.coverage(m.as_str()) {
+            Some(coverage) => coverage.kind(),
+            None => Some(kind_of(req.uri().path()).unwrap_or("undeclared")),
+        },
+        None => kind_of(req.uri().path()),
+    }
+}
+
+pub async fn audit(
+    State((state, declared)): State<(AppState, Arc<Declared>)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(kind) = declared_kind(&declared, &req) else {
         let res = next.run(req).await;
         // A change can only commit with a record: outside the audited paths it cannot happen,
         // and the response must not claim that it did.

@@ -3,11 +3,10 @@
 //! org down at once.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::Response,
-    routing::{self, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,7 +15,10 @@ use sqlx::Row;
 use std::sync::Arc;
 
 use super::objections::handler;
-use super::{AppState, AttachChange as _, Error};
+use super::{
+    AppState, AttachChange as _, Error,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
@@ -45,16 +47,25 @@ fn may_go(from: &str, to: &str) -> bool {
     )
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/subject/complaints",
-            routing::get(subject_list).post(submit),
-        )
-        .route("/subject/complaints/{id}", routing::get(subject_get))
-        .route("/admin/complaints", routing::get(admin_list))
-        .route("/admin/complaints/{id}", routing::get(admin_get))
-        .route("/admin/complaints/{id}/transitions", post(admin_transition))
+pub fn routes() -> Vec<Group> {
+    vec![
+        audited(
+            AuditKind::Subject,
+            vec![
+                r::get("/subject/complaints", subject_list),
+                r::post("/subject/complaints", submit),
+                r::get("/subject/complaints/{id}", subject_get),
+            ],
+        ),
+        audited(
+            AuditKind::Admin,
+            vec![
+                r::get("/admin/complaints", admin_list),
+                r::get("/admin/complaints/{id}", admin_get),
+                r::post("/admin/complaints/{id}/transitions", admin_transition),
+            ],
+        ),
+    ]
 }
 
 const COLUMNS: &str = "id, subject_id, subject_type, against_org, category, description, status, \

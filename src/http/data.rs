@@ -5,17 +5,19 @@
 use std::net::SocketAddr;
 
 use axum::{
-    Extension, Router,
+    Extension,
     body::Body,
     extract::{ConnectInfo, Request, State},
     response::{IntoResponse, Response},
-    routing::{any, get},
 };
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{AppState, Error, RequestId};
+use super::{
+    AppState, Error, RequestId,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::AuditSlot,
     auth::{self, Principal},
@@ -26,11 +28,21 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/stores/{store}/{*path}", any(institution_request))
-        .route("/public/stores/{store}/{*path}", any(public_request))
-        .route("/v1/subjects/{id}/profile", get(super::profile::profile))
+pub fn routes() -> Vec<Group> {
+    vec![
+        audited(
+            AuditKind::Data,
+            vec![r::any("/v1/stores/{store}/{*path}", institution_request)],
+        ),
+        audited(
+            AuditKind::Public,
+            vec![r::any("/public/stores/{store}/{*path}", public_request)],
+        ),
+        audited(
+            AuditKind::Profile,
+            vec![r::get("/v1/subjects/{id}/profile", super::profile::profile)],
+        ),
+    ]
 }
 
 async fn institution_request(

@@ -14,6 +14,7 @@ pub mod objections;
 pub mod ops;
 pub mod profile;
 pub mod reports;
+pub mod routes;
 mod serve;
 pub mod subject;
 
@@ -52,18 +53,39 @@ use crate::config::Config;
 /// The state every handler and layer takes: the core services, as the web layer names them.
 pub use crate::services::Core as AppState;
 
+/// Every route group, each with its declared audit coverage: the one route table. `router`
+/// mounts exactly these, and the audit layer takes each route's kind from here.
+fn route_groups() -> Vec<routes::Group> {
+    use routes::{Unaudited, get, unaudited};
+    [
+        ops::routes(),
+        vec![unaudited(
+            Unaudited::Metrics,
+            vec![get("/metrics", metrics::render)],
+        )],
+        oauth::routes(),
+        subject::routes(),
+        admin::routes(),
+        objections::routes(),
+        complaints::routes(),
+        reports::routes(),
+        data::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Every (method, template, coverage) the router answers, from the same table.
+pub fn route_table() -> Vec<routes::RouteEntry> {
+    routes::entries(&route_groups())
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_request_bytes;
-    Router::new()
-        .merge(ops::router())
-        .route("/metrics", axum::routing::get(metrics::render))
-        .merge(oauth::router())
-        .merge(subject::router())
-        .merge(admin::router())
-        .merge(objections::router())
-        .merge(complaints::router())
-        .merge(reports::router())
-        .merge(data::router())
+    let (mounted, declared) = routes::mount(route_groups());
+    let declared = std::sync::Arc::new(declared);
+    mounted
         .fallback(|| async { Error::NotFound("no such resource".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -71,7 +93,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(context::request_context))
                 .layer(axum::middleware::from_fn(metrics::track))
                 .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
+                    (state.clone(), declared),
                     audit_layer::audit,
                 ))
                 .layer(axum::middleware::from_fn_with_state(

@@ -2,12 +2,11 @@
 //! Errors here follow RFC 6749 section 5.2, not RFC 9457: OAuth clients parse `error`.
 
 use axum::{
-    Json, Router,
+    Json,
     body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use std::net::{IpAddr, SocketAddr};
 
@@ -15,17 +14,24 @@ use axum::extract::ConnectInfo;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::json;
 
-use super::AppState;
+use super::{
+    AppState,
+    routes::{self as r, AuditKind, Group, Unaudited, audited, unaudited},
+};
 use crate::{
     auth::{keys::JwkSet, secrets},
     http::limits::{LoginKey, LoginRefusal},
     storage::clients::{self, ClientStatus},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/oauth/token", post(token))
-        .route("/.well-known/jwks.json", get(jwks))
+pub fn routes() -> Vec<Group> {
+    vec![
+        audited(AuditKind::Token, vec![r::post("/oauth/token", token)]),
+        unaudited(
+            Unaudited::Jwks,
+            vec![r::get("/.well-known/jwks.json", jwks)],
+        ),
+    ]
 }
 
 /// RFC 6749 section 5.2 error codes we use.

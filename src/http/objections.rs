@@ -2,16 +2,18 @@
 //! them and move them through the state machine in `crate::workflows::objections`.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::Response,
-    routing::{self, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, AttachChange as _, Error};
+use super::{
+    AppState, AttachChange as _, Error,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::AuditSlot,
     auth::{self, Institution},
@@ -20,17 +22,26 @@ use crate::{
     workflows::objections::{self, Actor, Move, Objection, Status, Submission},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/subject/objections",
-            routing::get(subject_list).post(submit),
-        )
-        .route("/subject/objections/{id}", routing::get(subject_get))
-        .route("/subject/objections/{id}/withdraw", post(withdraw))
-        .route("/admin/objections", routing::get(admin_list))
-        .route("/admin/objections/{id}", routing::get(admin_get))
-        .route("/admin/objections/{id}/transitions", post(admin_transition))
+pub fn routes() -> Vec<Group> {
+    vec![
+        audited(
+            AuditKind::Subject,
+            vec![
+                r::get("/subject/objections", subject_list),
+                r::post("/subject/objections", submit),
+                r::get("/subject/objections/{id}", subject_get),
+                r::post("/subject/objections/{id}/withdraw", withdraw),
+            ],
+        ),
+        audited(
+            AuditKind::Admin,
+            vec![
+                r::get("/admin/objections", admin_list),
+                r::get("/admin/objections/{id}", admin_get),
+                r::post("/admin/objections/{id}/transitions", admin_transition),
+            ],
+        ),
+    ]
 }
 
 async fn submit(

@@ -1,14 +1,18 @@
 //! Liveness and readiness for load balancers and orchestrators.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
-use super::{AppState, Error};
+use super::{
+    AppState, Error,
+    routes::{self as r, Group, Unaudited, unaudited},
+};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn routes() -> Vec<Group> {
+    vec![
+        unaudited(Unaudited::Health, vec![r::get("/healthz", healthz)]),
+        unaudited(Unaudited::Readiness, vec![r::get("/readyz", readyz)]),
+    ]
 }
 
 async fn healthz() -> Json<Value> {

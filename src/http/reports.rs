@@ -4,12 +4,11 @@
 //! reporter follows the report with a receipt code, stored only as a hash.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::Response,
-    routing::{self, post},
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
@@ -19,7 +18,10 @@ use sqlx::Row;
 use std::sync::Arc;
 
 use super::objections::handler;
-use super::{AppState, AttachChange as _, Error};
+use super::{
+    AppState, AttachChange as _, Error,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused},
     storage::micros_to_rfc3339,
@@ -42,13 +44,24 @@ fn may_go(from: &str, to: &str) -> bool {
     )
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/public/reports", post(file))
-        .route("/public/reports/{receipt}", routing::get(follow))
-        .route("/admin/reports", routing::get(admin_list))
-        .route("/admin/reports/{id}", routing::get(admin_get))
-        .route("/admin/reports/{id}/transitions", post(admin_transition))
+pub fn routes() -> Vec<Group> {
+    vec![
+        audited(
+            AuditKind::Public,
+            vec![
+                r::post("/public/reports", file),
+                r::get("/public/reports/{receipt}", follow),
+            ],
+        ),
+        audited(
+            AuditKind::Admin,
+            vec![
+                r::get("/admin/reports", admin_list),
+                r::get("/admin/reports/{id}", admin_get),
+                r::post("/admin/reports/{id}/transitions", admin_transition),
+            ],
+        ),
+    ]
 }
 
 #[derive(Deserialize)]

@@ -2,16 +2,18 @@
 //! item answers 404, exactly as a missing one does.
 
 use axum::{
-    Extension, Json, Router,
+    Extension, Json,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::Response,
-    routing::{delete, get},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, AttachChange as _, Error};
+use super::{
+    AppState, AttachChange as _, Error,
+    routes::{self as r, AuditKind, Group, audited},
+};
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
     auth,
@@ -23,12 +25,17 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/subject/me", get(me))
-        .route("/subject/consents", get(list_consents).post(grant_consent))
-        .route("/subject/consents/{id}", delete(revoke_consent))
-        .route("/subject/access-log", get(access_log))
+pub fn routes() -> Vec<Group> {
+    vec![audited(
+        AuditKind::Subject,
+        vec![
+            r::get("/subject/me", me),
+            r::get("/subject/consents", list_consents),
+            r::post("/subject/consents", grant_consent),
+            r::delete("/subject/consents/{id}", revoke_consent),
+            r::get("/subject/access-log", access_log),
+        ],
+    )]
 }
 
 /// Who the gateway takes the caller to be: lets a subject check their token before filing.

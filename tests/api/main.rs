@@ -22,5 +22,6 @@ mod profile;
 mod proxy;
 mod replicas;
 mod reports;
+mod routes;
 mod subject;
 mod tokens;
