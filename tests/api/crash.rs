@@ -19,7 +19,7 @@ struct Loaded {
     usccs: Vec<String>,
 }
 
-async fn start_for_load() -> Loaded {
+async fn start_for_load(log: Option<&std::path::Path>) -> Loaded {
     let store_addr = crate::helpers::sample_store_with(60).await;
     let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
     let db = Db::open(&gateway.config.storage_url).await.unwrap();
@@ -27,7 +27,13 @@ async fn start_for_load() -> Loaded {
         credgate::cli::add_client(&db, "Bank", "bank", "financial_institution", None)
             .await
             .unwrap();
-    gateway.start("error", None).await;
+    // With a log file, the shutdown summary (info, from the web layer) is kept.
+    let rust_log = if log.is_some() {
+        "error,credgate::http=info"
+    } else {
+        "error"
+    };
+    gateway.start(rust_log, log).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let token: serde_json::Value = http
         .post(format!("{}/oauth/token", gateway.url))
@@ -118,7 +124,7 @@ async fn assert_log_complete(config: &credgate::config::Config, released: &[Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_record_of_a_released_response() {
-    let mut loaded = start_for_load().await;
+    let mut loaded = start_for_load(None).await;
     let (released, workers) = start_load(&loaded);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     loaded.gateway.kill(); // SIGKILL
@@ -138,7 +144,9 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
 /// drain has its record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_every_release_is_recorded() {
-    let mut loaded = start_for_load().await;
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("gateway.log");
+    let mut loaded = start_for_load(Some(&log)).await;
     let (released, workers) = start_load(&loaded);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let in_flight_before = released.lock().unwrap().len();
@@ -152,6 +160,12 @@ async fn sigterm_under_load_drains_and_every_release_is_recorded() {
     }
     let released = released.lock().unwrap().clone();
     let records = assert_log_complete(&loaded.gateway.config, &released).await;
+    // The process went the whole ordered way, not merely out of `serve`.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("audit queue committed, tasks stopped"),
+        "no orderly shutdown in the log: {log}"
+    );
     eprintln!(
         "SIGTERM: {} responses released ({in_flight_before} before the signal), {records} records, chain ok, exit 0",
         released.len(),
