@@ -44,14 +44,14 @@ pub fn handle() -> &'static PrometheusHandle {
 /// Folds the histogram samples recorded since the last time into their buckets. The recorder
 /// keeps every raw sample until this runs (or until a scrape): a gateway nobody scrapes would
 /// grow by 8 bytes a request, about 150 KB a second at 20k req/s, without end.
-pub fn spawn_upkeep() {
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
     tokio::spawn(async {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             every.tick().await;
             handle().run_upkeep();
         }
-    });
+    })
 }
 
 pub async fn render() -> Response {

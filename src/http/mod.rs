@@ -17,6 +17,7 @@ pub mod reports;
 pub mod routes;
 mod serve;
 pub mod subject;
+mod tasks;
 
 use std::net::SocketAddr;
 
@@ -34,6 +35,7 @@ use tower_http::{
 
 pub use context::{REQUEST_ID, RequestId};
 pub use error::{Error, Problem};
+pub use tasks::Tasks;
 
 /// Hands a deferred change (`crate::audit::Deferred`) to the audit layer with a response: the
 /// change happens only with the response's audit record.
@@ -123,10 +125,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long shutdown waits for the audit writer to commit what is queued.
+const AUDIT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A bound, ready-to-run gateway.
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// Every background task the web layer started; stopped by `run_until` on shutdown.
+    tasks: Tasks,
 }
 
 impl App {
@@ -135,14 +142,20 @@ impl App {
         // The Prometheus recorder first, so that nothing built below records into the void.
         metrics::handle();
         let state = AppState::build(config).await?;
-        crate::audit::alerts::spawn(state.clone(), state.config.alerts.clone());
-        crate::workflows::outbox::spawn(state.clone());
-        crate::replicas::spawn(state.clone());
-        metrics::spawn_upkeep();
+        let mut tasks = Tasks::default();
+        let alerts = state.config.alerts.clone();
+        tasks.keep("alerts", crate::audit::alerts::spawn(state.clone(), alerts));
+        tasks.keep("outbox", crate::workflows::outbox::spawn(state.clone()));
+        tasks.keep("replicas", crate::replicas::spawn(state.clone()));
+        tasks.keep("metrics upkeep", metrics::spawn_upkeep());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            tasks,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -155,22 +168,43 @@ impl App {
         &self.state
     }
 
+    /// Serves until `shutdown`, then stops in order: no new connections and the open ones
+    /// drained (`serve`), the 429 windows summarised, the audit queue committed, every
+    /// background task stopped and awaited, and the queue committed again for what those tasks
+    /// queued while stopping.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let state = self.state;
+        let Self {
+            listener,
+            state,
+            mut tasks,
+        } = self;
         let summaries = tokio::spawn(append_rate_limit_summaries(state.clone()));
         let limits = state.config.limits.clone();
-        serve::serve(self.listener, router(state.clone()), &limits, shutdown).await;
+        serve::serve(listener, router(state.clone()), &limits, shutdown).await;
         summaries.abort();
+        tasks.keep("429 summaries", summaries);
         // Windows still open at shutdown are summarised now rather than lost.
         for record in state.limits.flood.close(crate::storage::now_micros(), true) {
             if let Err(e) = state.audit.append(record).await {
                 tracing::error!(error = %e, "a 429 summary could not be recorded at shutdown");
             }
         }
+        drain_audit(&state).await;
+        tasks.stop().await;
+        drain_audit(&state).await;
+        tracing::info!("shut down: connections drained, audit queue committed, tasks stopped");
         Ok(())
+    }
+}
+
+/// Waits for the audit writer to commit what is queued; a writer stuck past the limit is
+/// logged, not waited on forever (its senders were already told, or are gone).
+async fn drain_audit(state: &AppState) {
+    if !state.audit.drain(AUDIT_DRAIN_LIMIT).await {
+        tracing::error!("the audit queue did not drain before shutdown");
     }
 }
 

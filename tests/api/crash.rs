@@ -1,4 +1,4 @@
-//! A real gateway process under concurrent load is killed with SIGKILL. Every response that was
+//! A real gateway process under concurrent load is killed with SIGKILL, or stopped with SIGTERM. Every response that was
 //! released carried an audit id; every such record must be in the log, and the chain verifies.
 
 use std::{
@@ -11,21 +11,32 @@ use credgate::{sample_store, storage::Db};
 
 use crate::helpers::{GatewayProcess, dead_addr};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_loses_no_record_of_a_released_response() {
+/// A gateway process with a client registered, and what the load needs: its URL, a token and
+/// the entities the sample store holds.
+struct Loaded {
+    gateway: GatewayProcess,
+    token: String,
+    usccs: Vec<String>,
+}
+
+async fn start_for_load(log: Option<&std::path::Path>) -> Loaded {
     let store_addr = crate::helpers::sample_store_with(60).await;
     let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
-    let config = gateway.config.clone();
-    let db = Db::open(&config.storage_url).await.unwrap();
+    let db = Db::open(&gateway.config.storage_url).await.unwrap();
     let (client, secret) =
         credgate::cli::add_client(&db, "Bank", "bank", "financial_institution", None)
             .await
             .unwrap();
-    gateway.start("error", None).await;
-    let url = gateway.url.clone();
+    // With a log file, the shutdown summary (info, from the web layer) is kept.
+    let rust_log = if log.is_some() {
+        "error,credgate::http=info"
+    } else {
+        "error"
+    };
+    gateway.start(rust_log, log).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let token: serde_json::Value = http
-        .post(format!("{url}/oauth/token"))
+        .post(format!("{}/oauth/token", gateway.url))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", &client.id),
@@ -43,16 +54,26 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         .iter()
         .map(|e| e["uscc"].as_str().unwrap().to_string())
         .collect();
+    Loaded {
+        gateway,
+        token,
+        usccs,
+    }
+}
 
+/// Starts 16 clients doing data requests until the gateway stops answering. Each audit id of a
+/// response whose body reached the client goes into the returned list.
+fn start_load(l: &Loaded) -> (Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHandle<()>>) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let released = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for w in 0..16 {
         let (http, url, token, released, usccs) = (
             http.clone(),
-            url.clone(),
-            token.clone(),
+            l.gateway.url.clone(),
+            l.token.clone(),
             released.clone(),
-            usccs.clone(),
+            l.usccs.clone(),
         );
         workers.push(tokio::spawn(async move {
             for i in 0..2000 {
@@ -76,20 +97,18 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    gateway.kill(); // SIGKILL
-    for w in workers {
-        w.await.unwrap();
-    }
-    let released = released.lock().unwrap().clone();
+    (released, workers)
+}
+
+/// Every released response has its record and the chain verifies; returns the record count.
+async fn assert_log_complete(config: &credgate::config::Config, released: &[String]) -> i64 {
     assert!(
         released.len() > 50,
         "load was too light to mean anything: {}",
         released.len()
     );
-
     let db = Db::open(&config.storage_url).await.unwrap();
-    crate::helpers::assert_every_release_recorded(&db, &released).await;
+    crate::helpers::assert_every_release_recorded(&db, released).await;
     let key = credgate::auth::keyring::Keyring::open(&config.key_dir)
         .unwrap()
         .gateway_keys(&db)
@@ -100,10 +119,56 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
+    report.records as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_record_of_a_released_response() {
+    let mut loaded = start_for_load(None).await;
+    let (released, workers) = start_load(&loaded);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    loaded.gateway.kill(); // SIGKILL
+    for w in workers {
+        w.await.unwrap();
+    }
+    let released = released.lock().unwrap().clone();
+    let records = assert_log_complete(&loaded.gateway.config, &released).await;
     eprintln!(
-        "kill -9: {} responses released, {} records, chain ok",
+        "kill -9: {} responses released, {records} records, chain ok",
         released.len(),
-        report.records
+    );
+}
+
+/// SIGTERM under load: the gateway stops accepting, finishes what is in flight, commits the
+/// audit queue, stops its tasks and exits 0; every response released before or during the
+/// drain has its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_every_release_is_recorded() {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("gateway.log");
+    let mut loaded = start_for_load(Some(&log)).await;
+    let (released, workers) = start_load(&loaded);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let in_flight_before = released.lock().unwrap().len();
+    let status = loaded.gateway.terminate(Duration::from_secs(40)).await;
+    assert!(
+        status.success(),
+        "SIGTERM must end the process with 0: {status:?}"
+    );
+    for w in workers {
+        w.await.unwrap();
+    }
+    let released = released.lock().unwrap().clone();
+    let records = assert_log_complete(&loaded.gateway.config, &released).await;
+    // The process went the whole ordered way, not merely out of `serve`.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("audit queue committed, tasks stopped"),
+        "no orderly shutdown in the log: {log}"
+    );
+    eprintln!(
+        "SIGTERM: {} responses released ({in_flight_before} before the signal), {records} records, chain ok, exit 0",
+        released.len(),
     );
 }
 

@@ -120,7 +120,7 @@ impl Seen {
 }
 
 /// Polls the signals for as long as the gateway runs.
-pub fn spawn(state: Core) {
+pub fn spawn(state: Core) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,7 +130,7 @@ pub fn spawn(state: Core) {
                 tracing::warn!(error = %e, "reading replica signals failed; will retry");
             }
         }
-    });
+    })
 }
 
 /// One poll: acts on every topic whose version moved since this replica last acted on it, and

@@ -212,7 +212,7 @@ struct Windows {
 }
 
 /// The analyzer task: one per process, fed by the writer.
-pub fn spawn(state: Core, config: AlertConfig) {
+pub fn spawn(state: Core, config: AlertConfig) -> tokio::task::JoinHandle<()> {
     let mut rx = state.audit.committed.subscribe();
     tokio::spawn(async move {
         let mut windows = Windows::default();
@@ -238,7 +238,7 @@ pub fn spawn(state: Core, config: AlertConfig) {
                 }
             }
         }
-    });
+    })
 }
 
 async fn judge(state: &Core, c: &AlertConfig, w: &mut Windows, committed: &CommittedRecord) {

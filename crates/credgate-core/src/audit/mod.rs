@@ -286,6 +286,8 @@ pub struct AuditLog {
     db: Db,
     healthy: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
+    /// True while the writer holds records it has taken off the queue and not yet acknowledged.
+    busy: Arc<AtomicBool>,
     failures: Arc<std::sync::atomic::AtomicU64>,
     /// Committed records, for the alert rules.
     pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
@@ -315,6 +317,7 @@ impl AuditLog {
         let healthy = Arc::new(AtomicBool::new(true));
         let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(AtomicBool::new(false));
         if std::env::var("CREDGATE_AUDIT_NOOP").is_ok_and(|v| v == NOOP_ACK) {
             tracing::error!(
                 "AUDIT LOG DISABLED (CREDGATE_AUDIT_NOOP): nothing is recorded; benchmarks only"
@@ -324,6 +327,7 @@ impl AuditLog {
                 db,
                 healthy,
                 queued,
+                busy,
                 failures,
                 committed,
             });
@@ -339,6 +343,7 @@ impl AuditLog {
             config,
             healthy: healthy.clone(),
             queued: queued.clone(),
+            busy: busy.clone(),
             failures: failures.clone(),
             committed: committed.clone(),
         }));
@@ -347,9 +352,29 @@ impl AuditLog {
             db,
             healthy,
             queued,
+            busy,
             failures,
             committed,
         })
+    }
+
+    /// Waits until every record queued so far is committed (or its commit failed), for at most
+    /// `limit`; false if the time ran out. Shutdown calls it once nothing queues any more, so
+    /// that a record queued just before SIGTERM is not lost with the process.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Queue first, then the writer: a record counted in neither is acknowledged,
+            // because the writer is busy from taking a record until acknowledging it.
+            let empty = self.queued.load(Ordering::SeqCst) == 0;
+            if empty && !self.busy.load(Ordering::SeqCst) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Queues the record and waits until it is committed (or the commit failed).
@@ -396,7 +421,7 @@ impl AuditLog {
             });
         };
         let (ack, done) = oneshot::channel();
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_add(1, Ordering::SeqCst);
         metrics::gauge!("credgate_audit_queue_depth")
             .set(self.queued.load(Ordering::Relaxed) as f64);
         let pending = Queued {
@@ -406,7 +431,7 @@ impl AuditLog {
             ack,
         };
         if tx.send(pending).await.is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(Refusal::Audit(AuditError::Closed));
         }
         done.await

@@ -30,6 +30,7 @@ pub(super) struct Writer {
     pub config: AuditConfig,
     pub healthy: Arc<AtomicBool>,
     pub queued: Arc<AtomicUsize>,
+    pub busy: Arc<AtomicBool>,
     pub failures: Arc<std::sync::atomic::AtomicU64>,
     pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
 }
@@ -48,8 +49,10 @@ pub(super) async fn run(mut w: Writer) {
                 None => return,
             },
         };
+        w.busy.store(true, Ordering::SeqCst);
         if first.change.is_some() {
             commit_change(&w, &mut conn, &mut known, first).await;
+            w.busy.store(false, Ordering::SeqCst);
             continue;
         }
         let mut batch = vec![first];
@@ -70,6 +73,7 @@ pub(super) async fn run(mut w: Writer) {
             batch.push(next);
         }
         commit_batch(&w, &mut conn, &mut known, batch).await;
+        w.busy.store(false, Ordering::SeqCst);
     }
 }
 
@@ -80,7 +84,7 @@ async fn commit_batch(
     known: &mut Option<store::Head>,
     batch: Vec<Queued>,
 ) {
-    w.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+    w.queued.fetch_sub(batch.len(), Ordering::SeqCst);
     metrics::histogram!("credgate_audit_batch_size").record(batch.len() as f64);
     let n = batch.len();
     let (mut records, acks): (Vec<AuditRecord>, Vec<_>) = batch
@@ -115,7 +119,7 @@ async fn commit_change(
     known: &mut Option<store::Head>,
     p: Queued,
 ) {
-    w.queued.fetch_sub(1, Ordering::Relaxed);
+    w.queued.fetch_sub(1, Ordering::SeqCst);
     let Queued {
         record,
         t4_released,

@@ -40,7 +40,7 @@ pub fn backoff_us(attempts: i64) -> i64 {
     (1_000_000i64 << attempts.clamp(0, 9)).min(300 * 1_000_000)
 }
 
-pub fn spawn(state: Core) {
+pub fn spawn(state: Core) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(state.config.workflows.poll_ms));
         loop {
@@ -52,7 +52,7 @@ pub fn spawn(state: Core) {
                 tracing::warn!(error = %e, "deadline pass failed");
             }
         }
-    });
+    })
 }
 
 async fn deliver_due(state: &Core) -> Result<(), StorageError> {

@@ -1,0 +1,74 @@
+//! The supervisor of the web layer's background tasks: every task `App` starts is spawned here
+//! and its handle kept, so that shutdown can stop each one and wait for it rather than leaving
+//! it to die with the runtime part-way through a write.
+
+use tokio::task::JoinHandle;
+
+/// The running background tasks, by name (the name is for the log only).
+#[derive(Default)]
+pub struct Tasks {
+    running: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Tasks {
+    /// Spawns `task` and keeps its handle.
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.keep(name, tokio::spawn(task));
+    }
+
+    /// Keeps the handle of a task started elsewhere (the core's `spawn` functions).
+    pub fn keep(&mut self, name: &'static str, handle: JoinHandle<()>) {
+        self.running.push((name, handle));
+    }
+
+    /// How many tasks are kept.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Stops every task and waits for each to end. The tasks are loops on a timer or a channel
+    /// with no state of their own worth finishing; what they queued to the audit log is drained
+    /// by the caller afterwards.
+    pub async fn stop(self) {
+        for (_, handle) in &self.running {
+            handle.abort();
+        }
+        for (name, handle) in self.running {
+            match handle.await {
+                Ok(()) => tracing::debug!(task = name, "background task had ended"),
+                Err(e) if e.is_cancelled() => {
+                    tracing::debug!(task = name, "background task stopped")
+                }
+                Err(e) => tracing::error!(task = name, error = %e, "background task panicked"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_ends_every_task_even_one_that_never_returns() {
+        let mut tasks = Tasks::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn("forever", async move {
+            let _held = tx;
+            std::future::pending::<()>().await
+        });
+        tasks.spawn("done", async {});
+        assert_eq!(tasks.len(), 2);
+        tasks.stop().await;
+        // The aborted task dropped what it held: its future is gone, not merely detached.
+        assert!(rx.await.is_err());
+    }
+}
