@@ -106,29 +106,6 @@ async fn a_burst_far_above_the_clients_baseline_fires() {
 }
 
 #[tokio::test]
-async fn t4_data_read_outside_working_hours_fires() {
-    let app = TestApp::spawn_with(|c| {
-        c.alerts.work_start_hour = 0;
-        c.alerts.work_end_hour = 0;
-    })
-    .await;
-    let (reg_id, secret) = app.add_client("regulator").await;
-    let token: Value = app.token_for(&reg_id, &secret).await.json().await.unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
-    let (_, officer) = app.token("security_officer").await;
-    let uscc = app.sample().entities[0]["uscc"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let res = app
-        .data(&token, &format!("/v1/stores/power/entities/{uscc}"))
-        .await;
-    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
-    let a = wait_for(&app, &officer, "t4-outside-hours", Some(&reg_id)).await;
-    assert_eq!(a["audit_ids"], json!([audit_id]));
-}
-
-#[tokio::test]
 async fn an_audit_write_failure_raises_an_alert_once_the_log_is_back() {
     let app = TestApp::spawn_with(always_working).await;
     let (_, token) = app.token("regulator").await;
