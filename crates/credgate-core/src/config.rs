@@ -398,8 +398,30 @@ impl Config {
         }
     }
 
-    /// Semantic checks serde cannot express.
+    /// Semantic checks serde cannot express. Each part names the key it refuses, so an
+    /// operator can fix the file without reading code.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_globals()?;
+        let mut names = std::collections::HashSet::new();
+        for (i, store) in self.stores.iter().enumerate() {
+            validate_store(i, store, &mut names)?;
+            for (j, route) in store.routes.iter().enumerate() {
+                validate_route(i, j, route)?;
+            }
+        }
+        for (i, idp) in self.identity_providers.iter().enumerate() {
+            if idp.issuer.is_empty() {
+                return Err(invalid(
+                    format!("identity_providers[{i}].issuer"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Storage, token, audit and connection limits.
+    fn validate_globals(&self) -> Result<(), ConfigError> {
         if !(self.storage_url.starts_with("sqlite:")
             || self.storage_url.starts_with("postgres://")
             || self.storage_url.starts_with("postgresql://"))
@@ -457,131 +479,126 @@ impl Config {
         if self.auth.leeway_secs > 300 {
             return Err(invalid("auth.leeway_secs", "must be at most 300 seconds"));
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, store) in self.stores.iter().enumerate() {
-            let key = |k: &str| format!("stores[{i}].{k}");
-            if !is_name(&store.name) {
-                return Err(invalid(
-                    key("name"),
-                    "must be 1-64 characters of a-z, 0-9, '-' or '_'",
-                ));
-            }
-            if !names.insert(store.name.as_str()) {
-                return Err(invalid(
-                    key("name"),
-                    format!("duplicate store name `{}`", store.name),
-                ));
-            }
-            let uri: http::Uri = store
-                .upstream
-                .parse()
-                .map_err(|_| invalid(key("upstream"), "not a valid URL"))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(invalid(
-                    key("upstream"),
-                    "must be an http://host:port URL (terminate TLS to stores in front of them)",
-                ));
-            }
-            if uri.query().is_some() {
-                return Err(invalid(key("upstream"), "must not carry a query string"));
-            }
-            for (k, v) in [
-                ("connect_timeout_ms", store.connect_timeout_ms),
-                ("response_timeout_ms", store.response_timeout_ms),
-            ] {
-                if v == 0 || v > 120_000 {
-                    return Err(invalid(key(k), "must be between 1 and 120000 ms"));
-                }
-            }
-            if store.max_response_bytes == 0 {
-                return Err(invalid(key("max_response_bytes"), "must be positive"));
-            }
-            if let Some(cred) = &store.credential {
-                if http::HeaderName::try_from(cred.header.as_str()).is_err() {
-                    return Err(invalid(key("credential.header"), "not a valid header name"));
-                }
-                match (&cred.value, &cred.value_env) {
-                    (Some(_), None) | (None, Some(_)) => {}
-                    _ => {
-                        return Err(invalid(
-                            key("credential"),
-                            "set exactly one of `value` and `value_env`",
-                        ));
-                    }
-                }
-            }
-            for (j, route) in store.routes.iter().enumerate() {
-                let key = |k: &str| format!("stores[{i}].routes[{j}].{k}");
-                crate::proxy::route::RoutePattern::parse(&route.path)
-                    .map_err(|m| invalid(key("path"), m))?;
-                if http::Method::from_bytes(route.method.as_bytes()).is_err()
-                    || route.method != route.method.to_ascii_uppercase()
-                {
-                    return Err(invalid(
-                        key("method"),
-                        "must be an upper-case HTTP method such as GET",
-                    ));
-                }
-                if !is_name(&route.dataset) {
-                    return Err(invalid(
-                        key("dataset"),
-                        "must be 1-64 characters of a-z, 0-9, '-' or '_'",
-                    ));
-                }
-                let pattern =
-                    crate::proxy::route::RoutePattern::parse(&route.path).expect("checked above");
-                if let Some(p) = &route.subject_path
-                    && !pattern.params().any(|n| n == p)
-                {
-                    return Err(invalid(
-                        key("subject_path"),
-                        format!("`{p}` is not a placeholder of path `{}`", route.path),
-                    ));
-                }
-                if route.subject_path.is_some() && route.subject_query.is_some() {
-                    return Err(invalid(
-                        key("subject_query"),
-                        "set at most one of `subject_path` and `subject_query`",
-                    ));
-                }
-                if (route.subject_path.is_some() || route.subject_query.is_some())
-                    != route.subject_type.is_some()
-                {
-                    return Err(invalid(
-                        key("subject_type"),
-                        "a route that names a subject needs `subject_type` (legal or natural), and only then",
-                    ));
-                }
-                if let Some(q) = route.query.iter().flatten().find(|q| !is_name(q)) {
-                    return Err(invalid(
-                        key("query"),
-                        format!(
-                            "`{q}`: parameter names are 1-64 characters of a-z, 0-9, '-' or '_'"
-                        ),
-                    ));
-                }
-                if route.profile
-                    && (route.method != "GET"
-                        || route.subject_path.is_none()
-                        || pattern.params().count() != 1)
-                {
-                    return Err(invalid(
-                        key("profile"),
-                        "a profile section must be a GET route whose only placeholder is its subject_path",
-                    ));
-                }
-            }
-        }
-        for (i, idp) in self.identity_providers.iter().enumerate() {
-            if idp.issuer.is_empty() {
-                return Err(invalid(
-                    format!("identity_providers[{i}].issuer"),
-                    "must not be empty",
-                ));
-            }
-        }
         Ok(())
     }
+}
+
+/// One store's name, upstream, timeouts and credential.
+fn validate_store<'a>(
+    i: usize,
+    store: &'a StoreConfig,
+    names: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("stores[{i}].{k}");
+    if !is_name(&store.name) {
+        return Err(invalid(
+            key("name"),
+            "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+        ));
+    }
+    if !names.insert(store.name.as_str()) {
+        return Err(invalid(
+            key("name"),
+            format!("duplicate store name `{}`", store.name),
+        ));
+    }
+    let uri: http::Uri = store
+        .upstream
+        .parse()
+        .map_err(|_| invalid(key("upstream"), "not a valid URL"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(invalid(
+            key("upstream"),
+            "must be an http://host:port URL (terminate TLS to stores in front of them)",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(invalid(key("upstream"), "must not carry a query string"));
+    }
+    for (k, v) in [
+        ("connect_timeout_ms", store.connect_timeout_ms),
+        ("response_timeout_ms", store.response_timeout_ms),
+    ] {
+        if v == 0 || v > 120_000 {
+            return Err(invalid(key(k), "must be between 1 and 120000 ms"));
+        }
+    }
+    if store.max_response_bytes == 0 {
+        return Err(invalid(key("max_response_bytes"), "must be positive"));
+    }
+    if let Some(cred) = &store.credential {
+        if http::HeaderName::try_from(cred.header.as_str()).is_err() {
+            return Err(invalid(key("credential.header"), "not a valid header name"));
+        }
+        match (&cred.value, &cred.value_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    key("credential"),
+                    "set exactly one of `value` and `value_env`",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One route of store `i`: its pattern, method, dataset, subject and profile declarations.
+fn validate_route(i: usize, j: usize, route: &RouteConfig) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("stores[{i}].routes[{j}].{k}");
+    crate::proxy::route::RoutePattern::parse(&route.path).map_err(|m| invalid(key("path"), m))?;
+    if http::Method::from_bytes(route.method.as_bytes()).is_err()
+        || route.method != route.method.to_ascii_uppercase()
+    {
+        return Err(invalid(
+            key("method"),
+            "must be an upper-case HTTP method such as GET",
+        ));
+    }
+    if !is_name(&route.dataset) {
+        return Err(invalid(
+            key("dataset"),
+            "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+        ));
+    }
+    let pattern = crate::proxy::route::RoutePattern::parse(&route.path).expect("checked above");
+    if let Some(p) = &route.subject_path
+        && !pattern.params().any(|n| n == p)
+    {
+        return Err(invalid(
+            key("subject_path"),
+            format!("`{p}` is not a placeholder of path `{}`", route.path),
+        ));
+    }
+    if route.subject_path.is_some() && route.subject_query.is_some() {
+        return Err(invalid(
+            key("subject_query"),
+            "set at most one of `subject_path` and `subject_query`",
+        ));
+    }
+    if (route.subject_path.is_some() || route.subject_query.is_some())
+        != route.subject_type.is_some()
+    {
+        return Err(invalid(
+            key("subject_type"),
+            "a route that names a subject needs `subject_type` (legal or natural), and only then",
+        ));
+    }
+    if let Some(q) = route.query.iter().flatten().find(|q| !is_name(q)) {
+        return Err(invalid(
+            key("query"),
+            format!("`{q}`: parameter names are 1-64 characters of a-z, 0-9, '-' or '_'"),
+        ));
+    }
+    if route.profile
+        && (route.method != "GET" || route.subject_path.is_none() || pattern.params().count() != 1)
+    {
+        return Err(invalid(
+            key("profile"),
+            "a profile section must be a GET route whose only placeholder is its subject_path",
+        ));
+    }
+    Ok(())
 }
 
 pub use crate::domain::names::is_name;

@@ -74,9 +74,29 @@ pub async fn archive(
     };
     let name = format!("credgate-audit-{:012}-{:012}.ndjson", from + 1, cp.seq);
     let path = dir.join(&name);
+    let count = write_file(db, &path, from, &cp).await?;
+    drop_archived(db, &cp, now_us, &name, count).await?;
+    Ok(Some(Archived {
+        from_seq: from + 1,
+        upto_seq: cp.seq,
+        records: count,
+        file: path.display().to_string(),
+    }))
+}
+
+/// Writes records `from + 1 ..= cp.seq` to `path`, headed by the checkpoint they end at, and
+/// syncs the file: the rows are deleted only after this returns, so a crash loses nothing.
+async fn write_file(
+    db: &Db,
+    path: &Path,
+    from: i64,
+    cp: &store::Checkpoint,
+) -> Result<i64, ArchiveError> {
     let io = |e| ArchiveError::File(path.display().to_string(), e);
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     let header = json!({
         "archive": "credgate-audit", "from_seq": from + 1, "upto_seq": cp.seq,
         "checkpoint": {"seq": cp.seq, "time_us": cp.time_us, "hash": cp.hash,
@@ -100,14 +120,24 @@ pub async fn archive(
     }
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
+    Ok(count)
+}
 
-    // The archive row first: it is what lets the guard trigger permit these deletes.
+/// Records the archive and deletes its rows in one transaction. The archive row goes first:
+/// it is what lets the guard trigger permit these deletes.
+async fn drop_archived(
+    db: &Db,
+    cp: &store::Checkpoint,
+    now_us: i64,
+    name: &str,
+    count: i64,
+) -> Result<(), ArchiveError> {
     let mut tx = db.pool().begin().await?;
     sqlx::query("INSERT INTO audit_archives (upto_seq, hash, archived_at, file_name, records) VALUES ($1, $2, $3, $4, $5)")
         .bind(cp.seq)
         .bind(&cp.hash)
         .bind(now_us)
-        .bind(&name)
+        .bind(name)
         .bind(count)
         .execute(&mut *tx)
         .await?;
@@ -120,10 +150,5 @@ pub async fn archive(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Some(Archived {
-        from_seq: from + 1,
-        upto_seq: cp.seq,
-        records: count,
-        file: path.display().to_string(),
-    }))
+    Ok(())
 }
