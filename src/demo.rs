@@ -58,7 +58,11 @@ const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
         "Objection handling desk",
     ),
     // Separation of duties: whoever administers the gateway does not audit it.
-    ("system_admin", "credgate-ops", "Gateway system administration"),
+    (
+        "system_admin",
+        "credgate-ops",
+        "Gateway system administration",
+    ),
     ("auditor", "credgate-audit", "Internal audit"),
 ];
 
