@@ -633,7 +633,8 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
     // A client id with a newline and a formula: it must stay one line, one cell.
     app.token_for("evil\n{\"decision\":\"allow\"}", "x").await;
     app.token_for("=HYPERLINK(\"http://x\")", "x").await;
-    let (_, officer) = app.token("security_officer").await;
+    // The auditor's export holds every record, staff actions included.
+    let (_, officer) = app.token("auditor").await;
     let get = |fmt: &str| {
         app.http
             .get(format!("{}/admin/audit/export?format={fmt}", app.url))
@@ -813,8 +814,10 @@ async fn a_lockdown_stops_a_client_or_a_whole_org_at_once_and_lifting_it_restore
         .await
         .unwrap();
     assert_problem(res, 403).await;
-    // Both the lockdowns and the lifts are in the log.
-    let page = app.audit(&officer, "").await;
+    // Both the lockdowns and the lifts are in the log, for the auditor: records of staff
+    // actions are hidden from the officers who act.
+    let (_, auditor) = app.token("auditor").await;
+    let page = app.audit(&auditor, "").await;
     let admin: Vec<&Value> = page["items"]
         .as_array()
         .unwrap()

@@ -50,7 +50,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        let done = line.contains("/admin/audit/verify");
+        let done = line.contains("Bearer $AUDITOR");
         printed.push(line);
         if done || Instant::now() > deadline {
             break;
