@@ -123,7 +123,8 @@ impl FromRequest<AppState> for LoggedIn {
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let (client_id, secret) = credentials(&headers, &body)?;
+        let (client_id, secret) =
+            credentials(&headers, &body).map_err(|(e, why)| e.respond(why))?;
         // The id the caller claims, failed logins included (one credgate never issues, only
         // its start: a record keeps the shape of the request, not arbitrary bulk); never the
         // secret.
@@ -147,8 +148,11 @@ impl FromRequest<AppState> for LoggedIn {
     }
 }
 
-/// The client id and secret of a well-formed client-credentials request, or its RFC 6749 answer.
-fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<(String, String), Response> {
+/// The client id and secret of a well-formed client-credentials request, or its RFC 6749 error.
+fn credentials(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String), (OAuthError, &'static str)> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -161,16 +165,18 @@ fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<(String, String), Res
         })
         .unwrap_or(false);
     if !form_type {
-        return Err(OAuthError::InvalidRequest
-            .respond("the body must be application/x-www-form-urlencoded"));
+        return Err((
+            OAuthError::InvalidRequest,
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
-        return Err(OAuthError::InvalidRequest.respond("the form body is malformed"));
+        return Err((OAuthError::InvalidRequest, "the form body is malformed"));
     };
     // RFC 6749 section 3.2: parameters must not repeat.
     let mut seen = std::collections::HashSet::new();
     if !pairs.iter().all(|(k, _)| seen.insert(k.as_str())) {
-        return Err(OAuthError::InvalidRequest.respond("a parameter is repeated"));
+        return Err((OAuthError::InvalidRequest, "a parameter is repeated"));
     }
     let param = |name: &str| {
         pairs
@@ -179,23 +185,24 @@ fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<(String, String), Res
             .map(|(_, v)| v.clone())
     };
     match param("grant_type").as_deref() {
-        None => return Err(OAuthError::InvalidRequest.respond("grant_type is required")),
+        None => return Err((OAuthError::InvalidRequest, "grant_type is required")),
         Some("client_credentials") => {}
         Some(_) => {
-            return Err(
-                OAuthError::UnsupportedGrantType.respond("only client_credentials is supported")
-            );
+            return Err((
+                OAuthError::UnsupportedGrantType,
+                "only client_credentials is supported",
+            ));
         }
     }
-    let basic =
-        basic_credentials(headers).map_err(|e| e.respond("malformed client authentication"))?;
+    let basic = basic_credentials(headers).map_err(|e| (e, "malformed client authentication"))?;
     match (basic, param("client_id"), param("client_secret")) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            Err(OAuthError::InvalidRequest.respond("use one client authentication method, not two"))
-        }
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err((
+            OAuthError::InvalidRequest,
+            "use one client authentication method, not two",
+        )),
         (Some(creds), None, None) => Ok(creds),
         (None, Some(id), Some(secret)) => Ok((id, secret)),
-        _ => Err(OAuthError::InvalidClient.respond("client authentication failed")),
+        _ => Err((OAuthError::InvalidClient, "client authentication failed")),
     }
 }
 

@@ -67,8 +67,7 @@ pub async fn profile(
     Institution(who): Institution,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
-    Path(id): Path<String>,
-    Query(q): Query<ProfileQuery>,
+    (Path(id), Query(q)): (Path<String>, Query<ProfileQuery>),
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, Error> {
