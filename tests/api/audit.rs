@@ -882,6 +882,9 @@ async fn rate_limits_answer_429_with_retry_after_and_are_audited() {
         (r.decision.as_str(), r.status, r.rule.as_deref()),
         ("deny", 429, Some("rate-limited"))
     );
+    // The client is known before its rate is checked: the refusal names it.
+    assert_eq!(r.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(r.role.as_deref(), Some("regulator"));
     assert_problem(last, 429).await;
     // The public door: per source address, its own bucket (the token call above is not
     // charged to it).
