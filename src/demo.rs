@@ -57,6 +57,13 @@ const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
         "credgate-ops",
         "Objection handling desk",
     ),
+    // Separation of duties: whoever administers the gateway does not audit it.
+    (
+        "system_admin",
+        "credgate-ops",
+        "Gateway system administration",
+    ),
+    ("auditor", "credgate-audit", "Internal audit"),
 ];
 
 fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str) -> String {
@@ -353,6 +360,15 @@ Every request above is in the audit log; the security officer searches and verif
 
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $OFFICER"
   curl -s {url}/admin/audit/verify -H "Authorization: Bearer $OFFICER"
+
+Duties are separate: the system administrator manages clients and policies but cannot read
+the log (403); the auditor reads all of it, staff actions included, and changes nothing:
+
+  {admin_token}
+  curl -s {url}/admin/clients -H "Authorization: Bearer $ADMIN"
+  curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $ADMIN"
+  {auditor_token}
+  curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $AUDITOR"
 "#,
         store = demo["store_url"].as_str().unwrap_or_default(),
         dir = config_path
@@ -362,5 +378,7 @@ Every request above is in the audit log; the security officer searches and verif
         bank_token = token_line("TOKEN", &client("financial_institution")),
         regulator_token = token_line("REGULATOR", &client("regulator")),
         officer_token = token_line("OFFICER", &client("security_officer")),
+        admin_token = token_line("ADMIN", &client("system_admin")),
+        auditor_token = token_line("AUDITOR", &client("auditor")),
     );
 }

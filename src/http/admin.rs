@@ -1,7 +1,9 @@
-//! Officers' endpoints. Only the `security_officer` role may call them.
+//! Staff endpoints under `/admin` (but the queues): who may call each is in its signature, as
+//! DESIGN.md's roles table has it. The system administrator runs clients and policies, the
+//! security officer alerts and lockdowns, and the log is read by the officer and the auditor.
 
 use axum::{
-    Extension, Json,
+    Json,
     body::Body,
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use super::{
     AppState, AttachChange as _, Error,
+    extract::{self, AuditReader, Officer, SystemAdmin},
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
@@ -22,7 +25,7 @@ use crate::{
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
-    auth::{self, Institution},
+    auth::Institution,
     config::is_name,
     storage::{clients, lockdowns, micros_to_rfc3339},
 };
@@ -36,7 +39,9 @@ pub fn routes() -> Vec<Group> {
             r::get("/admin/audit/export", export_log),
             r::get("/admin/audit/verify", verify_log),
             r::post("/admin/lockdown", lock),
+            r::get("/admin/lockdown", list_lockdowns),
             r::delete("/admin/lockdown/{id}", unlock),
+            r::get("/admin/clients", list_clients),
             r::post("/admin/clients/{id}/disable", disable_client),
             r::post("/admin/clients/{id}/enable", enable_client),
             r::get("/admin/alerts", list_alerts),
@@ -45,9 +50,10 @@ pub fn routes() -> Vec<Group> {
     )]
 }
 
-pub const SECURITY_OFFICER: &str = "security_officer";
+pub use extract::SECURITY_OFFICER;
 
-/// An institution of exactly this role, noted in the audit record; anyone else is 403.
+/// An institution of exactly this role, noted in the audit record; anyone else is 403. For the
+/// handlers that do not take an extractor yet (`extract::staff` is the one rule).
 pub async fn require_role(
     state: &AppState,
     headers: &HeaderMap,
@@ -55,27 +61,7 @@ pub async fn require_role(
     role: &str,
     rule: &str,
 ) -> Result<Institution, Error> {
-    let who = auth::authenticate_institution(state, headers).await?;
-    slot.update(|a| {
-        a.client_id = Some(who.client_id.clone());
-        a.org = Some(who.org.clone());
-        a.role = Some(who.role.clone());
-    });
-    if who.role != role {
-        return Err(Error::Forbidden {
-            rule: rule.into(),
-            detail: format!("this endpoint is for the `{role}` role"),
-        });
-    }
-    Ok(who)
-}
-
-pub async fn officer(
-    state: &AppState,
-    headers: &HeaderMap,
-    slot: &AuditSlot,
-) -> Result<Institution, Error> {
-    require_role(state, headers, slot, SECURITY_OFFICER, "officer-only").await
+    extract::staff(state, headers, slot, &[role], rule).await
 }
 
 /// Swaps the whole policy set on every replica, or refuses a bad one and keeps the old set
@@ -84,10 +70,8 @@ pub async fn officer(
 /// after that commit. If the record cannot be written (503), no replica changes its set.
 async fn reload_policies(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    SystemAdmin(who): SystemAdmin,
 ) -> Result<Response, Error> {
-    let who = officer(&state, &headers, &slot).await?;
     let reload = crate::replicas::Reload::prepare(&state).map_err(|e| {
         tracing::warn!(client_id = %who.client_id, error = %e, "policy reload refused");
         Error::Unprocessable(format!(
@@ -124,7 +108,7 @@ fn parse_time(v: &Option<String>, name: &str) -> Result<Option<i64>, Error> {
         .transpose()
 }
 
-fn bounds(f: &Filter) -> Result<Bounds, Error> {
+fn bounds(f: &Filter, reader: &AuditReader) -> Result<Bounds, Error> {
     if let Some(d) = &f.decision
         && !["allow", "deny", "error"].contains(&d.as_str())
     {
@@ -140,6 +124,7 @@ fn bounds(f: &Filter) -> Result<Bounds, Error> {
         decision: f.decision.clone(),
         from_us: parse_time(&f.from, "from")?,
         to_us: parse_time(&f.to, "to")?,
+        staff_actions: reader.sees_staff_actions(),
     })
 }
 
@@ -160,13 +145,11 @@ fn query_filter(
 /// committed meanwhile never shift or repeat a page.
 async fn search(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    reader: AuditReader,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, Error> {
-    officer(&state, &headers, &slot).await?;
     let f = query_filter(q)?;
-    let b = bounds(&f)?;
+    let b = bounds(&f, &reader)?;
     let limit = f.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Error::BadRequest("`limit` is 1 to 1000".into()));
@@ -192,13 +175,11 @@ async fn search(
 /// whatever the size of the log.
 async fn export_log(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    reader: AuditReader,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Error> {
-    officer(&state, &headers, &slot).await?;
     let f = query_filter(q)?;
-    let b = bounds(&f)?;
+    let b = bounds(&f, &reader)?;
     let csv = match f.format.as_deref().unwrap_or("ndjson") {
         "csv" => true,
         "ndjson" => false,
@@ -262,10 +243,8 @@ async fn export_log(
 
 async fn verify_log(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _reader: AuditReader,
 ) -> Result<Json<verify::Report>, Error> {
-    officer(&state, &headers, &slot).await?;
     let report = verify::verify(&state.db, &state.audit_public_key).await?;
     if !report.ok {
         tracing::error!(reason = ?report.reason, first_bad = ?report.first_bad_id, "audit verification failed");
@@ -283,11 +262,9 @@ struct LockRequest {
 
 async fn lock(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Officer(who): Officer,
     body: Result<Json<LockRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let who = officer(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     match (&req.client_id, &req.org) {
         (Some(_), None) | (None, Some(_)) => {}
@@ -335,13 +312,20 @@ async fn lock(
     Ok(change.then(after).attach(view))
 }
 
+/// The lockdowns in force, for the officer who may add or lift them.
+async fn list_lockdowns(
+    State(state): State<AppState>,
+    _officer: Officer,
+) -> Result<Json<Value>, Error> {
+    let items = lockdowns::list_active(&state.db).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
 async fn unlock(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Officer(who): Officer,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let who = officer(&state, &headers, &slot).await?;
     let gone = || Error::NotFound("no active lockdown with that id".into());
     if !lockdowns::is_active(&state.db, &id).await? {
         return Err(gone());
@@ -368,38 +352,53 @@ async fn unlock(
     Ok(change.then(after).attach(StatusCode::NO_CONTENT))
 }
 
-/// `credgate client disable` over HTTP, for an officer who has no shell on the gateway's host.
+/// Every registered client, for the system administrator: names, roles and status, never a
+/// secret or its hash (`ClientRecord` carries neither).
+async fn list_clients(
+    State(state): State<AppState>,
+    _admin: SystemAdmin,
+) -> Result<Json<Value>, Error> {
+    let items: Vec<Value> = clients::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.id, "name": c.name, "org": c.org, "role": c.role, "region": c.region,
+                "status": c.status, "created_at": micros_to_rfc3339(c.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `credgate client disable` over HTTP, for an administrator with no shell on the gateway's host.
 /// The client's tokens stop working on its next request here, and within a quarter second on
 /// every other replica (the `clients` signal); `enable` undoes it.
 async fn disable_client(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    admin: SystemAdmin,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    set_client_status(state, slot, headers, id, false).await
+    set_client_status(state, admin, id, false).await
 }
 
 /// DESIGN.md's `POST /admin/clients/{id}/enable`: a disabled client may obtain tokens again.
 /// Lockdowns that cover it stay in force; they are lifted on their own.
 async fn enable_client(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    admin: SystemAdmin,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    set_client_status(state, slot, headers, id, true).await
+    set_client_status(state, admin, id, true).await
 }
 
-/// Disables or enables a client: an officer's mutation, committed with its audit record.
+/// Disables or enables a client: an administrator's mutation, committed with its audit record.
 async fn set_client_status(
     state: AppState,
-    slot: AuditSlot,
-    headers: HeaderMap,
+    SystemAdmin(who): SystemAdmin,
     id: String,
     enable: bool,
 ) -> Result<Response, Error> {
-    let who = officer(&state, &headers, &slot).await?;
     let gone = || Error::NotFound("no client with that id".into());
     // Ids are generated names (`cg_` and hex); anything else cannot name a client.
     if !is_name(&id) {
@@ -441,14 +440,13 @@ pub struct AlertQuery {
     status: Option<String>,
 }
 
-/// The alerts for a security officer: open ones by default, or `status=all`.
+/// The alerts, for a security officer to work and an auditor to read: open ones by default,
+/// or `status=all`.
 pub async fn list_alerts(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _reader: AuditReader,
     Query(q): Query<AlertQuery>,
 ) -> Result<Json<Value>, Error> {
-    officer(&state, &headers, &slot).await?;
     let all = match q.status.as_deref() {
         None | Some("open") => false,
         Some("all") => true,
@@ -460,11 +458,9 @@ pub async fn list_alerts(
 
 pub async fn acknowledge_alert(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Officer(who): Officer,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let who = officer(&state, &headers, &slot).await?;
     ack_alert(&state, id, who.client_id).await
 }
 

@@ -16,11 +16,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{
     AppState, Error, RequestId,
+    extract::Institution,
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
     audit::AuditSlot,
-    auth::{self, Principal},
+    auth::Principal,
     policy::Outcome,
     proxy::{
         consent_header, decide, declared_purpose, note_outcome, note_principal, release, route,
@@ -47,11 +48,11 @@ pub fn routes() -> Vec<Group> {
 
 async fn institution_request(
     State(state): State<AppState>,
+    Institution(who): Institution,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, Error> {
-    let who = auth::authenticate_institution(&state, req.headers()).await?;
     handle(
         state,
         peer,

@@ -7,6 +7,7 @@ pub mod complaints;
 mod context;
 pub mod data;
 mod error;
+pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -102,16 +102,57 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     }
 }
 
-async fn token(
-    State(state): State<AppState>,
-    slot: Option<axum::Extension<crate::audit::AuditSlot>>,
-    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    // The address's bucket was charged by `limits::limit`: a 429 there is a problem document,
-    // not an OAuth error, since nothing was judged.
-    let slot = slot.map(|s| s.0).unwrap_or_default();
+/// A client that proved its credentials at the token endpoint (RFC 6749 section 2.3.1), noted in
+/// the audit slot; the rejection is the RFC 6749 answer itself, since OAuth clients parse it.
+struct LoggedIn(clients::ClientRecord);
+
+impl FromRequest<AppState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let slot = req
+            .extensions()
+            .get::<crate::audit::AuditSlot>()
+            .cloned()
+            .unwrap_or_default();
+        let ip = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (client_id, secret) =
+            credentials(&headers, &body).map_err(|(e, why)| e.respond(why))?;
+        // The id the caller claims, failed logins included (one credgate never issues, only
+        // its start: a record keeps the shape of the request, not arbitrary bulk); never the
+        // secret.
+        let claimed = if well_formed_client_id(&client_id) {
+            client_id.clone()
+        } else {
+            client_id.chars().take(CLAIMED_ID_MAX).collect()
+        };
+        slot.update(|a| a.client_id = Some(claimed));
+        let client = authenticate(state, &client_id, ip, secret)
+            .await
+            .map_err(|(rule, res)| {
+                slot.update(|a| a.rule = Some(rule.into()));
+                res
+            })?;
+        slot.update(|a| {
+            a.org = Some(client.org.clone());
+            a.role = Some(client.role.clone());
+        });
+        Ok(Self(client))
+    }
+}
+
+/// The client id and secret of a well-formed client-credentials request, or its RFC 6749 error.
+fn credentials(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, String), (OAuthError, &'static str)> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -124,16 +165,18 @@ async fn token(
         })
         .unwrap_or(false);
     if !form_type {
-        return OAuthError::InvalidRequest
-            .respond("the body must be application/x-www-form-urlencoded");
+        return Err((
+            OAuthError::InvalidRequest,
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
-    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return OAuthError::InvalidRequest.respond("the form body is malformed");
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+        return Err((OAuthError::InvalidRequest, "the form body is malformed"));
     };
     // RFC 6749 section 3.2: parameters must not repeat.
     let mut seen = std::collections::HashSet::new();
     if !pairs.iter().all(|(k, _)| seen.insert(k.as_str())) {
-        return OAuthError::InvalidRequest.respond("a parameter is repeated");
+        return Err((OAuthError::InvalidRequest, "a parameter is repeated"));
     }
     let param = |name: &str| {
         pairs
@@ -141,49 +184,31 @@ async fn token(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-
     match param("grant_type").as_deref() {
-        None => return OAuthError::InvalidRequest.respond("grant_type is required"),
+        None => return Err((OAuthError::InvalidRequest, "grant_type is required")),
         Some("client_credentials") => {}
         Some(_) => {
-            return OAuthError::UnsupportedGrantType
-                .respond("only client_credentials is supported");
+            return Err((
+                OAuthError::UnsupportedGrantType,
+                "only client_credentials is supported",
+            ));
         }
     }
-    let basic = match basic_credentials(&headers) {
-        Ok(b) => b,
-        Err(e) => return e.respond("malformed client authentication"),
-    };
-    let (client_id, secret) = match (basic, param("client_id"), param("client_secret")) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return OAuthError::InvalidRequest
-                .respond("use one client authentication method, not two");
-        }
-        (Some(creds), None, None) => creds,
-        (None, Some(id), Some(secret)) => (id, secret),
-        _ => return OAuthError::InvalidClient.respond("client authentication failed"),
-    };
+    let basic = basic_credentials(headers).map_err(|e| (e, "malformed client authentication"))?;
+    match (basic, param("client_id"), param("client_secret")) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err((
+            OAuthError::InvalidRequest,
+            "use one client authentication method, not two",
+        )),
+        (Some(creds), None, None) => Ok(creds),
+        (None, Some(id), Some(secret)) => Ok((id, secret)),
+        _ => Err((OAuthError::InvalidClient, "client authentication failed")),
+    }
+}
 
-    // The id the caller claims, failed logins included (one credgate never issues, only its
-    // start: a record keeps the shape of the request, not arbitrary bulk); never the secret.
-    let claimed = if well_formed_client_id(&client_id) {
-        client_id.clone()
-    } else {
-        client_id.chars().take(CLAIMED_ID_MAX).collect()
-    };
-    slot.update(|a| a.client_id = Some(claimed));
-    let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
-    let client = match authenticate(&state, &client_id, ip, secret).await {
-        Ok(client) => client,
-        Err((rule, res)) => {
-            slot.update(|a| a.rule = Some(rule.into()));
-            return res;
-        }
-    };
-    slot.update(|a| {
-        a.org = Some(client.org.clone());
-        a.role = Some(client.role.clone());
-    });
+/// The address's bucket was charged by `limits::limit`: a 429 there is a problem document, not
+/// an OAuth error, since nothing was judged.
+async fn token(State(state): State<AppState>, LoggedIn(client): LoggedIn) -> Response {
     let Ok(access_token) = state.tokens.issue(&client) else {
         tracing::error!("token signing failed");
         return OAuthError::TemporarilyUnavailable.respond("try again later");

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{AppState, Error, RequestId};
+use super::{AppState, Error, RequestId, extract::Institution};
 use crate::{
     audit::{AuditInfo, AuditSlot},
-    auth::{self, Principal},
+    auth::Principal,
     domain::{ResidentId, SubjectId, SubjectType, Uscc},
     policy::ConsentState,
     proxy::{
@@ -64,15 +64,14 @@ enum Section {
 
 pub async fn profile(
     State(state): State<AppState>,
+    Institution(who): Institution,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
-    Path(id): Path<String>,
-    Query(q): Query<ProfileQuery>,
+    (Path(id), Query(q)): (Path<String>, Query<ProfileQuery>),
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, Error> {
-    let who = Principal::Institution(auth::authenticate_institution(&state, &headers).await?);
-    slot.update(|a| proxy::note_principal(a, &who));
+    let who = Principal::Institution(who);
     let purpose = declared_purpose(&state, &headers)?;
     slot.update(|a| {
         a.purpose = Some(purpose.clone());

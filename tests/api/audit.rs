@@ -633,7 +633,8 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
     // A client id with a newline and a formula: it must stay one line, one cell.
     app.token_for("evil\n{\"decision\":\"allow\"}", "x").await;
     app.token_for("=HYPERLINK(\"http://x\")", "x").await;
-    let (_, officer) = app.token("security_officer").await;
+    // The auditor's export holds every record, staff actions included.
+    let (_, officer) = app.token("auditor").await;
     let get = |fmt: &str| {
         app.http
             .get(format!("{}/admin/audit/export?format={fmt}", app.url))
@@ -813,8 +814,10 @@ async fn a_lockdown_stops_a_client_or_a_whole_org_at_once_and_lifting_it_restore
         .await
         .unwrap();
     assert_problem(res, 403).await;
-    // Both the lockdowns and the lifts are in the log.
-    let page = app.audit(&officer, "").await;
+    // Both the lockdowns and the lifts are in the log, for the auditor: records of staff
+    // actions are hidden from the officers who act.
+    let (_, auditor) = app.token("auditor").await;
+    let page = app.audit(&auditor, "").await;
     let admin: Vec<&Value> = page["items"]
         .as_array()
         .unwrap()
@@ -879,6 +882,9 @@ async fn rate_limits_answer_429_with_retry_after_and_are_audited() {
         (r.decision.as_str(), r.status, r.rule.as_deref()),
         ("deny", 429, Some("rate-limited"))
     );
+    // The client is known before its rate is checked: the refusal names it.
+    assert_eq!(r.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(r.role.as_deref(), Some("regulator"));
     assert_problem(last, 429).await;
     // The public door: per source address, its own bucket (the token call above is not
     // charged to it).

@@ -50,7 +50,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
     let deadline = Instant::now() + Duration::from_secs(60);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
-        let done = line.contains("/admin/audit/verify");
+        let done = line.contains("Bearer $AUDITOR");
         printed.push(line);
         if done || Instant::now() > deadline {
             break;
@@ -72,6 +72,8 @@ fn the_demo_starts_and_its_printed_lines_work() {
         "credit_agency",
         "security_officer",
         "objection_handler",
+        "system_admin",
+        "auditor",
     ] {
         assert!(roles.contains(&role), "demo.json has a {role} client");
     }
@@ -99,6 +101,8 @@ fn the_demo_starts_and_its_printed_lines_work() {
             "OFFICER=",
             "SUBJECT=",
             "REGULATOR=",
+            "ADMIN=",
+            "AUDITOR=",
             "PERSON=",
             "CONSENT=",
         ]
@@ -122,7 +126,7 @@ fn the_demo_starts_and_its_printed_lines_work() {
         codes,
         [
             "200", "200", "200", "403", "200", "200", "200", "401", "400", "400", "404", "403",
-            "403", "200", "200", "201", "200", "200", "200"
+            "403", "200", "200", "201", "200", "200", "200", "200", "403", "200"
         ],
         "{out}"
     );

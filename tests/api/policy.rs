@@ -380,7 +380,7 @@ async fn a_reload_swaps_the_set_and_a_bad_set_is_refused_while_the_old_one_serve
             .header("X-Purpose", "public_disclosure")
             .send()
     };
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let reload = || {
         app.http
             .post(format!("{}/admin/policies/reload", app.url))
@@ -432,7 +432,7 @@ async fn a_reload_swaps_the_set_and_a_bad_set_is_refused_while_the_old_one_serve
     let still: Value = public().await.unwrap().json().await.unwrap();
     assert_eq!(still, after);
 
-    // Only officers reload.
+    // Only system administrators reload.
     let (_, bank) = app.token("financial_institution").await;
     let res = app
         .http

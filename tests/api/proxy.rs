@@ -60,7 +60,7 @@ async fn a_role_the_policy_does_not_admit_is_denied_naming_the_rule_and_the_stor
         .await;
     let body = assert_problem(res, 403).await;
     assert_eq!(body["rule"], "dataset-not-allowed");
-    let (_, token) = app.token("auditor").await;
+    let (_, token) = app.token("internal_auditor").await;
     let body = assert_problem(
         app.data(&token, &format!("/v1/stores/fake/entities/{USCC}"))
             .await,

@@ -67,12 +67,12 @@ async fn accept(app: &TestApp, handler: &str, id: &str) {
     assert_eq!(res.status(), 200);
 }
 
-/// `POST /admin/policies/reload` on `app`, which must succeed.
-async fn reload(app: &TestApp, officer: &str) -> reqwest::Response {
+/// `POST /admin/policies/reload` on `app` by a system administrator, which must succeed.
+async fn reload(app: &TestApp, admin: &str) -> reqwest::Response {
     let res = app
         .http
         .post(format!("{}/admin/policies/reload", app.url))
-        .bearer_auth(officer)
+        .bearer_auth(admin)
         .send()
         .await
         .unwrap();
@@ -238,7 +238,7 @@ async fn a_token_naming_an_unknown_kid_is_refused_on_every_replica() {
 async fn a_policy_reload_on_one_replica_is_in_force_on_the_other_within_a_second() {
     let app = TestApp::spawn().await;
     let other = app.sibling().await;
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let uscc = app.sample().entities[2]["uscc"]
         .as_str()
         .unwrap()
@@ -307,6 +307,7 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
     crate::helpers::copy_dir(&app.dir.path().join("policies"), &own);
     let other = app.sibling_with(|c| c.policy_dir = own.clone()).await;
     let (_, officer) = app.token("security_officer").await;
+    let (_, admin) = app.token("system_admin").await;
     let catalog = app.dir.path().join("policies/catalog.toml");
     let changed = std::fs::read_to_string(&catalog).unwrap().replacen(
         "established = \"entity_basic\"",
@@ -314,7 +315,7 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
         1,
     );
     std::fs::write(&catalog, &changed).unwrap();
-    reload(&app, &officer).await;
+    reload(&app, &admin).await;
 
     let readyz = |url: String| {
         let http = app.http.clone();
@@ -555,6 +556,8 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     let officer = token_from(b.url.clone(), officer.id.clone(), s).await;
     let (victim, s) = add("regulator", "other-regulator").await;
     let victim_token = token_from(a.url.clone(), victim.id.clone(), s).await;
+    let (admin, s) = add("system_admin", "csa").await;
+    let admin = token_from(b.url.clone(), admin.id.clone(), s).await;
     let (bank, s) = add("financial_institution", "demo-bank").await;
     let bank_token = token_from(b.url.clone(), bank.id.clone(), s).await;
 
@@ -637,7 +640,7 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     );
     let res = http
         .post(format!("{}/admin/clients/{}/disable", a.url, victim.id))
-        .bearer_auth(&officer)
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap();

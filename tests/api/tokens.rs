@@ -167,7 +167,7 @@ async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
 async fn a_client_disabled_through_the_gateway_is_refused_on_its_next_request() {
     let app = TestApp::spawn().await;
     let (id, token) = app.token("regulator").await;
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let path = "/v1/stores/fake/entities/91350100M000100Y43";
     assert_eq!(app.data(&token, path).await.status(), 200, "now cached");
     let res = app
@@ -179,7 +179,7 @@ async fn a_client_disabled_through_the_gateway_is_refused_on_its_next_request() 
         .unwrap();
     assert_eq!(res.status(), 200);
     refused(&app, &token).await;
-    // Only officers disable clients, and only ids that exist.
+    // Only system administrators disable clients, and only ids that exist.
     let (_, regulator) = app.token("regulator").await;
     let res = app
         .http

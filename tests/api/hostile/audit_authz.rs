@@ -305,7 +305,7 @@ async fn a_replica_whose_policy_files_break_at_signal_time_is_not_ready_until_th
     let own = app.dir.path().join("policies-b");
     crate::helpers::copy_dir(&app.dir.path().join("policies"), &own);
     let other = app.sibling_with(|c| c.policy_dir = own.clone()).await;
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let good = std::fs::read_to_string(own.join("roles.toml")).unwrap();
     std::fs::write(own.join("roles.toml"), "[roles.broken\n").unwrap();
     let res = app
@@ -345,8 +345,8 @@ async fn a_replica_whose_policy_files_break_at_signal_time_is_not_ready_until_th
 /// Who may call a route.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum May {
-    /// Institutions of exactly this role.
-    Role(&'static str),
+    /// Institutions of exactly these roles.
+    Role(&'static [&'static str]),
     /// A data subject with a subject token (about their own items).
     Subject,
 }
@@ -359,23 +359,27 @@ enum May {
 /// role of the loaded policy set, so a new role is tried everywhere without a line here.
 fn matrix() -> Vec<(&'static str, &'static str, May, Option<serde_json::Value>)> {
     use serde_json::json;
-    const OFFICER: May = May::Role("security_officer");
-    const HANDLER: May = May::Role("objection_handler");
+    const OFFICER: May = May::Role(&["security_officer"]);
+    const HANDLER: May = May::Role(&["objection_handler"]);
+    const ADMIN: May = May::Role(&["system_admin"]);
+    const READERS: May = May::Role(&["security_officer", "auditor"]);
     let transition = || Some(json!({"to": "investigating", "note": "n"}));
     vec![
-        ("POST", "/admin/policies/reload", OFFICER, None),
-        ("GET", "/admin/audit", OFFICER, None),
-        ("GET", "/admin/audit/export?format=csv", OFFICER, None),
-        ("GET", "/admin/audit/verify", OFFICER, None),
+        ("POST", "/admin/policies/reload", ADMIN, None),
+        ("GET", "/admin/audit", READERS, None),
+        ("GET", "/admin/audit/export?format=csv", READERS, None),
+        ("GET", "/admin/audit/verify", READERS, None),
         (
             "POST",
             "/admin/lockdown",
             OFFICER,
             Some(json!({"org": "other-org", "reason": "x"})),
         ),
+        ("GET", "/admin/lockdown", OFFICER, None),
         ("DELETE", "/admin/lockdown/{lockdown}", OFFICER, None),
-        ("POST", "/admin/clients/{client}/disable", OFFICER, None),
-        ("GET", "/admin/alerts", OFFICER, None),
+        ("GET", "/admin/clients", ADMIN, None),
+        ("POST", "/admin/clients/{client}/disable", ADMIN, None),
+        ("GET", "/admin/alerts", READERS, None),
         ("POST", "/admin/alerts/{alert}/ack", OFFICER, None),
         ("GET", "/admin/objections", HANDLER, None),
         ("GET", "/admin/objections/{objection}", HANDLER, None),
@@ -552,9 +556,9 @@ fn expected(may: May, path: &str, caller: &Caller) -> Option<u16> {
     match (may, caller) {
         (_, Caller::Nobody) => Some(401),
         (May::Role(_), Caller::Owner | Caller::OtherSubject) => Some(401),
-        (May::Role(r), Caller::Role(role)) => (r != role).then_some(403),
-        (May::Role(r), Caller::Disabled(role)) => (r == *role).then_some(401),
-        (May::Role(r), Caller::Locked(role)) => (r == *role).then_some(403),
+        (May::Role(r), Caller::Role(role)) => (!r.contains(&role.as_str())).then_some(403),
+        (May::Role(r), Caller::Disabled(role)) => r.contains(role).then_some(401),
+        (May::Role(r), Caller::Locked(role)) => r.contains(role).then_some(403),
         (May::Subject, Caller::Owner) => None,
         // Another subject's item is as absent as a missing one.
         (May::Subject, Caller::OtherSubject) => path.contains('{').then_some(404),
@@ -586,6 +590,7 @@ async fn every_admin_and_subject_route_refuses_every_wrong_caller_changes_nothin
     })
     .await;
     let (_, officer) = app.token("security_officer").await;
+    let (_, admin) = app.token("system_admin").await;
     let company_id = app.sample().entities[4]["uscc"]
         .as_str()
         .unwrap()
@@ -620,12 +625,17 @@ async fn every_admin_and_subject_route_refuses_every_wrong_caller_changes_nothin
             callers.push((Caller::Role(role), Some(token)));
         }
     }
-    for role in ["security_officer", "objection_handler"] {
+    for role in [
+        "security_officer",
+        "objection_handler",
+        "system_admin",
+        "auditor",
+    ] {
         let (id, token) = client_with_token(&app, role).await.unwrap();
         let res = app
             .http
             .post(format!("{}/admin/clients/{id}/disable", app.url))
-            .bearer_auth(&officer)
+            .bearer_auth(&admin)
             .send()
             .await
             .unwrap();
@@ -702,7 +712,7 @@ async fn every_admin_and_subject_route_refuses_every_wrong_caller_changes_nothin
         }
         let token = match may {
             May::Subject => company.clone(),
-            May::Role(role) => app.token(role).await.1,
+            May::Role(roles) => app.token(roles[0]).await.1,
         };
         let res = app
             .http

@@ -235,6 +235,9 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
         w.officer.as_str(),
         w.handler.as_str(),
     );
+    // Clients and policies are the system administrator's (separation of duties).
+    let admin = app.token("system_admin").await.1;
+    let a = admin.as_str();
     let before = fingerprint(app).await;
     let answer = public_entity(app, &uscc).await;
     hide_founding_date_from_the_public(app);
@@ -259,10 +262,10 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
             json!({"to": "investigating"})).await),
         ("lockdown", post(app, "/admin/lockdown", o, json!({"org": "bank-a", "reason": "x"})).await),
         ("lockdown lift", send(app, del, &format!("/admin/lockdown/{}", w.lockdown), Some(o), None).await),
-        ("client disable", post(app, &format!("/admin/clients/{}/disable", w.victim), o, json!({})).await),
+        ("client disable", post(app, &format!("/admin/clients/{}/disable", w.victim), a, json!({})).await),
         ("alert ack", post(app, "/admin/alerts/al_test/ack", o, json!({})).await),
-        ("policy reload", post(app, "/admin/policies/reload", o, json!({})).await),
-        ("client enable", post(app, &format!("/admin/clients/{}/enable", w.disabled), o, json!({})).await),
+        ("policy reload", post(app, "/admin/policies/reload", a, json!({})).await),
+        ("client enable", post(app, &format!("/admin/clients/{}/enable", w.disabled), a, json!({})).await),
     ];
     for (what, res) in tries {
         assert_unavailable(res, what).await;
@@ -288,7 +291,7 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
     .await;
     assert_eq!(res.status(), 201);
     assert!(res.headers().get("x-audit-id").is_some());
-    let res = post(app, "/admin/policies/reload", o, json!({})).await;
+    let res = post(app, "/admin/policies/reload", a, json!({})).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("x-audit-id").is_some());
     let now = public_entity(app, &uscc).await;
@@ -655,7 +658,7 @@ async fn policy_signal(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_refused_reload_is_recorded_and_signals_nothing() {
     let app = TestApp::spawn().await;
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let signal = policy_signal(&app).await;
     let roles = app.dir.path().join("policies/roles.toml");
     let good = std::fs::read_to_string(&roles).unwrap();
@@ -678,7 +681,7 @@ async fn a_refused_reload_is_recorded_and_signals_nothing() {
 #[tokio::test]
 async fn a_disabled_client_is_enabled_and_gets_tokens_again() {
     let app = TestApp::spawn().await;
-    let (_, officer) = app.token("security_officer").await;
+    let (_, officer) = app.token("system_admin").await;
     let (id, secret) = app.add_client("bank").await;
     let res = post(
         &app,

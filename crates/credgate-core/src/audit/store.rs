@@ -585,6 +585,9 @@ pub struct Bounds {
     pub decision: Option<String>,
     pub from_us: Option<i64>,
     pub to_us: Option<i64>,
+    /// Whether records of staff actions (kind `admin`) are included: only for an auditor, so
+    /// that no one who acts as staff reviews the record of their own acts. Off by default.
+    pub staff_actions: bool,
 }
 
 /// Newest first, below `before` (exclusive): new records have higher seqs and so never shift
@@ -597,6 +600,9 @@ pub async fn search(
     ascending_after: Option<i64>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log a WHERE 1 = 1");
+    if !b.staff_actions {
+        sql += " AND a.kind <> 'admin'";
+    }
     let mut n = 0;
     let mut next = || {
         n += 1;

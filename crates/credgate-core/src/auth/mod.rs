@@ -70,14 +70,33 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-/// Phase 1 of a data request: a valid gateway token whose client is still active.
-///
-/// The client's status comes from the status cache (see `status`): a change made through this
-/// replica holds from the next request, one made anywhere else within a quarter second.
+/// Phase 1 of a data request: a valid gateway token whose client is still active, within its
+/// rate and not locked down.
 pub async fn authenticate_institution(
     state: &Core,
     headers: &HeaderMap,
 ) -> Result<Institution, AuthError> {
+    let who = identify_institution(state, headers).await?;
+    admit(state, &who)?;
+    Ok(who.client)
+}
+
+/// A client that holds a valid token and is still active, before the checks that refuse a
+/// known caller (rate, lockdown): known first, so that those refusals name who was refused.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    pub client: Institution,
+    locked: bool,
+}
+
+/// The token checked and its client looked up; nothing here is charged to the client yet.
+///
+/// The client's status comes from the status cache (see `status`): a change made through this
+/// replica holds from the next request, one made anywhere else within a quarter second.
+pub async fn identify_institution(
+    state: &Core,
+    headers: &HeaderMap,
+) -> Result<Identified, AuthError> {
     let token = bearer(headers)?;
     let mut verified = state.tokens.verify(token);
     // A kid we do not know may be a rotation another replica made a moment ago: reread the
@@ -102,20 +121,29 @@ pub async fn authenticate_institution(
         tracing::info!(client_id = %client.id, "token of a disabled client refused");
         return Err(AuthError::Unauthorized("client is disabled"));
     }
+    Ok(Identified {
+        client: Institution {
+            client_id: client.id,
+            org: client.org,
+            role: client.role,
+            region: client.region,
+        },
+        locked,
+    })
+}
+
+/// Charges one request to the client's rate, then refuses a locked-down client.
+pub fn admit(state: &Core, who: &Identified) -> Result<(), AuthError> {
+    let c = &who.client;
     state
         .limits
-        .check_client(&client.id)
+        .check_client(&c.client_id)
         .map_err(AuthError::RateLimited)?;
-    if locked {
-        tracing::warn!(client_id = %client.id, org = %client.org, "request of a locked-down client refused");
+    if who.locked {
+        tracing::warn!(client_id = %c.client_id, org = %c.org, "request of a locked-down client refused");
         return Err(AuthError::LockedDown);
     }
-    Ok(Institution {
-        client_id: client.id,
-        org: client.org,
-        role: client.role,
-        region: client.region,
-    })
+    Ok(())
 }
 
 /// A valid data-subject token from one of the configured identity providers.

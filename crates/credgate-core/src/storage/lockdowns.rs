@@ -76,3 +76,26 @@ pub async fn is_active(db: &Db, id: &str) -> Result<bool, StorageError> {
             .await?;
     Ok(n > 0)
 }
+
+/// The lockdowns in force, newest first: what an officer must know before adding or lifting one.
+pub async fn list_active(db: &Db) -> Result<Vec<Lockdown>, StorageError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT id, client_id, org, reason, created_by, created_at FROM lockdowns \
+         WHERE lifted_at IS NULL ORDER BY created_at DESC, id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let lockdown = |r: &sqlx::any::AnyRow| -> Result<Lockdown, sqlx::Error> {
+        Ok(Lockdown {
+            id: r.try_get("id")?,
+            client_id: r.try_get("client_id")?,
+            org: r.try_get("org")?,
+            reason: r.try_get("reason")?,
+            created_by: r.try_get("created_by")?,
+            created_at: micros_to_rfc3339(r.try_get("created_at")?),
+            lifted_at: None,
+        })
+    };
+    Ok(rows.iter().map(lockdown).collect::<Result<_, _>>()?)
+}

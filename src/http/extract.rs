@@ -1,0 +1,176 @@
+//! Who may call a handler, said by its signature: a handler that takes an `Officer` cannot run
+//! for anyone else. Each extractor notes the caller in the audit slot as soon as the caller is
+//! known, before any check that may refuse them, so a refused call is still attributed.
+//!
+//! Separation of duties (DESIGN.md, "Who uses it"): whoever administers the system does not
+//! audit it. `SystemAdmin` runs clients, keys and policies; `Officer` works alerts and
+//! lockdowns; `AuditReader` (officer or auditor) reads the log, and only an auditor sees the
+//! records of staff actions.
+
+use std::ops::Deref;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, request::Parts},
+};
+
+use super::{AppState, Error};
+use crate::{
+    audit::AuditSlot,
+    auth::{self, DataSubject},
+};
+
+pub const SECURITY_OFFICER: &str = "security_officer";
+pub const OBJECTION_HANDLER: &str = "objection_handler";
+pub const SYSTEM_ADMIN: &str = "system_admin";
+pub const AUDITOR: &str = "auditor";
+
+/// The slot the audit layer put in this request; a route outside the audited groups has none,
+/// and notes go nowhere.
+fn slot_of(parts: &Parts) -> AuditSlot {
+    parts
+        .extensions
+        .get::<AuditSlot>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Any active gateway client. The client is noted before its rate and lockdown are checked, so
+/// that a 429 or a lockdown refusal names whom it refused.
+pub async fn institution(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+) -> Result<auth::Institution, Error> {
+    let known = auth::identify_institution(state, headers).await?;
+    slot.update(|a| {
+        a.client_id = Some(known.client.client_id.clone());
+        a.org = Some(known.client.org.clone());
+        a.role = Some(known.client.role.clone());
+    });
+    auth::admit(state, &known)?;
+    Ok(known.client)
+}
+
+/// An active client of one of `roles`; any other caller with a valid token is 403 under `rule`.
+pub async fn staff(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+    roles: &[&str],
+    rule: &str,
+) -> Result<auth::Institution, Error> {
+    let who = institution(state, headers, slot).await?;
+    if roles.contains(&who.role.as_str()) {
+        return Ok(who);
+    }
+    let names = roles
+        .iter()
+        .map(|r| format!("`{r}`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Err(Error::Forbidden {
+        rule: rule.into(),
+        detail: format!("this endpoint is for the {names} role"),
+    })
+}
+
+/// One extractor per rule of the roles table: the type, the roles it admits and the rule a
+/// refusal names.
+macro_rules! staff_extractor {
+    ($(#[$doc:meta])* $name:ident, $roles:expr, $rule:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub auth::Institution);
+
+        impl $name {
+            pub const ROLES: &'static [&'static str] = $roles;
+            pub const RULE: &'static str = $rule;
+        }
+
+        impl Deref for $name {
+            type Target = auth::Institution;
+            fn deref(&self) -> &auth::Institution {
+                &self.0
+            }
+        }
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = Error;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Error> {
+                let slot = slot_of(parts);
+                staff(state, &parts.headers, &slot, Self::ROLES, Self::RULE)
+                    .await
+                    .map(Self)
+            }
+        }
+    };
+}
+
+staff_extractor!(
+    /// A security officer: alerts, their acknowledgement, lockdowns.
+    Officer,
+    &[SECURITY_OFFICER],
+    "officer-only"
+);
+staff_extractor!(
+    /// An objection handler: the objection, complaint, request and report queues.
+    Handler,
+    &[OBJECTION_HANDLER],
+    "handler-only"
+);
+staff_extractor!(
+    /// A system administrator: clients, keys, policy reloads. Never the audit log.
+    SystemAdmin,
+    &[SYSTEM_ADMIN],
+    "system-admin-only"
+);
+staff_extractor!(
+    /// A reader of the audit log: a security officer or an auditor. Only the auditor, who
+    /// changes nothing, sees the records of staff actions (`sees_staff_actions`).
+    AuditReader,
+    &[SECURITY_OFFICER, AUDITOR],
+    "audit-reader-only"
+);
+
+impl AuditReader {
+    /// Whether records of kind `admin` (staff actions, the officer's own included) are shown.
+    pub fn sees_staff_actions(&self) -> bool {
+        self.role == AUDITOR
+    }
+}
+
+/// Any active gateway client (an institution on the data path; staff are clients too).
+#[derive(Debug, Clone)]
+pub struct Institution(pub auth::Institution);
+
+impl FromRequestParts<AppState> for Institution {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let slot = slot_of(parts);
+        institution(state, &parts.headers, &slot).await.map(Self)
+    }
+}
+
+/// A data subject with a token from a trusted identity provider, noted as the acting subject
+/// before its rate is checked.
+#[derive(Debug, Clone)]
+pub struct Subject(pub DataSubject);
+
+impl FromRequestParts<AppState> for Subject {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let slot = slot_of(parts);
+        Ok(Self(auth::authenticate_subject_audited(
+            state,
+            &parts.headers,
+            &slot,
+        )?))
+    }
+}
