@@ -62,42 +62,13 @@ pub async fn audit(
     next: Next,
 ) -> Response {
     let Some(kind) = declared_kind(&declared, &req) else {
-        let res = next.run(req).await;
-        // A change can only commit with a record: outside the audited paths it cannot happen,
-        // and the response must not claim that it did.
-        if res.extensions().get::<Deferred>().is_some() {
-            tracing::error!("a change was attached outside the audited paths; refused");
-            return Error::AuditUnavailable.into_response();
-        }
-        return res;
+        return unaudited_route(req, next).await;
     };
     // Anonymous doors' 429 floods are summarised, not recorded one by one (see `flood`).
     let door = crate::limits::Door::of(req.method(), req.uri().path());
-    let started = Instant::now();
-    let time_us = now_micros();
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let method = req.method().to_string();
-    // A report's receipt is a credential to follow it: never stored in clear, here neither.
-    let path = if req.uri().path().starts_with("/public/reports/") {
-        "/public/reports/(receipt)".to_string()
-    } else {
-        cap(req.uri().path(), 512)
-    };
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    // A whistleblower's address would identify them: it is not recorded for reports.
-    let client_addr = if req.uri().path().starts_with("/public/reports") {
-        "withheld".to_string()
-    } else {
-        req.extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default()
-    };
+    let mut meta = Meta::of(&req, kind);
 
     let mut res = next.run(req).await;
     if super::limits::door_limited(&res)
@@ -105,20 +76,10 @@ pub async fn audit(
         && !state
             .limits
             .flood
-            .admit(&client_addr, door.as_str(), &path, time_us)
+            .admit(&meta.client_addr, door.as_str(), &meta.path, meta.time_us)
     {
         return res;
     }
-
-    let mut meta = Meta {
-        kind,
-        started,
-        time_us,
-        request_id,
-        method,
-        path,
-        client_addr,
-    };
     let info = slot.take();
     // The proxy names what it forwarded (the canonical path and query): that is what is kept.
     if let Some(p) = info.canonical_path.as_deref() {
@@ -140,6 +101,17 @@ pub async fn audit(
     }
 }
 
+/// A route declared unaudited (health, JWKS...). A change can only commit with a record: on
+/// such a route it cannot happen, and the response must not claim that it did.
+async fn unaudited_route(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.extensions().get::<Deferred>().is_some() {
+        tracing::error!("a change was attached outside the audited paths; refused");
+        return Error::AuditUnavailable.into_response();
+    }
+    res
+}
+
 /// What the layer knows of the request before the handler ran.
 #[derive(Clone)]
 struct Meta {
@@ -150,6 +122,39 @@ struct Meta {
     method: String,
     path: String,
     client_addr: String,
+}
+
+impl Meta {
+    fn of(req: &Request, kind: &'static str) -> Self {
+        // A report's receipt is a credential to follow it: never stored in clear, here neither.
+        let path = if req.uri().path().starts_with("/public/reports/") {
+            "/public/reports/(receipt)".to_string()
+        } else {
+            cap(req.uri().path(), 512)
+        };
+        // A whistleblower's address would identify them: it is not recorded for reports.
+        let client_addr = if req.uri().path().starts_with("/public/reports") {
+            "withheld".to_string()
+        } else {
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default()
+        };
+        Meta {
+            kind,
+            started: Instant::now(),
+            time_us: now_micros(),
+            request_id: req
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            method: req.method().to_string(),
+            path,
+            client_addr,
+        }
+    }
 }
 
 /// The record of this response, and its decision.

@@ -20,12 +20,12 @@ use super::{
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
-    audit::AuditSlot,
+    audit::{AuditInfo, AuditSlot},
     auth::Principal,
     policy::Outcome,
     proxy::{
-        consent_header, decide, declared_purpose, note_outcome, note_principal, release, route,
-        upstream::Outbound,
+        Target, consent_header, decide, declared_purpose, note_outcome, note_principal, release,
+        route, upstream::Outbound,
     },
 };
 
@@ -98,16 +98,7 @@ async fn handle(
         .unwrap_or_default();
     slot.update(|a| note_principal(a, &who));
     let target = route(&state, &parts, prefix)?;
-    slot.update(|a| {
-        a.canonical_path = Some(target.canonical(prefix));
-        a.store = Some(target.store.name.clone());
-        a.dataset = Some(target.route.dataset.clone());
-        a.subjects = target
-            .subject
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect();
-    });
+    slot.update(|a| note_target(a, &target, prefix));
     let purpose = declared_purpose(&state, &parts.headers)?;
     slot.update(|a| {
         a.purpose = Some(purpose.clone());
@@ -145,14 +136,36 @@ async fn handle(
     let (status, doc, outcome, contested) =
         release(&state, &plan, &who, &target.store.name, upstream)?;
     slot.update(|a| note_outcome(a, &outcome));
-    let body = serde_json::to_vec(&doc).map_err(|e| Error::Internal(e.into()))?;
     tracing::info!(
         client_id = %who.client_id(), role = %who.role(), store = %target.store.name,
         dataset = %target.route.dataset, %purpose, status = status.as_u16(), upstream_ms,
         masked = outcome.masked, withheld = outcome.withheld_records, dropped_rows = outcome.dropped_rows,
         "data request served"
     );
-    let mut res = json_response(status, body, &outcome);
+    served(status, &doc, &outcome, contested)
+}
+
+/// Where the request goes, as the audit record keeps it: the canonical path, not the raw one.
+fn note_target(a: &mut AuditInfo, target: &Target<'_>, prefix: &str) {
+    a.canonical_path = Some(target.canonical(prefix));
+    a.store = Some(target.store.name.clone());
+    a.dataset = Some(target.route.dataset.clone());
+    a.subjects = target
+        .subject
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+}
+
+/// The masked document as the answer, with the count of masked fields and the objection mark.
+fn served(
+    status: StatusCode,
+    doc: &serde_json::Value,
+    outcome: &Outcome,
+    contested: bool,
+) -> Result<Response, Error> {
+    let body = serde_json::to_vec(doc).map_err(|e| Error::Internal(e.into()))?;
+    let mut res = json_response(status, body, outcome);
     if contested {
         res.headers_mut()
             .insert("x-objection", HeaderValue::from_static("pending"));

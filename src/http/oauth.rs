@@ -257,24 +257,7 @@ async fn authenticate(
     } else {
         NEVER_ISSUED_ID
     };
-    let permit = match state.limits.logins.admit(key.as_ref()).await {
-        Ok(permit) => permit,
-        Err(LoginRefusal::Busy) => {
-            let mut res = OAuthError::TemporarilyUnavailable
-                .respond("the token endpoint is busy; retry after the given seconds");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Err(("token-busy", res));
-        }
-        Err(LoginRefusal::Locked(secs)) => {
-            tracing::info!("token refused: client id locked after failed logins");
-            let mut res = OAuthError::InvalidClient
-                .respond("too many failed attempts for this client; try again later");
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return Err(("client-locked", res));
-        }
-    };
+    let permit = admit(state, key.as_ref()).await?;
     let found = match clients::get_with_secret(&state.db, lookup).await {
         Ok(found) => found,
         Err(e) => {
@@ -291,20 +274,60 @@ async fn authenticate(
     })
     .await
     .unwrap_or(false);
-    match found {
-        Some((client, _)) if valid && client.status == ClientStatus::Active => {
-            if let Some(key) = &key {
+    judge(state, client_id, key.as_ref(), found.map(|(c, _)| c), valid)
+}
+
+/// A slot among the few argon2 checks that may run at once, unless this id and address are
+/// locked after failures.
+async fn admit(
+    state: &AppState,
+    key: Option<&LoginKey>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, (&'static str, Response)> {
+    match state.limits.logins.admit(key).await {
+        Ok(permit) => Ok(permit),
+        Err(LoginRefusal::Busy) => {
+            let mut res = OAuthError::TemporarilyUnavailable
+                .respond("the token endpoint is busy; retry after the given seconds");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(("token-busy", res))
+        }
+        Err(LoginRefusal::Locked(secs)) => {
+            tracing::info!("token refused: client id locked after failed logins");
+            let mut res = OAuthError::InvalidClient
+                .respond("too many failed attempts for this client; try again later");
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            Err(("client-locked", res))
+        }
+    }
+}
+
+// The refusal carries its ready answer; it is built once per refused login, off the hot path.
+#[allow(clippy::result_large_err)]
+/// The outcome of a checked secret: the client, or the refusal; failures count toward the
+/// lock of this id and address.
+fn judge(
+    state: &AppState,
+    client_id: &str,
+    key: Option<&LoginKey>,
+    client: Option<clients::ClientRecord>,
+    valid: bool,
+) -> Result<clients::ClientRecord, (&'static str, Response)> {
+    match client {
+        Some(client) if valid && client.status == ClientStatus::Active => {
+            if let Some(key) = key {
                 state.limits.logins.succeeded(key);
             }
             Ok(client)
         }
-        Some((client, _)) if valid => {
+        Some(client) if valid => {
             tracing::info!(client_id = %client.id, "token refused: client disabled");
             let res = OAuthError::InvalidClient.respond("client authentication failed");
             Err(("client-disabled", res))
         }
         _ => {
-            if let Some(key) = &key
+            if let Some(key) = key
                 && state.limits.logins.failed(key)
             {
                 metrics::counter!("credgate_client_id_failure_alerts_total").increment(1);
