@@ -12,9 +12,7 @@ use std::{
 use credgate::{domain::SubjectType, sample_store, storage::Db};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    GatewayProcess, TestApp, assert_problem, config_text, dead_addr, test_postgres_url,
-};
+use crate::helpers::{GatewayProcess, TestApp, assert_problem, config_text, dead_addr, wait_until};
 
 /// Polls `check` until it holds, failing after a second: the promise to operators is that a
 /// change on one replica is in force on every replica within one second.
@@ -508,8 +506,11 @@ async fn two_replicas_writing_at_once_keep_one_verifiable_chain() {
 /// The issue's acceptance test: two `credgate serve` processes on one PostgreSQL database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill_9() {
-    let Some(url) = test_postgres_url().await else {
-        eprintln!("SKIPPED: two gateway processes need PostgreSQL (set CREDGATE_TEST_PG; CI does)");
+    let Some(url) = crate::helpers::require_postgres(
+        "two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill_9",
+    )
+    .await
+    else {
         return;
     };
     let store_addr = crate::helpers::sample_store_with(60).await;
@@ -740,6 +741,10 @@ impl<F: std::future::Future<Output = u16>> MapStatus for F {
     }
 }
 
+/// Another replica claimed the delivery and died holding the claim. Time is the gateway's clock:
+/// the claim holds until the test moves the clock past it, so no sleep races the lapse, and the
+/// claim is only written while no attempt of the gateway's own is in flight (it would clear the
+/// claim when it records its outcome).
 #[tokio::test]
 async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_then_goes_out() {
     let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
@@ -753,50 +758,78 @@ async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_
     let body = json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "有误"});
     let id = file_objection(&app, &subject, body).await;
     accept(&app, &handler, &id).await;
-    let started = Instant::now();
-    while app.fake.deliveries.load(Ordering::SeqCst) == 0 {
-        assert!(started.elapsed().as_secs() < 10, "no first attempt");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Another replica claimed the retry and died holding the claim for 1.5 s more.
-    let claimed_until = credgate::storage::now_micros() + 1_500_000;
-    sqlx::query(
-        "UPDATE outbox SET claimed_by = 'replica-that-died', claimed_until = $1, next_attempt_at = 0",
+    // A replica that died holding the claim for 30 days more (on the gateway's clock), written
+    // only between the gateway's own attempts (once one failed, and while none holds a claim).
+    let held_until = app.state.clock.now() + 30 * 86_400 * 1_000_000;
+    wait_until(
+        "a failed attempt, then the claim",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = 'replica-that-died', claimed_until = $1, \
+             next_attempt_at = 0 WHERE attempts > 0 AND claimed_until IS NULL",
+            )
+            .bind(held_until)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap()
+            .rows_affected()
+                == 1
+        },
     )
-    .bind(claimed_until)
-    .execute(app.state.db.pool())
-    .await
-    .unwrap();
+    .await;
     let attempts_before = app.fake.deliveries.load(Ordering::SeqCst);
     app.fake.objections_down.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Evidence that the outbox task ran a pass while the claim held: the same pass's deadline
+    // watch raises the objection's overdue alert once the clock is past its decision deadline
+    // (20 days), still short of the claim's lapse.
+    app.state.clock.advance_days(21);
+    let (_, officer) = app.token("security_officer").await;
+    wait_until(
+        "a pass of the outbox task",
+        Duration::from_secs(30),
+        || async { overdue_alerts(&app, &officer, &id).await > 0 },
+    )
+    .await;
     assert_eq!(
         app.fake.deliveries.load(Ordering::SeqCst),
         attempts_before,
         "nobody touches a delivery while another replica's claim holds"
     );
-    let started = Instant::now();
-    loop {
-        let o: Value = app
-            .http
-            .get(format!("{}/admin/objections/{id}", app.url))
-            .bearer_auth(&handler)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if o["status"] == "forwarded" {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 5,
-            "the lapsed claim was taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.state.clock.advance_days(10);
+    wait_until(
+        "the lapsed claim was taken over",
+        Duration::from_secs(30),
+        || async {
+            let o = credgate::workflows::objections::get(&app.state.db, &id)
+                .await
+                .unwrap()
+                .unwrap();
+            o.status == credgate::workflows::objections::Status::Forwarded
+        },
+    )
+    .await;
     assert_eq!(app.fake.tickets.lock().unwrap().len(), 1);
+}
+
+/// How many overdue alerts name objection `id`.
+async fn overdue_alerts(app: &TestApp, officer: &str, id: &str) -> usize {
+    let alerts: Value = app
+        .http
+        .get(format!("{}/admin/alerts", app.url))
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(id))
+        .count()
 }
 
 #[tokio::test]
