@@ -6,7 +6,7 @@
 use std::{
     process::Command,
     sync::{Arc, Mutex, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use credgate::{domain::SubjectType, sample_store, storage::Db};
@@ -16,22 +16,12 @@ use crate::helpers::{GatewayProcess, TestApp, assert_problem, config_text, dead_
 
 /// Polls `check` until it holds, failing after a second: the promise to operators is that a
 /// change on one replica is in force on every replica within one second.
-async fn within_a_second<F, Fut>(what: &str, mut check: F) -> Duration
+async fn within_a_second<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "not within a second: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(what, Duration::from_secs(1), check).await
 }
 
 fn kid_of(token: &str) -> String {
@@ -331,8 +321,24 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
             .contains("policy files differ"),
         "{body}"
     );
-    // The alert is recorded before the replica reports not ready; later polls add none.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The alert is recorded before the replica reports not ready; later polls add none: wait
+    // until the replica has tried (and failed) twice more.
+    let tries = || {
+        other
+            .state
+            .seen
+            .failures(credgate::storage::signals::POLICIES)
+    };
+    let first = tries();
+    wait_until(
+        "two more tries of the diverged replica",
+        Duration::from_secs(30),
+        || {
+            let n = tries();
+            async move { n >= first + 2 }
+        },
+    )
+    .await;
     let alerts: Value = app
         .http
         .get(format!("{}/admin/alerts", app.url))
@@ -354,14 +360,15 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
     // The file arrives on that replica's machine: it catches up by itself, at its next retry
     // (the wait between retries doubles up to `MAX_RETRY`).
     std::fs::write(own.join("catalog.toml"), &changed).unwrap();
-    let until = Instant::now() + credgate::replicas::MAX_RETRY + Duration::from_secs(1);
-    while readyz(other.url.clone()).await.status() != 200 {
-        assert!(
-            Instant::now() < until,
-            "the replica catches up once its files match"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the replica catches up once its files match",
+        credgate::replicas::MAX_RETRY + Duration::from_secs(1),
+        || {
+            let fut = readyz(other.url.clone());
+            async move { fut.await.status() == 200 }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -447,12 +454,21 @@ async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
     for id in &ids {
         accept(&app, &handler, id).await;
     }
-    let started = Instant::now();
-    while app.fake.deliveries.load(Ordering::SeqCst) < n && started.elapsed().as_secs() < 10 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Three deliverers polling every 20 ms have had many chances to deliver twice.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once every delivery is recorded as done, no deliverer can take one again (a delivery is
+    // only attempted under a claim, and a done one is never claimed): then count.
+    wait_until(
+        "every delivery recorded as done",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(app.state.db.pool())
+                    .await
+                    .unwrap();
+            left == 0 && app.fake.deliveries.load(Ordering::SeqCst) >= n
+        },
+    )
+    .await;
     assert_eq!(
         app.fake.deliveries.load(Ordering::SeqCst),
         n,
@@ -611,7 +627,10 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the load is under way", Duration::from_secs(60), || async {
+        released.lock().unwrap().len() >= 50
+    })
+    .await;
 
     // A client disabled through one replica is refused by the other.
     let read_on = |url: String, token: String, path: String, consent: Option<String>| {
@@ -701,7 +720,12 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     // kill -9 one replica mid-load; the other keeps serving and writing the same chain.
     let before_kill = released.lock().unwrap().len();
     a.kill();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until(
+        "the surviving replica keeps serving",
+        Duration::from_secs(60),
+        || async { released.lock().unwrap().len() >= before_kill + 50 },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.unwrap();
@@ -910,32 +934,35 @@ async fn an_overdue_objection_is_alerted_once_however_many_replicas_watch() {
         o.state.clock.advance_days(6);
     }
     let (_, officer) = app.token("security_officer").await;
-    let overdue = || async {
-        let alerts: Value = app
-            .http
-            .get(format!("{}/admin/alerts", app.url))
-            .bearer_auth(&officer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        alerts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| {
-                a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(&id)
-            })
-            .count()
-    };
-    let started = Instant::now();
-    while overdue().await == 0 {
-        assert!(started.elapsed().as_secs() < 5, "no overdue alert");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until("an overdue alert", Duration::from_secs(30), || async {
+        overdue_alerts(&app, &officer, &id).await > 0
+    })
+    .await;
+    // Evidence that the watchers ran further passes: a second objection, overdue later, gets
+    // its alert; by then the first has had those passes to be alerted again.
+    let uscc2 = app.sample().entities[5]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject2 = app.subject_token(&uscc2, SubjectType::Legal);
+    let body =
+        json!({"store": "power", "dataset": "entity", "record_ref": uscc2, "reason": "有误"});
+    let later = file_objection(&app, &subject2, body).await;
+    app.state.clock.advance_days(6);
+    for o in &others {
+        o.state.clock.advance_days(6);
     }
-    // Many more passes of three watchers every 20 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(overdue().await, 1, "one alert, not one per replica");
+    let (_, officer) = app.token("security_officer").await;
+    wait_until(
+        "the later objection's alert",
+        Duration::from_secs(30),
+        || async { overdue_alerts(&app, &officer, &later).await > 0 },
+    )
+    .await;
+    assert_eq!(
+        overdue_alerts(&app, &officer, &id).await,
+        1,
+        "one alert, not one per replica"
+    );
+    assert_eq!(overdue_alerts(&app, &officer, &later).await, 1);
 }
