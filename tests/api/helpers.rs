@@ -1017,3 +1017,45 @@ fn keep_serial(guard: tokio::sync::MutexGuard<'static, ()>) {
         }
     });
 }
+
+/// A positive signal that the alert analyzer has judged every record committed so far, for a
+/// test that then checks an alert did NOT fire: the analyzer judges records in commit order,
+/// so once a fresh client's denials (sent now) have fired their alert, every earlier record has
+/// had its chance. Leaves one `repeated-denials` alert, of that fresh client.
+pub async fn alerts_caught_up(app: &TestApp, officer: &str) {
+    let (id, token) = app.token("financial_institution").await;
+    for _ in 0..app.state.config.alerts.denials {
+        let res = app
+            .http
+            .get(format!("{}/v1/stores/power/lists/red", app.url))
+            .bearer_auth(&token)
+            .header("X-Purpose", "supervision")
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "a denial");
+    }
+    let url = format!("{}/admin/alerts", app.url);
+    wait_until(
+        "the alert analyzer judged every record so far",
+        Duration::from_secs(30),
+        || async {
+            let body: Value = app
+                .http
+                .get(&url)
+                .bearer_auth(officer)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["rule"] == "repeated-denials" && a["client_id"] == id.as_str())
+        },
+    )
+    .await;
+}
