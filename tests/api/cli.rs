@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, config_text, dead_addr};
 
 pub(crate) fn credgate(args: &[&str]) -> Output {
+    crate::helpers::watchdog::arm_default();
     Command::new(env!("CARGO_BIN_EXE_credgate"))
         .args(args)
         .env_remove("RUST_LOG")

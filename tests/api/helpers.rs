@@ -868,10 +868,23 @@ pub fn skip_unless_ci(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-/// How long any test may run before the watchdog fails it.
-pub const TEST_BOUND: Duration = Duration::from_secs(120);
-/// How long a serial test (processes, kill -9, replicas, the demo) may hold the serial lock.
-pub const SERIAL_BOUND: Duration = Duration::from_secs(300);
+/// How long any test may run before the watchdog fails it: 120 s, or
+/// `CREDGATE_TEST_TIMEOUT_SECS` (a slower machine may raise it).
+pub fn test_bound() -> Duration {
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    Duration::from_secs(*SECS.get_or_init(|| {
+        std::env::var("CREDGATE_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120)
+    }))
+}
+
+/// How long a serial test (processes, kill -9, replicas, the demo) may hold the serial lock:
+/// two and a half times `test_bound` (300 s by default).
+pub fn serial_bound() -> Duration {
+    test_bound() * 5 / 2
+}
 
 /// The per-test timeout. libtest runs each test on a thread named after it; the helpers every
 /// test starts with (`TestApp::spawn`, `GatewayProcess::prepare`, the stores, `serially`) arm
@@ -889,7 +902,8 @@ pub mod watchdog {
         time::{Duration, Instant},
     };
 
-    static DEADLINES: Mutex<BTreeMap<String, Instant>> = Mutex::new(BTreeMap::new());
+    /// Each armed test: its deadline and the bound it was given.
+    static DEADLINES: Mutex<BTreeMap<String, (Instant, Duration)>> = Mutex::new(BTreeMap::new());
     static START: Once = Once::new();
 
     /// Dropped when the test's thread ends: the deadline goes, and the serial lock (if this
@@ -911,7 +925,7 @@ pub mod watchdog {
         pub(super) static ARMED: RefCell<Option<Armed>> = const { RefCell::new(None) };
     }
 
-    fn deadlines() -> std::sync::MutexGuard<'static, BTreeMap<String, Instant>> {
+    fn deadlines() -> std::sync::MutexGuard<'static, BTreeMap<String, (Instant, Duration)>> {
         DEADLINES.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -925,7 +939,7 @@ pub mod watchdog {
     }
 
     /// Fails this thread's test unless it ends within `bound` from now. The first call arms
-    /// `TEST_BOUND`; a later one moves the deadline (a serial test, once it holds the lock).
+    /// `test_bound()`; a later one moves the deadline (a serial test, once it holds the lock).
     pub fn arm(bound: Duration) {
         let Some(name) = test_name() else { return };
         START.call_once(|| {
@@ -943,13 +957,13 @@ pub mod watchdog {
                 });
             }
         });
-        deadlines().insert(name, Instant::now() + bound);
+        deadlines().insert(name, (Instant::now() + bound, bound));
     }
 
-    /// Arms `TEST_BOUND` unless this test is armed already.
+    /// Arms `test_bound()` unless this test is armed already.
     pub fn arm_default() {
         if ARMED.with(|a| a.borrow().is_none()) {
-            arm(super::TEST_BOUND);
+            arm(super::test_bound());
         }
     }
 
@@ -957,20 +971,20 @@ pub mod watchdog {
         loop {
             std::thread::sleep(Duration::from_secs(1));
             let now = Instant::now();
-            let late: Vec<String> = deadlines()
+            let late: Vec<(String, Duration)> = deadlines()
                 .iter()
-                .filter(|(_, d)| **d < now)
-                .map(|(n, _)| n.clone())
+                .filter(|(_, (d, _))| *d < now)
+                .map(|(n, (_, b))| (n.clone(), *b))
                 .collect();
             if late.is_empty() {
                 continue;
             }
             // Straight to the process's stderr: libtest captures `eprintln!` of test threads.
             let mut err = std::io::stderr();
-            for name in &late {
+            for (name, bound) in &late {
                 let _ = writeln!(
                     err,
-                    "\ntest {name} ... TIMED OUT (over its bound; see tests/api/helpers.rs watchdog)"
+                    "\ntest {name} ... TIMED OUT after {bound:?} (tests/api/helpers.rs, watchdog)"
                 );
             }
             let _ = err.flush();
@@ -986,7 +1000,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Takes the serial lock for the rest of this test (released when its thread ends); waiting
 /// for it does not count against the test's bound, and once held the test gets
-/// `SERIAL_BOUND`. Idempotent.
+/// `serial_bound()`. Idempotent.
 pub async fn serially() {
     if holds_serial() {
         return;
@@ -1010,7 +1024,7 @@ fn holds_serial() -> bool {
 }
 
 fn keep_serial(guard: tokio::sync::MutexGuard<'static, ()>) {
-    watchdog::arm(SERIAL_BOUND);
+    watchdog::arm(serial_bound());
     watchdog::ARMED.with(|a| {
         if let Some(a) = a.borrow_mut().as_mut() {
             a.serial = Some(guard);

@@ -567,6 +567,7 @@ async fn the_sqlite_database_and_its_wal_and_shm_are_private() {
 #[cfg(unix)]
 #[test]
 fn the_cli_creates_its_database_and_archive_directory_private() {
+    crate::helpers::watchdog::arm_default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
