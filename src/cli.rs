@@ -204,6 +204,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let app = App::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "credgate listening");
+            // The port actually bound (the config may ask for port 0), for whoever started us.
+            println!("listening on {}", app.local_addr());
             reload_on_sighup(app.state().clone());
             app.run_until(shutdown_signal()).await?;
         }
@@ -355,7 +357,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SampleStore(args) => {
             crate::telemetry::init("info");
             let server = crate::sample_store::SampleStore::bind(&args).await?;
-            eprintln!("sample store listening on http://{}", server.local_addr());
+            // The port actually bound (`--listen` may ask for port 0), for whoever started us.
+            println!("listening on {}", server.local_addr());
             server.run_until(shutdown_signal()).await?;
         }
         Command::Demo(args) => {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, config_text, dead_addr};
 
 pub(crate) fn credgate(args: &[&str]) -> Output {
+    crate::helpers::watchdog::arm_default();
     Command::new(env!("CARGO_BIN_EXE_credgate"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -78,14 +79,12 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
     let out = credgate(&["client", "disable", id, "--config", &cfg]);
     assert!(out.status.success(), "{:?}", text(&out));
     // Another process's change reaches the gateway's status cache through the replica signal.
-    let started = std::time::Instant::now();
-    while app.data(token, path).await.status() != 401 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(1),
-            "still served a second after `client disable`"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_until(
+        "refused within a second of `client disable`",
+        std::time::Duration::from_secs(1),
+        || async { app.data(token, path).await.status() == 401 },
+    )
+    .await;
     let list: Value =
         serde_json::from_slice(&credgate(&["client", "list", "--json", "--config", &cfg]).stdout)
             .unwrap();
@@ -100,15 +99,13 @@ async fn clients_added_and_disabled_by_the_cli_take_effect_on_the_running_gatewa
 
     let out = credgate(&["client", "enable", id, "--config", &cfg]);
     assert!(out.status.success(), "{:?}", text(&out));
-    let started = std::time::Instant::now();
     // Its tokens are served again once the signal reaches the status cache.
-    while app.data(token, path).await.status() != 200 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(1),
-            "still refused a second after `client enable`"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_until(
+        "served within a second of `client enable`",
+        std::time::Duration::from_secs(1),
+        || async { app.data(token, path).await.status() == 200 },
+    )
+    .await;
     assert_eq!(app.token_for(id, secret).await.status(), 200);
     let out = credgate(&["client", "enable", "cg_nosuch", "--config", &cfg]);
     assert!(!out.status.success());

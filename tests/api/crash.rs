@@ -4,12 +4,15 @@
 use std::{
     process::Command,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use credgate::{sample_store, storage::Db};
 
-use crate::helpers::{GatewayProcess, dead_addr};
+use crate::helpers::{GatewayProcess, dead_addr, wait_until};
+
+/// Responses released before the process is stopped: enough for the check to mean something.
+const UNDER_LOAD: usize = 100;
 
 /// A gateway process with a client registered, and what the load needs: its URL, a token and
 /// the entities the sample store holds.
@@ -126,7 +129,10 @@ async fn assert_log_complete(config: &credgate::config::Config, released: &[Stri
 async fn kill_9_under_load_loses_no_record_of_a_released_response() {
     let mut loaded = start_for_load(None).await;
     let (released, workers) = start_load(&loaded);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_until("the load is under way", Duration::from_secs(60), || async {
+        released.lock().unwrap().len() >= UNDER_LOAD
+    })
+    .await;
     loaded.gateway.kill(); // SIGKILL
     for w in workers {
         w.await.unwrap();
@@ -148,7 +154,10 @@ async fn sigterm_under_load_drains_and_every_release_is_recorded() {
     let log = log_dir.path().join("gateway.log");
     let mut loaded = start_for_load(Some(&log)).await;
     let (released, workers) = start_load(&loaded);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_until("the load is under way", Duration::from_secs(60), || async {
+        released.lock().unwrap().len() >= UNDER_LOAD
+    })
+    .await;
     let in_flight_before = released.lock().unwrap().len();
     let status = loaded.gateway.terminate(Duration::from_secs(40)).await;
     assert!(
@@ -206,19 +215,16 @@ async fn sighup_reloads_the_policy_set_of_a_running_gateway() {
         .args(["-HUP", &gateway.pid().to_string()])
         .status()
         .unwrap();
-    let mut after = serde_json::Value::Null;
-    for _ in 0..50 {
-        after = get().await.unwrap().json().await.unwrap();
-        if after.get("sector").is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the reloaded set hides the sector from the public",
+        Duration::from_secs(30),
+        || async {
+            let after: serde_json::Value = get().await.unwrap().json().await.unwrap();
+            after.get("sector").is_none()
+        },
+    )
+    .await;
     gateway.kill();
-    assert!(
-        after.get("sector").is_none(),
-        "the reloaded set hides the sector from the public: {after}"
-    );
     // The host's reload is a staff action: it left its record, committed with the change.
     let db = Db::open(&gateway.config.storage_url).await.unwrap();
     let records = credgate::audit::store::page_after(&db, 0, 1000)
@@ -290,37 +296,36 @@ async fn an_accepted_objection_is_delivered_after_the_store_returns_and_the_gate
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let started = Instant::now();
-    while fake.deliveries.load(Ordering::SeqCst) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no delivery attempt"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("a delivery attempt", Duration::from_secs(30), || async {
+        fake.deliveries.load(Ordering::SeqCst) > 0
+    })
+    .await;
     gateway.kill(); // SIGKILL, mid-retry
 
     fake.objections_down.store(false, Ordering::SeqCst);
     gateway.start("error", None).await;
-    let mut status = String::new();
-    for _ in 0..200 {
-        let o: serde_json::Value = http
-            .get(format!("{url}/admin/objections/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        status = o["status"].as_str().unwrap_or_default().to_string();
-        if status == "forwarded" {
-            assert_eq!(o["store_ticket"], "FT-1");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // A restart binds a new port.
+    let url = gateway.url.clone();
+    let ticket = std::sync::Mutex::new(serde_json::Value::Null);
+    wait_until(
+        "delivered after the restart",
+        Duration::from_secs(30),
+        || async {
+            let o: serde_json::Value = http
+                .get(format!("{url}/admin/objections/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            *ticket.lock().unwrap() = o["store_ticket"].clone();
+            o["status"] == "forwarded"
+        },
+    )
+    .await;
     gateway.kill();
-    assert_eq!(status, "forwarded", "delivered after the restart");
+    assert_eq!(*ticket.lock().unwrap(), "FT-1");
     assert_eq!(fake.tickets.lock().unwrap().len(), 1);
 }

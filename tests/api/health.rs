@@ -92,3 +92,40 @@ async fn unknown_paths_and_methods_are_problems() {
         .unwrap();
     assert_problem(res, 405).await;
 }
+
+/// `credgate sample-store --listen 127.0.0.1:0` binds a free port and says which on stdout, so a
+/// test (or a script) reads it instead of picking a port and racing another process for it.
+#[tokio::test]
+async fn the_sample_store_process_reports_the_port_it_bound() {
+    crate::helpers::serially().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .args(["sample-store", "--listen", "127.0.0.1:0", "--entities", "5"])
+        .env("CREDGATE_SAMPLE_STORE_TOKEN", "t")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = crate::helpers::listening_addr(child.stdout.take().unwrap());
+    let addr = tokio::time::timeout(crate::helpers::START_BOUND, addr).await;
+    let answer = match addr {
+        Ok(Ok(addr)) => {
+            assert_ne!(addr.port(), 0);
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(format!("http://{addr}/lists/red"))
+                .bearer_auth("t")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+        other => {
+            let _ = child.kill();
+            panic!("no `listening on ADDR` line: {other:?}");
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer.unwrap(), 200);
+}

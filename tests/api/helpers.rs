@@ -37,6 +37,7 @@ fn init_tracing() {
 }
 
 pub async fn serve(router: Router) -> SocketAddr {
+    watchdog::arm_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -378,7 +379,9 @@ impl TestApp {
     }
 
     /// A sibling whose config is adjusted first (its own policy directory, say).
+    /// Replica tests run serially (`serially`).
     pub async fn sibling_with(&self, tweak: impl FnOnce(&mut Config)) -> Sibling {
+        serially().await;
         let mut config = (*self.state.config).clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
@@ -394,6 +397,7 @@ impl TestApp {
         fake: FakeStore,
         tweak: impl FnOnce(&mut Config),
     ) -> TestApp {
+        watchdog::arm_default();
         let sample_store = sample_store_with(60).await;
         let fake_addr = serve(fake_router(fake.clone())).await;
         credgate::auth::subject::create_demo_provider(
@@ -612,8 +616,8 @@ pub struct GatewayProcess {
     pub dir: std::sync::Arc<tempfile::TempDir>,
     pub cfg: std::path::PathBuf,
     pub config: Config,
+    /// Known once started: the process binds port 0 and reports the port it got.
     pub url: String,
-    port: u16,
     /// Flags after `serve --config FILE`.
     args: Vec<String>,
     child: Option<std::process::Child>,
@@ -621,18 +625,14 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     /// Another process of the same deployment: same config file, keys and policies, its own
-    /// port (`serve --listen`), on the same storage.
+    /// port (port 0 too), on the same storage.
     pub fn replica(&self) -> Self {
-        let port = dead_addr().port();
-        let mut args = self.args.clone();
-        args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
         Self {
             dir: self.dir.clone(),
             cfg: self.cfg.clone(),
             config: self.config.clone(),
-            url: format!("http://127.0.0.1:{port}"),
-            port,
-            args,
+            url: String::new(),
+            args: self.args.clone(),
             child: None,
         }
     }
@@ -644,6 +644,7 @@ impl GatewayProcess {
     }
 
     pub fn prepare(sample: SocketAddr, fake: SocketAddr) -> Self {
+        watchdog::arm_default();
         let dir = tempfile::tempdir().unwrap();
         copy_dir(
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
@@ -654,11 +655,7 @@ impl GatewayProcess {
             &dir.path().join("idp.jwks.json"),
         )
         .unwrap();
-        let port = dead_addr().port();
-        let text = config_text(dir.path(), sample, fake, dead_addr()).replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+        let text = config_text(dir.path(), sample, fake, dead_addr());
         let cfg = dir.path().join("credgate.toml");
         std::fs::write(&cfg, text).unwrap();
         let config = Config::load(Some(&cfg)).unwrap();
@@ -666,44 +663,45 @@ impl GatewayProcess {
             dir: std::sync::Arc::new(dir),
             cfg,
             config,
-            url: format!("http://127.0.0.1:{port}"),
-            port,
+            url: String::new(),
             args: Vec::new(),
             child: None,
         }
     }
 
     /// Starts (or restarts) the process and waits until it is ready. `log`: where stderr goes.
+    /// It binds port 0 and prints `listening on ADDR`: `url` is that address, new on each
+    /// start. No fixed start timeout: it waits for the line and for readiness, up to
+    /// `START_BOUND`.
+    /// Process tests run serially: the first start takes the lock for the rest of the test.
     pub async fn start(&mut self, rust_log: &str, log: Option<&std::path::Path>) {
+        serially().await;
         let stderr = match log {
             Some(p) => std::process::Stdio::from(std::fs::File::create(p).unwrap()),
             None => std::process::Stdio::null(),
         };
-        self.child = Some(
-            std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
-                .args(["serve", "--config", &self.cfg.display().to_string()])
-                .args(&self.args)
-                .env("RUST_LOG", rust_log)
-                .stdout(std::process::Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .unwrap(),
-        );
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let started = std::time::Instant::now();
-        while http
-            .get(format!("http://127.0.0.1:{}/readyz", self.port))
-            .send()
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+            .args(["serve", "--config", &self.cfg.display().to_string()])
+            .args(&self.args)
+            .env("RUST_LOG", rust_log)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let addr = listening_addr(child.stdout.take().unwrap());
+        self.child = Some(child);
+        let addr = tokio::time::timeout(START_BOUND, addr)
             .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the gateway did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .expect("the gateway reported its port within the start bound")
+            .expect("the gateway printed `listening on ADDR` before exiting");
+        self.url = format!("http://{addr}");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ready = format!("{}/readyz", self.url);
+        wait_until("the gateway is ready", START_BOUND, || {
+            let req = http.get(&ready).send();
+            async move { req.await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -719,6 +717,32 @@ impl GatewayProcess {
     }
 }
 
+/// How long a process may take to report its port and become ready: generous, since a start
+/// under load was seen to pass 20 s; the wait ends as soon as it is ready.
+pub const START_BOUND: Duration = Duration::from_secs(120);
+
+/// The address from a child's first `listening on ADDR` line on stdout. The rest of its stdout
+/// is drained, so the child never blocks on a full pipe.
+pub fn listening_addr(
+    stdout: std::process::ChildStdout,
+) -> tokio::sync::oneshot::Receiver<SocketAddr> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ")
+                && let Ok(addr) = addr.trim().parse()
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx
+}
+
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.kill();
@@ -728,18 +752,40 @@ impl Drop for GatewayProcess {
 /// With `CREDGATE_TEST_PG=postgres://user@host:port`, each test gets a fresh PostgreSQL database
 /// instead of a SQLite file (the storage layer is one code path for both).
 pub async fn test_postgres_url() -> Option<String> {
-    use sqlx::Connection;
     let base = std::env::var("CREDGATE_TEST_PG").ok()?;
+    Some(fresh_postgres_db(&base).await)
+}
+
+/// Where CI's PostgreSQL listens (`.ci/run`).
+const CI_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A fresh database for a test that needs PostgreSQL whatever the run's backend: the one of
+/// `CREDGATE_TEST_PG`; under `CI=true` without it, one on CI's server (failing if there is
+/// none); elsewhere `None`, after printing SKIPPED.
+pub async fn require_postgres(test: &str) -> Option<String> {
+    if let Some(url) = test_postgres_url().await {
+        return Some(url);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        return Some(fresh_postgres_db(CI_POSTGRES).await);
+    }
+    skip_unless_ci(test, "it needs PostgreSQL (set CREDGATE_TEST_PG)");
+    None
+}
+
+async fn fresh_postgres_db(base: &str) -> String {
+    use sqlx::Connection;
+    watchdog::arm_default();
     sqlx::any::install_default_drivers();
     let name = format!("credgate_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::AnyConnection::connect(&format!("{base}/postgres"))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base}: {e}"));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .unwrap();
-    Some(format!("{base}/{name}"))
+    format!("{base}/{name}")
 }
 
 /// Every audit id a client saw released must name a stored record. Returns how many records
@@ -787,4 +833,243 @@ impl GatewayProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Polls `check` every 20 ms until it holds; fails naming `what` once `deadline` has passed.
+/// Returns how long it took. Tests wait on a condition with a generous bound instead of
+/// sleeping a fixed time: a fixed sleep is too short on a loaded machine and too long on an
+/// idle one.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "not within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A prerequisite the test cannot run without (PostgreSQL, curl) is missing: under `CI=true`
+/// that fails the test, since CI provides them and a skip there would hide a lost test;
+/// elsewhere the test prints SKIPPED and returns.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why}, and under CI=true a missing prerequisite fails instead of skipping"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// How long any test may run before the watchdog fails it: 120 s, or
+/// `CREDGATE_TEST_TIMEOUT_SECS` (a slower machine may raise it).
+pub fn test_bound() -> Duration {
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    Duration::from_secs(*SECS.get_or_init(|| {
+        std::env::var("CREDGATE_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120)
+    }))
+}
+
+/// How long a serial test (processes, kill -9, replicas, the demo) may hold the serial lock:
+/// two and a half times `test_bound` (300 s by default).
+pub fn serial_bound() -> Duration {
+    test_bound() * 5 / 2
+}
+
+/// The per-test timeout. libtest runs each test on a thread named after it; the helpers every
+/// test starts with (`TestApp::spawn`, `GatewayProcess::prepare`, the stores, `serially`) arm
+/// a deadline for the calling thread, and a thread-local guard disarms it when the test's
+/// thread ends, passed or failed. One watchdog thread checks the deadlines each second; past
+/// one it names the test on stderr and ends the test process, so CI fails instead of hanging.
+/// (libtest itself only warns after 60 s; a hung test cannot be cancelled from outside its
+/// thread, so the whole binary exits.)
+pub mod watchdog {
+    use std::{
+        cell::RefCell,
+        collections::BTreeMap,
+        io::Write,
+        sync::{Mutex, Once},
+        time::{Duration, Instant},
+    };
+
+    /// Each armed test: its deadline and the bound it was given.
+    static DEADLINES: Mutex<BTreeMap<String, (Instant, Duration)>> = Mutex::new(BTreeMap::new());
+    static START: Once = Once::new();
+
+    /// Dropped when the test's thread ends: the deadline goes, and the serial lock (if this
+    /// test took it) is released.
+    pub(super) struct Armed {
+        name: String,
+        pub(super) serial: Option<tokio::sync::MutexGuard<'static, ()>>,
+    }
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            // Release the lock before the deadline goes: the next serial test may start.
+            self.serial.take();
+            deadlines().remove(&self.name);
+        }
+    }
+
+    thread_local! {
+        pub(super) static ARMED: RefCell<Option<Armed>> = const { RefCell::new(None) };
+    }
+
+    fn deadlines() -> std::sync::MutexGuard<'static, BTreeMap<String, (Instant, Duration)>> {
+        DEADLINES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The test running on this thread, if it is a test's thread (libtest names it after the
+    /// test; every test here sits in a module, so its name has a `::`).
+    fn test_name() -> Option<String> {
+        std::thread::current()
+            .name()
+            .filter(|n| n.contains("::"))
+            .map(str::to_string)
+    }
+
+    /// Fails this thread's test unless it ends within `bound` from now. The first call arms
+    /// `test_bound()`; a later one moves the deadline (a serial test, once it holds the lock).
+    pub fn arm(bound: Duration) {
+        let Some(name) = test_name() else { return };
+        START.call_once(|| {
+            std::thread::Builder::new()
+                .name("test-watchdog".into())
+                .spawn(watch)
+                .expect("the watchdog thread starts");
+        });
+        ARMED.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.is_none() {
+                *a = Some(Armed {
+                    name: name.clone(),
+                    serial: None,
+                });
+            }
+        });
+        deadlines().insert(name, (Instant::now() + bound, bound));
+    }
+
+    /// Arms `test_bound()` unless this test is armed already.
+    pub fn arm_default() {
+        if ARMED.with(|a| a.borrow().is_none()) {
+            arm(super::test_bound());
+        }
+    }
+
+    fn watch() {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = Instant::now();
+            let late: Vec<(String, Duration)> = deadlines()
+                .iter()
+                .filter(|(_, (d, _))| *d < now)
+                .map(|(n, (_, b))| (n.clone(), *b))
+                .collect();
+            if late.is_empty() {
+                continue;
+            }
+            // Straight to the process's stderr: libtest captures `eprintln!` of test threads.
+            let mut err = std::io::stderr();
+            for (name, bound) in &late {
+                let _ = writeln!(
+                    err,
+                    "\ntest {name} ... TIMED OUT after {bound:?} (tests/api/helpers.rs, watchdog)"
+                );
+            }
+            let _ = err.flush();
+            std::process::exit(101);
+        }
+    }
+}
+
+/// The lock that process, kill -9, replica and demo tests hold for their whole run, so they
+/// run one at a time (they load both cores, and their start and "within a second" bounds are
+/// about the gateway, not about a crowded machine). The other tests run in parallel.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Takes the serial lock for the rest of this test (released when its thread ends); waiting
+/// for it does not count against the test's bound, and once held the test gets
+/// `serial_bound()`. Idempotent.
+pub async fn serially() {
+    if holds_serial() {
+        return;
+    }
+    watchdog::arm(Duration::from_secs(3600));
+    let guard = SERIAL.lock().await;
+    keep_serial(guard);
+}
+
+/// `serially` for a test without a runtime (the demo test).
+pub fn serially_blocking() {
+    if holds_serial() {
+        return;
+    }
+    watchdog::arm(Duration::from_secs(3600));
+    keep_serial(SERIAL.blocking_lock());
+}
+
+fn holds_serial() -> bool {
+    watchdog::ARMED.with(|a| a.borrow().as_ref().is_some_and(|a| a.serial.is_some()))
+}
+
+fn keep_serial(guard: tokio::sync::MutexGuard<'static, ()>) {
+    watchdog::arm(serial_bound());
+    watchdog::ARMED.with(|a| {
+        if let Some(a) = a.borrow_mut().as_mut() {
+            a.serial = Some(guard);
+        }
+    });
+}
+
+/// A positive signal that the alert analyzer has judged every record committed so far, for a
+/// test that then checks an alert did NOT fire: the analyzer judges records in commit order,
+/// so once a fresh client's denials (sent now) have fired their alert, every earlier record has
+/// had its chance. Leaves one `repeated-denials` alert, of that fresh client.
+pub async fn alerts_caught_up(app: &TestApp, officer: &str) {
+    let (id, token) = app.token("financial_institution").await;
+    for _ in 0..app.state.config.alerts.denials {
+        let res = app
+            .http
+            .get(format!("{}/v1/stores/power/lists/red", app.url))
+            .bearer_auth(&token)
+            .header("X-Purpose", "supervision")
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "a denial");
+    }
+    let url = format!("{}/admin/alerts", app.url);
+    wait_until(
+        "the alert analyzer judged every record so far",
+        Duration::from_secs(30),
+        || async {
+            let body: Value = app
+                .http
+                .get(&url)
+                .bearer_auth(officer)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["rule"] == "repeated-denials" && a["client_id"] == id.as_str())
+        },
+    )
+    .await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use credgate::domain::SubjectType;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, wait_until};
 
 struct Ctx {
     app: TestApp,
@@ -79,14 +79,12 @@ impl Ctx {
     }
 
     async fn wait_status(&self, id: &str, status: &str) -> Value {
-        for _ in 0..100 {
-            let o = self.get(id).await;
-            if o["status"] == status {
-                return o;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("objection {id} never became {status}");
+        let what = format!("objection {id} becomes {status}");
+        wait_until(&what, Duration::from_secs(30), || async {
+            self.get(id).await["status"] == status
+        })
+        .await;
+        self.get(id).await
     }
 }
 
@@ -234,9 +232,11 @@ async fn deadlines_follow_working_days_and_overdue_ones_are_listed_and_alerted()
     );
     assert!(accept.weekday().number_from_monday() <= 5);
 
+    // Tokens live on the same clock: six days on, the handler needs a fresh one.
+    let handler = std::cell::RefCell::new(c.handler.clone());
     let list = |q: &'static str| {
         let app = &c.app;
-        let h = c.handler.clone();
+        let h = handler.borrow().clone();
         async move {
             app.http
                 .get(format!("{}/admin/objections?{q}", app.url))
@@ -251,6 +251,7 @@ async fn deadlines_follow_working_days_and_overdue_ones_are_listed_and_alerted()
     };
     assert_eq!(list("overdue=true").await["items"], json!([]));
     c.app.state.clock.advance_days(6);
+    *handler.borrow_mut() = c.app.token("objection_handler").await.1;
     let overdue = list("overdue=true").await;
     assert_eq!(overdue["items"][0]["id"], id);
     assert_eq!(overdue["items"][0]["overdue"], true);
@@ -264,31 +265,27 @@ async fn deadlines_follow_working_days_and_overdue_ones_are_listed_and_alerted()
     assert_eq!(list("status=closed").await["items"], json!([]));
 
     let (_, officer) = c.app.token("security_officer").await;
-    let mut found = false;
-    for _ in 0..60 {
-        let alerts: Value = c
-            .app
-            .http
-            .get(format!("{}/admin/alerts", c.app.url))
-            .bearer_auth(&officer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if alerts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(id))
-        {
-            found = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(found, "an overdue objection raises an alert");
+    wait_until(
+        "an overdue objection raises an alert",
+        Duration::from_secs(30),
+        || async {
+            let alerts: Value = c
+                .app
+                .http
+                .get(format!("{}/admin/alerts", c.app.url))
+                .bearer_auth(&officer)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            alerts["items"].as_array().unwrap().iter().any(|a| {
+                a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(id)
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -394,25 +391,18 @@ async fn delivery_survives_a_store_outage_and_a_second_gateway_and_stays_one_tic
     let id = c.file("fake").await["id"].as_str().unwrap().to_string();
     assert_eq!(c.move_to(&id, "accepted").await.status(), 200);
     // Several failed attempts while the store is down; the objection waits, accepted.
-    for _ in 0..100 {
-        if c.app
-            .fake
-            .deliveries
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        c.app
-            .fake
-            .deliveries
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1,
-        "a delivery was attempted while the store was down"
-    );
+    wait_until(
+        "a delivery was attempted while the store was down",
+        Duration::from_secs(30),
+        || async {
+            c.app
+                .fake
+                .deliveries
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 1
+        },
+    )
+    .await;
     assert_eq!(c.get(&id).await["status"], "accepted");
     // A second gateway on the same storage (a restart, or a replica) finds the pending delivery.
     let _sibling = c.app.sibling().await;
@@ -422,7 +412,7 @@ async fn delivery_survives_a_store_outage_and_a_second_gateway_and_stays_one_tic
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let o = c.wait_status(&id, "forwarded").await;
     assert_eq!(o["store_ticket"], "FT-1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Forwarded means the delivery is recorded done: no deliverer takes it again.
     assert_eq!(
         c.app.fake.tickets.lock().unwrap().len(),
         1,

@@ -6,34 +6,22 @@
 use std::{
     process::Command,
     sync::{Arc, Mutex, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use credgate::{domain::SubjectType, sample_store, storage::Db};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    GatewayProcess, TestApp, assert_problem, config_text, dead_addr, test_postgres_url,
-};
+use crate::helpers::{GatewayProcess, TestApp, assert_problem, config_text, dead_addr, wait_until};
 
 /// Polls `check` until it holds, failing after a second: the promise to operators is that a
 /// change on one replica is in force on every replica within one second.
-async fn within_a_second<F, Fut>(what: &str, mut check: F) -> Duration
+async fn within_a_second<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "not within a second: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(what, Duration::from_secs(1), check).await
 }
 
 fn kid_of(token: &str) -> String {
@@ -334,8 +322,24 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
             .contains("policy files differ"),
         "{body}"
     );
-    // The alert is recorded before the replica reports not ready; later polls add none.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The alert is recorded before the replica reports not ready; later polls add none: wait
+    // until the replica has tried (and failed) twice more.
+    let tries = || {
+        other
+            .state
+            .seen
+            .failures(credgate::storage::signals::POLICIES)
+    };
+    let first = tries();
+    wait_until(
+        "two more tries of the diverged replica",
+        Duration::from_secs(30),
+        || {
+            let n = tries();
+            async move { n >= first + 2 }
+        },
+    )
+    .await;
     let alerts: Value = app
         .http
         .get(format!("{}/admin/alerts", app.url))
@@ -357,14 +361,15 @@ async fn a_replica_whose_policy_files_differ_keeps_its_set_reports_not_ready_and
     // The file arrives on that replica's machine: it catches up by itself, at its next retry
     // (the wait between retries doubles up to `MAX_RETRY`).
     std::fs::write(own.join("catalog.toml"), &changed).unwrap();
-    let until = Instant::now() + credgate::replicas::MAX_RETRY + Duration::from_secs(1);
-    while readyz(other.url.clone()).await.status() != 200 {
-        assert!(
-            Instant::now() < until,
-            "the replica catches up once its files match"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the replica catches up once its files match",
+        credgate::replicas::MAX_RETRY + Duration::from_secs(1),
+        || {
+            let fut = readyz(other.url.clone());
+            async move { fut.await.status() == 200 }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -450,12 +455,21 @@ async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
     for id in &ids {
         accept(&app, &handler, id).await;
     }
-    let started = Instant::now();
-    while app.fake.deliveries.load(Ordering::SeqCst) < n && started.elapsed().as_secs() < 10 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Three deliverers polling every 20 ms have had many chances to deliver twice.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once every delivery is recorded as done, no deliverer can take one again (a delivery is
+    // only attempted under a claim, and a done one is never claimed): then count.
+    wait_until(
+        "every delivery recorded as done",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(app.state.db.pool())
+                    .await
+                    .unwrap();
+            left == 0 && app.fake.deliveries.load(Ordering::SeqCst) >= n
+        },
+    )
+    .await;
     assert_eq!(
         app.fake.deliveries.load(Ordering::SeqCst),
         n,
@@ -509,8 +523,11 @@ async fn two_replicas_writing_at_once_keep_one_verifiable_chain() {
 /// The issue's acceptance test: two `credgate serve` processes on one PostgreSQL database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill_9() {
-    let Some(url) = test_postgres_url().await else {
-        eprintln!("SKIPPED: two gateway processes need PostgreSQL (set CREDGATE_TEST_PG; CI does)");
+    let Some(url) = crate::helpers::require_postgres(
+        "two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill_9",
+    )
+    .await
+    else {
         return;
     };
     let store_addr = crate::helpers::sample_store_with(60).await;
@@ -613,7 +630,10 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the load is under way", Duration::from_secs(60), || async {
+        released.lock().unwrap().len() >= 50
+    })
+    .await;
 
     // A client disabled through one replica is refused by the other.
     let read_on = |url: String, token: String, path: String, consent: Option<String>| {
@@ -703,7 +723,12 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     // kill -9 one replica mid-load; the other keeps serving and writing the same chain.
     let before_kill = released.lock().unwrap().len();
     a.kill();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until(
+        "the surviving replica keeps serving",
+        Duration::from_secs(60),
+        || async { released.lock().unwrap().len() >= before_kill + 50 },
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.unwrap();
@@ -743,6 +768,10 @@ impl<F: std::future::Future<Output = u16>> MapStatus for F {
     }
 }
 
+/// Another replica claimed the delivery and died holding the claim. Time is the gateway's clock:
+/// the claim holds until the test moves the clock past it, so no sleep races the lapse, and the
+/// claim is only written while no attempt of the gateway's own is in flight (it would clear the
+/// claim when it records its outcome).
 #[tokio::test]
 async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_then_goes_out() {
     let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 20).await;
@@ -756,50 +785,78 @@ async fn a_delivery_claimed_by_a_replica_that_died_waits_for_the_claim_to_lapse_
     let body = json!({"store": "fake", "dataset": "entity", "record_ref": uscc, "reason": "有误"});
     let id = file_objection(&app, &subject, body).await;
     accept(&app, &handler, &id).await;
-    let started = Instant::now();
-    while app.fake.deliveries.load(Ordering::SeqCst) == 0 {
-        assert!(started.elapsed().as_secs() < 10, "no first attempt");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Another replica claimed the retry and died holding the claim for 1.5 s more.
-    let claimed_until = credgate::storage::now_micros() + 1_500_000;
-    sqlx::query(
-        "UPDATE outbox SET claimed_by = 'replica-that-died', claimed_until = $1, next_attempt_at = 0",
+    // A replica that died holding the claim for 30 days more (on the gateway's clock), written
+    // only between the gateway's own attempts (once one failed, and while none holds a claim).
+    let held_until = app.state.clock.now() + 30 * 86_400 * 1_000_000;
+    wait_until(
+        "a failed attempt, then the claim",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = 'replica-that-died', claimed_until = $1, \
+             next_attempt_at = 0 WHERE attempts > 0 AND claimed_until IS NULL",
+            )
+            .bind(held_until)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap()
+            .rows_affected()
+                == 1
+        },
     )
-    .bind(claimed_until)
-    .execute(app.state.db.pool())
-    .await
-    .unwrap();
+    .await;
     let attempts_before = app.fake.deliveries.load(Ordering::SeqCst);
     app.fake.objections_down.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Evidence that the outbox task ran a pass while the claim held: the same pass's deadline
+    // watch raises the objection's overdue alert once the clock is past its decision deadline
+    // (20 days), still short of the claim's lapse.
+    app.state.clock.advance_days(21);
+    let (_, officer) = app.token("security_officer").await;
+    wait_until(
+        "a pass of the outbox task",
+        Duration::from_secs(30),
+        || async { overdue_alerts(&app, &officer, &id).await > 0 },
+    )
+    .await;
     assert_eq!(
         app.fake.deliveries.load(Ordering::SeqCst),
         attempts_before,
         "nobody touches a delivery while another replica's claim holds"
     );
-    let started = Instant::now();
-    loop {
-        let o: Value = app
-            .http
-            .get(format!("{}/admin/objections/{id}", app.url))
-            .bearer_auth(&handler)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if o["status"] == "forwarded" {
-            break;
-        }
-        assert!(
-            started.elapsed().as_secs() < 5,
-            "the lapsed claim was taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.state.clock.advance_days(10);
+    wait_until(
+        "the lapsed claim was taken over",
+        Duration::from_secs(30),
+        || async {
+            let o = credgate::workflows::objections::get(&app.state.db, &id)
+                .await
+                .unwrap()
+                .unwrap();
+            o.status == credgate::workflows::objections::Status::Forwarded
+        },
+    )
+    .await;
     assert_eq!(app.fake.tickets.lock().unwrap().len(), 1);
+}
+
+/// How many overdue alerts name objection `id`.
+async fn overdue_alerts(app: &TestApp, officer: &str, id: &str) -> usize {
+    let alerts: Value = app
+        .http
+        .get(format!("{}/admin/alerts", app.url))
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(id))
+        .count()
 }
 
 #[tokio::test]
@@ -880,32 +937,35 @@ async fn an_overdue_objection_is_alerted_once_however_many_replicas_watch() {
         o.state.clock.advance_days(6);
     }
     let (_, officer) = app.token("security_officer").await;
-    let overdue = || async {
-        let alerts: Value = app
-            .http
-            .get(format!("{}/admin/alerts", app.url))
-            .bearer_auth(&officer)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        alerts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| {
-                a["rule"] == "objection-overdue" && a["detail"].as_str().unwrap().contains(&id)
-            })
-            .count()
-    };
-    let started = Instant::now();
-    while overdue().await == 0 {
-        assert!(started.elapsed().as_secs() < 5, "no overdue alert");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until("an overdue alert", Duration::from_secs(30), || async {
+        overdue_alerts(&app, &officer, &id).await > 0
+    })
+    .await;
+    // Evidence that the watchers ran further passes: a second objection, overdue later, gets
+    // its alert; by then the first has had those passes to be alerted again.
+    let uscc2 = app.sample().entities[5]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject2 = app.subject_token(&uscc2, SubjectType::Legal);
+    let body =
+        json!({"store": "power", "dataset": "entity", "record_ref": uscc2, "reason": "有误"});
+    let later = file_objection(&app, &subject2, body).await;
+    app.state.clock.advance_days(6);
+    for o in &others {
+        o.state.clock.advance_days(6);
     }
-    // Many more passes of three watchers every 20 ms.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(overdue().await, 1, "one alert, not one per replica");
+    let (_, officer) = app.token("security_officer").await;
+    wait_until(
+        "the later objection's alert",
+        Duration::from_secs(30),
+        || async { overdue_alerts(&app, &officer, &later).await > 0 },
+    )
+    .await;
+    assert_eq!(
+        overdue_alerts(&app, &officer, &id).await,
+        1,
+        "one alert, not one per replica"
+    );
+    assert_eq!(overdue_alerts(&app, &officer, &later).await, 1);
 }

@@ -198,7 +198,17 @@ async fn no_log_line_of_a_running_gateway_contains_the_contact() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The refused request was logged to its end: its answer, then its audit record.
+    crate::helpers::wait_until(
+        "the refused request's audit record is logged",
+        Duration::from_secs(30),
+        || async {
+            let logs = std::fs::read_to_string(&log).unwrap();
+            logs.find("status=400")
+                .is_some_and(|i| logs[i..].contains("INSERT INTO audit_log"))
+        },
+    )
+    .await;
     gateway.kill();
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -10,6 +10,7 @@ pub use credgate_types as domain;
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod limits;
 pub mod proxy;

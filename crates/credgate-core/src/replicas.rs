@@ -88,6 +88,12 @@ impl Seen {
         );
     }
 
+    /// Failed refreshes of `topic` in a row (0 once one works): a test waits on it.
+    pub fn failures(&self, topic: &str) -> u32 {
+        let r = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(topic).map_or(0, |r| r.failures)
+    }
+
     fn take_if_new(&self, topic: &str, version: i64) -> bool {
         let mut v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let seen = v.entry(topic.to_string()).or_insert(0);

@@ -33,8 +33,9 @@ pub struct Shared {
     pub subjects: Arc<SubjectVerifier>,
     pub stores: Arc<Stores>,
     pub audit: crate::audit::AuditLog,
-    /// The workflows' clock (tests move it forward).
-    pub clock: Arc<crate::workflows::Clock>,
+    /// The one clock of the core: workflow deadlines, token times, outbox claims and retries
+    /// (tests move it forward instead of sleeping).
+    pub clock: Arc<crate::clock::Clock>,
     /// Seals whistleblowers' contacts (AES-256-GCM, the reports key from the keyring).
     pub report_sealer: Arc<crate::auth::sealer::Sealer>,
     /// Contested records, for marking answers.
@@ -82,7 +83,8 @@ impl Core {
             .gateway_keys(&db)
             .await
             .with_context(|| "loading the gateway's keys")?;
-        let tokens = TokenService::new(&keys.token_signing, &config.auth)?;
+        let clock = Arc::new(crate::clock::Clock::default());
+        let tokens = TokenService::new(&keys.token_signing, &config.auth, clock.clone())?;
         let subjects = SubjectVerifier::from_config(&config)?;
         let audit = crate::audit::AuditLog::start(
             db.clone(),
@@ -108,7 +110,7 @@ impl Core {
                 &keys.pseudonym,
             )),
             audit,
-            clock: Arc::new(crate::workflows::Clock::default()),
+            clock,
             marks,
             report_sealer,
             limits,

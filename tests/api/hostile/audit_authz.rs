@@ -103,13 +103,12 @@ async fn alerts_of(app: &TestApp, officer: &str, rule: &str) -> Vec<serde_json::
 
 /// Polls until an alert of `rule` exists, for up to six seconds.
 async fn first_alert(app: &TestApp, officer: &str, rule: &str) -> serde_json::Value {
-    for _ in 0..60 {
-        if let Some(a) = alerts_of(app, officer, rule).await.pop() {
-            return a;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("no {rule} alert");
+    let what = format!("a {rule} alert");
+    crate::helpers::wait_until(&what, std::time::Duration::from_secs(30), || async {
+        !alerts_of(app, officer, rule).await.is_empty()
+    })
+    .await;
+    alerts_of(app, officer, rule).await.pop().unwrap()
 }
 
 async fn public_entity(app: &TestApp, uscc: &str) -> reqwest::Response {
@@ -142,7 +141,7 @@ async fn an_address_harvesting_the_public_tier_is_alerted_and_light_use_is_not()
         public_entity(&app, &uscc(0)).await;
     }
     public_entity(&app, &uscc(1)).await;
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    crate::helpers::alerts_caught_up(&app, &officer).await;
     assert!(
         alerts_of(&app, &officer, "many-subjects").await.is_empty(),
         "four distinct subjects stay under the threshold of six"
@@ -158,7 +157,7 @@ async fn an_address_harvesting_the_public_tier_is_alerted_and_light_use_is_not()
     assert!(a["detail"].as_str().unwrap().contains("127.0.0.1"), "{a}");
     let cited: Vec<String> = serde_json::from_value(a["audit_ids"].clone()).unwrap();
     assert!(cited.contains(&harvested[0]), "{a}");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    crate::helpers::alerts_caught_up(&app, &officer).await;
     assert_eq!(
         alerts_of(&app, &officer, "many-subjects").await.len(),
         1,
@@ -213,7 +212,7 @@ async fn the_off_hours_alert_fires_once_on_t4_released_and_never_without_it() {
         released.push(res.headers()["x-audit-id"].to_str().unwrap().to_string());
     }
     let a = first_alert(&app, &officer, "t4-outside-hours").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    crate::helpers::alerts_caught_up(&app, &officer).await;
     let all = alerts_of(&app, &officer, "t4-outside-hours").await;
     assert_eq!(all.len(), 1, "once per client and window: {all:?}");
     assert_eq!(a["client_id"], reg_id.as_str());
@@ -221,19 +220,12 @@ async fn the_off_hours_alert_fires_once_on_t4_released_and_never_without_it() {
 }
 
 /// Polls `check` for up to `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !check().await {
-        assert!(
-            std::time::Instant::now() < until,
-            "not within {secs} s: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_until(what, std::time::Duration::from_secs(secs), check).await;
 }
 
 #[tokio::test]
@@ -285,7 +277,21 @@ async fn a_replica_whose_refresh_failed_tries_again_until_it_succeeds() {
     credgate::storage::signals::bump(db, credgate::storage::signals::OBJECTIONS, None)
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let failed = || {
+        other
+            .state
+            .seen
+            .failures(credgate::storage::signals::OBJECTIONS)
+    };
+    crate::helpers::wait_until(
+        "the refresh failed",
+        std::time::Duration::from_secs(30),
+        || {
+            let n = failed();
+            async move { n >= 1 }
+        },
+    )
+    .await;
     assert!(marked(), "the refresh failed, the old marks stay");
     db.execute("ALTER TABLE objections_away RENAME TO objections")
         .await

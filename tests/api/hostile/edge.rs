@@ -340,23 +340,32 @@ async fn connections_above_the_cap_are_closed_at_once() {
     let mut conns: Vec<TcpStream> = (0..12)
         .map(|_| TcpStream::connect(app.addr).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let closed = conns
-        .iter_mut()
-        .map(|c| closed_within(c, Duration::from_millis(100)))
-        .filter(|closed| *closed)
-        .count();
-    assert!(closed >= 8, "only {closed} of 12 closed with a cap of 4");
+    let closed = std::cell::Cell::new(0);
+    crate::helpers::wait_until(
+        "8 of 12 closed with a cap of 4",
+        Duration::from_secs(10),
+        || {
+            let n = conns
+                .iter_mut()
+                .map(|c| closed_within(c, Duration::from_millis(20)))
+                .filter(|closed| *closed)
+                .count();
+            closed.set(n);
+            async move { n >= 8 }
+        },
+    )
+    .await;
+    assert!(closed.get() >= 8);
     drop(conns);
     // Once they are gone, service resumes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = app
-        .http
-        .get(format!("{}/healthz", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    crate::helpers::wait_until("service resumes", Duration::from_secs(10), || async {
+        app.http
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -558,6 +567,7 @@ async fn the_sqlite_database_and_its_wal_and_shm_are_private() {
 #[cfg(unix)]
 #[test]
 fn the_cli_creates_its_database_and_archive_directory_private() {
+    crate::helpers::watchdog::arm_default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(
@@ -727,6 +737,22 @@ async fn closed_count(conns: &mut [tokio::net::TcpStream]) -> usize {
     closed
 }
 
+/// Sends `GET /healthz` on `conn` and reads the answer's head.
+async fn answers_a_request(conn: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed instead of answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
+
 async fn healthz(app: &TestApp) -> u16 {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     http.get(format!("{}/healthz", app.url))
@@ -743,20 +769,26 @@ async fn one_address_holding_silent_connections_cannot_shut_others_out() {
     })
     .await;
     let mut held = silent_from(&app, [127, 0, 0, 2], 20).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = tokio::sync::Mutex::new(&mut held[..]);
+    crate::helpers::wait_until("16 closed", Duration::from_secs(10), || async {
+        closed_count(&mut held.lock().await).await >= 16
+    })
+    .await;
+    // Accepted after all 20: by then each had its turn at the cap.
+    assert_eq!(healthz(&app).await, 200);
     assert_eq!(
-        closed_count(&mut held).await,
+        closed_count(&mut held.lock().await).await,
         16,
         "one address holds its cap, no more"
     );
-    assert_eq!(healthz(&app).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_the_oldest_waiting_connection_makes_room_for_a_newcomer() {
     let app = TestApp::spawn_with(|c| c.limits.max_connections = 4).await;
     let mut held = silent_from(&app, [127, 0, 0, 2], 4).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The last one answers a request: the accept loop, which admits in order, has judged all.
+    answers_a_request(&mut held[3]).await;
     assert_eq!(closed_count(&mut held).await, 0, "within the cap");
     assert_eq!(healthz(&app).await, 200);
     // The oldest silent one went, the others are still open.

@@ -15,7 +15,7 @@ use super::{
     keyring::StoredKey,
     keys::{Ed25519Key, Jwk},
 };
-use crate::{config::AuthConfig, storage::clients::ClientRecord};
+use crate::{clock::Clock, config::AuthConfig, storage::clients::ClientRecord};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayClaims {
@@ -128,6 +128,10 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl_secs: u64,
+    /// The core's clock: `iat`/`exp` of issued tokens and every time check of a presented one
+    /// read it, so a test moves a token past its expiry instead of sleeping across a second
+    /// boundary it would race.
+    clock: Arc<Clock>,
     /// Unix millis of the last refresh forced by an unknown `kid`, to bound how often a stream
     /// of forged `kid`s can make the gateway reread its keys.
     last_forced_refresh: AtomicU64,
@@ -135,12 +139,19 @@ pub struct TokenService {
 
 impl TokenService {
     /// `keys`: every stored generation of the token-signing key, oldest first (not empty).
-    pub fn new(keys: &[StoredKey], auth: &AuthConfig) -> Result<Arc<Self>, TokenError> {
+    pub fn new(
+        keys: &[StoredKey],
+        auth: &AuthConfig,
+        clock: Arc<Clock>,
+    ) -> Result<Arc<Self>, TokenError> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&auth.issuer]);
         validation.set_audience(&[&auth.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
+        // The library reads the system time for `exp`/`nbf`; `time_ok` checks them against the
+        // core's clock instead, on first verification and on every cached use alike.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = auth.leeway_secs;
         let keep_for = auth.token_ttl_secs + auth.leeway_secs + ROTATION_LAG_SECS;
         Ok(Arc::new(Self {
@@ -150,6 +161,7 @@ impl TokenService {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             ttl_secs: auth.token_ttl_secs,
+            clock,
             last_forced_refresh: AtomicU64::new(0),
         }))
     }
@@ -185,7 +197,7 @@ impl TokenService {
 
     /// The public keys that verify our tokens, for `/.well-known/jwks.json`.
     pub fn public_jwks(&self) -> Vec<Jwk> {
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = self.clock.now_secs();
         let set = self.key_set();
         let mut keys: Vec<Jwk> = set
             .verifying
@@ -202,7 +214,7 @@ impl TokenService {
     }
 
     pub fn issue(&self, client: &ClientRecord) -> Result<String, TokenError> {
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = self.clock.now_secs();
         let claims = GatewayClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -237,22 +249,12 @@ impl TokenService {
             .get(&digest)
             .cloned();
         if let Some((kid, claims)) = cached {
-            let now = jsonwebtoken::get_current_timestamp();
+            let now = self.clock.now_secs();
             if !self.key_set().verifies(&kid, now) {
                 self.forget(&digest);
                 return Err(TokenError::UnknownKey);
             }
-            let leeway = self.validation.leeway;
-            if claims.exp + leeway <= now {
-                return Err(TokenError::Invalid(
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature,
-                ));
-            }
-            if claims.nbf > now + leeway {
-                return Err(TokenError::Invalid(
-                    jsonwebtoken::errors::ErrorKind::ImmatureSignature,
-                ));
-            }
+            self.time_ok(&claims, now)?;
             return Ok(claims);
         }
         let (kid, claims) = self.verify_signature(token)?;
@@ -262,6 +264,19 @@ impl TokenService {
         }
         cache.insert(digest, (kid, claims.clone()));
         Ok(claims)
+    }
+
+    /// `exp` and `nbf` against the core's clock, with the configured leeway.
+    fn time_ok(&self, claims: &GatewayClaims, now: u64) -> Result<(), TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let leeway = self.validation.leeway;
+        if claims.exp + leeway <= now {
+            return Err(TokenError::Invalid(ErrorKind::ExpiredSignature));
+        }
+        if claims.nbf > now + leeway {
+            return Err(TokenError::Invalid(ErrorKind::ImmatureSignature));
+        }
+        Ok(())
     }
 
     fn forget(&self, digest: &[u8; 32]) {
@@ -289,7 +304,7 @@ impl TokenService {
             return Err(TokenError::Algorithm);
         }
         let set = self.key_set();
-        let now = jsonwebtoken::get_current_timestamp();
+        let now = self.clock.now_secs();
         let kid = header
             .kid
             .filter(|kid| set.verifies(kid, now))
@@ -298,6 +313,7 @@ impl TokenService {
         let claims = jsonwebtoken::decode::<GatewayClaims>(token, &key.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| TokenError::Invalid(e.into_kind()))?;
+        self.time_ok(&claims, now)?;
         if !self.lifetime_ok(&claims, now) {
             return Err(TokenError::Lifetime);
         }

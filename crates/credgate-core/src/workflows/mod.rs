@@ -6,8 +6,6 @@ pub mod marks;
 pub mod objections;
 pub mod outbox;
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 /// Why a workflow refused a request. The web layer maps it to its problem (`http::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
@@ -16,23 +14,7 @@ pub enum WorkflowError {
     BadRequest(String),
 }
 
-/// Wall-clock time plus an offset that tests move forward, so deadlines can be tested without
-/// waiting days.
-#[derive(Debug, Default)]
-pub struct Clock {
-    offset_us: AtomicI64,
-}
-
-impl Clock {
-    pub fn now(&self) -> i64 {
-        crate::storage::now_micros() + self.offset_us.load(Ordering::Relaxed)
-    }
-
-    pub fn advance_days(&self, days: i64) {
-        self.offset_us
-            .fetch_add(days * 86_400 * 1_000_000, Ordering::Relaxed);
-    }
-}
+pub use crate::clock::Clock;
 
 const DAY_US: i64 = 86_400 * 1_000_000;
 
