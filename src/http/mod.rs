@@ -14,6 +14,7 @@ pub mod objections;
 pub mod ops;
 pub mod profile;
 pub mod reports;
+pub mod requests;
 pub mod routes;
 mod serve;
 pub mod subject;
@@ -71,6 +72,7 @@ fn route_groups() -> Vec<routes::Group> {
         objections::routes(),
         complaints::routes(),
         reports::routes(),
+        requests::routes(),
         data::routes(),
     ]
     .into_iter()

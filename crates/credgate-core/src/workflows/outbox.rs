@@ -1,7 +1,8 @@
 //! The transactional outbox: an accepted objection's delivery is written in the same transaction
 //! as the acceptance, and a deliverer retries it with backoff until the store confirms, across
 //! restarts. The delivery's id is the idempotency key, so a redelivery is the same ticket.
-//! The same task watches deadlines and raises an alert for each overdue objection. Every replica
+//! The same task watches deadlines and raises an alert for each overdue objection, complaint
+//! and subject request. Every replica
 //! runs it; claims and guarded updates make each delivery and each alert happen once.
 
 use std::time::Duration;
@@ -10,7 +11,13 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::objections::{self, Actor, Objection, Status};
-use crate::{services::Core, storage::StorageError};
+use crate::{
+    services::Core,
+    storage::{
+        self, StorageError,
+        complaints::{Alerted, DeadlineClaim},
+    },
+};
 
 pub async fn enqueue(
     conn: &mut sqlx::AnyConnection,
@@ -150,58 +157,61 @@ async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
+/// Raises one alert for each deadline passed: an objection's acceptance or decision, a
+/// complaint's handling, a request's acceptance or completion (a request's extended deadline is
+/// alerted again). Every replica watches; the guarded claims let one of them raise each alert.
 async fn watch_deadlines(state: &Core) -> Result<(), StorageError> {
     let now = state.clock.now();
-    let rows = sqlx::query(
-        "SELECT id, status, accept_due_at, decide_due_at FROM objections \
-         WHERE overdue_alerted = 0 AND status IN ('submitted', 'accepted', 'forwarded', 'answered')",
-    )
-    .fetch_all(state.db.pool())
-    .await?;
-    for r in rows {
-        let status: String = r.try_get("status")?;
-        let due: i64 = if status == "submitted" {
-            r.try_get("accept_due_at")?
-        } else {
-            r.try_get("decide_due_at")?
-        };
-        if now <= due {
+    let db = &state.db;
+    for (id, what) in storage::objections::overdue_unalerted(db, now).await? {
+        if !storage::objections::set_alerted(db, &id, true).await? {
             continue;
         }
-        let id: String = r.try_get("id")?;
-        let what = if status == "submitted" {
-            "acceptance"
-        } else {
-            "decision"
-        };
-        // Every replica watches; the guarded update lets one of them raise the alert.
-        let mine = sqlx::query(
-            "UPDATE objections SET overdue_alerted = 1 WHERE id = $1 AND overdue_alerted = 0",
-        )
-        .bind(&id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected()
-            == 1;
-        if !mine {
-            continue;
-        }
-        if let Err(e) = crate::audit::alerts::insert(
-            &state.db,
-            "objection-overdue",
-            None,
-            &format!("objection {id} is past its {what} deadline"),
-            &[],
-        )
-        .await
-        {
+        let detail = format!("objection {id} is past its {what} deadline");
+        if let Err(e) = alert(state, "objection-overdue", &detail).await {
             // Give the alert back, so that a later pass raises it.
-            sqlx::query("UPDATE objections SET overdue_alerted = 0 WHERE id = $1")
-                .bind(&id)
-                .execute(state.db.pool())
-                .await?;
+            storage::objections::set_alerted(db, &id, false).await?;
             return Err(e);
         }
     }
+    for (id, due) in storage::complaints::overdue_unalerted(db, now).await? {
+        let claim = DeadlineClaim {
+            table: Alerted::Complaints,
+            id: &id,
+            due,
+        };
+        let detail = format!("complaint {id} is past its handling deadline");
+        raise_once(state, &claim, "complaint-overdue", &detail).await?;
+    }
+    for (id, due, what) in storage::requests::overdue_unalerted(db, now).await? {
+        let claim = DeadlineClaim {
+            table: Alerted::Requests,
+            id: &id,
+            due,
+        };
+        let detail = format!("request {id} is past its {what} deadline");
+        raise_once(state, &claim, "request-overdue", &detail).await?;
+    }
     Ok(())
+}
+
+/// Claims the deadline's one alert and raises it, or gives the claim back if it cannot.
+async fn raise_once(
+    state: &Core,
+    claim: &DeadlineClaim<'_>,
+    rule: &str,
+    detail: &str,
+) -> Result<(), StorageError> {
+    if !claim.take(&state.db).await? {
+        return Ok(());
+    }
+    if let Err(e) = alert(state, rule, detail).await {
+        claim.give_back(&state.db).await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn alert(state: &Core, rule: &str, detail: &str) -> Result<(), StorageError> {
+    crate::audit::alerts::insert(&state.db, rule, None, detail, &[]).await
 }
