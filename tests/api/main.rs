@@ -22,6 +22,7 @@ mod profile;
 mod proxy;
 mod replicas;
 mod reports;
+mod requests;
 mod routes;
 mod subject;
 mod tokens;
