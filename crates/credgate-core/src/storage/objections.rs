@@ -254,3 +254,108 @@ pub async fn set_alerted(db: &Db, id: &str, alerted: bool) -> Result<bool, Stora
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// One undelivered row of the `outbox`: an accepted objection on its way to its store.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The idempotency key the store sees.
+    pub id: String,
+    pub objection_id: String,
+    pub store: String,
+    pub payload: String,
+    pub attempts: i64,
+}
+
+/// Queues a delivery inside the acceptance's transaction.
+pub async fn enqueue_in(
+    conn: &mut AnyConnection,
+    d: &Delivery,
+    now: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO outbox (id, objection_id, store, payload, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, 0, $5, $5)",
+    )
+    .bind(&d.id)
+    .bind(&d.objection_id)
+    .bind(&d.store)
+    .bind(&d.payload)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deliveries due at `now` and claimed by no live replica, oldest first, at most 20.
+pub async fn due_deliveries(db: &Db, now: i64) -> Result<Vec<Delivery>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT id, objection_id, store, payload, attempts FROM outbox \
+         WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+         AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY created_at LIMIT 20",
+    )
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Delivery {
+                id: r.try_get("id")?,
+                objection_id: r.try_get("objection_id")?,
+                store: r.try_get("store")?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Claims one due delivery for `replica` until `until`. The guarded update succeeds for one
+/// deliverer only; the others skip the row.
+pub async fn claim_delivery(
+    db: &Db,
+    id: &str,
+    replica: &str,
+    until: i64,
+    now: i64,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
+         WHERE id = $3 AND delivered_at IS NULL AND next_attempt_at <= $4 \
+         AND (claimed_until IS NULL OR claimed_until < $4)",
+    )
+    .bind(replica)
+    .bind(until)
+    .bind(id)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records an attempt's outcome and releases the claim: delivered at `at` (`Ok`), or failed
+/// with its error, retried from `at` (`Err`).
+pub async fn attempted(
+    db: &Db,
+    id: &str,
+    at: i64,
+    outcome: Result<(), &str>,
+) -> Result<(), StorageError> {
+    let q = match outcome {
+        Ok(()) => sqlx::query(
+            "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, \
+             claimed_until = NULL WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id),
+        Err(why) => sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+             claimed_until = NULL WHERE id = $3",
+        )
+        .bind(at)
+        .bind(why)
+        .bind(id),
+    };
+    q.execute(db.pool()).await?;
+    Ok(())
+}
