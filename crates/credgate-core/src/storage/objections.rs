@@ -334,28 +334,33 @@ pub async fn claim_delivery(
 }
 
 /// Records an attempt's outcome and releases the claim: delivered at `at` (`Ok`), or failed
-/// with its error, retried from `at` (`Err`).
+/// with its error, retried from `at` (`Err`). Only while `replica` still holds the claim: if it
+/// lapsed and another replica took the delivery over, that one records it, and a late outcome
+/// here must not wipe its claim (a redelivery carries the same key, so the store keeps one
+/// ticket). Returns whether the outcome was recorded.
 pub async fn attempted(
     db: &Db,
     id: &str,
+    replica: &str,
     at: i64,
     outcome: Result<(), &str>,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let q = match outcome {
         Ok(()) => sqlx::query(
             "UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, \
-             claimed_until = NULL WHERE id = $2",
+             claimed_until = NULL WHERE id = $2 AND claimed_by = $3",
         )
         .bind(at)
-        .bind(id),
+        .bind(id)
+        .bind(replica),
         Err(why) => sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
-             claimed_until = NULL WHERE id = $3",
+             claimed_until = NULL WHERE id = $3 AND claimed_by = $4",
         )
         .bind(at)
         .bind(why)
-        .bind(id),
+        .bind(id)
+        .bind(replica),
     };
-    q.execute(db.pool()).await?;
-    Ok(())
+    Ok(q.execute(db.pool()).await?.rows_affected() == 1)
 }

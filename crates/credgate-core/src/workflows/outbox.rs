@@ -78,7 +78,9 @@ async fn deliver_due(state: &Core) -> Result<(), StorageError> {
             Ok(ticket) => delivered(state, &d, &ticket).await?,
             Err(why) => {
                 let retry_at = state.clock.now() + backoff_us(d.attempts);
-                storage::objections::attempted(&state.db, &d.id, retry_at, Err(&why)).await?;
+                let replica = state.replica.as_ref();
+                storage::objections::attempted(&state.db, &d.id, replica, retry_at, Err(&why))
+                    .await?;
                 tracing::warn!(objection = %d.objection_id, store = %d.store, attempts = d.attempts + 1, error = %why, "objection delivery failed; will retry");
             }
         }
@@ -89,7 +91,8 @@ async fn deliver_due(state: &Core) -> Result<(), StorageError> {
 /// The store confirmed: the delivery is done and an accepted objection becomes forwarded,
 /// with the store's ticket.
 async fn delivered(state: &Core, d: &Delivery, ticket: &str) -> Result<(), StorageError> {
-    storage::objections::attempted(&state.db, &d.id, state.clock.now(), Ok(())).await?;
+    let (replica, now) = (state.replica.as_ref(), state.clock.now());
+    storage::objections::attempted(&state.db, &d.id, replica, now, Ok(())).await?;
     if let Some(o) = objections::get(&state.db, &d.objection_id).await?
         && o.status == Status::Accepted
     {
