@@ -148,6 +148,9 @@ impl From<WorkflowError> for Error {
     fn from(e: WorkflowError) -> Self {
         match e {
             WorkflowError::BadRequest(why) => Error::BadRequest(why),
+            WorkflowError::NotFound(why) => Error::NotFound(why),
+            WorkflowError::Conflict(why) => Error::Conflict(why),
+            WorkflowError::Storage(e) => Error::StorageUnavailable(e),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod objections;
 pub mod ops;
 pub mod profile;
 pub mod reports;
+pub mod requests;
 pub mod routes;
 mod serve;
 pub mod subject;
@@ -72,6 +73,7 @@ fn route_groups() -> Vec<routes::Group> {
         objections::routes(),
         complaints::routes(),
         reports::routes(),
+        requests::routes(),
         data::routes(),
     ]
     .into_iter()

@@ -17,9 +17,7 @@ use super::{
 use crate::{
     audit::AuditSlot,
     auth::{self, Institution},
-    domain::SubjectId,
-    storage::micros_to_rfc3339,
-    workflows::objections::{self, Actor, Move, Objection, Status, Submission},
+    workflows::objections::{self, Actor, MACHINE, Submission, TransitionRequest},
 };
 
 pub fn routes() -> Vec<Group> {
@@ -51,8 +49,8 @@ async fn submit(
     body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
-    objections::check_submission(&state, &subject.id, &req)?;
+    let Json(mut req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    objections::check_submission(&state, &subject.id, &mut req)?;
     slot.update(|a| {
         a.store = Some(req.store.clone());
         a.dataset = Some(req.dataset.clone());
@@ -63,15 +61,6 @@ async fn submit(
     let view = o.view(o.created_at);
     let change = objections::filing(&state, o);
     Ok(change.attach((StatusCode::CREATED, Json(view))))
-}
-
-/// The subject's own objection, or 404 (another subject's id answers exactly like a missing
-/// one). Own means the same id and the same type.
-async fn own(state: &AppState, subject: &SubjectId, id: &str) -> Result<Objection, Error> {
-    match objections::get(&state.db, id).await? {
-        Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
-        _ => Err(Error::NotFound("no such objection".into())),
-    }
 }
 
 async fn subject_list(
@@ -96,7 +85,7 @@ async fn subject_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, &subject.id, &id).await?;
+    let o = objections::own(&state.db, &subject.id, &id).await?;
     let mut v = o.view(state.clock.now());
     v["history"] = json!(objections::history(&state.db, &o.id).await?);
     Ok(Json(v))
@@ -109,19 +98,15 @@ async fn withdraw(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let o = own(&state, &subject.id, &id).await?;
-    if !o.status.may_go(Status::Withdrawn, Actor::Subject) {
-        return Err(Error::Conflict(format!(
-            "an objection that is {} cannot be withdrawn",
-            o.status.as_str()
-        )));
-    }
-    let now = state.clock.now();
-    let view = objections::moved(&o, Status::Withdrawn, Move::default()).view(now);
+    let o = objections::own(&state.db, &subject.id, &id).await?;
+    let req = TransitionRequest {
+        to: "withdrawn".into(),
+        note: None,
+        correction: None,
+    };
     let actor = (Actor::Subject, "subject".to_string());
-    let change =
-        objections::deferred_transition(&state, o, Status::Withdrawn, actor, (None, None), now);
-    Ok(change.attach(Json(view)))
+    let (after, _, change) = objections::decide(&state, o, req, actor)?;
+    Ok(change.attach(Json(after.view(state.clock.now()))))
 }
 
 pub const OBJECTION_HANDLER: &str = "objection_handler";
@@ -134,27 +119,30 @@ pub async fn handler(
     super::admin::require_role(state, headers, slot, OBJECTION_HANDLER, "handler-only").await
 }
 
+/// `?status=&overdue=` of the handlers' queues.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    overdue: Option<bool>,
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub overdue: Option<bool>,
+}
+
+pub type QueryResult = Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The query, parsed (a malformed one is 400).
+pub fn list_query(q: QueryResult) -> Result<ListQuery, Error> {
+    Ok(q.map_err(|e| Error::BadRequest(e.body_text()))?.0)
 }
 
 async fn admin_list(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: QueryResult,
 ) -> Result<Json<Value>, Error> {
     handler(&state, &headers, &slot).await?;
-    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            Status::parse(s).ok_or_else(|| Error::BadRequest(format!("unknown status `{s}`")))?,
-        ),
-    };
+    let q = list_query(q)?;
+    let status = q.status.as_deref().map(|s| MACHINE.parse(s)).transpose()?;
     let now = state.clock.now();
     let items: Vec<Value> = objections::list_all(&state.db)
         .await?
@@ -186,16 +174,6 @@ async fn admin_get(
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransitionRequest {
-    to: String,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    correction: Option<String>,
-}
-
 async fn admin_transition(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -205,45 +183,14 @@ async fn admin_transition(
 ) -> Result<Response, Error> {
     let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let to = Status::parse(&req.to)
-        .ok_or_else(|| Error::BadRequest(format!("unknown status `{}`", req.to)))?;
-    if req
-        .note
-        .as_deref()
-        .is_some_and(|n| n.chars().count() > 2000)
-    {
-        return Err(Error::BadRequest("note is at most 2000 characters".into()));
-    }
-    if to == Status::Rejected && req.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
-        return Err(Error::BadRequest(
-            "a rejection needs a note with the reason".into(),
-        ));
-    }
     let o = objections::get(&state.db, &id)
         .await?
         .ok_or_else(|| Error::NotFound("no such objection".into()))?;
-    if !o.status.may_go(to, Actor::Handler) {
-        return Err(Error::Conflict(format!(
-            "an objection that is {} cannot become {}",
-            o.status.as_str(),
-            to.as_str()
-        )));
-    }
-    let now = state.clock.now();
-    let m = Move {
-        note: req.note.as_deref(),
-        correction: req.correction.as_deref(),
-        ticket: None,
-    };
-    let mut v = objections::moved(&o, to, m).view(now);
-    let mut steps = objections::history(&state.db, &o.id).await?;
-    steps.push(
-        json!({"at": micros_to_rfc3339(now), "by": who.client_id, "from": o.status,
-                      "to": to, "note": req.note}),
-    );
-    v["history"] = json!(steps);
     let actor = (Actor::Handler, who.client_id);
-    let change =
-        objections::deferred_transition(&state, o, to, actor, (req.note, req.correction), now);
+    let (after, step, change) = objections::decide(&state, o, req, actor)?;
+    let mut v = after.view(state.clock.now());
+    let mut steps = objections::history(&state.db, &after.id).await?;
+    steps.push(step);
+    v["history"] = json!(steps);
     Ok(change.attach(Json(v)))
 }

@@ -181,3 +181,176 @@ async fn complaints_are_the_subjects_own_and_the_queue_is_the_handlers() {
     )
     .await;
 }
+
+async fn get_json(app: &TestApp, path: &str, token: &str) -> Value {
+    let res = app
+        .http
+        .get(format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+fn at(v: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        v.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Issue 15 item 8: a complaint is due within the regulation's 30 days, listed and alerted when
+/// overdue, dismissed only with a reason, and answered in words the subject can read.
+#[tokio::test]
+async fn a_complaint_has_a_deadline_an_overdue_alert_a_reasoned_dismissal_and_an_answer() {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 50).await;
+    let me = app.subject_token("91350100M000100Y43", SubjectType::Legal);
+    let (_, handler) = app.token("objection_handler").await;
+    let url = app.url.clone();
+    let file = |description: &'static str| {
+        app.http
+            .post(format!("{url}/subject/complaints"))
+            .bearer_auth(&me)
+            .json(
+                &json!({"against_org": "bank-a", "category": "other", "description": description}),
+            )
+            .send()
+    };
+    let res = file("查询了我们的记录").await.unwrap();
+    assert_eq!(res.status(), 201);
+    let c: Value = res.json().await.unwrap();
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!((at(&c["due_at"]) - at(&c["created_at"])).whole_days(), 30);
+    assert_eq!(c["overdue"], false);
+
+    let list = |q: &str| {
+        let (app, handler, path) = (&app, handler.clone(), format!("/admin/complaints?{q}"));
+        async move { get_json(app, &path, &handler).await }
+    };
+    assert_eq!(list("overdue=true").await["items"], json!([]));
+    app.state.clock.advance_days(31);
+    let overdue = list("overdue=true").await;
+    assert_eq!(overdue["items"][0]["id"], id.as_str(), "{overdue}");
+    assert_eq!(
+        list("status=submitted&overdue=false").await["items"],
+        json!([])
+    );
+    assert_problem(
+        app.http
+            .get(format!("{url}/admin/complaints?status=lost"))
+            .bearer_auth(&handler)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+
+    let (_, officer) = app.token("security_officer").await;
+    let mut alerted = false;
+    for _ in 0..100 {
+        let alerts = get_json(&app, "/admin/alerts", &officer).await;
+        alerted = alerts["items"].as_array().unwrap().iter().any(|a| {
+            a["rule"] == "complaint-overdue" && a["detail"].as_str().unwrap().contains(&id)
+        });
+        if alerted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(alerted, "an overdue complaint raises an alert");
+
+    let step = |id: String, body: Value| {
+        app.http
+            .post(format!("{url}/admin/complaints/{id}/transitions"))
+            .bearer_auth(&handler)
+            .json(&body)
+            .send()
+    };
+    // An answer before the decision, and a dismissal without a reason, are refused.
+    let early = step(id.clone(), json!({"to": "investigating", "answer": "soon"}));
+    assert_problem(early.await.unwrap(), 400).await;
+    let ok = step(id.clone(), json!({"to": "investigating"}));
+    assert_eq!(ok.await.unwrap().status(), 200);
+    for bare in [
+        json!({"to": "dismissed"}),
+        json!({"to": "dismissed", "note": "  "}),
+    ] {
+        assert_problem(step(id.clone(), bare).await.unwrap(), 400).await;
+    }
+    let long = json!({"to": "dismissed", "note": "r", "answer": "a".repeat(4001)});
+    assert_problem(step(id.clone(), long).await.unwrap(), 400).await;
+    let why = "bank-a 与贵司有授信业务，查询有合法依据";
+    let res = step(id.clone(), json!({"to": "dismissed", "note": why}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mine = get_json(&app, &format!("/subject/complaints/{id}"), &me).await;
+    assert_eq!(
+        (&mine["status"], &mine["outcome"], &mine["answer"]),
+        (&json!("dismissed"), &json!("dismissed"), &json!(why))
+    );
+    assert_eq!(mine["overdue"], false, "decided: no longer overdue");
+
+    // Upheld with an answer of its own: the subject reads that, not the internal note.
+    let other: Value = file("second").await.unwrap().json().await.unwrap();
+    let other = other["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        step(other.clone(), json!({"to": "investigating"}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let upheld =
+        json!({"to": "upheld", "note": "internal: client cg_x", "answer": "已责令停止查询"});
+    assert_eq!(step(other.clone(), upheld).await.unwrap().status(), 200);
+    let mine = get_json(&app, &format!("/subject/complaints/{other}"), &me).await;
+    assert_eq!(mine["answer"], "已责令停止查询");
+    let body = assert_problem(
+        step(other, json!({"to": "investigating"})).await.unwrap(),
+        409,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("allowed next states: closed"),
+        "{body}"
+    );
+}
+
+/// Hostile text in a complaint: control characters, bidirectional overrides and oversize are
+/// refused before anything is filed.
+#[tokio::test]
+async fn hostile_complaint_text_is_refused() {
+    let app = TestApp::spawn().await;
+    let me = app.subject_token("91350100M000100Y43", SubjectType::Legal);
+    for description in [
+        "a\u{0}b".to_string(),
+        "\u{1b}[2Jcleared".into(),
+        "evil\u{202e}txt.exe".into(),
+        "长".repeat(4001),
+    ] {
+        let res = app
+            .http
+            .post(format!("{}/subject/complaints", app.url))
+            .bearer_auth(&me)
+            .json(
+                &json!({"against_org": "bank-a", "category": "other", "description": description}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, 400).await;
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM complaints")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

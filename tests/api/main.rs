@@ -22,6 +22,7 @@ mod profile;
 mod proxy;
 mod replicas;
 mod reports;
+mod requests;
 mod roles;
 mod routes;
 mod subject;

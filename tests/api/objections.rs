@@ -109,6 +109,15 @@ async fn the_whole_path_with_every_illegal_step_refused_and_the_history_kept() {
     }
     assert_problem(c.move_to(&id, "vanished").await, 400).await;
     assert_eq!(c.get(&id).await["status"], "submitted");
+    // The 409 names the moves that are allowed (DESIGN.md).
+    let body = assert_problem(c.move_to(&id, "closed").await, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("allowed next states: accepted, rejected"),
+        "{body}"
+    );
 
     assert_eq!(c.move_to(&id, "accepted").await.status(), 200);
     // The outbox delivers to the sample store; the store's ticket comes back.
@@ -350,6 +359,11 @@ async fn contested_records_are_marked_in_direct_list_and_profile_answers_until_c
     assert_eq!(
         body["_objections"][0]["statement"],
         "注册资本已于2025年变更"
+    );
+    // Issue 15 item 8: the store's finding stays beside the subject's statement.
+    assert_eq!(
+        body["_objections"][0]["store_finding"], "moved to answered",
+        "{body}"
     );
 
     // A rejected objection leaves no mark.

@@ -220,7 +220,11 @@ async fn no_log_line_of_a_running_gateway_contains_the_contact() {
 
 #[tokio::test]
 async fn a_move_from_a_stale_status_or_with_an_oversized_note_changes_nothing() {
-    use credgate::workflows::events::{Step, Table, advance, history};
+    use credgate::workflows::{
+        events::history,
+        machine::{Actor, Move},
+        reports::{MACHINE, Status},
+    };
     let app = TestApp::spawn().await;
     let res = app
         .http
@@ -251,21 +255,16 @@ async fn a_move_from_a_stale_status_or_with_an_oversized_note_changes_nothing() 
 
     // Another handler moved it first: this move, based on what it read before, must not land.
     let mut tx = app.state.db.pool().begin().await.unwrap();
-    let moved = advance(
-        &mut tx,
-        Table::Reports,
-        &Step {
-            kind: "report",
-            id: &id,
-            at: 1,
-            actor: "late",
-            from: Some("investigating"),
-            to: "closed",
-            note: None,
-        },
-    )
-    .await
-    .unwrap();
+    let stale = Move {
+        id: id.clone(),
+        from: Status::Investigating,
+        to: Status::Closed,
+        by: Actor::Handler,
+        actor: "late".into(),
+        note: None,
+        at: 1,
+    };
+    let moved = MACHINE.apply_in(&mut tx, &stale).await.unwrap();
     tx.commit().await.unwrap();
     assert!(!moved);
     assert_eq!(

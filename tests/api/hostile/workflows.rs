@@ -63,6 +63,8 @@ async fn fingerprint(app: &TestApp) -> Vec<i64> {
         "SELECT COUNT(*) FROM complaints WHERE status <> 'submitted'",
         "SELECT COUNT(*) FROM reports",
         "SELECT COUNT(*) FROM reports WHERE status <> 'received'",
+        "SELECT COUNT(*) FROM requests",
+        "SELECT COUNT(*) FROM requests WHERE status <> 'submitted'",
         "SELECT COUNT(*) FROM lockdowns",
         "SELECT COUNT(*) FROM lockdowns WHERE lifted_at IS NOT NULL",
         "SELECT COUNT(*) FROM clients WHERE status = 'disabled'",
@@ -110,6 +112,7 @@ struct World {
     objection: String,
     withdrawable: String,
     complaint: String,
+    request: String,
     report: String,
     lockdown: String,
     victim: String,
@@ -157,6 +160,20 @@ async fn world() -> World {
             "/subject/complaints",
             &subject,
             json!({"against_org": "bank-a", "category": "other", "description": "why"}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = created(
+        post(
+            &app,
+            "/subject/requests",
+            &subject,
+            json!({"kind": "repair", "store": "power", "dataset": "entity", "record_ref": uscc,
+                   "reason": "repaired"}),
         )
         .await,
     )
@@ -213,6 +230,7 @@ async fn world() -> World {
         objection: objections[0].clone(),
         withdrawable: objections[1].clone(),
         complaint,
+        request,
         report,
         lockdown,
         victim,
@@ -256,6 +274,10 @@ async fn a_mutation_whose_record_cannot_be_written_does_not_happen() {
             json!({"against_org": "bank-a", "category": "other", "description": "again"})).await),
         ("complaint transition", post(app, &format!("/admin/complaints/{}/transitions", w.complaint), h,
             json!({"to": "investigating"})).await),
+        ("request", post(app, "/subject/requests", s,
+            json!({"kind": "deletion", "store": "power", "dataset": "entity", "record_ref": uscc, "reason": "again"})).await),
+        ("request transition", post(app, &format!("/admin/requests/{}/transitions", w.request), h,
+            json!({"to": "accepted"})).await),
         ("report", send(app, reqwest::Method::POST, "/public/reports", None,
             Some(json!({"about": "x", "category": "other", "description": "z"}))).await),
         ("report transition", post(app, &format!("/admin/reports/{}/transitions", w.report), h,
@@ -331,6 +353,45 @@ async fn concurrent_transitions_one_wins_every_answer_is_recorded() {
         report.ok,
         "refused changes left the chain whole: {report:?}"
     );
+}
+
+/// Issue 14 item 5: every workflow moves through the one guarded move. Of concurrent moves of
+/// one complaint, request or report exactly one wins; every loser is 409 and recorded, and the
+/// history has one step more.
+#[tokio::test]
+async fn concurrent_moves_of_every_workflow_one_wins() {
+    let w = world().await;
+    let app = &w.app;
+    for (kind, id, to) in [
+        ("complaints", &w.complaint, "investigating"),
+        ("requests", &w.request, "accepted"),
+        ("reports", &w.report, "investigating"),
+    ] {
+        let path = format!("/admin/{kind}/{id}/transitions");
+        let answers = futures_util::future::join_all(
+            (0..8).map(|_| post(app, &path, &w.handler, json!({"to": to}))),
+        )
+        .await;
+        let mut by = std::collections::BTreeMap::<u16, usize>::new();
+        for res in answers {
+            assert!(
+                res.headers().get("x-audit-id").is_some(),
+                "{kind}: recorded"
+            );
+            *by.entry(res.status().as_u16()).or_default() += 1;
+        }
+        assert_eq!(by, [(200, 1), (409, 7)].into_iter().collect(), "{kind}");
+        let steps = count(
+            app,
+            &format!("SELECT COUNT(*) FROM workflow_events WHERE item_id = '{id}'"),
+        )
+        .await;
+        assert_eq!(steps, 2, "{kind}: filed and one move");
+    }
+    let report = credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
 }
 
 /// Item 5: a burst of 300 objections from one subject is cut by the per-subject rate limit and

@@ -3,8 +3,12 @@
 //! (unix microseconds) and text for ids, which both backends read the same way.
 
 pub mod clients;
+pub mod complaints;
 pub mod consents;
 pub mod lockdowns;
+pub mod objections;
+pub mod reports;
+pub mod requests;
 pub mod signals;
 
 use std::{str::FromStr, time::Duration};

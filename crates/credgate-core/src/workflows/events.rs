@@ -45,8 +45,10 @@ pub async fn record(conn: &mut AnyConnection, s: &Step<'_>) -> Result<(), Storag
 /// Tables whose items move by status. A closed set: the name goes into SQL text.
 #[derive(Clone, Copy)]
 pub enum Table {
+    Objections,
     Complaints,
     Reports,
+    Requests,
 }
 
 /// Moves an item from `step.from` to `step.to` and records the step, in the caller's
@@ -58,8 +60,10 @@ pub async fn advance(
     s: &Step<'_>,
 ) -> Result<bool, StorageError> {
     let name = match table {
+        Table::Objections => "objections",
         Table::Complaints => "complaints",
         Table::Reports => "reports",
+        Table::Requests => "requests",
     };
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {name} SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4"

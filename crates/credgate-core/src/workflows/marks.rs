@@ -20,6 +20,9 @@ struct Mark {
     field: Option<String>,
     /// For an unresolved outcome: the subject's statement, kept with the record for good.
     statement: Option<String>,
+    /// For an unresolved outcome: the store's finding, kept beside the subject's statement so
+    /// that a reader sees both sides.
+    finding: Option<String>,
 }
 
 /// What one record's marks add to an answer, built (and capped) when the marks change, so
@@ -58,6 +61,9 @@ fn entry_of(marks: &[Mark]) -> Entry {
         if let Some(s) = &m.statement {
             v["statement"] = json!(s.chars().take(MAX_STATEMENT_CHARS).collect::<String>());
         }
+        if let Some(f) = &m.finding {
+            v["store_finding"] = json!(f.chars().take(MAX_STATEMENT_CHARS).collect::<String>());
+        }
         let size = v.to_string().len();
         if list.len() == MAX_ANNOTATED || bytes + size > MAX_ANNOTATION_BYTES {
             break;
@@ -84,6 +90,9 @@ fn marks_of(list: Vec<objections::Objection>) -> Vec<Mark> {
         })
         .map(|o| Mark {
             statement: (!o.status.is_open()).then(|| o.reason.clone()),
+            finding: (!o.status.is_open())
+                .then(|| o.store_finding.clone())
+                .flatten(),
             id: o.id,
             status: if o.status.is_open() {
                 o.status
@@ -211,6 +220,7 @@ mod tests {
             },
             dataset: "entity".into(),
             field: Some("name".into()),
+            finding: statement.clone(),
             statement,
         }
     }

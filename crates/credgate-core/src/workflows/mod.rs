@@ -1,10 +1,17 @@
 //! The data subject's rights: objections to records (with marking and delivery to the store),
-//! and the clock their deadlines run on.
+//! complaints, subject requests and whistleblower reports, all written in one pattern
+//! (`machine`: a typed status, one transition table, one guarded move with history, one text
+//! validator), and the clock their deadlines run on.
 
+pub mod complaints;
 pub mod events;
+pub mod machine;
 pub mod marks;
 pub mod objections;
 pub mod outbox;
+pub mod reports;
+pub mod requests;
+pub mod text;
 
 /// Why a workflow refused a request. The web layer maps it to its problem (`http::error`).
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +19,17 @@ pub enum WorkflowError {
     /// The request is malformed or names something it may not: nothing was filed.
     #[error("{0}")]
     BadRequest(String),
+    /// No such item, or not the caller's (another subject's id answers exactly like this).
+    #[error("{0}")]
+    NotFound(String),
+    /// The item's status does not allow the move; the message names the allowed next states.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
+
+use crate::storage::StorageError;
 
 pub use crate::clock::Clock;
 
@@ -50,6 +67,53 @@ pub struct WorkflowConfig {
     /// How often the outbox deliverer and the deadline watcher look for work.
     #[serde(default = "d_poll")]
     pub poll_ms: u64,
+    /// Calendar days to handle a complaint and answer the complainant in writing.
+    /// Source: 征信业管理条例 (Regulation on the Administration of the Credit Reporting
+    /// Industry, 2013) art. 26: the office that takes a complaint answers it in writing within
+    /// 30 days of taking it.
+    #[serde(default = "d_complaint")]
+    pub complaint_days: u32,
+    /// Subject requests (credit repair, correction, restriction, deletion): working days to
+    /// accept or refuse, working days to finish once accepted, and the one extension's length.
+    /// Source: the energy sector's credit-repair rules (国家能源局, 能源行业信用修复管理办法, as
+    /// issue 15 item 2 states them): accept or refuse within 3 working days, finish within 7,
+    /// extendable once by 10. Applied to every request kind until a kind's own rule is set.
+    #[serde(default)]
+    pub requests: RequestDeadlines,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDeadlines {
+    #[serde(default = "d_req_accept")]
+    pub accept_working_days: u32,
+    #[serde(default = "d_req_finish")]
+    pub finish_working_days: u32,
+    #[serde(default = "d_req_extension")]
+    pub extension_working_days: u32,
+}
+
+impl Default for RequestDeadlines {
+    fn default() -> Self {
+        Self {
+            accept_working_days: d_req_accept(),
+            finish_working_days: d_req_finish(),
+            extension_working_days: d_req_extension(),
+        }
+    }
+}
+
+fn d_complaint() -> u32 {
+    30
+}
+fn d_req_accept() -> u32 {
+    3
+}
+fn d_req_finish() -> u32 {
+    7
+}
+fn d_req_extension() -> u32 {
+    10
 }
 
 fn d_accept() -> u32 {

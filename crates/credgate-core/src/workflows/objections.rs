@@ -1,21 +1,29 @@
 //! Objections: an explicit state machine. On receipt the record is marked as contested; it is
 //! accepted (or rejected) within working days, delivered to the store through the outbox,
 //! answered, decided (corrected, upheld, unresolved) and closed. Every transition keeps who,
-//! when and a note; an illegal one is 409 and changes nothing.
+//! when and a note; an illegal one is 409, names the allowed next states, and changes nothing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use std::sync::Arc;
 
-use super::WorkflowError;
+use super::{
+    WorkflowError,
+    events::{self, Table},
+    machine::{self, Extra, Machine},
+    text::{self, Field},
+};
 use crate::{
-    audit::{ChangeError, Deferred, Refused},
+    audit::{ChangeError, Deferred},
+    auth::subject::SubjectLimitConfig,
     domain::{SubjectId, SubjectType},
     services::Core,
-    storage::{Backend, Db, StorageError, micros_to_rfc3339, signals},
+    storage::{self, Backend, Db, StorageError, micros_to_rfc3339, signals},
 };
+
+pub use super::machine::Actor;
+pub use crate::storage::objections::{all_marked, for_record, get, list_all, list_for_subject};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,14 +40,49 @@ pub enum Status {
     Withdrawn,
 }
 
-/// Who moves an objection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    Subject,
-    Handler,
-    /// The outbox, when the store confirms receipt.
-    Delivery,
+impl machine::Status for Status {
+    const ALL: &'static [Self] = &[
+        Status::Submitted,
+        Status::Accepted,
+        Status::Forwarded,
+        Status::Answered,
+        Status::Corrected,
+        Status::Upheld,
+        Status::Unresolved,
+        Status::Closed,
+        Status::Rejected,
+        Status::Withdrawn,
+    ];
+
+    fn as_str(self) -> &'static str {
+        Status::as_str(self)
+    }
 }
+
+/// The whole state machine, in one place.
+pub static MACHINE: Machine<Status> = {
+    use Actor::*;
+    use Status::*;
+    Machine {
+        kind: "objection",
+        table: Table::Objections,
+        moves: &[
+            (Submitted, Accepted, Handler),
+            (Submitted, Rejected, Handler),
+            (Forwarded, Answered, Handler),
+            (Answered, Corrected, Handler),
+            (Answered, Upheld, Handler),
+            (Answered, Unresolved, Handler),
+            (Corrected, Closed, Handler),
+            (Upheld, Closed, Handler),
+            (Unresolved, Closed, Handler),
+            (Accepted, Forwarded, Delivery),
+            (Submitted, Withdrawn, Subject),
+            (Accepted, Withdrawn, Subject),
+            (Forwarded, Withdrawn, Subject),
+        ],
+    }
+};
 
 impl Status {
     pub fn as_str(self) -> &'static str {
@@ -58,7 +101,7 @@ impl Status {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(Value::String(s.into())).ok()
+        <Self as machine::Status>::parse(s)
     }
 
     /// Open: the record is marked as contested.
@@ -66,25 +109,8 @@ impl Status {
         !matches!(self, Status::Closed | Status::Rejected | Status::Withdrawn)
     }
 
-    /// The whole state machine, in one place.
     pub fn may_go(self, to: Status, by: Actor) -> bool {
-        use Status::*;
-        match by {
-            Actor::Handler => matches!(
-                (self, to),
-                (Submitted, Accepted)
-                    | (Submitted, Rejected)
-                    | (Forwarded, Answered)
-                    | (Answered, Corrected)
-                    | (Answered, Upheld)
-                    | (Answered, Unresolved)
-                    | (Corrected, Closed)
-                    | (Upheld, Closed)
-                    | (Unresolved, Closed)
-            ),
-            Actor::Delivery => matches!((self, to), (Accepted, Forwarded)),
-            Actor::Subject => matches!((self, to), (Submitted | Accepted | Forwarded, Withdrawn)),
-        }
+        MACHINE.may_go(self, to, by)
     }
 }
 
@@ -138,68 +164,8 @@ impl Objection {
     }
 }
 
-const COLUMNS: &str = "id, subject_id, subject_type, store, dataset, record_ref, field, reason, requested_correction, \
-    status, created_at, accept_due_at, decide_due_at, store_ticket, store_finding, correction, outcome";
-
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Objection, sqlx::Error> {
-    let status: String = r.try_get("status")?;
-    Ok(Objection {
-        id: r.try_get("id")?,
-        subject_id: r.try_get("subject_id")?,
-        subject_type: r.try_get("subject_type")?,
-        store: r.try_get("store")?,
-        dataset: r.try_get("dataset")?,
-        record_ref: r.try_get("record_ref")?,
-        field: r.try_get("field")?,
-        reason: r.try_get("reason")?,
-        requested_correction: r.try_get("requested_correction")?,
-        status: Status::parse(&status).unwrap_or(Status::Submitted),
-        created_at: r.try_get("created_at")?,
-        accept_due_at: r.try_get("accept_due_at")?,
-        decide_due_at: r.try_get("decide_due_at")?,
-        store_ticket: r.try_get("store_ticket")?,
-        store_finding: r.try_get("store_finding")?,
-        correction: r.try_get("correction")?,
-        outcome: r.try_get("outcome")?,
-    })
-}
-
-pub async fn get(db: &Db, id: &str) -> Result<Option<Objection>, StorageError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM objections WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(row.as_ref().map(from_row).transpose()?)
-}
-
-pub async fn for_record(
-    db: &Db,
-    store: &str,
-    record_ref: &str,
-) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM objections WHERE store = $1 AND record_ref = $2 ORDER BY created_at"
-    )))
-    .bind(store)
-    .bind(record_ref)
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
-}
-
-pub async fn all_marked(db: &Db) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM objections WHERE status NOT IN ('rejected', 'withdrawn')"
-    )))
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
-}
-
 pub async fn history(db: &Db, id: &str) -> Result<Vec<Value>, StorageError> {
-    super::events::history(db, "objection", id).await
+    events::history(db, "objection", id).await
 }
 
 /// What a transition writes besides the status.
@@ -210,9 +176,9 @@ pub struct Move<'a> {
     pub ticket: Option<&'a str>,
 }
 
-/// Moves an objection inside the caller's transaction, guarded by its current status in the
-/// same statement, so two concurrent transitions cannot both succeed. Writes the event (and, on
-/// acceptance, the outbox row). `Ok(false)`: illegal from the current status, nothing changed.
+/// Moves an objection inside the caller's transaction, guarded by its current status (see
+/// `Machine::apply_in`), with its details and side effects: on acceptance the outbox row, on
+/// every move the replicas' signal. `Ok(false)`: illegal or moved meanwhile, nothing changed.
 pub async fn transition_in(
     conn: &mut sqlx::AnyConnection,
     o: &Objection,
@@ -221,44 +187,36 @@ pub async fn transition_in(
     m: Move<'_>,
     now: i64,
 ) -> Result<bool, StorageError> {
-    if !o.status.may_go(to, by) {
-        return Ok(false);
-    }
-    let done = sqlx::query(
-        "UPDATE objections SET status = $1, updated_at = $2, \
-         correction = COALESCE($3, correction), store_ticket = COALESCE($4, store_ticket), \
-         store_finding = CASE WHEN $5 = 'answered' THEN $6 ELSE store_finding END, \
-         outcome = CASE WHEN $5 IN ('corrected', 'upheld', 'unresolved') THEN $5 ELSE outcome END \
-         WHERE id = $7 AND status = $8",
-    )
-    .bind(to.as_str())
-    .bind(now)
-    .bind(m.correction)
-    .bind(m.ticket)
-    .bind(to.as_str())
-    .bind(m.note)
-    .bind(&o.id)
-    .bind(o.status.as_str())
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    let step = super::events::Step {
-        kind: "objection",
-        id: &o.id,
+    let mv = machine::Move {
+        id: o.id.clone(),
+        from: o.status,
+        to,
+        by,
+        actor: actor.into(),
+        note: m.note.map(Into::into),
         at: now,
-        actor,
-        from: Some(o.status.as_str()),
-        to: to.as_str(),
-        note: m.note,
     };
-    super::events::record(&mut *conn, &step).await?;
+    if !MACHINE.apply_in(conn, &mv).await? {
+        return Ok(false);
+    }
+    details_in(conn, o, to, m, now).await?;
+    Ok(true)
+}
+
+/// The objection's own columns and side effects of a move that succeeded.
+async fn details_in(
+    conn: &mut sqlx::AnyConnection,
+    o: &Objection,
+    to: Status,
+    m: Move<'_>,
+    now: i64,
+) -> Result<(), StorageError> {
+    storage::objections::set_details_in(conn, &o.id, to, m.correction, m.ticket, m.note).await?;
     if to == Status::Accepted {
         super::outbox::enqueue(&mut *conn, o, now).await?;
     }
     signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
-    Ok(true)
+    Ok(())
 }
 
 /// The objection as `transition_in` leaves it: what a handler answers before the commit.
@@ -311,45 +269,78 @@ async fn refresh_marks(state: &Core, o: &Objection) -> Result<(), StorageError> 
     }
 }
 
-/// A transition deferred to the audit record's transaction (see `crate::audit::Change`):
-/// refused with 409 if the objection moved meanwhile; the marks are refreshed after commit.
-pub fn deferred_transition(
+/// After a commit: the marks of the objection's record, refreshed (or left to the replica
+/// signal if that fails).
+fn after_commit(state: &Core, o: &Objection) -> impl std::future::Future<Output = ()> + use<> {
+    let (state, o) = (state.clone(), o.clone());
+    async move {
+        if let Err(e) = refresh_marks(&state, &o).await {
+            tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
+        }
+    }
+}
+
+/// A handler's or subject's request to move an objection, as the web layer parsed it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    pub to: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(default)]
+    pub correction: Option<String>,
+}
+
+/// Checks a move by `by` against the table and the text rules (a rejection needs its reason)
+/// and defers it to the audit record's transaction: refused with 409 if the objection moved
+/// meanwhile; the marks are refreshed after commit. Returns the objection as it will be and
+/// the history row the move writes.
+pub fn decide(
     state: &Core,
     o: Objection,
-    to: Status,
-    actor: (Actor, String),
-    m: (Option<String>, Option<String>),
-    now: i64,
-) -> Deferred {
-    let refresh = {
-        let (state, o) = (state.clone(), o.clone());
-        async move {
-            if let Err(e) = refresh_marks(&state, &o).await {
-                tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
-            }
-        }
+    req: TransitionRequest,
+    (by, actor): (Actor, String),
+) -> Result<(Objection, Value, Deferred), WorkflowError> {
+    let to = MACHINE.parse(&req.to)?;
+    let note = text::NOTE.clean_or_none(req.note.as_deref())?;
+    let correction = CORRECTION.clean_opt(req.correction.as_deref())?;
+    if matches!(to, Status::Rejected) && note.is_none() {
+        return Err(WorkflowError::BadRequest(
+            "a rejection needs a note with the reason".into(),
+        ));
+    }
+    MACHINE.check(o.status, to, by)?;
+    let now = state.clock.now();
+    let m = Move {
+        note: note.as_deref(),
+        correction: correction.as_deref(),
+        ticket: None,
     };
-    let o = Arc::new(o);
-    let (actor, m) = (Arc::new(actor), Arc::new(m));
-    Deferred::new(move |conn| {
-        let (o, actor, m) = (o.clone(), actor.clone(), m.clone());
+    let after = moved(&o, to, m);
+    let mv = machine::Move {
+        id: o.id.clone(),
+        from: o.status,
+        to,
+        by,
+        actor,
+        note: note.clone(),
+        at: now,
+    };
+    let refresh = after_commit(state, &o);
+    let step = mv.step_view();
+    let (o, correction) = (Arc::new(o), Arc::new(correction));
+    let extra: Extra = Arc::new(move |conn| {
+        let (o, note, correction) = (o.clone(), note.clone(), correction.clone());
         Box::pin(async move {
-            let mv = Move {
-                note: m.0.as_deref(),
-                correction: m.1.as_deref(),
+            let m = Move {
+                note: note.as_deref(),
+                correction: correction.as_deref(),
                 ticket: None,
             };
-            if transition_in(conn, &o, to, (actor.0, &actor.1), mv, now).await? {
-                Ok(())
-            } else {
-                Err(ChangeError::Refused(Refused::Conflict(format!(
-                    "the objection changed meanwhile; it cannot become {}",
-                    to.as_str()
-                ))))
-            }
+            Ok(details_in(conn, &o, to, m, now).await?)
         })
-    })
-    .then(refresh)
+    });
+    Ok((after, step, MACHINE.deferred(mv, Some(extra)).then(refresh)))
 }
 
 /// A data subject's objection as filed (the body of `POST /subject/objections`).
@@ -366,141 +357,67 @@ pub struct Submission {
     pub requested_correction: Option<String>,
 }
 
-fn text_ok(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max
-}
+pub const REASON: Field = Field::many("reason", 2000);
+pub const CORRECTION: Field = Field::many("requested_correction", 2000);
 
-/// Checks a submission against the catalog and the caller: a known store and dataset about
-/// the caller's type of subject, their own record, a catalog field of that dataset.
-pub fn check_submission(
+/// A record of the caller's, in a store and dataset of the catalog about the caller's type of
+/// subject: what objections and requests are about.
+pub fn check_own_record(
     state: &Core,
     subject: &SubjectId,
-    req: &Submission,
+    (store, dataset, record_ref): (&str, &str, &str),
 ) -> Result<(), WorkflowError> {
     let known = state
         .stores
         .datasets()
-        .any(|(s, d)| s == req.store && d == req.dataset);
+        .any(|(s, d)| s == store && d == dataset);
     if !known {
         return Err(WorkflowError::BadRequest(
             "no such store and dataset".into(),
         ));
     }
     let policies = state.policies();
-    let dataset = policies.dataset(&req.dataset);
-    if dataset
+    if policies
+        .dataset(dataset)
         .and_then(|d| d.subject_type)
         .is_some_and(|t| t != subject.subject_type())
     {
         return Err(WorkflowError::BadRequest(format!(
-            "dataset `{}` is not about a {} subject",
-            req.dataset,
+            "dataset `{dataset}` is not about a {} subject",
             subject.subject_type().as_str()
         )));
     }
     // A subject contests records about themselves: the record is named by their own id.
-    if req.record_ref.trim().to_ascii_uppercase() != subject.as_str() {
+    if record_ref.trim().to_ascii_uppercase() != subject.as_str() {
         return Err(WorkflowError::BadRequest(
             "record_ref must be your own USCC or ID number".into(),
         ));
     }
-    if !text_ok(&req.reason, 2000)
-        || req
-            .requested_correction
-            .as_deref()
-            .is_some_and(|c| !text_ok(c, 2000))
-    {
-        return Err(WorkflowError::BadRequest(
-            "reason (1-2000 characters) is required; requested_correction must not be empty or too long".into(),
-        ));
-    }
+    Ok(())
+}
+
+/// Checks a submission against the catalog and the caller (see `check_own_record`; a field
+/// must be a catalog field of that dataset) and normalises its texts.
+pub fn check_submission(
+    state: &Core,
+    subject: &SubjectId,
+    req: &mut Submission,
+) -> Result<(), WorkflowError> {
+    check_own_record(state, subject, (&req.store, &req.dataset, &req.record_ref))?;
+    req.reason = REASON.clean(&req.reason)?;
+    req.requested_correction = CORRECTION.clean_opt(req.requested_correction.as_deref())?;
     // Only names the catalog declares for this dataset: free text here would travel into every
     // answer's `_objections` annotation.
+    let policies = state.policies();
     if let Some(f) = &req.field
-        && !dataset.is_some_and(|d| d.fields.iter().any(|(path, _)| path == f))
+        && !policies
+            .dataset(&req.dataset)
+            .is_some_and(|d| d.fields.iter().any(|(path, _)| path == f))
     {
         return Err(WorkflowError::BadRequest(format!(
             "field must be one of the catalog's fields of dataset `{}`",
             req.dataset
         )));
-    }
-    Ok(())
-}
-
-/// Statuses in which an objection is open (see `Status::is_open`).
-const OPEN: &str = "status NOT IN ('closed', 'rejected', 'withdrawn')";
-
-/// A stable 64-bit key for `pg_advisory_xact_lock`: the first 8 bytes of SHA-256 over the
-/// tagged parts (stable across processes and releases, unlike `std`'s hashers).
-fn lock_key(parts: &[&str]) -> i64 {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"credgate:objection-cap");
-    for p in parts {
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p.as_bytes());
-    }
-    let d = ctx.finish();
-    i64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes"))
-}
-
-/// On PostgreSQL, serialises the filings that count against the same caps: the counts below
-/// run at READ COMMITTED, so two replicas' concurrent filings would each miss the other's.
-/// Held until the transaction ends. SQLite needs none: its writers hold `BEGIN IMMEDIATE`.
-/// Always subject first, then record, so that two filings cannot wait on each other.
-async fn lock_caps(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    o: &Objection,
-) -> Result<(), ChangeError> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    for key in [
-        lock_key(&["subject", &o.subject_type, &o.subject_id]),
-        lock_key(&["record", &o.store, &o.record_ref]),
-    ] {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Refuses a new objection beyond the caps on open ones: per subject (type and id) and per
-/// record. Counted inside the filing's transaction, after `lock_caps`, so a burst cannot slip
-/// past together, on one replica or several.
-async fn check_caps(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    o: &Objection,
-    caps: &crate::auth::subject::SubjectLimitConfig,
-) -> Result<(), ChangeError> {
-    lock_caps(conn, backend, o).await?;
-    let per_subject: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM objections WHERE subject_id = $1 AND subject_type = $2 AND {OPEN}"
-    )))
-    .bind(&o.subject_id)
-    .bind(&o.subject_type)
-    .fetch_one(&mut *conn)
-    .await?;
-    let per_record: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM objections WHERE store = $1 AND record_ref = $2 AND {OPEN}"
-    )))
-    .bind(&o.store)
-    .bind(&o.record_ref)
-    .fetch_one(&mut *conn)
-    .await?;
-    if per_record >= i64::from(caps.max_open_objections_per_record) {
-        return Err(ChangeError::Refused(Refused::Conflict(format!(
-            "this record already has {per_record} open objections, the most one record may carry; \
-             withdraw one or wait for a decision"
-        ))));
-    }
-    if per_subject >= i64::from(caps.max_open_objections_per_subject) {
-        return Err(ChangeError::Refused(Refused::Conflict(format!(
-            "this subject already has {per_subject} open objections, the most one subject may hold"
-        ))));
     }
     Ok(())
 }
@@ -511,43 +428,20 @@ pub async fn file_in(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     o: &Objection,
-    caps: &crate::auth::subject::SubjectLimitConfig,
+    caps: &SubjectLimitConfig,
 ) -> Result<(), ChangeError> {
-    check_caps(conn, backend, o, caps).await?;
-    Ok(insert(conn, o).await?)
-}
-
-/// Files the objection inside the audit record's transaction.
-async fn insert(conn: &mut sqlx::AnyConnection, o: &Objection) -> Result<(), StorageError> {
-    sqlx::query(
-        "INSERT INTO objections (id, subject_id, subject_type, store, dataset, record_ref, field, reason, \
-         requested_correction, status, created_at, accept_due_at, decide_due_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'submitted', $10, $11, $12, $10)",
-    )
-    .bind(&o.id)
-    .bind(&o.subject_id)
-    .bind(&o.subject_type)
-    .bind(&o.store)
-    .bind(&o.dataset)
-    .bind(&o.record_ref)
-    .bind(&o.field)
-    .bind(&o.reason)
-    .bind(&o.requested_correction)
-    .bind(o.created_at)
-    .bind(o.accept_due_at)
-    .bind(o.decide_due_at)
-    .execute(&mut *conn)
-    .await?;
-    let step = super::events::Step {
-        kind: "objection",
+    storage::objections::check_caps(conn, backend, o, caps).await?;
+    storage::objections::insert_in(conn, o).await?;
+    let step = events::Step {
+        kind: MACHINE.kind,
         id: &o.id,
         at: o.created_at,
         actor: "subject",
         from: None,
-        to: "submitted",
+        to: Status::Submitted.as_str(),
         note: None,
     };
-    super::events::record(&mut *conn, &step).await?;
+    events::record(&mut *conn, &step).await?;
     signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
     Ok(())
 }
@@ -580,14 +474,7 @@ pub fn prepare(state: &Core, subject: &SubjectId, req: Submission) -> Objection 
 /// Files `o` in the audit record's transaction (caps checked there, see `file_in`); the marks
 /// are refreshed after commit.
 pub fn filing(state: &Core, o: Objection) -> Deferred {
-    let refresh = {
-        let (state, o) = (state.clone(), o.clone());
-        async move {
-            if let Err(e) = refresh_marks(&state, &o).await {
-                tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
-            }
-        }
-    };
+    let refresh = after_commit(state, &o);
     let caps = Arc::new(state.config.subject_limits.clone());
     let o = Arc::new(o);
     let backend = state.db.backend();
@@ -598,28 +485,48 @@ pub fn filing(state: &Core, o: Objection) -> Deferred {
     .then(refresh)
 }
 
-/// A subject's objections, newest first. Own means the same id and the same type.
-pub async fn list_for_subject(
-    db: &Db,
-    subject: &SubjectId,
-) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM objections WHERE subject_id = $1 AND subject_type = $2 \
-         ORDER BY created_at DESC"
-    )))
-    .bind(subject.as_str())
-    .bind(subject.subject_type().as_str())
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+/// The subject's own objection, or `NotFound` (another subject's id answers exactly like a
+/// missing one). Own means the same id and the same type.
+pub async fn own(db: &Db, subject: &SubjectId, id: &str) -> Result<Objection, WorkflowError> {
+    match get(db, id).await? {
+        Some(o) if subject.is_named(&o.subject_id, &o.subject_type) => Ok(o),
+        _ => Err(WorkflowError::NotFound("no such objection".into())),
+    }
 }
 
-/// Every objection, oldest first (the handlers' list).
-pub async fn list_all(db: &Db) -> Result<Vec<Objection>, StorageError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM objections ORDER BY created_at"
-    )))
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Actor::*;
+    use Status::*;
+
+    #[test]
+    fn the_objection_machine_allows_exactly_its_table() {
+        machine::assert_exactly(
+            &MACHINE,
+            &[
+                (Submitted, Accepted, Handler),
+                (Submitted, Rejected, Handler),
+                (Forwarded, Answered, Handler),
+                (Answered, Corrected, Handler),
+                (Answered, Upheld, Handler),
+                (Answered, Unresolved, Handler),
+                (Corrected, Closed, Handler),
+                (Upheld, Closed, Handler),
+                (Unresolved, Closed, Handler),
+                (Accepted, Forwarded, Delivery),
+                (Submitted, Withdrawn, Subject),
+                (Accepted, Withdrawn, Subject),
+                (Forwarded, Withdrawn, Subject),
+            ],
+        );
+        let Err(WorkflowError::Conflict(why)) = MACHINE.check(Answered, Closed, Handler) else {
+            panic!()
+        };
+        assert_eq!(
+            why,
+            "the objection is answered and cannot become closed; \
+             allowed next states: corrected, upheld, unresolved"
+        );
+    }
 }

@@ -1,16 +1,23 @@
 //! The transactional outbox: an accepted objection's delivery is written in the same transaction
 //! as the acceptance, and a deliverer retries it with backoff until the store confirms, across
 //! restarts. The delivery's id is the idempotency key, so a redelivery is the same ticket.
-//! The same task watches deadlines and raises an alert for each overdue objection. Every replica
+//! The same task watches deadlines and raises an alert for each overdue objection, complaint
+//! and subject request. Every replica
 //! runs it; claims and guarded updates make each delivery and each alert happen once.
 
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Row;
 
 use super::objections::{self, Actor, Objection, Status};
-use crate::{services::Core, storage::StorageError};
+use crate::{
+    services::Core,
+    storage::{
+        self, StorageError,
+        complaints::{Alerted, DeadlineClaim},
+        objections::Delivery,
+    },
+};
 
 pub async fn enqueue(
     conn: &mut sqlx::AnyConnection,
@@ -21,18 +28,14 @@ pub async fn enqueue(
         "objection_id": o.id, "dataset": o.dataset, "record_ref": o.record_ref,
         "field": o.field, "reason": o.reason, "requested_correction": o.requested_correction,
     });
-    sqlx::query(
-        "INSERT INTO outbox (id, objection_id, store, payload, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, 0, $5, $5)",
-    )
-    .bind(format!("dl_{}", uuid::Uuid::now_v7().simple()))
-    .bind(&o.id)
-    .bind(&o.store)
-    .bind(payload.to_string())
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let d = Delivery {
+        id: format!("dl_{}", uuid::Uuid::now_v7().simple()),
+        objection_id: o.id.clone(),
+        store: o.store.clone(),
+        payload: payload.to_string(),
+        attempts: 0,
+    };
+    storage::objections::enqueue_in(conn, &d, now).await
 }
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s ... capped at five minutes.
@@ -57,67 +60,52 @@ pub fn spawn(state: Core) -> tokio::task::JoinHandle<()> {
 
 async fn deliver_due(state: &Core) -> Result<(), StorageError> {
     let now = state.clock.now();
-    let rows = sqlx::query(
-        "SELECT id, objection_id, store, payload, attempts FROM outbox \
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-         AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY created_at LIMIT 20",
-    )
-    .bind(now)
-    .fetch_all(state.db.pool())
-    .await?;
-    for r in rows {
-        let id: String = r.try_get("id")?;
-        let store_name: String = r.try_get("store")?;
-        let store = state.stores.get(&store_name);
+    for d in storage::objections::due_deliveries(&state.db, now).await? {
+        let store = state.stores.get(&d.store);
         let attempt_takes = store.map_or(Duration::ZERO, |s| s.response_timeout());
-        if !claim(state, &id, now, attempt_takes).await? {
+        if !claim(state, &d.id, now, attempt_takes).await? {
             continue;
         }
-        let objection_id: String = r.try_get("objection_id")?;
-        let payload: String = r.try_get("payload")?;
-        let attempts: i64 = r.try_get("attempts")?;
         let outcome = match store {
-            Some(store) => store.deliver_objection(&id, payload.into_bytes()).await,
-            None => Err(format!("store `{store_name}` is no longer configured")),
+            Some(store) => {
+                store
+                    .deliver_objection(&d.id, d.payload.clone().into_bytes())
+                    .await
+            }
+            None => Err(format!("store `{}` is no longer configured", d.store)),
         };
         match outcome {
-            Ok(ticket) => {
-                sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL, claimed_until = NULL WHERE id = $2")
-                    .bind(state.clock.now())
-                    .bind(&id)
-                    .execute(state.db.pool())
-                    .await?;
-                if let Some(o) = objections::get(&state.db, &objection_id).await?
-                    && o.status == Status::Accepted
-                {
-                    let note = format!("delivered to store `{store_name}`, ticket {ticket}");
-                    let m = objections::Move {
-                        note: Some(&note),
-                        correction: None,
-                        ticket: Some(&ticket),
-                    };
-                    objections::transition(
-                        state,
-                        &o,
-                        Status::Forwarded,
-                        (Actor::Delivery, "outbox"),
-                        m,
-                    )
-                    .await?;
-                }
-                tracing::info!(objection = %objection_id, store = %store_name, "objection delivered");
-            }
+            Ok(ticket) => delivered(state, &d, &ticket).await?,
             Err(why) => {
-                sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, claimed_until = NULL WHERE id = $3")
-                    .bind(state.clock.now() + backoff_us(attempts))
-                    .bind(&why)
-                    .bind(&id)
-                    .execute(state.db.pool())
+                let retry_at = state.clock.now() + backoff_us(d.attempts);
+                let replica = state.replica.as_ref();
+                storage::objections::attempted(&state.db, &d.id, replica, retry_at, Err(&why))
                     .await?;
-                tracing::warn!(objection = %objection_id, store = %store_name, attempts = attempts + 1, error = %why, "objection delivery failed; will retry");
+                tracing::warn!(objection = %d.objection_id, store = %d.store, attempts = d.attempts + 1, error = %why, "objection delivery failed; will retry");
             }
         }
     }
+    Ok(())
+}
+
+/// The store confirmed: the delivery is done and an accepted objection becomes forwarded,
+/// with the store's ticket.
+async fn delivered(state: &Core, d: &Delivery, ticket: &str) -> Result<(), StorageError> {
+    let (replica, now) = (state.replica.as_ref(), state.clock.now());
+    storage::objections::attempted(&state.db, &d.id, replica, now, Ok(())).await?;
+    if let Some(o) = objections::get(&state.db, &d.objection_id).await?
+        && o.status == Status::Accepted
+    {
+        let note = format!("delivered to store `{}`, ticket {ticket}", d.store);
+        let m = objections::Move {
+            note: Some(&note),
+            correction: None,
+            ticket: Some(ticket),
+        };
+        let by = (Actor::Delivery, "outbox");
+        objections::transition(state, &o, Status::Forwarded, by, m).await?;
+    }
+    tracing::info!(objection = %d.objection_id, store = %d.store, "objection delivered");
     Ok(())
 }
 
@@ -136,72 +124,65 @@ async fn claim(
     attempt_takes: Duration,
 ) -> Result<bool, StorageError> {
     let lease_us = (attempt_takes + CLAIM_MARGIN).as_micros() as i64;
-    let done = sqlx::query(
-        "UPDATE outbox SET claimed_by = $1, claimed_until = $2 \
-         WHERE id = $3 AND delivered_at IS NULL AND next_attempt_at <= $4 \
-         AND (claimed_until IS NULL OR claimed_until < $4)",
-    )
-    .bind(state.replica.as_ref())
-    .bind(now + lease_us)
-    .bind(id)
-    .bind(now)
-    .execute(state.db.pool())
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let replica = state.replica.as_ref();
+    storage::objections::claim_delivery(&state.db, id, replica, now + lease_us, now).await
 }
 
+/// Raises one alert for each deadline passed: an objection's acceptance or decision, a
+/// complaint's handling, a request's acceptance or completion (a request's extended deadline is
+/// alerted again). Every replica watches; the guarded claims let one of them raise each alert.
 async fn watch_deadlines(state: &Core) -> Result<(), StorageError> {
     let now = state.clock.now();
-    let rows = sqlx::query(
-        "SELECT id, status, accept_due_at, decide_due_at FROM objections \
-         WHERE overdue_alerted = 0 AND status IN ('submitted', 'accepted', 'forwarded', 'answered')",
-    )
-    .fetch_all(state.db.pool())
-    .await?;
-    for r in rows {
-        let status: String = r.try_get("status")?;
-        let due: i64 = if status == "submitted" {
-            r.try_get("accept_due_at")?
-        } else {
-            r.try_get("decide_due_at")?
-        };
-        if now <= due {
+    let db = &state.db;
+    for (id, what) in storage::objections::overdue_unalerted(db, now).await? {
+        if !storage::objections::set_alerted(db, &id, true).await? {
             continue;
         }
-        let id: String = r.try_get("id")?;
-        let what = if status == "submitted" {
-            "acceptance"
-        } else {
-            "decision"
-        };
-        // Every replica watches; the guarded update lets one of them raise the alert.
-        let mine = sqlx::query(
-            "UPDATE objections SET overdue_alerted = 1 WHERE id = $1 AND overdue_alerted = 0",
-        )
-        .bind(&id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected()
-            == 1;
-        if !mine {
-            continue;
-        }
-        if let Err(e) = crate::audit::alerts::insert(
-            &state.db,
-            "objection-overdue",
-            None,
-            &format!("objection {id} is past its {what} deadline"),
-            &[],
-        )
-        .await
-        {
+        let detail = format!("objection {id} is past its {what} deadline");
+        if let Err(e) = alert(state, "objection-overdue", &detail).await {
             // Give the alert back, so that a later pass raises it.
-            sqlx::query("UPDATE objections SET overdue_alerted = 0 WHERE id = $1")
-                .bind(&id)
-                .execute(state.db.pool())
-                .await?;
+            storage::objections::set_alerted(db, &id, false).await?;
             return Err(e);
         }
     }
+    for (id, due) in storage::complaints::overdue_unalerted(db, now).await? {
+        let claim = DeadlineClaim {
+            table: Alerted::Complaints,
+            id: &id,
+            due,
+        };
+        let detail = format!("complaint {id} is past its handling deadline");
+        raise_once(state, &claim, "complaint-overdue", &detail).await?;
+    }
+    for (id, due, what) in storage::requests::overdue_unalerted(db, now).await? {
+        let claim = DeadlineClaim {
+            table: Alerted::Requests,
+            id: &id,
+            due,
+        };
+        let detail = format!("request {id} is past its {what} deadline");
+        raise_once(state, &claim, "request-overdue", &detail).await?;
+    }
     Ok(())
+}
+
+/// Claims the deadline's one alert and raises it, or gives the claim back if it cannot.
+async fn raise_once(
+    state: &Core,
+    claim: &DeadlineClaim<'_>,
+    rule: &str,
+    detail: &str,
+) -> Result<(), StorageError> {
+    if !claim.take(&state.db).await? {
+        return Ok(());
+    }
+    if let Err(e) = alert(state, rule, detail).await {
+        claim.give_back(&state.db).await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn alert(state: &Core, rule: &str, detail: &str) -> Result<(), StorageError> {
+    crate::audit::alerts::insert(&state.db, rule, None, detail, &[]).await
 }

@@ -1,0 +1,137 @@
+//! The `requests` table: data subjects' requests about their records (credit repair,
+//! correction, restriction, deletion) and their deadlines.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{Db, StorageError};
+use crate::{
+    domain::SubjectId,
+    workflows::requests::{Kind, Request, Status},
+};
+
+const COLUMNS: &str = "id, subject_id, subject_type, kind, store, dataset, record_ref, reason, \
+     status, created_at, updated_at, accept_due_at, finish_due_at, outcome, answer";
+
+fn from_row(r: &sqlx::any::AnyRow) -> Result<Request, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    let kind: String = r.try_get("kind")?;
+    let bad = |what: &str, v: &str| sqlx::Error::Decode(format!("unknown {what} {v:?}").into());
+    Ok(Request {
+        id: r.try_get("id")?,
+        subject_id: r.try_get("subject_id")?,
+        subject_type: r.try_get("subject_type")?,
+        kind: Kind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        store: r.try_get("store")?,
+        dataset: r.try_get("dataset")?,
+        record_ref: r.try_get("record_ref")?,
+        reason: r.try_get("reason")?,
+        status: Status::parse(&status).ok_or_else(|| bad("status", &status))?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        accept_due_at: r.try_get("accept_due_at")?,
+        finish_due_at: r.try_get("finish_due_at")?,
+        outcome: r.try_get("outcome")?,
+        answer: r.try_get("answer")?,
+    })
+}
+
+async fn select(db: &Db, filter: &str, binds: &[&str]) -> Result<Vec<Request>, StorageError> {
+    let sql = format!("SELECT {COLUMNS} FROM requests {filter}");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let rows = q.fetch_all(db.pool()).await?;
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<Request>, StorageError> {
+    Ok(select(db, "WHERE id = $1", &[id]).await?.pop())
+}
+
+/// A subject's requests, newest first. Own means the same id and the same type.
+pub async fn list_for_subject(db: &Db, subject: &SubjectId) -> Result<Vec<Request>, StorageError> {
+    let filter = "WHERE subject_id = $1 AND subject_type = $2 ORDER BY created_at DESC";
+    let kind = subject.subject_type().as_str();
+    select(db, filter, &[subject.as_str(), kind]).await
+}
+
+/// Every request, oldest first (the handlers' queue).
+pub async fn list_all(db: &Db) -> Result<Vec<Request>, StorageError> {
+    select(db, "ORDER BY created_at", &[]).await
+}
+
+/// Stores a new request inside the caller's transaction (its history row is the caller's).
+pub async fn insert_in(conn: &mut AnyConnection, r: &Request) -> Result<(), StorageError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, NULL, NULL, NULL)"
+    )))
+    .bind(&r.id)
+    .bind(&r.subject_id)
+    .bind(&r.subject_type)
+    .bind(r.kind.as_str())
+    .bind(&r.store)
+    .bind(&r.dataset)
+    .bind(&r.record_ref)
+    .bind(&r.reason)
+    .bind(r.status.as_str())
+    .bind(r.created_at)
+    .bind(r.accept_due_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What a move writes besides the status (set by the guarded move before this, in the same
+/// transaction): a new finishing deadline, the outcome and the answer the subject reads.
+pub async fn set_details_in(
+    conn: &mut AnyConnection,
+    id: &str,
+    finish_due_at: Option<i64>,
+    outcome: Option<&str>,
+    answer: Option<&str>,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "UPDATE requests SET finish_due_at = COALESCE($1, finish_due_at), \
+         outcome = COALESCE($2, outcome), answer = COALESCE($3, answer) WHERE id = $4",
+    )
+    .bind(finish_due_at)
+    .bind(outcome)
+    .bind(answer)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Open requests past their current deadline whose deadline is not yet alerted:
+/// (id, due, acceptance or completion).
+pub async fn overdue_unalerted(
+    db: &Db,
+    now: i64,
+) -> Result<Vec<(String, i64, &'static str)>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT id, status, accept_due_at, finish_due_at, alerted_due_at FROM requests \
+         WHERE status IN ('submitted', 'accepted', 'extended')",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let submitted = r.try_get::<String, _>("status")? == "submitted";
+        let (due, what): (Option<i64>, _) = if submitted {
+            (Some(r.try_get("accept_due_at")?), "acceptance")
+        } else {
+            (r.try_get("finish_due_at")?, "completion")
+        };
+        let alerted: i64 = r.try_get("alerted_due_at")?;
+        if let Some(due) = due
+            && now > due
+            && alerted != due
+        {
+            out.push((r.try_get("id")?, due, what));
+        }
+    }
+    Ok(out)
+}

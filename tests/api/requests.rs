@@ -1,0 +1,346 @@
+//! Subject requests (issue 15 items 2 and 7): a subject asks for repair, correction,
+//! restriction or deletion of their own record; a handler accepts or refuses within three
+//! working days, finishes within seven, extends once by ten; the subject reads the answer.
+//! Hostile: another subject's id, unknown kind and fields, oversized reason, illegal moves,
+//! wrong role, a subject token on /admin.
+
+use std::time::Duration;
+
+use credgate::domain::SubjectType;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem};
+
+struct Ctx {
+    app: TestApp,
+    uscc: String,
+    subject: String,
+    handler: String,
+}
+
+async fn setup() -> Ctx {
+    let app = TestApp::spawn_with(|c| c.workflows.poll_ms = 50).await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let subject = app.subject_token(&uscc, SubjectType::Legal);
+    let (_, handler) = app.token("objection_handler").await;
+    Ctx {
+        app,
+        uscc,
+        subject,
+        handler,
+    }
+}
+
+impl Ctx {
+    async fn send(&self, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
+        let url = format!("{}{path}", self.app.url);
+        let req = match body {
+            Some(b) => self.app.http.post(url).json(&b),
+            None => self.app.http.get(url),
+        };
+        req.bearer_auth(token).send().await.unwrap()
+    }
+
+    fn body(&self, kind: &str) -> Value {
+        json!({"kind": kind, "store": "power", "dataset": "entity", "record_ref": self.uscc,
+               "reason": "处罚已于2025年完成整改，申请信用修复"})
+    }
+
+    async fn file(&self, kind: &str) -> Value {
+        let res = self
+            .send("/subject/requests", &self.subject, Some(self.body(kind)))
+            .await;
+        assert_eq!(res.status(), 201);
+        assert!(res.headers().get("x-audit-id").is_some());
+        res.json().await.unwrap()
+    }
+
+    async fn move_to(&self, id: &str, body: Value) -> reqwest::Response {
+        let path = format!("/admin/requests/{id}/transitions");
+        self.send(&path, &self.handler, Some(body)).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Value {
+        let res = self.send(path, token, None).await;
+        assert_eq!(res.status(), 200, "{path}");
+        res.json().await.unwrap()
+    }
+}
+
+fn at(v: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        v.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Calendar days that `working` working days after `from` span (weekends skipped).
+fn span(from: time::OffsetDateTime, working: u32) -> i64 {
+    let (mut t, mut left) = (from, working);
+    while left > 0 {
+        t += time::Duration::days(1);
+        if t.weekday().number_from_monday() <= 5 {
+            left -= 1;
+        }
+    }
+    (t - from).whole_days()
+}
+
+#[tokio::test]
+async fn a_request_is_accepted_extended_once_and_completed_within_working_days() {
+    let c = setup().await;
+    let r = c.file("repair").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(r["status"], "submitted");
+    assert_eq!(r["kind"], "repair");
+    let created = at(&r["created_at"]);
+    assert_eq!(r["due_at"], r["accept_due_at"]);
+    assert_eq!((at(&r["due_at"]) - created).whole_days(), span(created, 3));
+
+    // Accepted: seven working days to finish, from acceptance.
+    let res = c
+        .move_to(&id, json!({"to": "accepted", "note": "受理"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-audit-id").is_some());
+    let a: Value = res.json().await.unwrap();
+    let finish = at(&a["finish_due_at"]);
+    assert_eq!(a["due_at"], a["finish_due_at"]);
+    let accepted = at(&a["updated_at"]);
+    assert_eq!((finish - accepted).whole_days(), span(accepted, 7));
+
+    // Extended once by ten working days; a second extension is 409 naming what is allowed.
+    let e: Value = c
+        .move_to(
+            &id,
+            json!({"to": "extended", "note": "需向行业主管部门核实"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["status"], "extended");
+    assert_eq!(
+        (at(&e["finish_due_at"]) - finish).whole_days(),
+        span(finish, 10)
+    );
+    let body = assert_problem(c.move_to(&id, json!({"to": "extended"})).await, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("allowed next states: completed, declined"),
+        "{body}"
+    );
+
+    let done = json!({"to": "completed", "note": "已修复", "answer": "您的信用修复申请已办结"});
+    assert_eq!(c.move_to(&id, done).await.status(), 200);
+    let mine = c.get(&format!("/subject/requests/{id}"), &c.subject).await;
+    assert_eq!(mine["status"], "completed");
+    assert_eq!(mine["outcome"], "completed");
+    assert_eq!(mine["answer"], "您的信用修复申请已办结");
+    assert_eq!(mine["due_at"], Value::Null);
+    let steps: Vec<&str> = mine["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["submitted", "accepted", "extended", "completed"]);
+    let list = c.get("/subject/requests", &c.subject).await;
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    for to in ["accepted", "declined", "submitted"] {
+        assert_problem(c.move_to(&id, json!({"to": to, "note": "x"})).await, 409).await;
+    }
+}
+
+#[tokio::test]
+async fn overdue_requests_are_listed_and_alerted_and_a_refusal_needs_a_reason() {
+    let c = setup().await;
+    let r = c.file("deletion").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let list = |q: &str| {
+        let (c, path) = (&c, format!("/admin/requests?{q}"));
+        async move { c.get(&path, &c.handler).await }
+    };
+    assert_eq!(list("overdue=true").await["items"], json!([]));
+    c.app.state.clock.advance_days(6);
+    let overdue = list("overdue=true").await;
+    assert_eq!(overdue["items"][0]["id"], id.as_str(), "{overdue}");
+    assert_eq!(overdue["items"][0]["subject"], c.uscc.as_str());
+    assert_eq!(list("status=accepted").await["items"], json!([]));
+    assert_eq!(
+        list("status=submitted").await["items"][0]["id"],
+        id.as_str()
+    );
+
+    let (_, officer) = c.app.token("security_officer").await;
+    let mut alerted = false;
+    for _ in 0..100 {
+        let alerts = c.get("/admin/alerts", &officer).await;
+        alerted =
+            alerts["items"].as_array().unwrap().iter().any(|a| {
+                a["rule"] == "request-overdue" && a["detail"].as_str().unwrap().contains(&id)
+            });
+        if alerted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(alerted, "an overdue request raises an alert");
+
+    assert_problem(c.move_to(&id, json!({"to": "refused"})).await, 400).await;
+    let why = "删除请求不适用：记录仍在法定保存期内";
+    assert_eq!(
+        c.move_to(&id, json!({"to": "refused", "note": why}))
+            .await
+            .status(),
+        200
+    );
+    let mine = c.get(&format!("/subject/requests/{id}"), &c.subject).await;
+    assert_eq!(
+        (mine["status"].as_str(), mine["answer"].as_str()),
+        (Some("refused"), Some(why))
+    );
+    assert_eq!(mine["overdue"], false);
+}
+
+#[tokio::test]
+async fn hostile_requests_are_refused_and_change_nothing() {
+    let c = setup().await;
+    let r = c.file("correction").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM requests")
+            .fetch_one(c.app.state.db.pool())
+            .await
+            .unwrap()
+    };
+
+    // Another subject (even one whose resident id has the same 18 characters' shape) gets 404
+    // for the id and an empty list.
+    let other = c
+        .app
+        .subject_token("11010519491231002X", SubjectType::Natural);
+    let body = assert_problem(
+        c.send(&format!("/subject/requests/{id}"), &other, None)
+            .await,
+        404,
+    )
+    .await;
+    let missing = assert_problem(
+        c.send("/subject/requests/rq_nothing", &other, None).await,
+        404,
+    )
+    .await;
+    assert_eq!(
+        body["detail"], missing["detail"],
+        "another's id answers like a missing one"
+    );
+    assert_eq!(c.get("/subject/requests", &other).await["items"], json!([]));
+
+    // Unknown kind, unknown field, oversized or control-laden reason, another's record.
+    let mut bad = vec![
+        c.body("erasure"),
+        c.body("repair"),
+        c.body("repair"),
+        c.body("repair"),
+    ];
+    bad[1]["priority"] = json!("urgent");
+    bad[2]["reason"] = json!("长".repeat(2001));
+    bad[3]["reason"] = json!("ok\u{0}");
+    let mut theirs = c.body("deletion");
+    theirs["record_ref"] = json!(c.app.sample().entities[1]["uscc"]);
+    bad.push(theirs);
+    let mut nowhere = c.body("repair");
+    nowhere["store"] = json!("nowhere");
+    bad.push(nowhere);
+    for b in bad {
+        let res = c
+            .send("/subject/requests", &c.subject, Some(b.clone()))
+            .await;
+        assert_problem(res, 400).await;
+    }
+    assert_eq!(count().await, 1);
+
+    // Illegal move: 409 naming the allowed ones; unknown status: 400.
+    let body = assert_problem(c.move_to(&id, json!({"to": "completed"})).await, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("allowed next states: accepted, refused"),
+        "{body}"
+    );
+    assert_problem(c.move_to(&id, json!({"to": "approved"})).await, 400).await;
+    assert_problem(
+        c.move_to(&id, json!({"to": "accepted", "by": "me"})).await,
+        400,
+    )
+    .await;
+    assert_problem(
+        c.move_to("rq_nothing", json!({"to": "accepted"})).await,
+        404,
+    )
+    .await;
+
+    // Wrong role: 403; a subject token on /admin: 401; no token: 401.
+    let (_, bank) = c.app.token("financial_institution").await;
+    for (path, body) in [
+        ("/admin/requests".to_string(), None),
+        (format!("/admin/requests/{id}"), None),
+        (
+            format!("/admin/requests/{id}/transitions"),
+            Some(json!({"to": "accepted"})),
+        ),
+    ] {
+        assert_problem(c.send(&path, &bank, body.clone()).await, 403).await;
+        assert_problem(c.send(&path, &c.subject, body.clone()).await, 401).await;
+    }
+    assert_problem(c.send("/subject/requests", &bank, None).await, 401).await;
+    let anon = c
+        .app
+        .http
+        .get(format!("{}/subject/requests", c.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anon, 401).await;
+    let still = c.get(&format!("/admin/requests/{id}"), &c.handler).await;
+    assert_eq!(still["status"], "submitted");
+    assert_eq!(still["history"].as_array().unwrap().len(), 1);
+}
+
+/// Every request route leaves an audit record of its kind (subject or admin).
+#[tokio::test]
+async fn every_request_route_is_audited() {
+    let c = setup().await;
+    let r = c.file("restriction").await;
+    let id = r["id"].as_str().unwrap();
+    for (path, token, body, kind) in [
+        ("/subject/requests".to_string(), &c.subject, None, "subject"),
+        (
+            format!("/subject/requests/{id}"),
+            &c.subject,
+            None,
+            "subject",
+        ),
+        ("/admin/requests".to_string(), &c.handler, None, "admin"),
+        (format!("/admin/requests/{id}"), &c.handler, None, "admin"),
+        (
+            format!("/admin/requests/{id}/transitions"),
+            &c.handler,
+            Some(json!({"to": "accepted"})),
+            "admin",
+        ),
+    ] {
+        let res = c.send(&path, token, body).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+        assert_eq!(c.app.record(&audit_id).await.kind, kind, "{path}");
+    }
+}
