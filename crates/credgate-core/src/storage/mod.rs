@@ -6,6 +6,7 @@ pub mod clients;
 pub mod consents;
 pub mod lockdowns;
 pub mod signals;
+pub mod statements;
 
 use std::{str::FromStr, time::Duration};
 
