@@ -5,6 +5,7 @@ pub mod events;
 pub mod marks;
 pub mod objections;
 pub mod outbox;
+pub mod statements;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
