@@ -500,3 +500,85 @@ async fn consent_evidence_is_validated_and_old_requests_still_work() {
     assert_eq!(c["ends_with"], "expiry");
     assert_eq!(c["scope"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_consent_reaches_only_the_datasets_in_its_scope() {
+    let app = TestApp::spawn().await;
+    let id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me = app.subject_token(&id, SubjectType::Natural);
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let read = |consent: String| {
+        let (app, bank, id) = (&app, bank.clone(), id.clone());
+        async move {
+            app.http
+                .get(format!("{}/v1/stores/power/persons/{id}", app.url))
+                .bearer_auth(&bank)
+                .header("X-Purpose", "lending")
+                .header("X-Consent", consent)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let grant = |scope: Value| {
+        let body = json!({"grantee_org": "demo-bank", "purpose": "lending",
+                          "expires_at": in_days(30), "scope": scope});
+        let (app, me) = (&app, me.clone());
+        async move {
+            let c: Value = post(app, &me, "/subject/consents", body)
+                .await
+                .json()
+                .await
+                .unwrap();
+            c["id"].as_str().unwrap().to_string()
+        }
+    };
+    let elsewhere = grant(json!(["entity"])).await;
+    let body = assert_problem(read(elsewhere).await, 403).await;
+    assert_eq!(body["rule"], "consent-invalid");
+    let covering = grant(json!(["person", "entity"])).await;
+    assert_eq!(read(covering).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_statement_filed_on_one_replica_is_shown_by_the_other_within_a_second() {
+    let app = TestApp::spawn().await;
+    let other = app.sibling().await;
+    let mine = uscc(&app, 0);
+    let me = app.subject_token(&mine, SubjectType::Legal);
+    let res = post(
+        &app,
+        &me,
+        "/subject/statements",
+        statement(&mine, "on replica one"),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let url = format!("{}/public/stores/power/entities/{mine}", other.url);
+    let started = std::time::Instant::now();
+    loop {
+        let doc: Value = app
+            .http
+            .get(&url)
+            .header("X-Purpose", "public_disclosure")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if doc["_statements"][0]["text"] == "on replica one" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "not shown: {doc}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
