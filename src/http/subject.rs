@@ -515,6 +515,11 @@ async fn withdraw_statement(
     let Some(statement) = owned else {
         return Err(Error::NotFound("no such statement".into()));
     };
+    slot.update(|a| {
+        a.store = Some(statement.store.clone());
+        a.dataset = Some(statement.dataset.clone());
+        a.subjects = vec![subject.id.as_str().to_string()];
+    });
     let change = statements::withdrawal(&state, subject.id.clone(), statement);
     Ok(change.attach(StatusCode::NO_CONTENT))
 }
