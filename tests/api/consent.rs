@@ -144,6 +144,13 @@ async fn an_expired_consent_is_refused() {
             created_at: now - 10_000_000,
             expires_at: now - 1_000_000,
             revoked_at: None,
+            scope: None,
+            notice_version: None,
+            notice_sha256: None,
+            separate_consent: false,
+            ends_with: consents::EndsWith::Expiry,
+            revoked_by: None,
+            receipt: None,
         },
     )
     .await

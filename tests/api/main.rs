@@ -18,6 +18,7 @@ mod oauth;
 mod objections;
 mod policy;
 mod policy_props;
+mod portal_api;
 mod profile;
 mod proxy;
 mod replicas;

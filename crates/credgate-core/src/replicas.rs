@@ -170,7 +170,13 @@ async fn act_on(state: &Core, topic: &str, signal: &Signal) -> bool {
             }
         },
         signals::POLICIES => follow_policy_reload(state, signal.detail.as_deref()).await,
-        signals::OBJECTIONS => match state.marks.reload_all(&state.db).await {
+        // The subject's statements share the objections' topic (`workflows::statements`).
+        signals::OBJECTIONS => match state
+            .marks
+            .reload_all(&state.db)
+            .await
+            .and(state.statements.reload_all(&state.db).await)
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "objections changed but their marks do not load");

@@ -40,6 +40,8 @@ pub struct Shared {
     pub report_sealer: Arc<crate::auth::sealer::Sealer>,
     /// Contested records, for marking answers.
     pub marks: Arc<crate::workflows::marks::Marks>,
+    /// Records carrying their subject's statements, for annotating answers.
+    pub statements: Arc<crate::workflows::statements::Statements>,
     pub limits: crate::limits::RateLimits,
     /// Raw public key of the audit checkpoint signer, for verification.
     pub audit_public_key: Arc<Vec<u8>>,
@@ -98,6 +100,7 @@ impl Core {
         let policies = load_policies(&config, &stores)?;
         let limits = crate::limits::RateLimits::new(&config.rate_limits);
         let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
+        let statements = Arc::new(crate::workflows::statements::Statements::load(&db).await?);
         let report_sealer = Arc::new(crate::auth::sealer::Sealer::new(&keys.reports));
         Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
@@ -112,6 +115,7 @@ impl Core {
             audit,
             clock,
             marks,
+            statements,
             report_sealer,
             limits,
             audit_public_key: Arc::new(keys.audit_signing.public.clone()),

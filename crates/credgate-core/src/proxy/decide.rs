@@ -23,19 +23,32 @@ pub async fn decide(
     let plan = state.policies().decide(who.role(), purpose, dataset)?;
     plan.check_scope(who.region())?;
     if plan.needs_consent {
-        let consent = consent_state(state, who, purpose, subject, headers).await?;
+        let consent = consent_for(state, who, purpose, subject, Some(dataset), headers).await?;
         plan.check_consent(consent)?;
     }
     Ok(plan)
 }
 
 /// Reads `X-Consent` and judges it against this request: the same person, the caller's own
-/// org, the declared purpose, neither revoked nor expired.
+/// org, the declared purpose, neither revoked nor expired, and a scope that covers what is read.
+/// Without one dataset (the profile), a scoped consent must cover every profile section of the
+/// subject's type: a consent never reaches a dataset its scope leaves out.
 pub async fn consent_state(
     state: &Core,
     who: &Principal,
     purpose: &str,
     subject: Option<&SubjectId>,
+    headers: &HeaderMap,
+) -> Result<ConsentState, Error> {
+    consent_for(state, who, purpose, subject, None, headers).await
+}
+
+async fn consent_for(
+    state: &Core,
+    who: &Principal,
+    purpose: &str,
+    subject: Option<&SubjectId>,
+    dataset: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<ConsentState, Error> {
     let Some(value) = headers.get("x-consent") else {
@@ -50,7 +63,18 @@ pub async fn consent_state(
     let valid = c.is_for(subject)
         && c.grantee_org == org
         && c.purpose == purpose
-        && c.is_live(now_micros());
+        && c.is_live(now_micros())
+        && c.scope.as_ref().is_none_or(|scope| {
+            let covers = |d: &str| scope.iter().any(|s| s == d);
+            match dataset {
+                Some(d) => covers(d),
+                None => state
+                    .stores
+                    .profile_sections(subject.subject_type())
+                    .iter()
+                    .all(|(_, route)| covers(&route.dataset)),
+            }
+        });
     Ok(if valid {
         ConsentState::Valid
     } else {

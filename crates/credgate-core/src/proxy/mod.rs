@@ -9,8 +9,10 @@
 //! The phases live here, below the web layer; the axum handlers that run them in order are
 //! `crate::http::data` and `crate::http::profile`.
 
+mod annotate;
 pub mod decide;
 pub mod query;
+pub mod self_query;
 pub use crate::domain::route;
 pub mod upstream;
 
@@ -20,7 +22,7 @@ use self::upstream::{Route, Store, SubjectLocator, UpstreamResponse};
 use crate::{
     audit::AuditInfo,
     auth::Principal,
-    domain::{IdError, SubjectId, SubjectType},
+    domain::{IdError, SubjectId},
     policy::{ApplyCtx, Denial, Outcome, Plan},
     services::Core,
     storage::StorageError,
@@ -182,13 +184,24 @@ pub fn no_such_record() -> Error {
 }
 
 /// Phase 5: only a successful JSON answer passes, masked by the plan and re-emitted with our
-/// own headers, each record under objection annotated (looked up by its subject id before
-/// masking; `true` when one is still open). A store's error pages, redirects and headers never
+/// own headers, each record under objection or carrying its subject's statements annotated
+/// (looked up by its subject id before masking; `true` when an objection is still open). A store's error pages, redirects and headers never
 /// reach the caller.
 pub fn release(
     state: &Core,
     plan: &Plan,
     who: &Principal,
+    store: &str,
+    up: UpstreamResponse,
+) -> Result<(StatusCode, serde_json::Value, Outcome, bool), Error> {
+    release_in(state, plan, who.region(), store, up)
+}
+
+/// `release` for a reader known by their row scope alone (a data subject's self-query).
+pub fn release_in(
+    state: &Core,
+    plan: &Plan,
+    region: Option<&str>,
     store: &str,
     up: UpstreamResponse,
 ) -> Result<(StatusCode, serde_json::Value, Outcome, bool), Error> {
@@ -212,29 +225,11 @@ pub fn release(
                 }
             };
             let ctx = ApplyCtx {
-                region: who.region(),
+                region,
                 today: time::OffsetDateTime::now_utc().date(),
                 pseudonym_key: &state.pseudonym_key,
             };
-            let mut pending = false;
-            let outcome = if !state.marks.has_store(store) {
-                plan.apply(&mut doc, &ctx)
-            } else {
-                // A dataset that declares no subject type: its ids are looked up as either.
-                let kinds: &[SubjectType] = match plan.subject_type() {
-                    Some(SubjectType::Legal) => &[SubjectType::Legal],
-                    Some(SubjectType::Natural) => &[SubjectType::Natural],
-                    None => &[SubjectType::Legal, SubjectType::Natural],
-                };
-                let mut note = |id: &str| {
-                    let (v, open) = kinds
-                        .iter()
-                        .find_map(|k| state.marks.annotation(store, *k, id))?;
-                    pending |= open;
-                    Some(v)
-                };
-                plan.apply_annotated(&mut doc, &ctx, Some(&mut note))
-            };
+            let (outcome, pending) = annotate::apply(state, plan, store, &mut doc, &ctx);
             if outcome.out_of_scope {
                 return Err(no_such_record());
             }

@@ -10,6 +10,7 @@ pub mod objections;
 pub mod reports;
 pub mod requests;
 pub mod signals;
+pub mod statements;
 
 use std::{str::FromStr, time::Duration};
 

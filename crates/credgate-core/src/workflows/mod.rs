@@ -11,6 +11,7 @@ pub mod objections;
 pub mod outbox;
 pub mod reports;
 pub mod requests;
+pub mod statements;
 pub mod text;
 
 /// Why a workflow refused a request. The web layer maps it to its problem (`http::error`).
