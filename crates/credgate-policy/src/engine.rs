@@ -912,9 +912,13 @@ impl Plan {
     }
 }
 
-/// A list entry is current when it is not removed and its validity has not lapsed.
+/// A list entry is current when it is not removed and its validity has not lapsed. A removal
+/// or validity that is not a date ends it (nothing shows it current).
 fn entry_current(e: &Value, today: Date) -> bool {
-    let removed = e.get("removed_at").is_some_and(|v| !v.is_null());
+    let removed = match e.get("removed_at") {
+        None | Some(Value::Null) => false,
+        Some(v) => date_of(v).is_none_or(|d| today >= d),
+    };
     let lapsed = match e.get("valid_until") {
         None | Some(Value::Null) => false,
         Some(v) => date_of(v).is_none_or(|d| today > d),

@@ -132,7 +132,7 @@ fn ended_before(law: &mut SplitMix64, d: &str) -> String {
 
 /// Repair, revocation and the act's end for a penalty: a repair only after the shortest
 /// display period of its severity (3 months general, 1 year serious).
-fn penalty_marks(law: &mut SplitMix64, p: &mut Value) {
+fn penalty_marks(law: &mut SplitMix64, p: &mut Value, today: &str) {
     let decided = p["decided_at"].as_str().unwrap_or("2020-01-01").to_string();
     p["ended_at"] = json!(ended_before(law, &decided));
     let min_months = match p["severity"].as_str() {
@@ -140,16 +140,28 @@ fn penalty_marks(law: &mut SplitMix64, p: &mut Value) {
         Some("serious") => 12,
         _ => return,
     };
+    // Marks lie in the past: a store records what happened, not what will.
     if law.chance(30) {
-        p["repaired_at"] = json!(shift_months(&decided, min_months + law.below(6) as i32));
+        let d = shift_months(&decided, min_months + law.below(6) as i32);
+        if d.as_str() <= today {
+            p["repaired_at"] = json!(d);
+        }
     } else if law.chance(8) {
-        p["revoked_at"] = json!(shift_months(&decided, 1 + law.below(6) as i32));
+        let d = shift_months(&decided, 1 + law.below(6) as i32);
+        if d.as_str() <= today {
+            p["revoked_at"] = json!(d);
+        }
     }
 }
 
 /// List entries with their exits: a black-list entry for a serious penalty, red-list entries
 /// for some; three years' validity; some removed early, with the reason.
-fn list_entries(law: &mut SplitMix64, penalties: &[Value], black: bool, red: bool) -> Vec<Value> {
+fn list_entries(
+    law: &mut SplitMix64,
+    penalties: &[Value],
+    (black, red): (bool, bool),
+    today: &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let serious = penalties
         .iter()
@@ -158,7 +170,8 @@ fn list_entries(law: &mut SplitMix64, penalties: &[Value], black: bool, red: boo
     if let (true, Some(listed)) = (black || law.chance(40), serious) {
         let removed = law
             .chance(30)
-            .then(|| shift_months(listed, 12 + law.below(12) as i32));
+            .then(|| shift_months(listed, 12 + law.below(12) as i32))
+            .filter(|d| d.as_str() <= today);
         out.push(json!({
             "list": "black", "reason": "严重失信：受到严重行政处罚", "listed_at": listed,
             "valid_until": shift_months(listed, 36),
@@ -169,7 +182,8 @@ fn list_entries(law: &mut SplitMix64, penalties: &[Value], black: bool, red: boo
         let listed = date(law, 2019, 2026);
         let removed = law
             .chance(20)
-            .then(|| shift_months(&listed, 6 + law.below(12) as i32));
+            .then(|| shift_months(&listed, 6 + law.below(12) as i32))
+            .filter(|d| d.as_str() <= today);
         out.push(json!({
             "list": "red", "reason": "守信激励：信用评价优秀", "listed_at": listed,
             "valid_until": shift_months(&listed, 36),
@@ -294,8 +308,8 @@ pub fn generate(seed: u64, count: usize) -> Dataset {
         let red_list = !black_list && rng.chance(15);
         penalties
             .iter_mut()
-            .for_each(|p| penalty_marks(&mut law, p));
-        let entries = list_entries(&mut law, &penalties, black_list, red_list);
+            .for_each(|p| penalty_marks(&mut law, p, &today));
+        let entries = list_entries(&mut law, &penalties, (black_list, red_list), &today);
         let licensed = date(&mut rng, 2010, 2024);
         let mut entity = json!({
             "uscc": code.as_str(),

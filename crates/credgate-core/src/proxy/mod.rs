@@ -235,6 +235,9 @@ pub fn release(
                 };
                 plan.apply_annotated(&mut doc, &ctx, Some(&mut note))
             };
+            if !outcome.expired.is_empty() {
+                crate::workflows::outbox::spawn_deletions(state, store, &outcome.expired);
+            }
             if outcome.out_of_scope {
                 return Err(no_such_record());
             }
