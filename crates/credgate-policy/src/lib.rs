@@ -230,7 +230,7 @@ fn load_purposes(
         check_name(src, &code, "purpose code")?;
         let legal_basis = LegalBasis::parse(entry.legal_basis.get_ref()).ok_or_else(|| {
             src.err(
-                entry.legal_basis.span(),
+                code.span(),
                 format!(
                     "purpose `{}`: legal_basis `{}` is not a code of PIPL art. 13; use one of: {}",
                     code.get_ref(),

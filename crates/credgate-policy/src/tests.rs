@@ -267,7 +267,7 @@ fn every_purpose_names_a_pipl_basis_code() {
     );
     assert_eq!(
         e.line,
-        Some(line_of("purposes.toml", "legal_basis = \"contract\""))
+        Some(line_of("purposes.toml", "[purposes.risk_control]"))
     );
     let set = PolicySet::load(&shipped()).unwrap();
     let lending = set.purpose("lending").unwrap();
