@@ -331,3 +331,69 @@ async fn law_policy_check_refuses_a_prohibited_class() {
         "{err}"
     );
 }
+
+/// A read for a withheld purpose (enforcement: 90 days in the shipped set) stays out of the
+/// subject's access log, while the record exists for staff; once the period has run the subject
+/// sees it. Each entry names its legal basis (PIPL art. 13 code).
+#[tokio::test]
+async fn law_withheld_purposes_stay_out_of_the_subjects_log_until_the_period_runs() {
+    use credgate::domain::SubjectType;
+    let app = TestApp::spawn().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let regulator = app.token("regulator").await.1;
+    let path = format!("/v1/stores/power/entities/{uscc}");
+    for purpose in ["enforcement", "supervision"] {
+        let (status, _) = get(&app, Some(&regulator), &path, purpose).await;
+        assert_eq!(status, 200);
+    }
+    let me = app.subject_token(&uscc, SubjectType::Legal);
+    let log: Value = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&me)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{log}");
+    assert_eq!(items[0]["purpose"], "supervision");
+    assert_eq!(items[0]["legal_basis"], "legal_duty");
+
+    // The record exists.
+    let all = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
+        .await
+        .unwrap();
+    assert!(
+        all.iter()
+            .any(|r| r.purpose.as_deref() == Some("enforcement") && r.subjects.contains(&uscc))
+    );
+    // 91 days on, the subject sees both.
+    let later = credgate::storage::now_micros() + 91 * 86_400 * 1_000_000;
+    let seen = credgate::audit::store::access_log_at(
+        &app.state.db,
+        &uscc,
+        500,
+        &[("enforcement", 90)],
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 2);
+    // Hostile: a purpose spelled to break out of the query is a bound value, not SQL.
+    let none = credgate::audit::store::access_log_at(
+        &app.state.db,
+        &uscc,
+        500,
+        &[("x') OR 1=1 --", 90)],
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(none.len(), 2);
+}
