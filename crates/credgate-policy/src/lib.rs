@@ -221,6 +221,10 @@ fn check_name(src: &Source, name: &toml::Spanned<String>, what: &str) -> Result<
     }
 }
 
+/// Longest a read may stay out of the subject's access log: a delay of notice (PIPL art. 18),
+/// never its denial.
+const MAX_WITHHOLD_DAYS: u32 = 3650;
+
 fn load_purposes(
     src: &Source,
     file: PurposesFile,
@@ -239,6 +243,15 @@ fn load_purposes(
                 ),
             )
         })?;
+        if entry.withhold_from_subject_days > MAX_WITHHOLD_DAYS {
+            return Err(src.err(
+                code.span(),
+                format!(
+                    "purpose `{}`: withhold_from_subject_days is at most {MAX_WITHHOLD_DAYS}; notice may be delayed, not denied",
+                    code.get_ref()
+                ),
+            ));
+        }
         let code = code.into_inner();
         out.insert(
             code.clone(),

@@ -279,6 +279,12 @@ fn every_purpose_names_a_pipl_basis_code() {
             .withhold_from_subject_days,
         90
     );
+    let e = broken(
+        "purposes.toml",
+        "withhold_from_subject_days = 90",
+        "withhold_from_subject_days = 4000000000",
+    );
+    assert!(e.message.contains("at most"), "{e}");
 }
 
 fn apply_on(

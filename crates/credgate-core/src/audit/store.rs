@@ -711,7 +711,7 @@ pub async fn access_log_at(
         .bind(subject)
         .bind(limit);
     for (purpose, days) in withheld {
-        let cutoff = now_us.saturating_sub(i64::from(*days) * 86_400 * 1_000_000);
+        let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
         q = q.bind(purpose.to_string()).bind(cutoff);
     }
     let rows = q.fetch_all(db.pool()).await?;
