@@ -819,7 +819,7 @@ impl Plan {
                 out.withheld_records += before - records.len();
             });
         }
-        self.derive_flags(doc, ctx.today);
+        self.derive_flags(doc, ctx.today, out);
         self.scope(doc, ctx, out);
     }
 
@@ -851,10 +851,11 @@ impl Plan {
     /// Recomputes each flag of each record from its current entries (not removed, not past
     /// `valid_until`, among those released); a record without its entries loses the flag,
     /// since nothing shows it is current.
-    fn derive_flags(&self, doc: &mut Value, today: Date) {
+    fn derive_flags(&self, doc: &mut Value, today: Date, out: &mut Outcome) {
         if self.flags.is_empty() {
             return;
         }
+        let row: &[Seg] = self.rows.as_deref().unwrap_or(&[]);
         let mut each = |record: &mut Value| {
             for f in &self.flags {
                 let current =
@@ -871,9 +872,23 @@ impl Plan {
                     && obj.contains_key(&f.flag)
                 {
                     match current {
-                        Some(b) => obj.insert(f.flag.clone(), Value::Bool(b)),
-                        None => obj.remove(&f.flag),
-                    };
+                        Some(b) => {
+                            obj.insert(f.flag.clone(), Value::Bool(b));
+                        }
+                        None => {
+                            // Withheld: counted like any field the plan removes.
+                            obj.remove(&f.flag);
+                            let at: Vec<Seg> = row
+                                .iter()
+                                .cloned()
+                                .chain([Seg::Key(f.flag.clone())])
+                                .collect();
+                            match self.fields.get(&at).and_then(|n| n.value.as_ref()) {
+                                Some(a) => count(out, &a.class),
+                                None => out.masked += 1,
+                            }
+                        }
+                    }
                 }
             }
         };
