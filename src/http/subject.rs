@@ -310,8 +310,8 @@ async fn access_log(
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500).await?;
     let policies = state.policies();
+    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500, &policies).await?;
     let items: Vec<Value> = records
         .iter()
         .filter(|r| is_about(&subject.id, r, &policies))
@@ -319,6 +319,7 @@ async fn access_log(
             json!({
                 "time": crate::storage::micros_to_rfc3339(r.time_us),
                 "org": r.org, "role": r.role, "purpose": r.purpose,
+                "legal_basis": r.purpose.as_deref().and_then(|p| policies.purpose(p)).map(|p| p.legal_basis.code()),
                 "store": r.store, "dataset": r.dataset, "decision": r.decision,
             })
         })

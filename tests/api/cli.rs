@@ -306,7 +306,7 @@ fn policy_check_accepts_the_shipped_set_and_names_file_and_line_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("purposes.toml"),
-        "[purposes.ok]\nlegal_basis = \"x\"\n\n[purposes.ok2]\nlegal_basis = \"\"\n",
+        "[purposes.ok]\nlegal_basis = \"consent\"\n\n[purposes.ok2]\nlegal_basis = \"x\"\n",
     )
     .unwrap();
     let out = credgate(&["policy", "check", &dir.path().display().to_string()]);

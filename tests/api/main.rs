@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod law;
+
 mod alerts;
 mod audit;
 

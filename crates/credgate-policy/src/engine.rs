@@ -12,7 +12,9 @@ use time::Date;
 
 use super::{
     Class, Dataset, PolicyError, Role, Source,
-    files::{CatalogFile, DisclosureFile, RowScope, Tier},
+    files::{
+        CatalogFile, Category, DatasetEntry, DatedEntry, DisclosureFile, FlagEntry, RowScope, Tier,
+    },
     mask::{self, MaskSpec},
     path::{self, Seg, Trie},
 };
@@ -25,6 +27,7 @@ pub(super) struct CompiledDataset {
     region: Option<Vec<Seg>>,
     subject: Option<Vec<Seg>>,
     dated: Vec<DatedRule>,
+    flags: Vec<FlagRule>,
     subject_type: Option<crate::domain::SubjectType>,
 }
 
@@ -34,8 +37,55 @@ struct DatedRule {
     array: Vec<Seg>,
     date: String,
     end: Option<String>,
+    id: Option<String>,
+    adverse_when: Option<(String, Vec<String>)>,
+    until: Vec<String>,
+    withdrawn: Vec<String>,
+    repaired: Option<String>,
+    display: bool,
     severity: Option<String>,
     severity_default: Option<String>,
+}
+
+impl DatedRule {
+    fn is_adverse(&self, record: &Value) -> bool {
+        match &self.adverse_when {
+            None => true,
+            Some((field, values)) => match record.get(field).and_then(Value::as_str) {
+                Some(v) => values.iter().any(|a| a == v),
+                // Without the field the record cannot be told good: treated as adverse.
+                None => true,
+            },
+        }
+    }
+
+    fn severity<'r>(&'r self, record: &'r Value) -> Option<&'r str> {
+        self.severity
+            .as_ref()
+            .and_then(|f| record.get(f))
+            .and_then(Value::as_str)
+            .or(self.severity_default.as_deref())
+    }
+}
+
+/// A flag recomputed from the record's current list entries.
+#[derive(Debug, Clone)]
+struct FlagRule {
+    flag: String,
+    /// The entries array within the record (the path without its final `[*]`).
+    entries: Vec<Seg>,
+    list_field: String,
+    list: String,
+}
+
+/// A record the retention limit withholds: the store is asked to delete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub dataset: Arc<str>,
+    /// The data subject of a single-record answer.
+    pub subject: Option<String>,
+    /// The record's reference (`decision_number`, `id`), or its date when it has none.
+    pub record_ref: String,
 }
 
 /// A calendar period such as `3m`, `1y`, `90d`.
@@ -75,9 +125,29 @@ impl Period {
     }
 }
 
+/// The disclosure rules as compiled: the retention limit for every role, and the display
+/// periods for the purposes that see only what is displayed.
 pub(super) struct Windows {
-    periods: BTreeMap<Tier, BTreeMap<String, Period>>,
-    max_age: Period,
+    retention: Period,
+    display_purposes: HashSet<String>,
+    display: Display,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Longest {
+    /// `"none"`: never displayed (minor penalties).
+    Never,
+    For(Period),
+    /// `"unbounded"`: only `until` and withdrawals end display (red-list entries).
+    Unbounded,
+}
+
+#[derive(Debug, Clone)]
+struct Display {
+    /// Longest display by severity.
+    max: BTreeMap<String, Longest>,
+    /// Shortest display by severity, before which a repair does not end display.
+    min: BTreeMap<String, Period>,
 }
 
 /// What a plan does with one classified path.
@@ -99,8 +169,12 @@ pub struct Plan {
     pub dataset: Arc<str>,
     pub clearance: Tier,
     pub row_scope: RowScope,
+    pub purpose: String,
     /// Reading this dataset about a natural person needs the person's consent.
     pub needs_consent: bool,
+    /// The plan releases sensitive personal information under a purpose that is not a legal
+    /// duty: the consent must be a separate consent (PIPL art. 29).
+    pub needs_separate_consent: bool,
     /// Row scope applies but the dataset names no region: nothing can be shown.
     pub region_unknown: bool,
     fields: Trie<Action>,
@@ -109,8 +183,11 @@ pub struct Plan {
     subject: Option<Vec<Seg>>,
     subject_type: Option<crate::domain::SubjectType>,
     dated: Vec<DatedRule>,
-    periods: Option<BTreeMap<String, Period>>,
-    max_age: Option<Period>,
+    flags: Vec<FlagRule>,
+    /// Every role: adverse records past it are withheld and their deletion asked for.
+    retention: Period,
+    /// Set for the purposes that see adverse records only while displayed.
+    display: Option<Display>,
 }
 
 pub struct ApplyCtx<'a> {
@@ -144,6 +221,9 @@ pub struct Outcome {
     /// T4 values released clear (for the out-of-hours alert): what the answer carried, not
     /// what the catalog could have.
     pub released_t4: usize,
+    /// Records past the retention limit (withheld, and counted in `withheld_records`): the
+    /// store is asked to delete them. At most `MAX_SUBJECTS`.
+    pub expired: Vec<Expired>,
 }
 
 /// At most this many subject ids are recorded per answer.
@@ -222,6 +302,25 @@ fn row_field(
     Ok(Some(segs))
 }
 
+/// Field names the credit-reporting regulation forbids collecting (征信业管理条例 art. 14:
+/// religion, genes, fingerprints, blood type, diseases and medical history): refused in the
+/// catalog whatever class they are given, so a misnamed class cannot smuggle them in.
+const PROHIBITED_NAMES: &[&str] = &[
+    "religion",
+    "religious_belief",
+    "gene",
+    "genes",
+    "genetic",
+    "dna",
+    "fingerprint",
+    "fingerprints",
+    "blood_type",
+    "disease",
+    "diseases",
+    "medical_history",
+    "health",
+];
+
 pub(super) fn compile_catalog(
     src: &Source,
     catalog: CatalogFile,
@@ -231,100 +330,8 @@ pub(super) fn compile_catalog(
     let mut out = HashMap::new();
     for (name, entry) in catalog.datasets {
         super::check_name(src, &name, "dataset")?;
-        let ds = name.get_ref().clone();
-        let mut fields = Trie::default();
-        for (p, class) in &entry.fields {
-            let segs = parse_path(src, p, &format!("dataset `{ds}`, path"))?;
-            let Some(c) = classes.get(class.get_ref()) else {
-                return Err(src.err(
-                    class.span(),
-                    format!("dataset `{ds}`, path `{}`: unknown class `{}`; declare it in classes.toml or fix the name", p.get_ref(), class.get_ref()),
-                ));
-            };
-            fields.insert(&segs, c.name.clone()).map_err(|e| {
-                src.err(
-                    p.span(),
-                    format!(
-                        "dataset `{ds}`, path `{}` {e}; it can never apply as written",
-                        p.get_ref()
-                    ),
-                )
-            })?;
-        }
-        let rows = match &entry.rows {
-            None => None,
-            Some(r) => {
-                let segs = parse_path(src, r, &format!("dataset `{ds}`, rows"))?;
-                if segs.last() != Some(&Seg::AnyIndex) {
-                    return Err(src.err(
-                        r.span(),
-                        format!("dataset `{ds}`: rows must end in `[*]`, e.g. `items[*]`"),
-                    ));
-                }
-                if fields.get(&segs).is_none() {
-                    return Err(src.err(
-                        r.span(),
-                        format!(
-                            "dataset `{ds}`: no field is classified under rows `{}`",
-                            r.get_ref()
-                        ),
-                    ));
-                }
-                Some(segs)
-            }
-        };
-        let region = row_field(
-            src,
-            &ds,
-            "region",
-            entry.region.as_ref(),
-            rows.as_deref(),
-            &fields,
-        )?;
-        let subject = row_field(
-            src,
-            &ds,
-            "subject",
-            entry.subject.as_ref(),
-            rows.as_deref(),
-            &fields,
-        )?;
-        let mut dated = Vec::new();
-        for d in entry.dated {
-            let segs = parse_path(src, &d.records, &format!("dataset `{ds}`, dated records"))?;
-            if segs.last() != Some(&Seg::AnyIndex) {
-                return Err(src.err(
-                    d.records.span(),
-                    format!("dataset `{ds}`: dated records must end in `[*]`"),
-                ));
-            }
-            let Some(node) = fields.get(&segs) else {
-                return Err(src.err(
-                    d.records.span(),
-                    format!(
-                        "dataset `{ds}`: dated records `{}` are not in the catalog",
-                        d.records.get_ref()
-                    ),
-                ));
-            };
-            if node.value.is_none() && !node.keys.contains_key(&d.date) {
-                return Err(src.err(
-                    d.records.span(),
-                    format!(
-                        "dataset `{ds}`: records `{}` have no classified `{}` field",
-                        d.records.get_ref(),
-                        d.date
-                    ),
-                ));
-            }
-            dated.push(DatedRule {
-                array: segs[..segs.len() - 1].to_vec(),
-                date: d.date,
-                end: d.end,
-                severity: d.severity,
-                severity_default: d.severity_default,
-            });
-        }
+        let ds = name.into_inner();
+        let compiled = compile_dataset(src, &ds, &entry, classes)?;
         let listed = entry
             .fields
             .iter()
@@ -338,93 +345,341 @@ pub(super) fn compile_catalog(
                 fields: listed,
             },
         );
-        out.insert(
-            ds.clone(),
-            CompiledDataset {
-                name: ds.as_str().into(),
-                fields,
-                rows,
-                region,
-                subject,
-                dated,
-                subject_type: entry.subject_type,
-            },
-        );
+        out.insert(ds, compiled);
     }
     Ok(out)
 }
 
-pub(super) fn compile_disclosure(src: &Source, d: &DisclosureFile) -> Result<Windows, PolicyError> {
-    let parse = |s: &toml::Spanned<String>| {
-        Period::parse(s.get_ref()).ok_or_else(|| {
+fn compile_dataset(
+    src: &Source,
+    ds: &str,
+    entry: &DatasetEntry,
+    classes: &HashMap<String, Class>,
+) -> Result<CompiledDataset, PolicyError> {
+    let fields = compile_fields(src, ds, entry, classes)?;
+    let rows = compile_rows(src, ds, entry.rows.as_ref(), &fields)?;
+    let region = row_field(
+        src,
+        ds,
+        "region",
+        entry.region.as_ref(),
+        rows.as_deref(),
+        &fields,
+    )?;
+    let subject = row_field(
+        src,
+        ds,
+        "subject",
+        entry.subject.as_ref(),
+        rows.as_deref(),
+        &fields,
+    )?;
+    let dated = entry
+        .dated
+        .iter()
+        .map(|d| compile_dated(src, ds, d, &fields))
+        .collect::<Result<_, _>>()?;
+    let flags = entry
+        .flags
+        .iter()
+        .map(|f| compile_flag(src, ds, f, rows.as_deref(), &fields))
+        .collect::<Result<_, _>>()?;
+    Ok(CompiledDataset {
+        name: ds.into(),
+        fields,
+        rows,
+        region,
+        subject,
+        dated,
+        flags,
+        subject_type: entry.subject_type,
+    })
+}
+
+/// The classified paths; a prohibited class or a prohibited field name is refused.
+fn compile_fields(
+    src: &Source,
+    ds: &str,
+    entry: &DatasetEntry,
+    classes: &HashMap<String, Class>,
+) -> Result<Trie<Arc<str>>, PolicyError> {
+    let mut fields = Trie::default();
+    for (p, class) in &entry.fields {
+        let segs = parse_path(src, p, &format!("dataset `{ds}`, path"))?;
+        let Some(c) = classes.get(class.get_ref()) else {
+            return Err(src.err(
+                class.span(),
+                format!("dataset `{ds}`, path `{}`: unknown class `{}`; declare it in classes.toml or fix the name", p.get_ref(), class.get_ref()),
+            ));
+        };
+        let forbidden_name = segs.iter().any(|s| {
+            matches!(s, Seg::Key(k) if PROHIBITED_NAMES.contains(&k.to_ascii_lowercase().as_str()))
+        });
+        if c.category == Category::Prohibited || forbidden_name {
+            return Err(src.err(
+                p.span(),
+                format!("dataset `{ds}`, path `{}`: class `{}` is information the credit-reporting regulation forbids collecting (征信业管理条例 art. 14: religion, genes, fingerprints, blood type, diseases and medical history, ...); it cannot be catalogued. Remove the field", p.get_ref(), class.get_ref()),
+            ));
+        }
+        fields.insert(&segs, c.name.clone()).map_err(|e| {
             src.err(
-                s.span(),
+                p.span(),
                 format!(
-                    "`{}` is not a period; write e.g. \"3m\", \"1y\" or \"90d\"",
-                    s.get_ref()
+                    "dataset `{ds}`, path `{}` {e}; it can never apply as written",
+                    p.get_ref()
                 ),
             )
-        })
-    };
-    let mut periods = BTreeMap::new();
-    for (tier, by_severity) in &d.periods {
-        let mut m = BTreeMap::new();
-        for (sev, p) in by_severity {
-            m.insert(sev.clone(), parse(p)?);
+        })?;
+    }
+    Ok(fields)
+}
+
+fn compile_rows(
+    src: &Source,
+    ds: &str,
+    rows: Option<&toml::Spanned<String>>,
+    fields: &Trie<Arc<str>>,
+) -> Result<Option<Vec<Seg>>, PolicyError> {
+    let Some(r) = rows else { return Ok(None) };
+    let segs = parse_path(src, r, &format!("dataset `{ds}`, rows"))?;
+    if segs.last() != Some(&Seg::AnyIndex) {
+        return Err(src.err(
+            r.span(),
+            format!("dataset `{ds}`: rows must end in `[*]`, e.g. `items[*]`"),
+        ));
+    }
+    if fields.get(&segs).is_none() {
+        return Err(src.err(
+            r.span(),
+            format!(
+                "dataset `{ds}`: no field is classified under rows `{}`",
+                r.get_ref()
+            ),
+        ));
+    }
+    Ok(Some(segs))
+}
+
+/// An array path ending in `[*]` whose records the catalog names: the path without the `[*]`.
+fn record_array(
+    src: &Source,
+    ds: &str,
+    what: &str,
+    p: &toml::Spanned<String>,
+    fields: &Trie<Arc<str>>,
+) -> Result<Vec<Seg>, PolicyError> {
+    let segs = parse_path(src, p, &format!("dataset `{ds}`, {what}"))?;
+    if segs.last() != Some(&Seg::AnyIndex) {
+        return Err(src.err(
+            p.span(),
+            format!("dataset `{ds}`: {what} must end in `[*]`"),
+        ));
+    }
+    if fields.get(&segs).is_none() {
+        return Err(src.err(
+            p.span(),
+            format!(
+                "dataset `{ds}`: {what} `{}` are not in the catalog",
+                p.get_ref()
+            ),
+        ));
+    }
+    Ok(segs[..segs.len() - 1].to_vec())
+}
+
+fn compile_dated(
+    src: &Source,
+    ds: &str,
+    d: &DatedEntry,
+    fields: &Trie<Arc<str>>,
+) -> Result<DatedRule, PolicyError> {
+    let array = record_array(src, ds, "dated records", &d.records, fields)?;
+    let mut full = array.clone();
+    full.push(Seg::AnyIndex);
+    let node = fields.get(&full).expect("checked by record_array");
+    if node.value.is_none() && !node.keys.contains_key(&d.date) {
+        return Err(src.err(
+            d.records.span(),
+            format!(
+                "dataset `{ds}`: records `{}` have no classified `{}` field",
+                d.records.get_ref(),
+                d.date
+            ),
+        ));
+    }
+    Ok(DatedRule {
+        array,
+        date: d.date.clone(),
+        end: d.end.clone(),
+        id: d.id.clone(),
+        adverse_when: d
+            .adverse_when
+            .as_ref()
+            .map(|a| (a.field.clone(), a.values.clone())),
+        until: d.until.clone(),
+        withdrawn: d.withdrawn.clone(),
+        repaired: d.repaired.clone(),
+        display: d.display,
+        severity: d.severity.clone(),
+        severity_default: d.severity_default.clone(),
+    })
+}
+
+fn compile_flag(
+    src: &Source,
+    ds: &str,
+    f: &FlagEntry,
+    rows: Option<&[Seg]>,
+    fields: &Trie<Arc<str>>,
+) -> Result<FlagRule, PolicyError> {
+    let within: Vec<Seg> = path::parse(f.entries.get_ref()).map_err(|e| {
+        src.err(
+            f.entries.span(),
+            format!("dataset `{ds}`, flag entries: {e}"),
+        )
+    })?;
+    let full: Vec<Seg> = rows.unwrap_or(&[]).iter().chain(&within).cloned().collect();
+    if within.last() != Some(&Seg::AnyIndex) || fields.get(&full).is_none() {
+        return Err(src.err(
+            f.entries.span(),
+            format!(
+                "dataset `{ds}`: flag entries `{}` must end in `[*]` and be in the catalog",
+                f.entries.get_ref()
+            ),
+        ));
+    }
+    Ok(FlagRule {
+        flag: f.flag.clone(),
+        entries: within[..within.len() - 1].to_vec(),
+        list_field: f.list_field.clone(),
+        list: f.list.clone(),
+    })
+}
+
+fn parse_period(src: &Source, s: &toml::Spanned<String>) -> Result<Period, PolicyError> {
+    Period::parse(s.get_ref()).ok_or_else(|| {
+        src.err(
+            s.span(),
+            format!(
+                "`{}` is not a period; write e.g. \"3m\", \"1y\" or \"90d\"",
+                s.get_ref()
+            ),
+        )
+    })
+}
+
+pub(super) fn compile_disclosure(
+    src: &Source,
+    d: &DisclosureFile,
+    purposes: &HashMap<String, super::Purpose>,
+) -> Result<Windows, PolicyError> {
+    let mut max = BTreeMap::new();
+    for (sev, p) in &d.display.max {
+        let period = match p.get_ref().as_str() {
+            "none" => Longest::Never,
+            "unbounded" => Longest::Unbounded,
+            _ => Longest::For(parse_period(src, p)?),
+        };
+        max.insert(sev.clone(), period);
+    }
+    let mut min = BTreeMap::new();
+    for (sev, p) in &d.display.min {
+        min.insert(sev.clone(), parse_period(src, p)?);
+    }
+    let mut display_purposes = HashSet::new();
+    for p in &d.display.purposes {
+        if !purposes.contains_key(p.get_ref()) {
+            return Err(src.err(
+                p.span(),
+                format!("display: unknown purpose `{}`", p.get_ref()),
+            ));
         }
-        periods.insert(*tier, m);
+        display_purposes.insert(p.get_ref().clone());
     }
     Ok(Windows {
-        periods,
-        max_age: parse(&d.max_age.after_end)?,
+        retention: parse_period(src, &d.retention.after_end)?,
+        display_purposes,
+        display: Display { max, min },
     })
+}
+
+/// The public tier: a personal identifier or sensitive data is removed there, whatever mask a
+/// role chose (masked identifiers still identify).
+fn never_public(c: &Class) -> bool {
+    c.personal_identifier || c.category == Category::Sensitive
+}
+
+fn action(
+    role: &Role,
+    c: &Class,
+    class: &Arc<str>,
+    overrides: &BTreeMap<String, MaskSpec>,
+) -> Action {
+    let chosen = overrides.get(class.as_ref());
+    let mask = if role.clearance == Tier::T1 && never_public(c) {
+        Some(MaskSpec::Remove)
+    } else if c.tier <= role.clearance {
+        chosen.filter(|m| !m.is_clear()).cloned()
+    } else {
+        Some(
+            chosen
+                .or(c.default_mask.as_ref())
+                .cloned()
+                .unwrap_or(MaskSpec::Remove),
+        )
+    };
+    Action {
+        class: class.clone(),
+        identifies: c.identifies,
+        mask,
+        t4: c.tier == Tier::T4,
+    }
+}
+
+/// Whether some class of the trie is seen clear by this clearance and satisfies `pred`.
+fn admits(
+    t: &Trie<Arc<str>>,
+    classes: &HashMap<String, Class>,
+    clearance: Tier,
+    pred: &dyn Fn(&Class) -> bool,
+) -> bool {
+    t.value.as_ref().is_some_and(|c| {
+        let c = &classes[c.as_ref()];
+        c.tier <= clearance && pred(c)
+    }) || t.keys.values().any(|n| admits(n, classes, clearance, pred))
+        || t.any_index
+            .as_deref()
+            .is_some_and(|n| admits(n, classes, clearance, pred))
 }
 
 pub(super) fn compile_plan(
     role: &Role,
+    purpose: &super::Purpose,
     ds: &CompiledDataset,
     classes: &HashMap<String, Class>,
     overrides: &BTreeMap<String, MaskSpec>,
     windows: &Windows,
-    exempt_from_max_age: bool,
 ) -> Plan {
-    let fields = ds.fields.map(&|class: &Arc<str>| {
-        let c = &classes[class.as_ref()];
-        let chosen = overrides.get(class.as_ref());
-        let mask = if c.tier <= role.clearance {
-            chosen.filter(|m| !m.is_clear()).cloned()
-        } else {
-            Some(
-                chosen
-                    .or(c.default_mask.as_ref())
-                    .cloned()
-                    .unwrap_or(MaskSpec::Remove),
-            )
-        };
-        Action {
-            class: class.clone(),
-            identifies: c.identifies,
-            mask,
-            t4: c.tier == Tier::T4,
-        }
-    });
-    fn any_t3(t: &Trie<Arc<str>>, classes: &HashMap<String, Class>, clearance: Tier) -> bool {
-        t.value.as_ref().is_some_and(|c| {
-            let tier = classes[c.as_ref()].tier;
-            tier >= Tier::T3 && tier <= clearance
-        }) || t.keys.values().any(|n| any_t3(n, classes, clearance))
-            || t.any_index
-                .as_deref()
-                .is_some_and(|n| any_t3(n, classes, clearance))
-    }
-    let admits_t3 = any_t3(&ds.fields, classes, role.clearance);
+    let fields = ds
+        .fields
+        .map(&|class: &Arc<str>| action(role, &classes[class.as_ref()], class, overrides));
+    let admits_t3 = admits(&ds.fields, classes, role.clearance, &|c| c.tier >= Tier::T3);
+    let sensitive = role.clearance > Tier::T1
+        && admits(&ds.fields, classes, role.clearance, &|c| {
+            c.category == Category::Sensitive
+        });
+    // PIPL art. 13 and 29: a legal duty needs no consent; any other basis reading sensitive
+    // personal information needs the person's separate consent.
+    let needs_separate_consent = sensitive && purpose.legal_basis != super::LegalBasis::LegalDuty;
     let natural = ds.subject_type == Some(crate::domain::SubjectType::Natural);
     Plan {
         role: role.name.clone(),
         dataset: ds.name.clone(),
+        purpose: purpose.code.clone(),
         clearance: role.clearance,
         row_scope: role.row_scope,
-        needs_consent: role.consent_for_natural && natural && admits_t3,
+        needs_consent: (role.consent_for_natural && natural && admits_t3) || needs_separate_consent,
+        needs_separate_consent,
         region_unknown: role.row_scope == RowScope::Region && ds.region.is_none(),
         fields,
         rows: ds.rows.clone(),
@@ -432,8 +687,12 @@ pub(super) fn compile_plan(
         subject: ds.subject.clone(),
         subject_type: ds.subject_type,
         dated: ds.dated.clone(),
-        periods: windows.periods.get(&role.clearance).cloned(),
-        max_age: (!exempt_from_max_age).then_some(windows.max_age),
+        flags: ds.flags.clone(),
+        retention: windows.retention,
+        display: windows
+            .display_purposes
+            .contains(&purpose.code)
+            .then(|| windows.display.clone()),
     }
 }
 
@@ -532,15 +791,39 @@ impl Plan {
         out
     }
 
-    /// Disclosure windows, then row scope.
+    /// Disclosure windows, then flags from current entries, then row scope.
     fn withhold(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {
+        let single_subject = match (&self.rows, &self.subject) {
+            (None, Some(subject)) => value_at(doc, subject)
+                .and_then(Value::as_str)
+                .map(|s| canonical(self.subject_type, s)),
+            _ => None,
+        };
         for rule in &self.dated {
             for_each_array(doc, &rule.array, &mut |records| {
                 let before = records.len();
-                records.retain(|r| self.released(rule, r, ctx.today));
+                records.retain(|r| match self.judge(rule, r, ctx.today) {
+                    Judged::Released => true,
+                    Judged::Hidden => false,
+                    Judged::Expired => {
+                        if out.expired.len() < MAX_SUBJECTS {
+                            out.expired.push(Expired {
+                                dataset: self.dataset.clone(),
+                                subject: single_subject.clone(),
+                                record_ref: rule.reference(r),
+                            });
+                        }
+                        false
+                    }
+                });
                 out.withheld_records += before - records.len();
             });
         }
+        self.derive_flags(doc, ctx.today, out);
+        self.scope(doc, ctx, out);
+    }
+
+    fn scope(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {
         if self.row_scope != RowScope::Region {
             return;
         }
@@ -565,36 +848,174 @@ impl Plan {
         }
     }
 
-    fn released(&self, rule: &DatedRule, record: &Value, today: Date) -> bool {
-        let Some(date) = record.get(&rule.date).and_then(date_of) else {
-            // An undated adverse record cannot be placed in its window: only exempt roles see it.
-            return self.max_age.is_none() && self.periods.is_none();
+    /// Recomputes each flag of each record from its current entries (not removed, not past
+    /// `valid_until`, among those released); a record without its entries loses the flag,
+    /// since nothing shows it is current.
+    fn derive_flags(&self, doc: &mut Value, today: Date, out: &mut Outcome) {
+        if self.flags.is_empty() {
+            return;
+        }
+        let row: &[Seg] = self.rows.as_deref().unwrap_or(&[]);
+        let mut each = |record: &mut Value| {
+            for f in &self.flags {
+                let current =
+                    value_at(record, &f.entries)
+                        .and_then(Value::as_array)
+                        .map(|entries| {
+                            entries.iter().any(|e| {
+                                e.get(&f.list_field).and_then(Value::as_str)
+                                    == Some(f.list.as_str())
+                                    && entry_current(e, today)
+                            })
+                        });
+                if let Some(obj) = record.as_object_mut()
+                    && obj.contains_key(&f.flag)
+                {
+                    match current {
+                        Some(b) => {
+                            obj.insert(f.flag.clone(), Value::Bool(b));
+                        }
+                        None => {
+                            // Withheld: counted like any field the plan removes.
+                            obj.remove(&f.flag);
+                            let at: Vec<Seg> = row
+                                .iter()
+                                .cloned()
+                                .chain([Seg::Key(f.flag.clone())])
+                                .collect();
+                            match self.fields.get(&at).and_then(|n| n.value.as_ref()) {
+                                Some(a) => count(out, &a.class),
+                                None => out.masked += 1,
+                            }
+                        }
+                    }
+                }
+            }
         };
-        if let Some(periods) = &self.periods {
-            let severity = rule
-                .severity
-                .as_ref()
-                .and_then(|f| record.get(f))
-                .and_then(Value::as_str)
-                .or(rule.severity_default.as_deref());
-            // Unknown severity: the shortest period, so doubt withholds sooner.
-            let period = severity
-                .and_then(|s| periods.get(s))
-                .or_else(|| periods.values().min_by_key(|p| p.after(date)));
-            if let Some(p) = period
-                && today > p.after(date)
-            {
-                return false;
+        match &self.rows {
+            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                items.iter_mut().for_each(&mut each)
+            }),
+            None => each(doc),
+        }
+    }
+
+    fn judge(&self, rule: &DatedRule, record: &Value, today: Date) -> Judged {
+        if !rule.is_adverse(record) {
+            return Judged::Released;
+        }
+        let Some(date) = record.get(&rule.date).and_then(date_of) else {
+            // An undated adverse record cannot be placed in its windows: withheld.
+            return Judged::Hidden;
+        };
+        // 征信业管理条例 art. 16: from the day the act ended; without that day, from the record's
+        // own date (a penalty's decision comes after the act, so this errs towards release:
+        // stores are expected to send `ended_at`).
+        let end = rule
+            .end
+            .as_ref()
+            .and_then(|f| record.get(f))
+            .and_then(date_of)
+            .unwrap_or(date);
+        if today > self.retention.after(end) {
+            return Judged::Expired;
+        }
+        match &self.display {
+            Some(d) if rule.display && !d.shows(rule, record, date, today) => Judged::Hidden,
+            _ => Judged::Released,
+        }
+    }
+}
+
+/// A list entry is current when it is not removed and its validity has not lapsed. A removal
+/// or validity that is not a date ends it (nothing shows it current).
+fn entry_current(e: &Value, today: Date) -> bool {
+    let removed = match e.get("removed_at") {
+        None | Some(Value::Null) => false,
+        Some(v) => date_of(v).is_none_or(|d| today >= d),
+    };
+    let lapsed = match e.get("valid_until") {
+        None | Some(Value::Null) => false,
+        Some(v) => date_of(v).is_none_or(|d| today > d),
+    };
+    !removed && !lapsed
+}
+
+enum Judged {
+    Released,
+    /// Out of display for this purpose (or undatable).
+    Hidden,
+    /// Past the retention limit: withheld from everyone, deletion asked for.
+    Expired,
+}
+
+impl DatedRule {
+    fn reference(&self, record: &Value) -> String {
+        let id = self.id.as_ref().and_then(|f| record.get(f));
+        match id {
+            Some(Value::String(s)) => s.chars().take(200).collect(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => format!(
+                "{}@{}",
+                self.date,
+                record
+                    .get(&self.date)
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            ),
+        }
+    }
+}
+
+impl Display {
+    /// Whether a dated adverse record is on display today: within the longest period of its
+    /// severity, before any `until` date, not withdrawn, not repaired (a repair counts from
+    /// the end of the shortest period at the earliest).
+    fn shows(&self, rule: &DatedRule, record: &Value, date: Date, today: Date) -> bool {
+        let severity = rule.severity(record);
+        // Unknown severity: the shortest period, so doubt withholds sooner.
+        let max = match severity.and_then(|s| self.max.get(s)) {
+            Some(p) => *p,
+            None => self
+                .max
+                .values()
+                .min_by_key(|l| match l {
+                    Longest::Never => (0, date),
+                    Longest::For(p) => (1, p.after(date)),
+                    Longest::Unbounded => (2, date),
+                })
+                .copied()
+                .unwrap_or(Longest::Never),
+        };
+        match max {
+            Longest::Never => return false,
+            Longest::For(p) if today > p.after(date) => return false,
+            _ => {}
+        }
+        for f in &rule.until {
+            match record.get(f) {
+                None | Some(Value::Null) => {}
+                Some(v) => match date_of(v) {
+                    Some(d) if today <= d => {}
+                    _ => return false,
+                },
             }
         }
-        if let Some(max_age) = &self.max_age {
-            let end = rule
-                .end
-                .as_ref()
-                .and_then(|f| record.get(f))
-                .and_then(date_of)
-                .unwrap_or(date);
-            if today > max_age.after(end) {
+        let set = |f: &String| record.get(f).is_some_and(|v| !v.is_null());
+        // A withdrawal (revocation, removal) takes effect on its day; a bad date withdraws now.
+        if rule
+            .withdrawn
+            .iter()
+            .filter(|f| set(f))
+            .any(|f| record.get(f).and_then(date_of).is_none_or(|d| today >= d))
+        {
+            return false;
+        }
+        if let Some(f) = rule.repaired.as_ref().filter(|f| set(f)) {
+            let min = severity.and_then(|s| self.min.get(s));
+            let earliest = min.map_or(date, |m| m.after(date));
+            let repaired = record.get(f).and_then(date_of).unwrap_or(date);
+            if today >= repaired.max(earliest) {
                 return false;
             }
         }

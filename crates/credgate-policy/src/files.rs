@@ -34,6 +34,12 @@ pub enum Category {
     Personal,
     TradeSecret,
     PublicRecord,
+    /// Sensitive personal information (PIPL art. 28): a person's credit records. Needs the
+    /// person's separate consent where the purpose rests on consent (art. 29), never public.
+    Sensitive,
+    /// What the credit-reporting regulation forbids collecting at all (征信业管理条例 art. 14):
+    /// a class of it may be declared, to name it, but never catalogued.
+    Prohibited,
 }
 
 #[derive(Deserialize)]
@@ -45,7 +51,13 @@ pub struct PurposesFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeEntry {
-    pub legal_basis: String,
+    /// A code of PIPL art. 13 (`consent`, `legal_duty`, ...).
+    pub legal_basis: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Days a read for this purpose stays out of the subject's access log.
+    #[serde(default)]
+    pub withhold_from_subject_days: u32,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +81,10 @@ pub struct ClassEntry {
     /// value of it in a released record makes that subject one the read touched.
     #[serde(default)]
     pub identifies: Option<SubjectType>,
+    /// A personal identifier (ID number, phone): the public tier never carries it, masked or
+    /// not.
+    #[serde(default)]
+    pub personal_identifier: bool,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +116,23 @@ pub struct DatasetEntry {
     /// Arrays of dated adverse records subject to disclosure windows.
     #[serde(default)]
     pub dated: Vec<DatedEntry>,
+    /// Flags of a record derived from its list entries (`red_list`, `black_list`).
+    #[serde(default)]
+    pub flags: Vec<FlagEntry>,
+}
+
+/// A boolean flag of a record (or row) that the gateway recomputes from the record's current
+/// list entries, so a stale flag from the store is never served.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagEntry {
+    /// The flag's key in the record: `black_list`.
+    pub flag: String,
+    /// The entries within the record, ending in `[*]`: `list_entries[*]`.
+    pub entries: Spanned<String>,
+    /// The entry field naming its list, and the value that means this flag's list.
+    pub list_field: String,
+    pub list: String,
 }
 
 #[derive(Deserialize)]
@@ -109,9 +142,33 @@ pub struct DatedEntry {
     pub records: Spanned<String>,
     /// Field of a record with its date (`YYYY-MM-DD`).
     pub date: String,
-    /// Field of a record with the date its effect ended; defaults to `date`.
+    /// Field of a record with the day the act or event ended, from which the retention limit
+    /// runs (征信业管理条例 art. 16); defaults to `date`.
     #[serde(default)]
     pub end: Option<String>,
+    /// Field of a record with a stable reference, named when the store is asked to delete it.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Only records whose field has one of these values are adverse (dated); others (a good
+    /// record) are not. A record without the field counts as adverse.
+    #[serde(default)]
+    pub adverse_when: Option<AdverseWhen>,
+    /// Fields with a date after which the record leaves display (`publication_ends`,
+    /// `valid_until`).
+    #[serde(default)]
+    pub until: Vec<String>,
+    /// Fields whose date withdraws the record from display at once (`revoked_at`,
+    /// `removed_at`).
+    #[serde(default)]
+    pub withdrawn: Vec<String>,
+    /// Whether display periods apply (penalties, list entries); a person's records are not
+    /// displayed publicly, only retained (`false`).
+    #[serde(default = "yes")]
+    pub display: bool,
+    /// Field with the day the record was repaired: it leaves display then, but not before the
+    /// minimum display period of its severity has run.
+    #[serde(default)]
+    pub repaired: Option<String>,
     /// Field of a record with its severity (minor, ordinary, serious).
     #[serde(default)]
     pub severity: Option<String>,
@@ -122,21 +179,36 @@ pub struct DatedEntry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DisclosureFile {
-    /// Publication periods per clearance tier and severity: `[periods.T1] minor = "3m"`.
-    #[serde(default)]
-    pub periods: BTreeMap<Tier, BTreeMap<String, Spanned<String>>>,
-    pub max_age: MaxAgeEntry,
+pub struct AdverseWhen {
+    pub field: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MaxAgeEntry {
-    /// How long after its end date an adverse record is still released at all.
+pub struct DisclosureFile {
+    pub retention: RetentionEntry,
+    pub display: DisplayEntry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionEntry {
+    /// How long after the act ended an adverse record is released to anyone at all.
     pub after_end: Spanned<String>,
-    /// Roles that see adverse records of any age (regulators).
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayEntry {
+    /// Purposes that see adverse records only while they are displayed: the public and the
+    /// purposes that sanction (bidding, procurement, lending).
+    pub purposes: Vec<Spanned<String>>,
+    /// Longest display period by severity; `"none"`: never displayed.
+    pub max: BTreeMap<String, Spanned<String>>,
+    /// Shortest display period by severity: a repair ends display no earlier.
     #[serde(default)]
-    pub exempt_roles: Vec<Spanned<String>>,
+    pub min: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -172,4 +244,8 @@ pub enum RowScope {
     None,
     /// Only rows whose region equals the client's region.
     Region,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -17,7 +17,7 @@ use std::{
 
 use serde::de::DeserializeOwned;
 
-pub use engine::{Annotator, ApplyCtx, Outcome, Period, Plan};
+pub use engine::{Annotator, ApplyCtx, Expired, Outcome, Period, Plan};
 use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
 pub use files::{Category, RowScope, Tier};
 use mask::MaskSpec;
@@ -37,7 +37,69 @@ pub struct PolicyError {
 #[derive(Debug, Clone)]
 pub struct Purpose {
     pub code: String,
-    pub legal_basis: String,
+    /// The lawful basis, from the fixed list of PIPL art. 13.
+    pub legal_basis: LegalBasis,
+    pub description: String,
+    /// Reads for this purpose stay out of the subject's access log this many days (an
+    /// enforcement case may withhold notice); the records exist and staff see them.
+    pub withhold_from_subject_days: u32,
+}
+
+/// The lawful bases of PIPL art. 13 para. 1, as codes a policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegalBasis {
+    /// Art. 13(1)1: the individual's consent.
+    Consent,
+    /// Art. 13(1)2: a contract the individual is party to, or lawful HR management.
+    Contract,
+    /// Art. 13(1)3: a statutory duty or obligation.
+    LegalDuty,
+    /// Art. 13(1)4: a public health emergency, or protecting life, health and property.
+    Emergency,
+    /// Art. 13(1)5: news reporting and public-opinion supervision in the public interest.
+    PublicInterest,
+    /// Art. 13(1)6: information the individual published or that was lawfully published.
+    Published,
+    /// Art. 13(1)7: other cases laws and administrative regulations provide for.
+    OtherLaw,
+}
+
+impl LegalBasis {
+    pub const ALL: &'static str =
+        "consent, contract, legal_duty, emergency, public_interest, published, other_law";
+
+    pub fn code(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "consent",
+            LegalBasis::Contract => "contract",
+            LegalBasis::LegalDuty => "legal_duty",
+            LegalBasis::Emergency => "emergency",
+            LegalBasis::PublicInterest => "public_interest",
+            LegalBasis::Published => "published",
+            LegalBasis::OtherLaw => "other_law",
+        }
+    }
+
+    /// The article that grants the basis.
+    pub fn article(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "PIPL art. 13(1)1",
+            LegalBasis::Contract => "PIPL art. 13(1)2",
+            LegalBasis::LegalDuty => "PIPL art. 13(1)3",
+            LegalBasis::Emergency => "PIPL art. 13(1)4",
+            LegalBasis::PublicInterest => "PIPL art. 13(1)5",
+            LegalBasis::Published => "PIPL art. 13(1)6",
+            LegalBasis::OtherLaw => "PIPL art. 13(1)7",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        serde::Deserialize::deserialize(
+            serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s),
+        )
+        .ok()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +110,8 @@ pub struct Class {
     pub default_mask: Option<MaskSpec>,
     /// Values of this class identify a subject of this type.
     pub identifies: Option<SubjectType>,
+    /// Never in the public tier, masked or not.
+    pub personal_identifier: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -82,8 +146,8 @@ pub struct PolicySet {
     classes: HashMap<String, Class>,
     roles: HashMap<String, Role>,
     datasets: HashMap<String, Dataset>,
-    /// role -> dataset -> plan, looked up by `&str` without allocating.
-    plans: HashMap<String, HashMap<String, Arc<Plan>>>,
+    /// role -> purpose -> dataset -> plan, looked up by `&str` without allocating.
+    plans: HashMap<String, HashMap<String, HashMap<String, Arc<Plan>>>>,
     /// SHA-256 over the files' names and texts: replicas compare it to know they enforce the
     /// same set.
     digest: String,
@@ -157,6 +221,95 @@ fn check_name(src: &Source, name: &toml::Spanned<String>, what: &str) -> Result<
     }
 }
 
+/// Longest a read may stay out of the subject's access log: a delay of notice (PIPL art. 18),
+/// never its denial.
+const MAX_WITHHOLD_DAYS: u32 = 3650;
+
+fn load_purposes(
+    src: &Source,
+    file: PurposesFile,
+) -> Result<HashMap<String, Purpose>, PolicyError> {
+    let mut out = HashMap::new();
+    for (code, entry) in file.purposes {
+        check_name(src, &code, "purpose code")?;
+        let legal_basis = LegalBasis::parse(entry.legal_basis.get_ref()).ok_or_else(|| {
+            src.err(
+                code.span(),
+                format!(
+                    "purpose `{}`: legal_basis `{}` is not a code of PIPL art. 13; use one of: {}",
+                    code.get_ref(),
+                    entry.legal_basis.get_ref(),
+                    LegalBasis::ALL
+                ),
+            )
+        })?;
+        if entry.withhold_from_subject_days > MAX_WITHHOLD_DAYS {
+            return Err(src.err(
+                code.span(),
+                format!(
+                    "purpose `{}`: withhold_from_subject_days is at most {MAX_WITHHOLD_DAYS}; notice may be delayed, not denied",
+                    code.get_ref()
+                ),
+            ));
+        }
+        let code = code.into_inner();
+        out.insert(
+            code.clone(),
+            Purpose {
+                code,
+                legal_basis,
+                description: entry.description,
+                withhold_from_subject_days: entry.withhold_from_subject_days,
+            },
+        );
+    }
+    if out.is_empty() {
+        return Err(src.err(0..0, "no purposes declared; every data request needs one"));
+    }
+    Ok(out)
+}
+
+fn load_classes(src: &Source, file: ClassesFile) -> Result<HashMap<String, Class>, PolicyError> {
+    let mut out = HashMap::new();
+    for (name, entry) in file.classes {
+        check_name(src, &name, "class")?;
+        let default_mask = match entry.mask {
+            None => None,
+            Some(m) => {
+                m.get_ref()
+                    .validate()
+                    .map_err(|e| src.err(m.span(), format!("class `{}`: {e}", name.get_ref())))?;
+                if m.get_ref().is_clear() {
+                    return Err(src.err(
+                        m.span(),
+                        format!("class `{}`: its default mask applies below its tier and must not be `keep`; use another mask or none (remove)", name.get_ref()),
+                    ));
+                }
+                Some(m.into_inner())
+            }
+        };
+        if entry.category == Category::Sensitive && entry.tier == Tier::T1 {
+            return Err(src.err(
+                name.span(),
+                format!("class `{}`: sensitive personal information is never public (PIPL art. 28); give it a tier above T1", name.get_ref()),
+            ));
+        }
+        let name = name.into_inner();
+        out.insert(
+            name.clone(),
+            Class {
+                name: name.as_str().into(),
+                tier: entry.tier,
+                category: entry.category,
+                default_mask,
+                identifies: entry.identifies,
+                personal_identifier: entry.personal_identifier,
+            },
+        );
+    }
+    Ok(out)
+}
+
 impl PolicySet {
     /// SHA-256 (hex) over the files the set was loaded from.
     pub fn digest(&self) -> &str {
@@ -169,59 +322,9 @@ impl PolicySet {
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
 
         let src = Source::read(dir, "purposes.toml", &mut digest)?;
-        let purposes: PurposesFile = src.parse()?;
-        for (code, entry) in purposes.purposes {
-            check_name(&src, &code, "purpose code")?;
-            if entry.legal_basis.trim().is_empty() {
-                return Err(src.err(
-                    code.span(),
-                    format!("purpose `{}` has an empty legal_basis; every purpose needs its lawful basis", code.get_ref()),
-                ));
-            }
-            let code = code.into_inner();
-            set.purposes.insert(
-                code.clone(),
-                Purpose {
-                    code,
-                    legal_basis: entry.legal_basis,
-                },
-            );
-        }
-        if set.purposes.is_empty() {
-            return Err(src.err(0..0, "no purposes declared; every data request needs one"));
-        }
-
+        set.purposes = load_purposes(&src, src.parse()?)?;
         let src = Source::read(dir, "classes.toml", &mut digest)?;
-        let classes: ClassesFile = src.parse()?;
-        for (name, entry) in classes.classes {
-            check_name(&src, &name, "class")?;
-            let default_mask = match entry.mask {
-                None => None,
-                Some(m) => {
-                    m.get_ref().validate().map_err(|e| {
-                        src.err(m.span(), format!("class `{}`: {e}", name.get_ref()))
-                    })?;
-                    if m.get_ref().is_clear() {
-                        return Err(src.err(
-                            m.span(),
-                            format!("class `{}`: its default mask applies below its tier and must not be `keep`; use another mask or none (remove)", name.get_ref()),
-                        ));
-                    }
-                    Some(m.into_inner())
-                }
-            };
-            let name = name.into_inner();
-            set.classes.insert(
-                name.clone(),
-                Class {
-                    name: name.as_str().into(),
-                    tier: entry.tier,
-                    category: entry.category,
-                    default_mask,
-                    identifies: entry.identifies,
-                },
-            );
-        }
+        set.classes = load_classes(&src, src.parse()?)?;
 
         let disclosure_src = Source::read(dir, "disclosure.toml", &mut digest)?;
         let disclosure: DisclosureFile = disclosure_src.parse()?;
@@ -232,108 +335,130 @@ impl PolicySet {
 
         let compiled_catalog =
             engine::compile_catalog(&catalog_src, catalog, &set.classes, &mut set.datasets)?;
-        let windows = engine::compile_disclosure(&disclosure_src, &disclosure)?;
+        let windows = engine::compile_disclosure(&disclosure_src, &disclosure, &set.purposes)?;
 
         for (name, entry) in roles.roles {
-            check_name(&roles_src, &name, "role")?;
-            let Some(clearance) = entry.clearance else {
-                return Err(roles_src.err(
-                    name.span(),
-                    format!(
-                        "role `{}` has no clearance; add `clearance = \"T1\"` (to \"T4\")",
-                        name.get_ref()
-                    ),
-                ));
-            };
-            for p in &entry.purposes {
-                if !set.purposes.contains_key(p.get_ref()) {
-                    return Err(roles_src.err(
-                        p.span(),
-                        format!("role `{}`: unknown purpose `{}`; declare it in purposes.toml or fix the name", name.get_ref(), p.get_ref()),
-                    ));
+            let (role, overrides) = set.check_role(&roles_src, name, entry)?;
+            for p in &role.purposes {
+                let purpose = &set.purposes[p];
+                for d in &role.datasets {
+                    let plan = engine::compile_plan(
+                        &role,
+                        purpose,
+                        &compiled_catalog[d],
+                        &set.classes,
+                        &overrides,
+                        &windows,
+                    );
+                    set.plans
+                        .entry(role.name.clone())
+                        .or_default()
+                        .entry(p.clone())
+                        .or_default()
+                        .insert(d.clone(), Arc::new(plan));
                 }
             }
-            let mut seen = std::collections::HashSet::new();
-            for d in &entry.datasets {
-                if !set.datasets.contains_key(d.get_ref()) {
-                    return Err(roles_src.err(
-                        d.span(),
-                        format!("role `{}`: unknown dataset `{}`; declare it in catalog.toml or fix the name", name.get_ref(), d.get_ref()),
-                    ));
-                }
-                if !seen.insert(d.get_ref().clone()) {
-                    return Err(roles_src.err(
-                        d.span(),
-                        format!(
-                            "role `{}`: dataset `{}` listed twice",
-                            name.get_ref(),
-                            d.get_ref()
-                        ),
-                    ));
-                }
-            }
-            let mut overrides: BTreeMap<String, MaskSpec> = BTreeMap::new();
-            for (class, m) in &entry.masks {
-                let Some(c) = set.classes.get(class.get_ref()) else {
-                    return Err(roles_src.err(
-                        class.span(),
-                        format!("role `{}`: unknown class `{}` in masks; declare it in classes.toml or fix the name", name.get_ref(), class.get_ref()),
-                    ));
-                };
-                m.get_ref()
-                    .validate()
-                    .map_err(|e| roles_src.err(m.span(), e))?;
-                if c.tier > clearance && m.get_ref().is_clear() {
-                    return Err(roles_src.err(
-                        m.span(),
-                        format!(
-                            "role `{}`: class `{}` is {}, above the role's clearance {}; `keep` would release it clear. Mask it or raise the clearance",
-                            name.get_ref(), class.get_ref(), c.tier.as_str(), clearance.as_str()
-                        ),
-                    ));
-                }
-                overrides.insert(class.get_ref().clone(), m.get_ref().clone());
-            }
-            let role_name = name.into_inner();
-            let exempt = disclosure
-                .max_age
-                .exempt_roles
-                .iter()
-                .any(|r| r.get_ref() == &role_name);
-            let role = Role {
-                name: role_name.clone(),
-                clearance,
-                purposes: entry.purposes.into_iter().map(|p| p.into_inner()).collect(),
-                datasets: entry.datasets.into_iter().map(|d| d.into_inner()).collect(),
-                row_scope: entry.row_scope,
-                consent_for_natural: entry.consent_for_natural,
-            };
-            for d in &role.datasets {
-                let plan = engine::compile_plan(
-                    &role,
-                    &compiled_catalog[d],
-                    &set.classes,
-                    &overrides,
-                    &windows,
-                    exempt,
-                );
-                set.plans
-                    .entry(role_name.clone())
-                    .or_default()
-                    .insert(d.clone(), Arc::new(plan));
-            }
-            set.roles.insert(role_name, role);
-        }
-        for r in &disclosure.max_age.exempt_roles {
-            if !set.roles.contains_key(r.get_ref()) {
-                return Err(disclosure_src.err(
-                    r.span(),
-                    format!("unknown role `{}` in exempt_roles", r.get_ref()),
-                ));
-            }
+            set.roles.insert(role.name.clone(), role);
         }
         set.digest = hex::encode(digest.finish().as_ref());
         Ok(set)
+    }
+
+    /// One role as written: its purposes and datasets known, its masks valid and never
+    /// releasing a class above its clearance.
+    fn check_role(
+        &self,
+        src: &Source,
+        name: toml::Spanned<String>,
+        entry: files::RoleEntry,
+    ) -> Result<(Role, BTreeMap<String, MaskSpec>), PolicyError> {
+        check_name(src, &name, "role")?;
+        let Some(clearance) = entry.clearance else {
+            return Err(src.err(
+                name.span(),
+                format!(
+                    "role `{}` has no clearance; add `clearance = \"T1\"` (to \"T4\")",
+                    name.get_ref()
+                ),
+            ));
+        };
+        for p in &entry.purposes {
+            if !self.purposes.contains_key(p.get_ref()) {
+                return Err(src.err(
+                    p.span(),
+                    format!("role `{}`: unknown purpose `{}`; declare it in purposes.toml or fix the name", name.get_ref(), p.get_ref()),
+                ));
+            }
+        }
+        self.check_role_datasets(src, &name, &entry.datasets)?;
+        let overrides = self.check_role_masks(src, &name, clearance, &entry.masks)?;
+        let role = Role {
+            name: name.into_inner(),
+            clearance,
+            purposes: entry.purposes.into_iter().map(|p| p.into_inner()).collect(),
+            datasets: entry.datasets.into_iter().map(|d| d.into_inner()).collect(),
+            row_scope: entry.row_scope,
+            consent_for_natural: entry.consent_for_natural,
+        };
+        Ok((role, overrides))
+    }
+
+    fn check_role_datasets(
+        &self,
+        src: &Source,
+        name: &toml::Spanned<String>,
+        datasets: &[toml::Spanned<String>],
+    ) -> Result<(), PolicyError> {
+        let mut seen = std::collections::HashSet::new();
+        for d in datasets {
+            if !self.datasets.contains_key(d.get_ref()) {
+                return Err(src.err(
+                    d.span(),
+                    format!("role `{}`: unknown dataset `{}`; declare it in catalog.toml or fix the name", name.get_ref(), d.get_ref()),
+                ));
+            }
+            if !seen.insert(d.get_ref().clone()) {
+                return Err(src.err(
+                    d.span(),
+                    format!(
+                        "role `{}`: dataset `{}` listed twice",
+                        name.get_ref(),
+                        d.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_role_masks(
+        &self,
+        src: &Source,
+        name: &toml::Spanned<String>,
+        clearance: Tier,
+        masks: &BTreeMap<toml::Spanned<String>, toml::Spanned<MaskSpec>>,
+    ) -> Result<BTreeMap<String, MaskSpec>, PolicyError> {
+        let mut overrides = BTreeMap::new();
+        for (class, m) in masks {
+            let Some(c) = self.classes.get(class.get_ref()) else {
+                return Err(src.err(
+                    class.span(),
+                    format!("role `{}`: unknown class `{}` in masks; declare it in classes.toml or fix the name", name.get_ref(), class.get_ref()),
+                ));
+            };
+            m.get_ref().validate().map_err(|e| src.err(m.span(), e))?;
+            if c.tier > clearance && m.get_ref().is_clear() {
+                return Err(src.err(
+                    m.span(),
+                    format!(
+                        "role `{}`: class `{}` is {}, above the role's clearance {}; `keep` would release it clear. Mask it or raise the clearance",
+                        name.get_ref(), class.get_ref(), c.tier.as_str(), clearance.as_str()
+                    ),
+                ));
+            }
+            overrides.insert(class.get_ref().clone(), m.get_ref().clone());
+        }
+        Ok(overrides)
     }
 
     /// The plan for this request, or the rule that denies it.
@@ -350,6 +475,7 @@ impl PolicySet {
         }
         self.plans
             .get(role)
+            .and_then(|by_purpose| by_purpose.get(purpose))
             .and_then(|by_dataset| by_dataset.get(dataset))
             .cloned()
             .ok_or_else(|| Denial {

@@ -127,13 +127,12 @@ fn an_unknown_purpose_dataset_or_mask_function_is_refused() {
 }
 
 #[test]
-fn an_unknown_role_in_the_disclosure_file_is_refused() {
-    let e = broken(
-        "disclosure.toml",
-        "\"regional_regulator\"]",
-        "\"regional_regulatr\"]",
+fn an_unknown_purpose_in_the_disclosure_file_is_refused() {
+    let e = broken("disclosure.toml", "\"bidding\"", "\"biding\"");
+    assert!(
+        e.message.contains("unknown purpose `biding`") && e.line.is_some(),
+        "{e}"
     );
-    assert!(e.message.contains("regional_regulatr"), "{e}");
 }
 
 #[test]
@@ -202,6 +201,171 @@ fn a_role_without_clearance_or_releasing_above_it_is_refused() {
 
 #[test]
 fn a_bad_period_is_refused_with_an_example() {
-    let e = broken("disclosure.toml", "minor = \"3m\"", "minor = \"3 months\"");
+    let e = broken(
+        "disclosure.toml",
+        "general = \"1y\"",
+        "general = \"1 year\"",
+    );
     assert!(e.message.contains("\"3m\""), "{e}");
+}
+
+/// 征信业管理条例 art. 14: a prohibited class cannot be catalogued, and neither can a field named
+/// like prohibited data under an innocent class.
+#[test]
+fn prohibited_data_cannot_be_catalogued() {
+    let e = broken(
+        "catalog.toml",
+        "address = \"address\"",
+        "address = \"address\"\nfaith = \"religion\"",
+    );
+    assert!(e.message.contains("征信业管理条例 art. 14"), "{e}");
+    assert_eq!(
+        e.line,
+        Some(line_of("catalog.toml", "address = \"address\"") + 1)
+    );
+    for name in ["blood_type", "medical_history", "fingerprint", "Genes"] {
+        let e = broken(
+            "catalog.toml",
+            "address = \"address\"",
+            &format!("address = \"address\"\n\"legal_representative.{name}\" = \"entity_basic\""),
+        );
+        assert!(e.message.contains("forbids collecting"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn sensitive_data_is_never_public_and_needs_separate_consent_unless_a_legal_duty() {
+    let e = broken(
+        "classes.toml",
+        "tier = \"T3\"\ncategory = \"sensitive\"",
+        "tier = \"T1\"\ncategory = \"sensitive\"",
+    );
+    assert!(e.message.contains("never public"), "{e}");
+    let set = PolicySet::load(&shipped()).unwrap();
+    let plan = set
+        .decide("financial_institution", "risk_control", "person")
+        .unwrap();
+    assert!(plan.needs_consent && plan.needs_separate_consent);
+    let plan = set.decide("regulator", "enforcement", "person").unwrap();
+    assert!(!plan.needs_consent && !plan.needs_separate_consent);
+    let plan = set
+        .decide("government_agency", "bidding", "person")
+        .unwrap();
+    assert!(!plan.needs_separate_consent, "T2 sees no sensitive data");
+}
+
+#[test]
+fn every_purpose_names_a_pipl_basis_code() {
+    let e = broken(
+        "purposes.toml",
+        "legal_basis = \"contract\"",
+        "legal_basis = \"because\"",
+    );
+    assert!(
+        e.message.contains("not a code of PIPL art. 13") && e.message.contains("legal_duty"),
+        "{e}"
+    );
+    assert_eq!(
+        e.line,
+        Some(line_of("purposes.toml", "[purposes.risk_control]"))
+    );
+    let set = PolicySet::load(&shipped()).unwrap();
+    let lending = set.purpose("lending").unwrap();
+    assert_eq!(lending.legal_basis, LegalBasis::Consent);
+    assert_eq!(lending.legal_basis.article(), "PIPL art. 13(1)1");
+    assert_eq!(
+        set.purpose("enforcement")
+            .unwrap()
+            .withhold_from_subject_days,
+        90
+    );
+    let e = broken(
+        "purposes.toml",
+        "withhold_from_subject_days = 90",
+        "withhold_from_subject_days = 4000000000",
+    );
+    assert!(e.message.contains("at most"), "{e}");
+}
+
+fn apply_on(
+    set: &PolicySet,
+    role: &str,
+    purpose: &str,
+    ds: &str,
+    doc: &mut serde_json::Value,
+    today: time::Date,
+) -> Outcome {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
+    let ctx = ApplyCtx {
+        region: None,
+        today,
+        pseudonym_key: &key,
+    };
+    set.decide(role, purpose, ds).unwrap().apply(doc, &ctx)
+}
+
+/// A record past retention is withheld from every role and named for deletion; a good record
+/// of the same age is not touched.
+#[test]
+fn expired_records_are_withheld_from_every_role_and_named_for_deletion() {
+    let set = PolicySet::load(&shipped()).unwrap();
+    let today = time::macros::date!(2026 - 06 - 01);
+    let person = serde_json::json!({"id_number": "11010519491231002X", "records": [
+        {"id": "R1", "kind": "bad", "date": "2021-09-01", "ended_at": "2021-05-01"},
+        {"id": "R2", "kind": "good", "date": "2010-01-01", "ended_at": "2010-01-01"},
+    ]});
+    for (role, purpose) in [
+        ("regulator", "supervision"),
+        ("credit_agency", "credit_service"),
+    ] {
+        let mut doc = person.clone();
+        let out = apply_on(&set, role, purpose, "person", &mut doc, today);
+        assert_eq!(doc["records"].as_array().unwrap().len(), 1, "{role}: {doc}");
+        assert_eq!(doc["records"][0]["id"], "R2");
+        assert_eq!(out.withheld_records, 1);
+        assert_eq!(
+            out.expired,
+            vec![Expired {
+                dataset: "person".into(),
+                subject: Some("11010519491231002X".into()),
+                record_ref: "R1".into(),
+            }]
+        );
+    }
+    // A day earlier the record is still within its five years.
+    let mut doc = person.clone();
+    let out = apply_on(
+        &set,
+        "regulator",
+        "supervision",
+        "person",
+        &mut doc,
+        time::macros::date!(2026 - 05 - 01),
+    );
+    assert!(out.expired.is_empty() && doc["records"].as_array().unwrap().len() == 2);
+}
+
+/// A hostile store: flags as strings, entries that are not objects, dates that are not dates.
+/// Nothing is taken on trust: bad dates withdraw, odd entries are not current.
+#[test]
+fn malformed_marks_fail_closed() {
+    let set = PolicySet::load(&shipped()).unwrap();
+    let today = time::macros::date!(2026 - 06 - 01);
+    let mut doc = serde_json::json!({"uscc": "91350100M000100Y43", "black_list": "yes",
+    "list_entries": ["black", {"list": "black", "valid_until": "someday", "listed_at": "2026-01-01"}],
+    "penalties": [
+        {"decision_number": "P1", "severity": "serious", "decided_at": "2026-01-01", "ended_at": "2025-01-01", "revoked_at": "soon"},
+        {"decision_number": "P2", "severity": "serious", "decided_at": "2026-01-01", "ended_at": "2025-01-01", "publication_ends": 20270101},
+        {"decision_number": "P3", "severity": "serious", "decided_at": "not a date"},
+    ]});
+    apply_on(
+        &set,
+        "public",
+        "public_disclosure",
+        "entity",
+        &mut doc,
+        today,
+    );
+    assert_eq!(doc["black_list"], false, "{doc}");
+    assert_eq!(doc["penalties"], serde_json::json!([]), "{doc}");
 }

@@ -89,7 +89,11 @@ const PENALTY_REASONS: &[&str] = &[
 ];
 const RATING_GRADES: &[&str] = &["AAA", "AA", "A", "BBB", "BB", "B", "CCC"];
 const CLASS_GRADES: &[&str] = &["A", "B", "C", "D"];
-const SEVERITIES: &[&str] = &["minor", "ordinary", "serious"];
+/// Severities of the national credit-repair rules: 轻微, 一般, 严重.
+const SEVERITIES: &[&str] = &["minor", "general", "serious"];
+/// The second stream's seed offset: the fields added for the law's time limits draw from their
+/// own generator, so the data every earlier field had stays as it was.
+const LAW_STREAM: u64 = 0x6C61_775F_7469_6D65;
 
 pub struct Dataset {
     pub entities: Vec<Value>,
@@ -106,6 +110,121 @@ fn date(rng: &mut SplitMix64, from_year: i32, to_year: i32) -> String {
 fn add_years(d: &str, years: i32) -> String {
     let y: i32 = d[..4].parse().expect("generated dates are well formed");
     format!("{:04}{}", y + years, &d[4..])
+}
+
+/// `d` moved by `months` (generated days are 1 to 28, so every month has them).
+pub fn shift_months(d: &str, months: i32) -> String {
+    let y: i32 = d[..4].parse().expect("generated dates are well formed");
+    let m: i32 = d[5..7].parse().expect("generated dates are well formed");
+    let total = y * 12 + (m - 1) + months;
+    format!(
+        "{:04}-{:02}{}",
+        total.div_euclid(12),
+        total.rem_euclid(12) + 1,
+        &d[7..]
+    )
+}
+
+/// The day the act ended: one to 24 months before it was decided or recorded.
+fn ended_before(law: &mut SplitMix64, d: &str) -> String {
+    shift_months(d, -(1 + law.below(24) as i32))
+}
+
+/// Repair, revocation and the act's end for a penalty: a repair only after the shortest
+/// display period of its severity (3 months general, 1 year serious).
+fn penalty_marks(law: &mut SplitMix64, p: &mut Value, today: &str) {
+    let decided = p["decided_at"].as_str().unwrap_or("2020-01-01").to_string();
+    p["ended_at"] = json!(ended_before(law, &decided));
+    let min_months = match p["severity"].as_str() {
+        Some("general") => 3,
+        Some("serious") => 12,
+        _ => return,
+    };
+    // Marks lie in the past: a store records what happened, not what will.
+    if law.chance(30) {
+        let d = shift_months(&decided, min_months + law.below(6) as i32);
+        if d.as_str() <= today {
+            p["repaired_at"] = json!(d);
+        }
+    } else if law.chance(8) {
+        let d = shift_months(&decided, 1 + law.below(6) as i32);
+        if d.as_str() <= today {
+            p["revoked_at"] = json!(d);
+        }
+    }
+}
+
+/// List entries with their exits: a black-list entry for a serious penalty, red-list entries
+/// for some; three years' validity; some removed early, with the reason.
+fn list_entries(
+    law: &mut SplitMix64,
+    penalties: &[Value],
+    (black, red): (bool, bool),
+    today: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let serious = penalties
+        .iter()
+        .find(|p| p["severity"] == "serious")
+        .and_then(|p| p["decided_at"].as_str());
+    if let (true, Some(listed)) = (black || law.chance(40), serious) {
+        let removed = law
+            .chance(30)
+            .then(|| shift_months(listed, 12 + law.below(12) as i32))
+            .filter(|d| d.as_str() <= today);
+        out.push(json!({
+            "list": "black", "reason": "严重失信：受到严重行政处罚", "listed_at": listed,
+            "valid_until": shift_months(listed, 36),
+            "removed_at": removed, "exit_reason": removed.as_ref().map(|_| "信用修复"),
+        }));
+    }
+    if red || law.chance(10) {
+        let listed = date(law, 2019, 2026);
+        let removed = law
+            .chance(20)
+            .then(|| shift_months(&listed, 6 + law.below(12) as i32))
+            .filter(|d| d.as_str() <= today);
+        out.push(json!({
+            "list": "red", "reason": "守信激励：信用评价优秀", "listed_at": listed,
+            "valid_until": shift_months(&listed, 36),
+            "removed_at": removed, "exit_reason": removed.as_ref().map(|_| "出现失信行为"),
+        }));
+    }
+    out
+}
+
+/// Today, `YYYY-MM-DD` (UTC), for deriving flags from current entries.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil-from-days (H. Hinnant), to avoid a date dependency for one conversion.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Whether an entry is current on `today`: not removed, still valid.
+pub fn entry_current(e: &Value, today: &str) -> bool {
+    e["removed_at"].is_null() && e["valid_until"].as_str().is_some_and(|v| v >= today)
+}
+
+/// An entity's flags from its current entries only.
+pub fn derive_flags(entity: &mut Value, today: &str) {
+    for (flag, list) in [("black_list", "black"), ("red_list", "red")] {
+        let on = entity["list_entries"].as_array().is_some_and(|es| {
+            es.iter()
+                .any(|e| e["list"] == list && entry_current(e, today))
+        });
+        entity[flag] = json!(on);
+    }
 }
 
 fn person_name(rng: &mut SplitMix64) -> String {
@@ -132,8 +251,13 @@ fn uscc(rng: &mut SplitMix64, region: &str, index: usize) -> Uscc {
     Uscc::complete(&format!("91{region}{org}")).expect("generated digits complete to a valid code")
 }
 
+/// Long on purpose: the fields draw from one generator in one fixed order, and that order is
+/// the data every test and benchmark relies on; split it and a reordering changes every entity.
+/// What the law's time limits added draws from its own stream (`LAW_STREAM`) in helpers.
 pub fn generate(seed: u64, count: usize) -> Dataset {
     let mut rng = SplitMix64::new(seed);
+    let mut law = SplitMix64::new(seed ^ LAW_STREAM);
+    let today = today();
     let mut entities = Vec::with_capacity(count);
     let mut persons = Vec::with_capacity(count * 2);
     for i in 0..count {
@@ -155,7 +279,7 @@ pub fn generate(seed: u64, count: usize) -> Dataset {
         let rep_phone = phone(&mut rng);
         let capital = (1 + rng.below(500)) * 1_000_000;
         let established = date(&mut rng, 1995, 2020);
-        let penalties: Vec<Value> = (0..rng.below(3))
+        let mut penalties: Vec<Value> = (0..rng.below(3))
             .map(|k| {
                 let decided = date(&mut rng, 2016, 2026);
                 let severity = *rng.pick(SEVERITIES);
@@ -185,8 +309,12 @@ pub fn generate(seed: u64, count: usize) -> Dataset {
             .collect();
         let black_list = penalties.iter().any(|p| p["severity"] == "serious") && rng.chance(50);
         let red_list = !black_list && rng.chance(15);
+        penalties
+            .iter_mut()
+            .for_each(|p| penalty_marks(&mut law, p, &today));
+        let entries = list_entries(&mut law, &penalties, (black_list, red_list), &today);
         let licensed = date(&mut rng, 2010, 2024);
-        let entity = json!({
+        let mut entity = json!({
             "uscc": code.as_str(),
             "name": name,
             "sector": sector,
@@ -230,9 +358,11 @@ pub fn generate(seed: u64, count: usize) -> Dataset {
                 "title": "信用承诺书",
                 "signed_at": date(&mut rng, 2019, 2026),
             }],
+            "list_entries": entries,
             "red_list": red_list,
             "black_list": black_list,
         });
+        derive_flags(&mut entity, &today);
         persons.push(json!({
             "id_number": rep_id.as_str(),
             "name": entity["legal_representative"]["name"],
@@ -259,9 +389,13 @@ pub fn generate(seed: u64, count: usize) -> Dataset {
                 "valid_until": add_years(&cert_date, 6),
             }],
             "records": if rng.chance(30) {
-                vec![json!({"kind": "bad", "description": "违章作业被通报", "date": date(&mut rng, 2017, 2026)})]
+                let d = date(&mut rng, 2017, 2026);
+                vec![json!({"id": format!("R{i:05}-1"), "kind": "bad", "description": "违章作业被通报",
+                    "date": d, "ended_at": ended_before(&mut law, &d)})]
             } else {
-                vec![json!({"kind": "good", "description": "岗位技术能手", "date": date(&mut rng, 2017, 2026)})]
+                let d = date(&mut rng, 2017, 2026);
+                vec![json!({"id": format!("R{i:05}-1"), "kind": "good", "description": "岗位技术能手",
+                    "date": d, "ended_at": d})]
             },
         }));
         entities.push(entity);
@@ -292,5 +426,38 @@ mod tests {
         for p in &a.persons {
             assert!(ResidentId::parse(p["id_number"].as_str().unwrap()).is_ok());
         }
+    }
+
+    /// Flags say what the current entries say, never more: a removed or lapsed entry sets none.
+    #[test]
+    fn flags_derive_from_current_entries_only() {
+        let data = generate(42, 200);
+        let today = today();
+        let (mut removed, mut lapsed) = (0, 0);
+        for e in &data.entities {
+            let entries = e["list_entries"].as_array().unwrap();
+            for (flag, list) in [("black_list", "black"), ("red_list", "red")] {
+                let current = entries
+                    .iter()
+                    .any(|x| x["list"] == list && entry_current(x, &today));
+                assert_eq!(e[flag], current, "{e}");
+            }
+            for x in entries {
+                removed += usize::from(!x["removed_at"].is_null());
+                lapsed += usize::from(x["valid_until"].as_str().unwrap() < today.as_str());
+                assert_eq!(x["removed_at"].is_null(), x["exit_reason"].is_null());
+            }
+            for p in e["penalties"].as_array().unwrap() {
+                assert!(p["ended_at"].as_str().unwrap() < p["decided_at"].as_str().unwrap());
+            }
+        }
+        assert!(removed > 0 && lapsed > 0, "the data must show both exits");
+    }
+
+    #[test]
+    fn months_shift_across_years() {
+        assert_eq!(shift_months("2024-11-05", 3), "2025-02-05");
+        assert_eq!(shift_months("2024-01-05", -1), "2023-12-05");
+        assert_eq!(today().len(), 10);
     }
 }

@@ -189,6 +189,7 @@ pub fn summary_row(e: &Value) -> Value {
         "rating": e["rating"]["grade"],
         "classification_grade": e["classification_grade"],
         "red_list": e["red_list"], "black_list": e["black_list"],
+        "list_entries": e["list_entries"],
     })
 }
 
@@ -229,35 +230,37 @@ struct PageQuery {
     page_size: Option<usize>,
 }
 
-fn list_rows(s: &StoreState, flag: &str, q: PageQuery) -> Response {
-    let rows = s
-        .0
-        .entities
-        .iter()
-        .filter(|e| e[flag] == true)
-        .map(|e| {
-            let since = e["penalties"]
-                .as_array()
-                .and_then(|p| p.iter().filter_map(|p| p["decided_at"].as_str()).max())
-                .or_else(|| e["rating"]["rated_at"].as_str())
-                .unwrap_or("2020-01-01");
-            json!({
-                "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
-                "region": e["region"],
-                "reason": if flag == "black_list" { "严重失信：受到严重行政处罚" } else { "守信激励：信用评价优秀" },
-                "listed_at": since,
+/// Every entry of the list, removed and lapsed ones included, with its exit: the store keeps
+/// the history; what is public is the gateway's to decide.
+fn list_rows(s: &StoreState, list: &str, q: PageQuery) -> Response {
+    let rows =
+        s.0.entities
+            .iter()
+            .flat_map(|e| {
+                e["list_entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| x["list"] == list)
+                    .map(|x| {
+                        json!({
+                            "uscc": e["uscc"], "name": e["name"], "sector": e["sector"],
+                            "region": e["region"], "reason": x["reason"],
+                            "listed_at": x["listed_at"], "valid_until": x["valid_until"],
+                            "removed_at": x["removed_at"], "exit_reason": x["exit_reason"],
+                        })
+                    })
             })
-        })
-        .collect();
+            .collect();
     page_of(rows, q.page, q.page_size)
 }
 
 async fn red_list(State(s): State<StoreState>, Query(q): Query<PageQuery>) -> Response {
-    list_rows(&s, "red_list", q)
+    list_rows(&s, "red", q)
 }
 
 async fn black_list(State(s): State<StoreState>, Query(q): Query<PageQuery>) -> Response {
-    list_rows(&s, "black_list", q)
+    list_rows(&s, "black", q)
 }
 
 /// Receives a forwarded objection. The `Idempotency-Key` header makes a redelivery the same

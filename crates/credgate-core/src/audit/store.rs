@@ -668,21 +668,59 @@ fn names(records: Vec<AuditRecord>, subject: &str) -> Vec<AuditRecord> {
         .collect()
 }
 
-/// Accesses by institutions (and the public) to this subject's records, newest first.
+/// Accesses by institutions (and the public) to this subject's records, newest first,
+/// without those the policy withholds from the subject for now (`withhold_from_subject_days`:
+/// notice of an enforcement case's reads may wait, PIPL arts. 18 and 35). The records exist;
+/// staff see them; the subject sees them once the period has run.
 pub async fn access_log(
     db: &Db,
     subject: &str,
     limit: i64,
+    policies: &crate::policy::PolicySet,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let withheld: Vec<(&str, u32)> = policies
+        .purpose_codes()
+        .into_iter()
+        .filter_map(|c| {
+            let days = policies.purpose(c)?.withhold_from_subject_days;
+            (days > 0).then_some((c, days))
+        })
+        .collect();
+    access_log_at(db, subject, limit, &withheld, crate::storage::now_micros()).await
+}
+
+/// The access log as of `now_us`, leaving out reads for each `(purpose, days)` younger than
+/// that many days. Filtered in the query, so `limit` counts what the subject may see.
+pub async fn access_log_at(
+    db: &Db,
+    subject: &str,
+    limit: i64,
+    withheld: &[(&str, u32)],
+    now_us: i64,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    // COALESCE: a record without a purpose is never withheld (NOT of NULL would drop it).
+    let clauses: String = (0..withheld.len())
+        .map(|i| {
+            format!(
+                " AND NOT (COALESCE(purpose, '') = ${} AND time_us > ${})",
+                3 + 2 * i,
+                4 + 2 * i
+            )
+        })
+        .collect();
+    let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE seq IN \
          (SELECT seq FROM audit_subjects WHERE subject_id = $1) \
-         AND kind IN ('data', 'profile', 'public') ORDER BY seq DESC LIMIT $2"
-    )))
-    .bind(subject)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+         AND kind IN ('data', 'profile', 'public'){clauses} ORDER BY seq DESC LIMIT $2"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(subject)
+        .bind(limit);
+    for (purpose, days) in withheld {
+        let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
+        q = q.bind(purpose.to_string()).bind(cutoff);
+    }
+    let rows = q.fetch_all(db.pool()).await?;
     let records = rows.iter().map(from_row).collect::<Result<_, _>>()?;
     Ok(names(records, subject))
 }

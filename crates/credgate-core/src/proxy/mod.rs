@@ -230,6 +230,9 @@ pub fn release_in(
                 pseudonym_key: &state.pseudonym_key,
             };
             let (outcome, pending) = annotate::apply(state, plan, store, &mut doc, &ctx);
+            if !outcome.expired.is_empty() {
+                crate::workflows::outbox::spawn_deletions(state, store, &outcome.expired);
+            }
             if outcome.out_of_scope {
                 return Err(no_such_record());
             }
