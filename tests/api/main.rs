@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod oauth;
 mod objections;
+mod oidc;
 mod policy;
 mod policy_props;
 mod profile;

@@ -21,7 +21,7 @@ async fn start() -> Flow {
     Flow {
         idp,
         http,
-        verifier: "v".repeat(20) + &"-verifier.~_0123456789abcdef",
+        verifier: "v".repeat(20) + "-verifier.~_0123456789abcdef",
     }
 }
 
