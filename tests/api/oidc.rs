@@ -121,14 +121,15 @@ async fn the_whole_sign_in_yields_a_token_credgate_accepts() {
     let redirect = "http://127.0.0.1:9/cb";
     idp.register_client("credgate", redirect);
     let p = providers(&staff_provider(idp.issuer())).await;
-    let token = sign_in(&idp, redirect, "admin").await;
+    let token = sign_in(&idp, "credgate", redirect, "admin").await;
     let person = staff(p.verify(&token).await);
     assert_eq!(person.roles, ["system_admin"]);
     assert_eq!(person.amr, ["pwd", "otp", "mfa"]);
 }
 
-/// Through the login page and the one-time-code step, as a browser would.
-async fn sign_in(idp: &DemoIdp, redirect: &str, user: &str) -> String {
+/// Through the login page (and the one-time-code step for users with a secret), as a browser
+/// would; the access token.
+async fn sign_in(idp: &DemoIdp, client: &str, redirect: &str, user: &str) -> String {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -154,7 +155,7 @@ async fn sign_in(idp: &DemoIdp, redirect: &str, user: &str) -> String {
     let url = |p: &str| format!("{}{p}", idp.issuer());
     let q = [
         ("response_type", "code"),
-        ("client_id", "credgate"),
+        ("client_id", client),
         ("redirect_uri", redirect),
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
@@ -173,33 +174,28 @@ async fn sign_in(idp: &DemoIdp, redirect: &str, user: &str) -> String {
         ("username", u.username.clone()),
         ("password", u.password.clone()),
     ];
-    let html = http
-        .post(url("/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let secret = credgate_demo_idp::totp::base32_decode(u.totp_secret.as_deref().unwrap()).unwrap();
-    let form = [
-        ("step", hidden(&html, "step")),
-        ("otp", credgate_demo_idp::totp::code_now(&secret)),
-    ];
-    let resp = http
-        .post(url("/login/otp"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = http.post(url("/login")).form(&form).send().await.unwrap();
+    if let Some(secret) = &u.totp_secret {
+        let html = resp.text().await.unwrap();
+        let secret = credgate_demo_idp::totp::base32_decode(secret).unwrap();
+        let form = [
+            ("step", hidden(&html, "step")),
+            ("otp", credgate_demo_idp::totp::code_now(&secret)),
+        ];
+        resp = http
+            .post(url("/login/otp"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+    }
     let location = resp.headers()["location"].to_str().unwrap().to_string();
     let code = location.split("code=").nth(1).unwrap().to_string();
     let form = [
         ("grant_type", "authorization_code"),
         ("code", &code),
         ("redirect_uri", redirect),
-        ("client_id", "credgate"),
+        ("client_id", client),
         ("code_verifier", &verifier),
     ];
     let body: Value = http
@@ -212,6 +208,54 @@ async fn sign_in(idp: &DemoIdp, redirect: &str, user: &str) -> String {
         .await
         .unwrap();
     body["access_token"].as_str().unwrap().to_string()
+}
+
+/// One issuer for staff and subjects (as the demo provider is): the token's audience, which is
+/// the client the person signed in to, picks the provider entry, and a person signing in to
+/// the other app gets nothing there.
+#[tokio::test]
+async fn one_issuer_serves_staff_and_subjects_under_two_audiences() {
+    let idp = idp().await;
+    let (console, portal) = (
+        "http://127.0.0.1:9/console/cb",
+        "http://127.0.0.1:9/portal/cb",
+    );
+    idp.register_client("credgate-console", console);
+    idp.register_client("credgate-portal", portal);
+    idp.register_client("credgate-portal", console);
+    let text = staff_provider(idp.issuer()).replace("\"credgate\"", "\"credgate-console\"")
+        + &subject_provider(idp.issuer()).replace("\"credgate\"", "\"credgate-portal\"");
+    let p = providers(&text).await;
+    let officer = sign_in(&idp, "credgate-console", console, "officer").await;
+    assert_eq!(staff(p.verify(&officer).await).roles, ["security_officer"]);
+    let company = sign_in(&idp, "credgate-portal", portal, "company1").await;
+    let r = p.verify(&company).await;
+    assert!(matches!(r, Ok(Verified::Subject { .. })), "{r:?}");
+    // The wrong app for the person: no role, no subject.
+    let company_at_console = sign_in(&idp, "credgate-console", console, "company1").await;
+    assert!(matches!(
+        p.verify(&company_at_console).await,
+        Err(OidcError::NoRoles)
+    ));
+    let handler_at_portal = sign_in(&idp, "credgate-portal", portal, "handler").await;
+    assert!(matches!(
+        p.verify(&handler_at_portal).await,
+        Err(OidcError::Claim(_))
+    ));
+    // A token for both audiences, or for neither, names no one provider.
+    for aud in [
+        json!(["credgate-console", "credgate-portal"]),
+        json!("credgate"),
+        json!(null),
+    ] {
+        let mut c = idp.claims_for("officer", &["pwd", "otp"]).unwrap();
+        c["aud"] = aud.clone();
+        let r = p.verify(&idp.mint(Alg::ES256, &c).unwrap()).await;
+        assert!(
+            matches!(r, Err(OidcError::Invalid(ErrorKind::InvalidAudience))),
+            "{aud}: {r:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -638,4 +682,50 @@ async fn a_static_jwks_file_provider_works_as_before() {
     // An unreadable file stops start-up rather than trusting nothing silently.
     std::fs::remove_file(&jwks).unwrap();
     assert!(Providers::from_config(&c).is_err());
+}
+
+/// A provider answering with documents over the caps (64 KiB discovery, 256 KiB JWKS), or
+/// pointing its keys somewhere plain-HTTP-or-worse, is refused rather than read.
+#[tokio::test]
+async fn oversized_or_odd_documents_are_refused() {
+    use axum::{Router, routing::get};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let (i1, i2, i3) = (issuer.clone(), issuer.clone(), issuer.clone());
+    let app = Router::new()
+        .route(
+            "/big-jwks/.well-known/openid-configuration",
+            get(move || async move {
+                axum::Json(json!({"issuer": format!("{i1}/big-jwks"), "jwks_uri": format!("{i1}/jwks")}))
+            }),
+        )
+        .route("/jwks", get(|| async { format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(300 * 1024)) }))
+        .route(
+            "/big-discovery/.well-known/openid-configuration",
+            get(move || async move {
+                let pad = "x".repeat(70 * 1024);
+                axum::Json(json!({"issuer": format!("{i2}/big-discovery"), "jwks_uri": format!("{i2}/jwks"), "pad": pad}))
+            }),
+        )
+        .route(
+            "/file-keys/.well-known/openid-configuration",
+            get(move || async move {
+                axum::Json(json!({"issuer": format!("{i3}/file-keys"), "jwks_uri": "file:///etc/passwd"}))
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for (path, expected) in [
+        ("big-jwks", "over"),
+        ("big-discovery", "over"),
+        ("file-keys", "jwks_uri"),
+    ] {
+        let p = providers(&staff_provider(&format!("{issuer}/{path}"))).await;
+        let s = &p.status()[0];
+        assert!(!s.keys_loaded, "{path}: {s:?}");
+        assert!(
+            s.last_error.as_deref().unwrap().contains(expected),
+            "{path}: {s:?}"
+        );
+    }
+    server.abort();
 }

@@ -493,17 +493,19 @@ impl Config {
         self.validate_identity_providers()
     }
 
-    /// `[[identity_providers]]`: issuers usable for discovery, one provider per issuer, and a
+    /// `[[identity_providers]]`: issuers usable for discovery, one provider per issuer and
+    /// audience (the audience tells a shared issuer's staff and subject tokens apart), and a
     /// staff provider that can map at least one role.
     fn validate_identity_providers(&self) -> Result<(), ConfigError> {
         let mut issuers = std::collections::HashSet::new();
         for (i, idp) in self.identity_providers.iter().enumerate() {
             let key = |k: &str| format!("identity_providers[{i}].{k}");
             validate_issuer(idp).map_err(|m| invalid(key("issuer"), m))?;
-            if !issuers.insert(idp.issuer.as_str()) {
+            if !issuers.insert((idp.issuer.as_str(), idp.audience.as_str())) {
                 return Err(invalid(
                     key("issuer"),
-                    "names the same issuer as another provider",
+                    "another provider has the same issuer and audience (one issuer may serve \
+                     both kinds only under different audiences)",
                 ));
             }
             if idp.audience.trim().is_empty() {

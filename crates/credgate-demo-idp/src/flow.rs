@@ -387,7 +387,9 @@ async fn token(State(s): State<Arc<Shared>>, Form(f): Form<TokenForm>) -> Respon
         &g.amr,
         g.request.nonce.as_deref(),
     );
-    let access_claims = s.claims(user, &s.audience, &g.amr, None);
+    // The access token is for the app that asked: its client_id is the audience the gateway's
+    // provider entry names, which is how one issuer's staff and subject tokens stay apart.
+    let access_claims = s.claims(user, &g.request.client_id, &g.amr, None);
     let body = json!({
         "access_token": s.sign(Alg::EdDSA, &access_claims),
         "id_token": s.sign(Alg::ES256, &id_claims),

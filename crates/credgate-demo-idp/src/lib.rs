@@ -34,7 +34,9 @@ pub const ACR_TWO_FACTOR: &str = "urn:credgate:demo:acr:two-factor";
 pub struct Options {
     /// Port 0 picks a free one; see [`DemoIdp::addr`].
     pub listen: SocketAddr,
-    /// The `aud` of access tokens: the gateway's `identity_providers.audience`.
+    /// The `aud` of claims from [`DemoIdp::claims_for`]. Tokens from the sign-in carry the
+    /// client_id of the app that asked: register one client per gateway app (console, portal)
+    /// and name its client_id as `audience` in that app's `[[identity_providers]]` entry.
     pub audience: String,
     /// Lifetime of issued tokens.
     pub token_ttl_secs: u64,

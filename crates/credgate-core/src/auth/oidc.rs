@@ -336,12 +336,7 @@ impl Providers {
         if !ALGORITHMS.contains(&header.alg) {
             return Err(OidcError::Algorithm);
         }
-        let issuer = unverified_issuer(token)?;
-        let p = self
-            .list
-            .iter()
-            .find(|p| p.config.issuer == issuer)
-            .ok_or(OidcError::UnknownIssuer)?;
+        let p = self.pick(token)?;
         let kid = header.kid.ok_or(OidcError::UnknownKey)?;
         let mut keys = p.current();
         if !keys.contains_key(&kid) && p.config.static_jwks().is_none() && p.may_force() {
@@ -361,6 +356,33 @@ impl Providers {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| OidcError::Invalid(e.into_kind()))?;
         map_claims(&p.config, &data.claims)
+    }
+}
+
+impl Providers {
+    /// The provider a token claims to come from: by `iss`, and where two providers share an
+    /// issuer (one provider's staff and subject clients), by `aud`, which must then name
+    /// exactly one of them. The signature and these claims are checked afterwards.
+    fn pick(&self, token: &str) -> Result<&Provider, OidcError> {
+        let (iss, aud) = unverified_target(token)?;
+        let same: Vec<&Provider> = self
+            .list
+            .iter()
+            .filter(|p| p.config.issuer == iss)
+            .collect();
+        match same.as_slice() {
+            [] => Err(OidcError::UnknownIssuer),
+            [one] => Ok(one),
+            many => {
+                let mut by_aud = many.iter().filter(|p| aud.contains(&p.config.audience));
+                match (by_aud.next(), by_aud.next()) {
+                    (Some(p), None) => Ok(p),
+                    _ => Err(OidcError::Invalid(
+                        jsonwebtoken::errors::ErrorKind::InvalidAudience,
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -502,18 +524,29 @@ fn usable_key(jwk: &Jwk) -> Result<(String, Key), String> {
     Ok((kid, Key { alg, key }))
 }
 
-/// `iss` before the signature is checked: only to pick the provider whose keys then check it.
-fn unverified_issuer(token: &str) -> Result<String, OidcError> {
+/// `iss` and `aud` before the signature is checked: only to pick the provider whose keys and
+/// validation then check them.
+fn unverified_target(token: &str) -> Result<(String, Vec<String>), OidcError> {
     #[derive(Deserialize)]
-    struct Iss {
+    struct Peek {
         iss: String,
+        #[serde(default)]
+        aud: Value,
     }
     let payload = token.split('.').nth(1).ok_or(OidcError::Malformed)?;
     let bytes = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| OidcError::Malformed)?;
-    let iss: Iss = serde_json::from_slice(&bytes).map_err(|_| OidcError::Malformed)?;
-    Ok(iss.iss)
+    let peek: Peek = serde_json::from_slice(&bytes).map_err(|_| OidcError::Malformed)?;
+    let aud = match peek.aud {
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((peek.iss, aud))
 }
 
 /// The verified claims as credgate's caller, per the provider's kind and claim names.
@@ -766,9 +799,12 @@ mod tests {
     #[test]
     fn the_issuer_is_read_from_the_payload_only_to_pick_a_provider() {
         let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp"}"#);
+        let (iss, aud) = unverified_target(&format!("h.{payload}.s")).unwrap();
+        assert_eq!((iss.as_str(), aud.len()), ("https://idp", 0));
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"i","aud":["a",7,"b"]}"#);
         assert_eq!(
-            unverified_issuer(&format!("h.{payload}.s")).unwrap(),
-            "https://idp"
+            unverified_target(&format!("h.{payload}.s")).unwrap().1,
+            ["a", "b"]
         );
         for t in [
             "",
@@ -776,7 +812,7 @@ mod tests {
             "a.!!!.c",
             &format!("h.{}.s", URL_SAFE_NO_PAD.encode("{}")),
         ] {
-            assert!(unverified_issuer(t).is_err(), "{t}");
+            assert!(unverified_target(t).is_err(), "{t}");
         }
     }
 }
