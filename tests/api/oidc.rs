@@ -128,7 +128,8 @@ async fn the_whole_sign_in_yields_a_token_credgate_accepts() {
 }
 
 /// Through the login page (and the one-time-code step for users with a secret), as a browser
-/// would; the access token.
+/// would; the access token. Long because it is one sign-in, step by step, kept readable in one
+/// place rather than split into helpers that only this test would call.
 async fn sign_in(idp: &DemoIdp, client: &str, redirect: &str, user: &str) -> String {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -511,44 +511,7 @@ impl Config {
             if idp.audience.trim().is_empty() {
                 return Err(invalid(key("audience"), "must not be empty"));
             }
-            for (k, v) in [
-                ("subject_id_claim", &idp.subject_id_claim),
-                ("subject_type_claim", &idp.subject_type_claim),
-                ("roles_claim", &idp.roles_claim),
-                ("name_claim", &idp.name_claim),
-                ("org_claim", &idp.org_claim),
-            ] {
-                if v.trim().is_empty() {
-                    return Err(invalid(key(k), "must not be empty"));
-                }
-            }
-            if idp.kind == IdentityProviderKind::Staff && idp.role_map.is_empty() {
-                return Err(invalid(
-                    key("role_map"),
-                    "a staff provider needs at least one `group = \"role\"` entry",
-                ));
-            }
-            if let Some((g, _)) = idp
-                .role_map
-                .iter()
-                .find(|(g, r)| g.is_empty() || !is_role_name(r))
-            {
-                return Err(invalid(
-                    key("role_map"),
-                    format!("entry `{g}` must map a non-empty group to a role name (a-z, 0-9, _)"),
-                ));
-            }
-            for (k, map) in [
-                ("require_acr", &idp.require_acr),
-                ("require_amr", &idp.require_amr),
-            ] {
-                if let Some((r, _)) = map.iter().find(|(r, v)| !is_role_name(r) || v.is_empty()) {
-                    return Err(invalid(
-                        key(k),
-                        format!("entry `{r}` must name a role and at least one value"),
-                    ));
-                }
-            }
+            validate_idp_mapping(idp, key)?;
             if idp.jwks_refresh_secs < 10 || idp.unknown_kid_refresh_secs == 0 {
                 return Err(invalid(
                     key("jwks_refresh_secs"),
@@ -683,6 +646,53 @@ fn validate_store<'a>(
 }
 
 /// One route of store `i`: its pattern, method, dataset, subject and profile declarations.
+/// An identity provider's claim names, role map and factor requirements: what turns a
+/// verified token into a person.
+fn validate_idp_mapping(
+    idp: &IdentityProviderConfig,
+    key: impl Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    for (k, v) in [
+        ("subject_id_claim", &idp.subject_id_claim),
+        ("subject_type_claim", &idp.subject_type_claim),
+        ("roles_claim", &idp.roles_claim),
+        ("name_claim", &idp.name_claim),
+        ("org_claim", &idp.org_claim),
+    ] {
+        if v.trim().is_empty() {
+            return Err(invalid(key(k), "must not be empty"));
+        }
+    }
+    if idp.kind == IdentityProviderKind::Staff && idp.role_map.is_empty() {
+        return Err(invalid(
+            key("role_map"),
+            "a staff provider needs at least one `group = \"role\"` entry",
+        ));
+    }
+    if let Some((g, _)) = idp
+        .role_map
+        .iter()
+        .find(|(g, r)| g.is_empty() || !is_role_name(r))
+    {
+        return Err(invalid(
+            key("role_map"),
+            format!("entry `{g}` must map a non-empty group to a role name (a-z, 0-9, _)"),
+        ));
+    }
+    for (k, map) in [
+        ("require_acr", &idp.require_acr),
+        ("require_amr", &idp.require_amr),
+    ] {
+        if let Some((r, _)) = map.iter().find(|(r, v)| !is_role_name(r) || v.is_empty()) {
+            return Err(invalid(
+                key(k),
+                format!("entry `{r}` must name a role and at least one value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An issuer credgate can discover: `https://...`, or `http://` on loopback only (the demo and
 /// tests), since keys fetched over plain HTTP from elsewhere could be swapped on the way. A
 /// provider with a static `jwks_file` is never fetched, so its issuer is only a name.
