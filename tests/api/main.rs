@@ -18,6 +18,7 @@ mod health;
 mod hostile;
 mod oauth;
 mod objections;
+mod oidc;
 mod policy;
 mod policy_props;
 mod portal_api;

@@ -168,14 +168,93 @@ fn default_max_connections_per_address() -> usize {
     64
 }
 
+/// One trusted OpenID Connect provider (`[[identity_providers]]`). The key names are a contract
+/// (DESIGN.md, "Transport"); the defaults keep a pre-OIDC config, which named only `issuer`,
+/// `audience` and `jwks_file`, meaning what it meant: a subject provider with static keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityProviderConfig {
+    /// Exactly as the provider writes it in `iss`; discovery lives under it.
     pub issuer: String,
+    #[serde(default)]
+    pub kind: IdentityProviderKind,
     /// The audience this provider puts in tokens meant for credgate.
     pub audience: String,
-    /// A JWKS file with the provider's Ed25519 public keys.
+    /// A JWKS file for a provider without discovery. Empty (the default) means: discover
+    /// `{issuer}/.well-known/openid-configuration`. A path rather than an `Option` so that code
+    /// reading it as a path keeps compiling; use [`IdentityProviderConfig::static_jwks`].
+    #[serde(default)]
     pub jwks_file: PathBuf,
+    /// Subject providers: the subject id; staff providers: the person id.
+    #[serde(default = "default_subject_id_claim")]
+    pub subject_id_claim: String,
+    /// Subject providers: `legal` or `natural`.
+    #[serde(default = "default_subject_type_claim")]
+    pub subject_type_claim: String,
+    /// Staff providers: the claim holding the person's groups or roles (a string or a list).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Staff providers: the person's display name and organisation.
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    #[serde(default = "default_org_claim")]
+    pub org_claim: String,
+    /// Staff providers: provider group -> credgate role. Groups not named here are dropped.
+    #[serde(default)]
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// credgate role (or `subject`) -> `acr` values of which the token must carry one.
+    #[serde(default)]
+    pub require_acr: std::collections::BTreeMap<String, Vec<String>>,
+    /// credgate role (or `subject`) -> `amr` values the token must carry all of.
+    #[serde(default)]
+    pub require_amr: std::collections::BTreeMap<String, Vec<String>>,
+    /// How often the keys are fetched again even when every `kid` is known.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// The least time between two fetches caused by an unknown `kid`, so that a stream of
+    /// made-up kids cannot make credgate hammer the provider.
+    #[serde(default = "default_unknown_kid_refresh_secs")]
+    pub unknown_kid_refresh_secs: u64,
+}
+
+impl IdentityProviderConfig {
+    /// The JWKS file of a provider without discovery.
+    pub fn static_jwks(&self) -> Option<&Path> {
+        (!self.jwks_file.as_os_str().is_empty()).then_some(self.jwks_file.as_path())
+    }
+}
+
+/// Whose tokens a provider issues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityProviderKind {
+    /// Data subjects (companies and persons), about their own records.
+    #[default]
+    Subject,
+    /// People working the gateway: security officers, objection handlers, ...
+    Staff,
+}
+
+fn default_subject_id_claim() -> String {
+    "sub".into()
+}
+fn default_subject_type_claim() -> String {
+    "subject_type".into()
+}
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+fn default_name_claim() -> String {
+    "name".into()
+}
+fn default_org_claim() -> String {
+    "org".into()
+}
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+fn default_unknown_kid_refresh_secs() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -385,7 +464,9 @@ impl Config {
         fix(&mut self.key_dir);
         fix(&mut self.policy_dir);
         for idp in &mut self.identity_providers {
-            fix(&mut idp.jwks_file);
+            if idp.static_jwks().is_some() {
+                fix(&mut idp.jwks_file);
+            }
         }
         if let Some(demo) = &mut self.demo_identity_provider {
             fix(&mut demo.key_file);
@@ -409,11 +490,32 @@ impl Config {
                 validate_route(i, j, route)?;
             }
         }
+        self.validate_identity_providers()
+    }
+
+    /// `[[identity_providers]]`: issuers usable for discovery, one provider per issuer and
+    /// audience (the audience tells a shared issuer's staff and subject tokens apart), and a
+    /// staff provider that can map at least one role.
+    fn validate_identity_providers(&self) -> Result<(), ConfigError> {
+        let mut issuers = std::collections::HashSet::new();
         for (i, idp) in self.identity_providers.iter().enumerate() {
-            if idp.issuer.is_empty() {
+            let key = |k: &str| format!("identity_providers[{i}].{k}");
+            validate_issuer(idp).map_err(|m| invalid(key("issuer"), m))?;
+            if !issuers.insert((idp.issuer.as_str(), idp.audience.as_str())) {
                 return Err(invalid(
-                    format!("identity_providers[{i}].issuer"),
-                    "must not be empty",
+                    key("issuer"),
+                    "another provider has the same issuer and audience (one issuer may serve \
+                     both kinds only under different audiences)",
+                ));
+            }
+            if idp.audience.trim().is_empty() {
+                return Err(invalid(key("audience"), "must not be empty"));
+            }
+            validate_idp_mapping(idp, key)?;
+            if idp.jwks_refresh_secs < 10 || idp.unknown_kid_refresh_secs == 0 {
+                return Err(invalid(
+                    key("jwks_refresh_secs"),
+                    "jwks_refresh_secs must be at least 10 and unknown_kid_refresh_secs at least 1",
                 ));
             }
         }
@@ -544,6 +646,94 @@ fn validate_store<'a>(
 }
 
 /// One route of store `i`: its pattern, method, dataset, subject and profile declarations.
+/// An identity provider's claim names, role map and factor requirements: what turns a
+/// verified token into a person.
+fn validate_idp_mapping(
+    idp: &IdentityProviderConfig,
+    key: impl Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    for (k, v) in [
+        ("subject_id_claim", &idp.subject_id_claim),
+        ("subject_type_claim", &idp.subject_type_claim),
+        ("roles_claim", &idp.roles_claim),
+        ("name_claim", &idp.name_claim),
+        ("org_claim", &idp.org_claim),
+    ] {
+        if v.trim().is_empty() {
+            return Err(invalid(key(k), "must not be empty"));
+        }
+    }
+    if idp.kind == IdentityProviderKind::Staff && idp.role_map.is_empty() {
+        return Err(invalid(
+            key("role_map"),
+            "a staff provider needs at least one `group = \"role\"` entry",
+        ));
+    }
+    if let Some((g, _)) = idp
+        .role_map
+        .iter()
+        .find(|(g, r)| g.is_empty() || !is_role_name(r))
+    {
+        return Err(invalid(
+            key("role_map"),
+            format!("entry `{g}` must map a non-empty group to a role name (a-z, 0-9, _)"),
+        ));
+    }
+    for (k, map) in [
+        ("require_acr", &idp.require_acr),
+        ("require_amr", &idp.require_amr),
+    ] {
+        if let Some((r, _)) = map.iter().find(|(r, v)| !is_role_name(r) || v.is_empty()) {
+            return Err(invalid(
+                key(k),
+                format!("entry `{r}` must name a role and at least one value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An issuer credgate can discover: `https://...`, or `http://` on loopback only (the demo and
+/// tests), since keys fetched over plain HTTP from elsewhere could be swapped on the way. A
+/// provider with a static `jwks_file` is never fetched, so its issuer is only a name.
+fn validate_issuer(idp: &IdentityProviderConfig) -> Result<(), String> {
+    let issuer = idp.issuer.as_str();
+    if issuer.trim().is_empty() || issuer != issuer.trim() {
+        return Err("must not be empty or padded with spaces".into());
+    }
+    if idp.static_jwks().is_some() {
+        return Ok(());
+    }
+    let uri: http::Uri = issuer
+        .parse()
+        .map_err(|_| format!("`{issuer}` is not a URL (needed for discovery; or set jwks_file)"))?;
+    let loopback = uri.host().is_some_and(|h| {
+        h == "localhost"
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        _ => {
+            return Err(format!(
+                "`{issuer}` must be an https:// URL (http:// only on loopback)"
+            ));
+        }
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query".into());
+    }
+    Ok(())
+}
+
+fn is_role_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn validate_route(i: usize, j: usize, route: &RouteConfig) -> Result<(), ConfigError> {
     let key = |k: &str| format!("stores[{i}].routes[{j}].{k}");
     crate::proxy::route::RoutePattern::parse(&route.path).map_err(|m| invalid(key("path"), m))?;

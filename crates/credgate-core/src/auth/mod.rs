@@ -4,6 +4,7 @@
 pub mod keyring;
 pub mod keys;
 pub mod limiter;
+pub mod oidc;
 mod principal;
 pub mod sealer;
 pub mod secrets;
