@@ -13,7 +13,7 @@ use std::{
 use credgate::{
     audit::NOOP_ACK,
     config::Config,
-    http::App,
+    web::App,
     sample_store::{self, SampleStoreArgs},
 };
 

@@ -10,7 +10,7 @@ use crate::{
     auth::{secrets, subject::mint_demo_token},
     config::{Config, is_name},
     domain::{SubjectId, SubjectType},
-    http::App,
+    web::App,
     policy::PolicySet,
     storage::{Db, clients},
 };
@@ -266,7 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = Db::open(&config.storage_url).await?;
             let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
             let key = keyring
-                .rotate(&db, crate::auth::keyring::Purpose::TokenSigning)
+                .rotate(&db, crate::auth::keyring::KeyUse::TokenSigning)
                 .await?;
             println!(
                 "token-signing key generation {} added: kid {}; replicas sign with it within a second, older tokens stay valid until they expire",
@@ -274,15 +274,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Keys(KeysCommand::List { config }) => {
-            use crate::auth::keyring::Purpose;
+            use crate::auth::keyring::KeyUse;
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
             for purpose in [
-                Purpose::TokenSigning,
-                Purpose::AuditSigning,
-                Purpose::Pseudonym,
-                Purpose::Reports,
+                KeyUse::TokenSigning,
+                KeyUse::AuditSigning,
+                KeyUse::Pseudonym,
+                KeyUse::Reports,
             ] {
                 for k in keyring.load(&db, purpose).await? {
                     println!(
@@ -478,7 +478,7 @@ pub async fn add_client(
 }
 
 /// SIGHUP reloads the policy set, on every replica, as `POST /admin/policies/reload` does.
-fn reload_on_sighup(state: crate::http::AppState) {
+fn reload_on_sighup(state: crate::web::AppState) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

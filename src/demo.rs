@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::{keys::create_private_dir, secrets, subject::create_demo_provider},
     config::Config,
-    http::App,
+    web::App,
     sample_store::{SampleStore, SampleStoreArgs},
 };
 

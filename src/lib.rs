@@ -1,6 +1,6 @@
 //! credgate: a privacy and security gateway in front of credit-information stores.
 //!
-//! This package is the web layer (`http`: state, routes, handlers, the mapping of every core
+//! This package is the web layer (`web`: state, routes, handlers, the mapping of every core
 //! error to a problem document), the command line and the demo. Below it, each its own crate:
 //! `credgate-core` (config, storage, auth, audit, limits, the data-path phases, workflows,
 //! replicas), `credgate-policy` (the compiled policy set and masks), `credgate-types` (ids,
@@ -17,5 +17,5 @@ pub use credgate_types as domain;
 
 pub mod cli;
 pub mod demo;
-pub mod http;
 pub mod telemetry;
+pub mod web;

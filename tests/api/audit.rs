@@ -343,7 +343,7 @@ pub(crate) async fn tamperable() -> TestApp {
 }
 
 /// Verification still catches them.
-async fn tampered(tamper: &str) -> verify::Report {
+async fn tampered(tamper: &str) -> verify::ChainVerdict {
     let app = tamperable().await;
     let pool = app.state.db.pool();
     for stmt in tamper.split(';').filter(|s| !s.trim().is_empty()) {

@@ -32,7 +32,7 @@ async fn start_for_load(log: Option<&std::path::Path>) -> Loaded {
             .unwrap();
     // With a log file, the shutdown summary (info, from the web layer) is kept.
     let rust_log = if log.is_some() {
-        "error,credgate::http=info"
+        "error,credgate::web=info"
     } else {
         "error"
     };

@@ -18,7 +18,7 @@ use axum::{
 use credgate::{
     auth::keys::Ed25519Key,
     config::Config,
-    http::{App, AppState},
+    web::{App, AppState},
     sample_store::{self, SampleStoreArgs},
 };
 use serde_json::{Value, json};
@@ -498,7 +498,7 @@ impl TestApp {
             .keyring
             .load(
                 &self.state.db,
-                credgate::auth::keyring::Purpose::TokenSigning,
+                credgate::auth::keyring::KeyUse::TokenSigning,
             )
             .await
             .unwrap()

@@ -236,23 +236,18 @@ async fn a_replica_with_another_master_key_refuses_to_start() {
     let mut config = app.state.config.as_ref().clone();
     let other = tempfile::tempdir().unwrap();
     config.key_dir = other.path().join("keys");
-    let err = credgate::http::App::build(config).await.err().unwrap();
+    let err = credgate::web::App::build(config).await.err().unwrap();
     let text = format!("{err:#}");
     assert!(text.contains("does not open with the master key"), "{text}");
 }
 
 #[tokio::test]
 async fn a_wrapped_key_moved_to_another_row_does_not_open() {
-    use credgate::auth::keyring::{Keyring, Purpose};
+    use credgate::auth::keyring::{KeyUse, Keyring};
     let app = TestApp::spawn().await;
     let pool = app.state.db.pool();
     let keyring = Keyring::open(&app.dir.path().join("keys")).unwrap();
-    assert!(
-        keyring
-            .load(&app.state.db, Purpose::Pseudonym)
-            .await
-            .is_ok()
-    );
+    assert!(keyring.load(&app.state.db, KeyUse::Pseudonym).await.is_ok());
     // Someone with write access to the database swaps the pseudonym key for the reports key.
     let reports: String =
         sqlx::query_scalar("SELECT wrapped FROM gateway_keys WHERE purpose = 'reports'")
@@ -265,7 +260,7 @@ async fn a_wrapped_key_moved_to_another_row_does_not_open() {
         .await
         .unwrap();
     let err = keyring
-        .load(&app.state.db, Purpose::Pseudonym)
+        .load(&app.state.db, KeyUse::Pseudonym)
         .await
         .unwrap_err()
         .to_string();
@@ -275,7 +270,7 @@ async fn a_wrapped_key_moved_to_another_row_does_not_open() {
     config.listen = "127.0.0.1:0".parse().unwrap();
     let err = format!(
         "{:#}",
-        credgate::http::App::build(config).await.err().unwrap()
+        credgate::web::App::build(config).await.err().unwrap()
     );
     assert!(
         err.contains("does not open"),

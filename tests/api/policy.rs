@@ -447,7 +447,7 @@ async fn the_gateway_refuses_to_start_on_a_bad_policy_set_naming_file_and_line()
     std::fs::write(&classes, text.replacen("tier = \"T4\"", "tier = \"T5\"", 1)).unwrap();
     let mut config = (*app.state.config).clone();
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let err = match credgate::http::App::build(config).await {
+    let err = match credgate::web::App::build(config).await {
         Ok(_) => panic!("started on a bad policy set"),
         Err(e) => format!("{e:#}"),
     };
@@ -459,7 +459,7 @@ async fn a_route_to_a_dataset_the_catalog_lacks_stops_the_start() {
     let app = TestApp::spawn().await;
     let mut config = (*app.state.config).clone();
     config.stores[0].routes[0].dataset = "mystery".into();
-    let err = match credgate::http::App::build(config).await {
+    let err = match credgate::web::App::build(config).await {
         Ok(_) => panic!("started with an undecidable route"),
         Err(e) => format!("{e:#}"),
     };

@@ -15,7 +15,8 @@ struct Ctx {
     app: TestApp,
     uscc: String,
     subject: String,
-    handler: String,
+    /// Re-minted when the clock moves: gateway tokens expire on the gateway's clock.
+    handler: std::sync::Mutex<String>,
 }
 
 async fn setup() -> Ctx {
@@ -30,11 +31,22 @@ async fn setup() -> Ctx {
         app,
         uscc,
         subject,
-        handler,
+        handler: std::sync::Mutex::new(handler),
     }
 }
 
 impl Ctx {
+    fn handler(&self) -> String {
+        self.handler.lock().unwrap().clone()
+    }
+
+    /// Moves the gateway's clock, and takes a handler token that is valid at the new time.
+    async fn advance_days(&self, days: i64) {
+        self.app.state.clock.advance_days(days);
+        let (_, token) = self.app.token("objection_handler").await;
+        *self.handler.lock().unwrap() = token;
+    }
+
     async fn send(&self, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
         let url = format!("{}{path}", self.app.url);
         let req = match body {
@@ -60,7 +72,7 @@ impl Ctx {
 
     async fn move_to(&self, id: &str, body: Value) -> reqwest::Response {
         let path = format!("/admin/requests/{id}/transitions");
-        self.send(&path, &self.handler, Some(body)).await
+        self.send(&path, &self.handler(), Some(body)).await
     }
 
     async fn get(&self, path: &str, token: &str) -> Value {
@@ -165,10 +177,10 @@ async fn overdue_requests_are_listed_and_alerted_and_a_refusal_needs_a_reason() 
     let id = r["id"].as_str().unwrap().to_string();
     let list = |q: &str| {
         let (c, path) = (&c, format!("/admin/requests?{q}"));
-        async move { c.get(&path, &c.handler).await }
+        async move { c.get(&path, &c.handler()).await }
     };
     assert_eq!(list("overdue=true").await["items"], json!([]));
-    c.app.state.clock.advance_days(6);
+    c.advance_days(6).await;
     let overdue = list("overdue=true").await;
     assert_eq!(overdue["items"][0]["id"], id.as_str(), "{overdue}");
     assert_eq!(overdue["items"][0]["subject"], c.uscc.as_str());
@@ -310,7 +322,7 @@ async fn hostile_requests_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_problem(anon, 401).await;
-    let still = c.get(&format!("/admin/requests/{id}"), &c.handler).await;
+    let still = c.get(&format!("/admin/requests/{id}"), &c.handler()).await;
     assert_eq!(still["status"], "submitted");
     assert_eq!(still["history"].as_array().unwrap().len(), 1);
 }
@@ -321,6 +333,7 @@ async fn every_request_route_is_audited() {
     let c = setup().await;
     let r = c.file("restriction").await;
     let id = r["id"].as_str().unwrap();
+    let handler = c.handler();
     for (path, token, body, kind) in [
         ("/subject/requests".to_string(), &c.subject, None, "subject"),
         (
@@ -329,11 +342,11 @@ async fn every_request_route_is_audited() {
             None,
             "subject",
         ),
-        ("/admin/requests".to_string(), &c.handler, None, "admin"),
-        (format!("/admin/requests/{id}"), &c.handler, None, "admin"),
+        ("/admin/requests".to_string(), &handler, None, "admin"),
+        (format!("/admin/requests/{id}"), &handler, None, "admin"),
         (
             format!("/admin/requests/{id}/transitions"),
-            &c.handler,
+            &handler,
             Some(json!({"to": "accepted"})),
             "admin",
         ),

@@ -2,7 +2,7 @@
 //! operations, and each route behaves as its table row declares (a record of the declared kind,
 //! or none).
 
-use credgate::http::{
+use credgate::web::{
     route_table,
     routes::{Coverage, RouteEntry, Unaudited},
 };

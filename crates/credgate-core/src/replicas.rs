@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::{
-    auth::keyring::{KeyringError, Purpose},
+    auth::keyring::{KeyUse, KeyringError},
     policy::PolicyError,
     services::Core,
     storage::{
@@ -193,13 +193,13 @@ async fn act_on(state: &Core, topic: &str, signal: &Signal) -> bool {
 
 /// Rereads the token-signing keys: after a rotation, or when a token names a kid we lack.
 pub async fn refresh_keys(state: &Core) -> Result<(), KeyringError> {
-    let keys = state.keyring.load(&state.db, Purpose::TokenSigning).await?;
+    let keys = state.keyring.load(&state.db, KeyUse::TokenSigning).await?;
     state
         .tokens
         .replace_keys(&keys)
         .map_err(|_| KeyringError::Corrupt {
             kid: "-".into(),
-            purpose: Purpose::TokenSigning.as_str(),
+            purpose: KeyUse::TokenSigning.as_str(),
         })?;
     tracing::info!(signing_kid = %state.tokens.signing_kid(), generations = keys.len(), "signing keys refreshed");
     Ok(())

@@ -44,15 +44,15 @@ struct Case {
 }
 
 #[derive(Debug, Default)]
-pub struct Report {
+pub struct TestRun {
     pub passed: usize,
     pub failures: Vec<String>,
 }
 
-pub fn run(dir: &Path) -> Result<Report, PolicyError> {
+pub fn run(dir: &Path) -> Result<TestRun, PolicyError> {
     let set = PolicySet::load(dir)?;
     let key = hmac::Key::new(hmac::HMAC_SHA256, TEST_PSEUDONYM_KEY);
-    let mut report = Report::default();
+    let mut report = TestRun::default();
     let mut files: Vec<_> = std::fs::read_dir(dir.join("tests"))
         .map_err(|e| PolicyError {
             file: dir.join("tests").display().to_string(),

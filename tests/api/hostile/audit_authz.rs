@@ -358,7 +358,7 @@ enum May {
 }
 
 /// Every `/admin` and `/subject` route (DESIGN.md "HTTP contract", the routers in
-/// src/http/admin.rs, src/http/subject.rs and src/workflows/*.rs), one line each: method,
+/// src/web/admin.rs, src/web/subject.rs and src/workflows/*.rs), one line each: method,
 /// path (`{name}` is a fixture's id), who may call it, and a valid body, so that a refusal
 /// comes from the authorization and not from the body. A role DESIGN.md names that arrives
 /// later (auditor, system_admin) changes the `May` of its lines; the wrong roles tried are every
@@ -741,7 +741,7 @@ fn in_30_days() -> String {
 // Item 24: every tamper kind. Edit, delete, insert, reorder, tail and the consistent re-chain
 // before a checkpoint are in tests/api/audit.rs.
 
-async fn report_of(app: &TestApp) -> credgate::audit::verify::Report {
+async fn report_of(app: &TestApp) -> credgate::audit::verify::ChainVerdict {
     credgate::audit::verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap()
@@ -750,7 +750,7 @@ async fn report_of(app: &TestApp) -> credgate::audit::verify::Report {
 async fn against(
     app: &TestApp,
     witness: &credgate::audit::verify::Witness,
-) -> credgate::audit::verify::Report {
+) -> credgate::audit::verify::ChainVerdict {
     credgate::audit::verify::verify_against(&app.state.db, &app.state.audit_public_key, witness)
         .await
         .unwrap()

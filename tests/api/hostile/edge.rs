@@ -504,7 +504,7 @@ async fn a_correctly_signed_token_living_longer_than_the_gateway_issues_is_refus
 
 #[tokio::test]
 async fn a_cached_token_dies_with_its_retired_key() {
-    use credgate::auth::keyring::Purpose;
+    use credgate::auth::keyring::KeyUse;
     let app = TestApp::spawn().await;
     let (_, token) = app.token("regulator").await;
     // Used once: verified and cached.
@@ -517,7 +517,7 @@ async fn a_cached_token_dies_with_its_retired_key() {
     let new = app
         .state
         .keyring
-        .rotate(&app.state.db, Purpose::TokenSigning)
+        .rotate(&app.state.db, KeyUse::TokenSigning)
         .await
         .unwrap();
     // "After the token lifetime": the new generation has signed for longer than a token lives.

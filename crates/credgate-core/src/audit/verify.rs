@@ -18,7 +18,7 @@ use super::{AuditRecord, archive::MIN_RETENTION_DAYS, chain, store};
 use crate::storage::{Db, StorageError, now_micros};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Report {
+pub struct ChainVerdict {
     pub ok: bool,
     pub records: i64,
     pub head: String,
@@ -46,7 +46,7 @@ pub struct Witness {
     pub signature: String,
 }
 
-impl Report {
+impl ChainVerdict {
     fn fail(&mut self, seq: Option<i64>, id: Option<String>, why: String) {
         self.ok = false;
         self.first_bad_seq = seq;
@@ -56,14 +56,18 @@ impl Report {
 }
 
 /// `public_key`: the audit signing key's raw Ed25519 public key.
-pub async fn verify(db: &Db, public_key: &[u8]) -> Result<Report, StorageError> {
+pub async fn verify(db: &Db, public_key: &[u8]) -> Result<ChainVerdict, StorageError> {
     verify_at(db, public_key, now_micros()).await
 }
 
 /// `verify` as of `now_us`, which decides how old an archived checkpoint must be.
-pub async fn verify_at(db: &Db, public_key: &[u8], now_us: i64) -> Result<Report, StorageError> {
+pub async fn verify_at(
+    db: &Db,
+    public_key: &[u8],
+    now_us: i64,
+) -> Result<ChainVerdict, StorageError> {
     let checkpoints = store::checkpoints(db).await?;
-    let mut report = Report {
+    let mut report = ChainVerdict {
         ok: true,
         records: 0,
         head: chain::GENESIS.into(),
@@ -106,7 +110,7 @@ pub async fn verify_against(
     db: &Db,
     public_key: &[u8],
     witness: &Witness,
-) -> Result<Report, StorageError> {
+) -> Result<ChainVerdict, StorageError> {
     let mut report = verify(db, public_key).await?;
     if !report.ok {
         return Ok(report);
@@ -171,7 +175,7 @@ async fn walk(
     checkpoints: &[store::Checkpoint],
     base: i64,
     mut prev_hash: String,
-    report: &mut Report,
+    report: &mut ChainVerdict,
 ) -> Result<(), StorageError> {
     let upto = store::head(db).await?.seq;
     let mut index = IndexCursor::open(db, base, upto);

@@ -23,8 +23,10 @@ use super::{
 };
 use crate::storage::{Db, StorageError, now_micros, signals};
 
+/// What a key is used for. Not a processing purpose (`policy::Purpose`, the X-Purpose an
+/// institution declares): in a privacy product the two must never be confused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
+pub enum KeyUse {
     /// Signs the access tokens the gateway issues (Ed25519).
     TokenSigning,
     /// Signs audit checkpoints (Ed25519); separate, so rotating one never touches the other.
@@ -35,28 +37,28 @@ pub enum Purpose {
     Reports,
 }
 
-impl Purpose {
+impl KeyUse {
     pub fn as_str(self) -> &'static str {
         match self {
-            Purpose::TokenSigning => "token-signing",
-            Purpose::AuditSigning => "audit-signing",
-            Purpose::Pseudonym => "pseudonym",
-            Purpose::Reports => "reports",
+            KeyUse::TokenSigning => "token-signing",
+            KeyUse::AuditSigning => "audit-signing",
+            KeyUse::Pseudonym => "pseudonym",
+            KeyUse::Reports => "reports",
         }
     }
 
     fn is_ed25519(self) -> bool {
-        matches!(self, Purpose::TokenSigning | Purpose::AuditSigning)
+        matches!(self, KeyUse::TokenSigning | KeyUse::AuditSigning)
     }
 
     /// Where a gateway from before the keyring kept this key. Imported once when present, so
     /// an upgrade keeps its tokens, pseudonyms, sealed contacts and checkpoints valid.
     fn legacy_file(self, key_dir: &Path) -> PathBuf {
         match self {
-            Purpose::TokenSigning => gateway_signing_key_path(key_dir),
-            Purpose::AuditSigning => audit_signing_key_path(key_dir),
-            Purpose::Pseudonym => pseudonym_key_path(key_dir),
-            Purpose::Reports => key_dir.join("reports.key"),
+            KeyUse::TokenSigning => gateway_signing_key_path(key_dir),
+            KeyUse::AuditSigning => audit_signing_key_path(key_dir),
+            KeyUse::Pseudonym => pseudonym_key_path(key_dir),
+            KeyUse::Reports => key_dir.join("reports.key"),
         }
     }
 }
@@ -126,7 +128,7 @@ pub fn master_key_path(key_dir: &Path) -> PathBuf {
 }
 
 /// Binds a wrapped key to its purpose and id: moved to another row, it does not open.
-fn aad(purpose: Purpose, kid: &str) -> String {
+fn aad(purpose: KeyUse, kid: &str) -> String {
     format!("credgate-key/{}/{kid}", purpose.as_str())
 }
 
@@ -147,7 +149,7 @@ impl Keyring {
     /// Every generation of `purpose`, oldest first. With none stored, generation 1 is made:
     /// imported from the pre-keyring key file if there is one, else generated. Replicas that
     /// start at once race on the unique (purpose, generation); the loser reads the winner's.
-    pub async fn ensure(&self, db: &Db, purpose: Purpose) -> Result<Vec<StoredKey>, KeyringError> {
+    pub async fn ensure(&self, db: &Db, purpose: KeyUse) -> Result<Vec<StoredKey>, KeyringError> {
         let keys = self.load(db, purpose).await?;
         if !keys.is_empty() {
             return Ok(keys);
@@ -177,7 +179,7 @@ impl Keyring {
     }
 
     /// The stored generations of `purpose`, oldest first, unwrapped and checked.
-    pub async fn load(&self, db: &Db, purpose: Purpose) -> Result<Vec<StoredKey>, KeyringError> {
+    pub async fn load(&self, db: &Db, purpose: KeyUse) -> Result<Vec<StoredKey>, KeyringError> {
         let rows = sqlx::query(
             "SELECT kid, generation, wrapped, created_at FROM gateway_keys \
              WHERE purpose = $1 ORDER BY generation",
@@ -221,8 +223,8 @@ impl Keyring {
     /// Adds the next generation of the token-signing key and tells every replica. Replicas
     /// sign with it once they see it (within a second); tokens signed by the older key stay
     /// valid until they expire.
-    pub async fn rotate(&self, db: &Db, purpose: Purpose) -> Result<StoredKey, KeyringError> {
-        if purpose != Purpose::TokenSigning {
+    pub async fn rotate(&self, db: &Db, purpose: KeyUse) -> Result<StoredKey, KeyringError> {
+        if purpose != KeyUse::TokenSigning {
             return Err(KeyringError::NotRotatable(purpose.as_str()));
         }
         self.ensure(db, purpose).await?;
@@ -255,7 +257,7 @@ impl Keyring {
     async fn insert(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        purpose: Purpose,
+        purpose: KeyUse,
         generation: i64,
         material: &[u8],
     ) -> Result<bool, KeyringError> {
@@ -292,7 +294,7 @@ impl Keyring {
     }
 }
 
-fn generate(purpose: Purpose) -> Result<Vec<u8>, KeyError> {
+fn generate(purpose: KeyUse) -> Result<Vec<u8>, KeyError> {
     if purpose.is_ed25519() {
         return Ok(Ed25519Key::generate()?.pkcs8().to_vec());
     }
@@ -314,36 +316,33 @@ pub struct GatewayKeys {
 impl Keyring {
     /// Everything a replica needs at start, creating what is missing.
     pub async fn gateway_keys(&self, db: &Db) -> Result<GatewayKeys, KeyringError> {
-        let newest = |mut keys: Vec<StoredKey>, purpose: Purpose| {
+        let newest = |mut keys: Vec<StoredKey>, purpose: KeyUse| {
             keys.pop().ok_or(KeyringError::Corrupt {
                 kid: "-".into(),
                 purpose: purpose.as_str(),
             })
         };
-        let corrupt = |k: &StoredKey, purpose: Purpose| KeyringError::Corrupt {
+        let corrupt = |k: &StoredKey, purpose: KeyUse| KeyringError::Corrupt {
             kid: k.kid.clone(),
             purpose: purpose.as_str(),
         };
         let audit = newest(
-            self.ensure(db, Purpose::AuditSigning).await?,
-            Purpose::AuditSigning,
+            self.ensure(db, KeyUse::AuditSigning).await?,
+            KeyUse::AuditSigning,
         )?;
-        let pseudonym = newest(
-            self.ensure(db, Purpose::Pseudonym).await?,
-            Purpose::Pseudonym,
-        )?;
-        let reports = newest(self.ensure(db, Purpose::Reports).await?, Purpose::Reports)?;
+        let pseudonym = newest(self.ensure(db, KeyUse::Pseudonym).await?, KeyUse::Pseudonym)?;
+        let reports = newest(self.ensure(db, KeyUse::Reports).await?, KeyUse::Reports)?;
         Ok(GatewayKeys {
-            token_signing: self.ensure(db, Purpose::TokenSigning).await?,
+            token_signing: self.ensure(db, KeyUse::TokenSigning).await?,
             audit_signing: audit
                 .ed25519()
-                .ok_or_else(|| corrupt(&audit, Purpose::AuditSigning))?,
+                .ok_or_else(|| corrupt(&audit, KeyUse::AuditSigning))?,
             pseudonym: pseudonym
                 .secret()
-                .ok_or_else(|| corrupt(&pseudonym, Purpose::Pseudonym))?,
+                .ok_or_else(|| corrupt(&pseudonym, KeyUse::Pseudonym))?,
             reports: reports
                 .secret()
-                .ok_or_else(|| corrupt(&reports, Purpose::Reports))?,
+                .ok_or_else(|| corrupt(&reports, KeyUse::Reports))?,
         })
     }
 }

@@ -23,7 +23,7 @@ use crate::{
     storage::{StorageError, clients::ClientStatus},
 };
 
-/// Why a caller was not let in. The web layer maps each to its problem (`http::error`).
+/// Why a caller was not let in. The web layer maps each to its problem (`web::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// No valid credentials: a 401, with a reason safe to show.

@@ -7,7 +7,7 @@
 
 //!
 //! The phases live here, below the web layer; the axum handlers that run them in order are
-//! `crate::http::data` and `crate::http::profile`.
+//! `crate::web::data` and `crate::web::profile`.
 
 mod annotate;
 pub mod decide;
@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Why a data request ends before anything is released. The web layer maps each to its
-/// problem (`http::error`); the texts are the ones callers have always seen.
+/// problem (`web::error`); the texts are the ones callers have always seen.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{0}")]

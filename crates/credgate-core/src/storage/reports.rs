@@ -3,14 +3,14 @@
 use sqlx::{AnyConnection, Row};
 
 use super::{Db, StorageError};
-use crate::workflows::reports::{Report, Status};
+use crate::workflows::reports::{Status, WhistleblowerReport};
 
 const COLUMNS: &str =
     "id, about, category, description, contact_sealed, status, created_at, updated_at";
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Report, sqlx::Error> {
+fn from_row(r: &sqlx::any::AnyRow) -> Result<WhistleblowerReport, sqlx::Error> {
     let status: String = r.try_get("status")?;
-    Ok(Report {
+    Ok(WhistleblowerReport {
         id: r.try_get("id")?,
         about: r.try_get("about")?,
         category: r.try_get("category")?,
@@ -23,7 +23,11 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Report, sqlx::Error> {
     })
 }
 
-async fn select(db: &Db, filter: &str, bind: Option<&str>) -> Result<Vec<Report>, StorageError> {
+async fn select(
+    db: &Db,
+    filter: &str,
+    bind: Option<&str>,
+) -> Result<Vec<WhistleblowerReport>, StorageError> {
     let sql = format!("SELECT {COLUMNS} FROM reports {filter}");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(b) = bind {
@@ -33,26 +37,29 @@ async fn select(db: &Db, filter: &str, bind: Option<&str>) -> Result<Vec<Report>
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn get(db: &Db, id: &str) -> Result<Option<Report>, StorageError> {
+pub async fn get(db: &Db, id: &str) -> Result<Option<WhistleblowerReport>, StorageError> {
     Ok(select(db, "WHERE id = $1", Some(id)).await?.pop())
 }
 
 /// The report whose receipt hashes to `receipt_hash`.
-pub async fn by_receipt(db: &Db, receipt_hash: &str) -> Result<Option<Report>, StorageError> {
+pub async fn by_receipt(
+    db: &Db,
+    receipt_hash: &str,
+) -> Result<Option<WhistleblowerReport>, StorageError> {
     Ok(select(db, "WHERE receipt_hash = $1", Some(receipt_hash))
         .await?
         .pop())
 }
 
 /// Every report, oldest first (the handlers' queue).
-pub async fn list_all(db: &Db) -> Result<Vec<Report>, StorageError> {
+pub async fn list_all(db: &Db) -> Result<Vec<WhistleblowerReport>, StorageError> {
     select(db, "ORDER BY created_at", None).await
 }
 
 /// Stores a new report inside the caller's transaction (its history row is the caller's).
 pub async fn insert_in(
     conn: &mut AnyConnection,
-    r: &Report,
+    r: &WhistleblowerReport,
     receipt_hash: &str,
 ) -> Result<(), StorageError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -14,7 +14,7 @@ pub mod requests;
 pub mod statements;
 pub mod text;
 
-/// Why a workflow refused a request. The web layer maps it to its problem (`http::error`).
+/// Why a workflow refused a request. The web layer maps it to its problem (`web::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
     /// The request is malformed or names something it may not: nothing was filed.

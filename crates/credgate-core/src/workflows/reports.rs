@@ -75,7 +75,7 @@ pub const DESCRIPTION: Field = Field::many("description", 8000);
 pub const CONTACT: Field = Field::one("the contact", 500);
 
 #[derive(Debug, Clone)]
-pub struct Report {
+pub struct WhistleblowerReport {
     pub id: String,
     pub about: String,
     pub category: String,
@@ -87,7 +87,7 @@ pub struct Report {
     pub updated_at: i64,
 }
 
-impl Report {
+impl WhistleblowerReport {
     /// The handlers' view, without the contact.
     pub fn view(&self) -> Value {
         json!({
@@ -132,7 +132,7 @@ pub fn receipt_hash(receipt: &str) -> String {
 
 /// A checked filing: the report (its contact sealed) and the receipt the reporter follows it
 /// with, which is stored only as its hash.
-pub fn prepare(state: &Core, req: Filing) -> Result<(Report, String), WorkflowError> {
+pub fn prepare(state: &Core, req: Filing) -> Result<(WhistleblowerReport, String), WorkflowError> {
     let about = ABOUT.clean(&req.about)?;
     if !CATEGORIES.contains(&req.category.as_str()) {
         return Err(WorkflowError::BadRequest(format!(
@@ -148,7 +148,7 @@ pub fn prepare(state: &Core, req: Filing) -> Result<(Report, String), WorkflowEr
         .fill(&mut raw)
         .expect("the OS random source works");
     let now = state.clock.now();
-    let report = Report {
+    let report = WhistleblowerReport {
         contact_sealed: contact.map(|c| state.report_sealer.seal(&id, &pad_contact(&c))),
         id,
         about,
@@ -162,7 +162,7 @@ pub fn prepare(state: &Core, req: Filing) -> Result<(Report, String), WorkflowEr
 }
 
 /// The filing and its first history row, deferred to its audit record's transaction.
-pub fn filing(report: Report, receipt: &str) -> Deferred {
+pub fn filing(report: WhistleblowerReport, receipt: &str) -> Deferred {
     let filed = Arc::new((report, receipt_hash(receipt)));
     Deferred::new(move |conn| {
         let filed = filed.clone();
@@ -183,13 +183,13 @@ pub fn filing(report: Report, receipt: &str) -> Deferred {
     })
 }
 
-pub async fn by_receipt(db: &Db, receipt: &str) -> Result<Report, WorkflowError> {
+pub async fn by_receipt(db: &Db, receipt: &str) -> Result<WhistleblowerReport, WorkflowError> {
     storage::reports::by_receipt(db, &receipt_hash(receipt))
         .await?
         .ok_or_else(|| WorkflowError::NotFound("no report with that receipt".into()))
 }
 
-pub async fn get(db: &Db, id: &str) -> Result<Report, WorkflowError> {
+pub async fn get(db: &Db, id: &str) -> Result<WhistleblowerReport, WorkflowError> {
     storage::reports::get(db, id)
         .await?
         .ok_or_else(|| WorkflowError::NotFound("no such report".into()))
@@ -212,7 +212,7 @@ pub struct TransitionRequest {
 /// handler is answered.
 pub fn decide(
     state: &Core,
-    r: &Report,
+    r: &WhistleblowerReport,
     req: TransitionRequest,
     actor: String,
 ) -> Result<(Value, Deferred), WorkflowError> {

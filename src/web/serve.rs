@@ -34,7 +34,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{config::LimitsConfig, http::limits::address_key};
+use crate::{config::LimitsConfig, web::limits::address_key};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -1,7 +1,7 @@
 //! The route table's vocabulary. Every route is mounted in a group that declares its audit
 //! coverage: audited as a given kind, or unaudited for one of the reasons DESIGN.md allows.
-//! `http::router` builds the router and the audit layer's coverage map from the same groups, so
-//! a route cannot exist without a declared coverage, and `http::route_table` lists them for the
+//! `web::router` builds the router and the audit layer's coverage map from the same groups, so
+//! a route cannot exist without a declared coverage, and `web::route_table` lists them for the
 //! test that walks every route.
 
 use std::collections::HashMap;

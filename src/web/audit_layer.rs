@@ -44,7 +44,7 @@ fn cap(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-/// A matched route takes the kind its group declared (`http::routes`); a route missing from the
+/// A matched route takes the kind its group declared (`web::routes`); a route missing from the
 /// declarations, which `routes::mount` makes impossible, is still audited (fail closed).
 fn declared_kind(declared: &Declared, req: &Request) -> Option<&'static str> {
     match req.extensions().get::<MatchedPath>() {

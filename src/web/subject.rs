@@ -163,7 +163,7 @@ fn expiry(expires_at: &str, now: i64) -> Result<i64, Error> {
 async fn receipt_signer(state: &AppState) -> Result<crate::auth::keys::Ed25519Key, Error> {
     let keys = state
         .keyring
-        .load(&state.db, crate::auth::keyring::Purpose::AuditSigning)
+        .load(&state.db, crate::auth::keyring::KeyUse::AuditSigning)
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("receipt key: {e}")))?;
     keys.last()

@@ -75,7 +75,7 @@ async fn admin_list(
     let items: Vec<Value> = storage::reports::list_all(&state.db)
         .await?
         .iter()
-        .map(reports::Report::view)
+        .map(reports::WhistleblowerReport::view)
         .collect();
     Ok(Json(json!({ "items": items })))
 }

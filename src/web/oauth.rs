@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     auth::{keys::JwkSet, secrets},
-    http::limits::{LoginKey, LoginRefusal},
     storage::clients::{self, ClientStatus},
+    web::limits::{LoginKey, LoginRefusal},
 };
 
 pub fn routes() -> Vec<Group> {

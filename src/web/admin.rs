@@ -253,7 +253,7 @@ fn export_stream(
 async fn verify_log(
     State(state): State<AppState>,
     _reader: AuditReader,
-) -> Result<Json<verify::Report>, Error> {
+) -> Result<Json<verify::ChainVerdict>, Error> {
     let report = verify::verify(&state.db, &state.audit_public_key).await?;
     if !report.ok {
         tracing::error!(reason = ?report.reason, first_bad = ?report.first_bad_id, "audit verification failed");
