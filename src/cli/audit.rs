@@ -1,0 +1,180 @@
+//! `credgate audit verify | archive | export`: offline, beside a running gateway.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::ConfigArg;
+use crate::storage::Db;
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed checkpoints; exits non-zero if anything is wrong.
+    Verify {
+        /// A previous report's `last_checkpoint`, kept outside the database: the log must
+        /// still hold it (deleting the tail with its checkpoints is found). Written after
+        /// each successful verification for the next one (created if absent, 0600).
+        #[arg(long, value_name = "FILE")]
+        witness: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Move records older than the retention minimum (up to a signed checkpoint) to an
+    /// archive file in DIR; the live log keeps verifying from that checkpoint.
+    Archive {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write every record to stdout, oldest first.
+    Export {
+        #[arg(long, default_value = "ndjson", value_parser = ["csv", "ndjson"])]
+        format: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify { witness, config } => {
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
+            let key = keyring.gateway_keys(&db).await?.audit_signing;
+            return verify_with_witness(&db, &key.public, witness.as_deref()).await;
+        }
+        AuditCommand::Archive { out, config } => {
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            private_dir(&out)?;
+            match crate::audit::archive::archive(
+                &db,
+                config.audit.retention_days,
+                crate::storage::now_micros(),
+                &out,
+            )
+            .await?
+            {
+                Some(a) => {
+                    // The process umask (see main) already made it 0600; say so explicitly.
+                    private_file(std::path::Path::new(&a.file))?;
+                    println!("{}", serde_json::to_string_pretty(&a)?)
+                }
+                None => println!(
+                    "nothing is older than the retention minimum ({} days) up to a checkpoint",
+                    config.audit.retention_days
+                ),
+            }
+        }
+        AuditCommand::Export { format, config } => {
+            use std::io::Write;
+            let config = config.load()?;
+            let db = Db::open(&config.storage_url).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if format == "csv" {
+                out.write_all(&crate::audit::export::csv_bytes(&[
+                    crate::audit::export::CSV_HEADER
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ]))?;
+            }
+            let mut after = 0;
+            loop {
+                let page = crate::audit::store::page_after(&db, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                if format == "csv" {
+                    let rows: Vec<_> = page.iter().map(crate::audit::export::csv_row).collect();
+                    out.write_all(&crate::audit::export::csv_bytes(&rows))?;
+                } else {
+                    for r in &page {
+                        out.write_all(&crate::audit::export::ndjson_line(r))?;
+                    }
+                }
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Archives hold the whole audit log: their directory is the owner's only (0700).
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// `audit verify`, against the witness in `witness` when that file exists; a successful
+/// verification leaves its last checkpoint there for the next run. A failed one leaves the
+/// old witness untouched, so the evidence is not overwritten by the tampered log's head.
+async fn verify_with_witness(
+    db: &Db,
+    public_key: &[u8],
+    witness: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::audit::verify;
+    let kept = match witness {
+        Some(path) if path.exists() => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the witness {}", path.display()))?;
+            let w: verify::Witness = serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{} is not a witness (a report's `last_checkpoint`)",
+                    path.display()
+                )
+            })?;
+            Some(w)
+        }
+        _ => None,
+    };
+    let report = match &kept {
+        Some(w) => verify::verify_against(db, public_key, w).await?,
+        None => verify::verify(db, public_key).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        return Ok(ExitCode::FAILURE);
+    }
+    if let (Some(path), Some(last)) = (witness, &report.last_checkpoint) {
+        write_private(path, &serde_json::to_vec_pretty(last)?)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `path` through a 0600 temporary file renamed over it: the witness is
+/// never half written, and never readable by others even for a moment.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    private_file(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (0600)", path.display()))?;
+    }
+    Ok(())
+}
