@@ -108,16 +108,17 @@ const ADMIN: &str = "system_admin";
 const HANDLER: &str = "objection_handler";
 const READERS: &[&str] = &[OFFICER, AUDITOR];
 
-/// The roles table (DESIGN.md, "Who uses it"), as tests/api/roles.rs checks it for clients.
-fn table(
-    victim: &str,
-) -> Vec<(
+/// One row: method, path, the roles it admits, their status, the body sent.
+type Row = (
     &'static str,
     String,
     &'static [&'static str],
     u16,
     Option<Value>,
-)> {
+);
+
+/// The roles table (DESIGN.md, "Who uses it"), as tests/api/roles.rs checks it for clients.
+fn table(victim: &str) -> Vec<Row> {
     let lock = json!({"org": "nobody-org", "reason": "people test"});
     vec![
         ("GET", "/admin/audit".into(), READERS, 200, None),
