@@ -412,6 +412,12 @@ Every request above is in the audit log; the security officer searches and verif
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $OFFICER"
   curl -s {url}/admin/audit/verify -H "Authorization: Bearer $OFFICER"
 
+Staff are people, not shared secrets: they sign in at the demo identity provider ({idp})
+with a password and a one-time code (users, passwords and TOTP secrets are under "users" in
+demo.json), through the console ({console}); data subjects through the portal ({portal}). A
+staff sign-in's access token works on /admin like the clients' below, and the audit record
+names the person (actor) and their organisation (actor_org).
+
 Duties are separate: the system administrator manages clients and policies but cannot read
 the log (403); the auditor reads all of it, staff actions included, and changes nothing:
 
@@ -421,11 +427,6 @@ the log (403); the auditor reads all of it, staff actions included, and changes 
   {auditor_token}
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $AUDITOR"
 
-Staff are people, not shared secrets: they sign in at the demo identity provider ({idp})
-with a password and a one-time code (users, passwords and TOTP secrets are under "users" in
-demo.json), through the console ({console}); data subjects through the portal ({portal}). A
-staff sign-in's access token works on /admin like the clients' above, and the audit record
-names the person (actor) and their organisation (actor_org).
 "#,
         idp = demo["idp_url"].as_str().unwrap_or_default(),
         console = demo["console_url"].as_str().unwrap_or_default(),

@@ -39,11 +39,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn ready(state: &AppState) -> Result<Response, Error> {
     let digest = enforcing(state).await?;
     let providers = state.providers().status();
-    let waiting: Vec<&str> = providers
+    // One issuer may serve two kinds (staff and subjects): name it once.
+    let mut waiting: Vec<&str> = providers
         .iter()
         .filter(|p| !p.keys_loaded)
         .map(|p| p.issuer.as_str())
         .collect();
+    waiting.sort_unstable();
+    waiting.dedup();
     let listed: Vec<Value> = providers
         .iter()
         .map(|p| json!({"issuer": p.issuer, "kind": p.kind, "keys_loaded": p.keys_loaded, "keys": p.keys}))
