@@ -27,7 +27,15 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub store_listen: SocketAddr,
+    /// Where the demo OpenID Connect provider listens (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub idp_listen: SocketAddr,
 }
+
+/// The demo provider's clients: the staff console and the subject portal. Each one's client_id
+/// is the audience of the access tokens it gets, and so of its `[[identity_providers]]` entry.
+const CONSOLE_CLIENT: &str = "credgate-console";
+const PORTAL_CLIENT: &str = "credgate-portal";
 
 /// The institutions the demo registers: (role, org, name, purpose shown in the examples).
 const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
@@ -66,7 +74,33 @@ const DEMO_CLIENTS: &[(&str, &str, &str)] = &[
     ("auditor", "credgate-audit", "Internal audit"),
 ];
 
-fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str) -> String {
+/// The demo provider as a staff provider (console) and a subject provider (portal). Level-3
+/// administrators sign in with two factors: `system_admin` (and the other staff roles, since
+/// every demo staff user has a one-time code) needs the two-factor `acr` and `otp` in `amr`.
+fn idp_config(idp: &str) -> String {
+    let acr = credgate_demo_idp::ACR_TWO_FACTOR;
+    format!(
+        r#"
+# People sign in at the demo OpenID Connect provider: staff for the console, data subjects for
+# the portal. One issuer; the audience (the app's client_id) says which kind a token is.
+[[identity_providers]]
+issuer = "{idp}"
+kind = "staff"
+audience = "{CONSOLE_CLIENT}"
+roles_claim = "groups"
+role_map = {{ security_officer = "security_officer", objection_handler = "objection_handler", system_admin = "system_admin", auditor = "auditor" }}
+require_acr = {{ system_admin = ["{acr}"], security_officer = ["{acr}"], auditor = ["{acr}"], objection_handler = ["{acr}"] }}
+require_amr = {{ system_admin = ["otp"], security_officer = ["otp"], auditor = ["otp"], objection_handler = ["otp"] }}
+
+[[identity_providers]]
+issuer = "{idp}"
+kind = "subject"
+audience = "{PORTAL_CLIENT}"
+"#
+    )
+}
+
+fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str, idp: &str) -> String {
     format!(
         r#"# Written by `credgate demo`. Relative paths are relative to this file.
 listen = "{listen}"
@@ -89,7 +123,7 @@ jwks_file = "keys/demo-idp.jwks.json"
 issuer = "credgate-demo-idp"
 audience = "credgate"
 key_file = "keys/demo-idp.ed25519.p8"
-
+{idp_providers}
 [[stores]]
 name = "power"
 upstream = "http://{store}"
@@ -135,6 +169,7 @@ dataset = "black_list"
 query = ["page", "page_size"]
 "#,
         policy_dir = shipped_policy_dir().display(),
+        idp_providers = idp_config(idp),
     )
 }
 
@@ -188,11 +223,18 @@ pub async fn run(
     .await
     .with_context(|| format!("starting the sample store on {}", args.store_listen))?;
     let store_addr = store.local_addr();
+    let idp = credgate_demo_idp::DemoIdp::start(credgate_demo_idp::Options {
+        listen: args.idp_listen,
+        audience: CONSOLE_CLIENT.into(),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("starting the demo identity provider on {}", args.idp_listen))?;
 
     let config_path = dir.join("credgate.toml");
     write_private(
         &config_path,
-        &demo_config(args.listen, store_addr, &store_token),
+        &demo_config(args.listen, store_addr, &store_token, idp.issuer()),
     )?;
     let app = App::build(Config::load(Some(&config_path))?).await?;
     let gateway_addr = app.local_addr();
@@ -200,9 +242,13 @@ pub async fn run(
         // Asked for port 0: record the port actually bound, so the file is the truth.
         write_private(
             &config_path,
-            &demo_config(gateway_addr, store_addr, &store_token),
+            &demo_config(gateway_addr, store_addr, &store_token, idp.issuer()),
         )?;
     }
+    let gateway_url = format!("http://{gateway_addr}");
+    // The pages come later; their callbacks are registered now so the URLs never change.
+    idp.register_client(CONSOLE_CLIENT, &format!("{gateway_url}/console/callback"));
+    idp.register_client(PORTAL_CLIENT, &format!("{gateway_url}/portal/callback"));
 
     let mut clients = Vec::new();
     let policies = app.state().policies();
@@ -231,9 +277,13 @@ pub async fn run(
         .take(2)
         .filter_map(|p| p["id_number"].as_str())
         .collect();
-    let gateway_url = format!("http://{gateway_addr}");
     let demo = json!({
         "gateway_url": gateway_url,
+        "idp_url": idp.issuer(),
+        "console_url": format!("{gateway_url}/console/"),
+        "portal_url": format!("{gateway_url}/portal/"),
+        "public_url": format!("{gateway_url}/"),
+        "users": idp.users(),
         "store_url": format!("http://{store_addr}"),
         "config": config_path.canonicalize().unwrap_or(config_path.clone()),
         "clients": clients,
@@ -272,6 +322,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = store_task.await;
     let _ = gateway_task.await;
+    drop(idp);
     Ok(())
 }
 
@@ -361,6 +412,12 @@ Every request above is in the audit log; the security officer searches and verif
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $OFFICER"
   curl -s {url}/admin/audit/verify -H "Authorization: Bearer $OFFICER"
 
+Staff are people, not shared secrets: they sign in at the demo identity provider ({idp})
+with a password and a one-time code (users, passwords and TOTP secrets are under "users" in
+demo.json), through the console ({console}); data subjects through the portal ({portal}). A
+staff sign-in's access token works on /admin like the clients' below, and the audit record
+names the person (actor) and their organisation (actor_org).
+
 Duties are separate: the system administrator manages clients and policies but cannot read
 the log (403); the auditor reads all of it, staff actions included, and changes nothing:
 
@@ -369,7 +426,11 @@ the log (403); the auditor reads all of it, staff actions included, and changes 
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $ADMIN"
   {auditor_token}
   curl -s "{url}/admin/audit?limit=3" -H "Authorization: Bearer $AUDITOR"
+
 "#,
+        idp = demo["idp_url"].as_str().unwrap_or_default(),
+        console = demo["console_url"].as_str().unwrap_or_default(),
+        portal = demo["portal_url"].as_str().unwrap_or_default(),
         store = demo["store_url"].as_str().unwrap_or_default(),
         dir = config_path
             .parent()

@@ -202,6 +202,8 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
         client_addr: meta.client_addr,
         prev_hash: String::new(),
         hash: String::new(),
+        actor: info.actor,
+        actor_org: info.actor_org,
     };
     (record, decision)
 }

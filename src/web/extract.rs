@@ -6,6 +6,11 @@
 //! audit it. `SystemAdmin` runs clients, keys and policies; `Officer` works alerts and
 //! lockdowns; `AuditReader` (officer or auditor) reads the log, and only an auditor sees the
 //! records of staff actions.
+//!
+//! Staff are people: each staff extractor admits either a gateway client of the role (a
+//! machine, with client credentials) or a person whose staff provider's token maps to the role
+//! (`auth::oidc`). Which one is said by the token's issuer; a person is noted in the audit
+//! record as `actor` and `actor_org`, never as a client.
 
 use std::ops::Deref;
 
@@ -17,7 +22,7 @@ use axum::{
 use super::{AppState, Error};
 use crate::{
     audit::AuditSlot,
-    auth::{self, DataSubject},
+    auth::{self, DataSubject, oidc::OidcError},
 };
 
 pub const SECURITY_OFFICER: &str = "security_officer";
@@ -52,7 +57,8 @@ pub async fn institution(
     Ok(known.client)
 }
 
-/// An active client of one of `roles`; any other caller with a valid token is 403 under `rule`.
+/// An active client, or a person, of one of `roles`; any other caller with a valid token is
+/// 403 under `rule`.
 pub async fn staff(
     state: &AppState,
     headers: &HeaderMap,
@@ -60,19 +66,79 @@ pub async fn staff(
     roles: &[&str],
     rule: &str,
 ) -> Result<auth::Institution, Error> {
+    if auth::is_person_token(state, headers) {
+        return person(state, headers, slot, roles, rule).await;
+    }
     let who = institution(state, headers, slot).await?;
     if roles.contains(&who.role.as_str()) {
         return Ok(who);
     }
+    Err(not_for(roles, rule))
+}
+
+fn not_for(roles: &[&str], rule: &str) -> Error {
     let names = roles
         .iter()
         .map(|r| format!("`{r}`"))
         .collect::<Vec<_>>()
         .join(" or ");
-    Err(Error::Forbidden {
+    Error::Forbidden {
         rule: rule.into(),
         detail: format!("this endpoint is for the {names} role"),
+    }
+}
+
+/// A person signed in at a staff provider. Handlers see them as an `Institution` whose
+/// `client_id` is the person's id (what workflow histories and lockdowns record as "by") and
+/// whose role is the first of theirs (sorted) the endpoint admits, so that a person who is
+/// both officer and auditor reads the log as the auditor.
+async fn person(
+    state: &AppState,
+    headers: &HeaderMap,
+    slot: &AuditSlot,
+    roles: &[&str],
+    rule: &str,
+) -> Result<auth::Institution, Error> {
+    let who = auth::identify_person(state, headers)
+        .await
+        .map_err(person_refused)?;
+    let role = who
+        .roles
+        .iter()
+        .find(|r| roles.contains(&r.as_str()))
+        .cloned();
+    slot.update(|a| {
+        a.actor = Some(who.id.clone());
+        a.actor_org = Some(who.org.clone());
+        a.role = Some(role.clone().unwrap_or_else(|| who.roles.join(" ")));
+    });
+    auth::admit_person(state, &who)?;
+    let role = role.ok_or_else(|| not_for(roles, rule))?;
+    Ok(auth::Institution {
+        client_id: who.id,
+        org: who.org,
+        role,
+        region: None,
     })
+}
+
+/// A provider's token that names no usable person: 401, except an authentic person the
+/// provider grants no credgate role (403 `no-staff-role`) or whose only roles need a second
+/// factor the sign-in did not assert (403 `second-factor-required`): they are known, and
+/// refused what they asked for.
+fn person_refused(e: OidcError) -> Error {
+    tracing::info!(reason = %e, "staff provider token refused");
+    match e {
+        OidcError::NoRoles => Error::Forbidden {
+            rule: "no-staff-role".into(),
+            detail: "the identity provider grants this person no credgate role".into(),
+        },
+        OidcError::Factor => Error::Forbidden {
+            rule: "second-factor-required".into(),
+            detail: "this role needs a second factor at sign-in (a one-time code); sign in again with it".into(),
+        },
+        _ => Error::Unauthorized("invalid or expired token"),
+    }
 }
 
 /// One extractor per rule of the roles table: the type, the roles it admits and the rule a
@@ -167,10 +233,8 @@ impl FromRequestParts<AppState> for Subject {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let slot = slot_of(parts);
-        Ok(Self(auth::authenticate_subject_audited(
-            state,
-            &parts.headers,
-            &slot,
-        )?))
+        let s = auth::authenticate_subject_fresh(state, &parts.headers).await?;
+        auth::note_subject(state, &s, &slot)?;
+        Ok(Self(s))
     }
 }

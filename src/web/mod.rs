@@ -151,6 +151,7 @@ impl App {
         tasks.keep("outbox", crate::workflows::outbox::spawn(state.clone()));
         tasks.keep("replicas", crate::replicas::spawn(state.clone()));
         tasks.keep("metrics upkeep", metrics::spawn_upkeep());
+        tasks.keep("identity providers", state.spawn_providers());
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;

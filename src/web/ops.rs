@@ -1,10 +1,16 @@
 //! Liveness and readiness for load balancers and orchestrators.
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
     AppState, Error,
+    error::Problem,
     routes::{self as r, Group, Unaudited, unaudited},
 };
 
@@ -19,9 +25,53 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready means able to enforce and account: storage answers, a policy set is loaded, and it is
-/// the set the other replicas enforce.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+/// Ready means able to enforce, account and know who calls: storage answers, a policy set is
+/// loaded and is the set the other replicas enforce, and every configured identity provider has
+/// keys. A provider without keys is named (its issuer, from the config); why it has none (an
+/// address, a connection error) goes to the log only.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match ready(&state).await {
+        Ok(body) => body.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn ready(state: &AppState) -> Result<Response, Error> {
+    let digest = enforcing(state).await?;
+    let providers = state.providers().status();
+    // One issuer may serve two kinds (staff and subjects): name it once.
+    let mut waiting: Vec<&str> = providers
+        .iter()
+        .filter(|p| !p.keys_loaded)
+        .map(|p| p.issuer.as_str())
+        .collect();
+    waiting.sort_unstable();
+    waiting.dedup();
+    let listed: Vec<Value> = providers
+        .iter()
+        .map(|p| json!({"issuer": p.issuer, "kind": p.kind, "keys_loaded": p.keys_loaded, "keys": p.keys}))
+        .collect();
+    if !waiting.is_empty() {
+        let detail = format!(
+            "identity provider(s) without keys (unreachable or answering badly; retried): {}",
+            waiting.join(", ")
+        );
+        let problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            detail,
+        );
+        return Ok(problem.into_response_with(|_| {}));
+    }
+    Ok(
+        Json(json!({"status": "ready", "policy_digest": digest, "identity_providers": listed}))
+            .into_response(),
+    )
+}
+
+/// Storage, the audit log and the policies; the digest of the set in force.
+async fn enforcing(state: &AppState) -> Result<String, Error> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: storage unreachable");
         Error::NotReady("storage unreachable")
@@ -39,7 +89,5 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Error> {
         ));
     }
     // The digest lets operators compare replicas; it says nothing of the files' content.
-    Ok(Json(
-        json!({"status": "ready", "policy_digest": policies.digest()}),
-    ))
+    Ok(policies.digest().to_string())
 }

@@ -238,7 +238,7 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
         format!(
             "INSERT INTO audit_log SELECT {seq}, 'au_copy', time_us, request_id, kind, client_id, org, \
              role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, \
-             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash \
+             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash, actor, actor_org \
              FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"
         )
     };
@@ -414,7 +414,7 @@ async fn a_deleted_record_is_found() {
 async fn an_inserted_record_is_found() {
     let r = tampered(
         "UPDATE audit_log SET seq = -seq WHERE seq >= 9; UPDATE audit_log SET seq = 1 - seq WHERE seq < 0; \
-         INSERT INTO audit_log SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash FROM audit_log WHERE seq = 8",
+         INSERT INTO audit_log SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org FROM audit_log WHERE seq = 8",
     )
     .await;
     assert!(!r.ok);

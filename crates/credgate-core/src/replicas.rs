@@ -268,10 +268,16 @@ impl Reload {
 /// set goes into force here and on the other replicas only with that record committed. A set
 /// that does not load, or a record that cannot be written, changes nothing anywhere.
 pub async fn reload_on_signal(state: &Core) -> anyhow::Result<String> {
+    // The providers first and on their own: a policy set that does not load must not keep a
+    // rotated provider key out, nor the other way round.
+    let config = state.config.clone();
+    if let Err(e) = reload_providers(state, &config).await {
+        tracing::error!(error = %e, "identity providers not reloaded; the previous ones stay in force");
+    }
     let reload = match Reload::prepare(state) {
         Ok(r) => Arc::new(r),
         Err(e) => {
-            let refused = signal_record(422, "deny", Some("policy-invalid"));
+            let refused = signal_record(POLICY_RELOAD, 422, "deny", Some("policy-invalid"));
             state.audit.append(refused).await?;
             return Err(e.into());
         }
@@ -286,7 +292,7 @@ pub async fn reload_on_signal(state: &Core) -> anyhow::Result<String> {
     };
     match state
         .audit
-        .append_with(signal_record(200, "allow", None), change)
+        .append_with(signal_record(POLICY_RELOAD, 200, "allow", None), change)
         .await
     {
         Ok(_) => {
@@ -300,15 +306,58 @@ pub async fn reload_on_signal(state: &Core) -> anyhow::Result<String> {
     }
 }
 
+/// SIGHUP's identity-provider reload: a new registry from `config` (static `jwks_file`s read
+/// again, every discovery provider fetched afresh, one bounded attempt), swapped in only once
+/// its `admin` record committed, and its refresher restarted (`Core::spawn_providers`). A
+/// registry that does not build (an unreadable `jwks_file`) changes nothing and is recorded
+/// as refused. The provider list itself is the config's: changing it needs a restart.
+pub async fn reload_providers(state: &Core, config: &crate::config::Config) -> anyhow::Result<()> {
+    let next = match crate::auth::oidc::Providers::from_config(config) {
+        Ok(next) => next,
+        Err(e) => {
+            let refused = signal_record(
+                PROVIDER_RELOAD,
+                422,
+                "deny",
+                Some("identity-providers-invalid"),
+            );
+            state.audit.append(refused).await?;
+            return Err(e.into());
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), next.refresh_all()).await;
+    state
+        .audit
+        .append(signal_record(PROVIDER_RELOAD, 200, "allow", None))
+        .await?;
+    let waiting: Vec<String> = next
+        .status()
+        .into_iter()
+        .filter(|p| !p.keys_loaded)
+        .map(|p| p.issuer)
+        .collect();
+    state.swap_providers(next);
+    tracing::info!(?waiting, "identity providers reloaded on SIGHUP");
+    Ok(())
+}
+
+const POLICY_RELOAD: &str = "/admin/policies/reload";
+const PROVIDER_RELOAD: &str = "/admin/identity-providers/reload";
+
 /// The record of a reload asked for by the host's SIGHUP.
-fn signal_record(status: u16, decision: &str, rule: Option<&str>) -> crate::audit::AuditRecord {
+fn signal_record(
+    path: &str,
+    status: u16,
+    decision: &str,
+    rule: Option<&str>,
+) -> crate::audit::AuditRecord {
     crate::audit::AuditRecord {
         id: format!("au_{}", uuid::Uuid::now_v7().simple()),
         time_us: crate::storage::now_micros(),
         kind: "admin".into(),
         client_id: Some("host-signal".into()),
         method: "SIGHUP".into(),
-        path: "/admin/policies/reload".into(),
+        path: path.into(),
         decision: decision.into(),
         rule: rule.map(str::to_string),
         status,

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context as _;
 
 use crate::{
-    auth::{keyring::Keyring, subject::SubjectVerifier, tokens::TokenService},
+    auth::{keyring::Keyring, oidc::Providers, subject::SubjectVerifier, tokens::TokenService},
     config::Config,
     policy::PolicySet,
     proxy::upstream::Stores,
@@ -56,6 +56,11 @@ pub struct Shared {
     /// This process's name among the replicas (outbox claims, alerts).
     pub replica: Arc<str>,
     policies: Arc<RwLock<Arc<PolicySet>>>,
+    /// The OpenID Connect providers in force: swapped whole on SIGHUP, so one request checks a
+    /// token against one consistent registry.
+    providers: Arc<RwLock<Arc<Providers>>>,
+    /// Tells the refresher task (`spawn_providers`) that the registry was swapped.
+    providers_swapped: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -74,6 +79,37 @@ impl Core {
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
 
+    /// The identity providers in force now.
+    pub fn providers(&self) -> Arc<Providers> {
+        self.providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a freshly built registry in force and restarts the refresher on it.
+    pub fn swap_providers(&self, next: Arc<Providers>) {
+        *self.providers.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.providers_swapped.notify_one();
+    }
+
+    /// The providers' background refresher, kept by the web layer's supervisor: runs the
+    /// registry in force, and starts again on the new one whenever it is swapped.
+    pub fn spawn_providers(&self) -> tokio::task::JoinHandle<()> {
+        let core = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = core.providers();
+                tokio::select! {
+                    _ = current.run() => {}
+                    _ = core.providers_swapped.notified() => {
+                        tracing::info!("identity providers swapped; refresher restarted");
+                    }
+                }
+            }
+        })
+    }
+
     /// Builds the state: storage (migrated), keys, policies, store clients. Any failure stops
     /// the start: a gateway that cannot enforce does not serve.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -87,7 +123,11 @@ impl Core {
             .with_context(|| "loading the gateway's keys")?;
         let clock = Arc::new(crate::clock::Clock::default());
         let tokens = TokenService::new(&keys.token_signing, &config.auth, clock.clone())?;
-        let subjects = SubjectVerifier::from_config(&config)?;
+        let subjects = SubjectVerifier::from_config(&config);
+        let providers = Providers::from_config(&config)?;
+        // One bounded first attempt, so that a reachable provider has its keys before the first
+        // request; one that is down is retried in the background and `/readyz` names it.
+        let _ = tokio::time::timeout(PROVIDER_START_WAIT, providers.refresh_all()).await;
         let audit = crate::audit::AuditLog::start(
             db.clone(),
             keys.audit_signing.key_pair(),
@@ -124,9 +164,14 @@ impl Core {
             client_status: Arc::default(),
             replica: crate::replicas::replica_name(),
             policies: Arc::new(RwLock::new(Arc::new(policies))),
+            providers: Arc::new(RwLock::new(providers)),
+            providers_swapped: Arc::default(),
         })))
     }
 }
+
+/// How long start-up waits for the identity providers' first answer.
+const PROVIDER_START_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The policy set, checked against the routes: every dataset a route names must be decidable.
 pub fn load_policies(

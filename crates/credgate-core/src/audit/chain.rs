@@ -25,21 +25,39 @@ use hex::encode as hex;
 pub enum Encoding {
     /// A JSON array of every field but `prev_hash` and `hash`; the hash is bare hex.
     V1,
+    /// V1's array of two groups plus a third, `[actor, actor_org]` (a staff person acting);
+    /// the hash is `v2:<hex>`. Used only for records that name a person, so every other
+    /// record keeps its v1 bytes.
+    V2,
 }
 
-/// The version new records are written with.
+/// The version new records without a person are written with (see [`Encoding::for_record`]).
 pub const CURRENT: Encoding = Encoding::V1;
 
 impl Encoding {
     /// The version a stored hash was made with; `None` for a form no version writes.
     pub fn of_hash(hash: &str) -> Option<Self> {
-        let bare = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        bare.then_some(Self::V1)
+        let bare =
+            |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        match hash.strip_prefix("v2:") {
+            Some(rest) => bare(rest).then_some(Self::V2),
+            None => bare(hash).then_some(Self::V1),
+        }
+    }
+
+    /// The version a new record is written with: v2 when it names a person, else `CURRENT`.
+    pub fn for_record(r: &AuditRecord) -> Self {
+        if r.actor.is_some() || r.actor_org.is_some() {
+            Self::V2
+        } else {
+            CURRENT
+        }
     }
 
     pub fn canonical(self, r: &AuditRecord) -> Vec<u8> {
         match self {
             Self::V1 => canonical_v1(r),
+            Self::V2 => canonical_v2(r),
         }
     }
 
@@ -52,6 +70,7 @@ impl Encoding {
         let hex = hex(ctx.finish().as_ref());
         match self {
             Self::V1 => hex,
+            Self::V2 => format!("v2:{hex}"),
         }
     }
 }
@@ -93,20 +112,34 @@ fn canonical_v1(r: &AuditRecord) -> Vec<u8> {
     .expect("an audit record serialises")
 }
 
-/// The canonical encoding in the current version.
-pub fn canonical(r: &AuditRecord) -> Vec<u8> {
-    CURRENT.canonical(r)
+/// Version 2: version 1's two groups and `[actor, actor_org]`. Frozen: pinned by
+/// `golden_v2_record`.
+fn canonical_v2(r: &AuditRecord) -> Vec<u8> {
+    let v1: serde_json::Value =
+        serde_json::from_slice(&canonical_v1(r)).expect("v1 bytes are JSON");
+    let serde_json::Value::Array(mut groups) = v1 else {
+        unreachable!("v1 is an array")
+    };
+    groups.push(serde_json::json!([r.actor, r.actor_org]));
+    serde_json::to_vec(&groups).expect("an audit record serialises")
 }
 
-/// The record's hash in the current version: what the writer stores.
+/// The canonical encoding a new record is written with.
+pub fn canonical(r: &AuditRecord) -> Vec<u8> {
+    Encoding::for_record(r).canonical(r)
+}
+
+/// The record's hash in the version it is written with: what the writer stores.
 pub fn hash(prev_hash: &str, r: &AuditRecord) -> String {
-    CURRENT.hash(prev_hash, r)
+    Encoding::for_record(r).hash(prev_hash, r)
 }
 
 /// Whether the record's stored hash is its hash, in the version the hash names. A hash in no
-/// known form does not verify.
+/// known form does not verify, nor does a v1 record that names a person: v1 does not cover
+/// `actor`, so one added to an old record afterwards must not pass as original.
 pub fn verifies(r: &AuditRecord) -> bool {
-    Encoding::of_hash(&r.hash).is_some_and(|e| e.hash(&r.prev_hash, r) == r.hash)
+    let covered = |e: Encoding| e == Encoding::V2 || (r.actor.is_none() && r.actor_org.is_none());
+    Encoding::of_hash(&r.hash).is_some_and(|e| covered(e) && e.hash(&r.prev_hash, r) == r.hash)
 }
 
 /// Chains `records`, in order, onto the record `seq` whose hash is `hash`: sets each one's
@@ -175,6 +208,8 @@ mod tests {
             client_addr: "127.0.0.1".into(),
             prev_hash: GENESIS.into(),
             hash: String::new(),
+            actor: None,
+            actor_org: None,
         }
     }
 
@@ -225,6 +260,57 @@ mod tests {
         r.hash = V1_HASH.into();
         r.status = 201;
         assert!(!verifies(&r), "edited content");
+    }
+
+    /// SHA-256 over the genesis hash, a newline and the fixed record's v2 bytes, with a person.
+    const V2_HASH: &str = "v2:28a8f49dd1e9de5d6f1d6ed8d2cd24599efd2160d4cfb879117d075289e51937";
+
+    #[test]
+    fn golden_v2_record() {
+        let mut r = fixed();
+        r.actor = Some("staff:alice".into());
+        r.actor_org = Some("credgate-ops".into());
+        let bytes = Encoding::V2.canonical(&r);
+        // v1's bytes without their closing bracket, then the person.
+        let v1 = Encoding::V1.canonical(&r);
+        let mut expected = v1[..v1.len() - 1].to_vec();
+        expected.extend_from_slice(br#",["staff:alice","credgate-ops"]]"#);
+        assert_eq!(bytes, expected);
+        assert_eq!(Encoding::V2.hash(GENESIS, &r), V2_HASH);
+        assert_eq!(Encoding::for_record(&r), Encoding::V2);
+        let (_, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert_eq!(head, V2_HASH);
+        assert!(verifies(&r));
+        assert_eq!(Encoding::of_hash(V2_HASH), Some(Encoding::V2));
+    }
+
+    #[test]
+    fn a_person_added_to_or_removed_from_a_record_does_not_verify() {
+        // Added to a v1 record, which v1's bytes do not cover.
+        let mut r = fixed();
+        r.hash = V1_HASH.into();
+        r.actor = Some("staff:mallory".into());
+        assert!(!verifies(&r));
+        r.actor = None;
+        r.actor_org = Some("evil".into());
+        assert!(!verifies(&r));
+        // Changed or removed on a v2 record.
+        let mut r = fixed();
+        r.actor = Some("staff:alice".into());
+        r.actor_org = Some("credgate-ops".into());
+        link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert!(verifies(&r));
+        let mut edited = r.clone();
+        edited.actor = Some("staff:bob".into());
+        assert!(!verifies(&edited));
+        let mut removed = r.clone();
+        removed.actor = None;
+        removed.actor_org = None;
+        assert!(!verifies(&removed));
+        // Or passed off as v1 by rewriting the hash's form.
+        let mut downgraded = removed;
+        downgraded.hash = r.hash.trim_start_matches("v2:").into();
+        assert!(!verifies(&downgraded));
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub struct AuditRecord {
     pub client_addr: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The person acting, for a staff provider's token: their id and their organisation as the
+    /// provider asserts them. Records with either are hashed in encoding v2 (`chain`), which
+    /// covers both; a v1 record never carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_org: Option<String>,
 }
 
 /// What a handler learns about its request, for the record the audit layer writes.
@@ -70,6 +77,9 @@ pub struct AuditInfo {
     pub org: Option<String>,
     pub role: Option<String>,
     pub actor_subject: Option<String>,
+    /// The staff person acting (see `AuditRecord::actor`) and their organisation.
+    pub actor: Option<String>,
+    pub actor_org: Option<String>,
     pub purpose: Option<String>,
     pub consent_id: Option<String>,
     pub store: Option<String>,

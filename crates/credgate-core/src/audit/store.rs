@@ -71,7 +71,7 @@ async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError>
 
 const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role, actor_subject, \
     purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, \
-    bytes_out, upstream_us, total_us, client_addr, prev_hash, hash";
+    bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org";
 
 /// The writer's own connection, kept from batch to batch. Taking one from the pool for each
 /// batch cost a liveness ping: one more round trip to SQLite's thread (or to PostgreSQL) per
@@ -195,6 +195,8 @@ struct StoredRow<'a> {
     client_addr: &'a str,
     prev_hash: &'a str,
     hash: &'a str,
+    actor: Option<&'a str>,
+    actor_org: Option<&'a str>,
 }
 
 impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
@@ -226,6 +228,8 @@ impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
             client_addr: &r.client_addr,
             prev_hash: &r.prev_hash,
             hash: &r.hash,
+            actor: r.actor.as_deref(),
+            actor_org: r.actor_org.as_deref(),
         }
     }
 }
@@ -303,7 +307,9 @@ fn bind_rows<'q>(
             .bind(r.total_us)
             .bind(&r.client_addr)
             .bind(&r.prev_hash)
-            .bind(&r.hash);
+            .bind(&r.hash)
+            .bind(&r.actor)
+            .bind(&r.actor_org);
     }
     q
 }
@@ -520,6 +526,8 @@ pub fn from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
         client_addr: row.try_get("client_addr")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+        actor: row.try_get("actor")?,
+        actor_org: row.try_get("actor_org")?,
     })
 }
 

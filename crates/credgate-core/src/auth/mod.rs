@@ -147,13 +147,52 @@ pub fn admit(state: &Core, who: &Identified) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// A valid data-subject token from one of the configured identity providers.
+/// A valid data-subject token from one of the configured identity providers, with the keys
+/// at hand (see `oidc::Providers::verify_cached`): for handlers that check synchronously.
 pub fn authenticate_subject(state: &Core, headers: &HeaderMap) -> Result<DataSubject, AuthError> {
     let token = bearer(headers)?;
-    state.subjects.verify(token).map_err(|e| {
-        tracing::info!(reason = %e, "subject token refused");
-        AuthError::Unauthorized("invalid or expired token")
-    })
+    as_subject(state.providers().verify_cached(token))
+}
+
+/// The same, waiting for a key refresh when the token names a key not yet fetched.
+pub async fn authenticate_subject_fresh(
+    state: &Core,
+    headers: &HeaderMap,
+) -> Result<DataSubject, AuthError> {
+    let token = bearer(headers)?;
+    as_subject(state.providers().verify(token).await)
+}
+
+/// Only a subject provider's token names a data subject: a staff person's is refused here as
+/// a subject's is on `/admin`.
+fn as_subject(verified: Result<oidc::Verified, oidc::OidcError>) -> Result<DataSubject, AuthError> {
+    match verified {
+        Ok(oidc::Verified::Subject { id, issuer, .. }) => Ok(DataSubject { id, issuer }),
+        Ok(oidc::Verified::Staff(p)) => {
+            tracing::info!(issuer = %p.issuer, "staff token refused where a data subject's is needed");
+            Err(AuthError::Unauthorized("not a data subject's token"))
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "subject token refused");
+            Err(AuthError::Unauthorized("invalid or expired token"))
+        }
+    }
+}
+
+/// Notes the acting subject in the audit record, then charges its rate.
+pub fn note_subject(
+    state: &Core,
+    s: &DataSubject,
+    slot: &crate::audit::AuditSlot,
+) -> Result<(), AuthError> {
+    slot.update(|a| {
+        a.actor_subject = Some(s.id.as_str().to_string());
+        a.role = Some("subject".into());
+    });
+    state
+        .subjects
+        .check_rate(&s.id)
+        .map_err(AuthError::RateLimited)
 }
 
 /// The same, noting the acting subject in the audit record.
@@ -163,13 +202,33 @@ pub fn authenticate_subject_audited(
     slot: &crate::audit::AuditSlot,
 ) -> Result<DataSubject, AuthError> {
     let s = authenticate_subject(state, headers)?;
-    slot.update(|a| {
-        a.actor_subject = Some(s.id.as_str().to_string());
-        a.role = Some("subject".into());
-    });
-    state
-        .subjects
-        .check_rate(&s.id)
-        .map_err(AuthError::RateLimited)?;
+    note_subject(state, &s, slot)?;
     Ok(s)
+}
+
+/// Whether the bearer token claims a configured identity provider as its issuer: a person's
+/// token, checked by the providers, rather than a gateway client's.
+pub fn is_person_token(state: &Core, headers: &HeaderMap) -> bool {
+    bearer(headers).is_ok_and(|t| state.providers().claims_issuer(t))
+}
+
+/// A staff provider's person, with the roles the provider grants them (after the role map and
+/// the factor requirements). `Err` says why not, for the web layer to answer 401 or 403.
+pub async fn identify_person(
+    state: &Core,
+    headers: &HeaderMap,
+) -> Result<oidc::StaffPerson, oidc::OidcError> {
+    let token = bearer(headers).map_err(|_| oidc::OidcError::Malformed)?;
+    match state.providers().verify(token).await? {
+        oidc::Verified::Staff(p) => Ok(p),
+        oidc::Verified::Subject { .. } => Err(oidc::OidcError::Claim("kind".into())),
+    }
+}
+
+/// Charges one request to a person's rate, as a client's is charged to the client.
+pub fn admit_person(state: &Core, person: &oidc::StaffPerson) -> Result<(), AuthError> {
+    state
+        .limits
+        .check_client(&format!("person:{}:{}", person.issuer, person.id))
+        .map_err(AuthError::RateLimited)
 }

@@ -328,6 +328,40 @@ impl Providers {
 
     /// Checks a bearer token from any configured provider and maps its claims.
     pub async fn verify(&self, token: &str) -> Result<Verified, OidcError> {
+        let (p, kid, alg) = self.target(token)?;
+        let mut keys = p.current();
+        if !keys.contains_key(&kid) && p.config.static_jwks().is_none() && p.may_force() {
+            self.refresh(p).await;
+            keys = p.current();
+        }
+        self.check(p, &keys, &kid, alg, token)
+    }
+
+    /// The same with the keys at hand, for callers that cannot wait: an unknown `kid` starts
+    /// the (rate-limited) refresh in the background and fails this token, so the next one
+    /// signed with a rotated key passes.
+    pub fn verify_cached(self: &Arc<Self>, token: &str) -> Result<Verified, OidcError> {
+        let (p, kid, alg) = self.target(token)?;
+        let keys = p.current();
+        if !keys.contains_key(&kid) && p.config.static_jwks().is_none() && p.may_force() {
+            let index = self.list.iter().position(|q| std::ptr::eq(q, p));
+            if let (Some(i), Ok(rt)) = (index, tokio::runtime::Handle::try_current()) {
+                let me = self.clone();
+                rt.spawn(async move { me.refresh(&me.list[i]).await });
+            }
+        }
+        self.check(p, &keys, &kid, alg, token)
+    }
+
+    /// Whether `token` claims to come from a configured provider (its unverified `iss`): which
+    /// verifier should look at it, not whether it is valid.
+    pub fn claims_issuer(&self, token: &str) -> bool {
+        unverified_target(token)
+            .is_ok_and(|(iss, _)| self.list.iter().any(|p| p.config.issuer == iss))
+    }
+
+    /// The provider, key id and algorithm a token names, before anything is trusted.
+    fn target(&self, token: &str) -> Result<(&Provider, String, Algorithm), OidcError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(OidcError::Malformed);
         }
@@ -338,13 +372,19 @@ impl Providers {
         }
         let p = self.pick(token)?;
         let kid = header.kid.ok_or(OidcError::UnknownKey)?;
-        let mut keys = p.current();
-        if !keys.contains_key(&kid) && p.config.static_jwks().is_none() && p.may_force() {
-            self.refresh(p).await;
-            keys = p.current();
-        }
-        let key = keys.get(&kid).ok_or(OidcError::UnknownKey)?;
-        if key.alg != header.alg {
+        Ok((p, kid, header.alg))
+    }
+
+    fn check(
+        &self,
+        p: &Provider,
+        keys: &HashMap<String, Key>,
+        kid: &str,
+        alg: Algorithm,
+        token: &str,
+    ) -> Result<Verified, OidcError> {
+        let key = keys.get(kid).ok_or(OidcError::UnknownKey)?;
+        if key.alg != alg {
             return Err(OidcError::KeyMismatch);
         }
         let mut validation = Validation::new(key.alg);

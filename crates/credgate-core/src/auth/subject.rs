@@ -2,15 +2,12 @@
 
 use std::{path::Path, sync::Arc};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DataSubject,
     keys::{Ed25519Key, JwkSet, KeyError},
     limiter::{KeyedLimiter, quota},
-    tokens::TokenError,
 };
 use crate::{
     config::{Config, DemoIdentityProviderConfig},
@@ -28,78 +25,25 @@ pub struct SubjectClaims {
     pub iat: Option<u64>,
 }
 
-struct TrustedKey {
-    kid: String,
-    issuer: String,
-    key: DecodingKey,
-    validation: Validation,
-}
-
-/// Verifies subject tokens against the configured providers' public keys, and limits each
-/// subject's request rate on `/subject/*`.
+/// Limits each subject's request rate on `/subject/*`. Their tokens are checked by the
+/// identity providers (`auth::oidc::Providers`), static `jwks_file` ones included.
 pub struct SubjectVerifier {
-    keys: Vec<TrustedKey>,
     /// Keyed by the subject id, which carries its type: a company and a person with the same
     /// id string are two subjects. Idle subjects are forgotten by the limiter's own task.
     limiter: Arc<KeyedLimiter<SubjectId>>,
 }
 
 impl SubjectVerifier {
-    pub fn from_config(config: &Config) -> Result<Arc<Self>, KeyError> {
-        let mut keys = Vec::new();
-        for idp in &config.identity_providers {
-            let set = JwkSet::read(&idp.jwks_file)?;
-            for jwk in set.keys {
-                let x = URL_SAFE_NO_PAD
-                    .decode(&jwk.x)
-                    .expect("JwkSet::read checked the key");
-                let mut validation = Validation::new(Algorithm::EdDSA);
-                validation.set_issuer(&[&idp.issuer]);
-                validation.set_audience(&[&idp.audience]);
-                validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-                validation.leeway = config.auth.leeway_secs;
-                keys.push(TrustedKey {
-                    kid: jwk.kid,
-                    issuer: idp.issuer.clone(),
-                    key: DecodingKey::from_ed_der(&x),
-                    validation,
-                });
-            }
-        }
+    pub fn from_config(config: &Config) -> Arc<Self> {
         let limits = &config.subject_limits;
-        Ok(Arc::new(Self {
-            keys,
+        Arc::new(Self {
             limiter: KeyedLimiter::new(quota(limits.per_minute, limits.burst)),
-        }))
+        })
     }
 
     /// Counts one request of `subject`; `Err(seconds)` to wait when it is over its rate.
     pub fn check_rate(&self, subject: &SubjectId) -> Result<(), u64> {
         self.limiter.check(subject).map(|_| ())
-    }
-
-    pub fn verify(&self, token: &str) -> Result<DataSubject, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Algorithm);
-        }
-        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let mut last = TokenError::UnknownKey;
-        for k in self.keys.iter().filter(|k| k.kid == kid) {
-            match jsonwebtoken::decode::<SubjectClaims>(token, &k.key, &k.validation) {
-                Ok(data) => {
-                    let c = data.claims;
-                    let id = SubjectId::parse(c.subject_type, &c.sub)
-                        .map_err(|_| TokenError::Malformed)?;
-                    return Ok(DataSubject {
-                        id,
-                        issuer: k.issuer.clone(),
-                    });
-                }
-                Err(e) => last = TokenError::Invalid(e.into_kind()),
-            }
-        }
-        Err(last)
     }
 }
 
