@@ -137,6 +137,10 @@ fn person_refused(e: OidcError) -> Error {
             rule: "second-factor-required".into(),
             detail: "this role needs a second factor at sign-in (a one-time code); sign in again with it".into(),
         },
+        OidcError::ConflictingDuties => Error::Forbidden {
+            rule: "separation-of-duties".into(),
+            detail: "the identity provider grants this person roles that both administer and audit; ask for one".into(),
+        },
         _ => Error::Unauthorized("invalid or expired token"),
     }
 }

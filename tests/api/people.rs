@@ -275,6 +275,26 @@ async fn system_admin_without_the_second_factor_is_403_and_recorded() {
     assert_eq!(res.status(), 200);
 }
 
+/// Separation of duties: a person the provider maps to an administering and an auditing role
+/// at once is refused on every staff route, and the refusal is recorded.
+#[tokio::test]
+async fn a_person_who_would_both_administer_and_audit_is_refused() {
+    let p = start().await;
+    for audits in ["auditor", "security_officer"] {
+        let both = p.staff_with("admin", |c| c["groups"] = json!(["system_admin", audits]));
+        for path in ["/admin/clients", "/admin/audit"] {
+            let res = p.call("GET", path, &both, None).await;
+            let r = p.record_of(&res).await;
+            let problem = assert_problem(res, 403).await;
+            assert_eq!(
+                problem["rule"], "separation-of-duties",
+                "{audits} {path}: {problem}"
+            );
+            assert_eq!(r.decision, "deny");
+        }
+    }
+}
+
 #[tokio::test]
 async fn hostile_person_tokens_are_refused_and_recorded() {
     let p = start().await;

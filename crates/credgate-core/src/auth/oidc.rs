@@ -98,7 +98,14 @@ pub enum OidcError {
     NoRoles,
     #[error("the required second factor (acr/amr) is missing")]
     Factor,
+    /// Separation of duties (DESIGN.md, level-3 systems): whoever administers does not audit.
+    #[error("this person would both administer and audit")]
+    ConflictingDuties,
 }
+
+/// Roles that administer the system, and roles that audit it: no session holds one of each.
+const ADMINISTERS: &[&str] = &["system_admin"];
+const AUDITS: &[&str] = &["auditor", "security_officer"];
 
 /// Building the registry: a static `jwks_file` that cannot be read is an operator error that
 /// must stop start-up; an unreachable provider is not (it is retried).
@@ -632,6 +639,11 @@ fn map_claims(
             if roles.len() < before {
                 tracing::info!(issuer = %c.issuer, "roles without their required factor dropped");
             }
+            let holds = |set: &[&str]| roles.iter().any(|r| set.contains(&r.as_str()));
+            if holds(ADMINISTERS) && holds(AUDITS) {
+                tracing::warn!(issuer = %c.issuer, "a person mapped to both administering and auditing roles refused");
+                return Err(OidcError::ConflictingDuties);
+            }
             Ok(Verified::Staff(StaffPerson {
                 id: text(claims, &c.subject_id_claim)?,
                 name: text(claims, &c.name_claim)?,
@@ -796,10 +808,11 @@ mod tests {
             Ok(Verified::Staff(p)) => p.roles,
             other => panic!("{other:?}"),
         };
-        assert_eq!(
-            roles(with(json!("mfa-acr"), json!(["pwd", "otp"]))),
-            ["auditor", "system_admin"]
-        );
+        // Both groups with both factors would administer and audit at once: refused.
+        assert!(matches!(
+            with(json!("mfa-acr"), json!(["pwd", "otp"])),
+            Err(OidcError::ConflictingDuties)
+        ));
         assert_eq!(roles(with(json!("mfa-acr"), json!(["pwd"]))), ["auditor"]);
         assert_eq!(
             roles(with(json!("other"), json!(["pwd", "otp"]))),
