@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::{
     auth::{keys::create_private_dir, secrets, subject::create_demo_provider},
     config::Config,
-    web::App,
     sample_store::{SampleStore, SampleStoreArgs},
+    web::App,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub store_listen: SocketAddr,
+    #[command(flatten)]
+    pub edge: crate::demo_tls::DemoTlsArgs, // edge: `--tls` (src/demo_tls.rs)
 }
 
 /// The institutions the demo registers: (role, org, name, purpose shown in the examples).
@@ -190,9 +192,10 @@ pub async fn run(
     let store_addr = store.local_addr();
 
     let config_path = dir.join("credgate.toml");
+    let edge = crate::demo_tls::prepare(dir, args.listen, &args.edge)?; // edge: TLS files
     write_private(
         &config_path,
-        &demo_config(args.listen, store_addr, &store_token),
+        &edge.config(demo_config(args.listen, store_addr, &store_token)), // edge
     )?;
     let app = App::build(Config::load(Some(&config_path))?).await?;
     let gateway_addr = app.local_addr();
@@ -200,7 +203,7 @@ pub async fn run(
         // Asked for port 0: record the port actually bound, so the file is the truth.
         write_private(
             &config_path,
-            &demo_config(gateway_addr, store_addr, &store_token),
+            &edge.config(demo_config(gateway_addr, store_addr, &store_token)), // edge
         )?;
     }
 
@@ -231,7 +234,7 @@ pub async fn run(
         .take(2)
         .filter_map(|p| p["id_number"].as_str())
         .collect();
-    let gateway_url = format!("http://{gateway_addr}");
+    let gateway_url = format!("{}://{gateway_addr}", edge.scheme()); // edge: https with --tls
     let demo = json!({
         "gateway_url": gateway_url,
         "store_url": format!("http://{store_addr}"),
@@ -244,6 +247,7 @@ pub async fn run(
         ),
         "samples": {"usccs": usccs, "id_numbers": persons},
     });
+    let demo = edge.annotate(demo, app.metrics_addr()); // edge: ca_file, metrics_url
     write_private(
         &dir.join("demo.json"),
         &serde_json::to_string_pretty(&demo)?,

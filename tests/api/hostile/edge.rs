@@ -672,7 +672,7 @@ async fn metrics_do_not_timestamp_a_whistleblower_report() {
     let scrape = || async {
         let text = app
             .http
-            .get(format!("{}/metrics", app.url))
+            .get(format!("{}/metrics", app.metrics_url))
             .send()
             .await
             .unwrap()
