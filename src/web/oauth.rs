@@ -274,8 +274,14 @@ fn credentials(
 
 /// The address's bucket was charged by `limits::limit`: a 429 there is a problem document, not
 /// an OAuth error, since nothing was judged.
-async fn token(State(state): State<AppState>, LoggedIn(client): LoggedIn) -> Response {
-    let Ok(access_token) = state.tokens.issue(&client) else {
+/// Over a connection that presented a client certificate the token is bound to it (RFC 8705).
+async fn token(
+    State(state): State<AppState>,
+    cert: Option<axum::Extension<super::edge::ClientCert>>,
+    LoggedIn(client): LoggedIn,
+) -> Response {
+    let x5t = cert.as_ref().map(|c| c.0.0.as_str());
+    let Ok(access_token) = state.tokens.issue_bound(&client, x5t) else {
         tracing::error!("token signing failed");
         return OAuthError::TemporarilyUnavailable.respond("try again later");
     };
