@@ -640,3 +640,75 @@ async fn serve_tls(router: axum::Router, files: TlsConfig) -> SocketAddr {
     });
     addr
 }
+
+/// `credgate demo --tls`: HTTPS with the CA it wrote to `DIR/ca.pem`, named in `demo.json`,
+/// and an OAuth client obtains a token from its metadata with nothing but that CA.
+#[tokio::test]
+async fn the_demo_serves_https_with_the_ca_it_writes() {
+    serially().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
+        .current_dir(dir.path())
+        .args(["demo", "--tls", "--dir", "demo", "--listen", "127.0.0.1:0"])
+        .args(["--store-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let demo_json = dir.path().join("demo/demo.json");
+    let mut demo = None;
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(&demo_json)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            demo = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let demo = demo.expect("the demo wrote demo.json");
+    let url = demo["gateway_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca_file = demo["ca_file"].as_str().unwrap();
+    assert_eq!(
+        Path::new(ca_file),
+        dir.path().join("demo/ca.pem").canonicalize().unwrap()
+    );
+    let pem = std::fs::read(ca_file).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let meta_url = format!("{url}/.well-known/oauth-authorization-server");
+    let mut meta = None;
+    for _ in 0..300 {
+        if let Ok(res) = client.get(&meta_url).send().await {
+            meta = Some(res.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meta = meta.expect("the demo answered over HTTPS");
+    let regulator = demo["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "regulator")
+        .unwrap();
+    let res = client
+        .post(meta["token_endpoint"].as_str().unwrap())
+        .basic_auth(
+            regulator["client_id"].as_str().unwrap(),
+            regulator["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    child.kill().await.unwrap();
+}

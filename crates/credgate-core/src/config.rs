@@ -566,6 +566,20 @@ impl Config {
         if let Some(demo) = &mut self.demo_identity_provider {
             fix(&mut demo.key_file);
         }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert_file);
+            fix(&mut tls.key_file);
+            tls.client_ca_file.iter_mut().for_each(fix);
+        }
+        for store in &mut self.stores {
+            for p in [
+                &mut store.ca_file,
+                &mut store.client_cert_file,
+                &mut store.client_key_file,
+            ] {
+                p.iter_mut().for_each(fix);
+            }
+        }
         if let Some(rest) = self.storage_url.strip_prefix("sqlite://") {
             let file = rest.split('?').next().unwrap_or(rest);
             if !file.is_empty() && !file.starts_with(':') && Path::new(file).is_relative() {
