@@ -1012,4 +1012,44 @@ mod tests {
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.stores[0].routes[0].subject_type, Some(SubjectType::Legal));
     }
+
+    #[test]
+    fn edge_keys_are_checked_and_tls_paths_follow_the_config_file() {
+        let e = err("trusted_proxies = [\"10.0.0.0/33\"]\n");
+        assert!(e.contains("trusted_proxies[0]"), "{e}");
+        let e = err("trusted_proxies = [\"everyone\"]\n");
+        assert!(e.contains("trusted_proxies[0]"), "{e}");
+        let e = err("metrics_listen = \"localhost\"\n");
+        assert!(e.contains("metrics_listen"), "{e}");
+        let e = err("[[stores]]\nname = \"s\"\nupstream = \"http://h:1\"\nca_file = \"ca.pem\"\n");
+        assert!(e.contains("only for an https"), "{e}");
+        let e = err("[[stores]]\nname = \"s\"\nupstream = \"ftp://h:1\"\n");
+        assert!(e.contains("upstream"), "{e}");
+        let c = Config::parse(
+            "metrics_listen = \"off\"\ntrusted_proxies = [\"10.1.2.3\", \"fd00::/8\"]\n",
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.metrics_addr(), None);
+        assert_eq!(c.trusted_proxy_nets().len(), 2);
+        assert_eq!(
+            Config::default().metrics_addr(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+
+        let dir = std::env::temp_dir().join(format!("credgate-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert_file = \"tls/c.pem\"\nkey_file = \"/abs/k.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.join("tls/c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/abs/k.pem"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
