@@ -30,6 +30,8 @@ pub struct DemoArgs {
     /// Where the demo OpenID Connect provider listens (loopback; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8082")]
     pub idp_listen: SocketAddr,
+    #[command(flatten)]
+    pub edge: crate::demo_tls::DemoTlsArgs, // edge: `--tls` (src/demo_tls.rs)
 }
 
 /// The demo provider's clients: the staff console and the subject portal. Each one's client_id
@@ -232,9 +234,15 @@ pub async fn run(
     .with_context(|| format!("starting the demo identity provider on {}", args.idp_listen))?;
 
     let config_path = dir.join("credgate.toml");
+    let edge = crate::demo_tls::prepare(dir, args.listen, &args.edge)?; // edge: TLS files
     write_private(
         &config_path,
-        &demo_config(args.listen, store_addr, &store_token, idp.issuer()),
+        &edge.config(demo_config(
+            args.listen,
+            store_addr,
+            &store_token,
+            idp.issuer(),
+        )), // edge
     )?;
     let app = App::build(Config::load(Some(&config_path))?).await?;
     let gateway_addr = app.local_addr();
@@ -242,10 +250,15 @@ pub async fn run(
         // Asked for port 0: record the port actually bound, so the file is the truth.
         write_private(
             &config_path,
-            &demo_config(gateway_addr, store_addr, &store_token, idp.issuer()),
+            &edge.config(demo_config(
+                gateway_addr,
+                store_addr,
+                &store_token,
+                idp.issuer(),
+            )), // edge
         )?;
     }
-    let gateway_url = format!("http://{gateway_addr}");
+    let gateway_url = format!("{}://{gateway_addr}", edge.scheme()); // edge: https with --tls
     // The pages come later; their callbacks are registered now so the URLs never change.
     idp.register_client(CONSOLE_CLIENT, &format!("{gateway_url}/console/callback"));
     idp.register_client(PORTAL_CLIENT, &format!("{gateway_url}/portal/callback"));
@@ -294,6 +307,7 @@ pub async fn run(
         ),
         "samples": {"usccs": usccs, "id_numbers": persons},
     });
+    let demo = edge.annotate(demo, app.metrics_addr()); // edge: ca_file, metrics_url
     write_private(
         &dir.join("demo.json"),
         &serde_json::to_string_pretty(&demo)?,

@@ -17,5 +17,6 @@ pub use credgate_types as domain;
 
 pub mod cli;
 pub mod demo;
+pub mod demo_tls;
 pub mod telemetry;
 pub mod web;

@@ -28,8 +28,9 @@ pub fn door_limited(res: &Response) -> bool {
 /// The 429 of a door whose bucket ran out, marked as such for the audit log.
 fn refusal(limits: &RateLimits, door: Door, wait: u64) -> Response {
     let mut res = Error::RateLimited(wait).into_response();
-    res.headers_mut()
-        .insert("ratelimit", limits.exhausted(door));
+    for (name, value) in limits.exhausted(door, wait) {
+        res.headers_mut().insert(name, value);
+    }
     res.extensions_mut().insert(DoorLimited);
     res
 }
@@ -73,7 +74,14 @@ mod tests {
         let wait = limits.check_door(Door::Receipt, ip).unwrap_err();
         let refused = refusal(&limits, Door::Receipt, wait);
         assert_eq!(refused.status(), 429);
-        assert_eq!(refused.headers()["ratelimit"], "\"report-receipt\";r=0");
+        assert_eq!(
+            refused.headers()["ratelimit"],
+            format!("\"report-receipt\";r=0;t={wait}").as_str()
+        );
+        assert_eq!(
+            refused.headers()["ratelimit-policy"],
+            "\"report-receipt\";q=1;w=60"
+        );
         assert!(door_limited(&refused));
         // A 429 from anywhere else (a handler, a store's answer passed on) is not the door's.
         assert!(!door_limited(&Error::RateLimited(5).into_response()));

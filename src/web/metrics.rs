@@ -87,3 +87,32 @@ pub async fn track(req: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     res
 }
+
+/// Binds `metrics_listen` (DESIGN.md, "Transport": its own address, loopback by default), or
+/// nothing when it is `off`. A taken port stops the start: a scraper silently reading another
+/// process's numbers would be worse than no metrics.
+pub async fn bind(
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context as _;
+    let Some(addr) = config.metrics_addr() else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (metrics_listen; \"off\" turns it off)"))?;
+    Ok(Some(listener))
+}
+
+/// Serves `GET /metrics` and nothing else on the metrics listener. Unaudited (DESIGN.md lists
+/// the metrics listener so), plain HTTP, meant for a scraper on a private network.
+pub fn spawn_listener(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(render))
+        .fallback(|| async { http::StatusCode::NOT_FOUND });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    })
+}

@@ -6,12 +6,14 @@ pub mod audit_layer;
 pub mod complaints;
 mod context;
 pub mod data;
+pub mod edge;
 mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod objections;
+pub mod openapi;
 pub mod ops;
 pub mod profile;
 pub mod reports;
@@ -60,13 +62,8 @@ pub use crate::services::Core as AppState;
 /// Every route group, each with its declared audit coverage: the one route table. `router`
 /// mounts exactly these, and the audit layer takes each route's kind from here.
 fn route_groups() -> Vec<routes::Group> {
-    use routes::{Unaudited, get, unaudited};
     [
         ops::routes(),
-        vec![unaudited(
-            Unaudited::Metrics,
-            vec![get("/metrics", metrics::render)],
-        )],
         oauth::routes(),
         subject::routes(),
         admin::routes(),
@@ -105,6 +102,7 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     limits::limit,
                 ))
+                .layer(axum::middleware::from_fn(edge::require_binding))
                 .layer(CatchPanicLayer::new())
                 .layer(
                     TraceLayer::new_for_http()
@@ -134,6 +132,10 @@ const AUDIT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10
 /// A bound, ready-to-run gateway.
 pub struct App {
     listener: TcpListener,
+    /// TLS and trusted proxies, loaded at build so that a bad certificate stops the start.
+    edge: edge::Edge,
+    /// `/metrics`, on its own address (`metrics_listen`), or `None` when off.
+    metrics: Option<TcpListener>,
     state: AppState,
     /// Every background task the web layer started; stopped by `run_until` on shutdown.
     tasks: Tasks,
@@ -152,11 +154,15 @@ impl App {
         tasks.keep("replicas", crate::replicas::spawn(state.clone()));
         tasks.keep("metrics upkeep", metrics::spawn_upkeep());
         tasks.keep("identity providers", state.spawn_providers());
+        let edge = edge::Edge::from_config(&state.config)?;
+        let metrics = metrics::bind(&state.config).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen} (listen)"))?;
         Ok(Self {
             listener,
+            edge,
+            metrics,
             state,
             tasks,
         })
@@ -166,6 +172,16 @@ impl App {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The metrics listener's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Whether the listener speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.edge.tls.is_some()
     }
 
     pub fn state(&self) -> &AppState {
@@ -182,12 +198,17 @@ impl App {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            edge,
+            metrics: metrics_listener,
             state,
             mut tasks,
         } = self;
+        if let Some(l) = metrics_listener {
+            tasks.keep("metrics listener", metrics::spawn_listener(l));
+        }
         let summaries = tokio::spawn(append_rate_limit_summaries(state.clone()));
         let limits = state.config.limits.clone();
-        serve::serve(listener, router(state.clone()), &limits, shutdown).await;
+        serve::serve(listener, router(state.clone()), &limits, edge, shutdown).await;
         summaries.abort();
         tasks.keep("429 summaries", summaries);
         // Windows still open at shutdown are summarised now rather than lost.

@@ -31,7 +31,73 @@ pub fn routes() -> Vec<Group> {
             Unaudited::Jwks,
             vec![r::get("/.well-known/jwks.json", jwks)],
         ),
+        unaudited(
+            Unaudited::Discovery,
+            vec![
+                r::get("/.well-known/oauth-authorization-server", metadata),
+                r::get("/openapi.json", super::openapi::openapi),
+            ],
+        ),
     ]
+}
+
+/// RFC 8414 authorization server metadata, so that an OAuth client library finds the token
+/// endpoint from one URL. The base URL is `auth.issuer` when that is an http(s) URL (set it so
+/// behind a load balancer); otherwise this connection's scheme and a well-formed `Host`. A
+/// malformed `Host` is refused rather than echoed into URLs a client will call.
+async fn metadata(State(state): State<AppState>, req: Request) -> Response {
+    let issuer = state.config.auth.issuer.trim_end_matches('/');
+    let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        issuer.to_owned()
+    } else {
+        let scheme = if req.extensions().get::<super::edge::Https>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| well_formed_host(h));
+        let Some(host) = host else {
+            return super::Error::BadRequest("missing or malformed Host header".into())
+                .into_response();
+        };
+        format!("{scheme}://{host}")
+    };
+    let mut doc = json!({
+        "issuer": base,
+        "token_endpoint": format!("{base}/oauth/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "service_documentation": format!("{base}/openapi.json"),
+    });
+    if state
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some())
+    {
+        doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+    }
+    let mut res = Json(doc).into_response();
+    // Derived from the request's Host: a shared cache must not hand it to another host's client.
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    res
+}
+
+/// `name[:port]` or `[v6][:port]`: letters, digits, dots, dashes, colons and brackets only.
+fn well_formed_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// RFC 6749 section 5.2 error codes we use.
@@ -208,8 +274,14 @@ fn credentials(
 
 /// The address's bucket was charged by `limits::limit`: a 429 there is a problem document, not
 /// an OAuth error, since nothing was judged.
-async fn token(State(state): State<AppState>, LoggedIn(client): LoggedIn) -> Response {
-    let Ok(access_token) = state.tokens.issue(&client) else {
+/// Over a connection that presented a client certificate the token is bound to it (RFC 8705).
+async fn token(
+    State(state): State<AppState>,
+    cert: Option<axum::Extension<super::edge::ClientCert>>,
+    LoggedIn(client): LoggedIn,
+) -> Response {
+    let x5t = cert.as_ref().map(|c| c.0.0.as_str());
+    let Ok(access_token) = state.tokens.issue_bound(&client, x5t) else {
         tracing::error!("token signing failed");
         return OAuthError::TemporarilyUnavailable.respond("try again later");
     };

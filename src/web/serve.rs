@@ -7,7 +7,9 @@
 //! - hyper's header read timeout (also the keep-alive idle limit between requests);
 //! - a deadline on each request body, counted from its head;
 //! - an idle limit: no byte moving either way while no request is being handled;
-//! - graceful shutdown of every connection on the shutdown future, within `SHUTDOWN_GRACE`.
+//! - graceful shutdown of every connection on the shutdown future, within `SHUTDOWN_GRACE`;
+//! - TLS when `[tls]` is set (the handshake within the header read timeout, no plaintext on
+//!   that port), and the client's address from trusted proxies' headers (`super::edge`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -34,6 +36,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
+use super::edge::{ClientCert, Edge, Https, PeerAddr};
 use crate::{config::LimitsConfig, web::limits::address_key};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,9 +77,18 @@ impl Open {
     /// One address (IPv6: one /64) holds at most `per_addr_max`; when all `max` are taken, the
     /// oldest connection waiting for a request head is closed to make room, so that silent
     /// connections cannot shut everyone else out.
-    fn admit(&mut self, peer: IpAddr, limits: &LimitsConfig) -> Option<(u64, Arc<Conn>)> {
+    /// A trusted proxy carries many clients' connections: it is exempt from the per-address cap
+    /// (its clients' addresses are only known once a request head arrives).
+    fn admit(
+        &mut self,
+        peer: IpAddr,
+        limits: &LimitsConfig,
+        proxy: bool,
+    ) -> Option<(u64, Arc<Conn>)> {
         let addr = address_key(peer);
-        if self.per_addr.get(&addr).copied().unwrap_or(0) >= limits.max_connections_per_address {
+        if !proxy
+            && self.per_addr.get(&addr).copied().unwrap_or(0) >= limits.max_connections_per_address
+        {
             metrics::counter!("credgate_connections_refused_total").increment(1);
             return None;
         }
@@ -112,8 +124,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &LimitsConfig,
+    edge: Edge,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let reload = edge.tls.clone().map(super::edge::spawn_reload);
     let limits = Arc::new(limits.clone());
     let open = Arc::new(Mutex::new(Open::default()));
     let mut tasks = JoinSet::new();
@@ -134,25 +148,29 @@ pub async fn serve(
                 }
             },
         };
-        let admitted = lock(&open).admit(peer.ip(), &limits);
+        let admitted = lock(&open).admit(peer.ip(), &limits, edge.trusts(peer.ip()));
         let Some((seq, conn)) = admitted else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (router, limits, stop, open) = (
+        let (router, limits, stop, open, edge) = (
             router.clone(),
             limits.clone(),
             stop_rx.clone(),
             open.clone(),
+            edge.clone(),
         );
         tasks.spawn(async move {
             tokio::select! {
-                () = connection(stream, peer, router, &limits, stop, conn.activity.clone()) => {}
+                () = accepted(stream, peer, router, &limits, &edge, stop, conn.activity.clone()) => {}
                 () = conn.evict.notified() => tracing::debug!("waiting connection closed for a newcomer"),
             }
             lock(&open).remove(seq);
         });
+    }
+    if let Some(reload) = reload {
+        reload.abort();
     }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -172,27 +190,96 @@ fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
     open.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn connection(
+/// An accepted socket: plain HTTP, or HTTPS once the handshake is done. A handshake that does
+/// not finish within the header read timeout is closed like a silent client; a client that
+/// speaks plaintext to the TLS port fails the handshake and gets no answer.
+async fn accepted(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     limits: &LimitsConfig,
-    mut stop: watch::Receiver<bool>,
+    edge: &Edge,
+    stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
 ) {
+    let Some(tls) = &edge.tls else {
+        return connection(stream, peer, None, router, limits, edge, stop, activity).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let handshake = tokio::time::timeout(limits.header_read_timeout(), acceptor.accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            metrics::counter!("credgate_tls_handshake_failures_total").increment(1);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| ClientCert::of(c.as_ref()));
+    activity.touch();
+    connection(
+        stream,
+        peer,
+        Some(cert),
+        router,
+        limits,
+        edge,
+        stop,
+        activity,
+    )
+    .await
+}
+
+// Nine arguments: the connection's socket, identity and settings, each needed by the service
+// closure or the idle loop; bundling them would only move the list into a struct literal.
+#[allow(clippy::too_many_arguments)]
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    // `None`: plain HTTP; `Some(cert)`: TLS, with the client's certificate if it sent one.
+    tls: Option<Option<ClientCert>>,
+    router: Router,
+    limits: &LimitsConfig,
+    edge: &Edge,
+    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
     });
+    let edge = edge.clone();
     let body_timeout = limits.body_read_timeout();
     let seen = activity.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let (router, seen) = (router.clone(), seen.clone());
+        let client = edge.client_addr(peer, req.headers());
+        let tls = tls.clone();
         async move {
             let busy = seen.busy();
             let deadline = tokio::time::Instant::now() + body_timeout;
             let mut req = req.map(|body| Body::new(Deadline::new(body, deadline)));
-            req.extensions_mut().insert(ConnectInfo(peer));
+            // Every reader of the client's address (rate limits, login lock, audit) takes
+            // `ConnectInfo`: behind a trusted proxy it is the forwarded client.
+            req.extensions_mut().insert(ConnectInfo(client));
+            req.extensions_mut().insert(PeerAddr(peer));
+            if let Some(cert) = tls {
+                req.extensions_mut().insert(Https);
+                if let Some(cert) = cert {
+                    req.extensions_mut().insert(cert);
+                }
+            }
             let res = router.oneshot(req).await?;
             // Busy until the answer's body is written (a streamed export, a large list), not
             // only until its head: eviction and the idle check must not cut it off.
@@ -310,13 +397,13 @@ impl http_body::Body for Held {
     }
 }
 
-/// The socket, noting each byte that moves.
-struct Watched {
-    inner: TcpStream,
+/// The socket (or its TLS session), noting each byte that moves.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -331,7 +418,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -468,7 +555,16 @@ mod tests {
             max_connections: 2,
             ..LimitsConfig::default()
         };
-        tokio::spawn(async move { serve(listener, router, &limits, std::future::pending()).await });
+        tokio::spawn(async move {
+            serve(
+                listener,
+                router,
+                &limits,
+                Edge::default(),
+                std::future::pending(),
+            )
+            .await
+        });
 
         let mut streaming = connect_from([127, 0, 0, 3], addr).await;
         streaming

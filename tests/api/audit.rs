@@ -911,7 +911,7 @@ async fn metrics_are_exposed_in_prometheus_text() {
         .await;
     let res = app
         .http
-        .get(format!("{}/metrics", app.url))
+        .get(format!("{}/metrics", app.metrics_url))
         .send()
         .await
         .unwrap();

@@ -194,6 +194,8 @@ pub struct TestApp {
     pub fake: FakeStore,
     pub sample_store: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// `http://ADDR` of the metrics listener (`metrics_listen`), empty when it is off.
+    pub metrics_url: String,
 }
 
 pub fn config_text(
@@ -205,6 +207,7 @@ pub fn config_text(
     format!(
         r#"
 listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 storage_url = "sqlite://{dir}/credgate.db"
 key_dir = "{dir}/keys"
 policy_dir = "{dir}/policies"
@@ -418,9 +421,14 @@ impl TestApp {
         config.validate().unwrap();
         let app = App::build(config).await.expect("the gateway starts");
         let addr = app.local_addr();
+        let metrics_url = app
+            .metrics_addr()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default();
         let state = app.state().clone();
         tokio::spawn(app.run_until(std::future::pending()));
         TestApp {
+            metrics_url,
             addr,
             url: format!("http://{addr}"),
             state,

@@ -14,6 +14,7 @@ mod complaints;
 mod consent;
 mod crash;
 mod demo;
+mod edge_tls;
 mod health;
 mod hostile;
 mod oauth;

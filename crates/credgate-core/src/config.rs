@@ -73,6 +73,90 @@ pub struct Config {
     pub demo_identity_provider: Option<DemoIdentityProviderConfig>,
     #[serde(default)]
     pub stores: Vec<StoreConfig>,
+    /// `[tls]`: present, the listener speaks HTTPS only (no plaintext on that port).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// CIDRs (or single addresses) of the load balancers whose `Forwarded` / `X-Forwarded-For`
+    /// is believed. Empty (the default): the TCP peer is the client, whatever headers say.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Where `/metrics` listens: `HOST:PORT`, or `off`. Its own address so that the public
+    /// listener never shows operational counters; loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+/// `[tls]` of the listener. Key names are a contract (DESIGN.md, "Transport").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Re-read on SIGHUP.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
+    pub key_file: PathBuf,
+    /// PEM CA certificates of institutions' client certificates. Present, a client may present
+    /// a certificate (mutual TLS) and tokens issued over such a connection are bound to it.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The `metrics_listen` value that turns the metrics listener off.
+pub const METRICS_OFF: &str = "off";
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Config {
+    /// `trusted_proxies` parsed; a bare address is its own /32 or /128. Invalid entries were
+    /// refused by `validate`, so they are skipped here rather than trusted.
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| parse_net(s).ok())
+            .collect()
+    }
+
+    /// The metrics listener's address, or `None` when it is off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        if self.metrics_listen.trim() == METRICS_OFF {
+            return None;
+        }
+        self.metrics_listen.trim().parse().ok()
+    }
+
+    /// `[tls]`, `trusted_proxies` and `metrics_listen`.
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        for (i, net) in self.trusted_proxies.iter().enumerate() {
+            parse_net(net).map_err(|m| invalid(format!("trusted_proxies[{i}]"), m))?;
+        }
+        let m = self.metrics_listen.trim();
+        if m != METRICS_OFF && m.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "metrics_listen",
+                "must be HOST:PORT (an IP address and port) or \"off\"",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            for (k, p) in [
+                ("tls.cert_file", &tls.cert_file),
+                ("tls.key_file", &tls.key_file),
+            ] {
+                if p.as_os_str().is_empty() {
+                    return Err(invalid(k, "must name a PEM file"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("`{s}` is not a CIDR (10.0.0.0/8, fd00::/8) or an IP address"))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,7 +354,7 @@ pub struct DemoIdentityProviderConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub name: String,
-    /// `http://host:port[/prefix]`.
+    /// `http://host:port[/prefix]` or `https://...` (then `ca_file` is required).
     pub upstream: String,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
@@ -288,6 +372,15 @@ pub struct StoreConfig {
     pub objections_path: String,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `https://` upstreams: the PEM CA the store's certificate must chain to (required; there
+    /// is no switch that turns verification off).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` upstreams: a PEM client certificate chain and key credgate presents.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -389,6 +482,7 @@ impl Default for Config {
 /// Environment variables that override top-level keys. Each is named after its key.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CREDGATE_LISTEN", "listen"),
+    ("CREDGATE_METRICS_LISTEN", "metrics_listen"),
     ("CREDGATE_STORAGE_URL", "storage_url"),
     ("CREDGATE_KEY_DIR", "key_dir"),
     ("CREDGATE_POLICY_DIR", "policy_dir"),
@@ -442,6 +536,7 @@ impl Config {
                         .parse()
                         .map_err(|_| bad("expected an address like 127.0.0.1:8080"))?
                 }
+                "metrics_listen" => self.metrics_listen = value,
                 "storage_url" => self.storage_url = value,
                 "key_dir" => self.key_dir = value.into(),
                 "policy_dir" => self.policy_dir = value.into(),
@@ -471,6 +566,20 @@ impl Config {
         if let Some(demo) = &mut self.demo_identity_provider {
             fix(&mut demo.key_file);
         }
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert_file);
+            fix(&mut tls.key_file);
+            tls.client_ca_file.iter_mut().for_each(fix);
+        }
+        for store in &mut self.stores {
+            for p in [
+                &mut store.ca_file,
+                &mut store.client_cert_file,
+                &mut store.client_key_file,
+            ] {
+                p.iter_mut().for_each(fix);
+            }
+        }
         if let Some(rest) = self.storage_url.strip_prefix("sqlite://") {
             let file = rest.split('?').next().unwrap_or(rest);
             if !file.is_empty() && !file.starts_with(':') && Path::new(file).is_relative() {
@@ -483,6 +592,7 @@ impl Config {
     /// operator can fix the file without reading code.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_globals()?;
+        self.validate_edge()?;
         let mut names = std::collections::HashSet::new();
         for (i, store) in self.stores.iter().enumerate() {
             validate_store(i, store, &mut names)?;
@@ -608,12 +718,13 @@ fn validate_store<'a>(
         .upstream
         .parse()
         .map_err(|_| invalid(key("upstream"), "not a valid URL"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+    if uri.authority().is_none() {
         return Err(invalid(
             key("upstream"),
-            "must be an http://host:port URL (terminate TLS to stores in front of them)",
+            "must be an http(s)://host:port URL",
         ));
     }
+    validate_store_tls(store, uri.scheme_str(), &key)?;
     if uri.query().is_some() {
         return Err(invalid(key("upstream"), "must not carry a query string"));
     }
@@ -643,6 +754,49 @@ fn validate_store<'a>(
         }
     }
     Ok(())
+}
+
+/// An `https://` upstream names the CA to verify it against, and a client certificate comes with
+/// its key; an `http://` one carries no TLS keys that would silently go unused.
+fn validate_store_tls(
+    store: &StoreConfig,
+    scheme: Option<&str>,
+    key: &impl Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let has_client = (
+        store.client_cert_file.is_some(),
+        store.client_key_file.is_some(),
+    );
+    match scheme {
+        Some("https") => {
+            if store.ca_file.is_none() {
+                return Err(invalid(
+                    key("ca_file"),
+                    "an https:// upstream needs the PEM CA its certificate is verified against",
+                ));
+            }
+            if has_client.0 != has_client.1 {
+                return Err(invalid(
+                    key("client_cert_file"),
+                    "set both client_cert_file and client_key_file, or neither",
+                ));
+            }
+            Ok(())
+        }
+        Some("http") => {
+            if store.ca_file.is_some() || has_client.0 || has_client.1 {
+                return Err(invalid(
+                    key("ca_file"),
+                    "TLS files are only for an https:// upstream",
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(invalid(
+            key("upstream"),
+            "must be an http:// or https:// URL",
+        )),
+    }
 }
 
 /// One route of store `i`: its pattern, method, dataset, subject and profile declarations.
@@ -857,5 +1011,45 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../credgate.example.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.stores[0].routes[0].subject_type, Some(SubjectType::Legal));
+    }
+
+    #[test]
+    fn edge_keys_are_checked_and_tls_paths_follow_the_config_file() {
+        let e = err("trusted_proxies = [\"10.0.0.0/33\"]\n");
+        assert!(e.contains("trusted_proxies[0]"), "{e}");
+        let e = err("trusted_proxies = [\"everyone\"]\n");
+        assert!(e.contains("trusted_proxies[0]"), "{e}");
+        let e = err("metrics_listen = \"localhost\"\n");
+        assert!(e.contains("metrics_listen"), "{e}");
+        let e = err("[[stores]]\nname = \"s\"\nupstream = \"http://h:1\"\nca_file = \"ca.pem\"\n");
+        assert!(e.contains("only for an https"), "{e}");
+        let e = err("[[stores]]\nname = \"s\"\nupstream = \"ftp://h:1\"\n");
+        assert!(e.contains("upstream"), "{e}");
+        let c = Config::parse(
+            "metrics_listen = \"off\"\ntrusted_proxies = [\"10.1.2.3\", \"fd00::/8\"]\n",
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.metrics_addr(), None);
+        assert_eq!(c.trusted_proxy_nets().len(), 2);
+        assert_eq!(
+            Config::default().metrics_addr(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+
+        let dir = std::env::temp_dir().join(format!("credgate-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert_file = \"tls/c.pem\"\nkey_file = \"/abs/k.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.join("tls/c.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/abs/k.pem"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -136,8 +136,6 @@ struct Bucket {
     per_minute: u32,
     /// `RateLimit-Policy` of every answer through this door.
     policy: HeaderValue,
-    /// `RateLimit` of its 429s.
-    exhausted: HeaderValue,
 }
 
 impl Bucket {
@@ -149,7 +147,6 @@ impl Bucket {
             limiter: KeyedLimiter::new(quota(per_minute, per_minute)),
             per_minute,
             policy: value(format!("\"{name}\";q={per_minute};w=60")),
-            exhausted: value(format!("\"{name}\";r=0")),
         }
     }
 }
@@ -212,9 +209,16 @@ impl RateLimits {
         ])
     }
 
-    /// The `RateLimit` header of `door`'s 429s.
-    pub fn exhausted(&self, door: Door) -> HeaderValue {
-        self.doors[&door].exhausted.clone()
+    /// The headers of `door`'s 429s (draft-ietf-httpapi-ratelimit-headers): the policy, and
+    /// nothing left until `wait` seconds from now.
+    pub fn exhausted(&self, door: Door, wait: u64) -> [(&'static str, HeaderValue); 2] {
+        let bucket = &self.doors[&door];
+        let state = HeaderValue::from_str(&format!("\"{}\";r=0;t={wait}", door.as_str()))
+            .expect("numbers are valid header values");
+        [
+            ("ratelimit-policy", bucket.policy.clone()),
+            ("ratelimit", state),
+        ]
     }
 }
 

@@ -404,7 +404,15 @@ async fn receipt_lookups_have_their_own_limit_and_doors_say_their_quota() {
         last = Some(res);
     }
     assert_eq!(codes, [404, 404, 429]);
-    assert!(last.unwrap().headers().contains_key("retry-after"));
+    let last = last.unwrap();
+    assert!(last.headers().contains_key("retry-after"));
+    // The 429 says its policy too, and when the next request is allowed (draft -08+).
+    assert_eq!(
+        last.headers()["ratelimit-policy"],
+        "\"report-receipt\";q=2;w=60"
+    );
+    let state = last.headers()["ratelimit"].to_str().unwrap();
+    assert!(state.starts_with("\"report-receipt\";r=0;t="), "{state}");
     let res = public_get(&app).await;
     assert_eq!(
         res.headers()["ratelimit-policy"],
@@ -672,7 +680,7 @@ async fn metrics_do_not_timestamp_a_whistleblower_report() {
     let scrape = || async {
         let text = app
             .http
-            .get(format!("{}/metrics", app.url))
+            .get(format!("{}/metrics", app.metrics_url))
             .send()
             .await
             .unwrap()

@@ -31,6 +31,17 @@ pub struct GatewayClaims {
     pub iat: u64,
     pub nbf: u64,
     pub jti: String,
+    /// RFC 8705: the client certificate the token was issued over; the token is only good on a
+    /// connection presenting that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 8705 section 3.1 confirmation: the certificate's SHA-256 thumbprint, base64url.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +225,16 @@ impl TokenService {
     }
 
     pub fn issue(&self, client: &ClientRecord) -> Result<String, TokenError> {
+        self.issue_bound(client, None)
+    }
+
+    /// A token bound (RFC 8705) to the client certificate with thumbprint `x5t_s256`, when the
+    /// token request came over a connection that presented one.
+    pub fn issue_bound(
+        &self,
+        client: &ClientRecord,
+        x5t_s256: Option<&str>,
+    ) -> Result<String, TokenError> {
         let now = self.clock.now_secs();
         let claims = GatewayClaims {
             iss: self.issuer.clone(),
@@ -226,6 +247,9 @@ impl TokenService {
             iat: now,
             nbf: now,
             jti: uuid::Uuid::new_v4().to_string(),
+            cnf: x5t_s256.map(|t| Confirmation {
+                x5t_s256: t.to_owned(),
+            }),
         };
         let set = self.key_set();
         let mut header = Header::new(Algorithm::EdDSA);

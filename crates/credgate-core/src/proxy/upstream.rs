@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
@@ -72,7 +73,7 @@ pub struct Store {
     pub name: String,
     base: Uri,
     base_path: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     credential: Option<(HeaderName, HeaderValue)>,
     pub routes: Vec<Route>,
     response_timeout: Duration,
@@ -121,6 +122,51 @@ impl Stores {
     }
 }
 
+/// The store's connector: for `https://`, TLS only (no downgrade), verified against the store's
+/// `ca_file` alone (the system's roots are not consulted: a store is a known party), with the
+/// optional client certificate; for `http://`, plain TCP (the TLS config is never used).
+fn tls_connector(
+    c: &StoreConfig,
+    https: bool,
+    http: HttpConnector,
+) -> anyhow::Result<HttpsConnector<HttpConnector>> {
+    use anyhow::Context as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = c.ca_file.as_ref().filter(|_| https) {
+        let what = || format!("stores `{}`: ca_file {}", c.name, ca.display());
+        for cert in CertificateDer::pem_file_iter(ca).with_context(what)? {
+            roots.add(cert.with_context(what)?).with_context(what)?;
+        }
+        anyhow::ensure!(!roots.is_empty(), "{}: no CA certificate in it", what());
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    let config = match (&c.client_cert_file, &c.client_key_file) {
+        (Some(cert), Some(key)) if https => {
+            let what = || format!("stores `{}`: client certificate", c.name);
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(what)?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(what)?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(what)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .with_context(what)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+    let b = if https {
+        b.https_only()
+    } else {
+        b.https_or_http()
+    };
+    Ok(b.enable_http1().wrap_connector(http))
+}
+
 impl Store {
     fn build(c: &StoreConfig) -> anyhow::Result<Self> {
         let base: Uri = c.upstream.parse()?;
@@ -128,7 +174,8 @@ impl Store {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(c.connect_timeout()));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        connector.enforce_http(false);
+        let connector = tls_connector(c, base.scheme_str() == Some("https"), connector)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
