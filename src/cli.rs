@@ -10,9 +10,9 @@ use crate::{
     auth::{secrets, subject::mint_demo_token},
     config::{Config, is_name},
     domain::{SubjectId, SubjectType},
-    web::App,
     policy::PolicySet,
     storage::{Db, clients},
+    web::App,
 };
 
 #[derive(Parser, Debug)]
@@ -379,7 +379,15 @@ async fn client_command(cmd: ClientCommand) -> anyhow::Result<()> {
             json,
             config,
         } => {
-            let db = Db::open(&config.load()?.storage_url).await?;
+            let config = config.load()?;
+            // A role the policy reserves for the public or a data subject is never a client's.
+            if let Some(who) = PolicySet::load(&config.policy_dir)?.reserved(&role) {
+                bail!(
+                    "--role {role} is reserved for the {} and is never a client's",
+                    who.who()
+                );
+            }
+            let db = Db::open(&config.storage_url).await?;
             let (record, secret) = add_client(&db, &name, &org, &role, region.as_deref()).await?;
             if json {
                 println!(

@@ -20,6 +20,7 @@ pub async fn decide(
     subject: Option<&SubjectId>,
     headers: &HeaderMap,
 ) -> Result<std::sync::Arc<Plan>, Error> {
+    admit(state, who)?;
     let plan = state.policies().decide(who.role(), purpose, dataset)?;
     plan.check_scope(who.region())?;
     if plan.needs_consent {
@@ -40,7 +41,18 @@ pub async fn consent_state(
     subject: Option<&SubjectId>,
     headers: &HeaderMap,
 ) -> Result<ConsentState, Error> {
+    admit(state, who)?;
     consent_for(state, who, purpose, subject, None, headers).await
+}
+
+/// A client whose role the policy reserves for the public or a data subject (written into
+/// the database by hand, or left from before the policy reserved it) is served nothing: it
+/// would read as the anonymous public while known, or as a subject without being one.
+fn admit(state: &Core, who: &Principal) -> Result<(), Error> {
+    if let Principal::Institution(i) = who {
+        state.policies().client_role(&i.role)?;
+    }
+    Ok(())
 }
 
 async fn consent_for(
