@@ -527,7 +527,7 @@ async fn a_consent_reaches_only_the_datasets_in_its_scope() {
     };
     let grant = |scope: Value| {
         let body = json!({"grantee_org": "demo-bank", "purpose": "lending",
-                          "expires_at": in_days(30), "scope": scope});
+                          "expires_at": in_days(30), "scope": scope, "separate": true});
         let (app, me) = (&app, me.clone());
         async move {
             let c: Value = post(app, &me, "/subject/consents", body)

@@ -589,6 +589,9 @@ mod tests;
 pub enum ConsentState {
     Absent,
     Valid,
+    /// Live and in scope, but not a separate consent (单独同意): enough unless the plan reads
+    /// sensitive personal information on consent (PIPL art. 29).
+    NotSeparate,
     /// Named, but revoked, expired, another subject's, another org's or another purpose's.
     Invalid,
 }
@@ -614,6 +617,14 @@ impl Plan {
         }
         match consent {
             ConsentState::Valid => Ok(()),
+            ConsentState::NotSeparate if !self.needs_separate_consent => Ok(()),
+            ConsentState::NotSeparate => Err(Denial {
+                rule: "separate-consent-required",
+                detail: format!(
+                    "role `{}` reading dataset `{}` reads sensitive personal information: the consent in X-Consent must be a separate consent (PIPL art. 29)",
+                    self.role, self.dataset
+                ),
+            }),
             ConsentState::Absent => Err(Denial {
                 rule: "consent-required",
                 detail: format!(

@@ -32,6 +32,8 @@ pub async fn decide(
 
 /// Reads `X-Consent` and judges it against this request: the same person, the caller's own
 /// org, the declared purpose, neither revoked nor expired, and a scope that covers what is read.
+/// A consent that is all that but not separate is told apart: the plan decides whether that
+/// is enough (PIPL art. 29).
 /// Without one dataset (the profile), a scoped consent must cover every profile section of the
 /// subject's type: a consent never reaches a dataset its scope leaves out.
 pub async fn consent_state(
@@ -87,8 +89,10 @@ async fn consent_for(
                     .all(|(_, route)| covers(&route.dataset)),
             }
         });
-    Ok(if valid {
+    Ok(if valid && c.separate_consent {
         ConsentState::Valid
+    } else if valid {
+        ConsentState::NotSeparate
     } else {
         ConsentState::Invalid
     })
