@@ -339,7 +339,13 @@ fn year_of(us: i64) -> (i32, i64) {
 }
 
 /// The 429 past the free self-queries: names the limit, its source, and when it resets.
-fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64) -> Response {
+fn self_query_limit(
+    slot: &AuditSlot,
+    limit: &self_query::FreeLimit,
+    (year, used): (i32, i64),
+    now: i64,
+    next: i64,
+) -> Response {
     let rule = "self-query-free-per-year";
     slot.update(|a| a.rule = Some(rule.into()));
     let mut problem = Problem::new(
@@ -349,8 +355,8 @@ fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64)
         format!(
             "you have read your own record {used} times in {year}; the limit is {} a year \
              ({}); the next query is possible from {}",
-            self_query::FREE_PER_YEAR,
-            self_query::FREE_PER_YEAR_SOURCE,
+            limit.per_year,
+            limit.source,
             crate::storage::micros_to_rfc3339(next)
         ),
     );
@@ -364,21 +370,22 @@ fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64)
 
 /// Counts the self-query with its audit record, only while under the year's limit: two
 /// concurrent queries cannot both take the last free one.
-fn count_self_query(subject: &SubjectId, year: i32) -> Deferred {
+fn count_self_query(subject: &SubjectId, year: i32, limit: self_query::FreeLimit) -> Deferred {
     let (id, kind) = (
         std::sync::Arc::new(subject.as_str().to_string()),
         subject.subject_type().as_str(),
     );
+    let limit = std::sync::Arc::new(limit);
     Deferred::new(move |conn| {
-        let id = id.clone();
+        let (id, limit) = (id.clone(), limit.clone());
         Box::pin(async move {
-            let limit = self_query::FREE_PER_YEAR;
-            if statement_store::count_self_query_in(conn, &id, kind, year.into(), limit).await? {
+            let n = limit.per_year;
+            if statement_store::count_self_query_in(conn, &id, kind, year.into(), n).await? {
                 Ok(())
             } else {
                 Err(ChangeError::Refused(Refused::Conflict(format!(
-                    "the {limit} free self-queries of {year} were used meanwhile ({})",
-                    self_query::FREE_PER_YEAR_SOURCE
+                    "the {n} free self-queries of {year} were used meanwhile ({})",
+                    limit.source
                 ))))
             }
         })
@@ -404,8 +411,9 @@ async fn own_record(
     let now = state.clock.now();
     let (year, next) = year_of(now);
     let used = statement_store::self_queries(&state.db, &subject.id, year.into()).await?;
-    if used >= self_query::FREE_PER_YEAR {
-        return Ok(self_query_limit(&slot, year, used, now, next));
+    let limit = self_query::free_limit(&state);
+    if used >= limit.per_year {
+        return Ok(self_query_limit(&slot, &limit, (year, used), now, next));
     }
     let found = self_query::run(&state, &subject.id, &request_id.0, peer.ip()).await;
     slot.update(|a| {
@@ -421,8 +429,8 @@ async fn own_record(
             detail: "the policy lets no dataset of your type be read by its subject".into(),
         });
     }
-    let res = answer(&state, &subject.id, found, (year, used), now).await?;
-    Ok(count_self_query(&subject.id, year).attach(res))
+    let res = answer(&state, &subject.id, found, (year, used, &limit), now).await?;
+    Ok(count_self_query(&subject.id, year, limit).attach(res))
 }
 
 /// The self-query's answer: the sections, the subject's active statements and open objections,
@@ -431,7 +439,7 @@ async fn answer(
     state: &AppState,
     subject: &SubjectId,
     found: self_query::SelfRecord,
-    (year, used): (i32, i64),
+    (year, used, limit): (i32, i64, &self_query::FreeLimit),
     now: i64,
 ) -> Result<Response, Error> {
     let mine: Vec<Value> = statement_store::list_for_subject(&state.db, subject)
@@ -456,8 +464,8 @@ async fn answer(
         "statements": mine,
         "objections": open,
         "self_queries": {"year": year, "count": used + 1,
-                         "free_per_year": self_query::FREE_PER_YEAR,
-                         "source": self_query::FREE_PER_YEAR_SOURCE},
+                         "free_per_year": limit.per_year,
+                         "source": limit.source},
     }))
     .into_response();
     if found.contested {

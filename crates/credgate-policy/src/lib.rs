@@ -285,6 +285,10 @@ fn free_per_year(
     entry: &files::PurposeEntry,
 ) -> Result<Option<(u32, String)>, PolicyError> {
     match (entry.free_per_year, &entry.free_per_year_source) {
+        (None, None) if entry.reserved_for == Some(Reserved::Subject) => Err(src.err(
+            code.span(),
+            format!("purpose `{}`: a subject's own queries need free_per_year and its source (征信业管理条例 art. 17: twice a year)", code.get_ref()),
+        )),
         (None, None) => Ok(None),
         (Some(n), Some(source)) if !source.trim().is_empty() => {
             if entry.reserved_for != Some(Reserved::Subject) {
