@@ -57,7 +57,7 @@ async fn submit(
         a.subjects = vec![subject.id.as_str().into()];
     });
     let view = r.view(r.created_at);
-    Ok(requests::filing(r).attach((StatusCode::CREATED, Json(view))))
+    Ok(requests::filing(&state, r).attach((StatusCode::CREATED, Json(view))))
 }
 
 async fn subject_list(
