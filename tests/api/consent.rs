@@ -342,3 +342,59 @@ async fn sensitive_records_need_a_separate_consent_in_scope() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["records"], people[1]["records"]);
 }
+
+/// One clock: the consent's expiry is judged on the gateway's clock, not the system time.
+/// Moving the clock past it turns the same read into 403, and the subject's list says expired.
+#[tokio::test]
+async fn moving_the_clock_past_a_consents_expiry_refuses_the_read() {
+    let app = TestApp::spawn().await;
+    let id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let person = app.subject_token(&id, SubjectType::Natural);
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let c: Value = grant(
+        &app,
+        &person,
+        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_days(2),
+               "separate": true}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let cid = c["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        read_person(&app, &bank, &id, "lending", Some(&cid))
+            .await
+            .status(),
+        200
+    );
+
+    app.state.clock.advance_days(3);
+    // Tokens are judged on the same clock: take fresh ones.
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let person = app.subject_token(&id, SubjectType::Natural);
+    let body = assert_problem(
+        read_person(&app, &bank, &id, "lending", Some(&cid)).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "consent-invalid");
+    let list: Value = app
+        .http
+        .get(format!("{}/subject/consents", app.url))
+        .bearer_auth(&person)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["status"], "expired", "{list}");
+}

@@ -9,7 +9,7 @@ use crate::{
     domain::SubjectId,
     policy::{ConsentState, Plan},
     services::Core,
-    storage::{consents, now_micros},
+    storage::consents,
 };
 
 pub async fn decide(
@@ -77,7 +77,7 @@ async fn consent_for(
     let valid = c.is_for(subject)
         && c.grantee_org == org
         && c.purpose == purpose
-        && c.is_live(now_micros())
+        && c.is_live(state.clock.now())
         && c.scope.as_ref().is_none_or(|scope| {
             let covers = |d: &str| scope.iter().any(|s| s == d);
             match dataset {
