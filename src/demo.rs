@@ -385,11 +385,11 @@ entity comes back masked (ID number and phone partial, revenue, customers and pr
   curl -s "{url}/v1/stores/power/entities?sector=coal&page_size=2" -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
   curl -s {url}/v1/subjects/{uscc}/profile -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
 
-A person's records need the person's consent. Without it, 403; the person grants it; then 200:
+A person's records need the person's separate consent (PIPL art. 29). Without it, 403; the person grants it; then 200:
 
   curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending"
   PERSON=$({exe} token subject --config {config} --id {person} --type natural)
-  CONSENT=$(curl -s {url}/subject/consents -H "Authorization: Bearer $PERSON" -H "Content-Type: application/json" -d '{{"grantee_org":"demo-bank","purpose":"lending","expires_at":"{expires}"}}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  CONSENT=$(curl -s {url}/subject/consents -H "Authorization: Bearer $PERSON" -H "Content-Type: application/json" -d '{{"grantee_org":"demo-bank","purpose":"lending","expires_at":"{expires}","separate":true}}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
   curl -s {url}/v1/stores/power/persons/{person} -H "Authorization: Bearer $TOKEN" -H "X-Purpose: lending" -H "X-Consent: $CONSENT"
 
 The regulator (T4) sees the whole record; the public (no token) sees the public tier only:

@@ -8,6 +8,7 @@ use super::ConfigArg;
 use crate::{
     auth::secrets,
     config::is_name,
+    policy::PolicySet,
     storage::{Db, clients},
 };
 
@@ -61,7 +62,9 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             json,
             config,
         } => {
-            let db = Db::open(&config.load()?.storage_url).await?;
+            let config = config.load()?;
+            refuse_reserved(&config, &role)?;
+            let db = Db::open(&config.storage_url).await?;
             let (record, secret) = add_client(&db, &name, &org, &role, region.as_deref()).await?;
             if json {
                 println!(
@@ -109,6 +112,24 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A role the policy reserves for the public or a data subject is never a client's.
+/// Unreadable policies cannot say so; the gateway, which cannot run without them, still gives
+/// such a client no token and serves it nothing.
+fn refuse_reserved(config: &crate::config::Config, role: &str) -> anyhow::Result<()> {
+    match PolicySet::load(&config.policy_dir) {
+        Ok(set) => {
+            if let Some(who) = set.reserved(role) {
+                bail!(
+                    "--role {role} is reserved for the {} and is never a client's",
+                    who.who()
+                );
+            }
+        }
+        Err(e) => eprintln!("warning: --role not checked against the policies ({e})"),
     }
     Ok(())
 }

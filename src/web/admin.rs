@@ -6,7 +6,7 @@ use axum::{
     Json,
     body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -21,11 +21,10 @@ use super::{
 };
 use crate::{
     audit::{
-        AuditRecord, AuditSlot, ChangeError, Deferred, Refused, export,
+        AuditRecord, ChangeError, Deferred, Refused, export,
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
-    auth::Institution,
     config::is_name,
     storage::{clients, lockdowns, micros_to_rfc3339},
 };
@@ -51,18 +50,6 @@ pub fn routes() -> Vec<Group> {
 }
 
 pub use extract::SECURITY_OFFICER;
-
-/// An institution of exactly this role, noted in the audit record; anyone else is 403. For the
-/// handlers that do not take an extractor yet (`extract::staff` is the one rule).
-pub async fn require_role(
-    state: &AppState,
-    headers: &HeaderMap,
-    slot: &AuditSlot,
-    role: &str,
-    rule: &str,
-) -> Result<Institution, Error> {
-    extract::staff(state, headers, slot, &[role], rule).await
-}
 
 /// Swaps the whole policy set on every replica, or refuses a bad one and keeps the old set
 /// serving. The new set is loaded and checked first; the signal that tells the other replicas

@@ -3,21 +3,21 @@
 //! `crate::workflows::complaints`.
 
 use axum::{
-    Extension, Json,
+    Json,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use serde_json::{Value, json};
 
-use super::objections::{QueryResult, handler, list_query};
+use super::objections::{QueryResult, list_query};
 use super::{
     AppState, AttachChange as _, Error,
+    extract::{Handler, Subject},
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
-    audit::AuditSlot,
-    auth, storage,
+    storage,
     workflows::complaints::{self, MACHINE, Submission, TransitionRequest},
 };
 
@@ -44,11 +44,9 @@ pub fn routes() -> Vec<Group> {
 
 async fn submit(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let c = complaints::prepare(&state, &subject.id, req)?;
     let view = c.view(c.created_at);
@@ -57,10 +55,8 @@ async fn submit(
 
 async fn subject_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = state.clock.now();
     let items: Vec<Value> = storage::complaints::list_for_subject(&state.db, &subject.id)
         .await?
@@ -72,11 +68,9 @@ async fn subject_list(
 
 async fn subject_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let c = complaints::own(&state.db, &subject.id, &id).await?;
     let mut v = c.view(state.clock.now());
     v["history"] = json!(complaints::history(&state.db, &c.id).await?);
@@ -85,11 +79,9 @@ async fn subject_get(
 
 async fn admin_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     q: QueryResult,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let q = list_query(q)?;
     let status = q.status.as_deref().map(|s| MACHINE.parse(s)).transpose()?;
     let now = state.clock.now();
@@ -106,11 +98,9 @@ async fn admin_list(
 /// The complaint, with the audit records of that org touching that subject.
 async fn admin_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let c = complaints::get(&state.db, &id).await?;
     let mut v = c.admin_view(state.clock.now());
     v["audit"] = json!(complaints::accesses(&state.db, &c).await?);
@@ -120,12 +110,10 @@ async fn admin_get(
 
 async fn admin_transition(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Handler(who): Handler,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let c = complaints::get(&state.db, &id).await?;
     let (view, change) = complaints::decide(&state, c, req, who.client_id)?;

@@ -387,6 +387,13 @@ fn judge(
     valid: bool,
 ) -> Result<clients::ClientRecord, (&'static str, Response)> {
     match client {
+        // A role reserved for the public or a data subject is never a client's (a row edited
+        // by hand): no token, as for a disabled client.
+        Some(client) if valid && state.policies().reserved(&client.role).is_some() => {
+            tracing::warn!(client_id = %client.id, role = %client.role, "token refused: role reserved, never a client's");
+            let res = OAuthError::InvalidClient.respond("client authentication failed");
+            Err(("reserved-role", res))
+        }
         Some(client) if valid && client.status == ClientStatus::Active => {
             if let Some(key) = key {
                 state.limits.logins.succeeded(key);

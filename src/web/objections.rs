@@ -4,7 +4,7 @@
 use axum::{
     Extension, Json,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use serde::Deserialize;
@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 
 use super::{
     AppState, AttachChange as _, Error,
+    extract::{Handler, Subject},
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
     audit::AuditSlot,
-    auth::{self, Institution},
     workflows::objections::{self, Actor, MACHINE, Submission, TransitionRequest},
 };
 
@@ -44,11 +44,10 @@ pub fn routes() -> Vec<Group> {
 
 async fn submit(
     State(state): State<AppState>,
+    Subject(subject): Subject,
     Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
     body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(mut req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     objections::check_submission(&state, &subject.id, &mut req)?;
     slot.update(|a| {
@@ -65,10 +64,8 @@ async fn submit(
 
 async fn subject_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = state.clock.now();
     let items: Vec<Value> = objections::list_for_subject(&state.db, &subject.id)
         .await?
@@ -80,11 +77,9 @@ async fn subject_list(
 
 async fn subject_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let o = objections::own(&state.db, &subject.id, &id).await?;
     let mut v = o.view(state.clock.now());
     v["history"] = json!(objections::history(&state.db, &o.id).await?);
@@ -93,11 +88,9 @@ async fn subject_get(
 
 async fn withdraw(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let o = objections::own(&state.db, &subject.id, &id).await?;
     let req = TransitionRequest {
         to: "withdrawn".into(),
@@ -107,16 +100,6 @@ async fn withdraw(
     let actor = (Actor::Subject, "subject".to_string());
     let (after, _, change) = objections::decide(&state, o, req, actor)?;
     Ok(change.attach(Json(after.view(state.clock.now()))))
-}
-
-pub const OBJECTION_HANDLER: &str = "objection_handler";
-
-pub async fn handler(
-    state: &AppState,
-    headers: &HeaderMap,
-    slot: &AuditSlot,
-) -> Result<Institution, Error> {
-    super::admin::require_role(state, headers, slot, OBJECTION_HANDLER, "handler-only").await
 }
 
 /// `?status=&overdue=` of the handlers' queues.
@@ -136,11 +119,9 @@ pub fn list_query(q: QueryResult) -> Result<ListQuery, Error> {
 
 async fn admin_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     q: QueryResult,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let q = list_query(q)?;
     let status = q.status.as_deref().map(|s| MACHINE.parse(s)).transpose()?;
     let now = state.clock.now();
@@ -160,11 +141,9 @@ async fn admin_list(
 
 async fn admin_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let o = objections::get(&state.db, &id)
         .await?
         .ok_or_else(|| Error::NotFound("no such objection".into()))?;
@@ -176,12 +155,10 @@ async fn admin_get(
 
 async fn admin_transition(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Handler(who): Handler,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let o = objections::get(&state.db, &id)
         .await?

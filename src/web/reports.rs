@@ -2,21 +2,20 @@
 //! them, open the sealed contact and move them through `crate::workflows::reports`.
 
 use axum::{
-    Extension, Json,
+    Json,
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use serde_json::{Value, json};
 
-use super::objections::handler;
 use super::{
     AppState, AttachChange as _, Error,
+    extract::Handler,
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
-    audit::AuditSlot,
     storage,
     workflows::reports::{self, Filing, TransitionRequest},
 };
@@ -66,12 +65,7 @@ async fn follow(
     ))
 }
 
-async fn admin_list(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
+async fn admin_list(State(state): State<AppState>, _: Handler) -> Result<Json<Value>, Error> {
     let items: Vec<Value> = storage::reports::list_all(&state.db)
         .await?
         .iter()
@@ -83,11 +77,9 @@ async fn admin_list(
 /// Handlers only: the report with its contact opened.
 async fn admin_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let r = reports::get(&state.db, &id).await?;
     let mut v = r.view();
     v["reporter_contact"] = json!(r.contact(&state.report_sealer));
@@ -97,12 +89,10 @@ async fn admin_get(
 
 async fn admin_transition(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Handler(who): Handler,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let r = reports::get(&state.db, &id).await?;
     let (answer, change) = reports::decide(&state, &r, req, who.client_id)?;

@@ -5,19 +5,20 @@
 use axum::{
     Extension, Json,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::Response,
 };
 use serde_json::{Value, json};
 
-use super::objections::{QueryResult, handler, list_query};
+use super::objections::{QueryResult, list_query};
 use super::{
     AppState, AttachChange as _, Error,
+    extract::{Handler, Subject},
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
     audit::AuditSlot,
-    auth, storage,
+    storage,
     workflows::requests::{self, MACHINE, Submission, TransitionRequest},
 };
 
@@ -44,11 +45,10 @@ pub fn routes() -> Vec<Group> {
 
 async fn submit(
     State(state): State<AppState>,
+    Subject(subject): Subject,
     Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
     body: Result<Json<Submission>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let r = requests::prepare(&state, &subject.id, req)?;
     slot.update(|a| {
@@ -57,15 +57,13 @@ async fn submit(
         a.subjects = vec![subject.id.as_str().into()];
     });
     let view = r.view(r.created_at);
-    Ok(requests::filing(r).attach((StatusCode::CREATED, Json(view))))
+    Ok(requests::filing(&state, r).attach((StatusCode::CREATED, Json(view))))
 }
 
 async fn subject_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let now = state.clock.now();
     let items: Vec<Value> = storage::requests::list_for_subject(&state.db, &subject.id)
         .await?
@@ -77,11 +75,9 @@ async fn subject_list(
 
 async fn subject_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let r = requests::own(&state.db, &subject.id, &id).await?;
     let mut v = r.view(state.clock.now());
     v["history"] = json!(requests::history(&state.db, &r.id).await?);
@@ -90,11 +86,9 @@ async fn subject_get(
 
 async fn admin_list(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     q: QueryResult,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let q = list_query(q)?;
     let status = q.status.as_deref().map(|s| MACHINE.parse(s)).transpose()?;
     let now = state.clock.now();
@@ -110,11 +104,9 @@ async fn admin_list(
 
 async fn admin_get(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    _: Handler,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    handler(&state, &headers, &slot).await?;
     let r = requests::get(&state.db, &id).await?;
     let mut v = r.admin_view(state.clock.now());
     v["history"] = json!(requests::history(&state.db, &r.id).await?);
@@ -123,12 +115,10 @@ async fn admin_get(
 
 async fn admin_transition(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Handler(who): Handler,
     Path(id): Path<String>,
     body: Result<Json<TransitionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let who = handler(&state, &headers, &slot).await?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let r = requests::get(&state.db, &id).await?;
     let (after, change) = requests::decide(&state, r, req, who.client_id)?;

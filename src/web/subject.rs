@@ -14,17 +14,16 @@ use serde_json::{Value, json};
 
 use super::{
     AppState, AttachChange as _, Error, Problem, RequestId,
+    extract::Subject,
     routes::{self as r, AuditKind, Group, audited},
 };
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
-    auth,
     config::is_name,
     domain::SubjectId,
     proxy::self_query,
     storage::{
         consents::{self, ConsentRecord, EndsWith},
-        now_micros,
         statements::{self as statement_store},
     },
     workflows::{objections, statements},
@@ -50,11 +49,9 @@ pub fn routes() -> Vec<Group> {
 
 /// Who the gateway takes the caller to be: lets a subject check their token before filing.
 async fn me(
-    State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    State(_state): State<AppState>,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     Ok(Json(json!({
         "subject": subject.id.as_str(),
         "subject_type": subject.id.subject_type(),
@@ -173,11 +170,9 @@ async fn receipt_signer(state: &AppState) -> Result<crate::auth::keys::Ed25519Ke
 
 async fn grant_consent(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     body: Result<Json<GrantRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if !is_name(&req.grantee_org) {
         return Err(Error::BadRequest("grantee_org is not an org id".into()));
@@ -190,7 +185,7 @@ async fn grant_consent(
         )));
     }
     let (scope, notice_version, notice_sha256) = evidence(&req, &policies)?;
-    let now = now_micros();
+    let now = state.clock.now();
     let mut record = ConsentRecord {
         id: format!("cs_{}", uuid::Uuid::new_v4().simple()),
         subject_id: subject.id.as_str().into(),
@@ -239,11 +234,9 @@ async fn receipt_key(State(state): State<AppState>) -> Result<Json<Value>, Error
 
 async fn list_consents(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
-    let now = now_micros();
+    let now = state.clock.now();
     let items: Vec<_> = consents::list_for_subject(&state.db, &subject.id)
         .await?
         .iter()
@@ -254,11 +247,9 @@ async fn list_consents(
 
 async fn revoke_consent(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let owned = consents::get(&state.db, &id)
         .await?
         .is_some_and(|c| c.is_for(&subject.id));
@@ -266,10 +257,11 @@ async fn revoke_consent(
         return Err(Error::NotFound("no such consent".into()));
     }
     // Revoked in the record's transaction, still the subject's own there.
+    let now = state.clock.now();
     let change = Deferred::new(move |conn| {
         let (subject, id) = (subject.id.clone(), id.clone());
         Box::pin(async move {
-            match consents::revoke_in(conn, &subject, &id).await? {
+            match consents::revoke_in(conn, &subject, &id, now).await? {
                 true => Ok(()),
                 false => Err(ChangeError::Refused(Refused::NotFound(
                     "no such consent".into(),
@@ -306,10 +298,10 @@ fn is_about(
 /// allowed or denied. Only the caller's own.
 async fn access_log(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
+    Extension(_slot): Extension<AuditSlot>,
+    _headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let policies = state.policies();
     let records = audit_store::access_log(&state.db, subject.id.as_str(), 500, &policies).await?;
     let items: Vec<Value> = records
@@ -339,7 +331,13 @@ fn year_of(us: i64) -> (i32, i64) {
 }
 
 /// The 429 past the free self-queries: names the limit, its source, and when it resets.
-fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64) -> Response {
+fn self_query_limit(
+    slot: &AuditSlot,
+    limit: &self_query::FreeLimit,
+    (year, used): (i32, i64),
+    now: i64,
+    next: i64,
+) -> Response {
     let rule = "self-query-free-per-year";
     slot.update(|a| a.rule = Some(rule.into()));
     let mut problem = Problem::new(
@@ -349,8 +347,8 @@ fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64)
         format!(
             "you have read your own record {used} times in {year}; the limit is {} a year \
              ({}); the next query is possible from {}",
-            self_query::FREE_PER_YEAR,
-            self_query::FREE_PER_YEAR_SOURCE,
+            limit.per_year,
+            limit.source,
             crate::storage::micros_to_rfc3339(next)
         ),
     );
@@ -364,21 +362,22 @@ fn self_query_limit(slot: &AuditSlot, year: i32, used: i64, now: i64, next: i64)
 
 /// Counts the self-query with its audit record, only while under the year's limit: two
 /// concurrent queries cannot both take the last free one.
-fn count_self_query(subject: &SubjectId, year: i32) -> Deferred {
+fn count_self_query(subject: &SubjectId, year: i32, limit: self_query::FreeLimit) -> Deferred {
     let (id, kind) = (
         std::sync::Arc::new(subject.as_str().to_string()),
         subject.subject_type().as_str(),
     );
+    let limit = std::sync::Arc::new(limit);
     Deferred::new(move |conn| {
-        let id = id.clone();
+        let (id, limit) = (id.clone(), limit.clone());
         Box::pin(async move {
-            let limit = self_query::FREE_PER_YEAR;
-            if statement_store::count_self_query_in(conn, &id, kind, year.into(), limit).await? {
+            let n = limit.per_year;
+            if statement_store::count_self_query_in(conn, &id, kind, year.into(), n).await? {
                 Ok(())
             } else {
                 Err(ChangeError::Refused(Refused::Conflict(format!(
-                    "the {limit} free self-queries of {year} were used meanwhile ({})",
-                    self_query::FREE_PER_YEAR_SOURCE
+                    "the {n} free self-queries of {year} were used meanwhile ({})",
+                    limit.source
                 ))))
             }
         })
@@ -390,12 +389,11 @@ fn count_self_query(subject: &SubjectId, year: i32) -> Deferred {
 /// touching the subject, so it appears in their own access log.
 async fn own_record(
     State(state): State<AppState>,
+    Subject(subject): Subject,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
     Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     slot.update(|a| {
         a.kind = Some("profile");
         a.purpose = Some(self_query::PURPOSE.into());
@@ -404,8 +402,9 @@ async fn own_record(
     let now = state.clock.now();
     let (year, next) = year_of(now);
     let used = statement_store::self_queries(&state.db, &subject.id, year.into()).await?;
-    if used >= self_query::FREE_PER_YEAR {
-        return Ok(self_query_limit(&slot, year, used, now, next));
+    let limit = self_query::free_limit(&state);
+    if used >= limit.per_year {
+        return Ok(self_query_limit(&slot, &limit, (year, used), now, next));
     }
     let found = self_query::run(&state, &subject.id, &request_id.0, peer.ip()).await;
     slot.update(|a| {
@@ -421,8 +420,8 @@ async fn own_record(
             detail: "the policy lets no dataset of your type be read by its subject".into(),
         });
     }
-    let res = answer(&state, &subject.id, found, (year, used), now).await?;
-    Ok(count_self_query(&subject.id, year).attach(res))
+    let res = answer(&state, &subject.id, found, (year, used, &limit), now).await?;
+    Ok(count_self_query(&subject.id, year, limit).attach(res))
 }
 
 /// The self-query's answer: the sections, the subject's active statements and open objections,
@@ -431,7 +430,7 @@ async fn answer(
     state: &AppState,
     subject: &SubjectId,
     found: self_query::SelfRecord,
-    (year, used): (i32, i64),
+    (year, used, limit): (i32, i64, &self_query::FreeLimit),
     now: i64,
 ) -> Result<Response, Error> {
     let mine: Vec<Value> = statement_store::list_for_subject(&state.db, subject)
@@ -456,8 +455,8 @@ async fn answer(
         "statements": mine,
         "objections": open,
         "self_queries": {"year": year, "count": used + 1,
-                         "free_per_year": self_query::FREE_PER_YEAR,
-                         "source": self_query::FREE_PER_YEAR_SOURCE},
+                         "free_per_year": limit.per_year,
+                         "source": limit.source},
     }))
     .into_response();
     if found.contested {
@@ -470,10 +469,8 @@ async fn answer(
 /// The subject's statements, withdrawn ones included (marked as such).
 async fn list_statements(
     State(state): State<AppState>,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let items: Vec<Value> = statement_store::list_for_subject(&state.db, &subject.id)
         .await?
         .iter()
@@ -485,11 +482,10 @@ async fn list_statements(
 /// Files a statement on one of the subject's own records (checked as objections are).
 async fn file_statement(
     State(state): State<AppState>,
+    Subject(subject): Subject,
     Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
     body: Result<Json<statements::Submission>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let Json(req) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let statement = statements::prepare(&state, &subject.id, req)?;
     slot.update(|a| {
@@ -505,11 +501,10 @@ async fn file_statement(
 /// Withdraws the subject's own statement: from then on no answer carries it.
 async fn withdraw_statement(
     State(state): State<AppState>,
+    Subject(subject): Subject,
     Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let subject = auth::authenticate_subject_audited(&state, &headers, &slot)?;
     let owned = statement_store::get(&state.db, &id).await?.filter(|s| {
         subject.id.is_named(&s.subject_id, &s.subject_type) && s.withdrawn_at.is_none()
     });

@@ -60,7 +60,8 @@ async fn a_bank_reads_a_persons_records_only_with_a_live_consent_for_its_org_and
     let res = grant(
         &app,
         &person,
-        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_days(30)}),
+        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_days(30),
+               "separate": true}),
     )
     .await;
     assert_eq!(res.status(), 201);
@@ -271,4 +272,129 @@ async fn bad_consent_requests_are_400_with_the_reason() {
         let p = assert_problem(res, 400).await;
         assert!(p["detail"].as_str().unwrap().contains(needle), "{p}");
     }
+}
+
+/// A person's credit records are sensitive (PIPL art. 28): a bank reading them on consent needs
+/// a separate consent (art. 29). A general consent, live and in scope, is 403 naming the rule;
+/// a separate one out of scope is no better; a separate one in scope opens the records, in the
+/// dataset door and in the profile alike.
+#[tokio::test]
+async fn sensitive_records_need_a_separate_consent_in_scope() {
+    let app = TestApp::spawn().await;
+    let people = app.sample().persons;
+    let id = people[1]["id_number"].as_str().unwrap();
+    let person = app.subject_token(id, SubjectType::Natural);
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let consent = |separate: bool, scope: Value| {
+        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_days(30),
+               "separate": separate, "scope": scope})
+    };
+    let id_of = |v: Value| v["id"].as_str().unwrap().to_string();
+
+    let general: Value = grant(&app, &person, consent(false, json!(["person"])))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let general = id_of(general);
+    let body = assert_problem(
+        read_person(&app, &bank, id, "lending", Some(&general)).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "separate-consent-required", "{body}");
+    let profile = app
+        .http
+        .get(format!("{}/v1/subjects/{id}/profile", app.url))
+        .bearer_auth(&bank)
+        .header("X-Purpose", "lending")
+        .header("X-Consent", &general)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(profile, 403).await;
+    assert!(
+        body.to_string().contains("separate-consent-required"),
+        "{body}"
+    );
+
+    let elsewhere: Value = grant(&app, &person, consent(true, json!(["entity"])))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = assert_problem(
+        read_person(&app, &bank, id, "lending", Some(&id_of(elsewhere))).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "consent-invalid", "{body}");
+
+    let separate: Value = grant(&app, &person, consent(true, json!(["person"])))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = read_person(&app, &bank, id, "lending", Some(&id_of(separate))).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["records"], people[1]["records"]);
+}
+
+/// One clock: the consent's expiry is judged on the gateway's clock, not the system time.
+/// Moving the clock past it turns the same read into 403, and the subject's list says expired.
+#[tokio::test]
+async fn moving_the_clock_past_a_consents_expiry_refuses_the_read() {
+    let app = TestApp::spawn().await;
+    let id = app.sample().persons[1]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let person = app.subject_token(&id, SubjectType::Natural);
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let c: Value = grant(
+        &app,
+        &person,
+        json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": in_days(2),
+               "separate": true}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let cid = c["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        read_person(&app, &bank, &id, "lending", Some(&cid))
+            .await
+            .status(),
+        200
+    );
+
+    app.state.clock.advance_days(3);
+    // Tokens are judged on the same clock: take fresh ones.
+    let bank = app
+        .token_in("financial_institution", "demo-bank", None)
+        .await;
+    let person = app.subject_token(&id, SubjectType::Natural);
+    let body = assert_problem(
+        read_person(&app, &bank, &id, "lending", Some(&cid)).await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "consent-invalid");
+    let list: Value = app
+        .http
+        .get(format!("{}/subject/consents", app.url))
+        .bearer_auth(&person)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["status"], "expired", "{list}");
 }

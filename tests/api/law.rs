@@ -397,3 +397,112 @@ async fn law_withheld_purposes_stay_out_of_the_subjects_log_until_the_period_run
     .unwrap();
     assert_eq!(none.len(), 2);
 }
+
+/// The roles the policy reserves for a data subject reading their own record and for the
+/// anonymous public are never a client's: `client add` refuses them by the policy's mark.
+#[tokio::test]
+async fn law_reserved_roles_are_refused_by_client_add() {
+    let app = TestApp::spawn().await;
+    let cfg = crate::cli::config_file(&app);
+    for role in ["data_subject_legal", "data_subject_natural", "public"] {
+        let out = crate::cli::credgate(&[
+            "client", "add", "--name", "x", "--org", "o", "--role", role, "--config", &cfg,
+        ]);
+        let (_, err) = crate::cli::text(&out);
+        assert!(!out.status.success(), "{role} was registered");
+        assert!(err.contains("reserved"), "{role}: {err}");
+    }
+    let listed = credgate::storage::clients::list(&app.state.db)
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// A client row edited by hand to a reserved role gets no token, and a token it holds (issued
+/// before the edit, or minted for it) is refused at the data door and at the profile.
+#[tokio::test]
+async fn law_a_client_holding_a_reserved_role_gets_no_token_and_is_served_nothing() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let person = app.sample().persons[0]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for role in ["data_subject_natural", "public"] {
+        sqlx::query("UPDATE clients SET role = $1 WHERE id = $2")
+            .bind(role)
+            .bind(&id)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap();
+        let res = app.token_for(&id, &secret).await;
+        assert_eq!(res.status().as_u16(), 401, "{role} got a token");
+        let record = credgate::storage::clients::get(&app.state.db, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let token = app.state.tokens.issue(&record).unwrap();
+        // The status cache must not keep the role the client had before.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        for purpose in ["self_query", "public_disclosure", "enforcement"] {
+            let (status, body) = get(
+                &app,
+                Some(&token),
+                &format!("/v1/stores/power/persons/{person}"),
+                purpose,
+            )
+            .await;
+            assert_eq!(status, 403, "{role} {purpose}: {body}");
+            assert_eq!(body["rule"], "reserved-role", "{body}");
+        }
+        let (status, body) = get(
+            &app,
+            Some(&token),
+            &format!("/v1/subjects/{person}/profile"),
+            "self_query",
+        )
+        .await;
+        assert_eq!(status, 403, "{role} profile: {body}");
+        assert_eq!(body["rule"], "reserved-role", "{body}");
+    }
+}
+
+/// An institution declaring the subject's own purpose is refused, whatever its clearance.
+#[tokio::test]
+async fn law_self_query_from_an_institution_is_403() {
+    let app = TestApp::spawn().await;
+    let person = app.sample().persons[0]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for role in ["regulator", "financial_institution", "government_agency"] {
+        let token = app.token(role).await.1;
+        let (status, body) = get(
+            &app,
+            Some(&token),
+            &format!("/v1/stores/power/persons/{person}"),
+            "self_query",
+        )
+        .await;
+        assert_eq!(status, 403, "{role}: {body}");
+        assert_eq!(body["rule"], "purpose-not-allowed", "{body}");
+    }
+}
+
+/// The policy engine refuses a client role that declares a purpose reserved for the subject.
+#[test]
+fn law_a_client_role_declaring_the_subjects_purpose_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_dir(std::path::Path::new("policies"), dir.path());
+    let roles = dir.path().join("roles.toml");
+    let text = std::fs::read_to_string(&roles).unwrap().replace(
+        "purposes = [\"supervision\", \"enforcement\"]\ndatasets = [\"entity\", \"entity_list\", \"person\"",
+        "purposes = [\"supervision\", \"enforcement\", \"self_query\"]\ndatasets = [\"entity\", \"entity_list\", \"person\"",
+    );
+    std::fs::write(&roles, text).unwrap();
+    let err = credgate::policy::PolicySet::load(dir.path()).unwrap_err();
+    assert!(
+        err.message.contains("reserved for the data subject"),
+        "{err}"
+    );
+}

@@ -527,7 +527,7 @@ async fn a_consent_reaches_only_the_datasets_in_its_scope() {
     };
     let grant = |scope: Value| {
         let body = json!({"grantee_org": "demo-bank", "purpose": "lending",
-                          "expires_at": in_days(30), "scope": scope});
+                          "expires_at": in_days(30), "scope": scope, "separate": true});
         let (app, me) = (&app, me.clone());
         async move {
             let c: Value = post(app, &me, "/subject/consents", body)
@@ -581,4 +581,41 @@ async fn a_statement_filed_on_one_replica_is_shown_by_the_other_within_a_second(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The free number is a policy value with its source beside it: a policy that allows one a
+/// year, from its own rule, is what the count and the 429 say after a reload.
+#[tokio::test]
+async fn the_free_self_query_number_and_its_source_come_from_the_policy() {
+    let app = TestApp::spawn().await;
+    let purposes = app.dir.path().join("policies/purposes.toml");
+    let text = std::fs::read_to_string(&purposes)
+        .unwrap()
+        .replace("free_per_year = 2", "free_per_year = 1")
+        .replace(
+            "free_per_year_source = \"征信业管理条例 art. 17\"",
+            "free_per_year_source = \"a regional rule, art. 9\"",
+        );
+    assert!(text.contains("regional rule"));
+    std::fs::write(&purposes, text).unwrap();
+    let (_, admin) = app.token("system_admin").await;
+    let res = app
+        .http
+        .post(format!("{}/admin/policies/reload", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let me = app.subject_token(&uscc(&app, 0), SubjectType::Legal);
+    let body: Value = own_record(&app, &me).await.json().await.unwrap();
+    assert_eq!(body["self_queries"]["free_per_year"], 1, "{body}");
+    assert_eq!(body["self_queries"]["source"], "a regional rule, art. 9");
+    let problem = assert_problem(own_record(&app, &me).await, 429).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("limit is 1") && detail.contains("a regional rule, art. 9"),
+        "{detail}"
+    );
 }

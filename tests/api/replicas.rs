@@ -683,7 +683,7 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     let granted: Value = http
         .post(format!("{}/subject/consents", b.url))
         .bearer_auth(&subject)
-        .json(&json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": expires}))
+        .json(&json!({"grantee_org": "demo-bank", "purpose": "lending", "expires_at": expires, "separate": true}))
         .send()
         .await
         .unwrap()

@@ -357,3 +357,127 @@ async fn every_request_route_is_audited() {
         assert_eq!(c.app.record(&audit_id).await.kind, kind, "{path}");
     }
 }
+
+/// The entity record as the public and the regulator read it: (body, x-objection header).
+async fn read_entity(c: &Ctx, token: Option<&str>) -> (Value, Option<String>) {
+    let (path, purpose) = match token {
+        None => (
+            format!("/public/stores/power/entities/{}", c.uscc),
+            "public_disclosure",
+        ),
+        Some(_) => (
+            format!("/v1/stores/power/entities/{}", c.uscc),
+            "supervision",
+        ),
+    };
+    let mut req = c
+        .app
+        .http
+        .get(format!("{}{path}", c.app.url))
+        .header("X-Purpose", purpose);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let header = res
+        .headers()
+        .get("x-objection")
+        .map(|v| v.to_str().unwrap().to_string());
+    (res.json().await.unwrap(), header)
+}
+
+/// An open correction marks the record for every reader (`_objections` entry naming the
+/// request, `X-Objection: pending`); once completed it is delivered to the store through the
+/// outbox, with its kind and answer, and the mark is gone.
+#[tokio::test]
+async fn an_open_correction_marks_the_record_and_its_completion_is_delivered_to_the_store() {
+    let c = setup().await;
+    let (_, regulator) = c.app.token("regulator").await;
+    let r = c.file("correction").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    for token in [None, Some(regulator.as_str())] {
+        let (doc, header) = read_entity(&c, token).await;
+        assert_eq!(header.as_deref(), Some("pending"), "{doc}");
+        let marks = doc["_objections"].as_array().expect("marked");
+        assert!(
+            marks
+                .iter()
+                .any(|m| m["id"] == id.as_str() && m["request"] == "correction"),
+            "{doc}"
+        );
+    }
+    // A deletion request does not mark the record: only repair and correction (a review) do.
+    let other = c.file("deletion").await;
+    let (doc, _) = read_entity(&c, None).await;
+    assert!(!doc.to_string().contains(other["id"].as_str().unwrap()));
+
+    assert_eq!(
+        c.move_to(&id, json!({"to": "accepted"})).await.status(),
+        200
+    );
+    let done = json!({"to": "completed", "answer": "已更正注册地址"});
+    assert_eq!(c.move_to(&id, done).await.status(), 200);
+    let (doc, header) = read_entity(&c, None).await;
+    assert!(
+        header.is_none() && doc.get("_objections").is_none(),
+        "{doc}"
+    );
+
+    let mut delivered = None;
+    for _ in 0..100 {
+        let rows = outbox_rows(&c.app, "rqd_%").await;
+        if let Some((p, true)) = rows.into_iter().next() {
+            delivered = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = delivered.expect("delivered to the store");
+    assert_eq!(p["kind"], "correction");
+    assert_eq!(p["request_id"], id.as_str());
+    assert_eq!(p["record_ref"], c.uscc.as_str());
+    assert_eq!(p["answer"], "已更正注册地址");
+}
+
+/// A subject cannot pile up open requests: past the per-subject cap the filing is 409 and
+/// nothing is stored.
+#[tokio::test]
+async fn open_requests_are_capped_per_subject() {
+    let c = setup().await;
+    let max = c
+        .app
+        .state
+        .config
+        .subject_limits
+        .max_open_objections_per_subject as usize;
+    for _ in 0..max {
+        c.file("repair").await;
+    }
+    let res = c
+        .send("/subject/requests", &c.subject, Some(c.body("repair")))
+        .await;
+    let body = assert_problem(res, 409).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("open requests"),
+        "{body}"
+    );
+    let list = c.get("/subject/requests", &c.subject).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), max);
+}
+
+async fn outbox_rows(app: &TestApp, like: &str) -> Vec<(Value, bool)> {
+    use sqlx::Row;
+    sqlx::query("SELECT payload, delivered_at FROM outbox WHERE id LIKE $1")
+        .bind(like)
+        .fetch_all(app.state.db.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let p: String = r.try_get("payload").unwrap();
+            let d: Option<i64> = r.try_get("delivered_at").unwrap();
+            (serde_json::from_str(&p).unwrap(), d.is_some())
+        })
+        .collect()
+}

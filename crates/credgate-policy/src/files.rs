@@ -58,6 +58,45 @@ pub struct PurposeEntry {
     /// Days a read for this purpose stays out of the subject's access log.
     #[serde(default)]
     pub withhold_from_subject_days: u32,
+    /// Only roles reserved for the same caller may declare it (`self_query`: the subject).
+    #[serde(default)]
+    pub reserved_for: Option<Reserved>,
+    /// Queries a year a subject makes free of charge under this purpose; past it the gateway
+    /// answers 429. Only for a purpose reserved for the subject.
+    #[serde(default)]
+    pub free_per_year: Option<u32>,
+    /// Where that number comes from, shown with the 429 (a law and article).
+    #[serde(default)]
+    pub free_per_year_source: Option<String>,
+}
+
+/// Who a reserved role or purpose is for: never a registered client. The gateway decides the
+/// anonymous public and a data subject reading their own record as these roles; a client given
+/// one would read as the public without being anonymous, or as a subject without being one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reserved {
+    /// A data subject reading their own record (`GET /subject/record`).
+    Subject,
+    /// A request without a token on the public path.
+    Anonymous,
+}
+
+impl Reserved {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reserved::Subject => "subject",
+            Reserved::Anonymous => "anonymous",
+        }
+    }
+
+    /// The caller, in words.
+    pub fn who(self) -> &'static str {
+        match self {
+            Reserved::Subject => "data subject reading their own record",
+            Reserved::Anonymous => "anonymous public",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -232,6 +271,10 @@ pub struct RoleEntry {
     /// Natural persons' data at T3 or above needs the person's live consent (`X-Consent`).
     #[serde(default)]
     pub consent_for_natural: bool,
+    /// Never a client's role: no client may be registered with it, get a token as it, or be
+    /// served as it.
+    #[serde(default)]
+    pub reserved_for: Option<Reserved>,
     /// Per-class mask choices, overriding the class's default.
     #[serde(default)]
     pub masks: BTreeMap<Spanned<String>, Spanned<MaskSpec>>,

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 pub use engine::{Annotator, ApplyCtx, Expired, Outcome, Period, Plan};
 use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
-pub use files::{Category, RowScope, Tier};
+pub use files::{Category, Reserved, RowScope, Tier};
 use mask::MaskSpec;
 
 /// The domain types, under the name the policy code has always used for them.
@@ -43,6 +43,10 @@ pub struct Purpose {
     /// Reads for this purpose stay out of the subject's access log this many days (an
     /// enforcement case may withhold notice); the records exist and staff see them.
     pub withhold_from_subject_days: u32,
+    /// Only roles reserved for the same caller declare it.
+    pub reserved_for: Option<Reserved>,
+    /// The yearly free number of queries and its legal source, for a subject's purpose.
+    pub free_per_year: Option<(u32, String)>,
 }
 
 /// The lawful bases of PIPL art. 13 para. 1, as codes a policy names.
@@ -122,6 +126,8 @@ pub struct Role {
     pub datasets: Vec<String>,
     pub row_scope: RowScope,
     pub consent_for_natural: bool,
+    /// Set: never a client's role (the public, a data subject).
+    pub reserved_for: Option<Reserved>,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +258,7 @@ fn load_purposes(
                 ),
             ));
         }
+        let free_per_year = free_per_year(src, &code, &entry)?;
         let code = code.into_inner();
         out.insert(
             code.clone(),
@@ -260,6 +267,8 @@ fn load_purposes(
                 legal_basis,
                 description: entry.description,
                 withhold_from_subject_days: entry.withhold_from_subject_days,
+                reserved_for: entry.reserved_for,
+                free_per_year,
             },
         );
     }
@@ -267,6 +276,34 @@ fn load_purposes(
         return Err(src.err(0..0, "no purposes declared; every data request needs one"));
     }
     Ok(out)
+}
+
+/// A yearly free number belongs to the subject's own queries, and always names its source.
+fn free_per_year(
+    src: &Source,
+    code: &toml::Spanned<String>,
+    entry: &files::PurposeEntry,
+) -> Result<Option<(u32, String)>, PolicyError> {
+    match (entry.free_per_year, &entry.free_per_year_source) {
+        (None, None) if entry.reserved_for == Some(Reserved::Subject) => Err(src.err(
+            code.span(),
+            format!("purpose `{}`: a subject's own queries need free_per_year and its source (征信业管理条例 art. 17: twice a year)", code.get_ref()),
+        )),
+        (None, None) => Ok(None),
+        (Some(n), Some(source)) if !source.trim().is_empty() => {
+            if entry.reserved_for != Some(Reserved::Subject) {
+                return Err(src.err(
+                    code.span(),
+                    format!("purpose `{}`: free_per_year is for a purpose reserved for the subject (`reserved_for = \"subject\"`)", code.get_ref()),
+                ));
+            }
+            Ok(Some((n, source.clone())))
+        }
+        _ => Err(src.err(
+            code.span(),
+            format!("purpose `{}`: free_per_year needs free_per_year_source naming the law and article, and the other way round", code.get_ref()),
+        )),
+    }
 }
 
 fn load_classes(src: &Source, file: ClassesFile) -> Result<HashMap<String, Class>, PolicyError> {
@@ -383,10 +420,18 @@ impl PolicySet {
             ));
         };
         for p in &entry.purposes {
-            if !self.purposes.contains_key(p.get_ref()) {
+            let Some(purpose) = self.purposes.get(p.get_ref()) else {
                 return Err(src.err(
                     p.span(),
                     format!("role `{}`: unknown purpose `{}`; declare it in purposes.toml or fix the name", name.get_ref(), p.get_ref()),
+                ));
+            };
+            if let Some(r) = purpose.reserved_for
+                && entry.reserved_for != Some(r)
+            {
+                return Err(src.err(
+                    p.span(),
+                    format!("role `{}`: purpose `{}` is reserved for the {}; only a role with `reserved_for = \"{}\"` may declare it", name.get_ref(), p.get_ref(), r.who(), r.as_str()),
                 ));
             }
         }
@@ -399,6 +444,7 @@ impl PolicySet {
             datasets: entry.datasets.into_iter().map(|d| d.into_inner()).collect(),
             row_scope: entry.row_scope,
             consent_for_natural: entry.consent_for_natural,
+            reserved_for: entry.reserved_for,
         };
         Ok((role, overrides))
     }
@@ -484,6 +530,32 @@ impl PolicySet {
             })
     }
 
+    /// Whether a registered client may hold `role`: one the policy defines and does not
+    /// reserve for the public or a data subject. Checked when a client is registered, when it
+    /// asks for a token and at the data door, so a role written into the database by hand
+    /// serves nothing.
+    pub fn client_role(&self, role: &str) -> Result<&Role, Denial> {
+        let r = self.roles.get(role).ok_or_else(|| Denial {
+            rule: "unknown-role",
+            detail: format!("role `{role}` is not defined by the policy"),
+        })?;
+        match r.reserved_for {
+            None => Ok(r),
+            Some(who) => Err(Denial {
+                rule: "reserved-role",
+                detail: format!(
+                    "role `{role}` is reserved for the {} and is never a client's",
+                    who.who()
+                ),
+            }),
+        }
+    }
+
+    /// For whom the policy reserves `role`, if it does.
+    pub fn reserved(&self, role: &str) -> Option<Reserved> {
+        self.roles.get(role).and_then(|r| r.reserved_for)
+    }
+
     pub fn purpose(&self, code: &str) -> Option<&Purpose> {
         self.purposes.get(code)
     }
@@ -521,6 +593,9 @@ mod tests;
 pub enum ConsentState {
     Absent,
     Valid,
+    /// Live and in scope, but not a separate consent (单独同意): enough unless the plan reads
+    /// sensitive personal information on consent (PIPL art. 29).
+    NotSeparate,
     /// Named, but revoked, expired, another subject's, another org's or another purpose's.
     Invalid,
 }
@@ -546,6 +621,14 @@ impl Plan {
         }
         match consent {
             ConsentState::Valid => Ok(()),
+            ConsentState::NotSeparate if !self.needs_separate_consent => Ok(()),
+            ConsentState::NotSeparate => Err(Denial {
+                rule: "separate-consent-required",
+                detail: format!(
+                    "role `{}` reading dataset `{}` reads sensitive personal information: the consent in X-Consent must be a separate consent (PIPL art. 29)",
+                    self.role, self.dataset
+                ),
+            }),
             ConsentState::Absent => Err(Denial {
                 rule: "consent-required",
                 detail: format!(

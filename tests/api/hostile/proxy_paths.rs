@@ -276,7 +276,7 @@ async fn grant_consent(app: &TestApp, person: &str, org: &str, purpose: &str) ->
         .http
         .post(format!("{}/subject/consents", app.url))
         .bearer_auth(person)
-        .json(&json!({"grantee_org": org, "purpose": purpose, "expires_at": expires}))
+        .json(&json!({"grantee_org": org, "purpose": purpose, "expires_at": expires, "separate": true}))
         .send()
         .await
         .unwrap();

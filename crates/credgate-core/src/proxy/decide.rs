@@ -9,7 +9,7 @@ use crate::{
     domain::SubjectId,
     policy::{ConsentState, Plan},
     services::Core,
-    storage::{consents, now_micros},
+    storage::consents,
 };
 
 pub async fn decide(
@@ -20,6 +20,7 @@ pub async fn decide(
     subject: Option<&SubjectId>,
     headers: &HeaderMap,
 ) -> Result<std::sync::Arc<Plan>, Error> {
+    admit(state, who)?;
     let plan = state.policies().decide(who.role(), purpose, dataset)?;
     plan.check_scope(who.region())?;
     if plan.needs_consent {
@@ -31,6 +32,8 @@ pub async fn decide(
 
 /// Reads `X-Consent` and judges it against this request: the same person, the caller's own
 /// org, the declared purpose, neither revoked nor expired, and a scope that covers what is read.
+/// A consent that is all that but not separate is told apart: the plan decides whether that
+/// is enough (PIPL art. 29).
 /// Without one dataset (the profile), a scoped consent must cover every profile section of the
 /// subject's type: a consent never reaches a dataset its scope leaves out.
 pub async fn consent_state(
@@ -40,7 +43,18 @@ pub async fn consent_state(
     subject: Option<&SubjectId>,
     headers: &HeaderMap,
 ) -> Result<ConsentState, Error> {
+    admit(state, who)?;
     consent_for(state, who, purpose, subject, None, headers).await
+}
+
+/// A client whose role the policy reserves for the public or a data subject (written into
+/// the database by hand, or left from before the policy reserved it) is served nothing: it
+/// would read as the anonymous public while known, or as a subject without being one.
+fn admit(state: &Core, who: &Principal) -> Result<(), Error> {
+    if let Principal::Institution(i) = who {
+        state.policies().client_role(&i.role)?;
+    }
+    Ok(())
 }
 
 async fn consent_for(
@@ -63,7 +77,7 @@ async fn consent_for(
     let valid = c.is_for(subject)
         && c.grantee_org == org
         && c.purpose == purpose
-        && c.is_live(now_micros())
+        && c.is_live(state.clock.now())
         && c.scope.as_ref().is_none_or(|scope| {
             let covers = |d: &str| scope.iter().any(|s| s == d);
             match dataset {
@@ -75,8 +89,10 @@ async fn consent_for(
                     .all(|(_, route)| covers(&route.dataset)),
             }
         });
-    Ok(if valid {
+    Ok(if valid && c.separate_consent {
         ConsentState::Valid
+    } else if valid {
+        ConsentState::NotSeparate
     } else {
         ConsentState::Invalid
     })

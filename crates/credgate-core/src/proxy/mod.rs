@@ -226,7 +226,9 @@ pub fn release_in(
             };
             let ctx = ApplyCtx {
                 region,
-                today: time::OffsetDateTime::now_utc().date(),
+                // The core's clock, as every deadline and consent expiry reads it.
+                today: time::OffsetDateTime::from_unix_timestamp(state.clock.now() / 1_000_000)
+                    .map_or_else(|_| time::OffsetDateTime::now_utc().date(), |t| t.date()),
                 pseudonym_key: &state.pseudonym_key,
             };
             let (outcome, pending) = annotate::apply(state, plan, store, &mut doc, &ctx);

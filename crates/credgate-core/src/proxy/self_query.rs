@@ -24,12 +24,34 @@ use crate::{
 /// The purpose a self-query is decided and recorded under.
 pub const PURPOSE: &str = "self_query";
 
-/// Free self-queries per subject and calendar year (UTC). Source: 征信业管理条例 (Regulation on
-/// the Administration of the Credit Reporting Industry) art. 17: an individual may obtain their
-/// own credit report free of charge twice a year. The gateway charges nothing, so past the
-/// free number it refuses (429) until the next year.
-pub const FREE_PER_YEAR: i64 = 2;
-pub const FREE_PER_YEAR_SOURCE: &str = "征信业管理条例 第十七条 (art. 17): free twice a year";
+/// Free self-queries per subject and calendar year (UTC), and the law that sets the number: a
+/// policy value (`free_per_year` on the `self_query` purpose; the shipped default is
+/// 征信业管理条例 art. 17, free twice a year), so a region's rule is a policy change. The
+/// gateway charges nothing, so past the free number it refuses (429) until the next year.
+#[derive(Debug, Clone)]
+pub struct FreeLimit {
+    pub per_year: i64,
+    pub source: String,
+}
+
+/// The limit in force. A policy without the purpose (or the number) allows no self-query at
+/// all: fail closed, and the 429 says the policy sets no number.
+pub fn free_limit(state: &Core) -> FreeLimit {
+    match state
+        .policies()
+        .purpose(PURPOSE)
+        .and_then(|p| p.free_per_year.clone())
+    {
+        Some((n, source)) => FreeLimit {
+            per_year: n.into(),
+            source,
+        },
+        None => FreeLimit {
+            per_year: 0,
+            source: "the policy sets no free number for `self_query`".into(),
+        },
+    }
+}
 
 /// The policy role a subject of this type reads their own record as.
 pub fn role_of(kind: SubjectType) -> &'static str {

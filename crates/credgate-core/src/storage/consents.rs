@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{Db, StorageError, micros_to_rfc3339, now_micros};
+use super::{Db, StorageError, micros_to_rfc3339};
 use crate::domain::SubjectId;
 
 #[derive(Debug, Clone)]
@@ -210,6 +210,7 @@ pub async fn revoke_in(
     conn: &mut sqlx::AnyConnection,
     subject: &SubjectId,
     id: &str,
+    now: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE consents SET revoked_by = CASE WHEN revoked_at IS NULL THEN $1 ELSE revoked_by END, \
@@ -217,7 +218,7 @@ pub async fn revoke_in(
          WHERE id = $3 AND subject_id = $4 AND subject_type = $5",
     )
     .bind(format!("subject:{}", subject.as_str()))
-    .bind(now_micros())
+    .bind(now)
     .bind(id)
     .bind(subject.as_str())
     .bind(subject.subject_type().as_str())

@@ -114,7 +114,7 @@ const OPEN: &str = "status NOT IN ('closed', 'rejected', 'withdrawn')";
 
 /// A stable 64-bit key for `pg_advisory_xact_lock`: the first 8 bytes of SHA-256 over the
 /// tagged parts (stable across processes and releases, unlike `std`'s hashers).
-fn lock_key(parts: &[&str]) -> i64 {
+pub(super) fn lock_key(parts: &[&str]) -> i64 {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(b"credgate:objection-cap");
     for p in parts {
@@ -143,6 +143,22 @@ async fn lock_caps(
     ] {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Serialises filings under one cap on PostgreSQL (SQLite writes one at a time anyway): the
+/// transaction's advisory lock on the tagged key.
+pub(super) async fn lock_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    parts: &[&str],
+) -> Result<(), ChangeError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(parts))
             .execute(&mut *conn)
             .await?;
     }

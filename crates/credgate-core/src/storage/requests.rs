@@ -61,6 +61,53 @@ pub async fn list_all(db: &Db) -> Result<Vec<Request>, StorageError> {
     select(db, "ORDER BY created_at", &[]).await
 }
 
+/// Where a request is open: submitted, accepted or extended.
+const OPEN: &str = "status IN ('submitted', 'accepted', 'extended')";
+
+/// Every open request (the marks index is built from the repair and correction ones).
+pub async fn all_open(db: &Db) -> Result<Vec<Request>, StorageError> {
+    select(db, &format!("WHERE {OPEN}"), &[]).await
+}
+
+/// The open requests about one record.
+pub async fn open_for_record(
+    db: &Db,
+    store: &str,
+    record_ref: &str,
+) -> Result<Vec<Request>, StorageError> {
+    let filter = format!("WHERE store = $1 AND record_ref = $2 AND {OPEN} ORDER BY created_at");
+    select(db, &filter, &[store, record_ref]).await
+}
+
+/// The subject's open requests, counted inside the filing's transaction: `max` or more refuse
+/// the new one. On PostgreSQL the count takes the same per-subject advisory lock as the
+/// objection caps (under its own key), so two concurrent filings cannot both pass.
+pub async fn check_cap_in(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    r: &Request,
+    max: u32,
+) -> Result<(), crate::audit::ChangeError> {
+    let key = ["requests", r.subject_type.as_str(), r.subject_id.as_str()];
+    super::objections::lock_in(conn, backend, &key).await?;
+    let open: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM requests WHERE subject_id = $1 AND subject_type = $2 AND {OPEN}"
+    )))
+    .bind(&r.subject_id)
+    .bind(&r.subject_type)
+    .fetch_one(&mut *conn)
+    .await?;
+    if open >= i64::from(max) {
+        return Err(crate::audit::ChangeError::Refused(
+            crate::audit::Refused::Conflict(format!(
+                "this subject already has {open} open requests, the most one subject may hold; \
+                 wait for a decision"
+            )),
+        ));
+    }
+    Ok(())
+}
+
 /// Stores a new request inside the caller's transaction (its history row is the caller's).
 pub async fn insert_in(conn: &mut AnyConnection, r: &Request) -> Result<(), StorageError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -1,12 +1,16 @@
 //! Which records are contested, kept in memory so that marking answers costs nothing when no
-//! objection is open. Loaded at start, refreshed by every change this process makes, and rebuilt
+//! objection is open. An open credit-repair or correction request marks its record the same
+//! way (`"request": kind` in the entry): every reader learns the record is being reviewed. Loaded at start, refreshed by every change this process makes, and rebuilt
 //! when another replica signals a change.
 
 use std::{collections::HashMap, sync::RwLock};
 
 use serde_json::{Value, json};
 
-use super::objections::{self, Status};
+use super::{
+    objections::{self, Status},
+    requests,
+};
 use crate::{
     domain::SubjectType,
     storage::{Db, StorageError},
@@ -15,7 +19,12 @@ use crate::{
 #[derive(Debug, Clone)]
 struct Mark {
     id: String,
-    status: Status,
+    /// An objection's status, or an open request's (`submitted`, `accepted`, `extended`).
+    status: &'static str,
+    /// Still open: the header announces it.
+    open: bool,
+    /// For a subject request: its kind (`repair`, `correction`).
+    request: Option<&'static str>,
     dataset: String,
     field: Option<String>,
     /// For an unresolved outcome: the subject's statement, kept with the record for good.
@@ -53,11 +62,14 @@ pub struct Marks(RwLock<HashMap<String, ByRecord>>);
 fn entry_of(marks: &[Mark]) -> Entry {
     // Open objections first: they are what the header announces.
     let mut order: Vec<&Mark> = marks.iter().collect();
-    order.sort_by_key(|m| !(m.status.is_open() && m.statement.is_none()));
+    order.sort_by_key(|m| !(m.open && m.statement.is_none()));
     let mut list = Vec::new();
     let mut bytes = 0;
     for m in &order {
         let mut v = json!({"id": m.id, "status": m.status, "dataset": m.dataset, "field": m.field});
+        if let Some(kind) = m.request {
+            v["request"] = json!(kind);
+        }
         if let Some(s) = &m.statement {
             v["statement"] = json!(s.chars().take(MAX_STATEMENT_CHARS).collect::<String>());
         }
@@ -76,9 +88,7 @@ fn entry_of(marks: &[Mark]) -> Entry {
     }
     Entry {
         annotation: Value::Array(list),
-        pending: marks
-            .iter()
-            .any(|m| m.status.is_open() && m.statement.is_none()),
+        pending: marks.iter().any(|m| m.open && m.statement.is_none()),
     }
 }
 
@@ -95,12 +105,32 @@ fn marks_of(list: Vec<objections::Objection>) -> Vec<Mark> {
                 .flatten(),
             id: o.id,
             status: if o.status.is_open() {
-                o.status
+                o.status.as_str()
             } else {
-                Status::Unresolved
+                Status::Unresolved.as_str()
             },
+            open: o.status.is_open(),
+            request: None,
             dataset: o.dataset,
             field: o.field,
+        })
+        .collect()
+}
+
+/// An open repair or correction request marks its record while it is open (the whole record:
+/// a request names no field).
+fn request_marks(list: Vec<requests::Request>) -> Vec<Mark> {
+    list.into_iter()
+        .filter(|r| r.marks_record())
+        .map(|r| Mark {
+            id: r.id,
+            status: r.status.as_str(),
+            open: true,
+            request: Some(r.kind.as_str()),
+            dataset: r.dataset,
+            field: None,
+            statement: None,
+            finding: None,
         })
         .collect()
 }
@@ -115,19 +145,25 @@ impl Marks {
     /// Rebuilds the whole index from storage: at start, and when another replica has filed or
     /// moved an objection (see `crate::replicas`). Open objections are few, so this is cheap.
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
-        let mut by: HashMap<(String, SubjectType, String), Vec<objections::Objection>> =
-            HashMap::new();
+        let mut by: HashMap<(String, SubjectType, String), Vec<Mark>> = HashMap::new();
         for o in objections::all_marked(db).await? {
             let Ok(kind) = o.subject_type.parse::<SubjectType>() else {
                 continue;
             };
             by.entry((o.store.clone(), kind, o.record_ref.clone()))
                 .or_default()
-                .push(o);
+                .extend(marks_of(vec![o]));
+        }
+        for r in crate::storage::requests::all_open(db).await? {
+            let Ok(kind) = r.subject_type.parse::<SubjectType>() else {
+                continue;
+            };
+            by.entry((r.store.clone(), kind, r.record_ref.clone()))
+                .or_default()
+                .extend(request_marks(vec![r]));
         }
         let mut fresh: HashMap<String, ByRecord> = HashMap::new();
-        for ((store, kind, record), list) in by {
-            let m = marks_of(list);
+        for ((store, kind, record), m) in by {
             if !m.is_empty() {
                 fresh
                     .entry(store)
@@ -151,11 +187,18 @@ impl Marks {
         record_ref: &str,
     ) -> Result<(), StorageError> {
         let list = objections::for_record(db, store, record_ref).await?;
-        let m = marks_of(
+        let mut m = marks_of(
             list.into_iter()
                 .filter(|o| o.subject_type == kind.as_str())
                 .collect(),
         );
+        let asked = crate::storage::requests::open_for_record(db, store, record_ref).await?;
+        m.extend(request_marks(
+            asked
+                .into_iter()
+                .filter(|r| r.subject_type == kind.as_str())
+                .collect(),
+        ));
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
         if m.is_empty() {
             if let Some(by_type) = map.get_mut(store) {
@@ -214,10 +257,12 @@ mod tests {
         Mark {
             id: format!("ob_{i}"),
             status: if statement.is_some() {
-                Status::Unresolved
+                "unresolved"
             } else {
-                Status::Submitted
+                "submitted"
             },
+            open: statement.is_none(),
+            request: None,
             dataset: "entity".into(),
             field: Some("name".into()),
             finding: statement.clone(),

@@ -58,6 +58,10 @@ pub fn add_days(from_us: i64, days: u32) -> i64 {
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+// The deadlines are configuration (`[workflows]`), not policy values: they say how fast this
+// operator's office works, within the law's maxima that the comments below name; the policy
+// files say what may be read. The self-query's free number, which is what a subject may ask
+// for, is a policy value (`free_per_year` on the `self_query` purpose).
 pub struct WorkflowConfig {
     /// Working days to accept (or reject) an objection.
     #[serde(default = "d_accept")]

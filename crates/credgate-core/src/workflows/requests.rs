@@ -18,7 +18,7 @@ use crate::{
     audit::Deferred,
     domain::SubjectId,
     services::Core,
-    storage::{self, Db, StorageError, micros_to_rfc3339},
+    storage::{self, Db, StorageError, micros_to_rfc3339, signals},
 };
 
 /// What the subject asks for.
@@ -146,6 +146,34 @@ pub struct Request {
 }
 
 impl Request {
+    pub fn is_open(&self) -> bool {
+        !self.status.is_final()
+    }
+
+    /// An open repair or correction request marks its record for every reader, as an open
+    /// objection does: the record is under review.
+    pub fn marks_record(&self) -> bool {
+        self.is_open() && matches!(self.kind, Kind::Repair | Kind::Correction)
+    }
+
+    /// What the store is asked to do once the request is completed: delivered through the
+    /// outbox like an accepted objection, under an id derived from the request (a redelivery
+    /// is the same ticket).
+    pub fn delivery(&self) -> storage::objections::Delivery {
+        let payload = json!({
+            "kind": self.kind.as_str(), "request_id": self.id, "dataset": self.dataset,
+            "record_ref": self.record_ref, "subject": self.subject_id,
+            "subject_type": self.subject_type, "reason": self.reason, "answer": self.answer,
+        });
+        storage::objections::Delivery {
+            id: format!("rqd_{}", self.id.trim_start_matches("rq_")),
+            objection_id: self.id.clone(),
+            store: self.store.clone(),
+            payload: payload.to_string(),
+            attempts: 0,
+        }
+    }
+
     /// The deadline that matters now: acceptance while submitted, completion once accepted.
     pub fn due_at(&self) -> Option<i64> {
         match self.status {
@@ -238,12 +266,18 @@ pub fn prepare(
     })
 }
 
-/// Files the request and its first history row in the audit record's transaction.
-pub fn filing(r: Request) -> Deferred {
+/// Files the request and its first history row in the audit record's transaction, within the
+/// cap on a subject's open requests (the objection cap's number, `subject_limits`); the marks
+/// are refreshed after commit.
+pub fn filing(state: &Core, r: Request) -> Deferred {
+    let refresh = after_commit(state, &r);
+    let max = state.config.subject_limits.max_open_objections_per_subject;
+    let backend = state.db.backend();
     let r = Arc::new(r);
     Deferred::new(move |conn| {
         let r = r.clone();
         Box::pin(async move {
+            storage::requests::check_cap_in(conn, backend, &r, max).await?;
             storage::requests::insert_in(conn, &r).await?;
             let step = events::Step {
                 kind: MACHINE.kind,
@@ -254,9 +288,30 @@ pub fn filing(r: Request) -> Deferred {
                 to: r.status.as_str(),
                 note: None,
             };
-            Ok(events::record(conn, &step).await?)
+            events::record(conn, &step).await?;
+            signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
+            Ok(())
         })
     })
+    .then(refresh)
+}
+
+/// After a commit: the marks of the request's record, refreshed (or left to the replica
+/// signal if that fails).
+fn after_commit(state: &Core, r: &Request) -> impl std::future::Future<Output = ()> + use<> {
+    let (state, r) = (state.clone(), r.clone());
+    async move {
+        let Ok(kind) = r.subject_type.parse::<crate::domain::SubjectType>() else {
+            return;
+        };
+        if let Err(e) = state
+            .marks
+            .refresh(&state.db, &r.store, kind, &r.record_ref)
+            .await
+        {
+            tracing::warn!(error = %e, "marks not refreshed; the replica signal will");
+        }
+    }
 }
 
 /// The subject's own request, or `NotFound` (another subject's id answers exactly like a
@@ -353,16 +408,22 @@ pub fn decide(
         note,
         at: now,
     };
+    let refresh = after_commit(state, &after);
     let written = Arc::new(after.clone());
     let extra: Extra = Arc::new(move |conn| {
         let n = written.clone();
         Box::pin(async move {
             let (due, outcome, answer) =
                 (n.finish_due_at, n.outcome.as_deref(), n.answer.as_deref());
-            Ok(storage::requests::set_details_in(conn, &n.id, due, outcome, answer).await?)
+            storage::requests::set_details_in(&mut *conn, &n.id, due, outcome, answer).await?;
+            if n.status == Status::Completed {
+                storage::objections::enqueue_in(&mut *conn, &n.delivery(), now).await?;
+            }
+            signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
+            Ok(())
         })
     });
-    Ok((after, MACHINE.deferred(mv, Some(extra))))
+    Ok((after, MACHINE.deferred(mv, Some(extra)).then(refresh)))
 }
 
 #[cfg(test)]
