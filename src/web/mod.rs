@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod objections;
 pub mod ops;
+pub mod pages;
 pub mod profile;
 pub mod reports;
 pub mod requests;
@@ -75,6 +76,7 @@ fn route_groups() -> Vec<routes::Group> {
         reports::routes(),
         requests::routes(),
         data::routes(),
+        pages::routes(),
     ]
     .into_iter()
     .flatten()
@@ -125,6 +127,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 ),
         )
+        .layer(axum::middleware::from_fn(pages::finish))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@ mod hostile;
 mod oauth;
 mod objections;
 mod oidc;
+mod pages;
 mod policy;
 mod policy_props;
 mod portal_api;
