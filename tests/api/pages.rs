@@ -857,6 +857,7 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
         assert!(html.contains("lang=\"zh-CN\""), "{path} sticks to Chinese");
         shot(c, name).await;
     }
+    report_in_chinese(c).await;
     c.find(Locator::LinkText("English"))
         .await
         .unwrap()
@@ -866,4 +867,43 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
     c.goto(&format!("{}/lists/none", app.url)).await.unwrap();
     assert!(body_text(c).await.contains("This page does not exist"));
     shot(c, "error-404-en").await;
+}
+
+/// The report walk again by its Chinese labels: every label is translated and still bound.
+async fn report_in_chinese(c: &Client) {
+    c.find(Locator::LinkText("举报"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    field(c, "举报对象")
+        .await
+        .send_keys("某贸易公司")
+        .await
+        .unwrap();
+    field(c, "类别")
+        .await
+        .select_by_value("fraud")
+        .await
+        .unwrap();
+    field(c, "情况说明")
+        .await
+        .send_keys("出售信用报告。")
+        .await
+        .unwrap();
+    button(c, "提交").await.click().await.unwrap();
+    let receipt = c
+        .find(Locator::Id("receipt"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body_text(c).await.contains("您的举报已收到"));
+    shot(c, "report-receipt-zh-CN").await;
+    field(c, "回执").await.send_keys(&receipt).await.unwrap();
+    button(c, "查询状态").await.click().await.unwrap();
+    assert!(body_text(c).await.contains("状态: 已收到"));
+    shot(c, "report-status-zh-CN").await;
 }
