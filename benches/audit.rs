@@ -13,8 +13,8 @@ use std::{
 use credgate::{
     audit::NOOP_ACK,
     config::Config,
-    web::App,
     sample_store::{self, SampleStoreArgs},
+    web::App,
 };
 
 const CONNS: usize = 64;

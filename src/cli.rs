@@ -10,9 +10,9 @@ use crate::{
     auth::{secrets, subject::mint_demo_token},
     config::{Config, is_name},
     domain::{SubjectId, SubjectType},
-    web::App,
     policy::PolicySet,
     storage::{Db, clients},
+    web::App,
 };
 
 #[derive(Parser, Debug)]

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use crate::{
     auth::{keys::create_private_dir, secrets, subject::create_demo_provider},
     config::Config,
-    web::App,
     sample_store::{SampleStore, SampleStoreArgs},
+    web::App,
 };
 
 #[derive(Args, Debug, Clone)]

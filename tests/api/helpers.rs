@@ -18,8 +18,8 @@ use axum::{
 use credgate::{
     auth::keys::Ed25519Key,
     config::Config,
-    web::{App, AppState},
     sample_store::{self, SampleStoreArgs},
+    web::{App, AppState},
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
