@@ -706,12 +706,27 @@ async fn button(c: &Client, text: &str) -> fantoccini::elements::Element {
 }
 
 async fn body_text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    match c.find(Locator::Css("body")).await {
+        Ok(b) => b.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits (up to 10 s) for the page to show `needle`: a click that submits a form or follows a
+/// link returns before the next page has loaded, and the old page's elements go stale.
+async fn wait_text(c: &Client, needle: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = body_text(c).await;
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < until,
+            "the page never showed `{needle}`: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -753,15 +768,14 @@ async fn lookup_in_browser(app: &TestApp, c: &Client) {
     let input = field(c, "USCC").await;
     input.send_keys(uscc).await.unwrap();
     input.send_keys(&Key::Enter.to_string()).await.unwrap();
-    let text = body_text(c).await;
-    assert!(text.contains(e["name"].as_str().unwrap()), "{text}");
+    let text = wait_text(c, e["name"].as_str().unwrap()).await;
     assert!(!text.contains(e["legal_representative"]["id_number"].as_str().unwrap()));
     shot(c, "lookup-result-en").await;
     let input = field(c, "USCC").await;
     input.clear().await.unwrap();
     input.send_keys("91110000ABCDEFGH12").await.unwrap();
     button(c, "Look up").await.click().await.unwrap();
-    assert!(body_text(c).await.contains("This is not a valid USCC"));
+    wait_text(c, "This is not a valid USCC").await;
     shot(c, "lookup-invalid-en").await;
 }
 
@@ -773,6 +787,7 @@ async fn lists_in_browser(app: &TestApp, c: &Client) {
         .click()
         .await
         .unwrap();
+    wait_text(c, "Current entries only").await;
     let rows = c.find_all(Locator::Css("tbody tr")).await.unwrap();
     assert!(!rows.is_empty(), "the red list shows entries");
     shot(c, "list-red-en").await;
@@ -782,7 +797,8 @@ async fn lists_in_browser(app: &TestApp, c: &Client) {
         .click()
         .await
         .unwrap();
-    assert!(body_text(c).await.contains("Current entries only"));
+    wait_text(c, "Current entries only").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/lists/black");
     shot(c, "list-black-en").await;
 }
 
@@ -811,7 +827,8 @@ async fn report_in_browser(app: &TestApp, c: &Client) {
         .unwrap();
     button(c, "Submit").await.click().await.unwrap();
     let receipt = c
-        .find(Locator::Id("receipt"))
+        .wait()
+        .for_element(Locator::Id("receipt"))
         .await
         .unwrap()
         .text()
@@ -821,8 +838,7 @@ async fn report_in_browser(app: &TestApp, c: &Client) {
     shot(c, "report-receipt-en").await;
     field(c, "Receipt").await.send_keys(&receipt).await.unwrap();
     button(c, "Check").await.click().await.unwrap();
-    let text = body_text(c).await;
-    assert!(text.contains("Status: Received"), "{text}");
+    let text = wait_text(c, "Status: Received").await;
     assert!(!text.contains(&receipt), "the receipt is shown once");
     shot(c, "report-status-en").await;
 }
@@ -837,8 +853,8 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
         .click()
         .await
         .unwrap();
-    assert!(c.current_url().await.unwrap().path() == "/report");
-    assert!(body_text(c).await.contains("联系方式（选填）"));
+    wait_text(c, "联系方式（选填）").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/report");
     shot(c, "report-zh-CN").await;
     let uscc = app.sample().entities[1]["uscc"]
         .as_str()
@@ -864,8 +880,9 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
         .click()
         .await
         .unwrap();
+    wait_text(c, "Check a report's status").await;
     c.goto(&format!("{}/lists/none", app.url)).await.unwrap();
-    assert!(body_text(c).await.contains("This page does not exist"));
+    wait_text(c, "This page does not exist").await;
     shot(c, "error-404-en").await;
 }
 
@@ -877,6 +894,7 @@ async fn report_in_chinese(c: &Client) {
         .click()
         .await
         .unwrap();
+    wait_text(c, "举报对象").await;
     field(c, "举报对象")
         .await
         .send_keys("某贸易公司")
@@ -894,16 +912,17 @@ async fn report_in_chinese(c: &Client) {
         .unwrap();
     button(c, "提交").await.click().await.unwrap();
     let receipt = c
-        .find(Locator::Id("receipt"))
+        .wait()
+        .for_element(Locator::Id("receipt"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(body_text(c).await.contains("您的举报已收到"));
+    wait_text(c, "您的举报已收到").await;
     shot(c, "report-receipt-zh-CN").await;
     field(c, "回执").await.send_keys(&receipt).await.unwrap();
     button(c, "查询状态").await.click().await.unwrap();
-    assert!(body_text(c).await.contains("状态: 已收到"));
+    wait_text(c, "状态: 已收到").await;
     shot(c, "report-status-zh-CN").await;
 }
