@@ -39,7 +39,10 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
             parts,
             Body::from(serde_json::to_vec(&problem).expect("a problem serialises")),
         );
-    } else if !oauth && (res.status().is_client_error() || res.status().is_server_error()) {
+    } else if !oauth
+        && !is_page(&res)
+        && (res.status().is_client_error() || res.status().is_server_error())
+    {
         res = framework_error_as_problem(res, &id).await;
     }
     res.headers_mut().insert(
@@ -47,6 +50,13 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         HeaderValue::from_str(&id).expect("a uuid is a valid header value"),
     );
     res
+}
+
+/// A page drawn by `web::pages` (its own error pages included) stays a page.
+fn is_page(res: &Response) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
 }
 
 /// The route groups whose answers carry personal or audit data (or refusals about them).

@@ -82,7 +82,7 @@ async fn public_request(
     .await
 }
 
-async fn handle(
+pub(crate) async fn handle(
     state: AppState,
     peer: SocketAddr,
     request_id: RequestId,

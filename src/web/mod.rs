@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod objections;
 pub mod openapi;
 pub mod ops;
+pub mod pages;
 pub mod profile;
 pub mod reports;
 pub mod requests;
@@ -72,6 +73,7 @@ fn route_groups() -> Vec<routes::Group> {
         reports::routes(),
         requests::routes(),
         data::routes(),
+        pages::routes(),
     ]
     .into_iter()
     .flatten()
@@ -123,6 +125,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 ),
         )
+        .layer(axum::middleware::from_fn(pages::finish))
         .with_state(state)
 }
 

@@ -20,6 +20,7 @@ mod hostile;
 mod oauth;
 mod objections;
 mod oidc;
+mod pages;
 mod people;
 mod policy;
 mod policy_props;

@@ -1,0 +1,89 @@
+//! A signed double-submit token for every form, public ones included. The cookie holds a random
+//! nonce; the form's hidden field holds HMAC(nonce) under a key derived from the gateway's
+//! keyring (the same on every replica). A cross-site page can neither read the cookie nor
+//! compute the HMAC, so it cannot send a matching pair.
+
+use http::{HeaderMap, HeaderValue};
+use ring::{hmac, rand::SecureRandom as _};
+
+use crate::web::AppState;
+
+const COOKIE: &str = "csrf";
+const HOST_COOKIE: &str = "__Host-csrf";
+
+fn cookie_name() -> &'static str {
+    if super::over_tls() {
+        HOST_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
+/// A key of its own for CSRF, derived from the pseudonym key with a fixed label, so that a
+/// token can never be replayed as a pseudonym or the reverse.
+fn key(state: &AppState) -> hmac::Key {
+    let derived = hmac::sign(&state.pseudonym_key, b"credgate/pages/csrf/v1");
+    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+}
+
+fn well_formed(nonce: &str) -> bool {
+    nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The reader's CSRF nonce: the one in their cookie, or a new one to set.
+pub struct Csrf {
+    nonce: String,
+    fresh: bool,
+}
+
+impl Csrf {
+    pub fn of(headers: &HeaderMap) -> Self {
+        match super::cookie(headers, cookie_name()).filter(|n| well_formed(n)) {
+            Some(nonce) => Self {
+                nonce,
+                fresh: false,
+            },
+            None => {
+                let mut raw = [0u8; 16];
+                ring::rand::SystemRandom::new()
+                    .fill(&mut raw)
+                    .expect("the OS random source works");
+                Self {
+                    nonce: hex::encode(raw),
+                    fresh: true,
+                }
+            }
+        }
+    }
+
+    /// The hidden field's value.
+    pub fn token(&self, state: &AppState) -> String {
+        hex::encode(hmac::sign(&key(state), self.nonce.as_bytes()).as_ref())
+    }
+
+    /// The `Set-Cookie` for a nonce the reader does not have yet.
+    pub fn set_cookie(&self) -> Option<HeaderValue> {
+        if !self.fresh {
+            return None;
+        }
+        let secure = if super::over_tls() { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{}={}; Path=/; SameSite=Lax; HttpOnly{secure}",
+            cookie_name(),
+            self.nonce
+        ))
+        .ok()
+    }
+}
+
+/// Whether a POST carries a cookie nonce and the field that signs it. Compared in constant
+/// time by `hmac::verify`.
+pub fn verify(state: &AppState, headers: &HeaderMap, field: Option<&str>) -> bool {
+    let Some(nonce) = super::cookie(headers, cookie_name()).filter(|n| well_formed(n)) else {
+        return false;
+    };
+    let Some(tag) = field.and_then(|f| hex::decode(f).ok()) else {
+        return false;
+    };
+    hmac::verify(&key(state), nonce.as_bytes(), &tag).is_ok()
+}
