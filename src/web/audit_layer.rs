@@ -133,7 +133,9 @@ impl Meta {
             cap(req.uri().path(), 512)
         };
         // A whistleblower's address would identify them: it is not recorded for reports.
-        let client_addr = if req.uri().path().starts_with("/public/reports") {
+        let client_addr = if req.uri().path().starts_with("/public/reports")
+            || req.uri().path().starts_with("/report")
+        {
             "withheld".to_string()
         } else {
             req.extensions()

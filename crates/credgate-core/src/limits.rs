@@ -101,12 +101,14 @@ pub enum Door {
 
 impl Door {
     /// The door a request knocks on, if it is an anonymous one.
+    /// The public pages share the doors of the API they stand for: a look-up or a list page
+    /// is public data, filing on `/report` is a filing, and `/report/status` a receipt check.
     pub fn of(method: &Method, path: &str) -> Option<Door> {
-        if path.starts_with("/public/stores/") {
+        if path.starts_with("/public/stores/") || path == "/" || path.starts_with("/lists/") {
             Some(Door::PublicData)
-        } else if path == "/public/reports" && method == Method::POST {
+        } else if (path == "/public/reports" || path == "/report") && method == Method::POST {
             Some(Door::ReportFiling)
-        } else if path.starts_with("/public/reports/") {
+        } else if path.starts_with("/public/reports/") || path == "/report/status" {
             Some(Door::Receipt)
         } else if path == "/oauth/token" {
             Some(Door::Token)
@@ -453,6 +455,19 @@ impl LoginGuard {
 
 #[cfg(test)]
 mod tests {
+
+    /// The public pages are charged to the buckets of the API doors they stand for.
+    #[test]
+    fn public_pages_share_the_doors_of_their_api() {
+        use http::Method;
+        let of = |m: &Method, p: &str| Door::of(m, p).map(Door::as_str);
+        assert_eq!(of(&Method::GET, "/"), Some("public-data"));
+        assert_eq!(of(&Method::GET, "/lists/black"), Some("public-data"));
+        assert_eq!(of(&Method::POST, "/report"), Some("report-filing"));
+        assert_eq!(of(&Method::GET, "/report"), None);
+        assert_eq!(of(&Method::POST, "/report/status"), Some("report-receipt"));
+        assert_eq!(of(&Method::GET, "/assets/site.css"), None);
+    }
     use super::*;
 
     fn guard(failures: u32, lock_secs: u64) -> LoginGuard {

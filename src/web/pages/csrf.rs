@@ -11,8 +11,8 @@ use crate::web::AppState;
 const COOKIE: &str = "csrf";
 const HOST_COOKIE: &str = "__Host-csrf";
 
-fn cookie_name() -> &'static str {
-    if super::over_tls() {
+fn cookie_name(state: &AppState) -> &'static str {
+    if super::over_tls(state) {
         HOST_COOKIE
     } else {
         COOKIE
@@ -37,8 +37,8 @@ pub struct Csrf {
 }
 
 impl Csrf {
-    pub fn of(headers: &HeaderMap) -> Self {
-        match super::cookie(headers, cookie_name()).filter(|n| well_formed(n)) {
+    pub fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        match super::cookie(headers, cookie_name(state)).filter(|n| well_formed(n)) {
             Some(nonce) => Self {
                 nonce,
                 fresh: false,
@@ -62,14 +62,18 @@ impl Csrf {
     }
 
     /// The `Set-Cookie` for a nonce the reader does not have yet.
-    pub fn set_cookie(&self) -> Option<HeaderValue> {
+    pub fn set_cookie(&self, state: &AppState) -> Option<HeaderValue> {
         if !self.fresh {
             return None;
         }
-        let secure = if super::over_tls() { "; Secure" } else { "" };
+        let secure = if super::over_tls(state) {
+            "; Secure"
+        } else {
+            ""
+        };
         HeaderValue::from_str(&format!(
             "{}={}; Path=/; SameSite=Lax; HttpOnly{secure}",
-            cookie_name(),
+            cookie_name(state),
             self.nonce
         ))
         .ok()
@@ -79,7 +83,7 @@ impl Csrf {
 /// Whether a POST carries a cookie nonce and the field that signs it. Compared in constant
 /// time by `hmac::verify`.
 pub fn verify(state: &AppState, headers: &HeaderMap, field: Option<&str>) -> bool {
-    let Some(nonce) = super::cookie(headers, cookie_name()).filter(|n| well_formed(n)) else {
+    let Some(nonce) = super::cookie(headers, cookie_name(state)).filter(|n| well_formed(n)) else {
         return false;
     };
     let Some(tag) = field.and_then(|f| hex::decode(f).ok()) else {

@@ -216,10 +216,10 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Until `[tls]` lands (DESIGN.md, Transport) the listener speaks plain HTTP, so cookies can be
-/// neither `Secure` nor `__Host-`; this is the one place that will change.
-pub fn over_tls() -> bool {
-    false
+/// Whether the listener speaks HTTPS (`[tls]`): then cookies are `Secure` and the CSRF cookie
+/// `__Host-` (bound to this host and path, unsettable by a sibling subdomain).
+pub fn over_tls(state: &super::AppState) -> bool {
+    state.config.tls.is_some()
 }
 
 #[derive(serde::Deserialize)]
@@ -230,6 +230,7 @@ struct Back {
 /// The language switch: a plain link that sets the `lang` cookie for a year and goes back to
 /// the page it came from (a local path only, never another site).
 async fn switch_language(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
     axum::extract::Path(code): axum::extract::Path<String>,
     axum::extract::Query(q): axum::extract::Query<Back>,
 ) -> Response {
@@ -241,7 +242,7 @@ async fn switch_language(
         .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
         .filter(|b| is_page_path(b.split('?').next().unwrap_or("")))
         .unwrap_or_else(|| "/".into());
-    let secure = if over_tls() { "; Secure" } else { "" };
+    let secure = if over_tls(&state) { "; Secure" } else { "" };
     let cookie = format!(
         "lang={}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly{secure}",
         lang.code()

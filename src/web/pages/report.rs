@@ -56,14 +56,14 @@ fn checked(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Fields,
 
 /// Draws the report page with the reader's CSRF token (and its cookie when new).
 fn show(state: &AppState, headers: &HeaderMap, status: StatusCode, ctx: Value) -> Response {
-    let csrf = Csrf::of(headers);
+    let csrf = Csrf::of(state, headers);
     let ctx = context! {
         csrf => csrf.token(state),
         categories => reports::CATEGORIES,
         ..ctx
     };
     let mut res = page(Lang::choose(headers), status, "report.html", "/report", ctx);
-    if let Some(c) = csrf.set_cookie() {
+    if let Some(c) = csrf.set_cookie(state) {
         res.headers_mut().append(header::SET_COOKIE, c);
     }
     res
