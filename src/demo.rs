@@ -200,20 +200,14 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+// About 80 lines: the demo's start in the order a reader follows it (store, provider, gateway,
+// clients, demo.json, guide, serve), each step one call.
 pub async fn run(
     args: DemoArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let dir = &args.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    create_private_dir(&dir.join("keys"))?;
-    for stale in ["credgate.db", "credgate.db-wal", "credgate.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(stale));
-    }
-    create_demo_provider(
-        &dir.join("keys/demo-idp.ed25519.p8"),
-        &dir.join("keys/demo-idp.jwks.json"),
-    )?;
+    prepare_dir(dir)?;
 
     let store_token = secrets::generate_secret();
     let store = SampleStore::bind(&SampleStoreArgs {
@@ -263,8 +257,54 @@ pub async fn run(
     idp.register_client(CONSOLE_CLIENT, &format!("{gateway_url}/console/callback"));
     idp.register_client(PORTAL_CLIENT, &format!("{gateway_url}/portal/callback"));
 
-    let mut clients = Vec::new();
     let policies = app.state().policies();
+    let clients = register_clients(&app, &policies).await?;
+    let demo = demo_json(
+        &Urls {
+            gateway: &gateway_url,
+            store: store_addr,
+            config: &config_path,
+        },
+        &idp,
+        clients,
+        &policies,
+    );
+    let demo = edge.annotate(demo, app.metrics_addr()); // edge: ca_file, metrics_url
+    write_private(
+        &dir.join("demo.json"),
+        &serde_json::to_string_pretty(&demo)?,
+    )?;
+
+    // Absolute, so the printed lines work from any terminal, not only the one that ran the demo.
+    let config_path = config_path.canonicalize().unwrap_or(config_path);
+    print_guide(&demo, &config_path);
+
+    serve_until(store, app, shutdown).await;
+    drop(idp);
+    Ok(())
+}
+
+/// A fresh demo directory: private keys directory, no stale database, the static subject
+/// provider's key (for `credgate token subject`).
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_private_dir(&dir.join("keys"))?;
+    for stale in ["credgate.db", "credgate.db-wal", "credgate.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    create_demo_provider(
+        &dir.join("keys/demo-idp.ed25519.p8"),
+        &dir.join("keys/demo-idp.jwks.json"),
+    )?;
+    Ok(())
+}
+
+/// One client per demo role, with the purposes its role may declare, for `demo.json`.
+async fn register_clients(
+    app: &App,
+    policies: &crate::policy::PolicySet,
+) -> anyhow::Result<Vec<Value>> {
+    let mut clients = Vec::new();
     for (role, org, name) in DEMO_CLIENTS {
         let (record, secret) =
             crate::cli::add_client(&app.state().db, name, org, role, None).await?;
@@ -277,46 +317,15 @@ pub async fn run(
             "client_id": record.id, "client_secret": secret, "purposes": purposes,
         }));
     }
-    let data = crate::sample_store::data::generate(42, 200);
-    let usccs: Vec<&str> = data
-        .entities
-        .iter()
-        .take(3)
-        .filter_map(|e| e["uscc"].as_str())
-        .collect();
-    let persons: Vec<&str> = data
-        .persons
-        .iter()
-        .take(2)
-        .filter_map(|p| p["id_number"].as_str())
-        .collect();
-    let demo = json!({
-        "gateway_url": gateway_url,
-        "idp_url": idp.issuer(),
-        "console_url": format!("{gateway_url}/console/"),
-        "portal_url": format!("{gateway_url}/portal/"),
-        "public_url": format!("{gateway_url}/"),
-        "users": idp.users(),
-        "store_url": format!("http://{store_addr}"),
-        "config": config_path.canonicalize().unwrap_or(config_path.clone()),
-        "clients": clients,
-        "public_purposes": policies.role(crate::auth::PUBLIC_ROLE).map(|r| r.purposes.clone()).unwrap_or_default(),
-        "subject_token_hint": format!(
-            "credgate token subject --config {} --id <USCC> [--type legal]  (or --id <ID number> --type natural)",
-            config_path.display()
-        ),
-        "samples": {"usccs": usccs, "id_numbers": persons},
-    });
-    let demo = edge.annotate(demo, app.metrics_addr()); // edge: ca_file, metrics_url
-    write_private(
-        &dir.join("demo.json"),
-        &serde_json::to_string_pretty(&demo)?,
-    )?;
+    Ok(clients)
+}
 
-    // Absolute, so the printed lines work from any terminal, not only the one that ran the demo.
-    let config_path = config_path.canonicalize().unwrap_or(config_path);
-    print_guide(&demo, &config_path);
-
+/// Runs the store and the gateway until `shutdown`, then stops both and waits for them.
+async fn serve_until(
+    store: SampleStore,
+    app: App,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let store_stop = {
         let mut rx = stop_rx.clone();
@@ -336,10 +345,56 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = store_task.await;
     let _ = gateway_task.await;
-    drop(idp);
-    Ok(())
 }
 
+/// Where the demo's parts listen, and its config file, for `demo.json`.
+struct Urls<'a> {
+    gateway: &'a str,
+    store: SocketAddr,
+    config: &'a Path,
+}
+
+/// `demo.json`: what outside tooling reads (DESIGN.md, "Command line"): URLs, clients with
+/// their one-time secrets, demo users, sample ids.
+fn demo_json(
+    urls: &Urls<'_>,
+    idp: &credgate_demo_idp::DemoIdp,
+    clients: Vec<Value>,
+    policies: &crate::policy::PolicySet,
+) -> Value {
+    let data = crate::sample_store::data::generate(42, 200);
+    let usccs: Vec<&str> = data
+        .entities
+        .iter()
+        .take(3)
+        .filter_map(|e| e["uscc"].as_str())
+        .collect();
+    let persons: Vec<&str> = data
+        .persons
+        .iter()
+        .take(2)
+        .filter_map(|p| p["id_number"].as_str())
+        .collect();
+    json!({
+        "gateway_url": urls.gateway,
+        "idp_url": idp.issuer(),
+        "console_url": format!("{}/console/", urls.gateway),
+        "portal_url": format!("{}/portal/", urls.gateway),
+        "public_url": format!("{}/", urls.gateway),
+        "users": idp.users(),
+        "store_url": format!("http://{}", urls.store),
+        "config": urls.config.canonicalize().unwrap_or(urls.config.to_path_buf()),
+        "clients": clients,
+        "public_purposes": policies.role(crate::auth::PUBLIC_ROLE).map(|r| r.purposes.clone()).unwrap_or_default(),
+        "subject_token_hint": format!(
+            "credgate token subject --config {} --id <USCC> [--type legal]  (or --id <ID number> --type natural)",
+            urls.config.display()
+        ),
+        "samples": {"usccs": usccs, "id_numbers": persons},
+    })
+}
+
+// Long on purpose: the printed guide, one statement per line a newcomer reads, in reading order.
 fn print_guide(demo: &Value, config_path: &Path) {
     let url = demo["gateway_url"].as_str().unwrap_or_default();
     let client = |role: &str| {
