@@ -126,10 +126,11 @@ impl Period {
 }
 
 /// The disclosure rules as compiled: the retention limit for every role, and the display
-/// periods for the purposes that see only what is displayed.
+/// periods for every purpose but the full-history ones.
 pub(super) struct Windows {
     retention: Period,
-    display_purposes: HashSet<String>,
+    /// Purposes exempt from display rules; every other purpose is held to them.
+    full_history: HashSet<String>,
     display: Display,
 }
 
@@ -586,19 +587,19 @@ pub(super) fn compile_disclosure(
     for (sev, p) in &d.display.min {
         min.insert(sev.clone(), parse_period(src, p)?);
     }
-    let mut display_purposes = HashSet::new();
-    for p in &d.display.purposes {
+    let mut full_history = HashSet::new();
+    for p in &d.display.full_history_purposes {
         if !purposes.contains_key(p.get_ref()) {
             return Err(src.err(
                 p.span(),
                 format!("display: unknown purpose `{}`", p.get_ref()),
             ));
         }
-        display_purposes.insert(p.get_ref().clone());
+        full_history.insert(p.get_ref().clone());
     }
     Ok(Windows {
         retention: parse_period(src, &d.retention.after_end)?,
-        display_purposes,
+        full_history,
         display: Display { max, min },
     })
 }
@@ -689,10 +690,7 @@ pub(super) fn compile_plan(
         dated: ds.dated.clone(),
         flags: ds.flags.clone(),
         retention: windows.retention,
-        display: windows
-            .display_purposes
-            .contains(&purpose.code)
-            .then(|| windows.display.clone()),
+        display: (!windows.full_history.contains(&purpose.code)).then(|| windows.display.clone()),
     }
 }
 

@@ -240,9 +240,10 @@ pub struct RetentionEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisplayEntry {
-    /// Purposes that see adverse records only while they are displayed: the public and the
-    /// purposes that sanction (bidding, procurement, lending).
-    pub purposes: Vec<Spanned<String>>,
+    /// The only purposes that see adverse records past their display (regulators reading for
+    /// supervision or enforcement). Every other purpose, one added later included, sees them
+    /// only while displayed: the list names the exceptions so that forgetting one hides data.
+    pub full_history_purposes: Vec<Spanned<String>>,
     /// Longest display period by severity; `"none"`: never displayed.
     pub max: BTreeMap<String, Spanned<String>>,
     /// Shortest display period by severity: a repair ends display no earlier.
