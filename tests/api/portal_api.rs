@@ -72,7 +72,7 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
     let id = filed["id"].as_str().unwrap().to_string();
     assert_eq!(filed["status"], "active");
 
-    // The public, a bank, a list answer: each carries it on my record, on mine only.
+    // The public and a bank each see it on my record, on mine only.
     let doc = public_entity(&app, &mine).await;
     assert_eq!(doc["_statements"][0]["text"], text, "{doc}");
     assert_eq!(doc["_statements"][0]["id"], id.as_str());
@@ -97,11 +97,9 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
         .json()
         .await
         .unwrap();
+    // Filed on `entity`, it is not on the list dataset's rows (see the test below).
     let rows = list["items"].as_array().unwrap();
-    let row = rows.iter().find(|r| r["uscc"] == mine.as_str()).unwrap();
-    assert_eq!(row["_statements"][0]["text"], text);
-    let other = rows.iter().find(|r| r["uscc"] == theirs.as_str()).unwrap();
-    assert!(other.get("_statements").is_none());
+    assert!(rows.iter().all(|r| r.get("_statements").is_none()));
 
     let listed: Value = get(&app, &me, "/subject/statements")
         .await
@@ -618,4 +616,52 @@ async fn the_free_self_query_number_and_its_source_come_from_the_policy() {
         detail.contains("limit is 1") && detail.contains("a regional rule, art. 9"),
         "{detail}"
     );
+}
+
+#[tokio::test]
+async fn a_statement_naming_someone_else_is_refused_and_shows_only_on_its_dataset() {
+    let app = TestApp::spawn().await;
+    let (mine, theirs) = (uscc(&app, 0), uscc(&app, 1));
+    let me = app.subject_token(&mine, SubjectType::Legal);
+    let person_id = app.sample().persons[0]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lower = person_id.to_lowercase();
+    for text in [
+        format!("法定代表人身份证{person_id}"),
+        format!("id:{lower}"),
+        "联系电话13812345678".to_string(),
+        "call 138 1234 5678".to_string(),
+        "call 138-1234-5678".to_string(),
+        "电话１３８１２３４５６７８".to_string(),
+        format!("与{theirs}有关"),
+    ] {
+        let res = post(&app, &me, "/subject/statements", statement(&mine, &text)).await;
+        let body = assert_problem(res, 400).await;
+        let why = body["detail"].as_str().unwrap();
+        assert!(
+            why.contains("ID number") || why.contains("phone") || why.contains("USCC"),
+            "{text}: {body}"
+        );
+    }
+    // Its own USCC may be named.
+    let text = format!("本公司{mine}已整改");
+    let res = post(&app, &me, "/subject/statements", statement(&mine, &text)).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        public_entity(&app, &mine).await["_statements"][0]["text"],
+        text
+    );
+    // Filed on `entity`: not shown on the list dataset's rows.
+    let (_, bank) = app.token("financial_institution").await;
+    let list: Value = app
+        .data(&bank, "/v1/stores/power/entities?page_size=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = list["items"].as_array().unwrap();
+    let row = rows.iter().find(|r| r["uscc"] == mine.as_str()).unwrap();
+    assert!(row.get("_statements").is_none(), "{row}");
 }
