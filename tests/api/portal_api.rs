@@ -393,16 +393,17 @@ async fn a_consent_receipt_verifies_offline_and_any_changed_byte_fails() {
     assert_eq!(c["ends_with"], "business_relationship");
     let receipt = c["receipt"].clone();
 
-    // Only the published key: fetched without a token, then no gateway at all.
-    let key: Value = app
+    // Only the published key: fetched without a token, then no gateway at all. It is a
+    // discovery document: anonymous calls write no audit record (no `X-Audit-Id`).
+    let res = app
         .http
         .get(format!("{}/subject/consents/receipt-key", app.url))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-audit-id").is_none(), "unaudited");
+    let key: Value = res.json().await.unwrap();
     let public = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
     assert_eq!(key["kid"], receipt["kid"]);
     let signed = consents::verify_receipt(&receipt, &public).unwrap();
