@@ -566,3 +566,26 @@ async fn law_a_repaired_penalty_is_withheld_from_every_purpose_but_full_history(
         }
     }
 }
+
+/// Adverse is the default: a list entry whose `list` is not a declared good value ("BAD",
+/// "Black", "negative", a typo) is held to the black list's display period, not released.
+#[tokio::test]
+async fn law_an_unknown_list_value_is_adverse() {
+    let app = TestApp::spawn().await;
+    let entry = |list: &str| json!({"list": list, "reason": "r", "listed_at": ymd(1500), "valid_until": ymd(-300)});
+    *app.fake.doc.lock().unwrap() = json!({
+        "uscc": "91350100M000100Y43", "region": "350000",
+        "list_entries": [entry("black"), entry("BAD"), entry("Black"), entry("negative"),
+                         entry("red")],
+    });
+    let bank = app.token("financial_institution").await.1;
+    let (status, body) = get(
+        &app,
+        Some(&bank),
+        "/v1/stores/fake/doc/91350100M000100Y43",
+        "lending",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(refs(&body, "list_entries", "list"), vec!["red"], "{body}");
+}

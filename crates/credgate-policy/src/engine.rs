@@ -38,7 +38,8 @@ struct DatedRule {
     date: String,
     end: Option<String>,
     id: Option<String>,
-    adverse_when: Option<(String, Vec<String>)>,
+    /// (field, values exempt from the rule): every other value is subject to it.
+    good_when: Option<(String, Vec<String>)>,
     until: Vec<String>,
     withdrawn: Vec<String>,
     repaired: Option<String>,
@@ -49,13 +50,14 @@ struct DatedRule {
 
 impl DatedRule {
     fn is_adverse(&self, record: &Value) -> bool {
-        match &self.adverse_when {
+        match &self.good_when {
             None => true,
-            Some((field, values)) => match record.get(field).and_then(Value::as_str) {
-                Some(v) => values.iter().any(|a| a == v),
-                // Without the field the record cannot be told good: treated as adverse.
-                None => true,
-            },
+            // Only a declared good value exempts; anything else (unknown, misspelt, not a
+            // string, absent) is adverse.
+            Some((field, good)) => !record
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| good.iter().any(|g| g == v)),
         }
     }
 
@@ -513,8 +515,8 @@ fn compile_dated(
         date: d.date.clone(),
         end: d.end.clone(),
         id: d.id.clone(),
-        adverse_when: d
-            .adverse_when
+        good_when: d
+            .good_when
             .as_ref()
             .map(|a| (a.field.clone(), a.values.clone())),
         until: d.until.clone(),

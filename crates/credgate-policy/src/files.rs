@@ -188,10 +188,12 @@ pub struct DatedEntry {
     /// Field of a record with a stable reference, named when the store is asked to delete it.
     #[serde(default)]
     pub id: Option<String>,
-    /// Only records whose field has one of these values are adverse (dated); others (a good
-    /// record) are not. A record without the field counts as adverse.
+    /// The values that make a record NOT subject to this rule (a good record, a red-list entry
+    /// under the black-list rule). Any other value, a misspelt or unknown one, or a missing
+    /// field, is subject to it: the rule fails closed (`adverse_when` was an allow-list, so
+    /// `"BAD"` or `"Black"` escaped retention and display).
     #[serde(default)]
-    pub adverse_when: Option<AdverseWhen>,
+    pub good_when: Option<GoodWhen>,
     /// Fields with a date after which the record leaves display (`publication_ends`,
     /// `valid_until`).
     #[serde(default)]
@@ -218,7 +220,7 @@ pub struct DatedEntry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdverseWhen {
+pub struct GoodWhen {
     pub field: String,
     pub values: Vec<String>,
 }
