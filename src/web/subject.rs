@@ -428,6 +428,12 @@ async fn own_record(
             detail: "the policy lets no dataset of your type be read by its subject".into(),
         });
     }
+    if found.sections.is_empty() && !found.failed.is_empty() {
+        // Nothing was read: the subject is not charged one of their free queries for it.
+        return Err(Error::BadGateway(
+            "every section of your record failed; this query was not counted",
+        ));
+    }
     let res = answer(&state, &subject.id, found, (year, used, &limit), now).await?;
     Ok(count_self_query(&subject.id, year, limit).attach(res))
 }

@@ -666,3 +666,27 @@ async fn a_statement_naming_someone_else_is_refused_and_shows_only_on_its_datase
     let row = rows.iter().find(|r| r["uscc"] == mine.as_str()).unwrap();
     assert!(row.get("_statements").is_none(), "{row}");
 }
+
+/// A self-query whose every section failed answers 502 and uses none of the free queries.
+#[tokio::test]
+async fn a_self_query_whose_every_section_failed_is_502_and_not_counted() {
+    let dead = crate::helpers::dead_addr();
+    let app = TestApp::spawn_with(|c| {
+        for s in &mut c.stores {
+            s.upstream = format!("http://{dead}");
+        }
+    })
+    .await;
+    let me = app.subject_token("91350100M000100Y43", SubjectType::Legal);
+    for _ in 0..3 {
+        assert_problem(own_record(&app, &me).await, 502).await;
+    }
+    let used = credgate::storage::statements::self_queries(
+        &app.state.db,
+        &credgate::domain::SubjectId::parse(SubjectType::Legal, "91350100M000100Y43").unwrap(),
+        time::OffsetDateTime::now_utc().year().into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(used, 0);
+}
