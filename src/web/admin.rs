@@ -25,6 +25,7 @@ use crate::{
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
+    auth,
     config::is_name,
     storage::{clients, lockdowns, micros_to_rfc3339},
 };
@@ -286,6 +287,7 @@ async fn lock(
             "`reason` is required, at most 500 characters".into(),
         ));
     }
+    refuse_staff(&state, &req).await?;
     let (l, at) = lockdowns::prepare(
         req.client_id.as_deref(),
         req.org.as_deref(),
@@ -306,6 +308,29 @@ async fn lock(
         Box::pin(async move { Ok(lockdowns::insert_in(conn, &l, at).await?) })
     });
     Ok(change.then(after).attach(view))
+}
+
+/// A lockdown never names a staff role's client or an org that holds one: it would lock out the
+/// staff (the officer who would lift it among them). `admit` ignores such a lockdown anyway.
+async fn refuse_staff(state: &AppState, req: &LockRequest) -> Result<(), Error> {
+    if let Some(id) = &req.client_id {
+        let c = clients::get(&state.db, id).await?;
+        if let Some(c) = c.filter(|c| auth::is_staff_role(&c.role)) {
+            return Err(Error::Conflict(format!(
+                "client `{id}` holds the staff role `{}`: staff clients are disabled, not locked down",
+                c.role
+            )));
+        }
+    }
+    if let Some(org) = &req.org {
+        let roles = clients::roles_in_org(&state.db, org).await?;
+        if let Some(r) = roles.iter().find(|r| auth::is_staff_role(r)) {
+            return Err(Error::Conflict(format!(
+                "org `{org}` holds a client of the staff role `{r}`: lock its other clients one by one"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The lockdowns in force, for the officer who may add or lift them.

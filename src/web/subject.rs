@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{
     AppState, AttachChange as _, Error, Problem, RequestId,
     extract::Subject,
-    routes::{self as r, AuditKind, Group, audited},
+    routes::{self as r, AuditKind, Group, Unaudited, audited, unaudited},
 };
 use crate::{
     audit::{AuditSlot, ChangeError, Deferred, Refused, store as audit_store},
@@ -29,22 +29,29 @@ use crate::{
     workflows::{objections, statements},
 };
 
+/// The receipt key is a discovery document (like JWKS): public, anonymous, unaudited, served
+/// from memory, so that a flood of calls neither grows the log nor unwraps a private key.
 pub fn routes() -> Vec<Group> {
-    vec![audited(
-        AuditKind::Subject,
-        vec![
-            r::get("/subject/me", me),
-            r::get("/subject/consents", list_consents),
-            r::post("/subject/consents", grant_consent),
-            r::get("/subject/consents/receipt-key", receipt_key),
-            r::delete("/subject/consents/{id}", revoke_consent),
-            r::get("/subject/access-log", access_log),
-            r::get("/subject/record", own_record),
-            r::get("/subject/statements", list_statements),
-            r::post("/subject/statements", file_statement),
-            r::delete("/subject/statements/{id}", withdraw_statement),
-        ],
-    )]
+    vec![
+        unaudited(
+            Unaudited::Discovery,
+            vec![r::get("/subject/consents/receipt-key", receipt_key)],
+        ),
+        audited(
+            AuditKind::Subject,
+            vec![
+                r::get("/subject/me", me),
+                r::get("/subject/consents", list_consents),
+                r::post("/subject/consents", grant_consent),
+                r::delete("/subject/consents/{id}", revoke_consent),
+                r::get("/subject/access-log", access_log),
+                r::get("/subject/record", own_record),
+                r::get("/subject/statements", list_statements),
+                r::post("/subject/statements", file_statement),
+                r::delete("/subject/statements/{id}", withdraw_statement),
+            ],
+        ),
+    ]
 }
 
 /// Who the gateway takes the caller to be: lets a subject check their token before filing.
@@ -221,15 +228,16 @@ async fn grant_consent(
 }
 
 /// The public key that verifies consent receipts, for anyone holding one (no token needed: it
-/// is public, and a verifier need not be the subject).
-async fn receipt_key(State(state): State<AppState>) -> Result<Json<Value>, Error> {
+/// is public, and a verifier need not be the subject). The key this process loaded at start.
+async fn receipt_key(State(state): State<AppState>) -> Json<Value> {
     use base64::Engine as _;
-    let key = receipt_signer(&state).await?;
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key.public);
-    Ok(Json(json!({
-        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": key.kid, "x": x,
+    let public = state.audit_public_key.as_slice();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+    let kid = crate::auth::keys::kid_of(public);
+    Json(json!({
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x,
         "receipt_domain": String::from_utf8_lossy(consents::RECEIPT_DOMAIN),
-    })))
+    }))
 }
 
 async fn list_consents(
@@ -419,6 +427,12 @@ async fn own_record(
             rule: "self-query-not-configured".into(),
             detail: "the policy lets no dataset of your type be read by its subject".into(),
         });
+    }
+    if found.sections.is_empty() && !found.failed.is_empty() {
+        // Nothing was read: the subject is not charged one of their free queries for it.
+        return Err(Error::BadGateway(
+            "every section of your record failed; this query was not counted",
+        ));
     }
     let res = answer(&state, &subject.id, found, (year, used, &limit), now).await?;
     Ok(count_self_query(&subject.id, year, limit).attach(res))

@@ -1,5 +1,5 @@
 //! Complaints: filed by a subject, worked by a handler who sees the org's audit records touching
-//! that subject, and upheld with a lockdown that stops the org at once.
+//! that subject; upholding one proposes a lockdown to the security officer, never locks.
 
 use credgate::domain::SubjectType;
 use serde_json::{Value, json};
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, assert_problem};
 
 #[tokio::test]
-async fn a_complaint_shows_the_orgs_accesses_and_can_end_in_a_lockdown() {
+async fn a_complaint_shows_the_orgs_accesses_and_upholding_it_proposes_a_lockdown() {
     let app = TestApp::spawn().await;
     let uscc = app.sample().entities[0]["uscc"]
         .as_str()
@@ -52,31 +52,53 @@ async fn a_complaint_shows_the_orgs_accesses_and_can_end_in_a_lockdown() {
             .all(|a| a["purpose"] == "lending" && a["dataset"] == "entity")
     );
 
-    let step = |to: &'static str, lockdown: bool| {
+    let step = |to: &'static str, lockdown: Option<bool>| {
+        let mut body = json!({"to": to, "note": "reviewed"});
+        if let Some(l) = lockdown {
+            body["lockdown"] = json!(l);
+        }
         app.http
             .post(format!("{url}/admin/complaints/{id}/transitions"))
             .bearer_auth(&handler)
-            .json(&json!({"to": to, "note": "reviewed", "lockdown": lockdown}))
+            .json(&body)
             .send()
     };
-    assert_problem(step("upheld", false).await.unwrap(), 409).await;
-    assert_problem(step("investigating", true).await.unwrap(), 409).await;
-    assert_eq!(step("investigating", false).await.unwrap().status(), 200);
-    let res = step("upheld", true).await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["lockdown"]["org"],
-        "nosy-bank"
+    assert_problem(step("upheld", None).await.unwrap(), 409).await;
+    assert_eq!(step("investigating", None).await.unwrap().status(), 200);
+    // A handler may not lock anything: the field is refused, naming it.
+    let body = assert_problem(step("upheld", Some(true)).await.unwrap(), 400).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("lockdown"),
+        "{body}"
     );
-    let body = assert_problem(
-        app.data(&nosy, &format!("/v1/stores/power/entities/{uscc}"))
-            .await,
-        403,
-    )
-    .await;
-    assert_eq!(body["rule"], "lockdown");
-    assert_eq!(step("closed", false).await.unwrap().status(), 200);
-    assert_problem(step("investigating", false).await.unwrap(), 409).await;
+    let res = step("upheld", None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.json::<Value>().await.unwrap().get("lockdown").is_none());
+    // The org still reads; the officer is asked to decide.
+    let res = app
+        .data(&nosy, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let (_, officer) = app.token("security_officer").await;
+    let alerts: Value = app
+        .http
+        .get(format!("{url}/admin/alerts"))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let proposed = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "complaint-upheld")
+        .unwrap_or_else(|| panic!("no lockdown proposal: {alerts}"));
+    assert!(proposed["detail"].as_str().unwrap().contains("nosy-bank"));
+    assert_eq!(step("closed", None).await.unwrap().status(), 200);
+    assert_problem(step("investigating", None).await.unwrap(), 409).await;
 
     let mine: Value = app
         .http
@@ -355,4 +377,49 @@ async fn hostile_complaint_text_is_refused() {
         .await
         .unwrap();
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn no_lockdown_can_reach_a_staff_role() {
+    let app = TestApp::spawn().await;
+    let (_, officer) = app.token("security_officer").await;
+    let (handler_id, _) = app
+        .add_client_in("objection_handler", "staff-org", None)
+        .await;
+    let lock = |body: Value| {
+        app.http
+            .post(format!("{}/admin/lockdown", app.url))
+            .bearer_auth(&officer)
+            .json(&body)
+            .send()
+    };
+    let why = |v: &Value| v["detail"].as_str().unwrap().to_string();
+    let body = assert_problem(
+        lock(json!({"org": "staff-org", "reason": "x"}))
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert!(why(&body).contains("staff"), "{body}");
+    let body = assert_problem(
+        lock(json!({"client_id": handler_id, "reason": "x"}))
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert!(why(&body).contains("staff"), "{body}");
+    // The officer's own org (test-org) holds staff clients too.
+    assert_problem(
+        lock(json!({"org": "test-org", "reason": "x"}))
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    let res = lock(json!({"org": "some-bank", "reason": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 }

@@ -506,3 +506,86 @@ fn law_a_client_role_declaring_the_subjects_purpose_is_refused_at_load() {
         "{err}"
     );
 }
+
+/// Display rules apply to every purpose except the full-history ones (supervision, enforcement,
+/// and the subject's own self_query, see shipped.toml's own-record case):
+/// each (role, purpose) a client may declare is checked, so a new purpose cannot slip past them.
+#[tokio::test]
+async fn law_a_repaired_penalty_is_withheld_from_every_purpose_but_full_history() {
+    let app = TestApp::spawn().await;
+    *app.fake.doc.lock().unwrap() = json!({
+        "uscc": "91350100M000100Y43", "region": "350000",
+        "penalties": [
+            {"decision_number": "REPAIRED", "severity": "serious", "decided_at": ymd(500),
+             "publication_ends": ymd(-500), "ended_at": ymd(600), "repaired_at": ymd(30)},
+            {"decision_number": "MINOR", "severity": "minor", "decided_at": ymd(10),
+             "ended_at": ymd(20)},
+        ],
+    });
+    let path = "/v1/stores/fake/doc/91350100M000100Y43";
+    let cases: &[(&str, Option<&str>, &[&str], bool)] = &[
+        ("regulator", None, &["supervision", "enforcement"], true),
+        (
+            "regional_regulator",
+            Some("350000"),
+            &["supervision", "enforcement"],
+            true,
+        ),
+        (
+            "government_agency",
+            None,
+            &[
+                "administrative_approval",
+                "qualification_review",
+                "bidding",
+                "public_procurement",
+                "fiscal_funds",
+            ],
+            false,
+        ),
+        (
+            "financial_institution",
+            None,
+            &["lending", "guarantee", "risk_control"],
+            false,
+        ),
+        ("credit_agency", None, &["credit_service"], false),
+    ];
+    for (role, region, purposes, full) in cases {
+        let token = app.token_in(role, "org-x", *region).await;
+        for purpose in *purposes {
+            let (status, body) = get(&app, Some(&token), path, purpose).await;
+            assert_eq!(status, 200, "{role}/{purpose}: {body}");
+            let seen = refs(&body, "penalties", "decision_number");
+            let want: Vec<&str> = if *full {
+                vec!["REPAIRED", "MINOR"]
+            } else {
+                vec![]
+            };
+            assert_eq!(seen, want, "{role}/{purpose}: {body}");
+        }
+    }
+}
+
+/// Adverse is the default: a list entry whose `list` is not a declared good value ("BAD",
+/// "Black", "negative", a typo) is held to the black list's display period, not released.
+#[tokio::test]
+async fn law_an_unknown_list_value_is_adverse() {
+    let app = TestApp::spawn().await;
+    let entry = |list: &str| json!({"list": list, "reason": "r", "listed_at": ymd(1500), "valid_until": ymd(-300)});
+    *app.fake.doc.lock().unwrap() = json!({
+        "uscc": "91350100M000100Y43", "region": "350000",
+        "list_entries": [entry("black"), entry("BAD"), entry("Black"), entry("negative"),
+                         entry("red")],
+    });
+    let bank = app.token("financial_institution").await.1;
+    let (status, body) = get(
+        &app,
+        Some(&bank),
+        "/v1/stores/fake/doc/91350100M000100Y43",
+        "lending",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(refs(&body, "list_entries", "list"), vec!["red"], "{body}");
+}

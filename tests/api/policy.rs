@@ -268,10 +268,11 @@ fn penalty(n: &str, severity: &str, days_ago: i64, ends_days_ago: i64) -> Value 
 }
 
 /// Display periods (NDRC 信用修复管理办法: minor none, general 1 year, serious 3 years) hold
-/// for the public and the sanctioning purposes; the five-year retention (征信业管理条例
-/// art. 16) for every role, regulators included; an undated record for no one.
+/// for every purpose but supervision and enforcement (risk control included); the five-year
+/// retention (征信业管理条例 art. 16) for every role, regulators included; an undated record for
+/// no one.
 #[tokio::test]
-async fn display_periods_hold_for_public_and_sanctions_and_retention_for_every_role() {
+async fn display_periods_hold_for_every_purpose_but_full_history_and_retention_for_every_role() {
     let app = TestApp::spawn().await;
     *app.fake.doc.lock().unwrap() = json!({
         "uscc": "91350100M000100Y43",
@@ -324,7 +325,7 @@ async fn display_periods_hold_for_public_and_sanctions_and_retention_for_every_r
         "serious-2y",
         "serious-4y",
     ];
-    assert_eq!(numbers(&read(bank, "risk_control").await), retained);
+    assert_eq!(numbers(&read(bank, "risk_control").await), displayed);
     let (_, regulator) = app.token("regulator").await;
     assert_eq!(
         numbers(&read(regulator, "supervision").await),

@@ -72,7 +72,7 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
     let id = filed["id"].as_str().unwrap().to_string();
     assert_eq!(filed["status"], "active");
 
-    // The public, a bank, a list answer: each carries it on my record, on mine only.
+    // The public and a bank each see it on my record, on mine only.
     let doc = public_entity(&app, &mine).await;
     assert_eq!(doc["_statements"][0]["text"], text, "{doc}");
     assert_eq!(doc["_statements"][0]["id"], id.as_str());
@@ -97,11 +97,9 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
         .json()
         .await
         .unwrap();
+    // Filed on `entity`, it is not on the list dataset's rows (see the test below).
     let rows = list["items"].as_array().unwrap();
-    let row = rows.iter().find(|r| r["uscc"] == mine.as_str()).unwrap();
-    assert_eq!(row["_statements"][0]["text"], text);
-    let other = rows.iter().find(|r| r["uscc"] == theirs.as_str()).unwrap();
-    assert!(other.get("_statements").is_none());
+    assert!(rows.iter().all(|r| r.get("_statements").is_none()));
 
     let listed: Value = get(&app, &me, "/subject/statements")
         .await
@@ -395,16 +393,17 @@ async fn a_consent_receipt_verifies_offline_and_any_changed_byte_fails() {
     assert_eq!(c["ends_with"], "business_relationship");
     let receipt = c["receipt"].clone();
 
-    // Only the published key: fetched without a token, then no gateway at all.
-    let key: Value = app
+    // Only the published key: fetched without a token, then no gateway at all. It is a
+    // discovery document: anonymous calls write no audit record (no `X-Audit-Id`).
+    let res = app
         .http
         .get(format!("{}/subject/consents/receipt-key", app.url))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-audit-id").is_none(), "unaudited");
+    let key: Value = res.json().await.unwrap();
     let public = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
     assert_eq!(key["kid"], receipt["kid"]);
     let signed = consents::verify_receipt(&receipt, &public).unwrap();
@@ -618,4 +617,76 @@ async fn the_free_self_query_number_and_its_source_come_from_the_policy() {
         detail.contains("limit is 1") && detail.contains("a regional rule, art. 9"),
         "{detail}"
     );
+}
+
+#[tokio::test]
+async fn a_statement_naming_someone_else_is_refused_and_shows_only_on_its_dataset() {
+    let app = TestApp::spawn().await;
+    let (mine, theirs) = (uscc(&app, 0), uscc(&app, 1));
+    let me = app.subject_token(&mine, SubjectType::Legal);
+    let person_id = app.sample().persons[0]["id_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lower = person_id.to_lowercase();
+    for text in [
+        format!("法定代表人身份证{person_id}"),
+        format!("id:{lower}"),
+        "联系电话13812345678".to_string(),
+        "call 138 1234 5678".to_string(),
+        "call 138-1234-5678".to_string(),
+        "电话１３８１２３４５６７８".to_string(),
+        format!("与{theirs}有关"),
+    ] {
+        let res = post(&app, &me, "/subject/statements", statement(&mine, &text)).await;
+        let body = assert_problem(res, 400).await;
+        let why = body["detail"].as_str().unwrap();
+        assert!(
+            why.contains("ID number") || why.contains("phone") || why.contains("USCC"),
+            "{text}: {body}"
+        );
+    }
+    // Its own USCC may be named.
+    let text = format!("本公司{mine}已整改");
+    let res = post(&app, &me, "/subject/statements", statement(&mine, &text)).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        public_entity(&app, &mine).await["_statements"][0]["text"],
+        text
+    );
+    // Filed on `entity`: not shown on the list dataset's rows.
+    let (_, bank) = app.token("financial_institution").await;
+    let list: Value = app
+        .data(&bank, "/v1/stores/power/entities?page_size=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = list["items"].as_array().unwrap();
+    let row = rows.iter().find(|r| r["uscc"] == mine.as_str()).unwrap();
+    assert!(row.get("_statements").is_none(), "{row}");
+}
+
+/// A self-query whose every section failed answers 502 and uses none of the free queries.
+#[tokio::test]
+async fn a_self_query_whose_every_section_failed_is_502_and_not_counted() {
+    let dead = crate::helpers::dead_addr();
+    let app = TestApp::spawn_with(|c| {
+        for s in &mut c.stores {
+            s.upstream = format!("http://{dead}");
+        }
+    })
+    .await;
+    let me = app.subject_token("91350100M000100Y43", SubjectType::Legal);
+    for _ in 0..3 {
+        assert_problem(own_record(&app, &me).await, 502).await;
+    }
+    let used = credgate::storage::statements::self_queries(
+        &app.state.db,
+        &credgate::domain::SubjectId::parse(SubjectType::Legal, "91350100M000100Y43").unwrap(),
+        time::OffsetDateTime::now_utc().year().into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(used, 0);
 }

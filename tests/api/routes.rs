@@ -23,7 +23,9 @@ fn on_the_short_list(reason: Unaudited, method: Option<&Method>, path: &str) -> 
         Unaudited::Metrics => path == "/metrics",
         Unaudited::Jwks => path == "/.well-known/jwks.json",
         Unaudited::Discovery => {
-            path == "/.well-known/oauth-authorization-server" || path == "/openapi.json"
+            path == "/.well-known/oauth-authorization-server"
+                || path == "/openapi.json"
+                || path == "/subject/consents/receipt-key"
         }
         Unaudited::StaticAssets => path.starts_with("/assets/"),
     }

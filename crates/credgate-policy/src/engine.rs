@@ -38,7 +38,8 @@ struct DatedRule {
     date: String,
     end: Option<String>,
     id: Option<String>,
-    adverse_when: Option<(String, Vec<String>)>,
+    /// (field, values exempt from the rule): every other value is subject to it.
+    good_when: Option<(String, Vec<String>)>,
     until: Vec<String>,
     withdrawn: Vec<String>,
     repaired: Option<String>,
@@ -49,13 +50,14 @@ struct DatedRule {
 
 impl DatedRule {
     fn is_adverse(&self, record: &Value) -> bool {
-        match &self.adverse_when {
+        match &self.good_when {
             None => true,
-            Some((field, values)) => match record.get(field).and_then(Value::as_str) {
-                Some(v) => values.iter().any(|a| a == v),
-                // Without the field the record cannot be told good: treated as adverse.
-                None => true,
-            },
+            // Only a declared good value exempts; anything else (unknown, misspelt, not a
+            // string, absent) is adverse.
+            Some((field, good)) => !record
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|v| good.iter().any(|g| g == v)),
         }
     }
 
@@ -126,10 +128,11 @@ impl Period {
 }
 
 /// The disclosure rules as compiled: the retention limit for every role, and the display
-/// periods for the purposes that see only what is displayed.
+/// periods for every purpose but the full-history ones.
 pub(super) struct Windows {
     retention: Period,
-    display_purposes: HashSet<String>,
+    /// Purposes exempt from display rules; every other purpose is held to them.
+    full_history: HashSet<String>,
     display: Display,
 }
 
@@ -512,8 +515,8 @@ fn compile_dated(
         date: d.date.clone(),
         end: d.end.clone(),
         id: d.id.clone(),
-        adverse_when: d
-            .adverse_when
+        good_when: d
+            .good_when
             .as_ref()
             .map(|a| (a.field.clone(), a.values.clone())),
         until: d.until.clone(),
@@ -586,19 +589,19 @@ pub(super) fn compile_disclosure(
     for (sev, p) in &d.display.min {
         min.insert(sev.clone(), parse_period(src, p)?);
     }
-    let mut display_purposes = HashSet::new();
-    for p in &d.display.purposes {
+    let mut full_history = HashSet::new();
+    for p in &d.display.full_history_purposes {
         if !purposes.contains_key(p.get_ref()) {
             return Err(src.err(
                 p.span(),
                 format!("display: unknown purpose `{}`", p.get_ref()),
             ));
         }
-        display_purposes.insert(p.get_ref().clone());
+        full_history.insert(p.get_ref().clone());
     }
     Ok(Windows {
         retention: parse_period(src, &d.retention.after_end)?,
-        display_purposes,
+        full_history,
         display: Display { max, min },
     })
 }
@@ -689,10 +692,7 @@ pub(super) fn compile_plan(
         dated: ds.dated.clone(),
         flags: ds.flags.clone(),
         retention: windows.retention,
-        display: windows
-            .display_purposes
-            .contains(&purpose.code)
-            .then(|| windows.display.clone()),
+        display: (!windows.full_history.contains(&purpose.code)).then(|| windows.display.clone()),
     }
 }
 

@@ -188,10 +188,12 @@ pub struct DatedEntry {
     /// Field of a record with a stable reference, named when the store is asked to delete it.
     #[serde(default)]
     pub id: Option<String>,
-    /// Only records whose field has one of these values are adverse (dated); others (a good
-    /// record) are not. A record without the field counts as adverse.
+    /// The values that make a record NOT subject to this rule (a good record, a red-list entry
+    /// under the black-list rule). Any other value, a misspelt or unknown one, or a missing
+    /// field, is subject to it: the rule fails closed (`adverse_when` was an allow-list, so
+    /// `"BAD"` or `"Black"` escaped retention and display).
     #[serde(default)]
-    pub adverse_when: Option<AdverseWhen>,
+    pub good_when: Option<GoodWhen>,
     /// Fields with a date after which the record leaves display (`publication_ends`,
     /// `valid_until`).
     #[serde(default)]
@@ -218,7 +220,7 @@ pub struct DatedEntry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdverseWhen {
+pub struct GoodWhen {
     pub field: String,
     pub values: Vec<String>,
 }
@@ -240,9 +242,10 @@ pub struct RetentionEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisplayEntry {
-    /// Purposes that see adverse records only while they are displayed: the public and the
-    /// purposes that sanction (bidding, procurement, lending).
-    pub purposes: Vec<Spanned<String>>,
+    /// The only purposes that see adverse records past their display (regulators reading for
+    /// supervision or enforcement). Every other purpose, one added later included, sees them
+    /// only while displayed: the list names the exceptions so that forgetting one hides data.
+    pub full_history_purposes: Vec<Spanned<String>>,
     /// Longest display period by severity; `"none"`: never displayed.
     pub max: BTreeMap<String, Spanned<String>>,
     /// Shortest display period by severity: a repair ends display no earlier.

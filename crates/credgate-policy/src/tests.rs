@@ -128,9 +128,9 @@ fn an_unknown_purpose_dataset_or_mask_function_is_refused() {
 
 #[test]
 fn an_unknown_purpose_in_the_disclosure_file_is_refused() {
-    let e = broken("disclosure.toml", "\"bidding\"", "\"biding\"");
+    let e = broken("disclosure.toml", "\"enforcement\"", "\"enforcment\"");
     assert!(
-        e.message.contains("unknown purpose `biding`") && e.line.is_some(),
+        e.message.contains("unknown purpose `enforcment`") && e.line.is_some(),
         "{e}"
     );
 }

@@ -138,7 +138,7 @@ impl Ed25519Key {
 
 /// Key id: the first 16 base64url characters of SHA-256 over the public key, so that the same
 /// key always has the same id on every replica.
-fn kid_of(public: &[u8]) -> String {
+pub fn kid_of(public: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, public);
     URL_SAFE_NO_PAD.encode(digest.as_ref())[..16].to_string()
 }

@@ -58,7 +58,7 @@ pub fn apply(
             .then(|| {
                 kinds
                     .iter()
-                    .find_map(|k| state.statements.annotation(store, *k, id))
+                    .find_map(|k| state.statements.annotation((store, &plan.dataset), *k, id))
             })
             .flatten();
         pending |= marks.as_ref().is_some_and(|(_, open)| *open);

@@ -144,6 +144,17 @@ pub async fn enable_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<bool,
     Ok(done.rows_affected() > 0)
 }
 
+/// The distinct roles of the org's clients (any status): a lockdown of the org must not reach a
+/// staff role's client.
+pub async fn roles_in_org(db: &Db, org: &str) -> Result<Vec<String>, StorageError> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT role FROM clients WHERE org = $1")
+            .bind(org)
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
+
 pub async fn list(db: &Db) -> Result<Vec<ClientRecord>, StorageError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"

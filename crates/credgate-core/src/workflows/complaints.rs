@@ -18,7 +18,7 @@ use crate::{
     audit::{Deferred, store as audit_store},
     domain::{SubjectId, names::is_name},
     services::Core,
-    storage::{self, Db, StorageError, lockdowns, micros_to_rfc3339},
+    storage::{self, Db, StorageError, micros_to_rfc3339},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,13 +256,11 @@ pub struct TransitionRequest {
     /// On `upheld` or `dismissed`: what the subject reads (the note, if none is given).
     #[serde(default)]
     pub answer: Option<String>,
-    /// On `upheld`: lock the org out at once.
-    #[serde(default)]
-    pub lockdown: bool,
 }
 
-/// A checked move: the note and answer normalised, the dismissal's reason present, the
-/// lockdown only with `upheld`.
+/// A checked move: the note and answer normalised, the dismissal's reason present. There is no
+/// `lockdown` field (refused as unknown): a lockdown is the security officer's alone, and the org
+/// a complaint names is the subject's free choice, so upholding one only proposes a lockdown.
 struct Decided {
     to: Status,
     note: Option<String>,
@@ -273,11 +271,6 @@ fn check(c: &Complaint, req: TransitionRequest) -> Result<Decided, WorkflowError
     let to = MACHINE.parse(&req.to)?;
     let note = text::NOTE.clean_or_none(req.note.as_deref())?;
     let answer = ANSWER.clean_or_none(req.answer.as_deref())?;
-    if req.lockdown && to != Status::Upheld {
-        return Err(WorkflowError::Conflict(
-            "a lockdown goes only with upholding a complaint".into(),
-        ));
-    }
     MACHINE.check(c.status, to, Actor::Handler)?;
     let decision = matches!(to, Status::Upheld | Status::Dismissed);
     if to == Status::Dismissed && note.is_none() {
@@ -298,19 +291,15 @@ fn check(c: &Complaint, req: TransitionRequest) -> Result<Decided, WorkflowError
     Ok(Decided { to, note, answer })
 }
 
-/// Checks a handler's move and defers it, with the decision's answer and an upheld complaint's
-/// lockdown, to the audit record's transaction: all of it commits, or none. Returns what the
-/// handler is answered.
+/// Checks a handler's move and defers it, with the decision's answer, to the audit record's
+/// transaction: all of it commits, or none. After an upheld complaint commits, the security
+/// officer is alerted to decide on a lockdown of the org. Returns what the handler is answered.
 pub fn decide(
     state: &Core,
     c: Complaint,
     req: TransitionRequest,
     actor: String,
 ) -> Result<(Value, Deferred), WorkflowError> {
-    let lockdown = req.lockdown.then(|| {
-        let reason = format!("complaint {} upheld", c.id);
-        lockdowns::prepare(None, Some(&c.against_org), &reason, &actor)
-    });
     let Decided { to, note, answer } = check(&c, req)?;
     let now = state.clock.now();
     let mut after = c.clone();
@@ -319,10 +308,7 @@ pub fn decide(
         after.outcome = Some(to.as_str().into());
         after.answer = answer.clone().or(after.answer);
     }
-    let mut v = after.view(now);
-    if let Some((l, _)) = &lockdown {
-        v["lockdown"] = json!(l);
-    }
+    let v = after.view(now);
     let mv = machine::Move {
         id: c.id.clone(),
         from: c.status,
@@ -333,35 +319,38 @@ pub fn decide(
         at: now,
     };
     let done = {
-        let (state, id, lockdown) = (state.clone(), c.id.clone(), lockdown.clone());
+        let (state, id, org) = (state.clone(), c.id.clone(), c.against_org.clone());
         async move {
-            if let Some((l, _)) = lockdown {
-                state.client_status.invalidate();
-                tracing::warn!(complaint = %id, org = ?l.org, lockdown = %l.id, "complaint upheld with lockdown");
+            if to == Status::Upheld {
+                propose_lockdown(&state, &id, &org).await;
             }
         }
     };
-    let extra = decision_extra(c.id, to, answer, lockdown);
+    let extra = decision_extra(c.id, to, answer);
     Ok((v, MACHINE.deferred(mv, Some(extra)).then(done)))
 }
 
-/// The decision's outcome and answer, and the lockdown, written after the guarded move.
-fn decision_extra(
-    id: String,
-    to: Status,
-    answer: Option<String>,
-    lockdown: Option<(lockdowns::Lockdown, i64)>,
-) -> Extra {
-    let parts = Arc::new((id, answer, lockdown));
+/// Raised after the upheld decision committed: the officer decides whether the org is locked
+/// down. A failure is logged, not answered: the decision itself stands.
+async fn propose_lockdown(state: &Core, id: &str, org: &str) {
+    let detail =
+        format!("complaint {id} against org {org} was upheld: consider a lockdown of {org}");
+    if let Err(e) =
+        crate::audit::alerts::insert(&state.db, "complaint-upheld", None, &detail, &[]).await
+    {
+        tracing::error!(complaint = %id, error = %e, "the lockdown proposal could not be raised");
+    }
+}
+
+/// The decision's outcome and answer, written after the guarded move.
+fn decision_extra(id: String, to: Status, answer: Option<String>) -> Extra {
+    let parts = Arc::new((id, answer));
     Arc::new(move |conn| {
         let parts = parts.clone();
         Box::pin(async move {
-            let (id, answer, lockdown) = &*parts;
+            let (id, answer) = &*parts;
             if matches!(to, Status::Upheld | Status::Dismissed) {
                 storage::complaints::decide_in(conn, id, to, answer.as_deref()).await?;
-            }
-            if let Some((l, at)) = lockdown {
-                lockdowns::insert_in(conn, l, *at).await?;
             }
             Ok(())
         })
@@ -391,17 +380,11 @@ mod tests {
         }
     }
 
-    fn req(
-        to: &str,
-        note: Option<&str>,
-        answer: Option<&str>,
-        lockdown: bool,
-    ) -> TransitionRequest {
+    fn req(to: &str, note: Option<&str>, answer: Option<&str>, _: bool) -> TransitionRequest {
         TransitionRequest {
             to: to.into(),
             note: note.map(Into::into),
             answer: answer.map(Into::into),
-            lockdown,
         }
     }
 
@@ -441,8 +424,13 @@ mod tests {
             req("investigating", None, Some("a"), false),
         );
         assert!(matches!(early, Err(WorkflowError::BadRequest(_))));
-        let lock = check(&c, req("dismissed", Some("r"), None, true));
-        assert!(matches!(lock, Err(WorkflowError::Conflict(_))));
+        let lock = serde_json::from_value::<TransitionRequest>(
+            serde_json::json!({"to": "upheld", "lockdown": true}),
+        );
+        assert!(
+            lock.is_err(),
+            "a handler's transition cannot carry a lockdown"
+        );
         let unknown = check(&c, req("Upheld", None, None, false));
         assert!(matches!(unknown, Err(WorkflowError::BadRequest(_))));
     }

@@ -1,5 +1,6 @@
 //! The subject's own statements (本人声明, issue 15 item 1): a short text a data subject attaches
-//! to one of their records, shown with that record to every reader until they withdraw it.
+//! to one of their records, shown with that record (on the dataset it was filed under) to every
+//! reader until they withdraw it. It may not name a third person (see `refuse_identifiers`).
 //! Which records carry one is kept in memory, like the objection marks, so that annotating an
 //! answer is a lookup; loaded at start, refreshed after every change this process makes, and
 //! rebuilt when another replica signals a change (the objections topic).
@@ -67,6 +68,45 @@ pub fn normalise_text(raw: &str) -> Result<String, WorkflowError> {
     Ok(text.to_string())
 }
 
+/// A statement is shown unmasked to every reader of the record, so it may not carry a third
+/// person's identifiers: a valid resident ID number, a mobile phone number, or a USCC other
+/// than the filer's own. The text is compared folded (NFKC, so full-width digits count; the
+/// usual separators inside a number dropped), which errs towards refusing.
+fn refuse_identifiers(text: &str, own: &SubjectId) -> Result<(), WorkflowError> {
+    let folded: Vec<char> = text
+        .nfkc()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '_' | '/' | '\u{3000}'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let refuse = |why: &str| {
+        Err(WorkflowError::BadRequest(format!(
+            "text {why}: a statement is shown to every reader, unmasked; leave it out"
+        )))
+    };
+    for w in folded.windows(18) {
+        let cand: String = w.iter().collect();
+        if !cand.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        if crate::domain::ResidentId::parse(&cand).is_ok() && cand != own.as_str() {
+            return refuse("carries a resident ID number");
+        }
+        if crate::domain::Uscc::parse(&cand).is_ok() && cand != own.as_str() {
+            return refuse("carries another organisation's USCC");
+        }
+    }
+    let digit = |i: usize| folded.get(i).is_some_and(char::is_ascii_digit);
+    for i in 0..folded.len() {
+        let mobile = folded[i] == '1'
+            && folded.get(i + 1).is_some_and(|c| ('3'..='9').contains(c))
+            && (i + 2..i + 11).all(digit);
+        if mobile && (i == 0 || !digit(i - 1)) && !digit(i + 11) {
+            return refuse("carries a mobile phone number");
+        }
+    }
+    Ok(())
+}
+
 /// Checks a submission against the catalog and the caller, as objections are checked: a known
 /// store and dataset about the caller's type of subject, and their own record (named by their
 /// own id). Returns the statement to file.
@@ -102,6 +142,7 @@ pub fn prepare(
         ));
     }
     let text = normalise_text(&req.text)?;
+    refuse_identifiers(&text, subject)?;
     Ok(Statement {
         id: format!("st_{}", uuid::Uuid::now_v7().simple()),
         subject_id: subject.as_str().into(),
@@ -194,12 +235,13 @@ fn refresh_after(
     s: &Statement,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (state, store, record) = (state.clone(), s.store.clone(), s.record_ref.clone());
+    let dataset = s.dataset.clone();
     let kind = s.subject_type.parse::<SubjectType>().ok();
     async move {
         let Some(kind) = kind else { return };
         if let Err(e) = state
             .statements
-            .refresh(&state.db, &store, kind, &record)
+            .refresh(&state.db, (&store, &dataset), kind, &record)
             .await
         {
             tracing::warn!(error = %e, "statements not refreshed; the replica signal will");
@@ -207,8 +249,9 @@ fn refresh_after(
     }
 }
 
-/// store -> (subject type, record ref) -> the record's `_statements` annotation.
-type Index = HashMap<String, HashMap<(SubjectType, String), Value>>;
+/// store -> (subject type, dataset, record ref) -> the record's `_statements` annotation. A
+/// statement is shown on the dataset it was filed under only.
+type Index = HashMap<String, HashMap<(SubjectType, String, String), Value>>;
 
 /// Records that carry a statement, with their annotation built (and capped) when they change.
 #[derive(Debug, Default)]
@@ -246,20 +289,25 @@ impl Statements {
     /// Rebuilds the whole index: at start, and when another replica signalled a change.
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
         let all = repo::all_active(db).await?;
-        let mut by: HashMap<(String, SubjectType, String), Vec<&Statement>> = HashMap::new();
+        type Key = (String, SubjectType, String, String);
+        let mut by: HashMap<Key, Vec<&Statement>> = HashMap::new();
         for s in &all {
             if let Ok(kind) = s.subject_type.parse::<SubjectType>() {
-                by.entry((s.store.clone(), kind, s.record_ref.clone()))
-                    .or_default()
-                    .push(s);
+                let key = (
+                    s.store.clone(),
+                    kind,
+                    s.dataset.clone(),
+                    s.record_ref.clone(),
+                );
+                by.entry(key).or_default().push(s);
             }
         }
         let mut fresh: Index = HashMap::new();
-        for ((store, kind, record), list) in by {
+        for ((store, kind, dataset, record), list) in by {
             fresh
                 .entry(store)
                 .or_default()
-                .insert((kind, record), annotation_of(&list));
+                .insert((kind, dataset, record), annotation_of(&list));
         }
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
@@ -269,17 +317,17 @@ impl Statements {
     pub async fn refresh(
         &self,
         db: &Db,
-        store: &str,
+        (store, dataset): (&str, &str),
         kind: SubjectType,
         record_ref: &str,
     ) -> Result<(), StorageError> {
         let list = repo::active_for_record(db, store, record_ref).await?;
         let mine: Vec<&Statement> = list
             .iter()
-            .filter(|s| s.subject_type == kind.as_str())
+            .filter(|s| s.subject_type == kind.as_str() && s.dataset == dataset)
             .collect();
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let key = (kind, record_ref.to_string());
+        let key = (kind, dataset.to_string(), record_ref.to_string());
         if mine.is_empty() {
             if let Some(records) = map.get_mut(store) {
                 records.remove(&key);
@@ -303,11 +351,16 @@ impl Statements {
             .contains_key(store)
     }
 
-    /// The `_statements` annotation of one record of a subject of this type.
-    pub fn annotation(&self, store: &str, kind: SubjectType, record_ref: &str) -> Option<Value> {
+    /// The `_statements` annotation of one record of this dataset, of a subject of this type.
+    pub fn annotation(
+        &self,
+        (store, dataset): (&str, &str),
+        kind: SubjectType,
+        record_ref: &str,
+    ) -> Option<Value> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(store)?
-            .get(&(kind, record_ref.to_string()))
+            .get(&(kind, dataset.to_string(), record_ref.to_string()))
             .cloned()
     }
 }
