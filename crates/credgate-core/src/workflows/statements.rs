@@ -50,8 +50,8 @@ pub fn normalise_text(raw: &str) -> Result<String, WorkflowError> {
     let text = text.trim();
     let bad = text.chars().find(|c| {
         (c.is_control() && *c != '\n')
-            || matches!(*c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{FFFD}')
+            || crate::domain::names::is_hidden_char(*c)
+            || *c == '\u{FFFD}'
     });
     if let Some(c) = bad {
         return Err(WorkflowError::BadRequest(format!(
@@ -383,6 +383,9 @@ mod tests {
             "a\u{1b}[31mb",
             "ab\u{202E}cd",
             "a\u{200B}b",
+            "a\u{061C}b",
+            "a\u{00AD}b",
+            "a\u{E0041}b",
             "a\tb",
         ] {
             assert!(normalise_text(bad).is_err(), "{bad:?}");

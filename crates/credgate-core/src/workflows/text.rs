@@ -32,15 +32,16 @@ impl Field {
     }
 
     /// The text normalised (CRLF and CR become LF, surrounding white space trimmed), or why it
-    /// is refused: empty, too long, or carrying control or bidirectional-override characters
-    /// (which make a text read differently from what it says). The message names the field
+    /// is refused: empty, too long, or carrying control characters or hidden ones
+    /// (`is_hidden_char`: bidi marks, zero-width, tags, private use, unassigned), which make a
+    /// text read differently from what it says. The message names the field
     /// and its bounds, never the text, so it can answer a whistleblower's filing too.
     pub fn clean(&self, raw: &str) -> Result<String, WorkflowError> {
         let text = raw.replace("\r\n", "\n").replace('\r', "\n");
         let text = text.trim();
         let bad = |c: char| {
             (c.is_control() && !(self.multiline && matches!(c, '\n' | '\t')))
-                || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+                || crate::domain::names::is_hidden_char(c)
         };
         if text.is_empty() || text.chars().count() > self.max_chars || text.chars().any(bad) {
             return Err(WorkflowError::BadRequest(format!(
@@ -71,6 +72,22 @@ pub const NOTE: Field = Field::many("note", 2000);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_characters_are_refused_in_every_field() {
+        let f = Field::many("reason", 50);
+        for c in [
+            '\u{061C}',
+            '\u{00AD}',
+            '\u{200B}',
+            '\u{200E}',
+            '\u{E0041}',
+            '\u{2028}',
+        ] {
+            assert!(f.clean(&format!("a{c}b")).is_err(), "U+{:04X}", c as u32);
+        }
+        assert_eq!(f.clean("全角：ａｂ　中文").unwrap(), "全角：ａｂ　中文");
+    }
 
     #[test]
     fn text_is_normalised_bounded_and_free_of_controls() {
