@@ -418,6 +418,42 @@ async fn report_count(app: &TestApp) -> usize {
         .len()
 }
 
+/// A browser that says the form was posted from another site is refused even with a matching
+/// cookie and token (a cookie planted over plain HTTP cannot then be used cross-site).
+#[tokio::test]
+async fn a_form_posted_from_another_site_is_refused() {
+    let app = TestApp::spawn().await;
+    let (cookie, token) = csrf_pair(&app).await;
+    let form = [
+        ("about", "X Co"),
+        ("category", "fraud"),
+        ("description", "d"),
+        ("csrf", token.as_str()),
+    ];
+    for site in ["cross-site", "same-site"] {
+        let res = app
+            .http
+            .post(format!("{}/report", app.url))
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", site)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{site}");
+    }
+    let res = app
+        .http
+        .post(format!("{}/report", app.url))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
 #[tokio::test]
 async fn a_form_post_without_or_with_a_wrong_csrf_token_is_refused() {
     let app = TestApp::spawn().await;

@@ -83,6 +83,15 @@ impl Csrf {
 /// Whether a POST carries a cookie nonce and the field that signs it. Compared in constant
 /// time by `hmac::verify`.
 pub fn verify(state: &AppState, headers: &HeaderMap, field: Option<&str>) -> bool {
+    // A second layer for plain HTTP, where a planted non-`__Host-` cookie could pair with a
+    // token fetched for it: a browser that says the form came from another site is refused.
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
+    {
+        return false;
+    }
     let Some(nonce) = super::cookie(headers, cookie_name(state)).filter(|n| well_formed(n)) else {
         return false;
     };
