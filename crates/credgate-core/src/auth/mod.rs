@@ -162,14 +162,8 @@ pub fn admit(state: &Core, who: &Identified) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// A valid data-subject token from one of the configured identity providers, with the keys
-/// at hand (see `oidc::Providers::verify_cached`): for handlers that check synchronously.
-pub fn authenticate_subject(state: &Core, headers: &HeaderMap) -> Result<DataSubject, AuthError> {
-    let token = bearer(headers)?;
-    as_subject(state.providers().verify_cached(token))
-}
-
-/// The same, waiting for a key refresh when the token names a key not yet fetched.
+/// A valid data-subject token from one of the configured identity providers, waiting for a key
+/// refresh when the token names a key not yet fetched.
 pub async fn authenticate_subject_fresh(
     state: &Core,
     headers: &HeaderMap,
@@ -208,17 +202,6 @@ pub fn note_subject(
         .subjects
         .check_rate(&s.id)
         .map_err(AuthError::RateLimited)
-}
-
-/// The same, noting the acting subject in the audit record.
-pub fn authenticate_subject_audited(
-    state: &Core,
-    headers: &HeaderMap,
-    slot: &crate::audit::AuditSlot,
-) -> Result<DataSubject, AuthError> {
-    let s = authenticate_subject(state, headers)?;
-    note_subject(state, &s, slot)?;
-    Ok(s)
 }
 
 /// Whether the bearer token claims a configured identity provider as its issuer: a person's

@@ -344,22 +344,6 @@ impl Providers {
         self.check(p, &keys, &kid, alg, token)
     }
 
-    /// The same with the keys at hand, for callers that cannot wait: an unknown `kid` starts
-    /// the (rate-limited) refresh in the background and fails this token, so the next one
-    /// signed with a rotated key passes.
-    pub fn verify_cached(self: &Arc<Self>, token: &str) -> Result<Verified, OidcError> {
-        let (p, kid, alg) = self.target(token)?;
-        let keys = p.current();
-        if !keys.contains_key(&kid) && p.config.static_jwks().is_none() && p.may_force() {
-            let index = self.list.iter().position(|q| std::ptr::eq(q, p));
-            if let (Some(i), Ok(rt)) = (index, tokio::runtime::Handle::try_current()) {
-                let me = self.clone();
-                rt.spawn(async move { me.refresh(&me.list[i]).await });
-            }
-        }
-        self.check(p, &keys, &kid, alg, token)
-    }
-
     /// Whether `token` claims to come from a configured provider (its unverified `iss`): which
     /// verifier should look at it, not whether it is valid.
     pub fn claims_issuer(&self, token: &str) -> bool {
