@@ -641,7 +641,7 @@ async fn errors_on_page_paths_are_pages_in_the_readers_language_and_elsewhere_pr
 // ---- the browser ----
 
 /// chromedriver on a free port, ended when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: std::process::Child,
     url: String,
 }
@@ -653,7 +653,7 @@ impl Drop for Driver {
     }
 }
 
-fn which(bin: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -661,7 +661,7 @@ fn which(bin: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-async fn start_driver() -> Option<Driver> {
+pub(crate) async fn start_driver() -> Option<Driver> {
     let bin = which("chromedriver")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -690,7 +690,7 @@ async fn start_driver() -> Option<Driver> {
     None
 }
 
-async fn browser(driver: &Driver) -> Client {
+pub(crate) async fn browser(driver: &Driver) -> Client {
     let chromium = which("chromium")
         .or_else(|| which("chromium-browser"))
         .expect("chromium next to chromedriver");
@@ -709,20 +709,20 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a browser session starts")
 }
 
-fn shots_dir() -> std::path::PathBuf {
+pub(crate) fn shots_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn shot(c: &Client, name: &str) {
+pub(crate) async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
 }
 
 /// The field a `<label>` with exactly this text names: finds it the way a person (or a screen
 /// reader) does, so an unbound label fails here.
-async fn field(c: &Client, label: &str) -> fantoccini::elements::Element {
+pub(crate) async fn field(c: &Client, label: &str) -> fantoccini::elements::Element {
     let xpath = format!("//label[normalize-space()='{label}']");
     let l = c
         .find(Locator::XPath(&xpath))
@@ -736,14 +736,14 @@ async fn field(c: &Client, label: &str) -> fantoccini::elements::Element {
     c.find(Locator::Id(&id)).await.unwrap()
 }
 
-async fn button(c: &Client, text: &str) -> fantoccini::elements::Element {
+pub(crate) async fn button(c: &Client, text: &str) -> fantoccini::elements::Element {
     let xpath = format!("//button[normalize-space()='{text}']");
     c.find(Locator::XPath(&xpath))
         .await
         .unwrap_or_else(|_| panic!("a button `{text}`"))
 }
 
-async fn body_text(c: &Client) -> String {
+pub(crate) async fn body_text(c: &Client) -> String {
     match c.find(Locator::Css("body")).await {
         Ok(b) => b.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -752,7 +752,7 @@ async fn body_text(c: &Client) -> String {
 
 /// Waits (up to 10 s) for the page to show `needle`: a click that submits a form or follows a
 /// link returns before the next page has loaded, and the old page's elements go stale.
-async fn wait_text(c: &Client, needle: &str) -> String {
+pub(crate) async fn wait_text(c: &Client, needle: &str) -> String {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let text = body_text(c).await;

@@ -9,10 +9,13 @@
 
 mod assets;
 pub mod chart;
+mod console;
 mod csrf;
 mod i18n;
+mod portal;
 mod public;
 mod report;
+pub mod session;
 
 use std::sync::LazyLock;
 
@@ -32,7 +35,7 @@ use super::routes::{AuditKind, Group, Unaudited, audited, get, post, unaudited};
 /// Every page route: assets unaudited (they carry nothing), every page audited as Public,
 /// whether it shows data (look-ups, lists, a report's status) or only a form.
 pub fn routes() -> Vec<Group> {
-    vec![
+    let mut groups = vec![
         unaudited(
             Unaudited::StaticAssets,
             vec![get("/assets/{file}", assets::serve)],
@@ -49,7 +52,11 @@ pub fn routes() -> Vec<Group> {
                 get("/lang/{code}", switch_language),
             ],
         ),
-    ]
+    ];
+    groups.extend(session::routes());
+    groups.extend(console::routes());
+    groups.extend(portal::routes());
+    groups
 }
 
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
@@ -63,6 +70,9 @@ pub fn is_page_path(path: &str) -> bool {
         || path.starts_with("/lists/")
         || path.starts_with("/lang/")
         || path.starts_with("/assets/")
+        || ["/console", "/portal", "/signin", "/signout"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 /// The outermost layer for page paths: every response gets the security headers, and any
@@ -125,7 +135,7 @@ fn error_html(lang: Lang, status: StatusCode, request_id: &str) -> String {
         .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into())
 }
 
-/// One navigation entry: the catalog key of its label and where it goes.
+/// One navigation entry of the public pages: the catalog key of its label and where it goes.
 const NAV: &[(&str, &str)] = &[
     ("nav.lookup", "/"),
     ("nav.red", "/lists/red"),
@@ -141,7 +151,11 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("list.html", include_str!("templates/list.html")),
         ("report.html", include_str!("templates/report.html")),
         ("error.html", include_str!("templates/error.html")),
-    ] {
+    ]
+    .into_iter()
+    .chain(console::TEMPLATES.iter().copied())
+    .chain(portal::TEMPLATES.iter().copied())
+    {
         env.add_template(name, src)
             .expect("the built-in templates parse (tests render each)");
     }
@@ -167,7 +181,7 @@ pub fn render_str(
     current: &str,
     ctx: Value,
 ) -> Result<String, minijinja::Error> {
-    let nav: Vec<Value> = NAV
+    let nav: Vec<Value> = nav_of(here)
         .iter()
         .map(|(key, href)| context! { key, href, current => *href == current })
         .collect();
@@ -180,6 +194,17 @@ pub fn render_str(
         ..ctx
     };
     ENV.get_template(template)?.render(full)
+}
+
+/// The navigation of the area a path is in: the console's, the portal's, or the public one.
+fn nav_of(here: &str) -> &'static [(&'static str, &'static str)] {
+    if here.starts_with("/console") {
+        console::NAV
+    } else if here.starts_with("/portal") {
+        portal::NAV
+    } else {
+        NAV
+    }
 }
 
 /// A rendered page as a response; a template failure is logged and drawn as a plain error
