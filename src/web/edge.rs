@@ -41,47 +41,6 @@ impl ClientCert {
 #[derive(Debug, Clone, Copy)]
 pub struct Https;
 
-/// Refuses a bearer token bound to a client certificate (RFC 8705 `cnf`) on a connection that
-/// did not present that certificate: a stolen token is useless without the institution's key.
-/// Runs inside the audit layer, so the refusal is recorded. Only the unverified payload is read
-/// here, which is safe because this can only refuse: acceptance still needs the signature
-/// check, and the `cnf` claim is under the signature.
-pub async fn require_binding(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    if let Some(bound) = bearer_cnf(req.headers()) {
-        let presented = req.extensions().get::<ClientCert>().map(|c| c.0.as_str());
-        if presented != Some(bound.as_str()) {
-            return super::Error::Unauthorized(
-                "the token is bound to a client certificate this connection did not present",
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// The `cnf.x5t#S256` of the bearer token's payload, if it has one.
-fn bearer_cnf(headers: &HeaderMap) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Payload {
-        cnf: Option<crate::auth::tokens::Confirmation>,
-    }
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let payload = token.trim().split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let parsed: Payload = serde_json::from_slice(&bytes).ok()?;
-    parsed.cnf.map(|c| c.x5t_s256)
-}
-
 /// The edge settings the accept loop reads: TLS (if any) and whose forwarding headers count.
 #[derive(Clone, Default)]
 pub struct Edge {

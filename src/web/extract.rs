@@ -44,10 +44,12 @@ fn slot_of(parts: &Parts) -> AuditSlot {
 /// that a 429 or a lockdown refusal names whom it refused.
 pub async fn institution(
     state: &AppState,
-    headers: &HeaderMap,
+    parts: &Parts,
     slot: &AuditSlot,
 ) -> Result<auth::Institution, Error> {
-    let known = auth::identify_institution(state, headers).await?;
+    let cert = parts.extensions.get::<super::edge::ClientCert>();
+    let known =
+        auth::identify_institution(state, &parts.headers, cert.map(|c| c.0.as_str())).await?;
     slot.update(|a| {
         a.client_id = Some(known.client.client_id.clone());
         a.org = Some(known.client.org.clone());
@@ -61,15 +63,15 @@ pub async fn institution(
 /// 403 under `rule`.
 pub async fn staff(
     state: &AppState,
-    headers: &HeaderMap,
+    parts: &Parts,
     slot: &AuditSlot,
     roles: &[&str],
     rule: &str,
 ) -> Result<auth::Institution, Error> {
-    if auth::is_person_token(state, headers) {
-        return person(state, headers, slot, roles, rule).await;
+    if auth::is_person_token(state, &parts.headers) {
+        return person(state, &parts.headers, slot, roles, rule).await;
     }
-    let who = institution(state, headers, slot).await?;
+    let who = institution(state, parts, slot).await?;
     if roles.contains(&who.role.as_str()) {
         return Ok(who);
     }
@@ -173,7 +175,7 @@ macro_rules! staff_extractor {
                 state: &AppState,
             ) -> Result<Self, Error> {
                 let slot = slot_of(parts);
-                staff(state, &parts.headers, &slot, Self::ROLES, Self::RULE)
+                staff(state, parts, &slot, Self::ROLES, Self::RULE)
                     .await
                     .map(Self)
             }
@@ -223,7 +225,7 @@ impl FromRequestParts<AppState> for Institution {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let slot = slot_of(parts);
-        institution(state, &parts.headers, &slot).await.map(Self)
+        institution(state, parts, &slot).await.map(Self)
     }
 }
 

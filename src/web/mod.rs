@@ -104,7 +104,6 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     limits::limit,
                 ))
-                .layer(axum::middleware::from_fn(edge::require_binding))
                 .layer(CatchPanicLayer::new())
                 .layer(
                     TraceLayer::new_for_http()

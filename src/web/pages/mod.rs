@@ -72,7 +72,10 @@ pub fn is_page_path(path: &str) -> bool {
         || path.starts_with("/assets/")
         || ["/console", "/portal", "/signin", "/signout"]
             .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+            .any(|area| {
+                path.strip_prefix(area)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
 }
 
 /// The outermost layer for page paths: every response gets the security headers, and any

@@ -71,17 +71,6 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-/// Phase 1 of a data request: a valid gateway token whose client is still active, within its
-/// rate and not locked down.
-pub async fn authenticate_institution(
-    state: &Core,
-    headers: &HeaderMap,
-) -> Result<Institution, AuthError> {
-    let who = identify_institution(state, headers).await?;
-    admit(state, &who)?;
-    Ok(who.client)
-}
-
 /// A client that holds a valid token and is still active, before the checks that refuse a
 /// known caller (rate, lockdown): known first, so that those refusals name who was refused.
 #[derive(Debug, Clone)]
@@ -94,9 +83,15 @@ pub struct Identified {
 ///
 /// The client's status comes from the status cache (see `status`): a change made through this
 /// replica holds from the next request, one made anywhere else within a quarter second.
+///
+/// `presented` is the SHA-256 thumbprint of the client certificate this connection presented
+/// (RFC 8705). A token issued over mutual TLS is bound to its certificate (`cnf`) and refused
+/// over any other connection: a stolen token is useless without the institution's key. The
+/// check reads the verified claims, so it costs nothing for an unbound token.
 pub async fn identify_institution(
     state: &Core,
     headers: &HeaderMap,
+    presented: Option<&str>,
 ) -> Result<Identified, AuthError> {
     let token = bearer(headers)?;
     let mut verified = state.tokens.verify(token);
@@ -112,6 +107,13 @@ pub async fn identify_institution(
         tracing::info!(reason = %e, "gateway token refused");
         AuthError::Unauthorized("invalid or expired token")
     })?;
+    if let Some(bound) = &claims.cnf
+        && presented != Some(bound.x5t_s256.as_str())
+    {
+        return Err(AuthError::Unauthorized(
+            "the token is bound to a client certificate this connection did not present",
+        ));
+    }
     let (client, locked) = state
         .client_status
         .get(&state.db, &claims.sub)
