@@ -27,6 +27,7 @@ mod policy_props;
 mod portal_api;
 mod profile;
 mod proxy;
+mod ratelimits;
 mod replicas;
 mod reports;
 mod requests;
