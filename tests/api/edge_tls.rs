@@ -22,27 +22,27 @@ use crate::helpers::{
 };
 
 /// A test CA with the files of one server certificate for 127.0.0.1.
-struct Pki {
-    ca: Ca,
+pub(crate) struct Pki {
+    pub(crate) ca: Ca,
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ca: Ca::new("credgate test CA").unwrap(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         let p = self.dir.path().join("ca.pem");
         std::fs::write(&p, self.ca.pem()).unwrap();
         p
     }
 
     /// Server certificate files valid for `days` (negative: expired).
-    fn server(&self, name: &str, days: i64) -> (PathBuf, PathBuf, Issued) {
+    pub(crate) fn server(&self, name: &str, days: i64) -> (PathBuf, PathBuf, Issued) {
         let issued = self.ca.server(&["127.0.0.1", "localhost"], days).unwrap();
         let cert = self.dir.path().join(format!("{name}.pem"));
         let key = self.dir.path().join(format!("{name}.key"));
@@ -610,7 +610,7 @@ fn an_https_store_without_a_ca_file_is_refused() {
 }
 
 /// Serves `router` over TLS with the given files, on a loopback port.
-async fn serve_tls(router: axum::Router, files: TlsConfig) -> SocketAddr {
+pub(crate) async fn serve_tls(router: axum::Router, files: TlsConfig) -> SocketAddr {
     use tower::ServiceExt;
     let config = credgate::web::edge::TlsHolder::load(files)
         .unwrap()

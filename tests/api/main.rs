@@ -20,6 +20,7 @@ mod hostile;
 mod oauth;
 mod objections;
 mod oidc;
+mod oidc_https;
 mod pages;
 mod people;
 mod policy;
