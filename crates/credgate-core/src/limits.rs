@@ -652,6 +652,25 @@ mod tests {
         assert!(g.admit(None).await.is_ok());
     }
 
+    #[tokio::test]
+    async fn a_charge_is_noted_only_inside_charging_and_says_its_state() {
+        let c = Charge::of("client", 60, 60, Ok(57));
+        assert_eq!((c.remaining, c.reset), (57, 3));
+        let [(_, policy), (_, state)] = c.headers();
+        assert_eq!(policy, "\"client\";q=60;w=60");
+        assert_eq!(state, "\"client\";r=57;t=3");
+        // A burst above the rate never says more is left than the policy's quota.
+        let c = Charge::of("subject", 10, 30, Ok(30));
+        assert_eq!((c.quota, c.remaining, c.reset), (10, 10, 0));
+        let refused = Charge::of("person", 2, 2, Err(7));
+        assert_eq!((refused.remaining, refused.reset), (0, 7));
+        note(c);
+        let ((), seen) = charging(async { note(refused) }).await;
+        assert_eq!(seen, Some(refused));
+        let ((), none) = charging(async {}).await;
+        assert_eq!(none, None);
+    }
+
     #[test]
     fn doors_are_told_apart() {
         assert_eq!(
