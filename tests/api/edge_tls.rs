@@ -533,6 +533,17 @@ async fn openapi_describes_every_route_and_metadata_is_served() {
             .contains("XPurpose")
     );
     assert!(doc["paths"].get("/metrics").is_none());
+    // A 429 says when to retry and which policy refused it, on the data path and at a door.
+    for (path, method) in [
+        ("/v1/stores/{store}/{path}", "get"),
+        ("/subject/me", "get"),
+        ("/public/stores/{store}/{path}", "get"),
+    ] {
+        let headers = &doc["paths"][path][method]["responses"]["429"]["headers"];
+        for name in ["Retry-After", "RateLimit", "RateLimit-Policy"] {
+            assert!(headers[name].is_object(), "{method} {path} 429: {name}");
+        }
+    }
 
     let meta: Value = app
         .http
