@@ -23,8 +23,10 @@ pub struct DemoArgs {
     /// Directory for the demo's config, keys and database (the database is fresh each run).
     #[arg(long, default_value = "credgate-demo")]
     pub dir: PathBuf,
+    /// Where the gateway listens (IP:PORT; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Where the sample store listens (IP:PORT; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub store_listen: SocketAddr,
     /// Where the demo OpenID Connect provider listens (loopback; port 0 picks a free one).

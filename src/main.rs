@@ -10,12 +10,17 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     private_umask();
     let cli = credgate::cli::Cli::parse();
+    if !cli.command.is_server() {
+        default_sigpipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
     match runtime.block_on(credgate::cli::run(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`| head -1`): nothing to say to anyone.
+        Err(e) if broken_pipe(&e) => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -33,4 +38,24 @@ fn private_umask() {
     unsafe {
         libc::umask(0o077);
     }
+}
+
+/// A one-shot command piped into `head` ends as any Unix filter does when its reader goes
+/// away: silently, by SIGPIPE. Rust ignores SIGPIPE by default, which turns that write into an
+/// error and `println!` into a panic message. Servers keep ignoring it: a client closing its
+/// socket must never end the gateway.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Whether `e` comes from writing to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

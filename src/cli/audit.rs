@@ -23,13 +23,15 @@ pub enum AuditCommand {
     /// Move records older than the retention minimum (up to a signed checkpoint) to an
     /// archive file in DIR; the live log keeps verifying from that checkpoint.
     Archive {
+        /// Directory for the archive file (created 0700 if absent; the file is 0600).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Write every record to stdout, oldest first.
+    /// Write every record to stdout, oldest first; each record's `time` is RFC 3339 (UTC).
     Export {
+        /// Output format: one JSON object per line, or CSV with a header row.
         #[arg(long, default_value = "ndjson", value_parser = ["csv", "ndjson"])]
         format: String,
         #[command(flatten)]
@@ -92,7 +94,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     out.write_all(&crate::audit::export::csv_bytes(&rows))?;
                 } else {
                     for r in &page {
-                        out.write_all(&crate::audit::export::ndjson_line(r))?;
+                        out.write_all(&ndjson_line(r))?;
                     }
                 }
             }
@@ -140,14 +142,39 @@ async fn verify_with_witness(
         Some(w) => verify::verify_against(db, public_key, w).await?,
         None => verify::verify(db, public_key).await?,
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let printed = with_times(&report);
+    println!("{}", serde_json::to_string_pretty(&printed)?);
     if !report.ok {
         return Ok(ExitCode::FAILURE);
     }
-    if let (Some(path), Some(last)) = (witness, &report.last_checkpoint) {
-        write_private(path, &serde_json::to_vec_pretty(last)?)?;
+    // The witness is the printed `last_checkpoint`, its RFC 3339 `time` included (ignored when
+    // it is read back: `time_us` is what is compared).
+    if let (Some(path), Some(_)) = (witness, &report.last_checkpoint) {
+        write_private(
+            path,
+            &serde_json::to_vec_pretty(&printed["last_checkpoint"])?,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A verification report as printed: the last checkpoint's `time_us` gets an RFC 3339 `time`
+/// beside it (the witness file keeps the checkpoint as it is).
+fn with_times(report: &crate::audit::verify::ChainVerdict) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).expect("a report serialises");
+    if let Some(last) = &report.last_checkpoint {
+        v["last_checkpoint"]["time"] = crate::storage::micros_to_rfc3339(last.time_us).into();
+    }
+    v
+}
+
+/// One exported record as a JSON line, with an RFC 3339 `time` beside its `time_us`.
+fn ndjson_line(r: &crate::audit::AuditRecord) -> Vec<u8> {
+    let mut v = serde_json::to_value(r).expect("a record serialises");
+    v["time"] = crate::storage::micros_to_rfc3339(r.time_us).into();
+    let mut line = serde_json::to_vec(&v).expect("a value serialises");
+    line.push(b'\n');
+    line
 }
 
 /// Writes `bytes` to `path` through a 0600 temporary file renamed over it: the witness is

@@ -1,4 +1,4 @@
-//! `credgate client add | disable | enable | list`: institutions (machine clients); a secret
+//! `credgate client add | disable | enable | rotate-secret | list`: institutions (machine clients); a secret
 //! is shown once and kept only as its argon2 hash.
 
 use anyhow::bail;
@@ -8,21 +8,26 @@ use super::ConfigArg;
 use crate::{
     auth::secrets,
     config::is_name,
-    policy::PolicySet,
-    storage::{Db, clients},
+    policy::{PolicySet, RowScope},
+    storage::{Db, clients, micros_to_rfc3339},
 };
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Register an institution; its secret is printed once and stored only as a hash.
     Add {
+        /// Display name of the institution: 1-200 characters, no control characters.
         #[arg(long)]
         name: String,
+        /// Organisation id: 1-64 characters of a-z, 0-9, '-' or '_'. Lockdowns can name it.
         #[arg(long)]
         org: String,
+        /// A client role the policies define (roles.toml), not one reserved for the public or
+        /// a data subject; the error lists the allowed ones.
         #[arg(long)]
         role: String,
-        /// Region code (6-digit administrative division) for regionally scoped roles.
+        /// Region code (6-digit administrative division, e.g. 110000): required for a role
+        /// with `row_scope = "region"`, refused for any other.
         #[arg(long)]
         region: Option<String>,
         /// Print a JSON object instead of text.
@@ -33,18 +38,32 @@ pub enum ClientCommand {
     },
     /// Disable a client: running gateways refuse its tokens within a second.
     Disable {
+        /// Client id (cg_ and 32 hex digits), as `client list` shows it.
         id: String,
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Enable a disabled client again (lockdowns covering it stay in force).
     Enable {
+        /// Client id (cg_ and 32 hex digits), as `client list` shows it.
         id: String,
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// List clients (never their secrets).
+    /// Give a client a new secret, printed once; the old one fails from the next token
+    /// request on (tokens already issued stay valid until they expire).
+    RotateSecret {
+        /// Client id (cg_ and 32 hex digits), as `client list` shows it.
+        id: String,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List clients (never their secrets); times are RFC 3339, UTC.
     List {
+        /// Print a JSON array instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -63,7 +82,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             config,
         } => {
             let config = config.load()?;
-            refuse_reserved(&config, &role)?;
+            validate_fields(&name, &org, &role, region.as_deref())?;
+            check_role(&config, &role, region.as_deref())?;
             let db = Db::open(&config.storage_url).await?;
             let (record, secret) = add_client(&db, &name, &org, &role, region.as_deref()).await?;
             if json {
@@ -72,12 +92,11 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     serde_json::json!({
                         "client_id": record.id, "client_secret": secret, "name": record.name,
                         "org": record.org, "role": record.role, "region": record.region,
+                        "created_at": micros_to_rfc3339(record.created_at),
                     })
                 );
             } else {
-                println!("client_id:     {}", record.id);
-                println!("client_secret: {secret}");
-                println!("(the secret is shown only this once; credgate keeps only its hash)");
+                print_secret(&record.id, &secret);
             }
         }
         ClientCommand::Disable { id, config } => {
@@ -94,54 +113,117 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             println!("client {id} enabled");
         }
+        ClientCommand::RotateSecret { id, json, config } => {
+            let db = Db::open(&config.load()?.storage_url).await?;
+            let secret = rotate_secret(&db, &id).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"client_id": id, "client_secret": secret})
+                );
+            } else {
+                print_secret(&id, &secret);
+            }
+        }
         ClientCommand::List { json, config } => {
             let db = Db::open(&config.load()?.storage_url).await?;
-            let list = clients::list(&db).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                for c in list {
-                    println!(
-                        "{}  {:<9} {:<24} {:<20} {}",
-                        c.id,
-                        format!("{:?}", c.status).to_lowercase(),
-                        c.role,
-                        c.org,
-                        c.name
-                    );
-                }
-            }
+            list(&db, json).await?;
         }
     }
     Ok(())
 }
 
-/// A role the policy reserves for the public or a data subject is never a client's.
-/// Unreadable policies cannot say so; the gateway, which cannot run without them, still gives
-/// such a client no token and serves it nothing.
-fn refuse_reserved(config: &crate::config::Config, role: &str) -> anyhow::Result<()> {
-    match PolicySet::load(&config.policy_dir) {
-        Ok(set) => {
-            if let Some(who) = set.reserved(role) {
-                bail!(
-                    "--role {role} is reserved for the {} and is never a client's",
-                    who.who()
-                );
-            }
-        }
-        Err(e) => eprintln!("warning: --role not checked against the policies ({e})"),
+fn print_secret(id: &str, secret: &str) {
+    println!("client_id:     {id}");
+    println!("client_secret: {secret}");
+    println!("(the secret is shown only this once; credgate keeps only its hash)");
+}
+
+/// A new secret for `id`, stored as its hash only; the old one no longer verifies.
+async fn rotate_secret(db: &Db, id: &str) -> anyhow::Result<String> {
+    let secret = secrets::generate_secret();
+    let hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || secrets::hash_secret(&secret)).await?
+    };
+    if !clients::set_secret(db, id, &hash).await? {
+        bail!("no client with id {id}");
+    }
+    Ok(secret)
+}
+
+/// `client list`: one line per client (id, status, role, org, created, name), or JSON with
+/// `created_at` in RFC 3339.
+async fn list(db: &Db, json: bool) -> anyhow::Result<()> {
+    let list = clients::list(db).await?;
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).expect("a client record serialises");
+                v["created_at"] = micros_to_rfc3339(c.created_at).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for c in list {
+        println!(
+            "{}  {:<9} {:<24} {:<20} {}  {}",
+            c.id,
+            format!("{:?}", c.status).to_lowercase(),
+            c.role,
+            c.org,
+            micros_to_rfc3339(c.created_at),
+            c.name
+        );
     }
     Ok(())
 }
 
-/// Validates and registers a client; returns the record and its one-time secret.
-pub async fn add_client(
-    db: &Db,
-    name: &str,
-    org: &str,
+/// The role must be one the policies give a client: defined, not reserved for the public or a
+/// data subject, with a region exactly when it is scoped to one. Policies that do not load
+/// register nothing: the role cannot be checked, and a gateway could not serve it anyway.
+fn check_role(
+    config: &crate::config::Config,
     role: &str,
     region: Option<&str>,
-) -> anyhow::Result<(clients::ClientRecord, String)> {
+) -> anyhow::Result<()> {
+    let dir = config.policy_dir.display();
+    let set = PolicySet::load(&config.policy_dir).map_err(|e| {
+        anyhow::anyhow!("--role cannot be checked: the policies in {dir} do not load: {e}")
+    })?;
+    if let Some(who) = set.reserved(role) {
+        bail!(
+            "--role {role} is reserved for the {} and is never a client's",
+            who.who()
+        );
+    }
+    let Some(r) = set.role(role) else {
+        let allowed: Vec<&str> = set
+            .role_names()
+            .into_iter()
+            .filter(|n| set.reserved(n).is_none())
+            .collect();
+        bail!(
+            "--role {role} is not defined by the policies in {dir}; client roles: {}",
+            allowed.join(", ")
+        );
+    };
+    match (r.row_scope == RowScope::Region, region) {
+        (true, None) => bail!(
+            "--region is required: role {role} sees only its region's rows (row_scope = \"region\")"
+        ),
+        (false, Some(_)) => bail!(
+            "--region is only for a role scoped to a region, and role {role} is not (it sees every region)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The fields' own form, before anything is looked up: each error names its flag.
+fn validate_fields(name: &str, org: &str, role: &str, region: Option<&str>) -> anyhow::Result<()> {
     let text_ok = |s: &str, max: usize| {
         !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
     };
@@ -159,6 +241,18 @@ pub async fn add_client(
     {
         bail!("--region must be a 6-digit administrative division code, e.g. 110000");
     }
+    Ok(())
+}
+
+/// Validates and registers a client; returns the record and its one-time secret.
+pub async fn add_client(
+    db: &Db,
+    name: &str,
+    org: &str,
+    role: &str,
+    region: Option<&str>,
+) -> anyhow::Result<(clients::ClientRecord, String)> {
+    validate_fields(name, org, role, region)?;
     let secret = secrets::generate_secret();
     let hash = {
         let secret = secret.clone();

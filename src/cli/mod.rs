@@ -85,6 +85,17 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
 }
 
+impl Command {
+    /// Whether this command serves network clients until stopped (and so must survive a
+    /// client closing its socket), rather than printing an answer and exiting.
+    pub fn is_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve(_) | Command::SampleStore(_) | Command::Demo(_)
+        )
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
@@ -93,6 +104,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(listen) = args.listen {
                 config.listen = listen;
             }
+            // Nothing is created (database file, key directory) for a gateway that could not
+            // run: the policies are checked first, as the config was by `load`.
+            crate::policy::PolicySet::load(&config.policy_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "the policies in {} do not load: {e}",
+                    config.policy_dir.display()
+                )
+            })?;
             let app = App::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "credgate listening");
             // The port actually bound (the config may ask for port 0), for whoever started us.

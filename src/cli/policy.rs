@@ -12,6 +12,10 @@ pub enum PolicyCommand {
     Check {
         /// Policy directory [default: ./policies]
         dir: Option<PathBuf>,
+        /// Check the `policy_dir` this configuration file names (what `serve` would load)
+        /// instead of DIR.
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        config: Option<PathBuf>,
     },
     /// Run the policy test cases in DIR/tests/*.toml; exits non-zero on any failure.
     Test {
@@ -22,8 +26,17 @@ pub enum PolicyCommand {
 
 pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
-        PolicyCommand::Check { dir } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from("policies"));
+        PolicyCommand::Check { dir, config } => {
+            let dir = match (dir, config) {
+                (_, Some(file)) => match crate::config::Config::load(Some(&file)) {
+                    Ok(c) => c.policy_dir,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (dir, None) => dir.unwrap_or_else(|| PathBuf::from("policies")),
+            };
             match PolicySet::load(&dir) {
                 Ok(set) => println!(
                     "policies in {} are valid: {} purposes, {} roles",

@@ -14,8 +14,11 @@ use crate::{
 pub enum TokenCommand {
     /// Mint a data-subject token with the demo identity provider's key; prints only the token.
     Subject {
+        /// The subject's id: a USCC (18 characters) for `legal`, a resident ID number for
+        /// `natural`; checked digit and all.
         #[arg(long)]
         id: String,
+        /// The kind of subject: `legal` (a company) or `natural` (a person).
         #[arg(long = "type", default_value = "legal")]
         subject_type: SubjectType,
         #[command(flatten)]

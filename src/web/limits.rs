@@ -39,7 +39,15 @@ fn refusal(limits: &RateLimits, door: Door, wait: u64) -> Response {
 /// the audit layer, so a 429 is accounted for (individually or in a summary).
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(door) = Door::of(req.method(), req.uri().path()) else {
-        return next.run(req).await;
+        // A known caller's bucket is charged inside the handler (authentication): its answer,
+        // a 429 included, says that bucket's state.
+        let (mut res, charge) = charging(next.run(req)).await;
+        if let Some(charge) = charge {
+            for (name, value) in charge.headers() {
+                res.headers_mut().insert(name, value);
+            }
+        }
+        return res;
     };
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return Error::Internal(anyhow::anyhow!("no peer address on an anonymous door"))

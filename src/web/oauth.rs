@@ -193,11 +193,11 @@ impl FromRequest<AppState> for LoggedIn {
             credentials(&headers, &body).map_err(|(e, why)| e.respond(why))?;
         // The id the caller claims, failed logins included (one credgate never issues, only
         // its start: a record keeps the shape of the request, not arbitrary bulk); never the
-        // secret.
+        // secret, not even one a caller percent-encoded into the id of a Basic pair.
         let claimed = if well_formed_client_id(&client_id) {
             client_id.clone()
         } else {
-            client_id.chars().take(CLAIMED_ID_MAX).collect()
+            claimed_start(&client_id)
         };
         slot.update(|a| a.client_id = Some(claimed));
         let client = authenticate(state, &client_id, ip, secret)
@@ -298,6 +298,14 @@ async fn token(
 
 /// How much of an id credgate never issued the audit record keeps.
 const CLAIMED_ID_MAX: usize = 64;
+
+/// What the audit record keeps of an id credgate never issued: at most `CLAIMED_ID_MAX`
+/// characters, and nothing from the first colon on, since `id%3Asecret:` in a Basic header
+/// (RFC 6749 section 2.3.1 form-encodes both halves) decodes to an id that holds the secret.
+fn claimed_start(id: &str) -> String {
+    let start = id.split(':').next().unwrap_or_default();
+    start.chars().take(CLAIMED_ID_MAX).collect()
+}
 
 /// An id no client can have (`generate_client_id` makes UUIDv4s, whose version digit is 4):
 /// looked up in place of a malformed id, so that its answer takes the unknown id's path.
@@ -460,6 +468,13 @@ mod tests {
             "cg_{}",
             "a".repeat(60_000)
         )));
+    }
+
+    #[test]
+    fn a_claimed_id_keeps_nothing_from_its_first_colon_on() {
+        assert_eq!(claimed_start("cg_abc:secret"), "cg_abc");
+        assert_eq!(claimed_start(":secret"), "");
+        assert_eq!(claimed_start(&"x".repeat(100)).len(), CLAIMED_ID_MAX);
     }
 
     #[test]

@@ -161,12 +161,24 @@ fn responses(row: &RouteEntry, method: &Method) -> Value {
     }
     if row.coverage != Coverage::Unaudited(super::routes::Unaudited::Health) {
         r["429"] = problem("Rate limited (RateLimit and RateLimit-Policy headers)");
+        r["429"]["headers"] = rate_limit_headers();
     }
     if matches!(row.coverage, Coverage::Audited(k) if k != AuditKind::Public) {
         r["401"] = problem("Missing, invalid or unbound token");
         r["403"] = problem("Denied by policy (the rule is named)");
     }
     r
+}
+
+/// The headers of a 429 (and, but for `Retry-After`, of every answer a bucket was charged
+/// for): draft-ietf-httpapi-ratelimit-headers -08 and later.
+fn rate_limit_headers() -> Value {
+    let text = |d: &str| json!({"description": d, "schema": {"type": "string"}});
+    json!({
+        "Retry-After": {"description": "Seconds until a request may succeed", "schema": {"type": "integer"}},
+        "RateLimit-Policy": text("The bucket's policy: `\"name\";q=QUOTA;w=60`"),
+        "RateLimit": text("What is left and when it refills: `\"name\";r=LEFT;t=SECONDS`"),
+    })
 }
 
 fn success_schema(path: &str) -> Value {

@@ -497,3 +497,265 @@ async fn audit_verify_keeps_a_witness_and_finds_the_tail_deleted_with_its_checkp
         "a failed verification keeps the old witness"
     );
 }
+
+/// Runs `credgate client add` with `role` and `region` on the config `cfg`.
+fn add_with(cfg: &str, role: &str, region: Option<&str>) -> Output {
+    let mut args = vec![
+        "client", "add", "--name", "Bank", "--org", "bank-r", "--role", role, "--json", "--config",
+        cfg,
+    ];
+    if let Some(r) = region {
+        args.extend(["--region", r]);
+    }
+    credgate(&args)
+}
+
+/// `client add` registers only what the policies can serve: a role they define and do not
+/// reserve, with a region exactly when the role is regionally scoped; policies that do not
+/// load register nothing (fail closed).
+#[tokio::test]
+async fn client_add_checks_the_role_and_region_against_the_policies() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let before = credgate::storage::clients::list(&app.state.db)
+        .await
+        .unwrap()
+        .len();
+    let out = add_with(&cfg, "no_such_role", None);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--role") && err.contains("no_such_role") && err.contains("regulator"),
+        "names the flag and the roles allowed: {err}"
+    );
+    let out = add_with(&cfg, "public", None);
+    assert!(!out.status.success() && text(&out).1.contains("reserved"));
+    let out = add_with(&cfg, "regional_regulator", None);
+    let (_, err) = text(&out);
+    assert!(!out.status.success() && err.contains("--region"), "{err}");
+    let out = add_with(&cfg, "regulator", Some("110000"));
+    let (_, err) = text(&out);
+    assert!(!out.status.success() && err.contains("--region"), "{err}");
+    let out = add_with(&cfg, "regional_regulator", Some("110000"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["region"], "110000");
+    // Policies that do not load: nothing is registered, and the error says where they are.
+    let broken = app.dir.path().join("broken.toml");
+    let t = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("policy_dir = \"{}/policies\"", app.dir.path().display()),
+        &format!("policy_dir = \"{}/nowhere\"", app.dir.path().display()),
+    );
+    assert!(t.contains("/nowhere\""));
+    std::fs::write(&broken, t).unwrap();
+    let out = add_with(&broken.display().to_string(), "regulator", None);
+    let (_, err) = text(&out);
+    assert!(!out.status.success() && err.contains("nowhere"), "{err}");
+    let after = credgate::storage::clients::list(&app.state.db)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(after, before + 1, "only the valid client was registered");
+}
+
+/// `client rotate-secret`: the new secret is printed once, the old one stops working at once,
+/// the client keeps its id and its status.
+#[tokio::test]
+async fn rotate_secret_prints_a_new_secret_and_the_old_one_stops_working() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let out = add_with(&cfg, "regulator", None);
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = added["client_id"].as_str().unwrap();
+    let old = added["client_secret"].as_str().unwrap();
+    assert_eq!(app.token_for(id, old).await.status(), 200);
+    let out = credgate(&["client", "rotate-secret", id, "--json", "--config", &cfg]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotated["client_id"], id);
+    let new = rotated["client_secret"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(app.token_for(id, old).await.status(), 401);
+    assert_eq!(app.token_for(id, new).await.status(), 200);
+    // The text form, once more: the secret on its own line, said to be shown once.
+    let out = credgate(&["client", "rotate-secret", id, "--config", &cfg]);
+    let (stdout, _) = text(&out);
+    assert!(
+        out.status.success() && stdout.contains("shown only this once"),
+        "{stdout}"
+    );
+    assert_eq!(app.token_for(id, new).await.status(), 401);
+    let out = credgate(&["client", "rotate-secret", "cg_nosuch", "--config", &cfg]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no client with id cg_nosuch"));
+}
+
+#[tokio::test]
+async fn policy_check_with_config_checks_the_directory_the_config_names() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let out = credgate(&["policy", "check", "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{}/policies", app.dir.path().display())),
+        "{stdout}"
+    );
+    std::fs::write(
+        app.dir.path().join("policies/purposes.toml"),
+        "[purposes.ok]\nlegal_basis = \"x\"\n",
+    )
+    .unwrap();
+    let out = credgate(&["policy", "check", "--config", &cfg]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("purposes.toml"), "{:?}", text(&out));
+    // A directory and a config at once is ambiguous.
+    let out = credgate(&["policy", "check", "policies", "--config", &cfg]);
+    assert!(!out.status.success());
+}
+
+/// Every flag and argument of every subcommand says what it is, and a flag with a fixed set
+/// of values lists them in `--help` (checked on the real binary's help output).
+#[test]
+fn every_flag_has_help_and_fixed_values_are_listed() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+        out.push((path.clone(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            let mut p = path.clone();
+            p.push(sub.get_name().to_string());
+            walk(sub, p, out);
+        }
+    }
+    let mut all = vec![];
+    walk(&credgate::cli::Cli::command(), vec![], &mut all);
+    assert!(all.len() > 20, "{}", all.len());
+    let mut missing = vec![];
+    for (path, cmd) in &all {
+        for arg in cmd.get_arguments() {
+            let name = arg.get_id().as_str();
+            if matches!(name, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() {
+                missing.push(format!("{} {name}", path.join(" ")));
+            }
+            let fixed = !arg.get_possible_values().is_empty() && arg.get_action().takes_values();
+            if fixed {
+                let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+                args.push("--help");
+                let help = text(&credgate(&args)).0;
+                assert!(
+                    help.contains("possible values"),
+                    "{} {name}: {help}",
+                    path.join(" ")
+                );
+            }
+        }
+    }
+    assert!(missing.is_empty(), "flags without help: {missing:#?}");
+}
+
+/// Every time the CLI prints is RFC 3339 (UTC), beside any microsecond count it keeps.
+#[tokio::test]
+async fn times_in_cli_output_are_rfc3339() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let (_, token) = app.token("regulator").await;
+    app.data(&token, "/v1/stores/power/lists/red").await;
+    let is_rfc3339 = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+                && s.ends_with('Z')
+        })
+    };
+    let list: Value =
+        serde_json::from_slice(&credgate(&["client", "list", "--json", "--config", &cfg]).stdout)
+            .unwrap();
+    let first = &list.as_array().unwrap()[0];
+    assert!(is_rfc3339(&first["created_at"]), "{first}");
+    let listed = text(&credgate(&["client", "list", "--config", &cfg])).0;
+    let line = listed.lines().next().unwrap();
+    assert!(
+        line.split_whitespace().any(|w| is_rfc3339(&Value::from(w))),
+        "{line}"
+    );
+    let export = text(&credgate(&["audit", "export", "--config", &cfg])).0;
+    let record: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert!(is_rfc3339(&record["time"]), "{record}");
+    let verify: Value =
+        serde_json::from_str(&text(&credgate(&["audit", "verify", "--config", &cfg])).0).unwrap();
+    if verify.get("last_checkpoint").is_some_and(|c| !c.is_null()) {
+        assert!(is_rfc3339(&verify["last_checkpoint"]["time"]), "{verify}");
+    }
+}
+
+/// `credgate audit export | head -1` and `credgate client list | head -1`: the reader goes
+/// away, and the command ends quietly (no panic, no error line).
+#[tokio::test]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let (_, token) = app.token("regulator").await;
+    // Well over a pipe's buffer (64 KiB) of records, so the writer meets the closed pipe.
+    for _ in 0..160 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    for _ in 0..120 {
+        credgate::cli::add_client(&app.state.db, &"n".repeat(190), "o", "regulator", None)
+            .await
+            .unwrap();
+    }
+    for args in [
+        vec!["audit", "export", "--config", &cfg],
+        vec!["client", "list", "--config", &cfg],
+        vec!["client", "list", "--json", "--config", &cfg],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("error") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `serve` checks the config and the policies before it creates anything: a bad policy
+/// directory leaves no database file and no key directory behind.
+#[test]
+fn serve_with_bad_policies_creates_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/purposes.toml"),
+        "[purposes.ok]\nlegal_basis = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"off\"\nstorage_url = \"sqlite://{d}/gw.db\"\nkey_dir = \"{d}/keys\"\npolicy_dir = \"{d}/policies\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = credgate(&["serve", "--config", &cfg.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("purposes.toml"), "{:?}", text(&out));
+    assert!(!dir.path().join("gw.db").exists(), "no database file");
+    assert!(!dir.path().join("keys").exists(), "no key directory");
+}

@@ -22,27 +22,27 @@ use crate::helpers::{
 };
 
 /// A test CA with the files of one server certificate for 127.0.0.1.
-struct Pki {
-    ca: Ca,
+pub(crate) struct Pki {
+    pub(crate) ca: Ca,
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             ca: Ca::new("credgate test CA").unwrap(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn ca_file(&self) -> PathBuf {
+    pub(crate) fn ca_file(&self) -> PathBuf {
         let p = self.dir.path().join("ca.pem");
         std::fs::write(&p, self.ca.pem()).unwrap();
         p
     }
 
     /// Server certificate files valid for `days` (negative: expired).
-    fn server(&self, name: &str, days: i64) -> (PathBuf, PathBuf, Issued) {
+    pub(crate) fn server(&self, name: &str, days: i64) -> (PathBuf, PathBuf, Issued) {
         let issued = self.ca.server(&["127.0.0.1", "localhost"], days).unwrap();
         let cert = self.dir.path().join(format!("{name}.pem"));
         let key = self.dir.path().join(format!("{name}.key"));
@@ -533,6 +533,17 @@ async fn openapi_describes_every_route_and_metadata_is_served() {
             .contains("XPurpose")
     );
     assert!(doc["paths"].get("/metrics").is_none());
+    // A 429 says when to retry and which policy refused it, on the data path and at a door.
+    for (path, method) in [
+        ("/v1/stores/{store}/{path}", "get"),
+        ("/subject/me", "get"),
+        ("/public/stores/{store}/{path}", "get"),
+    ] {
+        let headers = &doc["paths"][path][method]["responses"]["429"]["headers"];
+        for name in ["Retry-After", "RateLimit", "RateLimit-Policy"] {
+            assert!(headers[name].is_object(), "{method} {path} 429: {name}");
+        }
+    }
 
     let meta: Value = app
         .http
@@ -610,7 +621,7 @@ fn an_https_store_without_a_ca_file_is_refused() {
 }
 
 /// Serves `router` over TLS with the given files, on a loopback port.
-async fn serve_tls(router: axum::Router, files: TlsConfig) -> SocketAddr {
+pub(crate) async fn serve_tls(router: axum::Router, files: TlsConfig) -> SocketAddr {
     use tower::ServiceExt;
     let config = credgate::web::edge::TlsHolder::load(files)
         .unwrap()

@@ -277,3 +277,94 @@ async fn a_wrapped_key_moved_to_another_row_does_not_open() {
         "refused for the wrapped key: {err}"
     );
 }
+
+/// RFC 6749 section 2.3.1 under attack: client authentication inside `Authorization: Basic`,
+/// whose id and secret are form-urlencoded before they are joined by a colon. Every malformed
+/// form is 401 `invalid_client` with a `Basic` challenge (never a 5xx), two methods at once are
+/// 400 `invalid_request`, and no refusal writes any part of a secret into the audit log.
+#[tokio::test]
+async fn basic_client_authentication_refuses_every_malformed_form() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("regulator").await;
+    let url = format!("{}/oauth/token", app.url);
+    let send = |auth: Vec<u8>, extra: &'static [(&'static str, &'static str)]| {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend_from_slice(extra);
+        app.http
+            .post(&url)
+            .header(
+                "Authorization",
+                reqwest::header::HeaderValue::from_bytes(&auth).unwrap(),
+            )
+            .form(&form)
+            .send()
+    };
+    let basic = |inner: &[u8]| [b"Basic ".as_slice(), STANDARD.encode(inner).as_bytes()].concat();
+    // Percent-encoding every byte of both halves, as the RFC allows, changes nothing.
+    let pct = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let ok = send(
+        basic(format!("{}:{}", pct(&id), pct(&secret)).as_bytes()),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200);
+    // Two methods at once.
+    let res = send(
+        basic(format!("{id}:{secret}").as_bytes()),
+        &[("client_secret", "x")],
+    )
+    .await
+    .unwrap();
+    oauth_error(res, 400, "invalid_request").await;
+    let refused: Vec<Vec<u8>> = vec![
+        basic(format!("{id}:not-the-secret").as_bytes()),
+        // An empty secret, an empty id.
+        basic(format!("{id}:").as_bytes()),
+        basic(format!(":{secret}").as_bytes()),
+        // A colon percent-encoded into the id: the pair has no separator left but the last.
+        basic(format!("{id}%3A{secret}:").as_bytes()),
+        basic(format!("{id}%3a{secret}:x").as_bytes()),
+        // No colon at all, not base64, no credentials, another scheme.
+        basic(format!("{id}{secret}").as_bytes()),
+        b"Basic !!!not-base64!!!".to_vec(),
+        b"Basic".to_vec(),
+        b"Basic ".to_vec(),
+        format!("Bearer {secret}").into_bytes(),
+        // Not UTF-8: in the header itself, and inside the base64.
+        b"Basic \xff\xfe\xfd".to_vec(),
+        basic(&[&id.as_bytes()[..10], b":\xff\xfe", secret.as_bytes()].concat()),
+        // Malformed percent-encoding.
+        basic(format!("{id}:%ZZ{secret}").as_bytes()),
+        // Huge: a 48 KiB secret.
+        basic(format!("{id}:{}", "a".repeat(48 * 1024)).as_bytes()),
+    ];
+    for auth in refused {
+        let shown = String::from_utf8_lossy(&auth[..auth.len().min(40)]).to_string();
+        let res = send(auth, &[]).await.unwrap();
+        assert_eq!(res.status(), 401, "{shown}");
+        let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Basic "), "{shown}: {challenge}");
+        oauth_error(res, 401, "invalid_client").await;
+    }
+    // A header larger than any server keeps is refused before the endpoint, never a 5xx.
+    let huge = basic(format!("{id}:{}", "a".repeat(512 * 1024)).as_bytes());
+    match send(huge, &[]).await {
+        Ok(res) => assert!(res.status().is_client_error(), "{}", res.status()),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    // The endpoint still works, and nothing refused left a piece of the secret in the log.
+    let ok = send(basic(format!("{id}:{secret}").as_bytes()), &[])
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let records = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
+        .await
+        .unwrap();
+    assert!(records.len() >= 15);
+    let log = serde_json::to_string(&records).unwrap();
+    for piece in secret.as_bytes().windows(8) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        assert!(!log.contains(piece), "a piece of the secret is in the log");
+    }
+}

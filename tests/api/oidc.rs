@@ -599,6 +599,17 @@ async fn discovery_naming_another_issuer_is_refused() {
 
 #[tokio::test]
 async fn config_refuses_what_cannot_work() {
+    // An https issuer found by discovery names its CA (tests/api/oidc_https.rs): given here so
+    // that each case fails for its own reason.
+    let staff_provider = |issuer: &str| staff_provider(issuer) + "ca_file = \"ca.pem\"\n";
+    let subject_provider = |issuer: &str| {
+        let text = subject_provider(issuer);
+        if issuer.starts_with("https://") {
+            text + "ca_file = \"ca.pem\"\n"
+        } else {
+            text
+        }
+    };
     let bad = [
         (
             "identity_providers[0].issuer",

@@ -299,6 +299,11 @@ pub struct IdentityProviderConfig {
     /// made-up kids cannot make credgate hammer the provider.
     #[serde(default = "default_unknown_kid_refresh_secs")]
     pub unknown_kid_refresh_secs: u64,
+    /// An `https://` issuer found by discovery: the PEM CA its certificate (and its JWKS
+    /// host's) must chain to. Required there, refused elsewhere; the system's roots are never
+    /// consulted and nothing turns verification off (point it at a CA bundle to trust those).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl IdentityProviderConfig {
@@ -562,6 +567,7 @@ impl Config {
             if idp.static_jwks().is_some() {
                 fix(&mut idp.jwks_file);
             }
+            idp.ca_file.iter_mut().for_each(fix);
         }
         if let Some(demo) = &mut self.demo_identity_provider {
             fix(&mut demo.key_file);
@@ -628,6 +634,7 @@ impl Config {
                     "jwks_refresh_secs must be at least 10 and unknown_kid_refresh_secs at least 1",
                 ));
             }
+            validate_idp_ca(idp).map_err(|m| invalid(key("ca_file"), m))?;
         }
         Ok(())
     }
@@ -880,6 +887,22 @@ fn validate_issuer(idp: &IdentityProviderConfig) -> Result<(), String> {
         return Err("must not have a query".into());
     }
     Ok(())
+}
+
+/// An issuer fetched over https names the CA to verify it against; a CA anywhere else (a
+/// plain-HTTP loopback issuer, a static `jwks_file`) would silently go unused.
+fn validate_idp_ca(idp: &IdentityProviderConfig) -> Result<(), String> {
+    let fetched_over_tls = idp.static_jwks().is_none() && idp.issuer.starts_with("https://");
+    match (fetched_over_tls, &idp.ca_file) {
+        (true, None) => Err(
+            "an https:// issuer found by discovery needs the PEM CA its certificate is verified against"
+                .into(),
+        ),
+        (false, Some(_)) => {
+            Err("only for an https:// issuer found by discovery (no jwks_file)".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn is_role_name(s: &str) -> bool {

@@ -156,6 +156,8 @@ impl Bucket {
 #[derive(Clone)]
 pub struct RateLimits {
     clients: Arc<KeyedLimiter<String>>,
+    /// The clients' (and people's) quota per minute, also their burst.
+    per_client: u32,
     doors: Arc<HashMap<Door, Bucket>>,
     /// Token endpoint defences: the hashing bound and the per-client lock.
     pub logins: Arc<LoginGuard>,
@@ -177,6 +179,7 @@ impl RateLimits {
         let per_client = c.per_client_per_minute;
         Self {
             clients: KeyedLimiter::new(quota(per_client, per_client)),
+            per_client: per_client.max(1),
             doors: Arc::new(doors),
             logins: LoginGuard::start(c),
             flood: Arc::new(crate::audit::flood::Flood::new(Duration::from_secs(
@@ -185,9 +188,22 @@ impl RateLimits {
         }
     }
 
-    /// Takes one request from the client's bucket: `Err` holds the seconds to wait.
+    /// Takes one request from the client's bucket: `Err` holds the seconds to wait. The
+    /// outcome is noted for the answer's `RateLimit` headers (see `charging`).
     pub fn check_client(&self, client_id: &str) -> Result<(), u64> {
-        self.clients.check(&client_id.to_string()).map(|_| ())
+        let q = self.per_client;
+        let outcome = self.clients.check(&client_id.to_string());
+        note(Charge::of("client", q, q, outcome));
+        outcome.map(|_| ())
+    }
+
+    /// Takes one request from a staff person's bucket (as large as a client's, keyed apart
+    /// from every client): `Err` holds the seconds to wait. Noted like a client's.
+    pub fn check_person(&self, issuer: &str, person: &str) -> Result<(), u64> {
+        let q = self.per_client;
+        let outcome = self.clients.check(&format!("person:{issuer}:{person}"));
+        note(Charge::of("person", q, q, outcome));
+        outcome.map(|_| ())
     }
 
     /// Takes one request from `door`'s bucket for `ip`: the headers to add, or the seconds to
@@ -222,6 +238,83 @@ impl RateLimits {
             ("ratelimit", state),
         ]
     }
+}
+
+/// What one request was charged to a known caller's bucket (a client's, a person's, a data
+/// subject's), for the `RateLimit-Policy` and `RateLimit` headers of its answer
+/// (draft-ietf-httpapi-ratelimit-headers -08 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    /// The policy's name: `client`, `person` or `subject`.
+    pub name: &'static str,
+    /// Requests per 60 s window.
+    pub quota: u32,
+    /// Requests left now (0 when refused).
+    pub remaining: u32,
+    /// Seconds until the bucket is full again, or on a refusal until a request is allowed
+    /// (the 429's `Retry-After`).
+    pub reset: u64,
+}
+
+impl Charge {
+    /// The charge of a GCRA bucket of `per_minute` and `burst` whose check gave `outcome`
+    /// (`KeyedLimiter::check`: the burst left, or the seconds to wait).
+    pub fn of(name: &'static str, per_minute: u32, burst: u32, outcome: Result<u32, u64>) -> Self {
+        let q = per_minute.max(1);
+        let (remaining, reset) = match outcome {
+            // GCRA refills one request every 60/q seconds: full again after (burst - left).
+            Ok(left) => {
+                let used = u64::from(burst.max(1).saturating_sub(left));
+                (left.min(q), (used * 60).div_ceil(u64::from(q)))
+            }
+            Err(wait) => (0, wait),
+        };
+        Self {
+            name,
+            quota: q,
+            remaining,
+            reset,
+        }
+    }
+
+    /// `RateLimit-Policy: "name";q=Q;w=60` and `RateLimit: "name";r=R;t=T`.
+    pub fn headers(&self) -> [(&'static str, HeaderValue); 2] {
+        let value = |s: String| HeaderValue::from_str(&s).expect("a name and numbers");
+        let n = self.name;
+        [
+            (
+                "ratelimit-policy",
+                value(format!("\"{n}\";q={};w=60", self.quota)),
+            ),
+            (
+                "ratelimit",
+                value(format!("\"{n}\";r={};t={}", self.remaining, self.reset)),
+            ),
+        ]
+    }
+}
+
+tokio::task_local! {
+    /// The charge of the request being handled in this task, if the web layer asked for it.
+    static CHARGED: std::cell::Cell<Option<Charge>>;
+}
+
+/// Runs `f` (a request's handling), returning its output and the last charge noted while it
+/// ran. A task-local rather than a parameter: the charge is made deep in authentication, which
+/// knows nothing of responses, and the web layer that writes the headers wraps every handler.
+pub async fn charging<F: std::future::Future>(f: F) -> (F::Output, Option<Charge>) {
+    CHARGED
+        .scope(std::cell::Cell::new(None), async {
+            let out = f.await;
+            (out, CHARGED.with(|c| c.take()))
+        })
+        .await
+}
+
+/// Notes `charge` for the answer of the request in hand; outside `charging` (a CLI, a test
+/// calling authentication directly) it goes nowhere.
+pub fn note(charge: Charge) {
+    let _ = CHARGED.try_with(|c| c.set(Some(charge)));
 }
 
 /// Why the token endpoint will not hash this attempt now.
@@ -557,6 +650,25 @@ mod tests {
         assert_eq!(g.admit(None).await.unwrap_err(), LoginRefusal::Busy);
         drop(held);
         assert!(g.admit(None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_charge_is_noted_only_inside_charging_and_says_its_state() {
+        let c = Charge::of("client", 60, 60, Ok(57));
+        assert_eq!((c.remaining, c.reset), (57, 3));
+        let [(_, policy), (_, state)] = c.headers();
+        assert_eq!(policy, "\"client\";q=60;w=60");
+        assert_eq!(state, "\"client\";r=57;t=3");
+        // A burst above the rate never says more is left than the policy's quota.
+        let c = Charge::of("subject", 10, 30, Ok(30));
+        assert_eq!((c.quota, c.remaining, c.reset), (10, 10, 0));
+        let refused = Charge::of("person", 2, 2, Err(7));
+        assert_eq!((refused.remaining, refused.reset), (0, 7));
+        note(c);
+        let ((), seen) = charging(async { note(refused) }).await;
+        assert_eq!(seen, Some(refused));
+        let ((), none) = charging(async {}).await;
+        assert_eq!(none, None);
     }
 
     #[test]

@@ -28,10 +28,13 @@ use tokio::net::TcpListener;
 
 #[derive(Args, Debug, Clone)]
 pub struct SampleStoreArgs {
+    /// Address to listen on (IP:PORT; port 0 picks a free one, printed at start).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    /// Seed of the synthetic data: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// How many synthetic companies to generate.
     #[arg(long, default_value_t = 200)]
     pub entities: usize,
     /// Require `Authorization: Bearer TOKEN` from callers (credgate's store credential).

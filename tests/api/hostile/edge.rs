@@ -578,9 +578,13 @@ fn the_cli_creates_its_database_and_archive_directory_private() {
     crate::helpers::watchdog::arm_default();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
+    // `client add` checks the role against the policies, so the config names the shipped ones.
     std::fs::write(
         &cfg,
-        "storage_url = \"sqlite://cli.db\"\nkey_dir = \"keys\"\n",
+        format!(
+            "storage_url = \"sqlite://cli.db\"\nkey_dir = \"keys\"\npolicy_dir = \"{}/policies\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
     )
     .unwrap();
     let cfg = cfg.display().to_string();

@@ -229,6 +229,6 @@ pub async fn identify_person(
 pub fn admit_person(state: &Core, person: &oidc::StaffPerson) -> Result<(), AuthError> {
     state
         .limits
-        .check_client(&format!("person:{}:{}", person.issuer, person.id))
+        .check_person(&person.issuer, &person.id)
         .map_err(AuthError::RateLimited)
 }

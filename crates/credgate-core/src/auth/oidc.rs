@@ -20,6 +20,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -126,29 +127,64 @@ pub struct ProviderStatus {
     pub last_error: Option<String>,
 }
 
-/// How documents are fetched. The default speaks plain HTTP (loopback providers: the demo and
-/// the tests); an HTTPS provider needs a TLS-capable implementation, which the web layer (or
-/// the TLS work of issue 16 item 4) passes to [`Providers::with_fetch`].
+/// How documents are fetched: [`HyperFetch`], or a test's own.
 pub trait Fetch: Send + Sync {
     /// The body of a 200 answer to `GET url`, at most `max_bytes` long.
     fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<Bytes, String>>;
 }
 
 /// [`Fetch`] over hyper-util's client, with a deadline on the whole exchange. It never follows
-/// redirects (hyper does not), so a provider cannot send credgate elsewhere.
+/// redirects (hyper does not), so a provider cannot send credgate elsewhere. Plain HTTP always
+/// (loopback issuers only, by config); `https://` only when built with the provider's CA, the
+/// only one its certificate may chain to (TLS 1.3 or 1.2, no system roots).
 pub struct HyperFetch {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     timeout: Duration,
+    tls: bool,
 }
 
 impl HyperFetch {
+    /// Plain HTTP only.
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        Self {
+        Self::build(timeout, rustls::RootCertStore::empty(), false)
+            .expect("a TLS config without roots builds")
+    }
+
+    /// HTTP and HTTPS, HTTPS verified against the PEM CA certificates in `ca_file` alone.
+    pub fn with_ca(timeout: Duration, ca_file: &std::path::Path) -> Result<Self, String> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let what = |e: &dyn std::fmt::Display| format!("ca_file {}: {e}", ca_file.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| what(&e))? {
+            let cert = cert.map_err(|e| what(&e))?;
+            roots.add(cert).map_err(|e| what(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(what(&"no CA certificate in it"));
+        }
+        Self::build(timeout, roots, true)
+    }
+
+    fn build(timeout: Duration, roots: rustls::RootCertStore, tls: bool) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             timeout,
-        }
+            tls,
+        })
     }
 }
 
@@ -156,15 +192,20 @@ impl Fetch for HyperFetch {
     fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<Bytes, String>> {
         Box::pin(async move {
             let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-            if uri.scheme_str() != Some("http") {
-                return Err(format!("`{url}`: this fetcher speaks plain HTTP only"));
+            match uri.scheme_str() {
+                Some("http") => {}
+                Some("https") if self.tls => {}
+                Some("https") => {
+                    return Err(format!("`{url}`: https needs the provider's ca_file"));
+                }
+                _ => return Err(format!("`{url}`: not an http(s) URL")),
             }
             let req = http::Request::get(uri)
                 .header(http::header::ACCEPT, "application/json")
                 .body(Empty::new())
                 .map_err(|e| e.to_string())?;
             let exchange = async {
-                let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+                let resp = self.client.request(req).await.map_err(|e| chain(&e))?;
                 if resp.status() != http::StatusCode::OK {
                     return Err(format!("`{url}` answered {}", resp.status()));
                 }
@@ -177,6 +218,18 @@ impl Fetch for HyperFetch {
                 .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
         })
     }
+}
+
+/// An error with its causes, so that "client error (Connect)" says which certificate failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A verification key and the one algorithm it may be used with.
@@ -197,6 +250,8 @@ struct FetchState {
 
 struct Provider {
     config: IdentityProviderConfig,
+    /// This provider's own fetcher (an https issuer's, with its CA), else the registry's.
+    fetch: Option<Arc<dyn Fetch>>,
     keys: RwLock<Arc<HashMap<String, Key>>>,
     state: Mutex<FetchState>,
     /// One fetch at a time per provider: concurrent unknown kids wait for the same answer.
@@ -212,17 +267,40 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Providers with the plain-HTTP fetcher (5 s deadline per document).
+    /// Providers with hyper fetchers (5 s deadline per document): plain HTTP, and for each
+    /// provider with a `ca_file` one that also speaks HTTPS verified against that CA. A CA file
+    /// that cannot be read stops the start (or the reload).
     pub fn from_config(config: &Config) -> Result<Arc<Self>, ProviderError> {
-        Self::with_fetch(config, Arc::new(HyperFetch::new(Duration::from_secs(5))))
+        let timeout = Duration::from_secs(5);
+        Self::build(config, Arc::new(HyperFetch::new(timeout)), |c| {
+            let Some(ca) = &c.ca_file else {
+                return Ok(None);
+            };
+            let fetch = HyperFetch::with_ca(timeout, ca)?;
+            Ok(Some(Arc::new(fetch) as Arc<dyn Fetch>))
+        })
     }
 
     /// Loads static `jwks_file` keys now; discovery providers start empty until
-    /// [`Providers::refresh_all`] or [`Providers::run`] reaches them.
+    /// [`Providers::refresh_all`] or [`Providers::run`] reaches them. Every provider fetches
+    /// through `fetch`.
     pub fn with_fetch(config: &Config, fetch: Arc<dyn Fetch>) -> Result<Arc<Self>, ProviderError> {
+        Self::build(config, fetch, |_| Ok(None))
+    }
+
+    /// The registry, each provider with the fetcher `own` gives it (or the shared `fetch`).
+    fn build(
+        config: &Config,
+        fetch: Arc<dyn Fetch>,
+        own: impl Fn(&IdentityProviderConfig) -> Result<Option<Arc<dyn Fetch>>, String>,
+    ) -> Result<Arc<Self>, ProviderError> {
         let mut list = Vec::new();
         for c in &config.identity_providers {
             let p = Provider {
+                fetch: own(c).map_err(|message| ProviderError {
+                    issuer: c.issuer.clone(),
+                    message,
+                })?,
                 config: c.clone(),
                 keys: RwLock::new(Arc::new(HashMap::new())),
                 state: Mutex::new(FetchState::default()),
@@ -307,7 +385,7 @@ impl Providers {
     async fn refresh(&self, p: &Provider) {
         let _one = p.fetching.lock().await;
         p.state.lock().expect("state lock").last_attempt = Some(Instant::now());
-        let result = self.fetch_keys(&p.config).await;
+        let result = self.fetch_keys(p).await;
         let mut st = p.state.lock().expect("state lock");
         match result {
             Ok(keys) => {
@@ -322,14 +400,16 @@ impl Providers {
         }
     }
 
-    async fn fetch_keys(&self, c: &IdentityProviderConfig) -> Result<HashMap<String, Key>, String> {
+    async fn fetch_keys(&self, p: &Provider) -> Result<HashMap<String, Key>, String> {
+        let c = &p.config;
+        let fetch = p.fetch.as_ref().unwrap_or(&self.fetch);
         let url = format!(
             "{}/.well-known/openid-configuration",
             c.issuer.trim_end_matches('/')
         );
-        let body = self.fetch.get(&url, MAX_DISCOVERY_BYTES).await?;
+        let body = fetch.get(&url, MAX_DISCOVERY_BYTES).await?;
         let jwks_uri = discovered_jwks_uri(&body, &c.issuer)?;
-        let body = self.fetch.get(&jwks_uri, MAX_JWKS_BYTES).await?;
+        let body = fetch.get(&jwks_uri, MAX_JWKS_BYTES).await?;
         parse_jwks(&body)
     }
 

@@ -31,6 +31,8 @@ pub struct SubjectVerifier {
     /// Keyed by the subject id, which carries its type: a company and a person with the same
     /// id string are two subjects. Idle subjects are forgotten by the limiter's own task.
     limiter: Arc<KeyedLimiter<SubjectId>>,
+    per_minute: u32,
+    burst: u32,
 }
 
 impl SubjectVerifier {
@@ -38,12 +40,22 @@ impl SubjectVerifier {
         let limits = &config.subject_limits;
         Arc::new(Self {
             limiter: KeyedLimiter::new(quota(limits.per_minute, limits.burst)),
+            per_minute: limits.per_minute,
+            burst: limits.burst,
         })
     }
 
-    /// Counts one request of `subject`; `Err(seconds)` to wait when it is over its rate.
+    /// Counts one request of `subject`; `Err(seconds)` to wait when it is over its rate. The
+    /// outcome is noted for the answer's `RateLimit` headers (`limits::charging`).
     pub fn check_rate(&self, subject: &SubjectId) -> Result<(), u64> {
-        self.limiter.check(subject).map(|_| ())
+        let outcome = self.limiter.check(subject);
+        crate::limits::note(crate::limits::Charge::of(
+            "subject",
+            self.per_minute,
+            self.burst,
+            outcome,
+        ));
+        outcome.map(|_| ())
     }
 }
 

@@ -185,3 +185,15 @@ pub async fn get_with_lockdown(
         ))),
     }
 }
+
+/// Replaces a client's secret hash (`credgate client rotate-secret`): the old secret fails from
+/// the next token request on, since the token endpoint reads the hash on every attempt. Tokens
+/// already issued stay valid until they expire. Returns whether a client with that id existed.
+pub async fn set_secret(db: &Db, id: &str, secret_hash: &str) -> Result<bool, StorageError> {
+    let done = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
+        .bind(secret_hash)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
