@@ -13,6 +13,7 @@ mod annotate;
 pub mod decide;
 pub mod query;
 pub mod self_query;
+pub mod trace;
 pub use crate::domain::route;
 pub mod upstream;
 
