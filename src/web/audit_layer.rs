@@ -92,6 +92,12 @@ pub async fn audit(
     if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
         return with_change(&state, meta, info, res, deferred).await;
     }
+    // A read that withheld records past retention asks for their deletion with its record.
+    if !info.expired.is_empty() {
+        let expired = std::mem::take(&mut info.expired);
+        let deferred = crate::workflows::outbox::deletions(expired, state.clock.now());
+        return with_change(&state, meta, info, res, deferred).await;
+    }
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);
     match state.audit.append_released(record, t4).await {

@@ -107,6 +107,9 @@ pub struct AuditInfo {
     /// The path and query as decided and forwarded (decoded once, re-encoded), recorded
     /// instead of the raw request target when set.
     pub canonical_path: Option<String>,
+    /// Records past retention the answer withheld: their deletion is requested in the audit
+    /// record's transaction (`workflows::outbox::deletions`). Not part of the record.
+    pub expired: Vec<crate::policy::Expired>,
 }
 
 /// The request-scoped slot handlers fill; the audit layer reads it after the handler.

@@ -31,29 +31,44 @@ pub fn apply(
     doc: &mut Value,
     ctx: &ApplyCtx<'_>,
 ) -> (Outcome, bool) {
+    let kinds = kinds_of(plan);
+    let restricted = state.marks.restrictions.has(store, &plan.dataset);
+    let restriction = |id: &str| {
+        kinds
+            .iter()
+            .find_map(|k| state.marks.restrictions.mark(store, &plan.dataset, *k, id))
+    };
+    // A completed restriction withholds the record from every reader but a full-history one.
+    let mut withheld = Outcome::default();
+    if restricted && !plan.sees_full_history() {
+        plan.withhold_subjects(doc, &|id| restriction(id).is_some(), &mut withheld);
+        if withheld.out_of_scope {
+            return (withheld, false);
+        }
+    }
+    let marked_for_full_history = restricted && plan.sees_full_history();
     let (marked, stated) = (
-        state.marks.has_store(store),
-        state.statements.has_store(store),
+        state.marks.has_store(store) || marked_for_full_history,
+        state.statements.has_store(store) && shows_statements(plan),
     );
     if !marked && !stated {
-        return (plan.apply(doc, ctx), false);
+        let mut out = plan.apply(doc, ctx);
+        out.withheld_records += withheld.withheld_records;
+        return (out, false);
     }
-    // A dataset that declares no subject type: its ids are looked up as either.
-    let kinds: &[SubjectType] = match plan.subject_type() {
-        Some(SubjectType::Legal) => &[SubjectType::Legal],
-        Some(SubjectType::Natural) => &[SubjectType::Natural],
-        None => &[SubjectType::Legal, SubjectType::Natural],
-    };
     let mut pending = false;
     let mut wrapped = false;
     let mut note = |id: &str| {
-        let marks = marked
+        let mut marks = marked
             .then(|| {
                 kinds
                     .iter()
                     .find_map(|k| state.marks.annotation(store, *k, id))
             })
             .flatten();
+        if marked_for_full_history && let Some(r) = restriction(id) {
+            marks = Some(with_restriction(marks, r));
+        }
         let said = stated
             .then(|| {
                 kinds
@@ -75,11 +90,41 @@ pub fn apply(
             }
         }
     };
-    let outcome = plan.apply_annotated(doc, ctx, Some(&mut note));
+    let mut outcome = plan.apply_annotated(doc, ctx, Some(&mut note));
+    outcome.withheld_records += withheld.withheld_records;
     if wrapped {
         unwrap(doc);
     }
     (outcome, pending)
+}
+
+/// A dataset that declares no subject type: its ids are looked up as either.
+fn kinds_of(plan: &Plan) -> &'static [SubjectType] {
+    match plan.subject_type() {
+        Some(SubjectType::Legal) => &[SubjectType::Legal],
+        Some(SubjectType::Natural) => &[SubjectType::Natural],
+        None => &[SubjectType::Legal, SubjectType::Natural],
+    }
+}
+
+/// A record's marks with its restriction added first (a full-history reader is told the
+/// record is restricted; the restriction is not pending review).
+fn with_restriction(marks: Option<(Value, bool)>, restriction: Value) -> (Value, bool) {
+    let (list, pending) = match marks {
+        Some((Value::Array(list), pending)) => (list, pending),
+        Some((other, pending)) => (vec![other], pending),
+        None => (Vec::new(), false),
+    };
+    let mut all = vec![restriction];
+    all.extend(list);
+    (Value::Array(all), pending)
+}
+
+/// Statements (本人声明) are the subject's own words about their record: for the readers the
+/// record is released to with its detail, not for the public tier (T1), which sees the
+/// disclosure minimum only (issue 15 item 5).
+fn shows_statements(plan: &Plan) -> bool {
+    plan.clearance > crate::policy::Tier::T1
 }
 
 /// Moves every wrapped annotation to its own keys. Records sit at the root or in the rows of a

@@ -103,3 +103,29 @@ pub async fn history(db: &Db, kind: &str, id: &str) -> Result<Vec<Value>, Storag
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
+
+/// The history as the data subject reads it: when the item moved and from what status to
+/// what, nothing more. Who handled it (a client id or a staff person's id) and the handler's
+/// notes are internal; the subject reads the item's `answer`, written for them.
+pub fn for_subject(steps: Vec<Value>) -> Vec<Value> {
+    steps
+        .into_iter()
+        .map(|s| json!({"at": s["at"], "from": s["from"], "to": s["to"]}))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subjects_history_names_no_handler_and_no_note() {
+        let steps = vec![json!({"at": "2026-01-01T00:00:00Z", "by": "staff:alice",
+            "from": "submitted", "to": "refused", "note": "internal: see ticket 7"})];
+        let shown = for_subject(steps);
+        assert_eq!(
+            shown,
+            vec![json!({"at": "2026-01-01T00:00:00Z", "from": "submitted", "to": "refused"})]
+        );
+    }
+}
