@@ -573,13 +573,16 @@ async fn a_statement_filed_on_one_replica_is_shown_by_the_other_within_a_second(
     )
     .await;
     assert_eq!(res.status(), 201);
-    let url = format!("{}/public/stores/power/entities/{mine}", other.url);
+    // Read by a regulator: the public tier is not shown statements.
+    let (_, regulator) = app.token("regulator").await;
+    let url = format!("{}/v1/stores/power/entities/{mine}", other.url);
     let started = std::time::Instant::now();
     loop {
         let doc: Value = app
             .http
             .get(&url)
-            .header("X-Purpose", "public_disclosure")
+            .bearer_auth(&regulator)
+            .header("X-Purpose", "supervision")
             .send()
             .await
             .unwrap()

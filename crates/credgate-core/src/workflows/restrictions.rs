@@ -17,12 +17,13 @@ use crate::{
     storage::{self, Db, StorageError, micros_to_rfc3339},
 };
 
-/// (dataset, subject type, subject id) -> the mark a full-history reader sees.
-type ByRecord = HashMap<(String, SubjectType, String), Value>;
+/// (subject type, subject id) -> the mark a full-history reader sees.
+type ByRecord = HashMap<(SubjectType, String), Value>;
 
-/// store -> its restricted records.
+/// store -> dataset -> its restricted records: an answer from a dataset with none costs two
+/// lookups.
 #[derive(Debug, Default)]
-pub struct Restrictions(RwLock<HashMap<String, ByRecord>>);
+pub struct Restrictions(RwLock<HashMap<String, HashMap<String, ByRecord>>>);
 
 /// What a full-history reader is told about a restricted record.
 fn mark_of(r: &Request) -> Value {
@@ -30,21 +31,23 @@ fn mark_of(r: &Request) -> Value {
            "since": micros_to_rfc3339(r.updated_at)})
 }
 
-fn key_of(r: &Request) -> Option<(String, (String, SubjectType, String))> {
+fn key_of(r: &Request) -> Option<(SubjectType, String)> {
     let kind = r.subject_type.parse::<SubjectType>().ok()?;
-    Some((
-        r.store.clone(),
-        (r.dataset.clone(), kind, r.record_ref.clone()),
-    ))
+    Some((kind, r.record_ref.clone()))
 }
 
 impl Restrictions {
     /// Rebuilds the whole index (at start, and on another replica's signal).
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
-        let mut fresh: HashMap<String, ByRecord> = HashMap::new();
+        let mut fresh: HashMap<String, HashMap<String, ByRecord>> = HashMap::new();
         for r in storage::requests::all_restricting(db).await? {
-            if let Some((store, key)) = key_of(&r) {
-                fresh.entry(store).or_default().insert(key, mark_of(&r));
+            if let Some(key) = key_of(&r) {
+                fresh
+                    .entry(r.store.clone())
+                    .or_default()
+                    .entry(r.dataset.clone())
+                    .or_default()
+                    .insert(key, mark_of(&r));
             }
         }
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
@@ -61,14 +64,20 @@ impl Restrictions {
     ) -> Result<(), StorageError> {
         let now = storage::requests::restricting_for_record(db, store, record_ref).await?;
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let by = map.entry(store.to_string()).or_default();
-        by.retain(|(_, k, id), _| !(*k == kind && id == record_ref));
+        let datasets = map.entry(store.to_string()).or_default();
+        for by in datasets.values_mut() {
+            by.remove(&(kind, record_ref.to_string()));
+        }
         for r in now.iter().filter(|r| r.subject_type == kind.as_str()) {
-            if let Some((_, key)) = key_of(r) {
-                by.insert(key, mark_of(r));
+            if let Some(key) = key_of(r) {
+                datasets
+                    .entry(r.dataset.clone())
+                    .or_default()
+                    .insert(key, mark_of(r));
             }
         }
-        if by.is_empty() {
+        datasets.retain(|_, by| !by.is_empty());
+        if datasets.is_empty() {
             map.remove(store);
         }
         Ok(())
@@ -81,7 +90,7 @@ impl Restrictions {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(store)
-            .is_some_and(|by| by.keys().any(|(d, _, _)| d == dataset))
+            .is_some_and(|d| d.contains_key(dataset))
     }
 
     /// The mark of a restricted record, or none when it is not restricted.
@@ -94,7 +103,8 @@ impl Restrictions {
     ) -> Option<Value> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(store)?
-            .get(&(dataset.to_string(), kind, subject.to_string()))
+            .get(dataset)?
+            .get(&(kind, subject.to_string()))
             .cloned()
     }
 }
