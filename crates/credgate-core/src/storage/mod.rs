@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod complaints;
 pub mod consents;
+pub mod events;
 pub mod lockdowns;
 pub mod objections;
 pub mod reports;
