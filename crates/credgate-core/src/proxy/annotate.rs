@@ -23,7 +23,8 @@ const OBJECTIONS: &str = "_objections";
 const STATEMENTS: &str = "_statements";
 
 /// Applies the plan with the annotations this store's records call for: the masked outcome,
-/// and whether an annotated record is still under an open objection.
+/// and whether an annotated record is still under an open objection. A completed restriction
+/// first withholds its records from every reader but a full-history one, who sees them marked.
 pub fn apply(
     state: &Core,
     plan: &Plan,
@@ -31,34 +32,51 @@ pub fn apply(
     doc: &mut Value,
     ctx: &ApplyCtx<'_>,
 ) -> (Outcome, bool) {
-    let kinds = kinds_of(plan);
     let restricted = state.marks.restrictions.has(store, &plan.dataset);
-    let restriction = |id: &str| {
-        kinds
-            .iter()
-            .find_map(|k| state.marks.restrictions.mark(store, &plan.dataset, *k, id))
-    };
-    // A completed restriction withholds the record from every reader but a full-history one.
     let mut withheld = Outcome::default();
     if restricted && !plan.sees_full_history() {
-        plan.withhold_subjects(doc, &|id| restriction(id).is_some(), &mut withheld);
+        let kinds = kinds_of(plan);
+        let is_restricted = |id: &str| {
+            kinds.iter().any(|k| {
+                state
+                    .marks
+                    .restrictions
+                    .mark(store, &plan.dataset, *k, id)
+                    .is_some()
+            })
+        };
+        plan.withhold_subjects(doc, &is_restricted, &mut withheld);
         if withheld.out_of_scope {
             return (withheld, false);
         }
     }
-    let marked_for_full_history = restricted && plan.sees_full_history();
+    let show_restrictions = restricted && plan.sees_full_history();
+    let (mut outcome, pending) = annotated(state, plan, store, doc, ctx, show_restrictions);
+    outcome.withheld_records += withheld.withheld_records;
+    (outcome, pending)
+}
+
+/// The plan applied with marks (objections, open requests, restrictions when
+/// `show_restrictions`) and statements on each record.
+fn annotated(
+    state: &Core,
+    plan: &Plan,
+    store: &str,
+    doc: &mut Value,
+    ctx: &ApplyCtx<'_>,
+    show_restrictions: bool,
+) -> (Outcome, bool) {
+    let kinds = kinds_of(plan);
     let (marked, stated) = (
-        state.marks.has_store(store) || marked_for_full_history,
+        state.marks.has_store(store) || show_restrictions,
         state.statements.has_store(store) && shows_statements(plan),
     );
     if !marked && !stated {
-        let mut out = plan.apply(doc, ctx);
-        out.withheld_records += withheld.withheld_records;
-        return (out, false);
+        return (plan.apply(doc, ctx), false);
     }
-    let mut pending = false;
-    let mut wrapped = false;
+    let (mut pending, mut wrapped) = (false, false);
     let mut note = |id: &str| {
+        let find = |f: &dyn Fn(SubjectType) -> Option<Value>| kinds.iter().find_map(|k| f(*k));
         let mut marks = marked
             .then(|| {
                 kinds
@@ -66,15 +84,14 @@ pub fn apply(
                     .find_map(|k| state.marks.annotation(store, *k, id))
             })
             .flatten();
-        if marked_for_full_history && let Some(r) = restriction(id) {
+        let restriction = show_restrictions
+            .then(|| find(&|k| state.marks.restrictions.mark(store, &plan.dataset, k, id)))
+            .flatten();
+        if let Some(r) = restriction {
             marks = Some(with_restriction(marks, r));
         }
         let said = stated
-            .then(|| {
-                kinds
-                    .iter()
-                    .find_map(|k| state.statements.annotation((store, &plan.dataset), *k, id))
-            })
+            .then(|| find(&|k| state.statements.annotation((store, &plan.dataset), k, id)))
             .flatten();
         pending |= marks.as_ref().is_some_and(|(_, open)| *open);
         match (marks, said) {
@@ -90,8 +107,7 @@ pub fn apply(
             }
         }
     };
-    let mut outcome = plan.apply_annotated(doc, ctx, Some(&mut note));
-    outcome.withheld_records += withheld.withheld_records;
+    let outcome = plan.apply_annotated(doc, ctx, Some(&mut note));
     if wrapped {
         unwrap(doc);
     }
