@@ -16,6 +16,7 @@ use http_body::Body as _;
 use super::{AppState, Error, Problem, RequestId, routes::Declared};
 use crate::{
     audit::{AuditInfo, AuditRecord, AuditSlot, Committed, Deferred, Refusal},
+    proxy::trace,
     storage::now_micros,
 };
 
@@ -85,7 +86,8 @@ pub async fn audit(
     {
         return res;
     }
-    let info = slot.take();
+    let mut info = slot.take();
+    with_legal_basis(&state, &mut info);
     // The proxy names what it forwarded (the canonical path and query): that is what is kept.
     if let Some(p) = info.canonical_path.as_deref() {
         meta.path = cap(p, 512);
@@ -93,6 +95,12 @@ pub async fn audit(
     // A mutation's change commits with its record, or not at all. Requests without one (all
     // data requests) take the path below unchanged: no copy, no extra await.
     if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
+        return with_change(&state, meta, info, res, deferred).await;
+    }
+    // A read that withheld records past retention asks for their deletion with its record.
+    if !info.expired.is_empty() {
+        let expired = std::mem::take(&mut info.expired);
+        let deferred = crate::workflows::outbox::deletions(expired, state.clock.now());
         return with_change(&state, meta, info, res, deferred).await;
     }
     let t4 = info.t4_released;
@@ -103,6 +111,19 @@ pub async fn audit(
             tracing::error!(error = %e, "audit record not committed; response withheld");
             Error::AuditUnavailable.into_response()
         }
+    }
+}
+
+/// The declared purpose's legal basis, when the handler did not name it (the profile and the
+/// subject's self-query): looked up in the policies now in force.
+fn with_legal_basis(state: &AppState, info: &mut AuditInfo) {
+    if info.legal_basis.is_none()
+        && let Some(p) = info.purpose.as_deref()
+    {
+        info.legal_basis = state
+            .policies()
+            .purpose(p)
+            .map(|p| p.legal_basis.code().to_string());
     }
 }
 
@@ -124,6 +145,9 @@ struct Meta {
     started: Instant,
     time_us: i64,
     request_id: String,
+    /// The caller's own `X-Request-Id` and W3C trace id, when well formed (`proxy::trace`).
+    caller_request_id: Option<String>,
+    trace_id: Option<String>,
     method: String,
     path: String,
     client_addr: String,
@@ -157,6 +181,8 @@ impl Meta {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
+            caller_request_id: trace::caller_request_id(req.headers()),
+            trace_id: trace::TraceContext::from_headers(req.headers()).map(|t| t.trace_id),
             method: req.method().to_string(),
             path,
             client_addr,
@@ -211,6 +237,9 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
         hash: String::new(),
         actor: info.actor,
         actor_org: info.actor_org,
+        legal_basis: info.legal_basis,
+        caller_request_id: meta.caller_request_id,
+        trace_id: meta.trace_id,
     };
     (record, decision)
 }

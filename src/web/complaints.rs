@@ -73,7 +73,9 @@ async fn subject_get(
 ) -> Result<Json<Value>, Error> {
     let c = complaints::own(&state.db, &subject.id, &id).await?;
     let mut v = c.view(state.clock.now());
-    v["history"] = json!(complaints::history(&state.db, &c.id).await?);
+    v["history"] = json!(crate::workflows::events::for_subject(
+        complaints::history(&state.db, &c.id).await?
+    ));
     Ok(Json(v))
 }
 

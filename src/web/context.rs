@@ -13,8 +13,10 @@ use super::error::Problem;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The gateway's own id for a request. A caller-supplied `X-Request-Id` is ignored: ids in the
-/// logs and the audit trail must be ours, unique and free of injected text.
+/// The gateway's own id for a request, on every response and in every log line and record. A
+/// caller-supplied `X-Request-Id` never replaces it and is never echoed: when well formed it is
+/// kept beside ours in the audit record as `caller_request_id` (`proxy::trace`), so the ids in
+/// the logs stay ours, unique and free of injected text.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 

@@ -100,8 +100,13 @@ pub(crate) async fn handle(
     let target = route(&state, &parts, prefix)?;
     slot.update(|a| note_target(a, &target, prefix));
     let purpose = declared_purpose(&state, &parts.headers)?;
+    let legal_basis = state
+        .policies()
+        .purpose(&purpose)
+        .map(|p| p.legal_basis.code().to_string());
     slot.update(|a| {
         a.purpose = Some(purpose.clone());
+        a.legal_basis = legal_basis;
         a.consent_id = consent_header(&parts.headers);
     });
     let plan = decide::decide(

@@ -82,7 +82,9 @@ async fn subject_get(
 ) -> Result<Json<Value>, Error> {
     let o = objections::own(&state.db, &subject.id, &id).await?;
     let mut v = o.view(state.clock.now());
-    v["history"] = json!(objections::history(&state.db, &o.id).await?);
+    v["history"] = json!(crate::workflows::events::for_subject(
+        objections::history(&state.db, &o.id).await?
+    ));
     Ok(Json(v))
 }
 

@@ -169,6 +169,7 @@ fn merge_outcome(a: &mut AuditInfo, outcome: &crate::policy::Outcome) {
         }
     }
     a.t4_released |= part.t4_released;
+    a.expired.extend(part.expired);
 }
 
 /// A profile whose every section was denied released nothing: it is a denial, recorded as one.

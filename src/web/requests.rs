@@ -80,7 +80,9 @@ async fn subject_get(
 ) -> Result<Json<Value>, Error> {
     let r = requests::own(&state.db, &subject.id, &id).await?;
     let mut v = r.view(state.clock.now());
-    v["history"] = json!(requests::history(&state.db, &r.id).await?);
+    v["history"] = json!(crate::workflows::events::for_subject(
+        requests::history(&state.db, &r.id).await?
+    ));
     Ok(Json(v))
 }
 

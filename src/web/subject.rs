@@ -319,12 +319,26 @@ async fn access_log(
             json!({
                 "time": crate::storage::micros_to_rfc3339(r.time_us),
                 "org": r.org, "role": r.role, "purpose": r.purpose,
-                "legal_basis": r.purpose.as_deref().and_then(|p| policies.purpose(p)).map(|p| p.legal_basis.code()),
+                "legal_basis": legal_basis_of(r, &policies),
                 "store": r.store, "dataset": r.dataset, "decision": r.decision,
             })
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// The legal basis the record itself names (covered by its hash); for a record written before
+/// records carried one, the basis its purpose has in the policies now.
+fn legal_basis_of(
+    r: &crate::audit::AuditRecord,
+    policies: &crate::policy::PolicySet,
+) -> Option<String> {
+    r.legal_basis.clone().or_else(|| {
+        r.purpose
+            .as_deref()
+            .and_then(|p| policies.purpose(p))
+            .map(|p| p.legal_basis.code().to_string())
+    })
 }
 
 /// The calendar year (UTC) of a time in unix microseconds, and when the next one begins.

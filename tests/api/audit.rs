@@ -238,7 +238,7 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
         format!(
             "INSERT INTO audit_log SELECT {seq}, 'au_copy', time_us, request_id, kind, client_id, org, \
              role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, \
-             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash, actor, actor_org \
+             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash, actor, actor_org, legal_basis, caller_request_id, trace_id \
              FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"
         )
     };
@@ -414,7 +414,7 @@ async fn a_deleted_record_is_found() {
 async fn an_inserted_record_is_found() {
     let r = tampered(
         "UPDATE audit_log SET seq = -seq WHERE seq >= 9; UPDATE audit_log SET seq = 1 - seq WHERE seq < 0; \
-         INSERT INTO audit_log SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org FROM audit_log WHERE seq = 8",
+         INSERT INTO audit_log SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, caller_request_id, trace_id FROM audit_log WHERE seq = 8",
     )
     .await;
     assert!(!r.ok);
@@ -1109,4 +1109,97 @@ fn golden_report_sealing_binds_exactly_the_report_id() {
     );
     assert_eq!(sealer.open("rp_golden2", &sealed), None, "bound to the id");
     assert_eq!(sealer.open("", &sealed), None);
+}
+
+/// Each data request's record carries its purpose's legal basis (PIPL art. 13 code), covered
+/// by the hash (encoding v3); records without one (token issuance, records written before the
+/// field) keep their v1 bytes and still verify; the officer and the subject see the basis.
+#[tokio::test]
+async fn the_legal_basis_is_in_the_record_and_covered_by_its_hash() {
+    use credgate::audit::chain::{self, Encoding};
+    let app = TestApp::spawn().await;
+    let (_, regulator) = app.token("regulator").await;
+    let (_, bank) = app.token("financial_institution").await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .data(&regulator, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let by_regulator = app
+        .record(res.headers()["x-audit-id"].to_str().unwrap())
+        .await;
+    assert_eq!(by_regulator.legal_basis.as_deref(), Some("legal_duty"));
+    assert_eq!(Encoding::of_hash(&by_regulator.hash), Some(Encoding::V3));
+    let res = app.data(&bank, "/v1/stores/power/lists/red").await;
+    let by_bank = app
+        .record(res.headers()["x-audit-id"].to_str().unwrap())
+        .await;
+    assert_eq!(
+        by_bank.legal_basis.as_deref(),
+        app.state
+            .policies()
+            .purpose(&by_bank.purpose.clone().unwrap())
+            .map(|p| p.legal_basis.code())
+    );
+    // Old-format records (no basis, no caller ids) are still v1 in the same chain.
+    let all = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
+        .await
+        .unwrap();
+    let token_record = all
+        .iter()
+        .find(|r| r.kind == "token")
+        .expect("a token record");
+    assert_eq!(token_record.legal_basis, None);
+    assert_eq!(Encoding::of_hash(&token_record.hash), Some(Encoding::V1));
+    assert!(all.iter().all(chain::verifies));
+    let report = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    // The officer's view shows it.
+    let (_, officer) = app.token("security_officer").await;
+    let log = app.audit(&officer, "limit=20").await;
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == by_regulator.id.as_str() && i["legal_basis"] == "legal_duty"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_or_added_legal_basis_is_found() {
+    // Edited on a record that carries one.
+    let r = tampered(
+        "UPDATE audit_log SET legal_basis = 'consent' WHERE seq = \
+         (SELECT MIN(seq) FROM audit_log WHERE legal_basis IS NOT NULL)",
+    )
+    .await;
+    assert!(!r.ok);
+    assert!(r.first_bad_seq.is_some());
+    // Added to an old-format record, whose v1 bytes do not cover it.
+    let r = tampered(
+        "UPDATE audit_log SET legal_basis = 'legal_duty' WHERE seq = \
+         (SELECT MIN(seq) FROM audit_log WHERE legal_basis IS NULL)",
+    )
+    .await;
+    assert!(!r.ok);
+    // Removed, or a caller's id planted afterwards.
+    let r = tampered(
+        "UPDATE audit_log SET legal_basis = NULL WHERE seq = \
+         (SELECT MAX(seq) FROM audit_log WHERE legal_basis IS NOT NULL)",
+    )
+    .await;
+    assert!(!r.ok);
+    let r = tampered(
+        "UPDATE audit_log SET caller_request_id = 'planted' WHERE seq = \
+         (SELECT MAX(seq) FROM audit_log)",
+    )
+    .await;
+    assert!(!r.ok);
 }

@@ -589,3 +589,86 @@ async fn law_an_unknown_list_value_is_adverse() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(refs(&body, "list_entries", "list"), vec!["red"], "{body}");
 }
+
+/// Expired list rows of different companies listed on the same day each get their own
+/// deletion request naming their subject (hostile review: they collapsed into one request a
+/// store could not resolve), queued with the read's audit record (present the moment the
+/// answer is, never before the record); a list value no rule declares is counted by a metric.
+#[tokio::test]
+async fn law_expired_list_rows_are_queued_for_deletion_each_with_its_subject_with_the_record() {
+    let old = ymd(8 * 366);
+    let ended = ymd(6 * 366);
+    let page = json!({"items": [
+        {"uscc": "91350100M000100Y43", "name": "A", "region": "350000", "list_entries": [
+            {"list": "black", "listed_at": old, "valid_until": ended}]},
+        {"uscc": "91110108MA01ABCD5X", "name": "B", "region": "110000", "list_entries": [
+            {"list": "black", "listed_at": old, "valid_until": ended},
+            {"list": "blak", "listed_at": ymd(10)}]},
+    ]});
+    let store = crate::helpers::serve(axum::Router::new().route(
+        "/records",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::Json(page) }
+        }),
+    ))
+    .await;
+    let app = TestApp::spawn_with(|c| {
+        let fake = c.stores.iter_mut().find(|s| s.name == "fake").unwrap();
+        fake.upstream = format!("http://{store}");
+    })
+    .await;
+    let regulator = app.token("regulator").await.1;
+    let res = app
+        .http
+        .get(format!("{}/v1/stores/fake/records", app.url))
+        .bearer_auth(&regulator)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let body: Value = res.json().await.unwrap();
+    assert!(!body.to_string().contains(&old), "{body}");
+    // Already queued when the answer arrives: in the record's transaction, not after it.
+    let d = deletions(&app).await;
+    let mut subjects: Vec<&str> = d
+        .iter()
+        .map(|(p, _)| p["subject"].as_str().unwrap())
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["91110108MA01ABCD5X", "91350100M000100Y43"],
+        "{d:?}"
+    );
+    let record = app.record(&audit_id).await;
+    assert_eq!(record.decision, "allow");
+    // Read again: the same requests, not new ones.
+    app.http
+        .get(format!("{}/v1/stores/fake/records", app.url))
+        .bearer_auth(&regulator)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deletions(&app).await.len(), 2);
+    // The misspelt list is counted.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.metrics_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("credgate_unknown_list_values_total")
+                && l.contains("entity_list")),
+        "{metrics}"
+    );
+}

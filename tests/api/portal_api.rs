@@ -48,6 +48,17 @@ fn statement(record_ref: &str, text: &str) -> Value {
     json!({"store": "power", "dataset": "entity", "record_ref": record_ref, "text": text})
 }
 
+/// The record as a reader above the public tier sees it (statements are not shown to the
+/// public, which reads the disclosure minimum only).
+async fn reader_entity(app: &TestApp, uscc: &str) -> Value {
+    let (_, regulator) = app.token("regulator").await;
+    let res = app
+        .data(&regulator, &format!("/v1/stores/power/entities/{uscc}"))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
 async fn public_entity(app: &TestApp, uscc: &str) -> Value {
     let res = app
         .http
@@ -72,8 +83,12 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
     let id = filed["id"].as_str().unwrap().to_string();
     assert_eq!(filed["status"], "active");
 
-    // The public and a bank each see it on my record, on mine only.
-    let doc = public_entity(&app, &mine).await;
+    // The public tier does not see it; a regulator and a bank each see it on my record, on
+    // mine only.
+    let public = public_entity(&app, &mine).await;
+    assert!(public.get("_statements").is_none(), "{public}");
+    assert!(!public.to_string().contains(text), "{public}");
+    let doc = reader_entity(&app, &mine).await;
     assert_eq!(doc["_statements"][0]["text"], text, "{doc}");
     assert_eq!(doc["_statements"][0]["id"], id.as_str());
     assert!(doc.get("_objections").is_none(), "{doc}");
@@ -113,12 +128,12 @@ async fn a_statement_is_shown_with_the_record_to_every_reader_until_withdrawn() 
     let path = format!("/subject/statements/{id}");
     assert_problem(delete(&app, &them, &path).await, 404).await;
     assert_eq!(
-        public_entity(&app, &mine).await["_statements"][0]["id"],
+        reader_entity(&app, &mine).await["_statements"][0]["id"],
         id.as_str()
     );
     assert_eq!(delete(&app, &me, &path).await.status(), 204);
     assert_problem(delete(&app, &me, &path).await, 404).await;
-    let doc = public_entity(&app, &mine).await;
+    let doc = reader_entity(&app, &mine).await;
     assert!(doc.get("_statements").is_none(), "withdrawn: {doc}");
     let listed: Value = get(&app, &me, "/subject/statements")
         .await
@@ -192,7 +207,7 @@ async fn statements_only_on_my_own_records_with_bounded_plain_text() {
     )
     .await;
     assert_problem(res, 409).await;
-    let doc = public_entity(&app, &mine).await;
+    let doc = reader_entity(&app, &mine).await;
     let size = doc["_statements"].to_string().len();
     assert!(size <= 8192 + 64, "the annotation is bounded: {size} bytes");
     assert!(
@@ -558,13 +573,16 @@ async fn a_statement_filed_on_one_replica_is_shown_by_the_other_within_a_second(
     )
     .await;
     assert_eq!(res.status(), 201);
-    let url = format!("{}/public/stores/power/entities/{mine}", other.url);
+    // Read by a regulator: the public tier is not shown statements.
+    let (_, regulator) = app.token("regulator").await;
+    let url = format!("{}/v1/stores/power/entities/{mine}", other.url);
     let started = std::time::Instant::now();
     loop {
         let doc: Value = app
             .http
             .get(&url)
-            .header("X-Purpose", "public_disclosure")
+            .bearer_auth(&regulator)
+            .header("X-Purpose", "supervision")
             .send()
             .await
             .unwrap()
@@ -651,7 +669,7 @@ async fn a_statement_naming_someone_else_is_refused_and_shows_only_on_its_datase
     let res = post(&app, &me, "/subject/statements", statement(&mine, &text)).await;
     assert_eq!(res.status(), 201);
     assert_eq!(
-        public_entity(&app, &mine).await["_statements"][0]["text"],
+        reader_entity(&app, &mine).await["_statements"][0]["text"],
         text
     );
     // Filed on `entity`: not shown on the list dataset's rows.

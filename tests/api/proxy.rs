@@ -347,3 +347,167 @@ impl TestApp {
         cfg.upstream.trim_start_matches("http://").to_string()
     }
 }
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// One request to the fake store with these extra headers: the answer's status and request
+/// id, the headers the store saw and the audit record.
+async fn traced(
+    app: &TestApp,
+    token: &str,
+    extra: &[(&str, &[u8])],
+) -> (u16, String, http::HeaderMap, credgate::audit::AuditRecord) {
+    let mut req = app
+        .http
+        .get(format!("{}/v1/stores/fake/entities/{USCC}", app.url))
+        .bearer_auth(token)
+        .header("X-Purpose", "supervision");
+    for (k, v) in extra {
+        req = req.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let rid = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    let audit_id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let body = res.text().await.unwrap();
+    for (_, v) in extra {
+        let v = String::from_utf8_lossy(v);
+        assert!(v.len() < 4 || !body.contains(&*v), "echoed: {v}");
+    }
+    (status, rid, app.fake.headers(), app.record(&audit_id).await)
+}
+
+/// The caller's X-Request-Id and traceparent, attacked: an invalid value is ignored (not
+/// recorded, not forwarded), the request is still served, and nothing is echoed.
+#[tokio::test]
+async fn hostile_request_ids_and_traceparents_are_ignored_and_the_request_served() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    let long_id = "r".repeat(129);
+    let long_tp = format!("{TRACEPARENT}{}", "0".repeat(4000));
+    let upper = TRACEPARENT.to_uppercase();
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("x-request-id", long_id.into_bytes()),
+        ("x-request-id", "请求-7".as_bytes().to_vec()),
+        ("x-request-id", b"a\tb".to_vec()),
+        ("x-request-id", b"a b".to_vec()),
+        ("traceparent", long_tp.into_bytes()),
+        ("traceparent", format!("{TRACEPARENT}é").into_bytes()),
+        (
+            "traceparent",
+            TRACEPARENT.replacen("-01", "-\t01", 1).into_bytes(),
+        ),
+        (
+            "traceparent",
+            TRACEPARENT.replacen("00", "ff", 1).into_bytes(),
+        ),
+        (
+            "traceparent",
+            TRACEPARENT.replace(TRACE, &"0".repeat(32)).into_bytes(),
+        ),
+        (
+            "traceparent",
+            TRACEPARENT
+                .replace("00f067aa0ba902b7", &"0".repeat(16))
+                .into_bytes(),
+        ),
+        ("traceparent", upper.into_bytes()),
+    ];
+    for (name, value) in &bad {
+        let (status, rid, seen, record) = traced(&app, &token, &[(name, value)]).await;
+        let what = String::from_utf8_lossy(value);
+        assert_eq!(status, 200, "{name}: {what}");
+        assert_eq!(record.caller_request_id, None, "{name}: {what}");
+        assert_eq!(record.trace_id, None, "{name}: {what}");
+        assert_eq!(
+            record.request_id, rid,
+            "the gateway's id stays the response's"
+        );
+        assert!(
+            seen.get("traceparent").is_none(),
+            "{name}: {what} forwarded"
+        );
+        assert!(seen.get("tracestate").is_none());
+        assert_eq!(seen["x-request-id"].to_str().unwrap(), rid);
+        assert!(credgate::audit::chain::verifies(&record));
+    }
+    // CR/LF cannot even be sent as one header; sent raw, the request line is refused or the
+    // value never reaches the gateway as a header (hyper's parser).
+    assert!(http::HeaderValue::from_bytes(b"a\r\nx-injected: 1").is_err());
+    // Several headers, each valid alone.
+    let two: &[(&str, &[u8])] = &[
+        ("x-request-id", b"bank-1"),
+        ("x-request-id", b"bank-2"),
+        ("traceparent", TRACEPARENT.as_bytes()),
+        ("traceparent", TRACEPARENT.as_bytes()),
+    ];
+    let (status, _, seen, record) = traced(&app, &token, two).await;
+    assert_eq!(status, 200);
+    assert_eq!((record.caller_request_id, record.trace_id), (None, None));
+    assert!(seen.get("traceparent").is_none());
+    // An invalid tracestate is dropped, the valid traceparent still goes on.
+    let (_, _, seen, record) = traced(
+        &app,
+        &token,
+        &[
+            ("traceparent", TRACEPARENT.as_bytes()),
+            ("tracestate", b"Bad Key=1"),
+        ],
+    )
+    .await;
+    assert_eq!(record.trace_id.as_deref(), Some(TRACE));
+    assert!(seen.get("tracestate").is_none());
+    assert!(seen.get("traceparent").is_some());
+}
+
+/// Valid ids: the caller's id is recorded beside ours (the response keeps ours), the trace id
+/// is recorded, and the store gets the same trace under a new parent, with the tracestate.
+#[tokio::test]
+async fn a_callers_ids_are_recorded_and_the_trace_goes_on_to_the_store() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    let (status, rid, seen, record) = traced(
+        &app,
+        &token,
+        &[
+            ("x-request-id", b"bank-req-7"),
+            ("traceparent", TRACEPARENT.as_bytes()),
+            ("tracestate", b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_ne!(rid, "bank-req-7");
+    assert_eq!(record.request_id, rid);
+    assert_eq!(record.caller_request_id.as_deref(), Some("bank-req-7"));
+    assert_eq!(record.trace_id.as_deref(), Some(TRACE));
+    assert!(record.hash.starts_with("v3:"), "{}", record.hash);
+    assert!(credgate::audit::chain::verifies(&record));
+    let tp = seen["traceparent"].to_str().unwrap();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE, "01"));
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway's span is the parent"
+    );
+    assert_ne!(parts[2], "0000000000000000");
+    assert_eq!(
+        seen["tracestate"],
+        "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    );
+    assert_eq!(seen["x-request-id"].to_str().unwrap(), rid);
+    // The officer's view names them too.
+    let (_, officer) = app.token("security_officer").await;
+    let log = app.audit(&officer, "limit=5").await;
+    let mine = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["request_id"] == rid.as_str())
+        .expect("the record is in the officer's view");
+    assert_eq!(mine["caller_request_id"], "bank-req-7");
+    assert_eq!(mine["trace_id"], TRACE);
+    assert_eq!(mine["legal_basis"], "legal_duty");
+}

@@ -481,3 +481,158 @@ async fn outbox_rows(app: &TestApp, like: &str) -> Vec<(Value, bool)> {
         })
         .collect()
 }
+
+/// (status, body) of the entity record as `token` reads it under `purpose` (the public without
+/// a token).
+async fn read_as(c: &Ctx, token: Option<&str>, purpose: &str, path: &str) -> (u16, Value) {
+    let prefix = if token.is_some() { "/v1" } else { "/public" };
+    let mut req = c
+        .app
+        .http
+        .get(format!("{}{prefix}/stores/power{path}", c.app.url))
+        .header("X-Purpose", purpose);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// A completed restriction (issue 15 item 7, PIPL art. 44) withholds the subject's record of
+/// the named dataset from institutions reading for other purposes and from the public (as no
+/// such record), while a regulator reading for supervision still sees it, marked restricted,
+/// and so does the subject; other subjects and other datasets are untouched. A handler lifts
+/// it (a note required, only a completed restriction), and the record is released again.
+#[tokio::test]
+async fn a_completed_restriction_withholds_the_record_until_lifted() {
+    let c = setup().await;
+    let (_, regulator) = c.app.token("regulator").await;
+    let (_, bank) = c.app.token("financial_institution").await;
+    let own = format!("/entities/{}", c.uscc);
+    let other = format!(
+        "/entities/{}",
+        c.app.sample().entities[1]["uscc"].as_str().unwrap()
+    );
+    let r = c.file("restriction").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    // Filed or accepted is not yet restricted.
+    assert_eq!(read_as(&c, Some(&bank), "lending", &own).await.0, 200);
+    assert_eq!(
+        c.move_to(&id, json!({"to": "accepted"})).await.status(),
+        200
+    );
+    assert_eq!(read_as(&c, None, "public_disclosure", &own).await.0, 200);
+    // Lifting what is not completed is refused.
+    let early = c.move_to(&id, json!({"to": "lifted", "note": "x"})).await;
+    assert_problem(early, 409).await;
+    let done = json!({"to": "completed", "answer": "已限制处理"});
+    assert_eq!(c.move_to(&id, done).await.status(), 200);
+
+    for (token, purpose) in [
+        (Some(bank.as_str()), "lending"),
+        (None, "public_disclosure"),
+    ] {
+        let (status, body) = read_as(&c, token, purpose, &own).await;
+        assert_eq!(status, 404, "{purpose}: {body}");
+        assert!(!body.to_string().contains(&c.uscc), "{body}");
+        assert!(!body.to_string().contains("restrict"), "{body}");
+        assert_eq!(read_as(&c, token, purpose, &other).await.0, 200);
+    }
+    let (status, doc) = read_as(&c, Some(&regulator), "supervision", &own).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["uscc"], c.uscc.as_str());
+    let marks = doc["_objections"].as_array().expect("marked restricted");
+    assert!(
+        marks
+            .iter()
+            .any(|m| m["id"] == id.as_str() && m["status"] == "restricted"),
+        "{doc}"
+    );
+    // The subject reads their own record, marked.
+    let mine = c.get("/subject/record", &c.subject).await;
+    assert!(mine.to_string().contains("restricted"), "{mine}");
+    // Other datasets of the subject (the list) are not named by the request.
+    let (status, list) = read_as(&c, Some(&bank), "lending", "/entities?page_size=100").await;
+    assert_eq!(status, 200);
+    assert!(list.to_string().contains(&c.uscc));
+
+    // Lifting needs a note; a repair cannot be lifted.
+    assert_problem(c.move_to(&id, json!({"to": "lifted"})).await, 400).await;
+    let lift = json!({"to": "lifted", "note": "法院裁定已撤销，恢复处理"});
+    assert_eq!(c.move_to(&id, lift).await.status(), 200);
+    let (status, doc) = read_as(&c, Some(&bank), "lending", &own).await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc.get("_objections").is_none(), "{doc}");
+    let (_, doc) = read_as(&c, Some(&regulator), "supervision", &own).await;
+    assert!(!doc.to_string().contains("restricted"), "{doc}");
+    let seen = c.get(&format!("/subject/requests/{id}"), &c.subject).await;
+    assert_eq!(seen["status"], "lifted", "{seen}");
+    assert_eq!(seen["answer"], "已限制处理");
+    // The subject's history names no handler and shows no handler's note (hostile review);
+    // the handlers' view keeps both.
+    let steps = seen["history"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "{seen}");
+    for step in steps {
+        assert!(
+            step.get("by").is_none() && step.get("note").is_none(),
+            "{step}"
+        );
+    }
+    assert!(!seen.to_string().contains("法院裁定"), "{seen}");
+    assert!(!seen.to_string().contains("cg_"), "{seen}");
+    let theirs = c.get(&format!("/admin/requests/{id}"), &c.handler()).await;
+    assert!(theirs.to_string().contains("法院裁定"));
+    assert!(
+        theirs["history"][1]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cg_")
+    );
+    // The store is told of the lift through the outbox, as of the restriction.
+    let mut lifted = None;
+    for _ in 0..100 {
+        if let Some((p, true)) = outbox_rows(&c.app, "rql_%").await.into_iter().next() {
+            lifted = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lifted.expect("delivered")["kind"], "restriction_lifted");
+    let repair = c.file("repair").await;
+    let rid = repair["id"].as_str().unwrap();
+    c.move_to(rid, json!({"to": "accepted"})).await;
+    c.move_to(rid, json!({"to": "completed"})).await;
+    let bad = c.move_to(rid, json!({"to": "lifted", "note": "x"})).await;
+    assert_problem(bad, 409).await;
+}
+
+/// Another replica learns of a restriction through the objections signal.
+#[tokio::test]
+async fn a_restriction_holds_on_a_sibling_replica() {
+    let c = setup().await;
+    let sibling = c.app.sibling().await;
+    let (_, bank) = c.app.token("financial_institution").await;
+    let r = c.file("restriction").await;
+    let id = r["id"].as_str().unwrap().to_string();
+    c.move_to(&id, json!({"to": "accepted"})).await;
+    c.move_to(&id, json!({"to": "completed"})).await;
+    let url = format!("{}/v1/stores/power/entities/{}", sibling.url, c.uscc);
+    let mut last = 0;
+    for _ in 0..100 {
+        let res = c
+            .app
+            .http
+            .get(&url)
+            .bearer_auth(&bank)
+            .header("X-Purpose", "lending")
+            .send()
+            .await
+            .unwrap();
+        last = res.status().as_u16();
+        if last == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 404, "the sibling withholds the restricted record");
+}

@@ -84,10 +84,13 @@ struct FlagRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
     pub dataset: Arc<str>,
-    /// The data subject of a single-record answer.
+    /// The data subject whose record it is: a single record's, a list row's, or the row's
+    /// around a nested record (none only when the catalog names no subject).
     pub subject: Option<String>,
     /// The record's reference (`decision_number`, `id`), or its date when it has none.
     pub record_ref: String,
+    /// The store the answer came from: set by the gateway, which knows it (the engine does not).
+    pub store: Option<String>,
 }
 
 /// A calendar period such as `3m`, `1y`, `90d`.
@@ -227,6 +230,10 @@ pub struct Outcome {
     /// Records past the retention limit (withheld, and counted in `withheld_records`): the
     /// store is asked to delete them. At most `MAX_SUBJECTS`.
     pub expired: Vec<Expired>,
+    /// Dated records whose `good_when` field holds a value no rule of their array declares
+    /// (a misspelt or new list name): judged adverse by every rule (fail closed), and counted
+    /// here so that operators see a store sending values the catalog does not know.
+    pub unknown_values: usize,
 }
 
 /// At most this many subject ids are recorded per answer.
@@ -742,6 +749,48 @@ impl Plan {
         self.subject_type
     }
 
+    /// Whether the purpose reads full history (`full_history_purposes`: supervision,
+    /// enforcement, the subject's own record): such a reader still sees a restricted record,
+    /// marked, where every other reader does not.
+    pub fn sees_full_history(&self) -> bool {
+        self.display.is_none()
+    }
+
+    /// Removes, before the plan is applied, every record whose subject `restricted` names (a
+    /// completed restriction request, PIPL art. 44): rows of a list are dropped and counted in
+    /// `withheld_records`; a single record empties the answer and is `out_of_scope` (answered
+    /// as no such record, so the restriction itself is not disclosed). Ids are asked in their
+    /// canonical form, read before masking.
+    pub fn withhold_subjects(
+        &self,
+        doc: &mut Value,
+        restricted: &dyn Fn(&str) -> bool,
+        out: &mut Outcome,
+    ) {
+        let Some(subject) = &self.subject else {
+            return;
+        };
+        let is_restricted = |v: &Value| {
+            value_at(v, subject)
+                .and_then(Value::as_str)
+                .is_some_and(|s| restricted(&canonical(self.subject_type, s)))
+        };
+        match &self.rows {
+            Some(rows) => for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                let before = items.len();
+                items.retain(|r| !is_restricted(r));
+                out.withheld_records += before - items.len();
+            }),
+            None => {
+                if is_restricted(doc) {
+                    out.withheld_records += 1;
+                    out.out_of_scope = true;
+                    *doc = Value::Object(Map::new());
+                }
+            }
+        }
+    }
+
     /// Applies the plan to a parsed answer in place. Never fails: whatever cannot be judged is
     /// withheld.
     pub fn apply(&self, doc: &mut Value, ctx: &ApplyCtx<'_>) -> Outcome {
@@ -793,34 +842,110 @@ impl Plan {
 
     /// Disclosure windows, then flags from current entries, then row scope.
     fn withhold(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {
-        let single_subject = match (&self.rows, &self.subject) {
-            (None, Some(subject)) => value_at(doc, subject)
+        let subject_of = |v: &Value| {
+            let path = self.subject.as_deref()?;
+            value_at(v, path)
                 .and_then(Value::as_str)
-                .map(|s| canonical(self.subject_type, s)),
-            _ => None,
+                .map(|s| canonical(self.subject_type, s))
         };
+        self.count_unknown_values(doc, out);
         for rule in &self.dated {
-            for_each_array(doc, &rule.array, &mut |records| {
-                let before = records.len();
-                records.retain(|r| match self.judge(rule, r, ctx.today) {
-                    Judged::Released => true,
-                    Judged::Hidden => false,
-                    Judged::Expired => {
-                        if out.expired.len() < MAX_SUBJECTS {
-                            out.expired.push(Expired {
-                                dataset: self.dataset.clone(),
-                                subject: single_subject.clone(),
-                                record_ref: rule.reference(r),
+            match self.rows.as_deref() {
+                // The rows themselves are the dated records (a list's entries): each row names
+                // its own subject.
+                Some(rows) if rule.array == rows[..rows.len() - 1] => {
+                    for_each_array(doc, &rule.array, &mut |records| {
+                        self.retain_dated(rule, records, &|r| subject_of(r), ctx, out)
+                    });
+                }
+                // Dated records inside each row (a row's penalties or list entries): the row's
+                // subject is theirs.
+                Some(rows) if rule.array.starts_with(rows) => {
+                    for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
+                        for row in items.iter_mut() {
+                            let subject = subject_of(row);
+                            for_each_array(row, &rule.array[rows.len()..], &mut |records| {
+                                self.retain_dated(rule, records, &|_| subject.clone(), ctx, out)
                             });
                         }
-                        false
-                    }
-                });
-                out.withheld_records += before - records.len();
-            });
+                    });
+                }
+                // A single record's arrays: the record's subject.
+                _ => {
+                    let subject = if self.rows.is_none() {
+                        subject_of(doc)
+                    } else {
+                        None
+                    };
+                    for_each_array(doc, &rule.array, &mut |records| {
+                        self.retain_dated(rule, records, &|_| subject.clone(), ctx, out)
+                    });
+                }
+            }
         }
         self.derive_flags(doc, ctx.today, out);
         self.scope(doc, ctx, out);
+    }
+
+    /// Counts the dated records whose `good_when` field is none of the values the rules on
+    /// their array declare; each array and field is counted once, by its first rule.
+    fn count_unknown_values(&self, doc: &mut Value, out: &mut Outcome) {
+        for (i, rule) in self.dated.iter().enumerate() {
+            let Some((field, _)) = &rule.good_when else {
+                continue;
+            };
+            let group = |r: &&DatedRule| {
+                r.array == rule.array && r.good_when.as_ref().is_some_and(|(f, _)| f == field)
+            };
+            if self.dated[..i].iter().any(|r| group(&r)) {
+                continue;
+            }
+            let known: Vec<&String> = self
+                .dated
+                .iter()
+                .filter(group)
+                .flat_map(|r| r.good_when.iter().flat_map(|(_, v)| v))
+                .collect();
+            for_each_array(doc, &rule.array, &mut |records| {
+                out.unknown_values += records
+                    .iter()
+                    .filter(|r| {
+                        !r.get(field)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| known.iter().any(|k| *k == v))
+                    })
+                    .count();
+            });
+        }
+    }
+
+    /// Keeps the dated records on display; those past retention are withheld and listed in
+    /// `expired` with their subject, so that a deletion request names whose record it is.
+    fn retain_dated(
+        &self,
+        rule: &DatedRule,
+        records: &mut Vec<Value>,
+        subject_of: &dyn Fn(&Value) -> Option<String>,
+        ctx: &ApplyCtx<'_>,
+        out: &mut Outcome,
+    ) {
+        let before = records.len();
+        records.retain(|r| match self.judge(rule, r, ctx.today) {
+            Judged::Released => true,
+            Judged::Hidden => false,
+            Judged::Expired => {
+                if out.expired.len() < MAX_SUBJECTS {
+                    out.expired.push(Expired {
+                        dataset: self.dataset.clone(),
+                        subject: subject_of(r),
+                        record_ref: rule.reference(r),
+                        store: None,
+                    });
+                }
+                false
+            }
+        });
+        out.withheld_records += before - records.len();
     }
 
     fn scope(&self, doc: &mut Value, ctx: &ApplyCtx<'_>, out: &mut Outcome) {

@@ -329,6 +329,7 @@ fn expired_records_are_withheld_from_every_role_and_named_for_deletion() {
                 dataset: "person".into(),
                 subject: Some("11010519491231002X".into()),
                 record_ref: "R1".into(),
+                store: None,
             }]
         );
     }
@@ -368,4 +369,72 @@ fn malformed_marks_fail_closed() {
     );
     assert_eq!(doc["black_list"], false, "{doc}");
     assert_eq!(doc["penalties"], serde_json::json!([]), "{doc}");
+}
+
+/// Expired rows of a list, and expired entries nested in a list's rows, each name their own
+/// subject (hostile review: rows of different companies listed on one day collapsed into one
+/// deletion request without a subject).
+#[test]
+fn expired_list_rows_name_their_own_subjects() {
+    let set = PolicySet::load(&shipped()).unwrap();
+    let today = time::macros::date!(2026 - 06 - 01);
+    let old = "2015-01-01";
+    let mut doc = serde_json::json!({"items": [
+        {"uscc": "91350100M000100Y43", "name": "A", "listed_at": old, "valid_until": "2016-01-01"},
+        {"uscc": "91110000100000000A", "name": "B", "listed_at": old, "valid_until": "2016-01-01"},
+    ]});
+    let out = apply_on(
+        &set,
+        "regulator",
+        "supervision",
+        "black_list",
+        &mut doc,
+        today,
+    );
+    let subjects: Vec<_> = out.expired.iter().map(|e| e.subject.clone()).collect();
+    assert_eq!(out.expired.len(), 2, "{doc}");
+    assert!(subjects.iter().all(Option::is_some), "{subjects:?}");
+    assert_ne!(subjects[0], subjects[1]);
+    let mut doc = serde_json::json!({"items": [
+        {"uscc": "91350100M000100Y43", "name": "A", "list_entries": [
+            {"list": "black", "listed_at": old, "valid_until": "2016-01-01"}]},
+        {"uscc": "91110000100000000A", "name": "B", "list_entries": [
+            {"list": "black", "listed_at": old, "valid_until": "2016-01-01"}]},
+    ]});
+    let out = apply_on(
+        &set,
+        "regulator",
+        "supervision",
+        "entity_list",
+        &mut doc,
+        today,
+    );
+    let subjects: Vec<_> = out.expired.iter().map(|e| e.subject.clone()).collect();
+    assert_eq!(out.expired.len(), 2, "{doc}");
+    assert!(subjects.iter().all(Option::is_some), "{subjects:?}");
+    assert_ne!(subjects[0], subjects[1]);
+}
+
+/// A list entry naming a list no rule declares (a misspelt `blak`) is adverse under every rule
+/// and counted, once, as an unknown value; declared values are not counted.
+#[test]
+fn unknown_list_values_are_counted_once() {
+    let set = PolicySet::load(&shipped()).unwrap();
+    let today = time::macros::date!(2026 - 06 - 01);
+    let mut doc = serde_json::json!({"items": [
+        {"uscc": "91350100M000100Y43", "name": "A", "list_entries": [
+            {"list": "blak", "listed_at": "2026-01-01"},
+            {"list": "black", "listed_at": "2026-01-01"},
+            {"list": "red", "listed_at": "2026-01-01"},
+            {"listed_at": "2026-01-01"}]},
+    ]});
+    let out = apply_on(
+        &set,
+        "regulator",
+        "supervision",
+        "entity_list",
+        &mut doc,
+        today,
+    );
+    assert_eq!(out.unknown_values, 2, "{doc}");
 }

@@ -29,6 +29,11 @@ pub enum Encoding {
     /// the hash is `v2:<hex>`. Used only for records that name a person, so every other
     /// record keeps its v1 bytes.
     V2,
+    /// V2's array plus a fourth group, `[legal_basis, caller_request_id, trace_id]` (the
+    /// purpose's legal basis, the caller's own request id and W3C trace id); the hash is
+    /// `v3:<hex>`. Used only for records carrying one of these, so every earlier record keeps
+    /// its v1 or v2 bytes and still verifies.
+    V3,
 }
 
 /// The version new records without a person are written with (see [`Encoding::for_record`]).
@@ -39,15 +44,21 @@ impl Encoding {
     pub fn of_hash(hash: &str) -> Option<Self> {
         let bare =
             |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if let Some(rest) = hash.strip_prefix("v3:") {
+            return bare(rest).then_some(Self::V3);
+        }
         match hash.strip_prefix("v2:") {
             Some(rest) => bare(rest).then_some(Self::V2),
             None => bare(hash).then_some(Self::V1),
         }
     }
 
-    /// The version a new record is written with: v2 when it names a person, else `CURRENT`.
+    /// The version a new record is written with: v3 when it carries a legal basis or a
+    /// caller's ids, v2 when it names a person, else `CURRENT`.
     pub fn for_record(r: &AuditRecord) -> Self {
-        if r.actor.is_some() || r.actor_org.is_some() {
+        if has_v3_fields(r) {
+            Self::V3
+        } else if has_person(r) {
             Self::V2
         } else {
             CURRENT
@@ -58,6 +69,7 @@ impl Encoding {
         match self {
             Self::V1 => canonical_v1(r),
             Self::V2 => canonical_v2(r),
+            Self::V3 => canonical_v3(r),
         }
     }
 
@@ -71,6 +83,7 @@ impl Encoding {
         match self {
             Self::V1 => hex,
             Self::V2 => format!("v2:{hex}"),
+            Self::V3 => format!("v3:{hex}"),
         }
     }
 }
@@ -124,6 +137,30 @@ fn canonical_v2(r: &AuditRecord) -> Vec<u8> {
     serde_json::to_vec(&groups).expect("an audit record serialises")
 }
 
+/// Version 3: version 2's three groups and `[legal_basis, caller_request_id, trace_id]`.
+/// Frozen: pinned by `golden_v3_record`.
+fn canonical_v3(r: &AuditRecord) -> Vec<u8> {
+    let v2: serde_json::Value =
+        serde_json::from_slice(&canonical_v2(r)).expect("v2 bytes are JSON");
+    let serde_json::Value::Array(mut groups) = v2 else {
+        unreachable!("v2 is an array")
+    };
+    groups.push(serde_json::json!([
+        r.legal_basis,
+        r.caller_request_id,
+        r.trace_id
+    ]));
+    serde_json::to_vec(&groups).expect("an audit record serialises")
+}
+
+fn has_person(r: &AuditRecord) -> bool {
+    r.actor.is_some() || r.actor_org.is_some()
+}
+
+fn has_v3_fields(r: &AuditRecord) -> bool {
+    r.legal_basis.is_some() || r.caller_request_id.is_some() || r.trace_id.is_some()
+}
+
 /// The canonical encoding a new record is written with.
 pub fn canonical(r: &AuditRecord) -> Vec<u8> {
     Encoding::for_record(r).canonical(r)
@@ -135,10 +172,15 @@ pub fn hash(prev_hash: &str, r: &AuditRecord) -> String {
 }
 
 /// Whether the record's stored hash is its hash, in the version the hash names. A hash in no
-/// known form does not verify, nor does a v1 record that names a person: v1 does not cover
-/// `actor`, so one added to an old record afterwards must not pass as original.
+/// known form does not verify, nor does a record carrying a field its version does not cover:
+/// v1 does not cover `actor`, v1 and v2 not `legal_basis`, `caller_request_id` or `trace_id`,
+/// so one added to an old record afterwards must not pass as original.
 pub fn verifies(r: &AuditRecord) -> bool {
-    let covered = |e: Encoding| e == Encoding::V2 || (r.actor.is_none() && r.actor_org.is_none());
+    let covered = |e: Encoding| match e {
+        Encoding::V1 => !has_person(r) && !has_v3_fields(r),
+        Encoding::V2 => !has_v3_fields(r),
+        Encoding::V3 => true,
+    };
     Encoding::of_hash(&r.hash).is_some_and(|e| covered(e) && e.hash(&r.prev_hash, r) == r.hash)
 }
 
@@ -210,6 +252,9 @@ mod tests {
             hash: String::new(),
             actor: None,
             actor_org: None,
+            legal_basis: None,
+            caller_request_id: None,
+            trace_id: None,
         }
     }
 
@@ -310,6 +355,80 @@ mod tests {
         // Or passed off as v1 by rewriting the hash's form.
         let mut downgraded = removed;
         downgraded.hash = r.hash.trim_start_matches("v2:").into();
+        assert!(!verifies(&downgraded));
+    }
+
+    /// SHA-256 over the genesis hash, a newline and the fixed record's v3 bytes.
+    const V3_HASH: &str = "v3:029c700abd8cd85ac44e3841047169f1fec539b2303e61407970eab362b33c16";
+
+    fn with_v3_fields(mut r: AuditRecord) -> AuditRecord {
+        r.legal_basis = Some("consent".into());
+        r.caller_request_id = Some("bank-req-7".into());
+        r.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        r
+    }
+
+    #[test]
+    fn golden_v3_record() {
+        let mut r = with_v3_fields(fixed());
+        let bytes = Encoding::V3.canonical(&r);
+        // v2's bytes without their closing bracket, then the new group.
+        let v2 = Encoding::V2.canonical(&r);
+        let mut expected = v2[..v2.len() - 1].to_vec();
+        expected
+            .extend_from_slice(br#",["consent","bank-req-7","4bf92f3577b34da6a3ce929d0e0e4736"]]"#);
+        assert_eq!(bytes, expected);
+        assert!(v2.ends_with(br#",[null,null]]"#));
+        assert_eq!(Encoding::V3.hash(GENESIS, &r), V3_HASH);
+        assert_eq!(Encoding::for_record(&r), Encoding::V3);
+        let (_, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert_eq!(head, V3_HASH);
+        assert!(verifies(&r));
+        assert_eq!(Encoding::of_hash(V3_HASH), Some(Encoding::V3));
+        // A record without the new fields keeps its old version and bytes.
+        assert_eq!(Encoding::for_record(&fixed()), Encoding::V1);
+    }
+
+    #[test]
+    fn new_fields_edited_added_or_removed_do_not_verify() {
+        // Added to an old (v1 or v2) record, whose bytes do not cover them.
+        for field in 0..3 {
+            let mut r = fixed();
+            r.hash = V1_HASH.into();
+            assert!(verifies(&r), "an old-format record still verifies");
+            let mut v2 = fixed();
+            v2.actor = Some("staff:alice".into());
+            v2.actor_org = Some("credgate-ops".into());
+            v2.hash = V2_HASH.into();
+            assert!(verifies(&v2), "an old v2 record still verifies");
+            for rec in [&mut r, &mut v2] {
+                match field {
+                    0 => rec.legal_basis = Some("legal_duty".into()),
+                    1 => rec.caller_request_id = Some("x".into()),
+                    _ => rec.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+                }
+                assert!(!verifies(rec), "field {field} added to an old record");
+            }
+        }
+        // Edited, removed, or passed off as v2 on a v3 record.
+        let mut r = with_v3_fields(fixed());
+        link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert!(verifies(&r));
+        let mut edited = r.clone();
+        edited.legal_basis = Some("legal_duty".into());
+        assert!(!verifies(&edited));
+        let mut edited = r.clone();
+        edited.trace_id = Some("00000000000000000000000000000001".into());
+        assert!(!verifies(&edited));
+        let mut removed = r.clone();
+        removed.legal_basis = None;
+        removed.caller_request_id = None;
+        removed.trace_id = None;
+        assert!(!verifies(&removed));
+        let mut downgraded = removed;
+        downgraded.hash = r.hash.replacen("v3:", "v2:", 1);
+        assert!(!verifies(&downgraded));
+        downgraded.hash = r.hash.trim_start_matches("v3:").into();
         assert!(!verifies(&downgraded));
     }
 

@@ -66,6 +66,12 @@ pub const CSV_HEADER: &[&str] = &[
     "client_addr",
     "prev_hash",
     "hash",
+    // Appended, so that a reader of the first 26 columns reads them as before.
+    "actor",
+    "actor_org",
+    "legal_basis",
+    "caller_request_id",
+    "trace_id",
 ];
 
 pub fn csv_row(r: &AuditRecord) -> Vec<String> {
@@ -97,6 +103,12 @@ pub fn csv_row(r: &AuditRecord) -> Vec<String> {
         defang(&r.client_addr),
         r.prev_hash.clone(),
         r.hash.clone(),
+        o(&r.actor),
+        o(&r.actor_org),
+        o(&r.legal_basis),
+        // The caller's own words (visible ASCII, so `=`, `+`, `-` and `@` may lead): defused.
+        o(&r.caller_request_id),
+        o(&r.trace_id),
     ]
 }
 
@@ -137,6 +149,12 @@ mod tests {
         };
         let line = ndjson_line(&r);
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(csv_row(&r).len(), CSV_HEADER.len());
+        let r2 = AuditRecord {
+            caller_request_id: Some("=cmd|'/C calc'!A0".into()),
+            ..Default::default()
+        };
+        assert!(csv_row(&r2).contains(&"'=cmd|'/C calc'!A0".to_string()));
         let csv = csv_bytes(&[csv_row(&r)]);
         assert_eq!(csv.iter().filter(|b| **b == b'\n').count(), 1);
     }

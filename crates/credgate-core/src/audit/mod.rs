@@ -67,6 +67,18 @@ pub struct AuditRecord {
     pub actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_org: Option<String>,
+    /// The legal basis (a `LegalBasis` code) of the purpose the request declared, as decided:
+    /// the record itself says on what ground data was processed (PIPL art. 13). Records with
+    /// it, or with either id below, are hashed in encoding v3 (`chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    /// The caller's own `X-Request-Id`, when it was well formed (`proxy::trace`); the gateway's
+    /// id stays `request_id` and the response's `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_request_id: Option<String>,
+    /// The W3C trace id of a well-formed `traceparent` the caller sent (32 lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// What a handler learns about its request, for the record the audit layer writes.
@@ -81,6 +93,8 @@ pub struct AuditInfo {
     pub actor: Option<String>,
     pub actor_org: Option<String>,
     pub purpose: Option<String>,
+    /// The declared purpose's legal basis code, from the policies the request was decided by.
+    pub legal_basis: Option<String>,
     pub consent_id: Option<String>,
     pub store: Option<String>,
     pub dataset: Option<String>,
@@ -93,6 +107,9 @@ pub struct AuditInfo {
     /// The path and query as decided and forwarded (decoded once, re-encoded), recorded
     /// instead of the raw request target when set.
     pub canonical_path: Option<String>,
+    /// Records past retention the answer withheld: their deletion is requested in the audit
+    /// record's transaction (`workflows::outbox::deletions`). Not part of the record.
+    pub expired: Vec<crate::policy::Expired>,
 }
 
 /// The request-scoped slot handlers fill; the audit layer reads it after the handler.

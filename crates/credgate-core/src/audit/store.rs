@@ -71,7 +71,8 @@ async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError>
 
 const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role, actor_subject, \
     purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, \
-    bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org";
+    bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, \
+    caller_request_id, trace_id";
 
 /// The writer's own connection, kept from batch to batch. Taking one from the pool for each
 /// batch cost a liveness ping: one more round trip to SQLite's thread (or to PostgreSQL) per
@@ -197,6 +198,9 @@ struct StoredRow<'a> {
     hash: &'a str,
     actor: Option<&'a str>,
     actor_org: Option<&'a str>,
+    legal_basis: Option<&'a str>,
+    caller_request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
 }
 
 impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
@@ -230,6 +234,9 @@ impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
             hash: &r.hash,
             actor: r.actor.as_deref(),
             actor_org: r.actor_org.as_deref(),
+            legal_basis: r.legal_basis.as_deref(),
+            caller_request_id: r.caller_request_id.as_deref(),
+            trace_id: r.trace_id.as_deref(),
         }
     }
 }
@@ -309,7 +316,10 @@ fn bind_rows<'q>(
             .bind(&r.prev_hash)
             .bind(&r.hash)
             .bind(&r.actor)
-            .bind(&r.actor_org);
+            .bind(&r.actor_org)
+            .bind(&r.legal_basis)
+            .bind(&r.caller_request_id)
+            .bind(&r.trace_id);
     }
     q
 }
@@ -528,6 +538,9 @@ pub fn from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
         hash: row.try_get("hash")?,
         actor: row.try_get("actor")?,
         actor_org: row.try_get("actor_org")?,
+        legal_basis: row.try_get("legal_basis")?,
+        caller_request_id: row.try_get("caller_request_id")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }
 

@@ -23,7 +23,8 @@ const OBJECTIONS: &str = "_objections";
 const STATEMENTS: &str = "_statements";
 
 /// Applies the plan with the annotations this store's records call for: the masked outcome,
-/// and whether an annotated record is still under an open objection.
+/// and whether an annotated record is still under an open objection. A completed restriction
+/// first withholds its records from every reader but a full-history one, who sees them marked.
 pub fn apply(
     state: &Core,
     plan: &Plan,
@@ -31,35 +32,66 @@ pub fn apply(
     doc: &mut Value,
     ctx: &ApplyCtx<'_>,
 ) -> (Outcome, bool) {
+    let restricted = state.marks.restrictions.has(store, &plan.dataset);
+    let mut withheld = Outcome::default();
+    if restricted && !plan.sees_full_history() {
+        let kinds = kinds_of(plan);
+        let is_restricted = |id: &str| {
+            kinds.iter().any(|k| {
+                state
+                    .marks
+                    .restrictions
+                    .mark(store, &plan.dataset, *k, id)
+                    .is_some()
+            })
+        };
+        plan.withhold_subjects(doc, &is_restricted, &mut withheld);
+        if withheld.out_of_scope {
+            return (withheld, false);
+        }
+    }
+    let show_restrictions = restricted && plan.sees_full_history();
+    let (mut outcome, pending) = annotated(state, plan, store, doc, ctx, show_restrictions);
+    outcome.withheld_records += withheld.withheld_records;
+    (outcome, pending)
+}
+
+/// The plan applied with marks (objections, open requests, restrictions when
+/// `show_restrictions`) and statements on each record.
+fn annotated(
+    state: &Core,
+    plan: &Plan,
+    store: &str,
+    doc: &mut Value,
+    ctx: &ApplyCtx<'_>,
+    show_restrictions: bool,
+) -> (Outcome, bool) {
+    let kinds = kinds_of(plan);
     let (marked, stated) = (
-        state.marks.has_store(store),
-        state.statements.has_store(store),
+        state.marks.has_store(store) || show_restrictions,
+        state.statements.has_store(store) && shows_statements(plan),
     );
     if !marked && !stated {
         return (plan.apply(doc, ctx), false);
     }
-    // A dataset that declares no subject type: its ids are looked up as either.
-    let kinds: &[SubjectType] = match plan.subject_type() {
-        Some(SubjectType::Legal) => &[SubjectType::Legal],
-        Some(SubjectType::Natural) => &[SubjectType::Natural],
-        None => &[SubjectType::Legal, SubjectType::Natural],
-    };
-    let mut pending = false;
-    let mut wrapped = false;
+    let (mut pending, mut wrapped) = (false, false);
     let mut note = |id: &str| {
-        let marks = marked
+        let find = |f: &dyn Fn(SubjectType) -> Option<Value>| kinds.iter().find_map(|k| f(*k));
+        let mut marks = marked
             .then(|| {
                 kinds
                     .iter()
                     .find_map(|k| state.marks.annotation(store, *k, id))
             })
             .flatten();
+        let restriction = show_restrictions
+            .then(|| find(&|k| state.marks.restrictions.mark(store, &plan.dataset, k, id)))
+            .flatten();
+        if let Some(r) = restriction {
+            marks = Some(with_restriction(marks, r));
+        }
         let said = stated
-            .then(|| {
-                kinds
-                    .iter()
-                    .find_map(|k| state.statements.annotation((store, &plan.dataset), *k, id))
-            })
+            .then(|| find(&|k| state.statements.annotation((store, &plan.dataset), k, id)))
             .flatten();
         pending |= marks.as_ref().is_some_and(|(_, open)| *open);
         match (marks, said) {
@@ -80,6 +112,35 @@ pub fn apply(
         unwrap(doc);
     }
     (outcome, pending)
+}
+
+/// A dataset that declares no subject type: its ids are looked up as either.
+fn kinds_of(plan: &Plan) -> &'static [SubjectType] {
+    match plan.subject_type() {
+        Some(SubjectType::Legal) => &[SubjectType::Legal],
+        Some(SubjectType::Natural) => &[SubjectType::Natural],
+        None => &[SubjectType::Legal, SubjectType::Natural],
+    }
+}
+
+/// A record's marks with its restriction added first (a full-history reader is told the
+/// record is restricted; the restriction is not pending review).
+fn with_restriction(marks: Option<(Value, bool)>, restriction: Value) -> (Value, bool) {
+    let (list, pending) = match marks {
+        Some((Value::Array(list), pending)) => (list, pending),
+        Some((other, pending)) => (vec![other], pending),
+        None => (Vec::new(), false),
+    };
+    let mut all = vec![restriction];
+    all.extend(list);
+    (Value::Array(all), pending)
+}
+
+/// Statements (本人声明) are the subject's own words about their record: for the readers the
+/// record is released to with its detail, not for the public tier (T1), which sees the
+/// disclosure minimum only (issue 15 item 5).
+fn shows_statements(plan: &Plan) -> bool {
+    plan.clearance > crate::policy::Tier::T1
 }
 
 /// Moves every wrapped annotation to its own keys. Records sit at the root or in the rows of a

@@ -13,6 +13,7 @@ mod annotate;
 pub mod decide;
 pub mod query;
 pub mod self_query;
+pub mod trace;
 pub use crate::domain::route;
 pub mod upstream;
 
@@ -118,6 +119,7 @@ pub fn note_outcome(a: &mut AuditInfo, outcome: &Outcome) {
         }
     }
     a.t4_released |= outcome.released_t4 > 0;
+    a.expired.extend(outcome.expired.iter().cloned());
 }
 
 pub fn consent_header(headers: &HeaderMap) -> Option<String> {
@@ -235,12 +237,20 @@ pub fn release_in(
                     .map_or_else(|_| time::OffsetDateTime::now_utc().date(), |t| t.date()),
                 pseudonym_key: &state.pseudonym_key,
             };
-            let (outcome, pending) = annotate::apply(state, plan, store, &mut doc, &ctx);
-            if !outcome.expired.is_empty() {
-                crate::workflows::outbox::spawn_deletions(state, store, &outcome.expired);
+            let (mut outcome, pending) = annotate::apply(state, plan, store, &mut doc, &ctx);
+            // Deletion requests are queued with the read's audit record (`note_outcome`, the
+            // audit layer), never before it.
+            for e in &mut outcome.expired {
+                e.store = Some(store.to_string());
             }
             if outcome.out_of_scope {
                 return Err(no_such_record());
+            }
+            if outcome.unknown_values > 0 {
+                metrics::counter!("credgate_unknown_list_values_total", "dataset" => plan.dataset.to_string())
+                    .increment(outcome.unknown_values as u64);
+                tracing::warn!(dataset = %plan.dataset, count = outcome.unknown_values,
+                    "records carry a list value no rule declares; judged adverse");
             }
             if outcome.unclassified > 0 {
                 metrics::counter!("credgate_unclassified_fields_total", "dataset" => plan.dataset.to_string())

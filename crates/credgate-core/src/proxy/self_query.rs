@@ -170,6 +170,7 @@ fn merge(a: &mut AuditInfo, outcome: &crate::policy::Outcome) {
         }
     }
     a.t4_released |= part.t4_released;
+    a.expired.extend(part.expired);
 }
 
 /// The status a failed section is listed with (the web layer's mapping, for the listing only).

@@ -254,6 +254,11 @@ impl Store {
         if let Ok(v) = HeaderValue::from_str(out.purpose) {
             headers.insert("x-purpose", v);
         }
+        // The caller's trace goes on with the gateway as the parent span; an invalid one is
+        // not forwarded at all (`trace`).
+        if let Some(trace) = super::trace::TraceContext::from_headers(out.caller_headers) {
+            trace.propagate(headers);
+        }
         if let Some((name, value)) = &self.credential {
             headers.insert(name.clone(), value.clone());
         }

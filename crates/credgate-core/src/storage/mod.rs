@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod complaints;
 pub mod consents;
+pub mod events;
 pub mod lockdowns;
 pub mod objections;
 pub mod reports;
@@ -150,3 +151,25 @@ fn create_private_sqlite_file(rest: &str) -> Result<(), StorageError> {
 }
 
 pub use crate::domain::time::{micros_to_rfc3339, now_micros};
+
+#[cfg(test)]
+mod tests {
+    /// All SQL lives here (the layering rule): the outbox's deletion INSERT and the statements'
+    /// advisory lock, once written in `workflows`, stay out of it.
+    #[test]
+    fn the_workflows_hold_no_outbox_insert_and_no_advisory_lock() {
+        for (name, src) in [
+            ("outbox.rs", include_str!("../workflows/outbox.rs")),
+            ("statements.rs", include_str!("../workflows/statements.rs")),
+            ("requests.rs", include_str!("../workflows/requests.rs")),
+            (
+                "restrictions.rs",
+                include_str!("../workflows/restrictions.rs"),
+            ),
+        ] {
+            for sql in ["INSERT INTO", "pg_advisory", "sqlx::query"] {
+                assert!(!src.contains(sql), "workflows/{name} holds `{sql}`");
+            }
+        }
+    }
+}

@@ -302,6 +302,29 @@ pub async fn enqueue_in(
     Ok(())
 }
 
+/// Queues a deletion request (retention, `workflows::outbox::deletions`) in the caller's
+/// transaction. Its id is derived from the record, so a request already queued by an earlier
+/// read is left as it is.
+pub async fn enqueue_deletion_in(
+    conn: &mut AnyConnection,
+    id: &str,
+    store: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO outbox (id, objection_id, store, payload, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $1, $2, $3, 0, $4, $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(store)
+    .bind(payload)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Deliveries due at `now` and claimed by no live replica, oldest first, at most 20.
 pub async fn due_deliveries(db: &Db, now: i64) -> Result<Vec<Delivery>, StorageError> {
     let rows = sqlx::query(

@@ -69,6 +69,24 @@ pub async fn all_open(db: &Db) -> Result<Vec<Request>, StorageError> {
     select(db, &format!("WHERE {OPEN}"), &[]).await
 }
 
+/// Where a request restricts its record: a completed restriction (a lifted one is `lifted`).
+const RESTRICTING: &str = "kind = 'restriction' AND status = 'completed'";
+
+/// Every restriction in force (the restrictions index).
+pub async fn all_restricting(db: &Db) -> Result<Vec<Request>, StorageError> {
+    select(db, &format!("WHERE {RESTRICTING}"), &[]).await
+}
+
+/// The restrictions in force on one subject's records in one store.
+pub async fn restricting_for_record(
+    db: &Db,
+    store: &str,
+    record_ref: &str,
+) -> Result<Vec<Request>, StorageError> {
+    let filter = format!("WHERE store = $1 AND record_ref = $2 AND {RESTRICTING}");
+    select(db, &filter, &[store, record_ref]).await
+}
+
 /// The open requests about one record.
 pub async fn open_for_record(
     db: &Db,

@@ -87,6 +87,35 @@ pub async fn insert_in(conn: &mut sqlx::AnyConnection, s: &Statement) -> Result<
     Ok(())
 }
 
+/// On PostgreSQL, serialises one subject's filings so the caps count each other (READ
+/// COMMITTED would let two concurrent filings both pass): the transaction's advisory lock on a
+/// key derived from the subject. SQLite's writer holds the database.
+pub async fn lock_subject_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    s: &Statement,
+) -> Result<(), sqlx::Error> {
+    if backend != super::Backend::Postgres {
+        return Ok(());
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        "credgate:statement-cap",
+        s.subject_type.as_str(),
+        &s.subject_id,
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let d = ctx.finish();
+    let key = i64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes"));
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Active statements of this subject (type and id) on one record of one store, counted inside
 /// the filing's transaction so that a burst cannot pass the cap together (on SQLite the
 /// writer holds the database; on PostgreSQL the caller locks first).

@@ -56,8 +56,12 @@ const MAX_STATEMENT_CHARS: usize = 500;
 type ByRecord = HashMap<SubjectType, HashMap<String, Entry>>;
 
 /// store -> subject type -> record ref -> entry: looked up by `&str` without allocating.
+/// Beside them, the restricted records (`restrictions`), loaded and refreshed with the marks.
 #[derive(Debug, Default)]
-pub struct Marks(RwLock<HashMap<String, ByRecord>>);
+pub struct Marks {
+    records: RwLock<HashMap<String, ByRecord>>,
+    pub restrictions: super::restrictions::Restrictions,
+}
 
 fn entry_of(marks: &[Mark]) -> Entry {
     // Open objections first: they are what the header announces.
@@ -173,8 +177,8 @@ impl Marks {
                     .insert(record, entry_of(&m));
             }
         }
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        Ok(())
+        *self.records.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.restrictions.reload_all(db).await
     }
 
     /// Rebuilds the marks of one record (store, subject type, id) after a change to its
@@ -199,7 +203,10 @@ impl Marks {
                 .filter(|r| r.subject_type == kind.as_str())
                 .collect(),
         ));
-        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        self.restrictions
+            .refresh(db, store, kind, record_ref)
+            .await?;
+        let mut map = self.records.write().unwrap_or_else(|p| p.into_inner());
         if m.is_empty() {
             if let Some(by_type) = map.get_mut(store) {
                 if let Some(records) = by_type.get_mut(&kind) {
@@ -223,13 +230,16 @@ impl Marks {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.records
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Whether any record of this store is marked: when none is, an answer from it needs no
     /// lookup per record.
     pub fn has_store(&self, store: &str) -> bool {
-        self.0
+        self.records
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(store)
@@ -243,7 +253,7 @@ impl Marks {
         kind: SubjectType,
         record_ref: &str,
     ) -> Option<(Value, bool)> {
-        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.records.read().unwrap_or_else(|p| p.into_inner());
         let e = map.get(store)?.get(&kind)?.get(record_ref)?;
         Some((e.annotation.clone(), e.pending))
     }

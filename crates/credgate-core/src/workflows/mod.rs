@@ -11,6 +11,7 @@ pub mod objections;
 pub mod outbox;
 pub mod reports;
 pub mod requests;
+pub mod restrictions;
 pub mod statements;
 pub mod text;
 

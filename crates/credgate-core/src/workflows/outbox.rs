@@ -5,12 +5,13 @@
 //! and subject request. Every replica
 //! runs it; claims and guarded updates make each delivery and each alert happen once.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 
 use super::objections::{self, Actor, Objection, Status};
 use crate::{
+    audit::Deferred,
     services::Core,
     storage::{
         self, StorageError,
@@ -39,51 +40,48 @@ pub async fn enqueue(
 }
 
 /// Asks the store, through this same outbox, to delete records past the retention limit
-/// (征信业管理条例 art. 16: 超过5年的，应当予以删除). The delivery id is derived from the
-/// record, so every later read of it finds the request already queued; the deliverer posts it
-/// like an objection (`kind: deletion`) and, finding no objection of that id, only marks it
-/// delivered.
-pub async fn request_deletions(
-    state: &Core,
-    store: &str,
-    expired: &[crate::policy::Expired],
-) -> Result<(), StorageError> {
-    let now = state.clock.now();
-    for e in expired {
-        let subject = e.subject.as_deref().unwrap_or("");
-        let key = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("{store}\n{}\n{subject}\n{}", e.dataset, e.record_ref).as_bytes(),
-        );
-        let id = format!("del_{}", &hex::encode(key.as_ref())[..32]);
-        let payload = json!({
-            "kind": "deletion", "dataset": e.dataset.as_ref(), "subject": e.subject,
-            "record_ref": e.record_ref,
-            "reason": "retention period ended (征信业管理条例 art. 16)",
-        });
-        sqlx::query(
-            "INSERT INTO outbox (id, objection_id, store, payload, attempts, next_attempt_at, created_at) \
-             VALUES ($1, $1, $2, $3, 0, $4, $4) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(store)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(state.db.pool())
-        .await?;
-    }
-    Ok(())
+/// (征信业管理条例 art. 16: 超过5年的，应当予以删除): the change the audit layer commits with the
+/// read's record, so a request is queued only with the record of the read that found it. The
+/// delivery id is derived from the store, dataset, subject and record, so every later read of
+/// it finds the request already queued, and rows of different subjects never share one; the
+/// deliverer posts it like an objection (`kind: deletion`) and, finding no objection of that
+/// id, only marks it delivered. Records without a store (not released by the gateway) are
+/// skipped.
+pub fn deletions(expired: Vec<crate::policy::Expired>, now: i64) -> Deferred {
+    let rows: Arc<Vec<(String, String, String)>> = Arc::new(
+        expired
+            .iter()
+            .filter_map(|e| Some((deletion(e)?, e.store.clone()?)))
+            .map(|((id, payload), store)| (id, store, payload))
+            .collect(),
+    );
+    Deferred::new(move |conn| {
+        let rows = rows.clone();
+        Box::pin(async move {
+            for (id, store, payload) in rows.iter() {
+                storage::objections::enqueue_deletion_in(&mut *conn, id, store, payload, now)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
 }
 
-/// The hook on the data path: queues the deletion requests off the request's path (a read
-/// never waits on them; the next read of an expired record queues it again if this failed).
-pub fn spawn_deletions(state: &Core, store: &str, expired: &[crate::policy::Expired]) {
-    let (state, store, expired) = (state.clone(), store.to_string(), expired.to_vec());
-    tokio::spawn(async move {
-        if let Err(e) = request_deletions(&state, &store, &expired).await {
-            tracing::warn!(error = %e, store = %store, "deletion request not queued; the next read retries");
-        }
+/// The delivery id and payload of one deletion request.
+fn deletion(e: &crate::policy::Expired) -> Option<(String, String)> {
+    let store = e.store.as_deref()?;
+    let subject = e.subject.as_deref().unwrap_or("");
+    let key = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{store}\n{}\n{subject}\n{}", e.dataset, e.record_ref).as_bytes(),
+    );
+    let id = format!("del_{}", &hex::encode(key.as_ref())[..32]);
+    let payload = json!({
+        "kind": "deletion", "dataset": e.dataset.as_ref(), "subject": e.subject,
+        "record_ref": e.record_ref,
+        "reason": "retention period ended (征信业管理条例 art. 16)",
     });
+    Some((id, payload.to_string()))
 }
 
 /// Backoff after `attempts` failures: 1 s, 2 s, 4 s ... capped at five minutes.

@@ -61,6 +61,9 @@ pub enum Status {
     Extended,
     Completed,
     Declined,
+    /// A completed restriction, lifted by a handler (with a note): the record is released
+    /// again.
+    Lifted,
 }
 
 impl machine::Status for Status {
@@ -71,6 +74,7 @@ impl machine::Status for Status {
         Status::Extended,
         Status::Completed,
         Status::Declined,
+        Status::Lifted,
     ];
 
     fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Status {
             Status::Extended => "extended",
             Status::Completed => "completed",
             Status::Declined => "declined",
+            Status::Lifted => "lifted",
         }
     }
 
@@ -94,14 +99,19 @@ impl Status {
         <Self as machine::Status>::parse(s)
     }
 
-    /// An end: refused at intake, or completed or declined after review.
+    /// An end: refused at intake, or completed or declined after review (a completed
+    /// restriction may still be lifted), or lifted.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Refused | Status::Completed | Status::Declined)
+        matches!(
+            self,
+            Status::Refused | Status::Completed | Status::Declined | Status::Lifted
+        )
     }
 }
 
 /// Accept or refuse; then complete or decline, with one extension between (an extended
-/// request cannot be extended again: the table has no such move).
+/// request cannot be extended again: the table has no such move). A completed restriction can
+/// be lifted (`moved` refuses the lift for every other kind).
 pub static MACHINE: Machine<Status> = {
     use Actor::Handler;
     use Status::*;
@@ -116,6 +126,7 @@ pub static MACHINE: Machine<Status> = {
             (Accepted, Declined, Handler),
             (Extended, Completed, Handler),
             (Extended, Declined, Handler),
+            (Completed, Lifted, Handler),
         ],
     }
 };
@@ -156,17 +167,28 @@ impl Request {
         self.is_open() && matches!(self.kind, Kind::Repair | Kind::Correction)
     }
 
+    /// A completed restriction withholds the subject's records of its dataset from readers
+    /// of every purpose but the full-history ones (`restrictions`), until it is lifted.
+    pub fn restricts(&self) -> bool {
+        self.kind == Kind::Restriction && self.status == Status::Completed
+    }
+
     /// What the store is asked to do once the request is completed: delivered through the
     /// outbox like an accepted objection, under an id derived from the request (a redelivery
     /// is the same ticket).
     pub fn delivery(&self) -> storage::objections::Delivery {
+        // A lift is a delivery of its own (`restriction_lifted`), under its own id.
+        let (kind, prefix) = match self.status {
+            Status::Lifted => ("restriction_lifted", "rql_"),
+            _ => (self.kind.as_str(), "rqd_"),
+        };
         let payload = json!({
-            "kind": self.kind.as_str(), "request_id": self.id, "dataset": self.dataset,
+            "kind": kind, "request_id": self.id, "dataset": self.dataset,
             "record_ref": self.record_ref, "subject": self.subject_id,
             "subject_type": self.subject_type, "reason": self.reason, "answer": self.answer,
         });
         storage::objections::Delivery {
-            id: format!("rqd_{}", self.id.trim_start_matches("rq_")),
+            id: format!("{prefix}{}", self.id.trim_start_matches("rq_")),
             objection_id: self.id.clone(),
             store: self.store.clone(),
             payload: payload.to_string(),
@@ -358,7 +380,13 @@ pub fn moved(
     let note = text::NOTE.clean_or_none(req.note.as_deref())?;
     let answer = ANSWER.clean_or_none(req.answer.as_deref())?;
     MACHINE.check(r.status, to, Actor::Handler)?;
-    if matches!(to, Status::Refused | Status::Declined) && note.is_none() {
+    if to == Status::Lifted && r.kind != Kind::Restriction {
+        return Err(WorkflowError::Conflict(format!(
+            "only a restriction can be lifted; this request is a {}",
+            r.kind.as_str()
+        )));
+    }
+    if matches!(to, Status::Refused | Status::Declined | Status::Lifted) && note.is_none() {
         return Err(WorkflowError::BadRequest(format!(
             "a request is {} only with a note giving the reason",
             to.as_str()
@@ -382,7 +410,11 @@ pub fn moved(
         }
         _ => {}
     }
-    if to.is_final() {
+    if to == Status::Lifted {
+        // The completion's answer stays unless the handler writes one for the lift.
+        n.outcome = Some(to.as_str().into());
+        n.answer = answer.or(r.answer.clone());
+    } else if to.is_final() {
         n.outcome = Some(to.as_str().into());
         n.answer = answer.or(note.clone());
     }
@@ -416,7 +448,7 @@ pub fn decide(
             let (due, outcome, answer) =
                 (n.finish_due_at, n.outcome.as_deref(), n.answer.as_deref());
             storage::requests::set_details_in(&mut *conn, &n.id, due, outcome, answer).await?;
-            if n.status == Status::Completed {
+            if matches!(n.status, Status::Completed | Status::Lifted) {
                 storage::objections::enqueue_in(&mut *conn, &n.delivery(), now).await?;
             }
             signals::bump(&mut *conn, signals::OBJECTIONS, None).await?;
@@ -475,6 +507,7 @@ mod tests {
                 (Accepted, Declined, Handler),
                 (Extended, Completed, Handler),
                 (Extended, Declined, Handler),
+                (Completed, Lifted, Handler),
             ],
         );
         assert!(
@@ -500,6 +533,28 @@ mod tests {
         assert!(
             matches!(again, Err(WorkflowError::Conflict(why)) if why.contains("completed, declined"))
         );
+    }
+
+    #[test]
+    fn only_a_completed_restriction_is_lifted_and_only_with_a_note() {
+        let days = crate::workflows::RequestDeadlines::default();
+        let mut r = request(Completed);
+        r.answer = Some("restricted as asked".into());
+        let repair = moved(&r, to("lifted", Some("x")), &days, MON_10);
+        assert!(matches!(repair, Err(WorkflowError::Conflict(why)) if why.contains("restriction")));
+        r.kind = Kind::Restriction;
+        assert!(r.restricts());
+        let bare = moved(&r, to("lifted", None), &days, MON_10);
+        assert!(matches!(bare, Err(WorkflowError::BadRequest(_))));
+        let (n, note) = moved(&r, to("lifted", Some("court order ended")), &days, MON_10).unwrap();
+        assert_eq!(n.status, Lifted);
+        assert!(!n.restricts());
+        assert_eq!(note.as_deref(), Some("court order ended"));
+        assert_eq!(n.answer.as_deref(), Some("restricted as asked"));
+        assert!(n.delivery().id.starts_with("rql_"));
+        assert!(n.delivery().payload.contains("restriction_lifted"));
+        let open = request(Accepted);
+        assert!(moved(&open, to("lifted", Some("x")), &days, MON_10).is_err());
     }
 
     #[test]

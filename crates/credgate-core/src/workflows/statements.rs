@@ -17,7 +17,7 @@ use crate::{
     domain::{SubjectId, SubjectType},
     services::Core,
     storage::{
-        Backend, Db, StorageError, micros_to_rfc3339, signals,
+        Db, StorageError, micros_to_rfc3339, signals,
         statements::{self as repo, Statement},
     },
 };
@@ -156,34 +156,6 @@ pub fn prepare(
     })
 }
 
-/// On PostgreSQL, serialises one subject's filings so the caps below count each other (READ
-/// COMMITTED would let two concurrent filings both pass). SQLite's writer holds the database.
-async fn lock_subject(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    s: &Statement,
-) -> Result<(), sqlx::Error> {
-    if backend != Backend::Postgres {
-        return Ok(());
-    }
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [
-        "credgate:statement-cap",
-        s.subject_type.as_str(),
-        &s.subject_id,
-    ] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
-    }
-    let d = ctx.finish();
-    let key = i64::from_be_bytes(d.as_ref()[..8].try_into().expect("8 bytes"));
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(key)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Files the statement in the audit record's transaction, within the caps; the index is
 /// refreshed after commit.
 pub fn filing(state: &Core, s: Statement) -> Deferred {
@@ -193,7 +165,7 @@ pub fn filing(state: &Core, s: Statement) -> Deferred {
     Deferred::new(move |conn| {
         let s = s.clone();
         Box::pin(async move {
-            lock_subject(conn, backend, &s).await?;
+            repo::lock_subject_in(conn, backend, &s).await?;
             let (per_record, per_subject) = repo::count_active_in(conn, &s).await?;
             if per_record >= MAX_PER_RECORD || per_subject >= MAX_PER_SUBJECT {
                 return Err(ChangeError::Refused(Refused::Conflict(format!(
