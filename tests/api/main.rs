@@ -24,6 +24,7 @@ mod pages;
 mod people;
 mod policy;
 mod policy_props;
+mod portal;
 mod portal_api;
 mod profile;
 mod proxy;
