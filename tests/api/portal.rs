@@ -764,8 +764,8 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
         "<th scope=\"col\">Organisation</th>",
         "<td>nosy-bank</td>",
         "<td>lending</td>",
-        "<td>consent</td>",
-        "<td>allow</td>",
+        "<td>Consent</td>",
+        "<td>Allowed</td>",
     ] {
         assert!(html.contains(cell), "{cell}: {html}");
     }
