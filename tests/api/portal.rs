@@ -17,18 +17,37 @@ pub(crate) struct Portal {
     pub url: String,
     pub http: reqwest::Client,
     /// How the subject is signed in: today the session stub's bearer token.
-    auth: String,
+    auth: Option<String>,
     pub cookies: String,
     pub csrf: String,
     pub lang: &'static str,
 }
 
+/// The gateway these tests run against.
+pub(crate) struct Site {
+    pub app: TestApp,
+}
+
+pub(crate) async fn site() -> Site {
+    site_with(|_| {}).await
+}
+
+pub(crate) async fn site_with(tweak: impl FnOnce(&mut credgate::config::Config)) -> Site {
+    Site {
+        app: TestApp::spawn_with(tweak).await,
+    }
+}
+
 /// Signs `uscc` (a legal subject) in to the portal and picks up its CSRF cookie and token.
-pub(crate) async fn portal_client(app: &TestApp, uscc: &str) -> Portal {
+pub(crate) async fn portal_client(site: &Site, uscc: &str) -> Portal {
+    let app = &site.app;
     let mut p = Portal {
         url: app.url.clone(),
         http: app.http.clone(),
-        auth: format!("Bearer {}", app.subject_token(uscc, SubjectType::Legal)),
+        auth: Some(format!(
+            "Bearer {}",
+            app.subject_token(uscc, SubjectType::Legal)
+        )),
         cookies: String::new(),
         csrf: String::new(),
         lang: "en",
@@ -58,11 +77,15 @@ fn csrf_of(html: &str) -> String {
 
 impl Portal {
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
+        let req = self
+            .http
             .request(method, format!("{}{path}", self.url))
-            .header("authorization", &self.auth)
             .header("cookie", &self.cookies)
-            .header("accept-language", self.lang)
+            .header("accept-language", self.lang);
+        match &self.auth {
+            Some(a) => req.header("authorization", a),
+            None => req,
+        }
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -171,10 +194,11 @@ async fn file_one_of_each(p: &Portal) -> [String; 4] {
 
 #[tokio::test]
 async fn another_subjects_items_answer_404_like_missing_ones() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let [o, r, c, cs] = file_one_of_each(&me).await;
-    let them = portal_client(&app, &uscc(&app, 1)).await;
+    let them = portal_client(&s, &uscc(&app, 1)).await;
     for path in [
         format!("/portal/objections/{o}"),
         format!("/portal/requests/{r}"),
@@ -248,10 +272,11 @@ fn every_form(o: &str, cs: &str) -> Vec<(String, Vec<(&'static str, String)>)> {
 #[tokio::test]
 async fn forms_without_the_token_or_with_another_readers_are_refused() {
     // Many refusals in a row: above the per-subject rate, which pages share with the API.
-    let app = TestApp::spawn_with(|c| c.subject_limits.burst = 200).await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site_with(|c| c.subject_limits.burst = 200).await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let [o, _, _, cs] = file_one_of_each(&me).await;
-    let other = portal_client(&app, &uscc(&app, 0)).await;
+    let other = portal_client(&s, &uscc(&app, 0)).await;
     assert_ne!(other.csrf, me.csrf, "each browser has its own nonce");
     let before = app.record_count().await;
     for (path, fields) in every_form(&o, &cs) {
@@ -321,8 +346,9 @@ const MARKUP: &str = r#"<script>alert(1)</script><img src=x onerror=alert(2)>"#;
 
 #[tokio::test]
 async fn markup_in_every_field_is_escaped_and_control_characters_refused() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     // Accepted as text, shown escaped.
     let o = location(
         &me.post(
@@ -483,8 +509,9 @@ async fn markup_in_every_field_is_escaped_and_control_characters_refused() {
 
 #[tokio::test]
 async fn oversized_and_malformed_form_bodies_are_refused() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let huge = format!("csrf={}&reason={}", me.csrf, "x".repeat(200 * 1024));
     for path in [
         "/portal/objections",
@@ -525,9 +552,10 @@ async fn oversized_and_malformed_form_bodies_are_refused() {
 
 #[tokio::test]
 async fn no_caller_and_a_staff_caller_get_no_portal_page() {
-    let app = TestApp::spawn().await;
+    let s = site().await;
+    let app = &s.app;
     let mine = uscc(&app, 0);
-    let me = portal_client(&app, &mine).await;
+    let me = portal_client(&s, &mine).await;
     let [o, _, _, cs] = file_one_of_each(&me).await;
     let (_, officer) = app.token("security_officer").await;
     let paths = [
@@ -588,8 +616,9 @@ async fn no_caller_and_a_staff_caller_get_no_portal_page() {
 
 #[tokio::test]
 async fn an_objection_is_filed_followed_and_withdrawn() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let to = location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page(&to, 200).await;
     assert!(page.contains("registered_capital") && page.contains("注册资本已于2025年变更"));
@@ -633,8 +662,9 @@ async fn an_objection_is_filed_followed_and_withdrawn() {
 
 #[tokio::test]
 async fn a_consent_is_granted_with_its_notice_its_receipt_downloaded_and_revoked() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let page = me.page("/portal/consents", 200).await;
     assert!(page.contains(r#"id="notice-text""#) && page.contains("revoke this consent"));
     let [_, _, _, cs] = file_one_of_each(&me).await;
@@ -689,8 +719,9 @@ async fn a_consent_is_granted_with_its_notice_its_receipt_downloaded_and_revoked
 
 #[tokio::test]
 async fn requests_and_complaints_are_filed_and_followed() {
-    let app = TestApp::spawn().await;
-    let me = portal_client(&app, &uscc(&app, 0)).await;
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(&app, 0)).await;
     let [_, r, c, _] = file_one_of_each(&me).await;
     let page = me.page(&format!("/portal/requests/{r}"), 200).await;
     assert!(page.contains("Correction") && page.contains("地址有误") && page.contains("Submitted"));
@@ -706,9 +737,10 @@ async fn requests_and_complaints_are_filed_and_followed() {
 
 #[tokio::test]
 async fn my_record_is_read_on_request_and_counted() {
-    let app = TestApp::spawn().await;
+    let s = site().await;
+    let app = &s.app;
     let mine = uscc(&app, 0);
-    let me = portal_client(&app, &mine).await;
+    let me = portal_client(&s, &mine).await;
     location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page("/portal/record", 200).await;
     assert!(
@@ -744,7 +776,8 @@ async fn my_record_is_read_on_request_and_counted() {
 
 #[tokio::test]
 async fn who_accessed_my_data_shows_the_table_and_the_chart() {
-    let app = TestApp::spawn().await;
+    let s = site().await;
+    let app = &s.app;
     let mine = uscc(&app, 0);
     let bank = app
         .token_in("financial_institution", "nosy-bank", None)
@@ -755,7 +788,7 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
             .status(),
         200
     );
-    let me = portal_client(&app, &mine).await;
+    let me = portal_client(&s, &mine).await;
     let res = me.get("/portal/access").await;
     assert_eq!(res.status(), 200);
     let audit = res.headers()["x-audit-id"].to_str().unwrap().to_owned();
@@ -777,15 +810,16 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
     assert_eq!(record.kind, "subject");
     assert_eq!(record.actor_subject.as_deref(), Some(mine.as_str()));
     // Someone else's page does not show my reader.
-    let them = portal_client(&app, &uscc(&app, 1)).await;
+    let them = portal_client(&s, &uscc(&app, 1)).await;
     assert!(!them.page("/portal/access", 200).await.contains("nosy-bank"));
 }
 
 #[tokio::test]
 async fn every_page_is_audited_translated_and_labelled_in_both_languages() {
-    let app = TestApp::spawn().await;
+    let s = site().await;
+    let app = &s.app;
     let mine = uscc(&app, 0);
-    let mut me = portal_client(&app, &mine).await;
+    let mut me = portal_client(&s, &mine).await;
     let [o, r, c, _] = file_one_of_each(&me).await;
     let paths = [
         "/portal/record".to_string(),
