@@ -206,11 +206,18 @@ async fn another_subjects_items_answer_404_like_missing_ones() {
         format!("/portal/consents/{cs}/receipt"),
         "/portal/objections/ob_nothing".into(),
         "/portal/consents/cs_nothing/receipt".into(),
+        "/portal/requests/%3Cscript%3Ealert(1)%3C%2Fscript%3E".into(),
+        format!("/portal/complaints/cp_{}", "9".repeat(4000)),
+        format!("/portal/objections/{o}%00"),
     ] {
         let body = them.page(&path, 404).await;
         assert!(
             !body.contains("注册资本") && !body.contains(&uscc(&app, 0)),
             "{path}: {body}"
+        );
+        assert!(
+            !body.contains("<script>alert") && !body.contains("99999999"),
+            "no echo"
         );
     }
     for path in [
