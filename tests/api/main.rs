@@ -33,5 +33,6 @@ mod reports;
 mod requests;
 mod roles;
 mod routes;
+mod signin;
 mod subject;
 mod tokens;
