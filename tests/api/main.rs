@@ -9,6 +9,7 @@ mod law;
 mod alerts;
 mod audit;
 
+mod browser_portal;
 mod cli;
 mod complaints;
 mod consent;

@@ -9,83 +9,48 @@
 use credgate::domain::SubjectType;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::{
+    helpers::TestApp,
+    signin::{Site, sign_in, site, site_with},
+};
 
-/// A subject's browser, as far as these tests need one: its sign-in, its cookies (the CSRF
+/// A subject's browser, as far as these tests need one: its cookies (the session and the CSRF
 /// nonce), the CSRF token of its forms, its language.
 pub(crate) struct Portal {
     pub url: String,
     pub http: reqwest::Client,
-    /// How the subject is signed in: today the session stub's bearer token.
-    auth: Option<String>,
     pub cookies: String,
     pub csrf: String,
     pub lang: &'static str,
 }
 
-/// The gateway these tests run against.
-pub(crate) struct Site {
-    pub app: TestApp,
-}
-
-pub(crate) async fn site() -> Site {
-    site_with(|_| {}).await
-}
-
-pub(crate) async fn site_with(tweak: impl FnOnce(&mut credgate::config::Config)) -> Site {
-    Site {
-        app: TestApp::spawn_with(tweak).await,
-    }
-}
-
-/// Signs `uscc` (a legal subject) in to the portal and picks up its CSRF cookie and token.
+/// Signs the demo subject whose id is `uscc` in to the portal at the demo provider (a real
+/// sign-in: authorization code, PKCE, a session cookie), with a CSRF pair for its forms.
 pub(crate) async fn portal_client(site: &Site, uscc: &str) -> Portal {
-    let app = &site.app;
-    let mut p = Portal {
-        url: app.url.clone(),
-        http: app.http.clone(),
-        auth: Some(format!(
-            "Bearer {}",
-            app.subject_token(uscc, SubjectType::Legal)
-        )),
-        cookies: String::new(),
-        csrf: String::new(),
+    let user = site
+        .idp
+        .users()
+        .into_iter()
+        .find(|u| u.subject_id.as_deref() == Some(uscc))
+        .unwrap_or_else(|| panic!("no demo subject is {uscc}"));
+    let b = sign_in(&site.app, &site.idp, &user.username).await;
+    let p = Portal {
+        url: site.app.url.clone(),
+        http: b.http.clone(),
+        cookies: format!("cg_session={}; csrf={}", b.session, b.csrf_cookie),
+        csrf: b.csrf.clone(),
         lang: "en",
     };
-    let res = p.get("/portal/complaints").await;
-    assert_eq!(res.status(), 200, "the subject is signed in");
-    let cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .find(|c| c.starts_with("csrf=") || c.starts_with("__Host-csrf="))
-        .expect("the first page sets the CSRF cookie");
-    p.cookies = cookie;
-    p.csrf = csrf_of(&res.text().await.unwrap());
+    assert_eq!(p.get("/portal/record").await.status(), 200, "signed in");
     p
-}
-
-/// The CSRF token in a page's first form.
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a token")
-        + 19;
-    html[at..at + 64].to_owned()
 }
 
 impl Portal {
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self
-            .http
+        self.http
             .request(method, format!("{}{path}", self.url))
             .header("cookie", &self.cookies)
-            .header("accept-language", self.lang);
-        match &self.auth {
-            Some(a) => req.header("authorization", a),
-            None => req,
-        }
+            .header("accept-language", self.lang)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -196,9 +161,9 @@ async fn file_one_of_each(p: &Portal) -> [String; 4] {
 async fn another_subjects_items_answer_404_like_missing_ones() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let [o, r, c, cs] = file_one_of_each(&me).await;
-    let them = portal_client(&s, &uscc(&app, 1)).await;
+    let them = portal_client(&s, &uscc(app, 1)).await;
     for path in [
         format!("/portal/objections/{o}"),
         format!("/portal/requests/{r}"),
@@ -212,7 +177,7 @@ async fn another_subjects_items_answer_404_like_missing_ones() {
     ] {
         let body = them.page(&path, 404).await;
         assert!(
-            !body.contains("注册资本") && !body.contains(&uscc(&app, 0)),
+            !body.contains("注册资本") && !body.contains(&uscc(app, 0)),
             "{path}: {body}"
         );
         assert!(
@@ -281,9 +246,9 @@ async fn forms_without_the_token_or_with_another_readers_are_refused() {
     // Many refusals in a row: above the per-subject rate, which pages share with the API.
     let s = site_with(|c| c.subject_limits.burst = 200).await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let [o, _, _, cs] = file_one_of_each(&me).await;
-    let other = portal_client(&s, &uscc(&app, 0)).await;
+    let other = portal_client(&s, &uscc(app, 0)).await;
     assert_ne!(other.csrf, me.csrf, "each browser has its own nonce");
     let before = app.record_count().await;
     for (path, fields) in every_form(&o, &cs) {
@@ -355,7 +320,7 @@ const MARKUP: &str = r#"<script>alert(1)</script><img src=x onerror=alert(2)>"#;
 async fn markup_in_every_field_is_escaped_and_control_characters_refused() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     // Accepted as text, shown escaped.
     let o = location(
         &me.post(
@@ -518,7 +483,7 @@ async fn markup_in_every_field_is_escaped_and_control_characters_refused() {
 async fn oversized_and_malformed_form_bodies_are_refused() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let huge = format!("csrf={}&reason={}", me.csrf, "x".repeat(200 * 1024));
     for path in [
         "/portal/objections",
@@ -558,13 +523,15 @@ async fn oversized_and_malformed_form_bodies_are_refused() {
 }
 
 #[tokio::test]
-async fn no_caller_and_a_staff_caller_get_no_portal_page() {
+async fn no_caller_a_bearer_token_and_a_staff_session_get_no_portal_page() {
     let s = site().await;
     let app = &s.app;
-    let mine = uscc(&app, 0);
+    let mine = uscc(app, 0);
     let me = portal_client(&s, &mine).await;
     let [o, _, _, cs] = file_one_of_each(&me).await;
-    let (_, officer) = app.token("security_officer").await;
+    let staff = sign_in(app, &s.idp, "officer").await;
+    let staff_cookies = format!("cg_session={}; csrf={}", staff.session, staff.csrf_cookie);
+    let bearer = format!("Bearer {}", app.subject_token(&mine, SubjectType::Legal));
     let paths = [
         "/portal".to_string(),
         "/portal/".into(),
@@ -577,55 +544,75 @@ async fn no_caller_and_a_staff_caller_get_no_portal_page() {
         "/portal/requests".into(),
         "/portal/complaints".into(),
     ];
-    for who in [None, Some(officer.as_str())] {
-        for path in &paths {
-            let mut req = app.http.get(format!("{}{path}", app.url));
-            if let Some(t) = who {
-                req = req.bearer_auth(t);
+    // No one; the subject's API token (pages take a session only); a staff member's session.
+    let callers = [
+        ("nobody", None, None),
+        ("bearer", Some(bearer.as_str()), None),
+        ("staff", None, Some(staff_cookies.as_str())),
+    ];
+    for (who, auth, cookie) in callers {
+        let with = |mut req: reqwest::RequestBuilder| {
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
             }
-            let res = req.send().await.unwrap();
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            req
+        };
+        for path in &paths {
+            let res = with(app.http.get(format!("{}{path}", app.url)))
+                .send()
+                .await
+                .unwrap();
             let status = res.status().as_u16();
             let to_signin = status == 303
                 && res.headers()["location"]
                     .to_str()
                     .unwrap()
-                    .starts_with("/signin");
-            assert!(
-                matches!(status, 401 | 403) || to_signin,
-                "{path} as {who:?}: {status}"
-            );
+                    .starts_with("/signin/subject");
+            match who {
+                "staff" => assert_eq!(status, 403, "{path} as staff"),
+                _ => assert!(to_signin, "{path} as {who}: {status}"),
+            }
             let body = res.text().await.unwrap();
             assert!(
                 !body.contains(&mine) && !body.contains("注册资本"),
                 "{path}"
             );
         }
-        let mut req = app
-            .http
-            .post(format!("{}/portal/objections/{o}/withdraw", app.url))
-            .header("cookie", &me.cookies)
-            .body(format!("csrf={}", me.csrf));
-        if let Some(t) = who {
-            req = req.bearer_auth(t);
-        }
-        assert_ne!(
-            req.send().await.unwrap().status(),
-            303,
-            "no withdrawal without the subject"
+        let csrf = if who == "staff" {
+            &staff.csrf
+        } else {
+            &me.csrf
+        };
+        let res = with(
+            app.http
+                .post(format!("{}/portal/objections/{o}/withdraw", app.url)),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+        let sent_to = res
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        assert!(
+            res.status() == 403 || sent_to.is_some_and(|l| l.starts_with("/signin/subject")),
+            "no withdrawal without the subject ({who})"
         );
     }
-    assert!(
-        me.page(&format!("/portal/objections/{o}"), 200)
-            .await
-            .contains("Withdraw objection")
-    );
+    let page = me.page(&format!("/portal/objections/{o}"), 200).await;
+    assert!(page.contains("Withdraw objection"), "still open");
 }
 
 #[tokio::test]
 async fn an_objection_is_filed_followed_and_withdrawn() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let to = location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page(&to, 200).await;
     assert!(page.contains("registered_capital") && page.contains("注册资本已于2025年变更"));
@@ -656,7 +643,7 @@ async fn an_objection_is_filed_followed_and_withdrawn() {
     let api: Value = app
         .http
         .get(format!("{}/subject/objections/{id}", app.url))
-        .bearer_auth(app.subject_token(&uscc(&app, 0), SubjectType::Legal))
+        .bearer_auth(app.subject_token(&uscc(app, 0), SubjectType::Legal))
         .send()
         .await
         .unwrap()
@@ -671,7 +658,7 @@ async fn an_objection_is_filed_followed_and_withdrawn() {
 async fn a_consent_is_granted_with_its_notice_its_receipt_downloaded_and_revoked() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let page = me.page("/portal/consents", 200).await;
     assert!(page.contains(r#"id="notice-text""#) && page.contains("revoke this consent"));
     let [_, _, _, cs] = file_one_of_each(&me).await;
@@ -687,7 +674,7 @@ async fn a_consent_is_granted_with_its_notice_its_receipt_downloaded_and_revoked
     let api: Value = app
         .http
         .get(format!("{}/subject/consents", app.url))
-        .bearer_auth(app.subject_token(&uscc(&app, 0), SubjectType::Legal))
+        .bearer_auth(app.subject_token(&uscc(app, 0), SubjectType::Legal))
         .send()
         .await
         .unwrap()
@@ -728,7 +715,7 @@ async fn a_consent_is_granted_with_its_notice_its_receipt_downloaded_and_revoked
 async fn requests_and_complaints_are_filed_and_followed() {
     let s = site().await;
     let app = &s.app;
-    let me = portal_client(&s, &uscc(&app, 0)).await;
+    let me = portal_client(&s, &uscc(app, 0)).await;
     let [_, r, c, _] = file_one_of_each(&me).await;
     let page = me.page(&format!("/portal/requests/{r}"), 200).await;
     assert!(page.contains("Correction") && page.contains("地址有误") && page.contains("Submitted"));
@@ -746,7 +733,7 @@ async fn requests_and_complaints_are_filed_and_followed() {
 async fn my_record_is_read_on_request_and_counted() {
     let s = site().await;
     let app = &s.app;
-    let mine = uscc(&app, 0);
+    let mine = uscc(app, 0);
     let me = portal_client(&s, &mine).await;
     location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page("/portal/record", 200).await;
@@ -785,7 +772,7 @@ async fn my_record_is_read_on_request_and_counted() {
 async fn who_accessed_my_data_shows_the_table_and_the_chart() {
     let s = site().await;
     let app = &s.app;
-    let mine = uscc(&app, 0);
+    let mine = uscc(app, 0);
     let bank = app
         .token_in("financial_institution", "nosy-bank", None)
         .await;
@@ -817,7 +804,7 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
     assert_eq!(record.kind, "subject");
     assert_eq!(record.actor_subject.as_deref(), Some(mine.as_str()));
     // Someone else's page does not show my reader.
-    let them = portal_client(&s, &uscc(&app, 1)).await;
+    let them = portal_client(&s, &uscc(app, 1)).await;
     assert!(!them.page("/portal/access", 200).await.contains("nosy-bank"));
 }
 
@@ -825,7 +812,7 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
 async fn every_page_is_audited_translated_and_labelled_in_both_languages() {
     let s = site().await;
     let app = &s.app;
-    let mine = uscc(&app, 0);
+    let mine = uscc(app, 0);
     let mut me = portal_client(&s, &mine).await;
     let [o, r, c, _] = file_one_of_each(&me).await;
     let paths = [
@@ -846,7 +833,6 @@ async fn every_page_is_audited_translated_and_labelled_in_both_languages() {
         "Objections",
         "Requests",
         "Complaints",
-        "Sign out",
     ];
     for lang in ["en", "zh-CN"] {
         me.lang = lang;
@@ -865,6 +851,10 @@ async fn every_page_is_audited_translated_and_labelled_in_both_languages() {
             if lang == "en" {
                 nav.iter()
                     .for_each(|l| assert!(html.contains(&format!(">{l}</a>")), "{path}: {l}"));
+                assert!(
+                    html.contains(">Sign out</button>"),
+                    "{path}: a sign-out form"
+                );
             } else {
                 assert!(html.contains(">我的信用记录</a>") && !html.contains(">My record</a>"));
             }

@@ -82,13 +82,14 @@ fn draw_list(
         records => my_records(state, &who.subject.id),
         kinds => requests::Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
         categories => complaints::CATEGORIES,
-        me => who.subject.id.as_str(),
+        who => who.subject.id.as_str(),
     };
     show(state, headers, status, (p.template, p.here), ctx)
 }
 
 /// A case's page: its fields as rows, its history, and the withdraw button where allowed.
 fn draw_case(
+    who: &SubjectPage,
     headers: &HeaderMap,
     state: &AppState,
     kind: &str,
@@ -102,7 +103,7 @@ fn draw_case(
         .into_iter()
         .map(|h| dated(lang, h, &["at"]))
         .collect();
-    let ctx = context! { kind, case => view, history, withdraw };
+    let ctx = context! { kind, case => view, history, withdraw, who => who.subject.id.as_str() };
     let here = format!("/portal/{kind}s");
     show(
         state,
@@ -205,6 +206,7 @@ pub async fn objection(
     let withdraw = o.status.may_go(Status::Withdrawn, Actor::Subject);
     let view = o.view(state.clock.now());
     Ok(draw_case(
+        &who,
         &headers,
         &state,
         "objection",
@@ -315,7 +317,9 @@ pub async fn request(
     let r = requests::own(&state.db, &who.subject.id, &id).await?;
     let history = requests::history(&state.db, &r.id).await?;
     let view = r.view(state.clock.now());
-    Ok(draw_case(&headers, &state, "request", view, history, false))
+    Ok(draw_case(
+        &who, &headers, &state, "request", view, history, false,
+    ))
 }
 
 async fn complaint_list(state: &AppState, who: &SubjectPage) -> Result<Vec<Value>, Error> {
@@ -391,6 +395,7 @@ pub async fn complaint(
     let history = complaints::history(&state.db, &c.id).await?;
     let view = c.view(state.clock.now());
     Ok(draw_case(
+        &who,
         &headers,
         &state,
         "complaint",

@@ -87,6 +87,7 @@ async fn draw(
     let (purposes, datasets) = choices(state, who.subject.id.subject_type());
     let ctx = context! {
         items, purposes, datasets, typed, message,
+        who => who.subject.id.as_str(),
         notice_version => notice_version(lang),
         notice_sha256 => notice_sha256(lang),
     };

@@ -26,7 +26,8 @@ use super::{Lang, csrf::Csrf, page};
 use crate::audit::Deferred;
 
 /// This area's navigation: the catalog key of each label and where it goes. The English labels
-/// are a contract (DESIGN.md, "Web pages").
+/// are a contract (DESIGN.md, "Web pages"); `Sign out` is a form on every page (a POST with the
+/// CSRF token, `console/signout.html`), not a link.
 pub const NAV: &[(&str, &str)] = &[
     ("portal.nav.record", "/portal/record"),
     ("portal.nav.access", "/portal/access"),
@@ -34,7 +35,6 @@ pub const NAV: &[(&str, &str)] = &[
     ("portal.nav.objections", "/portal/objections"),
     ("portal.nav.requests", "/portal/requests"),
     ("portal.nav.complaints", "/portal/complaints"),
-    ("portal.nav.signout", "/signout"),
 ];
 
 /// This area's templates (name, source), registered with the page environment.

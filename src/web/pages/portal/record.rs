@@ -49,7 +49,7 @@ pub async fn view(
     let count = count(&state, &who).await?;
     let Json(statements) =
         api::list_statements(State(state.clone()), Subject(who.subject.clone())).await?;
-    let ctx = context! { count, statements => statements["items"].clone(), me => who.subject.id.as_str() };
+    let ctx = context! { count, statements => statements["items"].clone(), who => who.subject.id.as_str() };
     Ok(show_record(&state, &headers, StatusCode::OK, ctx))
 }
 
@@ -86,7 +86,7 @@ pub async fn read(
     let (status, doc, change) = take_json(res).await?;
     if status == StatusCode::TOO_MANY_REQUESTS {
         let count = count(&state, &who).await?;
-        let ctx = context! { count, limited => true, me => who.subject.id.as_str() };
+        let ctx = context! { count, limited => true, who => who.subject.id.as_str() };
         return Ok(show_record(&state, &headers, status, ctx));
     }
     let lang = Lang::choose(&headers);
@@ -106,7 +106,7 @@ pub async fn read(
         record => true,
         sections,
         objections,
-        me => who.subject.id.as_str(),
+        who => who.subject.id.as_str(),
         denied => doc["denied"].clone(),
         failed => doc["failed"].clone(),
         statements => doc["statements"].clone(),
@@ -196,7 +196,7 @@ pub async fn access(
     let chart = (!data.is_empty()).then(|| {
         minijinja::Value::from_safe_string(chart::bars(lang.t("portal.access.chart"), &data))
     });
-    let ctx = context! { items, chart };
+    let ctx = context! { items, chart, who => who.subject.id.as_str() };
     let here = ("portal/access.html", "/portal/access");
     Ok(show(&state, &headers, StatusCode::OK, here, ctx))
 }
