@@ -220,7 +220,38 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
             }
             let text = body_text(c).await;
             assert!(!text.contains("??"), "{path} in {lang}");
+            let bad = accessibility(c).await;
+            assert!(bad.is_empty(), "{path} in {lang}: {bad:?}");
             shot(c, &format!("portal-{name}-{lang}")).await;
         }
     }
+}
+
+/// What the page's live DOM gets wrong among the checks axe-core would report as serious and
+/// that need no vendored script: a field without a label, a table without headers, a heading
+/// that skips a level or a page without exactly one `h1`, a control without a name, no `lang`.
+async fn accessibility(c: &Client) -> Vec<String> {
+    const CHECK: &str = r#"
+        const bad = [];
+        document.querySelectorAll('input:not([type=hidden]), select, textarea').forEach(e => {
+            if (!e.labels || e.labels.length === 0) bad.push('unlabelled ' + (e.id || e.name));
+        });
+        document.querySelectorAll('table').forEach(t => {
+            if (!t.querySelector('thead th[scope=col]')) bad.push('a table without headers');
+        });
+        let last = 0;
+        document.querySelectorAll('h1, h2, h3, h4, h5, h6').forEach(h => {
+            const level = Number(h.tagName[1]);
+            if (level > last + 1) bad.push(h.tagName + ' after h' + last);
+            last = level;
+        });
+        if (document.querySelectorAll('h1').length !== 1) bad.push('not exactly one h1');
+        document.querySelectorAll('a, button').forEach(e => {
+            if (!e.textContent.trim() && !e.getAttribute('aria-label')) bad.push('an unnamed ' + e.tagName);
+        });
+        if (!document.documentElement.lang) bad.push('no lang');
+        return bad;
+    "#;
+    let v = c.execute(CHECK, vec![]).await.unwrap();
+    serde_json::from_value(v).unwrap()
 }

@@ -25,7 +25,7 @@ pub const EN: &[(&str, &str)] = &[
     ),
     ("portal.record.title", "My record"),
     ("portal.record.count_title", "Free self-queries"),
-    ("portal.record.count", "Self-queries used in"),
+    ("portal.record.count", "Self-queries used this year"),
     ("portal.record.source", "Rule"),
     (
         "portal.record.limited",
@@ -218,7 +218,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.invalid", "有字段缺失或未被接受，请检查后重新提交。"),
     ("portal.record.title", "我的信用记录"),
     ("portal.record.count_title", "免费本人查询"),
-    ("portal.record.count", "本年度已用本人查询次数，年份"),
+    ("portal.record.count", "本年度已用本人查询次数"),
     ("portal.record.source", "依据"),
     (
         "portal.record.limited",
