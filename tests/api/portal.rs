@@ -189,6 +189,8 @@ async fn another_subjects_items_answer_404_like_missing_ones() {
         format!("/portal/objections/{o}/withdraw"),
         format!("/portal/consents/{cs}/revoke"),
         "/portal/consents/cs_nothing/revoke".into(),
+        format!("/portal/objections/{o}%00/withdraw"),
+        format!("/portal/consents/{cs}%00/revoke"),
     ] {
         assert_eq!(them.post(&path, &[]).await.status(), 404, "{path}");
     }

@@ -201,7 +201,7 @@ pub async fn objection(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let o = objections::own(&state.db, &who.subject.id, &id).await?;
+    let o = objections::own(&state.db, &who.subject.id, super::item_id(&id)?).await?;
     let history = objections::history(&state.db, &o.id).await?;
     let withdraw = o.status.may_go(Status::Withdrawn, Actor::Subject);
     let view = o.view(state.clock.now());
@@ -224,7 +224,7 @@ pub async fn withdraw_objection(
     body: Bytes,
 ) -> Result<Response, Error> {
     form(&state, &headers, &body)?;
-    let o = objections::own(&state.db, &who.subject.id, &id).await?;
+    let o = objections::own(&state.db, &who.subject.id, super::item_id(&id)?).await?;
     let req = TransitionRequest {
         to: "withdrawn".into(),
         note: None,
@@ -314,7 +314,7 @@ pub async fn request(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let r = requests::own(&state.db, &who.subject.id, &id).await?;
+    let r = requests::own(&state.db, &who.subject.id, super::item_id(&id)?).await?;
     let history = requests::history(&state.db, &r.id).await?;
     let view = r.view(state.clock.now());
     Ok(draw_case(
@@ -391,7 +391,7 @@ pub async fn complaint(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let c = complaints::own(&state.db, &who.subject.id, &id).await?;
+    let c = complaints::own(&state.db, &who.subject.id, super::item_id(&id)?).await?;
     let history = complaints::history(&state.db, &c.id).await?;
     let view = c.view(state.clock.now());
     Ok(draw_case(

@@ -169,7 +169,7 @@ pub async fn receipt(
     who: SubjectPage,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let receipt = consents::get(&state.db, &id)
+    let receipt = consents::get(&state.db, super::item_id(&id)?)
         .await?
         .filter(|c| c.is_for(&who.subject.id))
         .and_then(|c| c.receipt)
@@ -195,6 +195,7 @@ pub async fn revoke(
     body: Bytes,
 ) -> Result<Response, Error> {
     form(&state, &headers, &body)?;
+    super::item_id(&id)?;
     let res = api::revoke_consent(State(state.clone()), Subject(who.subject), Path(id)).await?;
     let (_, _, change) = take_json(res).await?;
     Ok(see_other("/portal/consents", change))

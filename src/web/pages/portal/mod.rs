@@ -180,6 +180,21 @@ fn see_other(to: &str, change: Option<Deferred>) -> Response {
     res
 }
 
+/// An item id from a URL, as the workflows mint them (`ob_`, `rq_`, `cp_`, `cs_` and hex): any
+/// other text names nothing and answers 404 before it reaches the database (PostgreSQL refuses
+/// a NUL in a string, which would otherwise surface as a 503).
+fn item_id(id: &str) -> Result<&str, Error> {
+    let plain = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        Ok(id)
+    } else {
+        Err(Error::NotFound("no such item".into()))
+    }
+}
+
 /// The JSON body of an API handler's answer, and the change it carries (the page takes both
 /// over). Its bodies are small documents the gateway itself wrote.
 async fn take_json(
@@ -251,6 +266,14 @@ mod tests {
             "<b>",
             "left as it is, escaped by the template"
         );
+    }
+
+    #[test]
+    fn only_plain_item_ids_reach_the_database() {
+        assert!(item_id("ob_01a22c1eae2f75678a8c385c53f598c9").is_ok());
+        for bad in ["", "ob_1\0", "<script>", "a/b", &"9".repeat(65), "cs_é"] {
+            assert!(item_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
