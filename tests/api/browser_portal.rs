@@ -40,6 +40,16 @@ async fn a_subject_uses_the_portal_in_a_real_browser() {
     let objection = objection_in_browser(&s, &c).await;
     consent_in_browser(&s, &c).await;
     forced_url_in_browser(&s, &c, &me).await;
+    // A bank's read, so that `Who accessed my data` has a row and a chart to show.
+    let bank = s
+        .app
+        .token_in("financial_institution", "nosy-bank", None)
+        .await;
+    let read = s
+        .app
+        .data(&bank, &format!("/v1/stores/power/entities/{me}"))
+        .await;
+    assert_eq!(read.status(), 200);
     screenshots(&s, &c, &objection).await;
     c.close().await.unwrap();
     eprintln!("portal browser walk: {:?}", started.elapsed());
@@ -223,6 +233,21 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
             let bad = accessibility(c).await;
             assert!(bad.is_empty(), "{path} in {lang}: {bad:?}");
             shot(c, &format!("portal-{name}-{lang}")).await;
+            if path == "/portal/record" {
+                // One of the two free self-queries per language: the record as read.
+                let read = if lang == "en" {
+                    "Read my record"
+                } else {
+                    "查询我的记录"
+                };
+                button(c, read).await.click().await.unwrap();
+                wait_text(c, "power.entity").await;
+                assert!(accessibility(c).await.is_empty(), "the record as read");
+                shot(c, &format!("portal-record-read-{lang}")).await;
+            }
+            if path == "/portal/access" {
+                c.find(Locator::Css("svg.chart")).await.expect("the chart");
+            }
         }
     }
 }

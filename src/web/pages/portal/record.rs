@@ -189,7 +189,11 @@ pub async fn access(
     let mut by: BTreeMap<String, u64> = BTreeMap::new();
     for r in &items {
         let month: String = r["time"].as_str().unwrap_or("").chars().take(7).collect();
-        let org = r["org"].as_str().unwrap_or("—");
+        // My own self-queries carry no org: they are mine.
+        let org = match (r["role"].as_str(), r["org"].as_str()) {
+            (Some("subject"), _) => lang.t("portal.case.by_you"),
+            (_, org) => org.unwrap_or("—"),
+        };
         *by.entry(format!("{month} · {org}")).or_default() += 1;
     }
     let data: Vec<(String, u64)> = by.into_iter().collect();
