@@ -19,6 +19,7 @@ pub const EN: &[(&str, &str)] = &[
     ("portal.actions", "Actions"),
     ("portal.overdue", "Overdue"),
     ("portal.reason", "Reason"),
+    ("portal.choose", "Choose…"),
     (
         "portal.invalid",
         "Some fields were missing or not accepted. Check them and send the form again.",
@@ -215,6 +216,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.actions", "操作"),
     ("portal.overdue", "已逾期"),
     ("portal.reason", "理由"),
+    ("portal.choose", "请选择…"),
     ("portal.invalid", "有字段缺失或未被接受，请检查后重新提交。"),
     ("portal.record.title", "我的信用记录"),
     ("portal.record.count_title", "免费本人查询"),
