@@ -255,9 +255,17 @@ pub async fn run(
         )?;
     }
     let gateway_url = format!("{}://{gateway_addr}", edge.scheme()); // edge: https with --tls
-    // The pages come later; their callbacks are registered now so the URLs never change.
-    idp.register_client(CONSOLE_CLIENT, &format!("{gateway_url}/console/callback"));
-    idp.register_client(PORTAL_CLIENT, &format!("{gateway_url}/portal/callback"));
+    // The pages' sign-in callbacks (src/web/pages/session). The earlier placeholders
+    // (`/console/callback`, `/portal/callback`) stay registered until tests/api/demo.rs moves
+    // to these; nothing is served there.
+    for (client, path) in [
+        (CONSOLE_CLIENT, "/console/callback"),
+        (PORTAL_CLIENT, "/portal/callback"),
+        (CONSOLE_CLIENT, "/signin/staff/callback"),
+        (PORTAL_CLIENT, "/signin/subject/callback"),
+    ] {
+        idp.register_client(client, &format!("{gateway_url}{path}"));
+    }
 
     let policies = app.state().policies();
     let clients = register_clients(&app, &policies).await?;

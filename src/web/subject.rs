@@ -73,7 +73,7 @@ const MAX_SCOPE: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GrantRequest {
+pub(crate) struct GrantRequest {
     grantee_org: String,
     purpose: String,
     /// RFC 3339.
@@ -175,7 +175,7 @@ async fn receipt_signer(state: &AppState) -> Result<crate::auth::keys::Ed25519Ke
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("receipt key missing")))
 }
 
-async fn grant_consent(
+pub(crate) async fn grant_consent(
     State(state): State<AppState>,
     Subject(subject): Subject,
     body: Result<Json<GrantRequest>, axum::extract::rejection::JsonRejection>,
@@ -240,7 +240,7 @@ async fn receipt_key(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn list_consents(
+pub(crate) async fn list_consents(
     State(state): State<AppState>,
     Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {
@@ -253,7 +253,7 @@ async fn list_consents(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn revoke_consent(
+pub(crate) async fn revoke_consent(
     State(state): State<AppState>,
     Subject(subject): Subject,
     Path(id): Path<String>,
@@ -304,7 +304,7 @@ fn is_about(
 
 /// Who accessed my records: institutions' and the public's requests that touched this subject,
 /// allowed or denied. Only the caller's own.
-async fn access_log(
+pub(crate) async fn access_log(
     State(state): State<AppState>,
     Subject(subject): Subject,
     Extension(_slot): Extension<AuditSlot>,
@@ -342,7 +342,7 @@ fn legal_basis_of(
 }
 
 /// The calendar year (UTC) of a time in unix microseconds, and when the next one begins.
-fn year_of(us: i64) -> (i32, i64) {
+pub(crate) fn year_of(us: i64) -> (i32, i64) {
     let year = time::OffsetDateTime::from_unix_timestamp(us.div_euclid(1_000_000))
         .map(|t| t.year())
         .unwrap_or(1970);
@@ -409,7 +409,7 @@ fn count_self_query(subject: &SubjectId, year: i32, limit: self_query::FreeLimit
 /// `GET /subject/record`: the subject's own record from every store, with their statements and
 /// the open objections on it, and this year's self-query count. Recorded as a `profile` read
 /// touching the subject, so it appears in their own access log.
-async fn own_record(
+pub(crate) async fn own_record(
     State(state): State<AppState>,
     Subject(subject): Subject,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -495,7 +495,7 @@ async fn answer(
 }
 
 /// The subject's statements, withdrawn ones included (marked as such).
-async fn list_statements(
+pub(crate) async fn list_statements(
     State(state): State<AppState>,
     Subject(subject): Subject,
 ) -> Result<Json<Value>, Error> {

@@ -84,6 +84,38 @@ pub struct Config {
     /// listener never shows operational counters; loopback by default.
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: String,
+    /// `[sessions]`: how long a person signed in to the pages stays signed in.
+    #[serde(default)]
+    pub sessions: SessionConfig,
+}
+
+/// `[sessions]` of the pages (console and portal). A session ends after `*_idle_secs` without a
+/// request, and `*_absolute_secs` after sign-in whatever happens: staff sessions are shorter,
+/// since they open the audit log and every subject's workflows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub staff_idle_secs: u64,
+    pub staff_absolute_secs: u64,
+    pub subject_idle_secs: u64,
+    pub subject_absolute_secs: u64,
+    /// The gateway's address as browsers reach it (`https://credgate.example`), from which the
+    /// sign-in's redirect URIs are made (`{public_url}/signin/staff/callback`, `.../subject/...`).
+    /// Empty: taken from the request's `Host` (the provider accepts only registered URIs, so a
+    /// forged `Host` fails at the provider, not here).
+    pub public_url: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            staff_idle_secs: 15 * 60,
+            staff_absolute_secs: 8 * 3600,
+            subject_idle_secs: 30 * 60,
+            subject_absolute_secs: 8 * 3600,
+            public_url: String::new(),
+        }
+    }
 }
 
 /// `[tls]` of the listener. Key names are a contract (DESIGN.md, "Transport").

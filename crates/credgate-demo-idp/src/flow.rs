@@ -381,18 +381,20 @@ async fn token(State(s): State<Arc<Shared>>, Form(f): Form<TokenForm>) -> Respon
     let Some(user) = s.users.iter().find(|u| u.username == g.username) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "user gone");
     };
-    let id_claims = s.claims(
+    let mut id_claims = s.claims(
         user,
         &g.request.client_id,
         &g.amr,
         g.request.nonce.as_deref(),
     );
+    let tamper = s.tamper.lock().expect("tamper lock").clone();
+    let forged = tamper.and_then(|f| f(&mut id_claims));
     // The access token is for the app that asked: its client_id is the audience the gateway's
     // provider entry names, which is how one issuer's staff and subject tokens stay apart.
     let access_claims = s.claims(user, &g.request.client_id, &g.amr, None);
     let body = json!({
         "access_token": s.sign(Alg::EdDSA, &access_claims),
-        "id_token": s.sign(Alg::ES256, &id_claims),
+        "id_token": forged.unwrap_or_else(|| s.sign(Alg::ES256, &id_claims)),
         "token_type": "Bearer",
         "expires_in": s.ttl,
         "scope": "openid profile",

@@ -43,6 +43,9 @@ pub struct Options {
     /// PKCS#8 DER of an RSA key: the provider then signs RS256 only, with that key, and never
     /// rotates (tests of RS256-only providers).
     pub rsa_pkcs8: Option<Vec<u8>>,
+    /// The host name in the issuer URL instead of the bound address (`localhost`): tests of the
+    /// pages put the provider on another site than the gateway (`127.0.0.1`), as in real life.
+    pub host: Option<String>,
 }
 
 impl Default for Options {
@@ -52,9 +55,14 @@ impl Default for Options {
             audience: "credgate".into(),
             token_ttl_secs: 300,
             rsa_pkcs8: None,
+            host: None,
         }
     }
 }
+
+/// What a test may do to the next id tokens: edit their claims (then they are signed as usual)
+/// or return a whole token of its own to hand out instead (forgeries). Test hook only.
+pub type Tamper = Arc<dyn Fn(&mut Value) -> Option<String> + Send + Sync>;
 
 /// A running provider. Dropping it stops the server.
 pub struct DemoIdp {
@@ -80,6 +88,7 @@ pub(crate) struct Shared {
     clients: Mutex<HashMap<String, Vec<String>>>,
     flows: Mutex<flow::Flows>,
     jwks_fetches: AtomicUsize,
+    tamper: Mutex<Option<Tamper>>,
 }
 
 impl DemoIdp {
@@ -96,7 +105,10 @@ impl DemoIdp {
             ],
         };
         let shared = Arc::new(Shared {
-            issuer: format!("http://{addr}"),
+            issuer: match &options.host {
+                Some(host) => format!("http://{host}:{}", addr.port()),
+                None => format!("http://{addr}"),
+            },
             audience: options.audience,
             ttl: options.token_ttl_secs,
             users: users::generate(&rng),
@@ -108,6 +120,7 @@ impl DemoIdp {
             clients: Mutex::new(HashMap::new()),
             flows: Mutex::new(flow::Flows::default()),
             jwks_fetches: AtomicUsize::new(0),
+            tamper: Mutex::new(None),
         });
         let app = flow::router(shared.clone());
         let task = tokio::spawn(async move {
@@ -139,6 +152,13 @@ impl DemoIdp {
             .entry(client_id.to_string())
             .or_default()
             .push(redirect_uri.to_string());
+    }
+
+    /// From now on, every id token the token endpoint issues passes through `tamper` (hostile
+    /// tests of relying parties: a wrong nonce, an expired token, a forged signature). `None`
+    /// restores honest tokens.
+    pub fn tamper_id_tokens(&self, tamper: Option<Tamper>) {
+        *self.shared.tamper.lock().expect("tamper lock") = tamper;
     }
 
     /// A new key generation; the previous one stays published, older ones go. Also

@@ -10,6 +10,7 @@ pub mod lockdowns;
 pub mod objections;
 pub mod reports;
 pub mod requests;
+pub mod sessions;
 pub mod signals;
 pub mod statements;
 

@@ -1,5 +1,11 @@
 //! Labels of the staff console `/console/`.
 
-pub const EN: &[(&str, &str)] = &[];
+pub const EN: &[(&str, &str)] = &[
+    ("console.nav.dashboard", "Dashboard"),
+    ("console.dashboard", "Dashboard"),
+];
 
-pub const ZH_CN: &[(&str, &str)] = &[];
+pub const ZH_CN: &[(&str, &str)] = &[
+    ("console.nav.dashboard", "仪表板"),
+    ("console.dashboard", "仪表板"),
+];
