@@ -97,11 +97,15 @@ pub async fn audit(
     if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
         return with_change(&state, meta, info, res, deferred).await;
     }
-    // A read that withheld records past retention asks for their deletion with its record.
+    // A read that withheld records past retention asks for their deletion with its record
+    // (unless this replica asked lately).
     if !info.expired.is_empty() {
         let expired = std::mem::take(&mut info.expired);
-        let deferred = crate::workflows::outbox::deletions(expired, state.clock.now());
-        return with_change(&state, meta, info, res, deferred).await;
+        let now = state.clock.now();
+        if let Some(deferred) = crate::workflows::outbox::deletions(expired, now, &state.deletions)
+        {
+            return with_change(&state, meta, info, res, deferred).await;
+        }
     }
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);

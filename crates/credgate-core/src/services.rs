@@ -42,6 +42,9 @@ pub struct Shared {
     pub marks: Arc<crate::workflows::marks::Marks>,
     /// Records carrying their subject's statements, for annotating answers.
     pub statements: Arc<crate::workflows::statements::Statements>,
+    /// Retention deletions this replica queued lately, so that reads of an expired record do
+    /// not each write its (idempotent) request again.
+    pub deletions: Arc<crate::workflows::outbox::RecentDeletions>,
     pub limits: crate::limits::RateLimits,
     /// Raw public key of the audit checkpoint signer, for verification.
     pub audit_public_key: Arc<Vec<u8>>,
@@ -156,6 +159,7 @@ impl Core {
             clock,
             marks,
             statements,
+            deletions: Arc::default(),
             report_sealer,
             limits,
             audit_public_key: Arc::new(keys.audit_signing.public.clone()),
