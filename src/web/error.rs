@@ -116,6 +116,9 @@ impl Error {
 
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
+        if e.is_unstorable_input() {
+            return Error::BadRequest("the request holds a character that cannot be stored".into());
+        }
         Error::StorageUnavailable(e)
     }
 }
@@ -138,7 +141,7 @@ impl From<DataError> for Error {
             DataError::Denied(d) => d.into(),
             DataError::BadGateway(why) => Error::BadGateway(why),
             DataError::Timeout => Error::GatewayTimeout,
-            DataError::Storage(e) => Error::StorageUnavailable(e),
+            DataError::Storage(e) => Error::from(e),
             DataError::Internal(e) => Error::Internal(e),
         }
     }
@@ -150,7 +153,7 @@ impl From<WorkflowError> for Error {
             WorkflowError::BadRequest(why) => Error::BadRequest(why),
             WorkflowError::NotFound(why) => Error::NotFound(why),
             WorkflowError::Conflict(why) => Error::Conflict(why),
-            WorkflowError::Storage(e) => Error::StorageUnavailable(e),
+            WorkflowError::Storage(e) => Error::from(e),
         }
     }
 }
@@ -173,7 +176,7 @@ impl From<AuthError> for Error {
                 detail: AuthError::LockedDown.to_string(),
             },
             AuthError::RateLimited(secs) => Error::RateLimited(secs),
-            AuthError::Storage(e) => Error::StorageUnavailable(e),
+            AuthError::Storage(e) => Error::from(e),
         }
     }
 }

@@ -661,7 +661,12 @@ async fn the_demo_serves_https_with_the_ca_it_writes() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
         .current_dir(dir.path())
         .args(["demo", "--tls", "--dir", "demo", "--listen", "127.0.0.1:0"])
-        .args(["--store-listen", "127.0.0.1:0"])
+        .args([
+            "--store-listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

@@ -73,3 +73,38 @@ async fn an_institution_token_is_not_a_subject_token() {
     let (_, token) = app.token("regulator").await;
     assert_problem(me(&app, &token).await, 401).await;
 }
+
+/// An id holding a NUL (or another byte PostgreSQL cannot store) names nothing: the answer is
+/// a client error, never the 503 of a database that is down.
+#[tokio::test]
+async fn an_item_id_with_a_nul_is_a_client_error_not_an_outage() {
+    let app = TestApp::spawn().await;
+    let t = app.subject_token("91350100M000100Y43", SubjectType::Legal);
+    for path in [
+        "/subject/objections/ob_1%00",
+        "/subject/requests/rq_1%00",
+        "/subject/complaints/cp_1%00",
+    ] {
+        let res = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        assert!(matches!(status, 400 | 404), "{path}: {status}");
+    }
+    let res = app
+        .http
+        .delete(format!("{}/subject/consents/cs_1%00", app.url))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(res.status().as_u16(), 400 | 404),
+        "{}",
+        res.status()
+    );
+}

@@ -41,6 +41,20 @@ pub enum StorageError {
     UnsupportedUrl,
 }
 
+impl StorageError {
+    /// The database refused a value it cannot hold (PostgreSQL's `character_not_in_repertoire`
+    /// or `untranslatable_character`: a NUL in text). That is the caller's input, not an
+    /// outage: such an id names nothing and such a text can never be stored.
+    pub fn is_unstorable_input(&self) -> bool {
+        match self {
+            StorageError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("22021" | "22P05"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A handle on the gateway's database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
