@@ -12,6 +12,7 @@ mod audit;
 mod cli;
 mod complaints;
 mod consent;
+mod console;
 mod crash;
 mod demo;
 mod edge_tls;
