@@ -8,6 +8,7 @@ mod law;
 
 mod alerts;
 mod audit;
+mod browser_console;
 
 mod cli;
 mod complaints;

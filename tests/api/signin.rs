@@ -173,7 +173,7 @@ pub(crate) async fn login(idp: &DemoIdp, authorize: &str, user: &str, otp: bool)
 /// A one-time-code step the provider has not seen from this user: it accepts each step once
 /// and only from one step back to one ahead, so a test signing one user in several times
 /// walks the steps forward and waits for the clock when it runs out of them.
-async fn next_step(issuer: &str, user: &str) -> u64 {
+pub(crate) async fn next_step(issuer: &str, user: &str) -> u64 {
     use std::{collections::HashMap, sync::Mutex};
     static USED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
     loop {

@@ -73,7 +73,8 @@ fn item(state: &AppState, headers: &HeaderMap, who: &StaffPage, i: Item<'_>) -> 
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| k.as_str() != "audit")
+        // The overdue flag is the heading's badge; accesses have their own table.
+        .filter(|(k, _)| !["audit", "overdue"].contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), super::audit_text(v)))
         .collect();
     let ctx = context! {
