@@ -32,6 +32,9 @@ use crate::{
 
 /// How long a sign-in may take between leaving for the provider and coming back.
 const SIGNIN_TTL_US: i64 = 600 * 1_000_000;
+/// Sign-ins under way at once, all replicas together: anyone may start one (it is a link), so
+/// a flood of starts meets this cap (503) rather than fill the table.
+const MAX_SIGNINS: i64 = 10_000;
 
 #[derive(Deserialize)]
 pub struct Start {
@@ -129,10 +132,20 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
         next_path: safe_next(kind, q.next.as_deref()),
         created_at: now,
     };
-    if let Err(e) =
-        sessions::insert_signin(&state.db, &hash(&cookie), &flow, now - SIGNIN_TTL_US).await
-    {
-        tracing::error!(error = %e, "storing a sign-in failed");
+    let stored = sessions::insert_signin(
+        &state.db,
+        &hash(&cookie),
+        &flow,
+        now - SIGNIN_TTL_US,
+        MAX_SIGNINS,
+    )
+    .await;
+    if !matches!(stored, Ok(true)) {
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "storing a sign-in failed");
+        } else {
+            tracing::warn!("too many sign-ins under way; refused a new one");
+        }
         return failed(
             lang,
             StatusCode::SERVICE_UNAVAILABLE,
