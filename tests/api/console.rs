@@ -124,6 +124,17 @@ async fn an_officer_acknowledges_an_alert_and_an_auditor_cannot() {
         !html.contains(">Acknowledge<"),
         "not offered to the auditor"
     );
+    // The sections nav offers only what the auditor may use.
+    for other in [
+        "Lockdowns",
+        "Clients",
+        "Objections",
+        "Complaints",
+        "Reports",
+    ] {
+        assert!(!html.contains(&format!(">{other}<")), "{other} offered");
+    }
+    assert!(html.contains(">Audit log<") && html.contains(">Alerts<"));
     let forced = auditor
         .post(&format!("/console/alerts/{id}/ack"), &[])
         .await;

@@ -29,17 +29,10 @@ use crate::{
     web::extract::{AUDITOR, OBJECTION_HANDLER, SECURITY_OFFICER, SYSTEM_ADMIN},
 };
 
-/// This area's navigation: the catalog key of each label and where it goes.
-pub const NAV: &[(&str, &str)] = &[
-    ("console.nav.dashboard", "/console/"),
-    ("console.nav.audit", "/console/audit"),
-    ("console.nav.alerts", "/console/alerts"),
-    ("console.nav.lockdowns", "/console/lockdowns"),
-    ("console.nav.clients", "/console/clients"),
-    ("console.nav.objections", "/console/objections"),
-    ("console.nav.complaints", "/console/complaints"),
-    ("console.nav.reports", "/console/reports"),
-];
+/// This area's navigation in the page header: the dashboard only. The sections are listed by
+/// `layout.html` under it, only those the reader's roles may use (what a role may not do is
+/// not offered), with the same catalog keys and English names (`Audit log`, `Alerts`, ...).
+pub const NAV: &[(&str, &str)] = &[("console.nav.dashboard", "/console/")];
 
 macro_rules! templates {
     ($($name:literal),* $(,)?) => {
@@ -93,6 +86,50 @@ fn acting(who: &StaffPage, role: &str) -> Result<auth::Institution, Error> {
         role: role.into(),
         region: None,
     })
+}
+
+/// The console's sections, each with the roles that may use it.
+const SECTIONS: &[(&str, &str, &[&str])] = &[
+    (
+        "console.nav.audit",
+        "/console/audit",
+        &[SECURITY_OFFICER, AUDITOR],
+    ),
+    (
+        "console.nav.alerts",
+        "/console/alerts",
+        &[SECURITY_OFFICER, AUDITOR],
+    ),
+    (
+        "console.nav.lockdowns",
+        "/console/lockdowns",
+        &[SECURITY_OFFICER],
+    ),
+    ("console.nav.clients", "/console/clients", &[SYSTEM_ADMIN]),
+    (
+        "console.nav.objections",
+        "/console/objections",
+        &[OBJECTION_HANDLER],
+    ),
+    (
+        "console.nav.complaints",
+        "/console/complaints",
+        &[OBJECTION_HANDLER],
+    ),
+    (
+        "console.nav.reports",
+        "/console/reports",
+        &[OBJECTION_HANDLER],
+    ),
+];
+
+/// The sections this person may use: the only ones the layout links to.
+fn sections(who: &StaffPage) -> Vec<(&'static str, &'static str)> {
+    SECTIONS
+        .iter()
+        .filter(|(_, _, roles)| roles.iter().any(|r| who.has(r)))
+        .map(|(key, href, _)| (*key, *href))
+        .collect()
 }
 
 /// What the templates may offer this person.
@@ -153,6 +190,7 @@ fn show(
         csrf => csrf.token(state),
         who => who.name.clone(),
         can => can(who),
+        sections => sections(who),
         ..ctx
     };
     let mut res = page(Lang::choose(headers), StatusCode::OK, template, here, ctx);
@@ -211,6 +249,7 @@ mod tests {
                 let ctx = context! {
                     message => "signin.failed.again", who => "W", csrf => "c",
                     can => context! { audit => true, officer => true, handler => true, admin => true },
+                    sections => vec![("console.nav.audit", "/console/audit")],
                     title => "console.nav.alerts", heads => vec!["console.col.id"],
                     rows => Vec::<Value>::new(), fields => Vec::<Value>::new(),
                     verdict => context! { ok => true, records => 1 }, kind => "objections",

@@ -3,6 +3,7 @@
 
 pub const EN: &[(&str, &str)] = &[
     ("console.nav.dashboard", "Dashboard"),
+    ("console.nav.sections", "Console sections"),
     ("console.nav.audit", "Audit log"),
     ("console.nav.alerts", "Alerts"),
     ("console.nav.lockdowns", "Lockdowns"),
@@ -136,6 +137,7 @@ pub const EN: &[(&str, &str)] = &[
 
 pub const ZH_CN: &[(&str, &str)] = &[
     ("console.nav.dashboard", "仪表板"),
+    ("console.nav.sections", "控制台栏目"),
     ("console.nav.audit", "审计日志"),
     ("console.nav.alerts", "告警"),
     ("console.nav.lockdowns", "封禁"),
