@@ -575,6 +575,23 @@ async fn next_never_leaves_the_readers_area() {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/signin/staff?next=%2Fconsole%2F");
+    let r = http()
+        .get(format!("{}/console/audit?org=x", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&r),
+        "/signin/staff?next=%2Fconsole%2Faudit%3Forg%3Dx"
+    );
+    // A form posted after the session died comes back to the console's first page, not to
+    // the action (which answers only POST).
+    let r = http()
+        .post(format!("{}/console/alerts/al_x/ack", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), "/signin/staff?next=%2Fconsole%2F");
 }
 
 #[tokio::test]
