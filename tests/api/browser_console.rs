@@ -169,6 +169,7 @@ async fn staff_work_the_console_in_a_real_browser() {
             ("objection", &item),
             ("complaints", "/console/complaints"),
             ("reports", "/console/reports"),
+            ("requests", "/console/requests"),
         ],
     )
     .await;

@@ -393,3 +393,54 @@ async fn the_console_speaks_chinese_with_the_same_pages() {
     assert!(html.contains("审计日志") && html.contains("验证审计链") && !html.contains("??"));
     assert!(!html.contains(">Search<"), "no English label left");
 }
+
+/// A subject's request (`/admin/requests` queue): accepted, then completed with an answer,
+/// through the console; an end state offers nothing more; an officer cannot move it.
+#[tokio::test]
+async fn a_handler_completes_a_subjects_request() {
+    let s = site().await;
+    let uscc = s.app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = s.app.subject_token(&uscc, SubjectType::Legal);
+    let res = s
+        .app
+        .http
+        .post(format!("{}/subject/requests", s.app.url))
+        .bearer_auth(&token)
+        .json(
+            &json!({"kind": "correction", "store": "power", "dataset": "entity",
+                      "record_ref": uscc, "reason": "the address moved"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let filed: Value = res.json().await.unwrap();
+    let id = filed["id"].as_str().unwrap().to_string();
+    let officer = sign_in(&s.app, &s.idp, "officer").await;
+    let forced = officer
+        .post(
+            &format!("/console/requests/{id}/move"),
+            &[("to", "accepted")],
+        )
+        .await;
+    assert_eq!(forced.status(), 403);
+    let b = sign_in(&s.app, &s.idp, "handler").await;
+    assert!(text(b.get("/console/requests").await).await.contains(&id));
+    let html = text(b.get(&format!("/console/requests/{id}")).await).await;
+    assert!(html.contains("Move to Accepted") && !html.contains("Move to Completed"));
+    let path = format!("/console/requests/{id}/move");
+    assert_eq!(b.post(&path, &[("to", "accepted")]).await.status(), 303);
+    let done = b
+        .post(
+            &path,
+            &[("to", "completed"), ("answer", "corrected at the store")],
+        )
+        .await;
+    assert_eq!(done.status(), 303);
+    let html = text(b.get(&format!("/console/requests/{id}")).await).await;
+    assert!(html.contains("Completed") && html.contains("corrected at the store"));
+    assert!(!html.contains("Move to"));
+}

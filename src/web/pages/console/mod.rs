@@ -121,6 +121,11 @@ const SECTIONS: &[(&str, &str, &[&str])] = &[
         "/console/reports",
         &[OBJECTION_HANDLER],
     ),
+    (
+        "console.nav.requests",
+        "/console/requests",
+        &[OBJECTION_HANDLER],
+    ),
 ];
 
 /// The sections this person may use: the only ones the layout links to.

@@ -24,7 +24,7 @@ use crate::{
     workflows::{
         complaints,
         objections::{self, Actor},
-        reports,
+        reports, requests,
     },
 };
 
@@ -40,6 +40,9 @@ pub fn routes() -> Vec<Route> {
         get("/console/reports/{id}", report),
         post("/console/reports/{id}/contact", report_contact),
         post("/console/reports/{id}/move", move_report),
+        get("/console/requests", requests_page),
+        get("/console/requests/{id}", request),
+        post("/console/requests/{id}/move", move_request),
     ]
 }
 
@@ -316,6 +319,68 @@ async fn move_report(
         Ok::<_, Error>(done(
             Ok(change.attach(())),
             &format!("/console/reports/{id}"),
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn requests_page(State(state): State<AppState>, who: StaffPage, headers: HeaderMap) -> Page {
+    require(&who, &[OBJECTION_HANDLER])?;
+    let now = state.clock.now();
+    let mut all = storage::requests::list_all(&state.db).await?;
+    all.sort_by_key(|r| (!r.overdue(now), r.due_at().unwrap_or(i64::MAX)));
+    let rows = all
+        .iter()
+        .map(|r| Value::from_serialize(r.admin_view(now)))
+        .collect();
+    Ok(table(&state, &headers, &who, "requests", rows))
+}
+
+/// A subject's credit-repair, correction, restriction or deletion request (`/admin/requests`).
+async fn request(
+    State(state): State<AppState>,
+    who: StaffPage,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    require(&who, &[OBJECTION_HANDLER])?;
+    let r = requests::get(&state.db, &id).await?;
+    let i = Item {
+        kind: "requests",
+        id: &r.id,
+        view: r.admin_view(state.clock.now()),
+        history: requests::history(&state.db, &r.id).await?,
+        next: requests::MACHINE
+            .next(r.status, Actor::Handler)
+            .into_iter()
+            .map(|s| s.as_str())
+            .collect(),
+        extra: context! { answer => true },
+    };
+    Ok(item(&state, &headers, &who, i))
+}
+
+async fn move_request(
+    State(state): State<AppState>,
+    who: StaffPage,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let run = async {
+        let form = Form::read(&state, &headers, &body)?;
+        let by = acting(&who, OBJECTION_HANDLER)?.client_id;
+        let r = requests::get(&state.db, &id).await?;
+        let (to, note, _) = transition(&form);
+        let req = requests::TransitionRequest {
+            to,
+            note,
+            answer: form.text("answer"),
+        };
+        let (_, change) = requests::decide(&state, r, req, by)?;
+        Ok::<_, Error>(done(
+            Ok(change.attach(())),
+            &format!("/console/requests/{id}"),
         ))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)

@@ -133,6 +133,14 @@ pub const EN: &[(&str, &str)] = &[
     ("console.field.handle_by", "Handle by"),
     ("console.field.updated_at", "Updated"),
     ("console.field.about", "About"),
+    ("console.nav.requests", "Requests"),
+    ("console.item.requests", "Request"),
+    ("console.state.refused", "Refused"),
+    ("console.state.extended", "Extended"),
+    ("console.state.completed", "Completed"),
+    ("console.state.declined", "Declined"),
+    ("console.field.kind", "Kind"),
+    ("console.field.finish_due_at", "Finish by"),
 ];
 
 pub const ZH_CN: &[(&str, &str)] = &[
@@ -261,4 +269,12 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("console.field.handle_by", "处理期限"),
     ("console.field.updated_at", "更新时间"),
     ("console.field.about", "举报对象"),
+    ("console.nav.requests", "请求"),
+    ("console.item.requests", "请求"),
+    ("console.state.refused", "不予受理"),
+    ("console.state.extended", "已延期"),
+    ("console.state.completed", "已完成"),
+    ("console.state.declined", "已拒绝"),
+    ("console.field.kind", "类型"),
+    ("console.field.finish_due_at", "完成期限"),
 ];
