@@ -96,7 +96,7 @@ fn parse_time(v: &Option<String>, name: &str) -> Result<Option<i64>, Error> {
         .transpose()
 }
 
-fn bounds(f: &Filter, reader: &AuditReader) -> Result<Bounds, Error> {
+pub(crate) fn bounds(f: &Filter, reader: &AuditReader) -> Result<Bounds, Error> {
     if let Some(d) = &f.decision
         && !["allow", "deny", "error"].contains(&d.as_str())
     {
@@ -161,7 +161,7 @@ async fn search(
 
 /// Streams every matching record, oldest first, a page at a time: memory stays constant
 /// whatever the size of the log.
-async fn export_log(
+pub async fn export_log(
     State(state): State<AppState>,
     reader: AuditReader,
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
@@ -251,13 +251,13 @@ async fn verify_log(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LockRequest {
-    client_id: Option<String>,
-    org: Option<String>,
-    reason: String,
+pub struct LockRequest {
+    pub client_id: Option<String>,
+    pub org: Option<String>,
+    pub reason: String,
 }
 
-async fn lock(
+pub async fn lock(
     State(state): State<AppState>,
     Officer(who): Officer,
     body: Result<Json<LockRequest>, axum::extract::rejection::JsonRejection>,
@@ -342,7 +342,7 @@ async fn list_lockdowns(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn unlock(
+pub async fn unlock(
     State(state): State<AppState>,
     Officer(who): Officer,
     Path(id): Path<String>,
@@ -395,7 +395,7 @@ async fn list_clients(
 /// `credgate client disable` over HTTP, for an administrator with no shell on the gateway's host.
 /// The client's tokens stop working on its next request here, and within a quarter second on
 /// every other replica (the `clients` signal); `enable` undoes it.
-async fn disable_client(
+pub async fn disable_client(
     State(state): State<AppState>,
     admin: SystemAdmin,
     Path(id): Path<String>,
@@ -405,7 +405,7 @@ async fn disable_client(
 
 /// DESIGN.md's `POST /admin/clients/{id}/enable`: a disabled client may obtain tokens again.
 /// Lockdowns that cover it stay in force; they are lifted on their own.
-async fn enable_client(
+pub async fn enable_client(
     State(state): State<AppState>,
     admin: SystemAdmin,
     Path(id): Path<String>,

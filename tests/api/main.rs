@@ -8,11 +8,13 @@ mod law;
 
 mod alerts;
 mod audit;
+mod browser_console;
 
 mod browser_portal;
 mod cli;
 mod complaints;
 mod consent;
+mod console;
 mod crash;
 mod demo;
 mod edge_tls;

@@ -173,7 +173,7 @@ pub(crate) async fn login(idp: &DemoIdp, authorize: &str, user: &str, otp: bool)
 /// A one-time-code step the provider has not seen from this user: it accepts each step once
 /// and only from one step back to one ahead, so a test signing one user in several times
 /// walks the steps forward and waits for the clock when it runs out of them.
-async fn next_step(issuer: &str, user: &str) -> u64 {
+pub(crate) async fn next_step(issuer: &str, user: &str) -> u64 {
     use std::{collections::HashMap, sync::Mutex};
     static USED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
     loop {
@@ -575,6 +575,23 @@ async fn next_never_leaves_the_readers_area() {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/signin/staff?next=%2Fconsole%2F");
+    let r = http()
+        .get(format!("{}/console/audit?org=x", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&r),
+        "/signin/staff?next=%2Fconsole%2Faudit%3Forg%3Dx"
+    );
+    // A form posted after the session died comes back to the console's first page, not to
+    // the action (which answers only POST).
+    let r = http()
+        .post(format!("{}/console/alerts/al_x/ack", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), "/signin/staff?next=%2Fconsole%2F");
 }
 
 #[tokio::test]
@@ -758,4 +775,103 @@ async fn a_sign_in_left_too_long_at_the_provider_expires() {
         .clock
         .advance(std::time::Duration::from_secs(11 * 60));
     no_session(&finish(&cb, Some(&b.cookie)).await, "stale sign-in");
+}
+
+/// The callback URL is built from the request's `Host` unless `public_url` is set: a forged
+/// Host names a callback the provider never registered, so the provider refuses to sign in
+/// for it and no code ever goes to the forged host; with `public_url`, Host is not read.
+#[tokio::test]
+async fn a_forged_host_cannot_send_the_code_elsewhere() {
+    let s = site().await;
+    let r = http()
+        .get(format!("{}/signin/staff", s.app.url))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = location(&r);
+    assert_eq!(
+        query_param(&authorize, "redirect_uri"),
+        "http://evil.example/signin/staff/callback"
+    );
+    let at_idp = http().get(&authorize).send().await.unwrap();
+    assert_eq!(
+        at_idp.status(),
+        400,
+        "the provider refuses an unregistered callback"
+    );
+    for bad in ["evil.example/x", "a b", "evil\"example"] {
+        let r = http()
+            .get(format!("{}/signin/staff", s.app.url))
+            .header("host", bad)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 303 && !location(&r).contains("evil"),
+            "{bad}"
+        );
+    }
+
+    let fixed = site_with(|c| c.sessions.public_url = "https://credgate.example".into()).await;
+    let r = http()
+        .get(format!("{}/signin/subject", fixed.app.url))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        query_param(&location(&r), "redirect_uri"),
+        "https://credgate.example/signin/subject/callback"
+    );
+}
+
+#[tokio::test]
+async fn session_settings_that_cannot_work_are_refused_at_start() {
+    let base = |extra: &str| {
+        let text = format!("[sessions]\n{extra}\n");
+        Config::parse(&text, "sessions").and_then(|c| c.validate())
+    };
+    assert!(base("").is_ok());
+    for bad in [
+        "staff_idle_secs = 0",
+        "subject_idle_secs = 10",
+        "staff_idle_secs = 900\nstaff_absolute_secs = 60",
+        "subject_absolute_secs = 9999999",
+        "public_url = \"credgate.example\"",
+        "public_url = \"https://credgate.example/app\"",
+        "public_url = \"https://user@credgate.example\"",
+        "idle = 5",
+    ] {
+        assert!(base(bad).is_err(), "{bad}");
+    }
+}
+
+/// Anyone may start a sign-in (it is a link) and each one is a row: past the cap, a new one
+/// is refused instead of stored.
+#[tokio::test]
+async fn sign_ins_under_way_are_capped() {
+    use credgate::storage::sessions::{Signin, insert_signin};
+    let s = site().await;
+    let flow = |n: i64| Signin {
+        kind: "staff".into(),
+        issuer: "i".into(),
+        audience: "a".into(),
+        state: "s".into(),
+        nonce: "n".into(),
+        verifier: "v".into(),
+        redirect_uri: "r".into(),
+        next_path: "/console/".into(),
+        created_at: n,
+    };
+    let db = &s.app.state.db;
+    assert!(insert_signin(db, "h1", &flow(100), 0, 2).await.unwrap());
+    assert!(insert_signin(db, "h2", &flow(100), 0, 2).await.unwrap());
+    assert!(
+        !insert_signin(db, "h3", &flow(100), 0, 2).await.unwrap(),
+        "full"
+    );
+    // Stale ones are pruned first, making room.
+    assert!(insert_signin(db, "h4", &flow(300), 200, 2).await.unwrap());
 }

@@ -106,6 +106,46 @@ pub struct SessionConfig {
     pub public_url: String,
 }
 
+impl SessionConfig {
+    /// Timeouts a person can live with and an attacker gains little from; a `public_url` that
+    /// is a bare origin, so the callbacks built from it are exactly the registered ones.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (kind, idle, absolute) in [
+            ("staff", self.staff_idle_secs, self.staff_absolute_secs),
+            (
+                "subject",
+                self.subject_idle_secs,
+                self.subject_absolute_secs,
+            ),
+        ] {
+            if !(60..=86_400).contains(&idle) {
+                return Err(invalid(
+                    format!("sessions.{kind}_idle_secs"),
+                    "must be between 60 and 86400 seconds",
+                ));
+            }
+            if absolute < idle || absolute > 7 * 86_400 {
+                return Err(invalid(
+                    format!("sessions.{kind}_absolute_secs"),
+                    "must be at least the idle timeout and at most 604800 seconds (7 days)",
+                ));
+            }
+        }
+        let url = self.public_url.trim_end_matches('/');
+        let origin = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', '@']));
+        if !url.is_empty() && !origin {
+            return Err(invalid(
+                "sessions.public_url",
+                "must be an origin such as https://credgate.example (no path, query or user)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -631,6 +671,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_globals()?;
         self.validate_edge()?;
+        self.sessions.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, store) in self.stores.iter().enumerate() {
             validate_store(i, store, &mut names)?;

@@ -175,10 +175,12 @@ fn slot_of(parts: &Parts) -> AuditSlot {
 /// No live session: to the sign-in of `kind`, coming back to this page afterwards; the dead
 /// cookie, if any, is removed.
 fn to_signin(state: &AppState, kind: Kind, parts: &Parts) -> Response {
+    // Back to a page, never to a form's action (a GET there would answer 405).
     let here = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
+        .filter(|_| parts.method == http::Method::GET)
         .unwrap_or(kind.home());
     let query = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
     let mut res = StatusCode::SEE_OTHER.into_response();

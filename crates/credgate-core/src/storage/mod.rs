@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod complaints;
 pub mod consents;
+pub mod dashboard;
 pub mod events;
 pub mod lockdowns;
 pub mod objections;

@@ -38,17 +38,25 @@ pub struct Session {
 }
 
 /// Stores a sign-in under way, first dropping those older than `older_than` (unix us), so that
-/// abandoned sign-ins cannot pile up.
+/// abandoned sign-ins cannot pile up; `false` (nothing stored) when `max` are already under way,
+/// since anyone may start one and each is a row.
 pub async fn insert_signin(
     db: &Db,
     id_hash: &str,
     s: &Signin,
     older_than: i64,
-) -> Result<(), StorageError> {
+    max: i64,
+) -> Result<bool, StorageError> {
     sqlx::query("DELETE FROM page_signins WHERE created_at < $1")
         .bind(older_than)
         .execute(db.pool())
         .await?;
+    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM page_signins")
+        .fetch_one(db.pool())
+        .await?;
+    if open >= max {
+        return Ok(false);
+    }
     sqlx::query(
         "INSERT INTO page_signins (id_hash, kind, issuer, audience, state, nonce, verifier, \
          redirect_uri, next_path, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -65,7 +73,7 @@ pub async fn insert_signin(
     .bind(s.created_at)
     .execute(db.pool())
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Takes a sign-in under way: returns it and deletes it in one step, so that two callbacks

@@ -32,6 +32,9 @@ use crate::{
 
 /// How long a sign-in may take between leaving for the provider and coming back.
 const SIGNIN_TTL_US: i64 = 600 * 1_000_000;
+/// Sign-ins under way at once, all replicas together: anyone may start one (it is a link), so
+/// a flood of starts meets this cap (503) rather than fill the table.
+const MAX_SIGNINS: i64 = 10_000;
 
 #[derive(Deserialize)]
 pub struct Start {
@@ -117,7 +120,7 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
             );
         }
     };
-    let (cookie, now) = (random_token(), state.clock.now());
+    let cookie = random_token();
     let flow = Signin {
         kind: kind.as_str().into(),
         issuer: p.issuer.clone(),
@@ -127,18 +130,42 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
         verifier: random_token(),
         redirect_uri,
         next_path: safe_next(kind, q.next.as_deref()),
-        created_at: now,
+        created_at: state.clock.now(),
     };
-    if let Err(e) =
-        sessions::insert_signin(&state.db, &hash(&cookie), &flow, now - SIGNIN_TTL_US).await
-    {
-        tracing::error!(error = %e, "storing a sign-in failed");
+    if !store(&state, &cookie, &flow).await {
         return failed(
             lang,
             StatusCode::SERVICE_UNAVAILABLE,
             "signin.failed.provider",
         );
     }
+    let location = authorize_url(&endpoints.authorization, &flow);
+    let tls = over_tls(&state);
+    redirect(
+        &location,
+        set_cookie(tls, SIGNIN_COOKIE, &cookie, Some(600)),
+    )
+}
+
+/// Stores the sign-in under the hash of its cookie; `false` if storage failed or is full.
+async fn store(state: &AppState, cookie: &str, flow: &Signin) -> bool {
+    let older = flow.created_at - SIGNIN_TTL_US;
+    match sessions::insert_signin(&state.db, &hash(cookie), flow, older, MAX_SIGNINS).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("too many sign-ins under way; refused a new one");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing a sign-in failed");
+            false
+        }
+    }
+}
+
+/// The provider's authorization endpoint with the request: code flow, PKCE S256 (the
+/// challenge is the SHA-256 of the stored verifier), `state` and `nonce`.
+fn authorize_url(endpoint: &str, flow: &Signin) -> String {
     let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
         &ring::digest::SHA256,
         flow.verifier.as_bytes(),
@@ -154,17 +181,8 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
         ("code_challenge_method", "S256"),
     ])
     .unwrap_or_default();
-    let sep = if endpoints.authorization.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let location = format!("{}{sep}{query}", endpoints.authorization);
-    let tls = over_tls(&state);
-    redirect(
-        &location,
-        set_cookie(tls, SIGNIN_COOKIE, &cookie, Some(600)),
-    )
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    format!("{endpoint}{sep}{query}")
 }
 
 fn redirect(location: &str, cookie: Option<HeaderValue>) -> Response {
