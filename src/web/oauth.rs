@@ -299,12 +299,22 @@ async fn token(
 /// How much of an id credgate never issued the audit record keeps.
 const CLAIMED_ID_MAX: usize = 64;
 
-/// What the audit record keeps of an id credgate never issued: at most `CLAIMED_ID_MAX`
-/// characters, and nothing from the first colon on, since `id%3Asecret:` in a Basic header
-/// (RFC 6749 section 2.3.1 form-encodes both halves) decodes to an id that holds the secret.
+/// What the audit record keeps of an id credgate never issued. Only what still looks like an
+/// id (`cg_` and hex digits: a typo, a truncated paste) is kept, at most `CLAIMED_ID_MAX`
+/// characters and nothing from the first colon on (`id%3Asecret:` in a Basic header decodes
+/// to an id holding the secret). Anything else is recorded as `(malformed)`: a client that
+/// swaps its id and secret would otherwise write its valid secret into an append-only log
+/// that officers read.
 fn claimed_start(id: &str) -> String {
     let start = id.split(':').next().unwrap_or_default();
-    start.chars().take(CLAIMED_ID_MAX).collect()
+    let id_like = start
+        .strip_prefix("cg_")
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if id_like {
+        start.chars().take(CLAIMED_ID_MAX).collect()
+    } else {
+        "(malformed)".to_owned()
+    }
 }
 
 /// An id no client can have (`generate_client_id` makes UUIDv4s, whose version digit is 4):
@@ -473,8 +483,15 @@ mod tests {
     #[test]
     fn a_claimed_id_keeps_nothing_from_its_first_colon_on() {
         assert_eq!(claimed_start("cg_abc:secret"), "cg_abc");
-        assert_eq!(claimed_start(":secret"), "");
-        assert_eq!(claimed_start(&"x".repeat(100)).len(), CLAIMED_ID_MAX);
+        assert_eq!(claimed_start(":secret"), "(malformed)");
+        assert_eq!(claimed_start(&"a".repeat(100)), "(malformed)");
+        assert_eq!(
+            claimed_start(&format!("cg_{}", "a".repeat(100))).len(),
+            CLAIMED_ID_MAX
+        );
+        // A secret sent in the id's place keeps nothing of itself.
+        let secret = crate::auth::secrets::generate_secret();
+        assert_eq!(claimed_start(&secret), "(malformed)");
     }
 
     #[test]

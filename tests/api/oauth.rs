@@ -368,3 +368,48 @@ async fn basic_client_authentication_refuses_every_malformed_form() {
         assert!(!log.contains(piece), "a piece of the secret is in the log");
     }
 }
+
+/// A client that swaps its id and secret (or sends `Basic base64(secret:id)`) has its whole,
+/// still valid secret written into the append-only audit record's `client_id`, shown to
+/// officers and auditors in /admin/audit and in every CSV/NDJSON export.
+#[tokio::test]
+async fn a_secret_sent_as_the_client_id_never_enters_the_audit_record() {
+    let app = TestApp::spawn().await;
+    let (id, secret) = app.add_client("financial_institution").await;
+    let (_, officer) = app.token("security_officer").await;
+    let swapped = app.token_for(&secret, &id).await;
+    assert_eq!(swapped.status(), 401);
+    let audit_id = swapped.headers()["x-audit-id"].to_str().unwrap().to_owned();
+    let basic = app
+        .http
+        .post(format!("{}/oauth/token", app.url))
+        .basic_auth(&secret, Some(&id))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+    let basic_id = basic.headers()["x-audit-id"].to_str().unwrap().to_owned();
+    for a in [&audit_id, &basic_id] {
+        let r = app.record(a).await;
+        assert!(
+            !serde_json::to_string(&r).unwrap().contains(&secret),
+            "the secret is in audit record {a}: client_id = {:?}",
+            r.client_id
+        );
+    }
+    let csv = app
+        .http
+        .get(format!("{}/admin/audit/export?format=csv", app.url))
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !csv.contains(&secret),
+        "the secret is in the officers' CSV export"
+    );
+}
