@@ -104,7 +104,14 @@ audience = "{PORTAL_CLIENT}"
     )
 }
 
-fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str, idp: &str) -> String {
+/// `issuer` is the gateway's public URL: the `iss` of its tokens and the `issuer` of its RFC
+/// 8414 metadata are both this one setting (RFC 9068 section 4).
+fn demo_config(
+    (listen, issuer): (SocketAddr, &str),
+    store: SocketAddr,
+    store_token: &str,
+    idp: &str,
+) -> String {
     format!(
         r#"# Written by `credgate demo`. Relative paths are relative to this file.
 listen = "{listen}"
@@ -113,7 +120,7 @@ key_dir = "keys"
 policy_dir = "{policy_dir}"
 
 [auth]
-issuer = "credgate"
+issuer = "{issuer}"
 audience = "credgate-api"
 token_ttl_secs = 900
 
@@ -231,30 +238,19 @@ pub async fn run(
 
     let config_path = dir.join("credgate.toml");
     let edge = crate::demo_tls::prepare(dir, args.listen, &args.edge)?; // edge: TLS files
+    // The issuer is the public URL, so its port must be known before the gateway is built.
+    let listen = concrete_port(args.listen)?;
+    let gateway_url = format!("{}://{listen}", edge.scheme()); // edge: https with --tls
     write_private(
         &config_path,
         &edge.config(demo_config(
-            args.listen,
+            (listen, &gateway_url),
             store_addr,
             &store_token,
             idp.issuer(),
         )), // edge
     )?;
     let app = App::build(Config::load(Some(&config_path))?).await?;
-    let gateway_addr = app.local_addr();
-    if gateway_addr != args.listen {
-        // Asked for port 0: record the port actually bound, so the file is the truth.
-        write_private(
-            &config_path,
-            &edge.config(demo_config(
-                gateway_addr,
-                store_addr,
-                &store_token,
-                idp.issuer(),
-            )), // edge
-        )?;
-    }
-    let gateway_url = format!("{}://{gateway_addr}", edge.scheme()); // edge: https with --tls
     // The pages' sign-in callbacks (src/web/pages/session). The earlier placeholders
     // (`/console/callback`, `/portal/callback`) stay registered until tests/api/demo.rs moves
     // to these; nothing is served there.
@@ -292,6 +288,18 @@ pub async fn run(
     serve_until(store, app, shutdown).await;
     drop(idp);
     Ok(())
+}
+
+/// `listen` with port 0 replaced by a port free now: the gateway's URL (its token issuer) is
+/// written into its config before it binds. Another process could take the port in between;
+/// then the gateway's bind fails and the demo says so, rather than running under a wrong URL.
+fn concrete_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("finding a free port on {}", listen.ip()))?;
+    Ok(probe.local_addr()?)
 }
 
 /// A fresh demo directory: private keys directory, no stale database, the static subject
