@@ -859,6 +859,28 @@ async fn a_tls_client_gets_a_bound_token_with_its_certificate_alone_and_nothing_
         "invalid_client",
         "disabled",
     );
+
+    // Every attempt is recorded under the claimed id; the first names the org; no record holds
+    // what was sent as a secret.
+    let all = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
+        .await
+        .unwrap();
+    let tokens: Vec<_> = all.iter().filter(|r| r.path == "/oauth/token").collect();
+    let (first, last) = (tokens.first().unwrap(), tokens.last().unwrap());
+    assert_eq!(
+        (first.status, first.client_id.as_deref()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(first.org.as_deref(), Some("cert-bank"));
+    assert_eq!(
+        (last.status, last.rule.as_deref()),
+        (401, Some("client-disabled"))
+    );
+    let text = format!("{tokens:?}");
+    assert!(
+        !text.contains("!tls_client_auth"),
+        "a sent secret reached the log"
+    );
 }
 
 /// A client registered with a secret gets nothing for a certificate alone (even one of the CA),

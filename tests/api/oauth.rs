@@ -403,7 +403,10 @@ async fn the_metadata_issuer_is_the_tokens_iss_whatever_the_setting() {
         let restarted = app.sibling().await;
         let res = app
             .http
-            .get(format!("{}/v1/stores/power/entities?page_size=1", restarted.url))
+            .get(format!(
+                "{}/v1/stores/power/entities?page_size=1",
+                restarted.url
+            ))
             .bearer_auth(token)
             .header("X-Purpose", crate::helpers::purpose_of(token))
             .send()
