@@ -663,7 +663,13 @@ async fn the_demo_serves_https_with_the_ca_it_writes() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
         .current_dir(dir.path())
         .args(["demo", "--tls", "--dir", "demo", "--listen", "127.0.0.1:0"])
-        .args(["--store-listen", "127.0.0.1:0"])
+        // Every port free-chosen: a demo already running on this host holds the defaults.
+        .args([
+            "--store-listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -723,6 +729,13 @@ async fn the_demo_serves_https_with_the_ca_it_writes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // The demo's issuer is its public URL: metadata and token agree with it.
+    assert_eq!(meta["issuer"], url.as_str());
+    let token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(claims(&token)["iss"], url.as_str());
     child.kill().await.unwrap();
 }
 
