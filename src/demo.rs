@@ -238,19 +238,16 @@ pub async fn run(
 
     let config_path = dir.join("credgate.toml");
     let edge = crate::demo_tls::prepare(dir, args.listen, &args.edge)?; // edge: TLS files
-    // The issuer is the public URL, so its port must be known before the gateway is built.
-    let listen = concrete_port(args.listen)?;
-    let gateway_url = format!("{}://{listen}", edge.scheme()); // edge: https with --tls
-    write_private(
-        &config_path,
-        &edge.config(demo_config(
-            (listen, &gateway_url),
+    let scheme = edge.scheme(); // edge: https with --tls
+    let (app, gateway_url) = build_gateway((args.listen, scheme), &config_path, |listen, url| {
+        edge.config(demo_config(
+            (listen, url),
             store_addr,
             &store_token,
             idp.issuer(),
-        )), // edge
-    )?;
-    let app = App::build(Config::load(Some(&config_path))?).await?;
+        )) // edge
+    })
+    .await?;
     // The pages' sign-in callbacks (src/web/pages/session). The earlier placeholders
     // (`/console/callback`, `/portal/callback`) stay registered until tests/api/demo.rs moves
     // to these; nothing is served there.
@@ -290,9 +287,36 @@ pub async fn run(
     Ok(())
 }
 
-/// `listen` with port 0 replaced by a port free now: the gateway's URL (its token issuer) is
-/// written into its config before it binds. Another process could take the port in between;
-/// then the gateway's bind fails and the demo says so, rather than running under a wrong URL.
+/// Writes the config (`text` of the address and the public URL, which is the token issuer) and
+/// builds the gateway. The issuer must be known before the gateway is built, so port 0 is
+/// replaced by a port free now; another process may take it before the gateway binds it, and
+/// then another port is tried (three in all), rather than running under a wrong URL.
+async fn build_gateway(
+    (listen, scheme): (SocketAddr, &str),
+    config_path: &Path,
+    text: impl Fn(SocketAddr, &str) -> String,
+) -> anyhow::Result<(App, String)> {
+    let mut attempt = 0;
+    loop {
+        let concrete = concrete_port(listen)?;
+        let url = format!("{scheme}://{concrete}");
+        write_private(config_path, &text(concrete, &url))?;
+        match App::build(Config::load(Some(config_path))?).await {
+            Ok(app) => return Ok((app, url)),
+            Err(e) if listen.port() == 0 && attempt < 2 && address_in_use(&e) => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn address_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+/// `listen` with port 0 replaced by a port free now.
 fn concrete_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
     if listen.port() != 0 {
         return Ok(listen);
@@ -529,4 +553,22 @@ the log (403); the auditor reads all of it, staff actions included, and changes 
         admin_token = token_line("ADMIN", &client("system_admin")),
         auditor_token = token_line("AUDITOR", &client("auditor")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_taken_address_makes_the_demo_try_another_port() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = std::net::TcpListener::bind(taken.local_addr().unwrap()).unwrap_err();
+        let e = anyhow::Error::new(err).context("binding (listen)");
+        assert!(address_in_use(&e));
+        assert!(!address_in_use(&anyhow::anyhow!("tls.cert_file: no such file")));
+        let port = concrete_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(port.port(), 0);
+        let fixed: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(concrete_port(fixed).unwrap(), fixed);
+    }
 }
