@@ -565,7 +565,9 @@ mod tests {
         let err = std::net::TcpListener::bind(taken.local_addr().unwrap()).unwrap_err();
         let e = anyhow::Error::new(err).context("binding (listen)");
         assert!(address_in_use(&e));
-        assert!(!address_in_use(&anyhow::anyhow!("tls.cert_file: no such file")));
+        assert!(!address_in_use(&anyhow::anyhow!(
+            "tls.cert_file: no such file"
+        )));
         let port = concrete_port("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_ne!(port.port(), 0);
         let fixed: SocketAddr = "127.0.0.1:8080".parse().unwrap();
