@@ -104,7 +104,14 @@ audience = "{PORTAL_CLIENT}"
     )
 }
 
-fn demo_config(listen: SocketAddr, store: SocketAddr, store_token: &str, idp: &str) -> String {
+/// `issuer` is the gateway's public URL: the `iss` of its tokens and the `issuer` of its RFC
+/// 8414 metadata are both this one setting (RFC 9068 section 4).
+fn demo_config(
+    (listen, issuer): (SocketAddr, &str),
+    store: SocketAddr,
+    store_token: &str,
+    idp: &str,
+) -> String {
     format!(
         r#"# Written by `credgate demo`. Relative paths are relative to this file.
 listen = "{listen}"
@@ -113,7 +120,7 @@ key_dir = "keys"
 policy_dir = "{policy_dir}"
 
 [auth]
-issuer = "credgate"
+issuer = "{issuer}"
 audience = "credgate-api"
 token_ttl_secs = 900
 
@@ -231,30 +238,16 @@ pub async fn run(
 
     let config_path = dir.join("credgate.toml");
     let edge = crate::demo_tls::prepare(dir, args.listen, &args.edge)?; // edge: TLS files
-    write_private(
-        &config_path,
-        &edge.config(demo_config(
-            args.listen,
+    let scheme = edge.scheme(); // edge: https with --tls
+    let (app, gateway_url) = build_gateway((args.listen, scheme), &config_path, |listen, url| {
+        edge.config(demo_config(
+            (listen, url),
             store_addr,
             &store_token,
             idp.issuer(),
-        )), // edge
-    )?;
-    let app = App::build(Config::load(Some(&config_path))?).await?;
-    let gateway_addr = app.local_addr();
-    if gateway_addr != args.listen {
-        // Asked for port 0: record the port actually bound, so the file is the truth.
-        write_private(
-            &config_path,
-            &edge.config(demo_config(
-                gateway_addr,
-                store_addr,
-                &store_token,
-                idp.issuer(),
-            )), // edge
-        )?;
-    }
-    let gateway_url = format!("{}://{gateway_addr}", edge.scheme()); // edge: https with --tls
+        )) // edge
+    })
+    .await?;
     // The pages' sign-in callbacks (src/web/pages/session). The earlier placeholders
     // (`/console/callback`, `/portal/callback`) stay registered until tests/api/demo.rs moves
     // to these; nothing is served there.
@@ -292,6 +285,45 @@ pub async fn run(
     serve_until(store, app, shutdown).await;
     drop(idp);
     Ok(())
+}
+
+/// Writes the config (`text` of the address and the public URL, which is the token issuer) and
+/// builds the gateway. The issuer must be known before the gateway is built, so port 0 is
+/// replaced by a port free now; another process may take it before the gateway binds it, and
+/// then another port is tried (three in all), rather than running under a wrong URL.
+async fn build_gateway(
+    (listen, scheme): (SocketAddr, &str),
+    config_path: &Path,
+    text: impl Fn(SocketAddr, &str) -> String,
+) -> anyhow::Result<(App, String)> {
+    let mut attempt = 0;
+    loop {
+        let concrete = concrete_port(listen)?;
+        let url = format!("{scheme}://{concrete}");
+        write_private(config_path, &text(concrete, &url))?;
+        match App::build(Config::load(Some(config_path))?).await {
+            Ok(app) => return Ok((app, url)),
+            Err(e) if listen.port() == 0 && attempt < 2 && address_in_use(&e) => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn address_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
+/// `listen` with port 0 replaced by a port free now.
+fn concrete_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("finding a free port on {}", listen.ip()))?;
+    Ok(probe.local_addr()?)
 }
 
 /// A fresh demo directory: private keys directory, no stale database, the static subject
@@ -521,4 +553,24 @@ the log (403); the auditor reads all of it, staff actions included, and changes 
         admin_token = token_line("ADMIN", &client("system_admin")),
         auditor_token = token_line("AUDITOR", &client("auditor")),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_taken_address_makes_the_demo_try_another_port() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = std::net::TcpListener::bind(taken.local_addr().unwrap()).unwrap_err();
+        let e = anyhow::Error::new(err).context("binding (listen)");
+        assert!(address_in_use(&e));
+        assert!(!address_in_use(&anyhow::anyhow!(
+            "tls.cert_file: no such file"
+        )));
+        let port = concrete_port("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(port.port(), 0);
+        let fixed: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(concrete_port(fixed).unwrap(), fixed);
+    }
 }

@@ -30,6 +30,16 @@ pub enum ClientCommand {
         /// with `row_scope = "region"`, refused for any other.
         #[arg(long)]
         region: Option<String>,
+        /// Register a client that authenticates with this certificate (PEM, the first
+        /// CERTIFICATE block, or DER) over mutual TLS instead of a secret (RFC 8705
+        /// tls_client_auth; needs `[tls] client_ca_file`). No secret is made.
+        #[arg(long, value_name = "FILE", conflicts_with = "tls_thumbprint")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// As --tls-cert, given the certificate's SHA-256 thumbprint: base64url (43
+        /// characters, as `x5t#S256`) or 64 hex digits, colons allowed (`openssl x509
+        /// -noout -fingerprint -sha256`).
+        #[arg(long, value_name = "THUMBPRINT")]
+        tls_thumbprint: Option<String>,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -78,13 +88,29 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             org,
             role,
             region,
+            tls_cert,
+            tls_thumbprint,
             json,
             config,
         } => {
             let config = config.load()?;
             validate_fields(&name, &org, &role, region.as_deref())?;
+            let thumbprint = match (tls_cert, tls_thumbprint) {
+                (Some(file), _) => Some(thumbprint_of_file(&file)?),
+                (None, Some(t)) => Some(parse_thumbprint(&t)?),
+                (None, None) => None,
+            };
             check_role(&config, &role, region.as_deref())?;
             let db = Db::open(&config.storage_url).await?;
+            if let Some(t) = thumbprint {
+                let fields = (
+                    name.as_str(),
+                    org.as_str(),
+                    role.as_str(),
+                    region.as_deref(),
+                );
+                return add_tls(&config, &db, fields, &t, json).await;
+            }
             let (record, secret) = add_client(&db, &name, &org, &role, region.as_deref()).await?;
             if json {
                 println!(
@@ -139,8 +165,103 @@ fn print_secret(id: &str, secret: &str) {
     println!("(the secret is shown only this once; credgate keeps only its hash)");
 }
 
+/// `client add --tls-cert | --tls-thumbprint`: registers and prints the client, which has no
+/// secret. Warns when the config has no `client_ca_file`: such a client cannot sign in there.
+async fn add_tls(
+    config: &crate::config::Config,
+    db: &Db,
+    (name, org, role, region): (&str, &str, &str, Option<&str>),
+    thumbprint: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    if config
+        .tls
+        .as_ref()
+        .is_none_or(|t| t.client_ca_file.is_none())
+    {
+        eprintln!(
+            "warning: this config has no [tls] client_ca_file: the client can get tokens only \
+             from a gateway with mutual TLS on"
+        );
+    }
+    let record = add_tls_client(db, name, org, role, region, thumbprint).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "client_id": record.id, "token_endpoint_auth_method": "tls_client_auth",
+                "tls_thumbprint": thumbprint, "name": record.name, "org": record.org,
+                "role": record.role, "region": record.region,
+                "created_at": micros_to_rfc3339(record.created_at),
+            })
+        );
+    } else {
+        println!("client_id:      {}", record.id);
+        println!("tls_thumbprint: {thumbprint}");
+        println!("(no secret: the client authenticates with that certificate, tls_client_auth)");
+    }
+    Ok(())
+}
+
+/// The SHA-256 thumbprint (base64url) of the first certificate in `file`: PEM, or else DER.
+fn thumbprint_of_file(file: &std::path::Path) -> anyhow::Result<String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", file.display()))?;
+    let der = match CertificateDer::pem_slice_iter(&bytes).next() {
+        Some(Ok(der)) => der.to_vec(),
+        Some(Err(e)) => bail!("--tls-cert {}: not a PEM certificate: {e}", file.display()),
+        // DER: an X.509 certificate is one ASN.1 SEQUENCE (0x30) with a long-form length.
+        None if bytes.len() > 64 && bytes[0] == 0x30 && bytes[1] & 0x80 != 0 => bytes,
+        None => bail!(
+            "--tls-cert {}: no CERTIFICATE block and not DER",
+            file.display()
+        ),
+    };
+    Ok(thumbprint_of_der(&der))
+}
+
+/// RFC 8705 `x5t#S256`: base64url (unpadded) SHA-256 of the DER certificate.
+pub fn thumbprint_of_der(der: &[u8]) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// A thumbprint as base64url (43 characters) or hex (64 digits, colons allowed), in the form
+/// the token endpoint compares: base64url of the 32 bytes.
+fn parse_thumbprint(t: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let hex: String = t.chars().filter(|c| *c != ':').collect();
+    let bytes = if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .ok()
+    } else if t.len() == 43 {
+        b64.decode(t).ok()
+    } else {
+        None
+    };
+    match bytes {
+        Some(b) if b.len() == 32 => Ok(b64.encode(b)),
+        _ => bail!(
+            "--tls-thumbprint must be a SHA-256 thumbprint: 43 base64url characters or 64 hex digits"
+        ),
+    }
+}
+
 /// A new secret for `id`, stored as its hash only; the old one no longer verifies.
+/// A `tls_client_auth` client has none to rotate, and is refused with that reason.
 async fn rotate_secret(db: &Db, id: &str) -> anyhow::Result<String> {
+    if let Some(c) = clients::get(db, id).await?
+        && c.tls_thumbprint.is_some()
+    {
+        bail!(
+            "client {id} authenticates with its certificate (tls_client_auth) and has no secret to rotate"
+        );
+    }
     let secret = secrets::generate_secret();
     let hash = {
         let secret = secret.clone();
@@ -268,8 +389,46 @@ pub async fn add_client(
             role,
             region,
             secret_hash: &hash,
+            tls_thumbprint: None,
         },
     )
     .await?;
     Ok((record, secret))
+}
+
+/// Validates and registers a `tls_client_auth` client (RFC 8705 section 2.1) for the
+/// certificate with SHA-256 thumbprint `thumbprint` (base64url); it has no secret. A
+/// certificate already registered to another client is refused (one certificate, one client).
+pub async fn add_tls_client(
+    db: &Db,
+    name: &str,
+    org: &str,
+    role: &str,
+    region: Option<&str>,
+    thumbprint: &str,
+) -> anyhow::Result<clients::ClientRecord> {
+    validate_fields(name, org, role, region)?;
+    let thumbprint = parse_thumbprint(thumbprint)?;
+    if clients::list(db)
+        .await?
+        .iter()
+        .any(|c| c.tls_thumbprint.as_deref() == Some(thumbprint.as_str()))
+    {
+        bail!("a client with this certificate is already registered");
+    }
+    let id = secrets::generate_client_id();
+    let record = clients::insert(
+        db,
+        clients::NewClient {
+            id: &id,
+            name,
+            org,
+            role,
+            region,
+            secret_hash: clients::NO_SECRET,
+            tls_thumbprint: Some(&thumbprint),
+        },
+    )
+    .await?;
+    Ok(record)
 }

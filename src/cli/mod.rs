@@ -13,7 +13,7 @@ mod keys;
 mod policy;
 mod token;
 
-pub use client::add_client;
+pub use client::{add_client, add_tls_client};
 
 use crate::{config::Config, storage::Db, web::App};
 

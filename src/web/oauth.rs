@@ -42,13 +42,16 @@ pub fn routes() -> Vec<Group> {
 }
 
 /// RFC 8414 authorization server metadata, so that an OAuth client library finds the token
-/// endpoint from one URL. The base URL is `auth.issuer` when that is an http(s) URL (set it so
-/// behind a load balancer); otherwise this connection's scheme and a well-formed `Host`. A
-/// malformed `Host` is refused rather than echoed into URLs a client will call.
+/// endpoint from one URL. `issuer` is `auth.issuer` verbatim, as in every token's `iss`. The
+/// endpoints' base URL is `auth.issuer` when that is an http(s) URL (set it to the public URL,
+/// as the demo does, and behind a load balancer); otherwise this connection's scheme and a
+/// well-formed `Host`. A malformed `Host` is refused rather than echoed into URLs a client will
+/// call.
 async fn metadata(State(state): State<AppState>, req: Request) -> Response {
-    let issuer = state.config.auth.issuer.trim_end_matches('/');
-    let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
-        issuer.to_owned()
+    let issuer = state.config.auth.issuer.as_str();
+    let trimmed = issuer.trim_end_matches('/');
+    let base = if trimmed.starts_with("https://") || trimmed.starts_with("http://") {
+        trimmed.to_owned()
     } else {
         let scheme = if req.extensions().get::<super::edge::Https>().is_some() {
             "https"
@@ -66,21 +69,27 @@ async fn metadata(State(state): State<AppState>, req: Request) -> Response {
         };
         format!("{scheme}://{host}")
     };
+    let mut methods = vec!["client_secret_basic", "client_secret_post"];
+    let mutual = state
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
+    if mutual {
+        methods.push("tls_client_auth");
+    }
+    // `issuer` is the setting itself, byte for byte, as every token's `iss` (RFC 8414 section
+    // 3.3, RFC 9068 section 4): a client comparing them never sees two values.
     let mut doc = json!({
-        "issuer": base,
+        "issuer": issuer,
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": methods,
         "service_documentation": format!("{base}/openapi.json"),
     });
-    if state
-        .config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_ca_file.is_some())
-    {
+    if mutual {
         doc["tls_client_certificate_bound_access_tokens"] = json!(true);
     }
     let mut res = Json(doc).into_response();
@@ -185,12 +194,13 @@ impl FromRequest<AppState> for LoggedIn {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+        let cert = req.extensions().get::<super::edge::ClientCert>().cloned();
         let headers = req.headers().clone();
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let (client_id, secret) =
-            credentials(&headers, &body).map_err(|(e, why)| e.respond(why))?;
+        let presented = credentials(&headers, &body).map_err(|(e, why)| e.respond(why))?;
+        let client_id = presented.client_id().to_owned();
         // The id the caller claims, failed logins included (one credgate never issues, only
         // its start: a record keeps the shape of the request, not arbitrary bulk); never the
         // secret, not even one a caller percent-encoded into the id of a Basic pair.
@@ -200,12 +210,14 @@ impl FromRequest<AppState> for LoggedIn {
             claimed_start(&client_id)
         };
         slot.update(|a| a.client_id = Some(claimed));
-        let client = authenticate(state, &client_id, ip, secret)
-            .await
-            .map_err(|(rule, res)| {
-                slot.update(|a| a.rule = Some(rule.into()));
-                res
-            })?;
+        let outcome = match presented {
+            Presented::Secret(_, secret) => authenticate(state, &client_id, ip, secret).await,
+            Presented::Certificate(_) => by_certificate(state, &client_id, ip, cert).await,
+        };
+        let client = outcome.map_err(|(rule, res)| {
+            slot.update(|a| a.rule = Some(rule.into()));
+            res
+        })?;
         slot.update(|a| {
             a.org = Some(client.org.clone());
             a.role = Some(client.role.clone());
@@ -215,10 +227,7 @@ impl FromRequest<AppState> for LoggedIn {
 }
 
 /// The client id and secret of a well-formed client-credentials request, or its RFC 6749 error.
-fn credentials(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(String, String), (OAuthError, &'static str)> {
+fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<Presented, (OAuthError, &'static str)> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -266,9 +275,30 @@ fn credentials(
             OAuthError::InvalidRequest,
             "use one client authentication method, not two",
         )),
-        (Some(creds), None, None) => Ok(creds),
-        (None, Some(id), Some(secret)) => Ok((id, secret)),
+        (Some((id, secret)), None, None) | (None, Some(id), Some(secret)) => {
+            Ok(Presented::Secret(id, secret))
+        }
+        // RFC 8705 section 2: `client_id` alone; the certificate is the credential.
+        (None, Some(id), None) => Ok(Presented::Certificate(id)),
         _ => Err((OAuthError::InvalidClient, "client authentication failed")),
+    }
+}
+
+/// How a token request authenticates its client, read from its form alone: a secret
+/// (`client_secret_basic` or `client_secret_post`), or `client_id` with no secret
+/// (`tls_client_auth`, RFC 8705 section 2.1). Only the method the client was registered with
+/// succeeds; any other is `invalid_client` ("unsupported authentication method", RFC 6749
+/// section 5.2), so a certificate never stands in for a secret nor a secret for a certificate.
+enum Presented {
+    Secret(String, String),
+    Certificate(String),
+}
+
+impl Presented {
+    fn client_id(&self) -> &str {
+        match self {
+            Self::Secret(id, _) | Self::Certificate(id) => id,
+        }
     }
 }
 
@@ -356,6 +386,11 @@ async fn authenticate(
             return Err(("storage", res));
         }
     };
+    // A `tls_client_auth` client has no secret: its marker is hashed against like a missing
+    // one, and refused whatever verifies.
+    let by_secret = found
+        .as_ref()
+        .is_none_or(|(c, _)| c.tls_thumbprint.is_none());
     let hash = found.as_ref().map(|(_, h)| h.clone());
     // argon2 is deliberately slow: keep it off the async workers. The permit goes with it.
     let valid = tokio::task::spawn_blocking(move || {
@@ -363,8 +398,43 @@ async fn authenticate(
         secrets::verify_secret(hash.as_deref(), &secret)
     })
     .await
-    .unwrap_or(false);
+    .unwrap_or(false)
+        && by_secret;
     judge(state, client_id, key.as_ref(), found.map(|(c, _)| c), valid)
+}
+
+/// RFC 8705 section 2.1 `tls_client_auth`: the client registered with the thumbprint of the
+/// certificate this connection presented (verified against `client_ca_file` in the handshake).
+/// No hash and no lock: a guess needs a certificate the CA signed and its private key, and a
+/// lock would let whoever guesses ids lock the institution out. Failures still count toward the
+/// id's alert. A malformed id is looked up as one never issued, as on the secret path.
+async fn by_certificate(
+    state: &AppState,
+    client_id: &str,
+    ip: IpAddr,
+    cert: Option<super::edge::ClientCert>,
+) -> Result<clients::ClientRecord, (&'static str, Response)> {
+    let key = well_formed_client_id(client_id).then(|| LoginKey::new(client_id, ip));
+    let lookup = if key.is_some() {
+        client_id
+    } else {
+        NEVER_ISSUED_ID
+    };
+    let found = match clients::get(&state.db, lookup).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "token endpoint: storage failure");
+            let res = OAuthError::TemporarilyUnavailable.respond("try again later");
+            return Err(("storage", res));
+        }
+    };
+    // Thumbprints are digests of certificates sent in the clear in TLS 1.2: not secrets, so a
+    // plain comparison leaks nothing worth a constant-time one.
+    let valid = match (&found, &cert) {
+        (Some(c), Some(presented)) => c.tls_thumbprint.as_deref() == Some(presented.0.as_str()),
+        _ => false,
+    };
+    judge(state, client_id, key.as_ref(), found, valid)
 }
 
 /// A slot among the few argon2 checks that may run at once, unless this id and address are

@@ -759,3 +759,77 @@ fn serve_with_bad_policies_creates_no_file() {
     assert!(!dir.path().join("gw.db").exists(), "no database file");
     assert!(!dir.path().join("keys").exists(), "no key directory");
 }
+
+/// `client add --tls-cert FILE` / `--tls-thumbprint`: a client without a secret, registered by
+/// its certificate's thumbprint (RFC 8705 tls_client_auth); a bad file or thumbprint, both
+/// flags at once, and rotating the secret it does not have are refused.
+#[tokio::test]
+async fn client_add_registers_a_tls_client_by_certificate_or_thumbprint() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let ca = credgate::demo_tls::Ca::new("cli CA").unwrap();
+    let cert = ca.client("cert-bank").unwrap();
+    let pem = app.dir.path().join("client.pem");
+    std::fs::write(&pem, &cert.cert_pem).unwrap();
+    let der = app.dir.path().join("client.der");
+    std::fs::write(&der, &cert.der).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &cert.der);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, digest);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["client", "add", "--name", "Cert bank", "--org", "cert-bank"];
+        args.extend_from_slice(&["--role", "regulator", "--json", "--config", &cfg]);
+        args.extend_from_slice(extra);
+        credgate(&args)
+    };
+    let out = add(&["--tls-cert", pem.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["tls_thumbprint"], b64.as_str());
+    assert_eq!(added["token_endpoint_auth_method"], "tls_client_auth");
+    assert!(added.get("client_secret").is_none(), "{added}");
+    let id = added["client_id"].as_str().unwrap().to_string();
+    let stored = credgate::storage::clients::get(&app.state.db, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.tls_thumbprint.as_deref(), Some(b64.as_str()));
+    // The same certificate again (DER, hex with colons): one certificate, one client.
+    for again in [
+        vec!["--tls-cert", der.to_str().unwrap()],
+        vec!["--tls-thumbprint", &hex.join(":")],
+    ] {
+        let out = add(&again);
+        assert!(!out.status.success(), "{again:?}: {:?}", text(&out));
+    }
+    let other = ca.client("other").unwrap();
+    let d = ring::digest::digest(&ring::digest::SHA256, &other.der);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let out = add(&["--tls-thumbprint", &hex]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let junk = app.dir.path().join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for bad in [
+        vec!["--tls-thumbprint", "abc"],
+        vec!["--tls-thumbprint", &"z".repeat(64)],
+        vec!["--tls-cert", junk.to_str().unwrap()],
+        vec!["--tls-cert", "/nonexistent/cert.pem"],
+        vec![
+            "--tls-cert",
+            pem.to_str().unwrap(),
+            "--tls-thumbprint",
+            &b64,
+        ],
+    ] {
+        let out = add(&bad);
+        assert!(!out.status.success(), "{bad:?}: {:?}", text(&out));
+        assert!(text(&out).1.contains("--tls-"), "{bad:?}: {:?}", text(&out));
+    }
+    let out = credgate(&["client", "rotate-secret", &id, "--config", &cfg]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("tls_client_auth"), "{:?}", text(&out));
+}

@@ -178,7 +178,8 @@ async fn an_oauth_client_finds_the_token_endpoint_from_metadata_over_https() {
         .json()
         .await
         .unwrap();
-    assert_eq!(meta["issuer"], url.as_str());
+    // The issuer is the setting, as in the tokens; the endpoints follow this connection.
+    assert_eq!(meta["issuer"], app.state.config.auth.issuer.as_str());
     assert_eq!(
         meta["grant_types_supported"],
         serde_json::json!(["client_credentials"])
@@ -224,6 +225,7 @@ async fn an_oauth_client_finds_the_token_endpoint_from_metadata_over_https() {
     )
     .unwrap();
     assert_eq!(data.claims["sub"], id.as_str());
+    assert_eq!(data.claims["iss"], meta["issuer"]);
 }
 
 /// RFC 8705: a token issued over a client-certificate connection carries the certificate's
@@ -661,6 +663,7 @@ async fn the_demo_serves_https_with_the_ca_it_writes() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_credgate"))
         .current_dir(dir.path())
         .args(["demo", "--tls", "--dir", "demo", "--listen", "127.0.0.1:0"])
+        // Every port free-chosen: a demo already running on this host holds the defaults.
         .args([
             "--store-listen",
             "127.0.0.1:0",
@@ -726,5 +729,232 @@ async fn the_demo_serves_https_with_the_ca_it_writes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // The demo's issuer is its public URL: metadata and token agree with it.
+    assert_eq!(meta["issuer"], url.as_str());
+    let token = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(claims(&token)["iss"], url.as_str());
     child.kill().await.unwrap();
+}
+
+// ---- RFC 8705 section 2.1 tls_client_auth (issue 16 items 4 and 7) ----
+
+/// Registers a `tls_client_auth` client for `cert` and returns its id.
+async fn add_tls_client(app: &TestApp, role: &str, cert: &Issued) -> String {
+    let thumbprint = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert.der));
+    credgate::cli::add_tls_client(
+        &app.state.db,
+        "Cert bank",
+        "cert-bank",
+        role,
+        None,
+        &thumbprint,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// A token request with `form` (grant_type added) and, if given, HTTP Basic credentials.
+async fn token_request(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let mut pairs = vec![("grant_type", "client_credentials")];
+    pairs.extend_from_slice(form);
+    let mut req = client.post(format!("{url}/oauth/token")).form(&pairs);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// The certificate alone gets the registered client a token, bound to that certificate; every
+/// other combination of client, certificate and secret is refused as RFC 6749 section 5.2 says.
+#[tokio::test]
+async fn a_tls_client_gets_a_bound_token_with_its_certificate_alone_and_nothing_else_does() {
+    let pki = Pki::new();
+    let (app, url) = spawn_tls(&pki, true).await;
+    let cert = pki.ca.client("cert-bank").unwrap();
+    let id = add_tls_client(&app, "regulator", &cert).await;
+    let holder = https(&pki.ca, Some(&cert));
+
+    let (status, body) = token_request(&holder, &url, &[("client_id", &id)], None).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let expected = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert.der));
+    assert_eq!(claims(&token)["cnf"]["x5t#S256"], expected.as_str());
+    assert_eq!(claims(&token)["sub"], id.as_str());
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("{url}/v1/stores/fake/entities/{uscc}");
+    let call = |c: &reqwest::Client| {
+        c.get(&path)
+            .bearer_auth(&token)
+            .header("X-Purpose", purpose_of(&token))
+            .send()
+    };
+    assert_eq!(call(&holder).await.unwrap().status(), 200);
+    let bare = https(&pki.ca, None);
+    assert_problem(call(&bare).await.unwrap(), 401).await;
+
+    let refused = |(status, body): (u16, Value), code: &str, why: &str| {
+        assert_eq!(
+            status,
+            if code == "invalid_request" { 400 } else { 401 },
+            "{why}: {body}"
+        );
+        assert_eq!(body["error"], code, "{why}: {body}");
+        assert!(body.get("access_token").is_none(), "{why}: {body}");
+    };
+    let only_id = [("client_id", id.as_str())];
+    // Another certificate of the same CA, and no certificate at all.
+    let other = https(&pki.ca, Some(&pki.ca.client("cert-bank").unwrap()));
+    refused(
+        token_request(&other, &url, &only_id, None).await,
+        "invalid_client",
+        "other cert",
+    );
+    refused(
+        token_request(&bare, &url, &only_id, None).await,
+        "invalid_client",
+        "no cert",
+    );
+    // The tls client sending a secret, with its own certificate: a secret is not its method.
+    let with_secret = [
+        ("client_id", id.as_str()),
+        ("client_secret", "!tls_client_auth"),
+    ];
+    refused(
+        token_request(&holder, &url, &with_secret, None).await,
+        "invalid_client",
+        "post",
+    );
+    let basic = Some((id.as_str(), ""));
+    refused(
+        token_request(&holder, &url, &[], basic).await,
+        "invalid_client",
+        "basic",
+    );
+    refused(
+        token_request(&bare, &url, &with_secret, None).await,
+        "invalid_client",
+        "no cert",
+    );
+    // Both methods at once: Basic and a client_id in the form.
+    refused(
+        token_request(&holder, &url, &only_id, Some((id.as_str(), "x"))).await,
+        "invalid_request",
+        "two methods",
+    );
+    // A client id that is not of credgate's form, with a good certificate.
+    let odd = [("client_id", "cg_nobody")];
+    refused(
+        token_request(&holder, &url, &odd, None).await,
+        "invalid_client",
+        "malformed id",
+    );
+
+    // Disabled: its certificate gets nothing.
+    credgate::storage::clients::disable(&app.state.db, &id)
+        .await
+        .unwrap();
+    refused(
+        token_request(&holder, &url, &only_id, None).await,
+        "invalid_client",
+        "disabled",
+    );
+
+    // Every attempt is recorded under the claimed id; the first names the org; no record holds
+    // what was sent as a secret.
+    let all = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
+        .await
+        .unwrap();
+    let tokens: Vec<_> = all.iter().filter(|r| r.path == "/oauth/token").collect();
+    let (first, last) = (tokens.first().unwrap(), tokens.last().unwrap());
+    assert_eq!(
+        (first.status, first.client_id.as_deref()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(first.org.as_deref(), Some("cert-bank"));
+    assert_eq!(
+        (last.status, last.rule.as_deref()),
+        (401, Some("client-disabled"))
+    );
+    let text = format!("{tokens:?}");
+    assert!(
+        !text.contains("!tls_client_auth"),
+        "a sent secret reached the log"
+    );
+}
+
+/// A client registered with a secret gets nothing for a certificate alone (even one of the CA),
+/// and still gets a bound token with its secret over the same connection.
+#[tokio::test]
+async fn a_secret_client_presenting_a_certificate_without_its_secret_is_refused() {
+    let pki = Pki::new();
+    let (app, url) = spawn_tls(&pki, true).await;
+    let (id, secret) = app.add_client("regulator").await;
+    let cert = pki.ca.client("demo-bank").unwrap();
+    let holder = https(&pki.ca, Some(&cert));
+    let (status, body) = token_request(&holder, &url, &[("client_id", &id)], None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    // Registering another client for that certificate does not make it this client's.
+    add_tls_client(&app, "regulator", &cert).await;
+    let (status, body) = token_request(&holder, &url, &[("client_id", &id)], None).await;
+    assert_eq!(status, 401, "{body}");
+    let token = token_over(&holder, &url, &id, &secret).await;
+    assert!(claims(&token)["cnf"]["x5t#S256"].is_string());
+    // One certificate names at most one client.
+    let again = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert.der));
+    assert!(
+        credgate::cli::add_tls_client(&app.state.db, "B", "b", "regulator", None, &again)
+            .await
+            .is_err()
+    );
+}
+
+/// Without mutual TLS, the metadata does not offer tls_client_auth and a tls client has no way
+/// in; with it, the metadata offers it.
+#[tokio::test]
+async fn the_metadata_offers_tls_client_auth_only_where_mutual_tls_is_on() {
+    let pki = Pki::new();
+    for mutual in [false, true] {
+        let (app, url) = spawn_tls(&pki, mutual).await;
+        let meta: Value = https(&pki.ca, None)
+            .get(format!("{url}/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let methods = meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap();
+        assert_eq!(
+            methods.iter().any(|m| m == "tls_client_auth"),
+            mutual,
+            "{meta}"
+        );
+        if !mutual {
+            let cert = pki.ca.client("cert-bank").unwrap();
+            let id = add_tls_client(&app, "regulator", &cert).await;
+            let c = https(&pki.ca, Some(&cert));
+            let (status, _) = token_request(&c, &url, &[("client_id", &id)], None).await;
+            assert_eq!(status, 401);
+        }
+    }
 }

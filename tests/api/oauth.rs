@@ -369,7 +369,7 @@ async fn basic_client_authentication_refuses_every_malformed_form() {
     }
 }
 
-/// A client that swaps its id and secret (or sends `Basic base64(secret:id)`) has its whole,
+/// A client that swaps its id and secret (or sends `Basic base64(secret:id)`) must not have its
 /// still valid secret written into the append-only audit record's `client_id`, shown to
 /// officers and auditors in /admin/audit and in every CSV/NDJSON export.
 #[tokio::test]
@@ -412,4 +412,56 @@ async fn a_secret_sent_as_the_client_id_never_enters_the_audit_record() {
         !csv.contains(&secret),
         "the secret is in the officers' CSV export"
     );
+}
+
+/// RFC 8414 section 3.3 and RFC 9068 section 4: the metadata's `issuer` and every token's `iss`
+/// are one setting, byte for byte (a trailing slash included), and the endpoints hang off it.
+/// A token issued before a restart with the same setting still verifies after it.
+#[tokio::test]
+async fn the_metadata_issuer_is_the_tokens_iss_whatever_the_setting() {
+    for issuer in ["https://gateway.example.test/", "credgate"] {
+        let app = TestApp::spawn_with(|c| c.auth.issuer = issuer.into()).await;
+        let meta: Value = app
+            .http
+            .get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                app.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(meta["issuer"], issuer, "{meta}");
+        if issuer.starts_with("https://") {
+            assert_eq!(
+                meta["token_endpoint"],
+                "https://gateway.example.test/oauth/token"
+            );
+        }
+        let (id, secret) = app.add_client("regulator").await;
+        let body: Value = app.token_for(&id, &secret).await.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        assert_eq!(claims_of(token)["iss"], meta["issuer"]);
+        // A restart (a second gateway on the same storage) with the same setting takes it.
+        let restarted = app.sibling().await;
+        let res = app
+            .http
+            .get(format!(
+                "{}/v1/stores/power/entities?page_size=1",
+                restarted.url
+            ))
+            .bearer_auth(token)
+            .header("X-Purpose", crate::helpers::purpose_of(token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{issuer}");
+        // One whose issuer setting changed does not: `iss` is checked.
+        let moved = app
+            .sibling_with(|c| c.auth.issuer = "https://elsewhere.example.test".into())
+            .await;
+        assert!(moved.state.tokens.verify(token).is_err());
+    }
 }

@@ -104,6 +104,11 @@ async fn a_standard_oauth_library_gets_a_token_from_the_metadata_and_pyjwt_verif
         .map(|t| t["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["client_secret_basic", "client_secret_post"]);
+    // The demo's issuer is its public URL: the metadata and every token say the same.
+    assert_eq!(report["issuer"], url, "{report}");
+    for t in report["tokens"].as_array().unwrap() {
+        assert_eq!(t["iss"], url, "{report}");
+    }
     // The same client with a wrong secret gets no token: the library reports the refusal.
     let out = run("not-the-secret");
     assert!(!out.status.success());

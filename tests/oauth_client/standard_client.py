@@ -3,7 +3,7 @@
 Given only the RFC 8414 metadata URL, the CA that signs the server's certificate and a client's
 credentials, it obtains a token with Authlib (client credentials, each token endpoint auth
 method the metadata lists that Authlib speaks) and verifies every token with PyJWT against the
-JWKS the metadata names. A tampered token must fail. Prints one JSON line; exits non-zero on any
+JWKS the metadata names, its `iss` against the metadata's `issuer`. A tampered token must fail. Prints one JSON line; exits non-zero on any
 failure. Run by tests/api/standard_client.rs.
 """
 
@@ -58,8 +58,13 @@ def main() -> int:
             key.key,
             algorithms=["EdDSA", "ES256", "RS256"],
             audience=a.audience,
+            issuer=meta["issuer"],
             options={"require": ["exp", "iat", "sub", "iss"]},
         )
+        # RFC 9068 section 4 / RFC 8414 section 3.3: the token's issuer is the metadata's,
+        # byte for byte (PyJWT checked it above; say so plainly too).
+        if claims["iss"] != meta["issuer"]:
+            raise SystemExit(f"iss {claims['iss']!r} is not the metadata's issuer {meta['issuer']!r}")
         if claims["sub"] != a.client_id:
             raise SystemExit(f"sub {claims['sub']} is not {a.client_id}")
         # One changed character of the signature must fail verification.

@@ -36,15 +36,15 @@ pub fn hash_secret(secret: &str) -> String {
 /// does not tell which client ids exist.
 pub fn verify_secret(stored_hash: Option<&str>, secret: &str) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let (hash, real) = match stored_hash {
-        Some(h) => (h, true),
-        None => (
-            DUMMY.get_or_init(|| hash_secret("no such client")).as_str(),
-            false,
-        ),
-    };
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
+    let dummy = || DUMMY.get_or_init(|| hash_secret("no such client")).as_str();
+    // A stored value that is no PHC string (a `tls_client_auth` client's marker, a row edited
+    // by hand) costs a dummy hash too, so timing does not tell such a client from the others.
+    let (parsed, real) = match stored_hash.map(PasswordHash::new) {
+        Some(Ok(parsed)) => (parsed, true),
+        _ => match PasswordHash::new(dummy()) {
+            Ok(parsed) => (parsed, false),
+            Err(_) => return false,
+        },
     };
     Argon2::default()
         .verify_password(secret.as_bytes(), &parsed)
@@ -66,5 +66,7 @@ mod tests {
         assert!(!verify_secret(Some(&h), "wrong"));
         assert!(!verify_secret(None, &s));
         assert!(!verify_secret(Some("not a hash"), &s));
+        assert!(!verify_secret(Some("!tls_client_auth"), ""));
+        assert!(!verify_secret(Some("!tls_client_auth"), "!tls_client_auth"));
     }
 }

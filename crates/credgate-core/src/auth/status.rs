@@ -125,6 +125,7 @@ mod tests {
             region: None,
             status: ClientStatus::Active,
             created_at: 0,
+            tls_thumbprint: None,
         }
     }
 

@@ -14,6 +14,10 @@ pub struct ClientRecord {
     pub region: Option<String>,
     pub status: ClientStatus,
     pub created_at: i64,
+    /// RFC 8705 `tls_client_auth`: the SHA-256 thumbprint (base64url) of the certificate this
+    /// client authenticates with, instead of a secret. `None` for a client with a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_thumbprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -41,9 +45,15 @@ pub struct NewClient<'a> {
     pub role: &'a str,
     pub region: Option<&'a str>,
     pub secret_hash: &'a str,
+    /// Set for a `tls_client_auth` client (then `secret_hash` is `NO_SECRET`).
+    pub tls_thumbprint: Option<&'a str>,
 }
 
-const COLUMNS: &str = "id, name, org, role, region, status, created_at";
+/// The `secret_hash` of a client that authenticates with its certificate: not a PHC string,
+/// so no secret ever verifies against it.
+pub const NO_SECRET: &str = "!tls_client_auth";
+
+const COLUMNS: &str = "id, name, org, role, region, status, created_at, tls_thumbprint";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<ClientRecord, sqlx::Error> {
     Ok(ClientRecord {
@@ -54,14 +64,15 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<ClientRecord, sqlx::Error> {
         region: row.try_get("region")?,
         status: ClientStatus::parse(&row.try_get::<String, _>("status")?),
         created_at: row.try_get("created_at")?,
+        tls_thumbprint: row.try_get("tls_thumbprint")?,
     })
 }
 
 pub async fn insert(db: &Db, c: NewClient<'_>) -> Result<ClientRecord, StorageError> {
     let now = now_micros();
     sqlx::query(
-        "INSERT INTO clients (id, name, org, role, region, secret_hash, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7)",
+        "INSERT INTO clients (id, name, org, role, region, secret_hash, status, created_at, \
+         tls_thumbprint) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)",
     )
     .bind(c.id)
     .bind(c.name)
@@ -70,6 +81,7 @@ pub async fn insert(db: &Db, c: NewClient<'_>) -> Result<ClientRecord, StorageEr
     .bind(c.region)
     .bind(c.secret_hash)
     .bind(now)
+    .bind(c.tls_thumbprint)
     .execute(db.pool())
     .await?;
     Ok(ClientRecord {
@@ -80,6 +92,7 @@ pub async fn insert(db: &Db, c: NewClient<'_>) -> Result<ClientRecord, StorageEr
         region: c.region.map(Into::into),
         status: ClientStatus::Active,
         created_at: now,
+        tls_thumbprint: c.tls_thumbprint.map(Into::into),
     })
 }
 
@@ -189,11 +202,13 @@ pub async fn get_with_lockdown(
 /// Replaces a client's secret hash (`credgate client rotate-secret`): the old secret fails from
 /// the next token request on, since the token endpoint reads the hash on every attempt. Tokens
 /// already issued stay valid until they expire. Returns whether a client with that id existed.
+/// A `tls_client_auth` client is left alone (it has no secret to rotate): `false` as for none.
 pub async fn set_secret(db: &Db, id: &str, secret_hash: &str) -> Result<bool, StorageError> {
-    let done = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
-        .bind(secret_hash)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
+    let done =
+        sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2 AND tls_thumbprint IS NULL")
+            .bind(secret_hash)
+            .bind(id)
+            .execute(db.pool())
+            .await?;
     Ok(done.rows_affected() > 0)
 }
