@@ -8,6 +8,7 @@ mod law;
 
 mod alerts;
 mod audit;
+mod axe;
 
 mod browser_portal;
 mod cli;
