@@ -811,6 +811,8 @@ async fn lookup_in_browser(app: &TestApp, c: &Client) {
     c.goto(&format!("{}/", app.url)).await.unwrap();
     seen(c, "lookup-en").await;
     let input = field(c, "USCC").await;
+    assert_focus_ring_visible(c, &input, "the USCC field").await;
+    assert_focus_ring_visible(c, &button(c, "Look up").await, "the Look up button").await;
     input.send_keys(uscc).await.unwrap();
     input.send_keys(&Key::Enter.to_string()).await.unwrap();
     let text = wait_text(c, e["name"].as_str().unwrap()).await;
@@ -822,6 +824,65 @@ async fn lookup_in_browser(app: &TestApp, c: &Client) {
     button(c, "Look up").await.click().await.unwrap();
     wait_text(c, "This is not a valid USCC").await;
     seen(c, "lookup-invalid-en").await;
+}
+
+/// The focus ring axe-core does not check (WCAG 2.4.7 and 1.4.11): focused by keyboard, the
+/// element draws an outline at least 2 px wide whose colour has 3:1 against the page.
+async fn assert_focus_ring_visible(c: &Client, e: &fantoccini::elements::Element, what: &str) {
+    const RING: &str = r#"
+        const e = arguments[0];
+        e.focus();
+        const s = getComputedStyle(e);
+        return [e.matches(':focus-visible'), s.outlineStyle, s.outlineWidth, s.outlineColor,
+                getComputedStyle(document.body).backgroundColor];
+    "#;
+    let v = c
+        .execute(RING, vec![serde_json::to_value(e).unwrap()])
+        .await
+        .unwrap();
+    let v: (bool, String, String, String, String) = serde_json::from_value(v).unwrap();
+    assert!(v.0, "{what}: focused but not :focus-visible");
+    assert_eq!(v.1, "solid", "{what}: no outline");
+    let width: f64 = v.2.trim_end_matches("px").parse().unwrap();
+    assert!(width >= 2.0, "{what}: outline {}", v.2);
+    let ratio = contrast(&v.3, &v.4);
+    assert!(
+        ratio >= 3.0,
+        "{what}: ring {} on {} is {ratio:.2}:1",
+        v.3,
+        v.4
+    );
+}
+
+/// The WCAG contrast ratio of two computed `rgb(r, g, b)` colours.
+fn contrast(a: &str, b: &str) -> f64 {
+    let lum = |s: &str| {
+        let n: Vec<f64> = s
+            .trim_start_matches("rgba(")
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .take(3)
+            .map(|x| x.trim().parse::<f64>().unwrap() / 255.0)
+            .map(|c| {
+                if c <= 0.03928 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            })
+            .collect();
+        0.2126 * n[0] + 0.7152 * n[1] + 0.0722 * n[2]
+    };
+    let (x, y) = (lum(a), lum(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+#[test]
+fn contrast_is_the_wcag_ratio() {
+    assert!((contrast("rgb(0, 0, 0)", "rgb(255, 255, 255)") - 21.0).abs() < 0.01);
+    assert!((contrast("rgb(245, 166, 35)", "rgb(247, 248, 250)") - 1.91).abs() < 0.01);
+    assert!((contrast("rgb(180, 83, 9)", "rgb(247, 248, 250)") - 4.73).abs() < 0.01);
 }
 
 async fn lists_in_browser(app: &TestApp, c: &Client) {
