@@ -632,7 +632,14 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
         .await;
     // A client id with a newline and a formula: it must stay one line, one cell.
     app.token_for("evil\n{\"decision\":\"allow\"}", "x").await;
-    app.token_for("=HYPERLINK(\"http://x\")", "x").await;
+    app.http
+        .get(format!("{}/v1/stores/power/entities?page_size=1", app.url))
+        .bearer_auth(&bank)
+        .header("X-Purpose", "lending")
+        .header("X-Request-Id", "=HYPERLINK(\"http://x\")")
+        .send()
+        .await
+        .unwrap();
     // The auditor's export holds every record, staff actions included.
     let (_, officer) = app.token("auditor").await;
     let get = |fmt: &str| {
@@ -666,13 +673,13 @@ async fn exports_round_trip_and_cannot_be_forged_by_control_characters() {
         "header plus one physical line per record"
     );
     assert!(
-        rows.iter().any(|r| r[5].starts_with("'=HYPERLINK")),
+        rows.iter()
+            .any(|r| r.iter().any(|cell| cell.starts_with("'=HYPERLINK"))),
         "formula defused"
     );
-    assert!(
-        rows.iter().any(|r| r[5].contains("evil\\u{a}")),
-        "newline escaped"
-    );
+    // The id with a newline is kept as `(malformed)`: nothing of it reaches the export.
+    assert!(rows.iter().any(|r| &r[5] == "(malformed)"), "{csv}");
+    assert!(!csv.contains("evil"), "{csv}");
     assert_problem(get("xml").await.unwrap(), 400).await;
 }
 

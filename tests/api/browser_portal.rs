@@ -10,6 +10,7 @@ use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use crate::{
+    axe::assert_accessible,
     helpers::skip_unless_ci,
     pages::{body_text, browser, button, field, shot, start_driver, wait_text},
     signin::{Site, site},
@@ -66,6 +67,7 @@ async fn sign_in(s: &Site, c: &Client, user: &str) -> String {
         .unwrap();
     c.goto(&format!("{}/portal/", s.app.url)).await.unwrap();
     wait_text(c, "Username").await;
+    assert_accessible(c, "provider-sign-in").await;
     assert!(
         c.current_url()
             .await
@@ -99,6 +101,7 @@ async fn objection_in_browser(s: &Site, c: &Client) -> String {
         .await
         .unwrap();
     wait_text(c, "File an objection").await;
+    assert_accessible(c, "portal-objections-empty-en").await;
     field(c, "Record and field")
         .await
         .select_by_value("power|entity|registered_capital")
@@ -166,6 +169,7 @@ async fn consent_in_browser(s: &Site, c: &Client) {
         .unwrap();
     button(c, "Grant").await.click().await.unwrap();
     wait_text(c, "Download receipt").await;
+    assert_accessible(c, "portal-consents-granted-en").await;
     let status = c.find(Locator::Css("#consents td.status")).await.unwrap();
     assert_eq!(status.text().await.unwrap(), "Active");
     button(c, "Revoke").await.click().await.unwrap();
@@ -202,6 +206,7 @@ async fn forced_url_in_browser(s: &Site, c: &Client, me: &str) {
     let text = wait_text(c, "This page does not exist.").await;
     assert!(!text.contains("someone else's") && !text.contains(&other));
     shot(c, "portal-forced-404-en").await;
+    assert_accessible(c, "portal-forced-404-en").await;
 }
 
 /// Every portal page in English, then (through the language switch) in Chinese.
@@ -233,6 +238,7 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
             let bad = accessibility(c).await;
             assert!(bad.is_empty(), "{path} in {lang}: {bad:?}");
             shot(c, &format!("portal-{name}-{lang}")).await;
+            assert_accessible(c, &format!("portal-{name}-{lang}")).await;
             if path == "/portal/record" {
                 // One of the two free self-queries per language: the record as read.
                 let read = if lang == "en" {
@@ -244,6 +250,7 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
                 wait_text(c, "power.entity").await;
                 assert!(accessibility(c).await.is_empty(), "the record as read");
                 shot(c, &format!("portal-record-read-{lang}")).await;
+                assert_accessible(c, &format!("portal-record-read-{lang}")).await;
             }
             if path == "/portal/access" {
                 c.find(Locator::Css("svg.chart")).await.expect("the chart");

@@ -8,8 +8,8 @@ mod law;
 
 mod alerts;
 mod audit;
+mod axe;
 mod browser_console;
-
 mod browser_portal;
 mod cli;
 mod complaints;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, skip_unless_ci};
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Every page a reader can reach without signing in, with a representative query.
 fn page_paths(uscc: &str) -> Vec<String> {
@@ -715,6 +715,13 @@ pub(crate) fn shots_dir() -> std::path::PathBuf {
     dir
 }
 
+/// A screenshot of the page under `name`, and axe-core's check of it (the public walk's every
+/// page goes through here).
+async fn seen(c: &Client, name: &str) {
+    shot(c, name).await;
+    crate::axe::assert_accessible(c, name).await;
+}
+
 pub(crate) async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
@@ -802,19 +809,80 @@ async fn lookup_in_browser(app: &TestApp, c: &Client) {
     let e = &app.sample().entities[1];
     let uscc = e["uscc"].as_str().unwrap();
     c.goto(&format!("{}/", app.url)).await.unwrap();
-    shot(c, "lookup-en").await;
+    seen(c, "lookup-en").await;
     let input = field(c, "USCC").await;
+    assert_focus_ring_visible(c, &input, "the USCC field").await;
+    assert_focus_ring_visible(c, &button(c, "Look up").await, "the Look up button").await;
     input.send_keys(uscc).await.unwrap();
     input.send_keys(&Key::Enter.to_string()).await.unwrap();
     let text = wait_text(c, e["name"].as_str().unwrap()).await;
     assert!(!text.contains(e["legal_representative"]["id_number"].as_str().unwrap()));
-    shot(c, "lookup-result-en").await;
+    seen(c, "lookup-result-en").await;
     let input = field(c, "USCC").await;
     input.clear().await.unwrap();
     input.send_keys("91110000ABCDEFGH12").await.unwrap();
     button(c, "Look up").await.click().await.unwrap();
     wait_text(c, "This is not a valid USCC").await;
-    shot(c, "lookup-invalid-en").await;
+    seen(c, "lookup-invalid-en").await;
+}
+
+/// The focus ring axe-core does not check (WCAG 2.4.7 and 1.4.11): focused by keyboard, the
+/// element draws an outline at least 2 px wide whose colour has 3:1 against the page.
+async fn assert_focus_ring_visible(c: &Client, e: &fantoccini::elements::Element, what: &str) {
+    const RING: &str = r#"
+        const e = arguments[0];
+        e.focus();
+        const s = getComputedStyle(e);
+        return [e.matches(':focus-visible'), s.outlineStyle, s.outlineWidth, s.outlineColor,
+                getComputedStyle(document.body).backgroundColor];
+    "#;
+    let v = c
+        .execute(RING, vec![serde_json::to_value(e).unwrap()])
+        .await
+        .unwrap();
+    let v: (bool, String, String, String, String) = serde_json::from_value(v).unwrap();
+    assert!(v.0, "{what}: focused but not :focus-visible");
+    assert_eq!(v.1, "solid", "{what}: no outline");
+    let width: f64 = v.2.trim_end_matches("px").parse().unwrap();
+    assert!(width >= 2.0, "{what}: outline {}", v.2);
+    let ratio = contrast(&v.3, &v.4);
+    assert!(
+        ratio >= 3.0,
+        "{what}: ring {} on {} is {ratio:.2}:1",
+        v.3,
+        v.4
+    );
+}
+
+/// The WCAG contrast ratio of two computed `rgb(r, g, b)` colours.
+fn contrast(a: &str, b: &str) -> f64 {
+    let lum = |s: &str| {
+        let n: Vec<f64> = s
+            .trim_start_matches("rgba(")
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .take(3)
+            .map(|x| x.trim().parse::<f64>().unwrap() / 255.0)
+            .map(|c| {
+                if c <= 0.03928 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            })
+            .collect();
+        0.2126 * n[0] + 0.7152 * n[1] + 0.0722 * n[2]
+    };
+    let (x, y) = (lum(a), lum(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+#[test]
+fn contrast_is_the_wcag_ratio() {
+    assert!((contrast("rgb(0, 0, 0)", "rgb(255, 255, 255)") - 21.0).abs() < 0.01);
+    assert!((contrast("rgb(245, 166, 35)", "rgb(247, 248, 250)") - 1.91).abs() < 0.01);
+    assert!((contrast("rgb(180, 83, 9)", "rgb(247, 248, 250)") - 4.73).abs() < 0.01);
 }
 
 async fn lists_in_browser(app: &TestApp, c: &Client) {
@@ -828,7 +896,7 @@ async fn lists_in_browser(app: &TestApp, c: &Client) {
     wait_text(c, "Current entries only").await;
     let rows = c.find_all(Locator::Css("tbody tr")).await.unwrap();
     assert!(!rows.is_empty(), "the red list shows entries");
-    shot(c, "list-red-en").await;
+    seen(c, "list-red-en").await;
     c.find(Locator::LinkText("Black list"))
         .await
         .unwrap()
@@ -837,12 +905,12 @@ async fn lists_in_browser(app: &TestApp, c: &Client) {
         .unwrap();
     wait_text(c, "Current entries only").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/lists/black");
-    shot(c, "list-black-en").await;
+    seen(c, "list-black-en").await;
 }
 
 async fn report_in_browser(app: &TestApp, c: &Client) {
     c.goto(&format!("{}/report", app.url)).await.unwrap();
-    shot(c, "report-en").await;
+    seen(c, "report-en").await;
     field(c, "About")
         .await
         .send_keys("Example Trading Co")
@@ -873,12 +941,12 @@ async fn report_in_browser(app: &TestApp, c: &Client) {
         .await
         .unwrap();
     assert_eq!(receipt.len(), 32, "{receipt}");
-    shot(c, "report-receipt-en").await;
+    seen(c, "report-receipt-en").await;
     field(c, "Receipt").await.send_keys(&receipt).await.unwrap();
     button(c, "Check").await.click().await.unwrap();
     let text = wait_text(c, "Status: Received").await;
     assert!(!text.contains(&receipt), "the receipt is shown once");
-    shot(c, "report-status-en").await;
+    seen(c, "report-status-en").await;
 }
 
 /// The switch is a link (no script needed); it sticks across pages; every page is drawn and
@@ -893,7 +961,7 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
         .unwrap();
     wait_text(c, "联系方式（选填）").await;
     assert_eq!(c.current_url().await.unwrap().path(), "/report");
-    shot(c, "report-zh-CN").await;
+    seen(c, "report-zh-CN").await;
     let uscc = app.sample().entities[1]["uscc"]
         .as_str()
         .unwrap()
@@ -909,7 +977,7 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
         c.goto(&format!("{}{path}", app.url)).await.unwrap();
         let html = c.source().await.unwrap();
         assert!(html.contains("lang=\"zh-CN\""), "{path} sticks to Chinese");
-        shot(c, name).await;
+        seen(c, name).await;
     }
     report_in_chinese(c).await;
     c.find(Locator::LinkText("English"))
@@ -921,7 +989,7 @@ async fn switch_in_browser(app: &TestApp, c: &Client) {
     wait_text(c, "Check a report's status").await;
     c.goto(&format!("{}/lists/none", app.url)).await.unwrap();
     wait_text(c, "This page does not exist").await;
-    shot(c, "error-404-en").await;
+    seen(c, "error-404-en").await;
 }
 
 /// The report walk again by its Chinese labels: every label is translated and still bound.
@@ -958,9 +1026,9 @@ async fn report_in_chinese(c: &Client) {
         .await
         .unwrap();
     wait_text(c, "您的举报已收到").await;
-    shot(c, "report-receipt-zh-CN").await;
+    seen(c, "report-receipt-zh-CN").await;
     field(c, "回执").await.send_keys(&receipt).await.unwrap();
     button(c, "查询状态").await.click().await.unwrap();
     wait_text(c, "状态: 已收到").await;
-    shot(c, "report-status-zh-CN").await;
+    seen(c, "report-status-zh-CN").await;
 }

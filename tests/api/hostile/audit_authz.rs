@@ -5,8 +5,8 @@ use crate::helpers::TestApp;
 
 /// Payloads a spreadsheet would run as formulas, with either separator.
 const FORMULAS: &[&str] = &[
-    "x;=cmd|'/C calc'!A0",
-    "x,=cmd|'/C calc'!A0",
+    "x;=cmd|'/C'!A0",
+    "x,=cmd|'/C'!A0",
     "=HYPERLINK(\"http://evil\")",
     "a; +1+2",
     "b,\"@SUM(1)",
@@ -43,11 +43,19 @@ fn assert_no_formula_cell(raw: &str, what: &str) {
 #[tokio::test]
 async fn csv_exports_carry_no_formula_under_either_separator() {
     let app = TestApp::spawn().await;
-    for payload in FORMULAS {
-        // A client id an attacker chose (a failed login records it) and a path they sent.
-        app.token_for(payload, "x").await;
-    }
     let (_, bank) = app.token("financial_institution").await;
+    for payload in FORMULAS {
+        // A caller's own request id (the record keeps it as sent) and a path they sent: text
+        // an attacker chose. (A malformed client id is no longer kept at all.)
+        app.http
+            .get(format!("{}/v1/stores/power/entities?page_size=1", app.url))
+            .bearer_auth(&bank)
+            .header("X-Purpose", "lending")
+            .header("X-Request-Id", *payload)
+            .send()
+            .await
+            .unwrap();
+    }
     app.data(&bank, "/v1/stores/power/a;=1+2;@x,-3").await;
     let (_, officer) = app.token("security_officer").await;
     let csv = app
@@ -67,9 +75,17 @@ async fn csv_exports_carry_no_formula_under_either_separator() {
         .records()
         .map(|r| r.unwrap())
         .collect();
+    let header = csv::Reader::from_reader(csv.as_bytes())
+        .headers()
+        .unwrap()
+        .clone();
+    let col = header
+        .iter()
+        .position(|h| h == "caller_request_id")
+        .expect("the export has the caller's request id");
     assert!(
-        rows.iter().any(|r| &r[5] == "x;'=cmd|'/C calc'!A0"),
-        "the client id stays one cell"
+        rows.iter().any(|r| &r[col] == "x;'=cmd|'/C'!A0"),
+        "the caller's request id stays one cell"
     );
 
     let cfg = crate::cli::config_file(&app);

@@ -167,6 +167,17 @@ impl Request {
         self.is_open() && matches!(self.kind, Kind::Repair | Kind::Correction)
     }
 
+    /// The moves a handler may make on this request now: the machine's, less a lift of
+    /// anything but a restriction (the one rule the table cannot say, since it is by kind).
+    /// What the console offers, so that it never offers a move `moved` refuses.
+    pub fn handler_moves(&self) -> Vec<Status> {
+        MACHINE
+            .next(self.status, Actor::Handler)
+            .into_iter()
+            .filter(|to| *to != Status::Lifted || self.kind == Kind::Restriction)
+            .collect()
+    }
+
     /// A completed restriction withholds the subject's records of its dataset from readers
     /// of every purpose but the full-history ones (`restrictions`), until it is lifted.
     pub fn restricts(&self) -> bool {
@@ -485,6 +496,22 @@ mod tests {
             outcome: None,
             answer: None,
         }
+    }
+
+    #[test]
+    fn only_a_completed_restriction_offers_a_lift() {
+        let repair = request(Status::Completed);
+        assert!(!repair.handler_moves().contains(&Status::Lifted));
+        let restriction = Request {
+            kind: Kind::Restriction,
+            ..request(Status::Completed)
+        };
+        assert_eq!(restriction.handler_moves(), [Status::Lifted]);
+        assert!(
+            request(Status::Submitted)
+                .handler_moves()
+                .contains(&Status::Accepted)
+        );
     }
 
     fn to(s: &str, note: Option<&str>) -> TransitionRequest {

@@ -350,11 +350,7 @@ async fn request(
         id: &r.id,
         view: r.admin_view(state.clock.now()),
         history: requests::history(&state.db, &r.id).await?,
-        next: requests::MACHINE
-            .next(r.status, Actor::Handler)
-            .into_iter()
-            .map(|s| s.as_str())
-            .collect(),
+        next: r.handler_moves().into_iter().map(|s| s.as_str()).collect(),
         extra: context! { answer => true },
     };
     Ok(item(&state, &headers, &who, i))
