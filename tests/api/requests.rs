@@ -658,9 +658,9 @@ async fn a_restricted_entity_is_not_released_through_the_entity_list() {
         .unwrap_or_else(|| panic!("a full-history reader sees the row: {rows}"))
         .clone();
     assert!(
-        row["_objections"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["id"] == id.as_str() && m["status"] == "restricted")),
+        row["_objections"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["id"] == id.as_str() && m["status"] == "restricted")),
         "{row}"
     );
     let mine = c.get("/subject/record", &c.subject).await;

@@ -38,9 +38,9 @@ pub fn apply(
     if restricted && !plan.sees_full_history() {
         let kinds = kinds_of(plan);
         let is_restricted = |id: &str| {
-            kinds.iter().any(|k| {
-                state.marks.restrictions.mark(store, *k, id).is_some()
-            })
+            kinds
+                .iter()
+                .any(|k| state.marks.restrictions.mark(store, *k, id).is_some())
         };
         plan.withhold_subjects(doc, &is_restricted, &mut withheld);
         if withheld.out_of_scope {
