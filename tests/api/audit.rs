@@ -1210,3 +1210,116 @@ async fn an_edited_or_added_legal_basis_is_found() {
     .await;
     assert!(!r.ok);
 }
+
+/// An officer searching the audit log by `subject` (the console's `Subject` filter) finds what
+/// the subject did themselves: a consent granted in the portal and a page view name the
+/// subject only as `actor_subject`, not in the touched subjects (hostile review). Another
+/// subject's search does not find them, and the subject's own "who accessed my data" log still
+/// shows accesses by others only, not their own acts.
+#[tokio::test]
+async fn a_consent_granted_in_the_portal_is_found_by_the_officers_subject_search() {
+    let s = crate::signin::site().await;
+    let uscc = s.app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = crate::portal::portal_client(&s, &uscc).await;
+    let before = access_log_of(&s.app, &uscc).await;
+    let until = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .date()
+        .to_string();
+    let res = me
+        .post(
+            "/portal/consents",
+            &[
+                ("org", "test-bank"),
+                ("purpose", "lending"),
+                ("expires", until.as_str()),
+                ("notice_version", "portal-consent-1.en"),
+                ("agree", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "granted");
+    let granted = audit_id(&res);
+    let view = me.get("/portal/consents").await;
+    assert_eq!(view.status(), 200);
+    let viewed = audit_id(&view);
+    let (_, officer) = s.app.token("security_officer").await;
+    // A control the touched-subjects index finds (an objection, filed after both), so the
+    // search has caught up before the two are looked for.
+    let filed = me
+        .post(
+            "/portal/objections",
+            &[
+                ("record", "power|entity|registered_capital"),
+                ("reason", "changed"),
+            ],
+        )
+        .await;
+    assert_eq!(filed.status(), 303);
+    let control = audit_id(&filed);
+    let found_by = |subject: String| {
+        let (app, officer) = (&s.app, &officer);
+        async move {
+            let found = app
+                .audit(officer, &format!("subject={subject}&limit=100"))
+                .await;
+            found["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                .collect::<Vec<String>>()
+        }
+    };
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids = found_by(uscc.clone()).await;
+        if ids.contains(&control) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ids.contains(&control), "the index caught up");
+    for (what, id) in [
+        ("the consent grant", &granted),
+        ("the consents page view", &viewed),
+    ] {
+        assert!(
+            ids.contains(id),
+            "{what} ({id}) is not found by subject={uscc}"
+        );
+    }
+    let other = s.app.sample().entities[1]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = found_by(other.clone()).await;
+    for id in [&granted, &viewed, &control] {
+        assert!(!theirs.contains(id), "{id} found by subject={other}");
+    }
+    // The subject's own access log: accesses by others, not their own acts (as before).
+    let after = access_log_of(&s.app, &uscc).await;
+    assert_eq!(
+        after, before,
+        "the subject's own acts entered their access log"
+    );
+    assert!(after.iter().all(|i| i["role"] != "subject"), "{after:?}");
+}
+
+/// The items of the subject's "who accessed my data" log.
+async fn access_log_of(app: &TestApp, uscc: &str) -> Vec<Value> {
+    let token = app.subject_token(uscc, SubjectType::Legal);
+    let log: Value = app
+        .http
+        .get(format!("{}/subject/access-log", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    log["items"].as_array().expect("items").clone()
+}

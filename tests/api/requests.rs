@@ -498,8 +498,8 @@ async fn read_as(c: &Ctx, token: Option<&str>, purpose: &str, path: &str) -> (u1
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
-/// A completed restriction (issue 15 item 7, PIPL art. 44) withholds the subject's record of
-/// the named dataset from institutions reading for other purposes and from the public (as no
+/// A completed restriction (issue 15 item 7, PIPL art. 44) withholds the subject's records
+/// (every dataset of the store) from institutions reading for other purposes and from the public (as no
 /// such record), while a regulator reading for supervision still sees it, marked restricted,
 /// and so does the subject; other subjects and other datasets are untouched. A handler lifts
 /// it (a note required, only a completed restriction), and the record is released again.
@@ -551,10 +551,11 @@ async fn a_completed_restriction_withholds_the_record_until_lifted() {
     // The subject reads their own record, marked.
     let mine = c.get("/subject/record", &c.subject).await;
     assert!(mine.to_string().contains("restricted"), "{mine}");
-    // Other datasets of the subject (the list) are not named by the request.
+    // A restriction is about the subject's records, not one route: the list (dataset
+    // `entity_list`) does not release the row either.
     let (status, list) = read_as(&c, Some(&bank), "lending", "/entities?page_size=100").await;
     assert_eq!(status, 200);
-    assert!(list.to_string().contains(&c.uscc));
+    assert!(!list.to_string().contains(&c.uscc), "{list}");
 
     // Lifting needs a note; a repair cannot be lifted.
     assert_problem(c.move_to(&id, json!({"to": "lifted"})).await, 400).await;
@@ -604,6 +605,67 @@ async fn a_completed_restriction_withholds_the_record_until_lifted() {
     c.move_to(rid, json!({"to": "completed"})).await;
     let bad = c.move_to(rid, json!({"to": "lifted", "note": "x"})).await;
     assert_problem(bad, 409).await;
+}
+
+/// A completed restriction of the subject's `entity` record (the only dataset the portal's
+/// request form offers) also withholds the same company's row from the list route `/entities`
+/// (dataset `entity_list`), for a bank and on the public door: reading the list must not
+/// bypass it (hostile review). A full-history reader still sees the row, marked restricted;
+/// other companies' rows stay; the subject's own self-query still shows the record.
+#[tokio::test]
+async fn a_restricted_entity_is_not_released_through_the_entity_list() {
+    let c = setup().await;
+    let (_, bank) = c.app.token("financial_institution").await;
+    let (_, regulator) = c.app.token("regulator").await;
+    let other = c.app.sample().entities[1]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list = "/entities?page_size=100";
+    let (_, before) = read_as(&c, None, "public_disclosure", list).await;
+    assert!(before.to_string().contains(&c.uscc), "{before}");
+    let r = c.file("restriction").await;
+    let id = r["id"].as_str().expect("filed").to_owned();
+    for body in [
+        json!({"to": "accepted"}),
+        json!({"to": "completed", "answer": "限制处理"}),
+    ] {
+        assert_eq!(c.move_to(&id, body.clone()).await.status(), 200, "{body}");
+    }
+    let own = format!("/entities/{}", c.uscc);
+    assert_eq!(read_as(&c, Some(&bank), "lending", &own).await.0, 404);
+    for (token, purpose) in [
+        (Some(bank.as_str()), "lending"),
+        (None, "public_disclosure"),
+    ] {
+        let (status, rows) = read_as(&c, token, purpose, list).await;
+        assert_eq!(status, 200, "{purpose}: {rows}");
+        let text = rows.to_string();
+        assert!(
+            !text.contains(&c.uscc),
+            "{purpose}: the restricted record is released through the list: {rows}"
+        );
+        assert!(!text.contains("restrict"), "{purpose}: {rows}");
+        assert!(text.contains(&other), "{purpose}: other rows stay: {rows}");
+    }
+    let (status, rows) = read_as(&c, Some(&regulator), "supervision", list).await;
+    assert_eq!(status, 200);
+    let row = rows["items"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["uscc"] == c.uscc.as_str())
+        .unwrap_or_else(|| panic!("a full-history reader sees the row: {rows}"))
+        .clone();
+    assert!(
+        row["_objections"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["id"] == id.as_str() && m["status"] == "restricted")),
+        "{row}"
+    );
+    let mine = c.get("/subject/record", &c.subject).await;
+    assert!(mine.to_string().contains(&c.uscc), "{mine}");
+    assert!(mine.to_string().contains("restricted"), "{mine}");
 }
 
 /// Another replica learns of a restriction through the objections signal.

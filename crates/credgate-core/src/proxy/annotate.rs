@@ -24,7 +24,8 @@ const STATEMENTS: &str = "_statements";
 
 /// Applies the plan with the annotations this store's records call for: the masked outcome,
 /// and whether an annotated record is still under an open objection. A completed restriction
-/// first withholds its records from every reader but a full-history one, who sees them marked.
+/// first withholds its subject's records, in every dataset of the store (the single record
+/// and the list row alike), from every reader but a full-history one, who sees them marked.
 pub fn apply(
     state: &Core,
     plan: &Plan,
@@ -32,18 +33,14 @@ pub fn apply(
     doc: &mut Value,
     ctx: &ApplyCtx<'_>,
 ) -> (Outcome, bool) {
-    let restricted = state.marks.restrictions.has(store, &plan.dataset);
+    let restricted = state.marks.restrictions.has(store);
     let mut withheld = Outcome::default();
     if restricted && !plan.sees_full_history() {
         let kinds = kinds_of(plan);
         let is_restricted = |id: &str| {
-            kinds.iter().any(|k| {
-                state
-                    .marks
-                    .restrictions
-                    .mark(store, &plan.dataset, *k, id)
-                    .is_some()
-            })
+            kinds
+                .iter()
+                .any(|k| state.marks.restrictions.mark(store, *k, id).is_some())
         };
         plan.withhold_subjects(doc, &is_restricted, &mut withheld);
         if withheld.out_of_scope {
@@ -85,7 +82,7 @@ fn annotated(
             })
             .flatten();
         let restriction = show_restrictions
-            .then(|| find(&|k| state.marks.restrictions.mark(store, &plan.dataset, k, id)))
+            .then(|| find(&|k| state.marks.restrictions.mark(store, k, id)))
             .flatten();
         if let Some(r) = restriction {
             marks = Some(with_restriction(marks, r));

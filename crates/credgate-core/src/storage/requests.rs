@@ -72,9 +72,11 @@ pub async fn all_open(db: &Db) -> Result<Vec<Request>, StorageError> {
 /// Where a request restricts its record: a completed restriction (a lifted one is `lifted`).
 const RESTRICTING: &str = "kind = 'restriction' AND status = 'completed'";
 
-/// Every restriction in force (the restrictions index).
+/// Every restriction in force (the restrictions index), oldest first: a subject with several
+/// in one store shows the same (first) mark on every replica.
 pub async fn all_restricting(db: &Db) -> Result<Vec<Request>, StorageError> {
-    select(db, &format!("WHERE {RESTRICTING}"), &[]).await
+    let filter = format!("WHERE {RESTRICTING} ORDER BY updated_at, id");
+    select(db, &filter, &[]).await
 }
 
 /// The restrictions in force on one subject's records in one store.
@@ -83,7 +85,8 @@ pub async fn restricting_for_record(
     store: &str,
     record_ref: &str,
 ) -> Result<Vec<Request>, StorageError> {
-    let filter = format!("WHERE store = $1 AND record_ref = $2 AND {RESTRICTING}");
+    let filter =
+        format!("WHERE store = $1 AND record_ref = $2 AND {RESTRICTING} ORDER BY updated_at, id");
     select(db, &filter, &[store, record_ref]).await
 }
 
