@@ -80,6 +80,7 @@ async fn photograph(c: &Client, base: &str, pages: &[(&str, &str)]) {
             let text = body_text(c).await;
             assert!(!text.contains("??"), "{name} in {lang} misses a label");
             shot(c, &format!("console-{name}-{suffix}")).await;
+            crate::axe::assert_accessible(c, &format!("console {name} ({lang})")).await;
         }
     }
     c.goto(&format!("{base}/lang/en?back=/console/"))
