@@ -1066,7 +1066,12 @@ async fn starting_sign_ins_is_rate_limited_like_the_public_door() {
 /// is, trusting `trusted` (the provider's own CA, or another one).
 async fn https_provider(
     trusted: &std::path::Path,
-) -> (TestApp, String, Arc<std::sync::Mutex<Vec<String>>>) {
+) -> (
+    TestApp,
+    String,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    crate::edge_tls::Pki,
+) {
     use crate::edge_tls::{Pki, serve_tls};
     let forms = Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = forms.clone();
@@ -1116,8 +1121,8 @@ async fn https_provider(
     );
     let providers = Config::parse(&text, "t").unwrap().identity_providers;
     let app = TestApp::spawn_with(|c| c.identity_providers.extend(providers)).await;
-    std::mem::forget(pki);
-    (app, issuer, forms)
+    // The Pki is handed back: its directory (the CA file) lives as long as the test.
+    (app, issuer, forms, pki)
 }
 
 /// The code exchange goes to an https provider's token endpoint over TLS verified against the
@@ -1125,7 +1130,7 @@ async fn https_provider(
 /// (the sign-in does not start), since verification cannot be turned off.
 #[tokio::test]
 async fn the_code_is_exchanged_over_https_and_only_with_the_providers_ca() {
-    let (app, issuer, forms) = https_provider(std::path::Path::new("")).await;
+    let (app, issuer, forms, _pki) = https_provider(std::path::Path::new("")).await;
     let r = http()
         .get(format!("{}/signin/staff", app.url))
         .send()
@@ -1151,7 +1156,7 @@ async fn the_code_is_exchanged_over_https_and_only_with_the_providers_ca() {
     );
 
     let other = crate::edge_tls::Pki::new();
-    let (app, _, forms) = https_provider(&other.ca_file()).await;
+    let (app, _, forms, _pki) = https_provider(&other.ca_file()).await;
     let r = http()
         .get(format!("{}/signin/staff", app.url))
         .send()
