@@ -254,8 +254,10 @@ pub(crate) async fn sign_in(app: &TestApp, idp: &DemoIdp, user: &str) -> Browser
     let r = finish(&cb, Some(&b.cookie)).await;
     assert_eq!(r.status(), 303, "signed in");
     let session = cookie_of(&r, "cg_session").expect("a session cookie");
+    // The form token is bound to the session: fetched beside it, as a browser does.
     let r = http()
         .get(format!("{}/report", app.url))
+        .header("cookie", format!("cg_session={session}"))
         .send()
         .await
         .unwrap();
@@ -874,4 +876,331 @@ async fn sign_ins_under_way_are_capped() {
     );
     // Stale ones are pruned first, making room.
     assert!(insert_signin(db, "h4", &flow(300), 200, 2).await.unwrap());
+}
+
+// Review findings (helper REV), each first seen failing.
+
+/// The portal's CSRF pair is not bound to the session: a (cookie nonce, token) pair that an
+/// attacker fetched for themselves from any public page works with the victim's session
+/// cookie. On plain HTTP (no `__Host-`), anything that can set a cookie for the host (another
+/// port of the same host, a sibling subdomain, a network attacker) can plant its nonce; only
+/// the Sec-Fetch-Site check stands in the way, and browsers that omit it are not protected.
+#[tokio::test]
+async fn a_csrf_pair_fetched_by_someone_else_does_not_work_with_my_session() {
+    let s = site().await;
+    let uscc = s.app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = crate::portal::portal_client(&s, &uscc).await;
+    // The attacker's own pair, from the public report form (no session needed).
+    let res = s
+        .app
+        .http
+        .get(format!("{}/report", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("csrf="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("the public page sets a csrf nonce");
+    let html = res.text().await.unwrap();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("the public form carries a token")
+        .to_owned();
+    let session = me.cookies.split(';').next().unwrap().to_owned();
+    let res = me
+        .http
+        .post(format!("{}/portal/complaints", s.app.url))
+        .header("cookie", format!("{session}; csrf={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("csrf", token.as_str()),
+                ("org", "test-bank"),
+                ("category", "other"),
+                ("description", "filed by someone else"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        403,
+        "a pair not minted for this session files a complaint"
+    );
+}
+
+/// Behind a TLS-terminating load balancer (the replicas' deployment), the operator says where
+/// browsers reach the gateway with `[sessions] public_url = "https://..."` and the replica
+/// itself has no `[tls]`. The sign-in and session cookies are then sent without `Secure` and
+/// without the `__Host-` prefix (`pages::over_tls` looks at `[tls]` only), so a browser also
+/// sends them over plain http to that host, and a sibling host can plant or shadow them.
+#[tokio::test]
+async fn cookies_are_secure_when_the_public_url_is_https() {
+    let s = site_with(|c| c.sessions.public_url = "https://credgate.example".into()).await;
+    let res = s
+        .app
+        .http
+        .get(format!("{}/signin/subject", s.app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.contains("https%3A%2F%2Fcredgate.example%2Fsignin%2Fsubject%2Fcallback"),
+        "{location}"
+    );
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.contains("cg_signin="))
+        .expect("the flow cookie");
+    assert!(
+        cookie.starts_with("__Host-") && cookie.contains("; Secure"),
+        "a cookie for an https site without Secure/__Host-: {cookie}"
+    );
+}
+
+/// Page sign-in cannot use any provider but a plain-HTTP loopback one: the config requires
+/// `https://` (with `ca_file`) for every other issuer, and the bearer-token key fetcher speaks
+/// TLS since issue 16, but the sign-in's back channel (`pages::session::client`, discovery and
+/// code exchange) is plain HTTP only. With a real, reachable https staff provider, `/signin/staff`
+/// answers 503 "provider unreachable": no staff person or subject can sign in to a page in any
+/// deployment but the demo.
+#[tokio::test]
+async fn page_sign_in_works_with_an_https_provider() {
+    use crate::edge_tls::{Pki, serve_tls};
+    let pki = Pki::new();
+    let router = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            let host = headers["host"].to_str().unwrap().to_string();
+            axum::Json(json!({
+                "issuer": format!("https://{host}"),
+                "jwks_uri": format!("https://{host}/jwks"),
+                "authorization_endpoint": format!("https://{host}/authorize"),
+                "token_endpoint": format!("https://{host}/token"),
+            }))
+        }),
+    );
+    let (cert_file, key_file, _) = pki.server("idp", 30);
+    let addr = serve_tls(
+        router,
+        credgate::config::TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: None,
+        },
+    )
+    .await;
+    let issuer = format!("https://{addr}");
+    let text = format!(
+        "[[identity_providers]]\nissuer = \"{issuer}\"\nkind = \"staff\"\naudience = \"credgate-console\"\nroles_claim = \"groups\"\nrole_map = {{ auditors = \"auditor\" }}\nca_file = \"{}\"\n",
+        pki.ca_file().display()
+    );
+    let config = credgate::config::Config::parse(&text, "t").unwrap();
+    let providers = config.identity_providers.clone();
+    let app = TestApp::spawn_with(|c| c.identity_providers.extend(providers)).await;
+    let res = app
+        .http
+        .get(format!("{}/signin/staff", app.url))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(status, 303, "sign-in at an https provider does not start");
+    assert!(
+        location.starts_with(&format!("{issuer}/authorize?")),
+        "{location}"
+    );
+}
+
+/// `/signin/{kind}` is charged to no bucket: anyone, without a session, can start sign-ins as
+/// fast as the connection allows, and each one writes a `page_signins` row (kept ten minutes)
+/// and an audit record, while the public door from the same address is refused with 429
+/// after its burst.
+#[tokio::test]
+async fn starting_sign_ins_is_rate_limited_like_the_public_door() {
+    let s = site().await;
+    let mut limited = false;
+    for _ in 0..600 {
+        let res = s
+            .app
+            .http
+            .get(format!("{}/signin/subject", s.app.url))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(
+        limited,
+        "600 sign-ins started from one address, none refused"
+    );
+}
+
+/// An https provider at `ca`'s certificate with a discovery document and a token endpoint that
+/// keeps every form it is sent and answers `invalid_grant`; a gateway whose staff provider it
+/// is, trusting `trusted` (the provider's own CA, or another one).
+async fn https_provider(
+    trusted: &std::path::Path,
+) -> (
+    TestApp,
+    String,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    crate::edge_tls::Pki,
+) {
+    use crate::edge_tls::{Pki, serve_tls};
+    let forms = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = forms.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(|headers: http::HeaderMap| async move {
+                let host = headers["host"].to_str().unwrap().to_string();
+                axum::Json(json!({
+                    "issuer": format!("https://{host}"),
+                    "jwks_uri": format!("https://{host}/jwks"),
+                    "authorization_endpoint": format!("https://{host}/authorize"),
+                    "token_endpoint": format!("https://{host}/token"),
+                }))
+            }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| async move {
+                kept.lock().unwrap().push(body);
+                (
+                    http::StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"error": "invalid_grant"})),
+                )
+            }),
+        );
+    let pki = Pki::new();
+    let (cert_file, key_file, _) = pki.server("idp", 30);
+    let addr = serve_tls(
+        router,
+        credgate::config::TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: None,
+        },
+    )
+    .await;
+    let issuer = format!("https://{addr}");
+    let ca = if trusted.as_os_str().is_empty() {
+        pki.ca_file()
+    } else {
+        trusted.to_path_buf()
+    };
+    let text = format!(
+        "[[identity_providers]]\nissuer = \"{issuer}\"\nkind = \"staff\"\naudience = \"credgate-console\"\nroles_claim = \"groups\"\nrole_map = {{ auditors = \"auditor\" }}\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    let providers = Config::parse(&text, "t").unwrap().identity_providers;
+    let app = TestApp::spawn_with(|c| c.identity_providers.extend(providers)).await;
+    // The Pki is handed back: its directory (the CA file) lives as long as the test.
+    (app, issuer, forms, pki)
+}
+
+/// The code exchange goes to an https provider's token endpoint over TLS verified against the
+/// provider's `ca_file`; a provider whose certificate chains to any other CA is not spoken to
+/// (the sign-in does not start), since verification cannot be turned off.
+#[tokio::test]
+async fn the_code_is_exchanged_over_https_and_only_with_the_providers_ca() {
+    let (app, issuer, forms, _pki) = https_provider(std::path::Path::new("")).await;
+    let r = http()
+        .get(format!("{}/signin/staff", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = location(&r);
+    assert!(authorize.starts_with(&format!("{issuer}/authorize?")));
+    let flow = cookie_of(&r, "cg_signin").expect("the flow cookie");
+    let callback = format!(
+        "{}/signin/staff/callback?state={}&code=the-code",
+        app.url,
+        state_of(&authorize)
+    );
+    let done = finish(&callback, Some(&flow)).await;
+    assert_eq!(done.status(), 400, "invalid_grant finishes nothing");
+    assert!(cookie_of(&done, "cg_session").is_none());
+    let sent = forms.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "the token endpoint was asked once: {sent:?}");
+    assert!(
+        sent[0].contains("grant_type=authorization_code") && sent[0].contains("code=the-code"),
+        "{sent:?}"
+    );
+
+    let other = crate::edge_tls::Pki::new();
+    let (app, _, forms, _pki) = https_provider(&other.ca_file()).await;
+    let r = http()
+        .get(format!("{}/signin/staff", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "a certificate of another CA is refused");
+    assert!(forms.lock().unwrap().is_empty());
+}
+
+/// The sign-in door's 429 carries the door's RateLimit headers, like the public door's, and
+/// only the first refusal of a flood is recorded (one summary per window).
+#[tokio::test]
+async fn the_sign_in_doors_429_names_its_bucket() {
+    let s = site_with(|c| c.rate_limits.signins_per_address_per_minute = 2).await;
+    let get = || async {
+        http()
+            .get(format!("{}/signin/subject", s.app.url))
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = get().await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()["ratelimit-policy"], "\"signin\";q=2;w=60");
+    assert_eq!(get().await.status(), 303);
+    let refused = get().await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"signin\";r=0;t="),
+        "{:?}",
+        refused.headers()
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(
+        refused.headers().contains_key("x-audit-id"),
+        "the first 429 is recorded"
+    );
+    let again = get().await;
+    assert_eq!(again.status(), 429);
+    assert!(
+        !again.headers().contains_key("x-audit-id"),
+        "later ones are summarised"
+    );
 }

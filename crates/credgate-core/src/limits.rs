@@ -35,6 +35,10 @@ pub struct RateLimitConfig {
     /// Report filings (`POST /public/reports`) per minute per address.
     #[serde(default = "d_filings")]
     pub filings_per_address_per_minute: u32,
+    /// Page sign-ins started or finished (`/signin/...`) per minute per address: each one
+    /// writes a row and an audit record and may call the provider, and anyone may knock.
+    #[serde(default = "d_signins")]
+    pub signins_per_address_per_minute: u32,
     /// Password hashes (argon2id, 19 MiB each) computed at once by the token endpoint.
     #[serde(default = "d_hash_concurrency")]
     pub token_hash_concurrency: usize,
@@ -68,6 +72,9 @@ fn d_receipts() -> u32 {
 fn d_filings() -> u32 {
     30
 }
+fn d_signins() -> u32 {
+    60
+}
 fn d_hash_concurrency() -> usize {
     2
 }
@@ -97,6 +104,7 @@ pub enum Door {
     Receipt,
     ReportFiling,
     Token,
+    SignIn,
 }
 
 impl Door {
@@ -112,6 +120,8 @@ impl Door {
             Some(Door::Receipt)
         } else if path == "/oauth/token" {
             Some(Door::Token)
+        } else if path.starts_with("/signin/") {
+            Some(Door::SignIn)
         } else {
             None
         }
@@ -123,6 +133,7 @@ impl Door {
             Door::Receipt => "report-receipt",
             Door::ReportFiling => "report-filing",
             Door::Token => "token",
+            Door::SignIn => "signin",
         }
     }
 
@@ -172,6 +183,7 @@ impl RateLimits {
             (Door::Receipt, c.receipts_per_address_per_minute),
             (Door::ReportFiling, c.filings_per_address_per_minute),
             (Door::Token, c.token_per_address_per_minute),
+            (Door::SignIn, c.signins_per_address_per_minute),
         ]
         .into_iter()
         .map(|(door, per_minute)| (door, Bucket::new(door, per_minute)))
@@ -560,6 +572,9 @@ mod tests {
         assert_eq!(of(&Method::GET, "/report"), None);
         assert_eq!(of(&Method::POST, "/report/status"), Some("report-receipt"));
         assert_eq!(of(&Method::GET, "/assets/site.css"), None);
+        assert_eq!(of(&Method::GET, "/signin/staff"), Some("signin"));
+        assert_eq!(of(&Method::GET, "/signin/subject/callback"), Some("signin"));
+        assert_eq!(of(&Method::POST, "/signout"), None);
     }
     use super::*;
 

@@ -2,6 +2,11 @@
 //! nonce; the form's hidden field holds HMAC(nonce) under a key derived from the gateway's
 //! keyring (the same on every replica). A cross-site page can neither read the cookie nor
 //! compute the HMAC, so it cannot send a matching pair.
+//!
+//! With a session cookie the HMAC also covers the session's stored hash, so a pair someone
+//! fetched for themselves (from a public page, without the victim's session) and planted as a
+//! cookie (plain HTTP, a sibling host) does not work beside the victim's session. Forms without
+//! a session (the public report) are signed over the nonce alone, as before.
 
 use http::{HeaderMap, HeaderValue};
 use ring::{hmac, rand::SecureRandom as _};
@@ -30,18 +35,31 @@ fn well_formed(nonce: &str) -> bool {
     nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The reader's CSRF nonce: the one in their cookie, or a new one to set.
+/// What the hidden field signs: the nonce, and the session's hash when there is a session.
+/// The nonce is always 32 hex digits, so the two parts cannot be shifted into each other.
+fn message(nonce: &str, session: Option<&str>) -> String {
+    match session {
+        Some(h) => format!("{nonce}|session|{h}"),
+        None => nonce.to_owned(),
+    }
+}
+
+/// The reader's CSRF nonce: the one in their cookie, or a new one to set; and the session the
+/// token is bound to, if any.
 pub struct Csrf {
     nonce: String,
     fresh: bool,
+    session: Option<String>,
 }
 
 impl Csrf {
     pub fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        let session = super::session::csrf_binding(state, headers);
         match super::cookie(headers, cookie_name(state)).filter(|n| well_formed(n)) {
             Some(nonce) => Self {
                 nonce,
                 fresh: false,
+                session,
             },
             None => {
                 let mut raw = [0u8; 16];
@@ -51,6 +69,7 @@ impl Csrf {
                 Self {
                     nonce: hex::encode(raw),
                     fresh: true,
+                    session,
                 }
             }
         }
@@ -58,7 +77,8 @@ impl Csrf {
 
     /// The hidden field's value.
     pub fn token(&self, state: &AppState) -> String {
-        hex::encode(hmac::sign(&key(state), self.nonce.as_bytes()).as_ref())
+        let msg = message(&self.nonce, self.session.as_deref());
+        hex::encode(hmac::sign(&key(state), msg.as_bytes()).as_ref())
     }
 
     /// The `Set-Cookie` for a nonce the reader does not have yet.
@@ -80,8 +100,8 @@ impl Csrf {
     }
 }
 
-/// Whether a POST carries a cookie nonce and the field that signs it. Compared in constant
-/// time by `hmac::verify`.
+/// Whether a POST carries a cookie nonce and the field that signs it (with the session of
+/// this request, if it carries one). Compared in constant time by `hmac::verify`.
 pub fn verify(state: &AppState, headers: &HeaderMap, field: Option<&str>) -> bool {
     // A second layer for plain HTTP, where a planted non-`__Host-` cookie could pair with a
     // token fetched for it: a browser that says the form came from another site is refused.
@@ -98,5 +118,7 @@ pub fn verify(state: &AppState, headers: &HeaderMap, field: Option<&str>) -> boo
     let Some(tag) = field.and_then(|f| hex::decode(f).ok()) else {
         return false;
     };
-    hmac::verify(&key(state), nonce.as_bytes(), &tag).is_ok()
+    let session = super::session::csrf_binding(state, headers);
+    let msg = message(&nonce, session.as_deref());
+    hmac::verify(&key(state), msg.as_bytes(), &tag).is_ok()
 }

@@ -244,10 +244,18 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Whether the listener speaks HTTPS (`[tls]`): then cookies are `Secure` and the CSRF cookie
-/// `__Host-` (bound to this host and path, unsettable by a sibling subdomain).
+/// Whether browsers reach the gateway over HTTPS: the listener speaks it (`[tls]`), or TLS
+/// ends at a load balancer in front and `[sessions] public_url` says `https://`. Then every
+/// cookie is `Secure` and the session, sign-in and CSRF cookies `__Host-` (bound to this host
+/// and path, unsettable by a sibling subdomain), so that none travels over plain http.
 pub fn over_tls(state: &super::AppState) -> bool {
     state.config.tls.is_some()
+        || state
+            .config
+            .sessions
+            .public_url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
 #[derive(serde::Deserialize)]

@@ -143,6 +143,13 @@ fn cookie_value(state: &AppState, headers: &HeaderMap, base: &str) -> Option<Str
     })
 }
 
+/// What a form's CSRF token is bound to when the request carries a session cookie of the
+/// issued shape: its SHA-256, the key the database holds the session under. No look-up: a dead
+/// or unknown cookie binds as well as a live one, and a token is good only beside it.
+pub(super) fn csrf_binding(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie_value(state, headers, SESSION_COOKIE).map(|v| hash(&v))
+}
+
 /// The live session behind the request's cookie, marked seen now (the core clock, so tests
 /// move time instead of sleeping).
 async fn current(

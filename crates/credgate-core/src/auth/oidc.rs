@@ -19,7 +19,7 @@ use std::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -138,7 +138,7 @@ pub trait Fetch: Send + Sync {
 /// (loopback issuers only, by config); `https://` only when built with the provider's CA, the
 /// only one its certificate may chain to (TLS 1.3 or 1.2, no system roots).
 pub struct HyperFetch {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     tls: bool,
 }
@@ -186,23 +186,57 @@ impl HyperFetch {
             tls,
         })
     }
+
+    /// `url` if this fetcher may call it: plain HTTP, or HTTPS when built with a CA.
+    fn reachable(&self, url: &str) -> Result<http::Uri, String> {
+        let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => Ok(uri),
+            Some("https") if self.tls => Ok(uri),
+            Some("https") => Err(format!("`{url}`: https needs the provider's ca_file")),
+            _ => Err(format!("`{url}`: not an http(s) URL")),
+        }
+    }
+
+    /// `POST url` with a form body (a relying party's token request, RFC 6749 section 4.1.3):
+    /// the status and a body of at most `max_bytes`, whatever the status, under the same
+    /// scheme rules, CA and deadline as [`Fetch::get`]. Public so that the pages' sign-in
+    /// speaks to providers through this one client, not a second TLS stack.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        max_bytes: usize,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let uri = self.reachable(url)?;
+        let req = http::Request::post(uri)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| chain(&e))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), max_bytes).collect().await;
+            body.map(|b| (status, b.to_bytes()))
+                .map_err(|_| format!("`{url}`: body unreadable or over {max_bytes} bytes"))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("`{url}` did not answer within {:?}", self.timeout))?
+    }
 }
 
 impl Fetch for HyperFetch {
     fn get<'a>(&'a self, url: &'a str, max_bytes: usize) -> BoxFuture<'a, Result<Bytes, String>> {
         Box::pin(async move {
-            let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") if self.tls => {}
-                Some("https") => {
-                    return Err(format!("`{url}`: https needs the provider's ca_file"));
-                }
-                _ => return Err(format!("`{url}`: not an http(s) URL")),
-            }
+            let uri = self.reachable(url)?;
             let req = http::Request::get(uri)
                 .header(http::header::ACCEPT, "application/json")
-                .body(Empty::new())
+                .body(Full::new(Bytes::new()))
                 .map_err(|e| e.to_string())?;
             let exchange = async {
                 let resp = self.client.request(req).await.map_err(|e| chain(&e))?;

@@ -1,8 +1,9 @@
 //! The relying party's back channel to an OpenID Connect provider: its endpoints (from the
 //! discovery document, whose `issuer` must be exactly the configured one) and the exchange of
-//! an authorization code for tokens. Plain HTTP only, like the key fetcher of
-//! `credgate_core::auth::oidc` (loopback providers: the demo and the tests); an `https://`
-//! provider is refused with a clear error until a TLS-capable client is wired in here.
+//! an authorization code for tokens. Spoken through the same client as the bearer-token key
+//! fetcher of `credgate_core::auth::oidc` (`HyperFetch`): plain HTTP for loopback providers
+//! (the demo and the tests), HTTPS verified against the provider's own `ca_file` alone (no
+//! system roots, no switch to turn verification off) for every other.
 
 use std::{
     collections::HashMap,
@@ -10,14 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use credgate_core::auth::oidc::{Fetch as _, HyperFetch};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use serde::Deserialize;
+
+use crate::web::AppState;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BYTES: usize = 64 * 1024;
@@ -34,8 +31,26 @@ pub struct Endpoints {
 static CACHE: LazyLock<Mutex<HashMap<String, (Endpoints, Instant)>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The client for the configured provider `issuer`: with its `ca_file` if it has one (then it
+/// also speaks HTTPS, verified against that CA), else plain HTTP only. Built per use, so a
+/// reloaded config or a renewed CA file is read at once; sign-ins are rare enough.
+fn client_for(state: &AppState, issuer: &str) -> Result<HyperFetch, String> {
+    let ca = state
+        .config
+        .identity_providers
+        .iter()
+        .find(|p| p.issuer == issuer)
+        .ok_or_else(|| format!("`{issuer}` is not a configured provider"))?
+        .ca_file
+        .clone();
+    match ca {
+        Some(ca) => HyperFetch::with_ca(TIMEOUT, &ca),
+        None => Ok(HyperFetch::new(TIMEOUT)),
+    }
+}
+
 /// The provider's endpoints, from cache or discovery.
-pub async fn endpoints(issuer: &str) -> Result<Endpoints, String> {
+pub async fn endpoints(state: &AppState, issuer: &str) -> Result<Endpoints, String> {
     if let Some((e, at)) = CACHE.lock().expect("cache lock").get(issuer)
         && at.elapsed() < CACHE_FOR
     {
@@ -45,7 +60,7 @@ pub async fn endpoints(issuer: &str) -> Result<Endpoints, String> {
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let body = HyperFetch::new(TIMEOUT).get(&url, MAX_BYTES).await?;
+    let body = client_for(state, issuer)?.get(&url, MAX_BYTES).await?;
     let e = parse_discovery(&body, issuer)?;
     CACHE
         .lock()
@@ -85,51 +100,33 @@ fn parse_discovery(body: &[u8], issuer: &str) -> Result<Endpoints, String> {
 }
 
 /// RFC 6749 section 4.1.3 with RFC 7636's `code_verifier`, as a public client (no secret):
-/// the provider's `id_token`. Any answer but a 200 with one is an error; its body is not
-/// repeated (it is the provider's text, and may echo what was sent).
-pub async fn exchange(token_endpoint: &str, form: &[(&str, &str)]) -> Result<String, String> {
-    let uri: http::Uri = token_endpoint.parse().map_err(|_| "bad token endpoint")?;
-    if uri.scheme_str() != Some("http") {
-        return Err("this relying party speaks plain HTTP to providers only".into());
-    }
+/// the provider's `id_token`, asked of `issuer`'s token endpoint through its own client. Any
+/// answer but a 200 with one is an error; its body is not repeated (it is the provider's
+/// text, and may echo what was sent).
+pub async fn exchange(
+    state: &AppState,
+    issuer: &str,
+    token_endpoint: &str,
+    form: &[(&str, &str)],
+) -> Result<String, String> {
     let body = serde_urlencoded::to_string(form).map_err(|e| e.to_string())?;
-    let req = http::Request::post(uri)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(TIMEOUT));
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let call = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|_| "token answer unreadable or too large".to_string())?
-            .to_bytes();
-        if status != http::StatusCode::OK {
-            let error = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Err(format!("token endpoint answered {status} {error}"));
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            id_token: String,
-        }
-        serde_json::from_slice::<Answer>(&bytes)
-            .map(|a| a.id_token)
-            .map_err(|_| "token answer has no id_token".to_string())
-    };
-    tokio::time::timeout(TIMEOUT, call)
-        .await
-        .map_err(|_| "token endpoint did not answer in time".to_string())?
+    let (status, bytes) = client_for(state, issuer)?
+        .post_form(token_endpoint, body, MAX_BYTES)
+        .await?;
+    if status != http::StatusCode::OK {
+        let error = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Err(format!("token endpoint answered {status} {error}"));
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        id_token: String,
+    }
+    serde_json::from_slice::<Answer>(&bytes)
+        .map(|a| a.id_token)
+        .map_err(|_| "token answer has no id_token".to_string())
 }
 
 #[cfg(test)]

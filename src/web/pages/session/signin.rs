@@ -109,7 +109,7 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
     let Some(redirect_uri) = redirect_uri(&state, &headers, kind) else {
         return failed(lang, StatusCode::BAD_REQUEST, "signin.failed.start");
     };
-    let endpoints = match client::endpoints(&p.issuer).await {
+    let endpoints = match client::endpoints(&state, &p.issuer).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(issuer = %p.issuer, error = %e, "identity provider unreachable for sign-in");
@@ -296,7 +296,7 @@ async fn finish(
         .code
         .filter(|c| !c.is_empty() && c.len() <= 2048)
         .ok_or(BAD)?;
-    let id_token = exchange(&flow, &code).await?;
+    let id_token = exchange(state, &flow, &code).await?;
     let verified = state.providers().verify(&id_token).await.map_err(refused)?;
     let claims = verified_payload(&id_token).ok_or(BAD)?;
     if !claims_fit(&claims, &flow) {
@@ -312,8 +312,8 @@ async fn finish(
     Ok((value, flow.next_path))
 }
 
-async fn exchange(flow: &Signin, code: &str) -> Result<String, Refusal> {
-    let endpoints = client::endpoints(&flow.issuer).await.map_err(|e| {
+async fn exchange(state: &AppState, flow: &Signin, code: &str) -> Result<String, Refusal> {
+    let endpoints = client::endpoints(state, &flow.issuer).await.map_err(|e| {
         tracing::warn!(error = %e, "identity provider unreachable at callback");
         (StatusCode::SERVICE_UNAVAILABLE, "signin.failed.provider")
     })?;
@@ -324,7 +324,7 @@ async fn exchange(flow: &Signin, code: &str) -> Result<String, Refusal> {
         ("client_id", flow.audience.as_str()),
         ("code_verifier", flow.verifier.as_str()),
     ];
-    client::exchange(&endpoints.token, &form)
+    client::exchange(state, &flow.issuer, &endpoints.token, &form)
         .await
         .map_err(|e| {
             tracing::info!(error = %e, "authorization code not exchanged");
