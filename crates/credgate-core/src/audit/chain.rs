@@ -92,65 +92,65 @@ impl Encoding {
 /// serde_json writes the same bytes for the same values, and `masked` is a sorted map, so this is
 /// canonical. Frozen: pinned by `golden_v1_record`.
 fn canonical_v1(r: &AuditRecord) -> Vec<u8> {
-    serde_json::to_vec(&(
-        (
-            r.seq,
-            &r.id,
-            r.time_us,
-            &r.request_id,
-            &r.kind,
-            &r.client_id,
-            &r.org,
-            &r.role,
-            &r.actor_subject,
-            &r.purpose,
-            &r.consent_id,
-            &r.method,
-        ),
-        (
-            &r.path,
-            &r.store,
-            &r.dataset,
-            &r.subjects,
-            &r.decision,
-            &r.rule,
-            &r.masked,
-            r.status,
-            r.bytes_out,
-            r.upstream_us,
-            r.total_us,
-            &r.client_addr,
-        ),
-    ))
-    .expect("an audit record serialises")
+    serde_json::to_vec(&(first_group(r), second_group(r))).expect("an audit record serialises")
 }
 
 /// Version 2: version 1's two groups and `[actor, actor_org]`. Frozen: pinned by
 /// `golden_v2_record`.
 fn canonical_v2(r: &AuditRecord) -> Vec<u8> {
-    let v1: serde_json::Value =
-        serde_json::from_slice(&canonical_v1(r)).expect("v1 bytes are JSON");
-    let serde_json::Value::Array(mut groups) = v1 else {
-        unreachable!("v1 is an array")
-    };
-    groups.push(serde_json::json!([r.actor, r.actor_org]));
-    serde_json::to_vec(&groups).expect("an audit record serialises")
+    serde_json::to_vec(&(first_group(r), second_group(r), (&r.actor, &r.actor_org)))
+        .expect("an audit record serialises")
 }
 
 /// Version 3: version 2's three groups and `[legal_basis, caller_request_id, trace_id]`.
 /// Frozen: pinned by `golden_v3_record`.
+///
+/// Each version writes its groups in one pass. The first v3 re-parsed the v2 bytes, which
+/// re-parsed v1's: 70k instructions a record, 14% of a data request (callgrind).
 fn canonical_v3(r: &AuditRecord) -> Vec<u8> {
-    let v2: serde_json::Value =
-        serde_json::from_slice(&canonical_v2(r)).expect("v2 bytes are JSON");
-    let serde_json::Value::Array(mut groups) = v2 else {
-        unreachable!("v2 is an array")
-    };
-    groups.push(serde_json::json!([
-        r.legal_basis,
-        r.caller_request_id,
-        r.trace_id
-    ]));
-    serde_json::to_vec(&groups).expect("an audit record serialises")
+    serde_json::to_vec(&(
+        first_group(r),
+        second_group(r),
+        (&r.actor, &r.actor_org),
+        (&r.legal_basis, &r.caller_request_id, &r.trace_id),
+    ))
+    .expect("an audit record serialises")
+}
+
+/// Version 1's first group: who asked, when, and how.
+fn first_group(r: &AuditRecord) -> impl serde::Serialize + '_ {
+    (
+        r.seq,
+        &r.id,
+        r.time_us,
+        &r.request_id,
+        &r.kind,
+        &r.client_id,
+        &r.org,
+        &r.role,
+        &r.actor_subject,
+        &r.purpose,
+        &r.consent_id,
+        &r.method,
+    )
+}
+
+/// Version 1's second group: what was asked for, what was decided and released.
+fn second_group(r: &AuditRecord) -> impl serde::Serialize + '_ {
+    (
+        &r.path,
+        &r.store,
+        &r.dataset,
+        &r.subjects,
+        &r.decision,
+        &r.rule,
+        &r.masked,
+        r.status,
+        r.bytes_out,
+        r.upstream_us,
+        r.total_us,
+        &r.client_addr,
+    )
 }
 
 fn has_person(r: &AuditRecord) -> bool {
