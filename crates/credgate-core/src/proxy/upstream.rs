@@ -225,15 +225,10 @@ impl Store {
             .find(|r| r.method == *method && r.pattern.is_match(segs))
     }
 
-    /// Sends one request and reads the whole answer within the store's deadline.
-    pub async fn forward(&self, out: Outbound<'_>) -> Result<UpstreamResponse, Error> {
-        let uri = self.upstream_uri(out.path, out.query)?;
-        let mut req = Request::builder()
-            .method(out.method.clone())
-            .uri(uri)
-            .body(Full::new(out.body))
-            .map_err(|e| Error::Internal(e.into()))?;
-        let headers = req.headers_mut();
+    /// What the store is sent besides the body: the allow-listed caller headers, the store's
+    /// own host, the gateway's request id, the client's address, the purpose, the trace (as
+    /// the gateway's span) and the store's credential. Nothing else of the caller's.
+    fn outbound_headers(&self, headers: &mut http::HeaderMap, out: &Outbound<'_>) {
         for name in FORWARDED_REQUEST_HEADERS {
             for v in out.caller_headers.get_all(name) {
                 headers.append(name.clone(), v.clone());
@@ -262,6 +257,17 @@ impl Store {
         if let Some((name, value)) = &self.credential {
             headers.insert(name.clone(), value.clone());
         }
+    }
+
+    /// Sends one request and reads the whole answer within the store's deadline.
+    pub async fn forward(&self, out: Outbound<'_>) -> Result<UpstreamResponse, Error> {
+        let uri = self.upstream_uri(out.path, out.query)?;
+        let mut req = Request::builder()
+            .method(out.method.clone())
+            .uri(uri)
+            .body(Full::new(out.body.clone()))
+            .map_err(|e| Error::Internal(e.into()))?;
+        self.outbound_headers(req.headers_mut(), &out);
 
         let started = std::time::Instant::now();
         let exchange = async {
