@@ -433,6 +433,9 @@ pub(crate) async fn own_record(
         a.masked = found.audit.masked.clone();
         a.dataset = found.audit.dataset.clone();
         a.t4_released = found.audit.t4_released;
+        // What the read withheld past retention: the audit layer asks for its deletion with
+        // this record, as after any other read.
+        a.expired = found.audit.expired.clone();
         let extra = found.audit.subjects.iter().filter(|s| **s != a.subjects[0]);
         a.subjects.extend(extra.cloned().collect::<Vec<_>>());
     });

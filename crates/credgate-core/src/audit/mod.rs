@@ -226,6 +226,18 @@ impl Deferred {
         self
     }
 
+    /// This change and then `next`'s, in one transaction: both commit with the record or
+    /// neither does. What waits for the commit is this change's (`next`'s must have none, and
+    /// the deletion requests a read queues have none). Why: a request whose handler changed
+    /// state (a self-query counts itself) may also have withheld records past retention, and
+    /// their deletion requests must not be dropped for it.
+    pub fn followed_by(self, next: Deferred) -> Self {
+        Self {
+            change: Arc::new(Both(self.change, next.change)),
+            after: self.after,
+        }
+    }
+
     /// The change itself, for the writer to run in the record's transaction.
     pub fn change(&self) -> Arc<dyn Change> {
         self.change.clone()
@@ -237,6 +249,18 @@ impl Deferred {
         if let Some(f) = after {
             f.await;
         }
+    }
+}
+
+/// Two changes, in order, in one transaction (`Deferred::followed_by`).
+struct Both(Arc<dyn Change>, Arc<dyn Change>);
+
+impl Change for Both {
+    fn apply<'a>(&'a self, conn: &'a mut sqlx::AnyConnection) -> Pending<'a> {
+        Box::pin(async move {
+            self.0.apply(&mut *conn).await?;
+            self.1.apply(conn).await
+        })
     }
 }
 
