@@ -92,20 +92,21 @@ pub async fn audit(
     if let Some(p) = info.canonical_path.as_deref() {
         meta.path = cap(p, 512);
     }
-    // A mutation's change commits with its record, or not at all. Requests without one (all
-    // data requests) take the path below unchanged: no copy, no extra await.
-    if let Some(deferred) = res.extensions_mut().remove::<Deferred>() {
-        return with_change(&state, meta, info, res, deferred).await;
-    }
-    // A read that withheld records past retention asks for their deletion with its record
-    // (unless this replica asked lately).
-    if !info.expired.is_empty() {
+    // A mutation's change commits with its record, or not at all; so do the deletion requests
+    // of records a read withheld past retention (unless this replica asked lately). Requests
+    // with neither (most data requests) take the path below unchanged: no copy, no extra await.
+    let deletions = if info.expired.is_empty() {
+        None
+    } else {
         let expired = std::mem::take(&mut info.expired);
-        let now = state.clock.now();
-        if let Some(deferred) = crate::workflows::outbox::deletions(expired, now, &state.deletions)
-        {
-            return with_change(&state, meta, info, res, deferred).await;
-        }
+        crate::workflows::outbox::deletions(expired, state.clock.now(), &state.deletions)
+    };
+    let deferred = match (res.extensions_mut().remove::<Deferred>(), deletions) {
+        (Some(change), Some(deletions)) => Some(change.followed_by(deletions)),
+        (change, deletions) => change.or(deletions),
+    };
+    if let Some(deferred) = deferred {
+        return with_change(&state, meta, info, res, deferred).await;
     }
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);
@@ -162,6 +163,8 @@ impl Meta {
         // A report's receipt is a credential to follow it: never stored in clear, here neither.
         let path = if req.uri().path().starts_with("/public/reports/") {
             "/public/reports/(receipt)".to_string()
+        } else if let Some(q) = audit_search_query(req) {
+            cap(&format!("{}?{q}", req.uri().path()), 512)
         } else {
             cap(req.uri().path(), 512)
         };
@@ -194,6 +197,27 @@ impl Meta {
     }
 }
 
+/// An officer's search or export of the audit log is itself a look at people's histories: its
+/// record keeps what was searched (the query, capped with the path), or the log would not show
+/// whose history an officer looked up.
+fn audit_search_query(req: &Request) -> Option<&str> {
+    let path = req.uri().path();
+    let search = path.starts_with("/admin/audit") || path.starts_with("/console/audit");
+    req.uri().query().filter(|q| search && !q.is_empty())
+}
+
+/// The subject an audit search named (`subject=`), so a search of the log by that subject finds
+/// who looked them up. Only staff see these records: the subject's own access log lists data
+/// reads (`audit::store::access_log`).
+fn searched_subject(path: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| k == "subject" && !v.is_empty() && !v.chars().any(char::is_control))
+        .map(|(_, v)| cap(&v, 128))
+}
+
 /// The record of this response, and its decision.
 fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'static str) {
     let status = res.status();
@@ -212,6 +236,11 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
     } else {
         "deny"
     };
+    let subjects = if info.subjects.is_empty() {
+        searched_subject(&meta.path).into_iter().collect()
+    } else {
+        info.subjects
+    };
     let record = AuditRecord {
         seq: 0,
         id: format!("au_{}", uuid::Uuid::now_v7().simple()),
@@ -228,7 +257,7 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
         path: meta.path,
         store: info.store,
         dataset: info.dataset,
-        subjects: info.subjects,
+        subjects,
         decision: decision.into(),
         rule: if decision == "allow" { None } else { rule },
         masked: info.masked,

@@ -10,6 +10,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use super::objections::{QueryResult, list_query};
 use super::{
     AppState, AttachChange as _, Error,
     extract::Handler,
@@ -17,7 +18,7 @@ use super::{
 };
 use crate::{
     storage,
-    workflows::reports::{self, Filing, TransitionRequest},
+    workflows::reports::{self, Filing, MACHINE, TransitionRequest},
 };
 
 pub fn routes() -> Vec<Group> {
@@ -65,10 +66,24 @@ async fn follow(
     ))
 }
 
-async fn admin_list(State(state): State<AppState>, _: Handler) -> Result<Json<Value>, Error> {
+/// `?status=` as the other queues take it; `overdue` is refused, because reports run no deadline
+/// (answering every report as "not overdue" would mislead a handler).
+async fn admin_list(
+    State(state): State<AppState>,
+    _: Handler,
+    q: QueryResult,
+) -> Result<Json<Value>, Error> {
+    let q = list_query(q)?;
+    if q.overdue.is_some() {
+        return Err(Error::BadRequest(
+            "`overdue` does not apply: reports run no deadline".into(),
+        ));
+    }
+    let status = q.status.as_deref().map(|s| MACHINE.parse(s)).transpose()?;
     let items: Vec<Value> = storage::reports::list_all(&state.db)
         .await?
         .iter()
+        .filter(|r| status.is_none_or(|s| r.status == s))
         .map(reports::WhistleblowerReport::view)
         .collect();
     Ok(Json(json!({ "items": items })))

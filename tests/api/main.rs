@@ -18,6 +18,7 @@ mod console;
 mod crash;
 mod demo;
 mod edge_tls;
+mod hardening;
 mod health;
 mod hostile;
 mod oauth;

@@ -850,32 +850,57 @@ async fn session_settings_that_cannot_work_are_refused_at_start() {
     }
 }
 
-/// Anyone may start a sign-in (it is a link) and each one is a row: past the cap, a new one
-/// is refused instead of stored.
+/// Anyone may start a sign-in (it is a link). When each start was a row under a global cap, a
+/// flood from many addresses filled the table and every person's sign-in answered 503 (review
+/// finding M1). Now a start stores nothing: thousands of them leave no row, and a person's
+/// sign-in begun afterwards still finishes.
 #[tokio::test]
-async fn sign_ins_under_way_are_capped() {
-    use credgate::storage::sessions::{Signin, insert_signin};
+async fn a_flood_of_started_sign_ins_stores_nothing_and_locks_nobody_out() {
+    let s = site_with(|c| c.rate_limits.signins_per_address_per_minute = 1_000_000).await;
+    let mut started = Vec::new();
+    for _ in 0..300 {
+        started.push(begin(&s.app, "subject", None).await);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM page_signins")
+        .fetch_one(s.app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "a started sign-in is a stored row");
+    let b = begin(&s.app, "staff", None).await;
+    let cb = login(&s.idp, &b.authorize, "officer", true).await;
+    assert_eq!(finish(&cb, Some(&b.cookie)).await.status(), 303);
+    // Every one of the flood's cookies is sealed on its own: none is the staff one.
+    assert!(started.iter().all(|x| x.cookie != b.cookie));
+}
+
+/// The flow cookie is sealed: a flipped byte, a cookie cut short, one sealed for the subject's
+/// door used at the staff door, a value of the old shape (43 characters), or one far too long
+/// finish nothing and never panic.
+#[tokio::test]
+async fn an_altered_or_foreign_flow_cookie_finishes_nothing() {
     let s = site().await;
-    let flow = |n: i64| Signin {
-        kind: "staff".into(),
-        issuer: "i".into(),
-        audience: "a".into(),
-        state: "s".into(),
-        nonce: "n".into(),
-        verifier: "v".into(),
-        redirect_uri: "r".into(),
-        next_path: "/console/".into(),
-        created_at: n,
-    };
-    let db = &s.app.state.db;
-    assert!(insert_signin(db, "h1", &flow(100), 0, 2).await.unwrap());
-    assert!(insert_signin(db, "h2", &flow(100), 0, 2).await.unwrap());
-    assert!(
-        !insert_signin(db, "h3", &flow(100), 0, 2).await.unwrap(),
-        "full"
-    );
-    // Stale ones are pruned first, making room.
-    assert!(insert_signin(db, "h4", &flow(300), 200, 2).await.unwrap());
+    let b = begin(&s.app, "staff", None).await;
+    let cb = login(&s.idp, &b.authorize, "officer", true).await;
+    let mut flipped = b.cookie.clone().into_bytes();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let subject = begin(&s.app, "subject", None).await;
+    let cases = [
+        ("flipped", flipped),
+        ("cut", b.cookie[..b.cookie.len() - 5].to_string()),
+        ("other-door", subject.cookie.clone()),
+        ("old-shape", "a".repeat(43)),
+        ("huge", "A".repeat(5000)),
+        ("not-base64", "%%%%".to_string()),
+    ];
+    for (case, cookie) in cases {
+        let r = finish(&cb, Some(&cookie)).await;
+        no_session(&r, case);
+        assert_eq!(r.status(), 400, "{case}");
+    }
+    // The real one still works: the refusals above spent nothing.
+    assert_eq!(finish(&cb, Some(&b.cookie)).await.status(), 303);
 }
 
 // Review findings (helper REV), each first seen failing.

@@ -38,6 +38,9 @@ pub struct Shared {
     pub clock: Arc<crate::clock::Clock>,
     /// Seals whistleblowers' contacts (AES-256-GCM, the reports key from the keyring).
     pub report_sealer: Arc<crate::auth::sealer::Sealer>,
+    /// Seals the page sign-ins under way into their `cg_signin` cookie (a key derived from the
+    /// reports key): no row per started sign-in, so starting them cannot fill a table.
+    pub signin_sealer: Arc<crate::auth::sealer::Sealer>,
     /// Contested records, for marking answers.
     pub marks: Arc<crate::workflows::marks::Marks>,
     /// Records carrying their subject's statements, for annotating answers.
@@ -145,6 +148,10 @@ impl Core {
         let marks = Arc::new(crate::workflows::marks::Marks::load(&db).await?);
         let statements = Arc::new(crate::workflows::statements::Statements::load(&db).await?);
         let report_sealer = Arc::new(crate::auth::sealer::Sealer::new(&keys.reports));
+        let signin_sealer = Arc::new(crate::auth::sealer::Sealer::derive(
+            &keys.reports,
+            b"page sign-in state v1",
+        ));
         Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
             db,
@@ -161,6 +168,7 @@ impl Core {
             statements,
             deletions: Arc::default(),
             report_sealer,
+            signin_sealer,
             limits,
             audit_public_key: Arc::new(keys.audit_signing.public.clone()),
             keyring: Arc::new(keyring),

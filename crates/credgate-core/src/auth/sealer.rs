@@ -2,7 +2,10 @@
 //! under the master key. A fresh random nonce each time; the associated data binds a sealed
 //! value to what it belongs to (a report id, a key id), so it does not open anywhere else.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use ring::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
     rand::{SecureRandom, SystemRandom},
@@ -17,8 +20,40 @@ impl Sealer {
         ))
     }
 
+    /// A key of its own for another use, derived from this one's secret with HKDF-SHA256 and
+    /// `purpose` as the info: one keyring entry serves both, and a value sealed for one use
+    /// never opens under the other.
+    pub fn derive(secret: &[u8; 32], purpose: &'static [u8]) -> Self {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"credgate sealer").extract(secret);
+        let mut key = [0u8; 32];
+        prk.expand(&[purpose], Len)
+            .and_then(|okm| okm.fill(&mut key))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self::new(&key)
+    }
+
     /// base64(nonce || ciphertext || tag), bound to `id`.
     pub fn seal(&self, id: &str, plain: &str) -> String {
+        STANDARD.encode(self.seal_raw(id, plain))
+    }
+
+    /// As `seal`, in unpadded base64url: fit for a cookie value or a URL.
+    pub fn seal_token(&self, id: &str, plain: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.seal_raw(id, plain))
+    }
+
+    pub fn open_token(&self, id: &str, sealed: &str) -> Option<String> {
+        self.open_raw(id, URL_SAFE_NO_PAD.decode(sealed).ok()?)
+    }
+
+    fn seal_raw(&self, id: &str, plain: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -33,11 +68,14 @@ impl Sealer {
             .expect("sealing a short text cannot fail");
         let mut out = nonce.to_vec();
         out.extend(buf);
-        STANDARD.encode(out)
+        out
     }
 
     pub fn open(&self, id: &str, sealed: &str) -> Option<String> {
-        let bytes = STANDARD.decode(sealed).ok()?;
+        self.open_raw(id, STANDARD.decode(sealed).ok()?)
+    }
+
+    fn open_raw(&self, id: &str, bytes: Vec<u8>) -> Option<String> {
         if bytes.len() < NONCE_LEN {
             return None;
         }

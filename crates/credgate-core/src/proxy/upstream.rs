@@ -227,9 +227,21 @@ impl Store {
 
     /// What the store is sent besides the body: the allow-listed caller headers, the store's
     /// own host, the gateway's request id, the client's address, the purpose, the trace (as
-    /// the gateway's span) and the store's credential. Nothing else of the caller's.
+    /// the gateway's span) and the store's credential. Nothing else of the caller's. No
+    /// `X-Forwarded-Proto`: it said `http` whatever the caller used, and the store's client is
+    /// the gateway.
     fn outbound_headers(&self, headers: &mut http::HeaderMap, out: &Outbound<'_>) {
-        for name in FORWARDED_REQUEST_HEADERS {
+        // A header the caller named in `Connection` is hop-by-hop for that hop (RFC 9110,
+        // 7.6.1): it stops here, even when the allow-list would pass it.
+        let hop_by_hop = |name: &HeaderName| {
+            out.caller_headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+        };
+        for name in FORWARDED_REQUEST_HEADERS.iter().filter(|n| !hop_by_hop(n)) {
             for v in out.caller_headers.get_all(name) {
                 headers.append(name.clone(), v.clone());
             }
@@ -245,7 +257,6 @@ impl Store {
         if let Ok(v) = HeaderValue::from_str(&out.client_ip.to_string()) {
             headers.insert("x-forwarded-for", v);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
         if let Ok(v) = HeaderValue::from_str(out.purpose) {
             headers.insert("x-purpose", v);
         }

@@ -2,9 +2,12 @@
 //!
 //! Starting is a plain GET link that answers with a redirect to the provider (a form could not:
 //! the pages' CSP says `form-action 'self'`, and Chromium applies it to a form's redirects).
-//! What the callback needs is stored server-side under the hash of a short-lived `cg_signin`
-//! cookie, which binds the sign-in to the browser that started it (so a code and state
-//! captured or planted from elsewhere finish nothing), and is taken (deleted) on first use.
+//! What the callback needs travels sealed (AES-256-GCM, a key of its own) in a short-lived
+//! `cg_signin` cookie, which binds the sign-in to the browser that started it (so a code and
+//! state captured or planted from elsewhere finish nothing). Nothing is stored until the
+//! callback: anyone may start a sign-in (it is a link), and a row per start let a flood from
+//! many addresses fill the table and lock every person out. A replayed callback finds its code
+//! spent at the provider (RFC 6749 4.1.2: a code is good once).
 
 use axum::{
     Extension,
@@ -14,27 +17,44 @@ use axum::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use minijinja::context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    Kind, SESSION_COOKIE, SIGNIN_COOKIE, client, cookie_value, hash, random_token, set_cookie,
+    Kind, SESSION_COOKIE, SIGNIN_COOKIE, client, cookie_name, cookie_value, hash, random_token,
+    set_cookie,
 };
 use crate::{
     audit::AuditSlot,
     auth::oidc::{OidcError, Verified},
     config::{IdentityProviderConfig, IdentityProviderKind},
-    storage::sessions::{self, Session, Signin},
+    storage::sessions::{self, Session},
     web::{
         AppState,
-        pages::{Lang, over_tls, page},
+        pages::{Lang, cookie, over_tls, page},
     },
 };
 
 /// How long a sign-in may take between leaving for the provider and coming back.
 const SIGNIN_TTL_US: i64 = 600 * 1_000_000;
-/// Sign-ins under way at once, all replicas together: anyone may start one (it is a link), so
-/// a flood of starts meets this cap (503) rather than fill the table.
-const MAX_SIGNINS: i64 = 10_000;
+/// What the sealed state is bound to (the AEAD's associated data): it opens as nothing else.
+const SEALED_AS: &str = "cg_signin v1";
+/// A sealed sign-in is well under 2 kB (`next_path` is at most 512 bytes); anything longer in
+/// the cookie is not one the gateway wrote.
+const MAX_SEALED: usize = 3072;
+
+/// A sign-in under way, as `/signin/{kind}` started it: sealed into the flow cookie.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Signin {
+    kind: String,
+    issuer: String,
+    audience: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    redirect_uri: String,
+    next_path: String,
+    created_at: i64,
+}
 
 #[derive(Deserialize)]
 pub struct Start {
@@ -120,7 +140,6 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
             );
         }
     };
-    let cookie = random_token();
     let flow = Signin {
         kind: kind.as_str().into(),
         issuer: p.issuer.clone(),
@@ -132,13 +151,7 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
         next_path: safe_next(kind, q.next.as_deref()),
         created_at: state.clock.now(),
     };
-    if !store(&state, &cookie, &flow).await {
-        return failed(
-            lang,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signin.failed.provider",
-        );
-    }
+    let cookie = seal(&state, &flow);
     let location = authorize_url(&endpoints.authorization, &flow);
     let tls = over_tls(&state);
     redirect(
@@ -147,20 +160,19 @@ async fn start(state: AppState, headers: HeaderMap, q: Start, kind: Kind) -> Res
     )
 }
 
-/// Stores the sign-in under the hash of its cookie; `false` if storage failed or is full.
-async fn store(state: &AppState, cookie: &str, flow: &Signin) -> bool {
-    let older = flow.created_at - SIGNIN_TTL_US;
-    match sessions::insert_signin(&state.db, &hash(cookie), flow, older, MAX_SIGNINS).await {
-        Ok(true) => true,
-        Ok(false) => {
-            tracing::warn!("too many sign-ins under way; refused a new one");
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "storing a sign-in failed");
-            false
-        }
-    }
+/// The sign-in, sealed for its cookie.
+fn seal(state: &AppState, flow: &Signin) -> String {
+    let plain = serde_json::to_string(flow).expect("a sign-in serialises");
+    state.signin_sealer.seal_token(SEALED_AS, &plain)
+}
+
+/// The sign-in the request's flow cookie carries, if the gateway sealed it (a forged, altered
+/// or foreign value opens as nothing).
+fn unseal(state: &AppState, headers: &HeaderMap) -> Option<Signin> {
+    let name = cookie_name(over_tls(state), SIGNIN_COOKIE);
+    let sealed = cookie(headers, &name).filter(|v| v.len() <= MAX_SEALED)?;
+    let plain = state.signin_sealer.open_token(SEALED_AS, &sealed)?;
+    serde_json::from_str(&plain).ok()
 }
 
 /// The provider's authorization endpoint with the request: code flow, PKCE S256 (the
@@ -276,11 +288,7 @@ async fn finish(
     q: Callback,
     kind: Kind,
 ) -> Result<(String, String), Refusal> {
-    let cookie = cookie_value(state, headers, SIGNIN_COOKIE).ok_or(BAD)?;
-    let flow = sessions::take_signin(&state.db, &hash(&cookie))
-        .await
-        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "signin.failed.provider"))?
-        .ok_or(BAD)?;
+    let flow = unseal(state, headers).ok_or(BAD)?;
     let fresh = state.clock.now() - flow.created_at <= SIGNIN_TTL_US;
     let state_ok = q.state.as_deref().is_some_and(|s| same(s, &flow.state));
     if flow.kind != kind.as_str() || !fresh || !state_ok || q.error.is_some() {
