@@ -18,6 +18,8 @@ mod console;
 mod crash;
 mod demo;
 mod edge_tls;
+mod faults_db;
+mod faults_support;
 mod health;
 mod hostile;
 mod oauth;
