@@ -156,6 +156,7 @@ impl App {
         tasks.keep("replicas", crate::replicas::spawn(state.clone()));
         tasks.keep("metrics upkeep", metrics::spawn_upkeep());
         tasks.keep("identity providers", state.spawn_providers());
+        tasks.keep("storage probe", state.db.spawn_probe());
         let edge = edge::Edge::from_config(&state.config)?;
         let metrics = metrics::bind(&state.config).await?;
         let listener = TcpListener::bind(listen)

@@ -8,6 +8,8 @@ use axum::{
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::storage::health::Condition;
+
 use super::{
     AppState, Error,
     error::Problem,
@@ -72,6 +74,21 @@ async fn ready(state: &AppState) -> Result<Response, Error> {
 
 /// Storage, the audit log and the policies; the digest of the set in force.
 async fn enforcing(state: &AppState) -> Result<String, Error> {
+    // What the background probe knows comes first: it names the cause, where a failed ping
+    // below could only say that storage did not answer.
+    match state.db.condition() {
+        Condition::Up => {}
+        Condition::Unreachable => {
+            return Err(Error::NotReady(
+                "database: unreachable (probed in the background; requests fail fast until it answers)",
+            ));
+        }
+        Condition::DiskFull => {
+            return Err(Error::NotReady(
+                "audit: disk full (under 1 MiB free where the database is; requests fail fast until there is room)",
+            ));
+        }
+    }
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: storage unreachable");
         Error::NotReady("storage unreachable")

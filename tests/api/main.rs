@@ -18,6 +18,8 @@ mod console;
 mod crash;
 mod demo;
 mod edge_tls;
+mod faults_db;
+mod faults_support;
 mod hardening;
 mod health;
 mod hostile;

@@ -7,6 +7,7 @@ pub mod complaints;
 pub mod consents;
 pub mod dashboard;
 pub mod events;
+pub mod health;
 pub mod lockdowns;
 pub mod objections;
 pub mod reports;
@@ -15,7 +16,7 @@ pub mod sessions;
 pub mod signals;
 pub mod statements;
 
-use std::{str::FromStr, time::Duration};
+use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, Executor,
@@ -42,6 +43,12 @@ pub enum StorageError {
     UnsupportedUrl,
 }
 
+/// How long a request waits for a pooled connection. Short: a pool that stays exhausted this
+/// long is an overload better answered 503 at once than queued, and while the database is down
+/// the probe's open circuit (see `health`) ends the wait sooner still; before it, sqlx retried
+/// a refused connection for all of the former 5 s, per request and per audit batch.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl StorageError {
     /// The database refused a value it cannot hold (PostgreSQL's `character_not_in_repertoire`
     /// or `untranslatable_character`: a NUL in text). That is the caller's input, not an
@@ -61,33 +68,46 @@ impl StorageError {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// What the background probe last saw, shared by every clone (see `health`).
+    health: Arc<health::Health>,
 }
 
 impl Db {
     /// Connects (creating a SQLite file if needed). Does not migrate.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite://") {
-            create_private_sqlite_file(rest)?;
+        let (backend, url, file) = if let Some(rest) = url.strip_prefix("sqlite://") {
+            let file = sqlite_file(rest);
+            if let Some(f) = &file {
+                create_private_sqlite_file(f)?;
+            }
             let sep = if rest.contains('?') { '&' } else { '?' };
             let url = if rest.contains("mode=") {
                 url.to_string()
             } else {
                 format!("{url}{sep}mode=rwc")
             };
-            (Backend::Sqlite, url)
+            (Backend::Sqlite, url, file)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_string())
+            (Backend::Postgres, url.to_string(), None)
         } else {
             return Err(StorageError::UnsupportedUrl);
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        let health = Arc::new(health::Health::new(options.clone(), file));
+        let usable = health.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // While the probe knows the database unusable, idle connections are not handed out
+            // either: a new one is asked for, and the open circuit refuses it at once.
+            .before_acquire(move |_, _| {
+                let up = usable.condition() == health::Condition::Up;
+                Box::pin(async move { Ok(up) })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -104,7 +124,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            health,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StorageError> {
@@ -134,18 +158,33 @@ impl Db {
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// What the background probe last saw (`Up` where no probe runs: the CLI's subcommands).
+    pub fn condition(&self) -> health::Condition {
+        self.health.condition()
+    }
+
+    /// Starts the probe that keeps `condition` current and opens the pool's circuit while the
+    /// database is unusable. One per serving process; kept by the web layer's task supervisor.
+    pub fn spawn_probe(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(health::probe(self.clone()))
+    }
+}
+
+/// The database file of a `sqlite://` URL's remainder; `None` for an in-memory database.
+fn sqlite_file(rest: &str) -> Option<PathBuf> {
+    let file = rest.split('?').next().unwrap_or(rest);
+    if file.is_empty() || file.starts_with(':') || rest.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(file))
 }
 
 /// Creates the SQLite file owner-only (0600) before SQLite does (it would use the umask, 0644
 /// as a rule): it holds client hashes, the audit log and report texts. SQLite gives the `-wal`
 /// and `-shm` files the database file's mode, so they follow. An existing file that others can
 /// read is tightened, with a warning.
-fn create_private_sqlite_file(rest: &str) -> Result<(), StorageError> {
-    let file = rest.split('?').next().unwrap_or(rest);
-    if file.is_empty() || file.starts_with(':') || rest.contains("mode=memory") {
-        return Ok(());
-    }
-    let path = std::path::Path::new(file);
+fn create_private_sqlite_file(path: &std::path::Path) -> Result<(), StorageError> {
     let io = |e: std::io::Error| StorageError::Database(sqlx::Error::Io(e));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
