@@ -109,12 +109,13 @@ pub async fn audit(
         return with_change(&state, meta, info, res, deferred).await;
     }
     let t4 = info.t4_released;
+    let oauth = meta.path.starts_with("/oauth/");
     let (record, decision) = record_of(meta, info, &res);
     match state.audit.append_released(record, t4).await {
         Ok(committed) => released(res, &committed, decision, t4),
         Err(e) => {
             tracing::error!(error = %e, "audit record not committed; response withheld");
-            Error::AuditUnavailable.into_response()
+            unavailable(oauth)
         }
     }
 }
@@ -306,6 +307,7 @@ async fn with_change(
     deferred: Deferred,
 ) -> Response {
     let spare = (meta.clone(), info.clone());
+    let oauth = meta.path.starts_with("/oauth/");
     let t4 = info.t4_released;
     let (record, decision) = record_of(meta, info, &res);
     match state.audit.append_with(record, deferred.change()).await {
@@ -318,13 +320,23 @@ async fn with_change(
             let (record, decision) = record_of(spare.0, spare.1, &res);
             match state.audit.append(record).await {
                 Ok(committed) => released(res, &committed, decision, false),
-                Err(_) => Error::AuditUnavailable.into_response(),
+                Err(_) => unavailable(oauth),
             }
         }
         Err(Refusal::Audit(e)) => {
             tracing::error!(error = %e, "change and record not committed; nothing changed");
-            Error::AuditUnavailable.into_response()
+            unavailable(oauth)
         }
+    }
+}
+
+/// The 503 of an answer whose record could not be committed: the token endpoint's in OAuth's
+/// shape (RFC 6749 5.2), every other in problem+json.
+fn unavailable(oauth: bool) -> Response {
+    if oauth {
+        super::oauth::audit_unavailable()
+    } else {
+        Error::AuditUnavailable.into_response()
     }
 }
 

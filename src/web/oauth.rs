@@ -109,6 +109,12 @@ fn well_formed_host(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
+/// The token endpoint's answer when its audit record could not be committed: an OAuth error
+/// body like its others (OAuth clients parse `error`, not problem+json), and no token.
+pub(super) fn audit_unavailable() -> Response {
+    OAuthError::TemporarilyUnavailable.respond("the audit log cannot be written; try again later")
+}
+
 /// RFC 6749 section 5.2 error codes we use.
 #[derive(Debug, Clone, Copy)]
 enum OAuthError {

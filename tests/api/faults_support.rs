@@ -226,14 +226,18 @@ impl Outcome {
         self.ended - self.started
     }
 
-    /// A refusal in the contract's shape: a problem+json, or on the token endpoint the
-    /// RFC 6749 body its handler answers when storage fails (`temporarily_unavailable`).
+    /// A refusal in the contract's shape: on the token endpoint RFC 6749's body
+    /// (`temporarily_unavailable`, whether its handler or the audit layer refused), everywhere
+    /// else a problem+json.
     pub fn is_clean_refusal(&self) -> bool {
-        self.problem_json
-            || (self.what == "token"
+        if self.what == "token" {
+            !self.problem_json
                 && self
                     .refusal
-                    .contains("\"error\":\"temporarily_unavailable\""))
+                    .contains("\"error\":\"temporarily_unavailable\"")
+        } else {
+            self.problem_json
+        }
     }
 }
 
