@@ -52,23 +52,25 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             private_dir(&out)?;
-            match crate::audit::archive::archive(
+            let done = crate::audit::archive::archive(
                 &db,
                 config.audit.retention_days,
                 crate::storage::now_micros(),
                 &out,
             )
-            .await?
-            {
-                Some(a) => {
-                    // The process umask (see main) already made it 0600; say so explicitly.
-                    private_file(std::path::Path::new(&a.file))?;
-                    println!("{}", serde_json::to_string_pretty(&a)?)
-                }
-                None => println!(
+            .await?;
+            if done.is_empty() {
+                println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
                     config.audit.retention_days
-                ),
+                );
+            }
+            // One file per chain; the process umask (see main) already made each 0600.
+            for a in &done {
+                private_file(std::path::Path::new(&a.file))?;
+            }
+            if !done.is_empty() {
+                println!("{}", serde_json::to_string_pretty(&done)?);
             }
         }
         AuditCommand::Export { format, config } => {

@@ -8,6 +8,7 @@ mod law;
 
 mod alerts;
 mod audit;
+mod chains;
 mod axe;
 mod browser_console;
 mod browser_portal;
