@@ -40,22 +40,31 @@ ALTER TABLE audit_log ALTER COLUMN seq SET DEFAULT nextval('audit_log_seq_gen');
 -- A record must link to its chain's head (see the SQLite migration). Raised as a unique
 -- violation: to a writer it is the same news as a taken place in its chain.
 --
--- The record's `seq` is taken here, after the link check has seen the record before it: that
--- record took its number before it committed, so within a chain `seq` grows with `chain_seq`
--- (which verification checks) even when two processes race under one writer id.
+-- Within a chain `seq` must grow with `chain_seq` (verification checks it). The column's
+-- default numbers a batch in chain order, which is enough for one writer per chain; should two
+-- processes race under one writer id, a record's default number may have been taken before
+-- that of the record it now follows. It then takes a new one here, after the check has seen
+-- that record committed, and so after its number was taken.
 CREATE OR REPLACE FUNCTION audit_log_links() RETURNS trigger AS $$
+DECLARE
+    head_hash TEXT;
+    head_seq BIGINT;
 BEGIN
-    IF NEW.chain_seq < 1 OR NEW.prev_hash IS DISTINCT FROM COALESCE(
-        (SELECT hash FROM audit_log
-         WHERE writer_id = NEW.writer_id AND chain_seq = NEW.chain_seq - 1),
-        (SELECT hash FROM audit_archives
-         WHERE writer_id = NEW.writer_id AND upto_chain_seq = NEW.chain_seq - 1),
-        CASE WHEN NEW.chain_seq = 1
-             THEN '0000000000000000000000000000000000000000000000000000000000000000' END)
-    THEN
+    SELECT hash, seq INTO head_hash, head_seq FROM audit_log
+    WHERE writer_id = NEW.writer_id AND chain_seq = NEW.chain_seq - 1;
+    IF NOT FOUND THEN
+        SELECT hash, upto_seq INTO head_hash, head_seq FROM audit_archives
+        WHERE writer_id = NEW.writer_id AND upto_chain_seq = NEW.chain_seq - 1;
+    END IF;
+    IF head_hash IS NULL AND NEW.chain_seq = 1 THEN
+        head_hash := '0000000000000000000000000000000000000000000000000000000000000000';
+    END IF;
+    IF NEW.chain_seq < 1 OR NEW.prev_hash IS DISTINCT FROM head_hash THEN
         RAISE EXCEPTION 'audit_log: record does not link to the head' USING ERRCODE = 'unique_violation';
     END IF;
-    NEW.seq := nextval('audit_log_seq_gen');
+    IF head_seq IS NOT NULL AND NEW.seq <= head_seq THEN
+        NEW.seq := nextval('audit_log_seq_gen');
+    END IF;
     RETURN NEW;
 END
 $$ LANGUAGE plpgsql;

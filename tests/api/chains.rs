@@ -269,10 +269,14 @@ async fn a_log_written_before_per_writer_chains_verifies_after_the_migration_as_
     assert_eq!(report.chains[1].signed_through, Some(5));
 
     // Still append-only, both chains.
+    let moved = format!(
+        "UPDATE audit_log SET writer_id = 'replica-b' WHERE seq = {}",
+        new[0].seq
+    );
     for stmt in [
         "UPDATE audit_log SET org = 'x' WHERE seq = 6",
         "DELETE FROM audit_log WHERE seq = 6",
-        "UPDATE audit_log SET writer_id = 'replica-b' WHERE seq = 11",
+        &moved,
         "DELETE FROM audit_log WHERE writer_id = 'replica-a'",
         "DELETE FROM audit_checkpoints",
         "UPDATE audit_checkpoints SET chain_seq = 1",
@@ -714,4 +718,52 @@ fn a_writer_id_is_printable_bounded_and_never_the_legacy_chains() {
 /// A TOML basic string: JSON's escapes are TOML's for these values.
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
+}
+
+/// `credgate audit verify` offline: it answers for every chain, and its witness file keeps
+/// every chain's last checkpoint, so a tail removed with its checkpoints from a chain that is
+/// not the newest is still found.
+#[tokio::test]
+async fn the_cli_verifies_every_chain_and_its_witness_holds_each_chains_last_checkpoint() {
+    use crate::cli::{config_file, credgate, text};
+    let (app, a, b) = two_chains().await;
+    let cfg = config_file(&app);
+    let witness = app.dir.path().join("witness.json");
+    let path = witness.display().to_string();
+    let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let chains: Vec<&str> = report["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["writer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(chains.len(), 2, "{report}");
+    assert!(chains.contains(&a.as_str()) && chains.contains(&b.as_str()));
+    let kept: Value = serde_json::from_slice(&std::fs::read(&witness).unwrap()).unwrap();
+    assert_eq!(kept["chains"].as_array().unwrap().len(), 2, "{kept}");
+
+    // The chain whose checkpoint is not the newest loses its tail and its checkpoints.
+    let newest = kept["writer_id"].as_str().unwrap().to_string();
+    let victim = if newest == a { &b } else { &a };
+    for stmt in [
+        format!("DELETE FROM audit_checkpoints WHERE writer_id = '{victim}' AND chain_seq > 3"),
+        format!(
+            "DELETE FROM audit_subjects WHERE seq IN \
+             (SELECT seq FROM audit_log WHERE writer_id = '{victim}' AND chain_seq > 3)"
+        ),
+        format!("DELETE FROM audit_log WHERE writer_id = '{victim}' AND chain_seq > 3"),
+    ] {
+        run(&app, &stmt).await;
+    }
+    let out = credgate(&["audit", "verify", "--config", &cfg]);
+    assert!(out.status.success(), "alone, the database looks whole");
+    let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["writer_id"], victim.as_str(), "{report}");
+    assert!(report["reason"].as_str().unwrap().contains("no longer holds"));
 }
