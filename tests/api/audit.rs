@@ -1165,7 +1165,11 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
         .fetch_one(db.pool())
         .await
         .unwrap();
-    assert!(record.seq > archived_seq, "{} after {archived_seq}", record.seq);
+    assert!(
+        record.seq > archived_seq,
+        "{} after {archived_seq}",
+        record.seq
+    );
     let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();

@@ -233,8 +233,7 @@ fn test_key() -> (ring::signature::Ed25519KeyPair, Vec<u8>) {
 }
 
 #[tokio::test]
-async fn a_log_written_before_per_writer_chains_verifies_after_the_migration_as_the_legacy_chain()
-{
+async fn a_log_written_before_per_writer_chains_verifies_after_the_migration_as_the_legacy_chain() {
     let dir = tempfile::tempdir().unwrap();
     let db = pre_chain_database(dir.path()).await;
     let (key, public) = test_key();
@@ -249,19 +248,32 @@ async fn a_log_written_before_per_writer_chains_verifies_after_the_migration_as_
     let legacy = &report.chains[0];
     assert_eq!(legacy.writer_id, LEGACY_WRITER);
     assert_eq!(
-        (legacy.records, legacy.archived_through, legacy.signed_through),
+        (
+            legacy.records,
+            legacy.archived_through,
+            legacy.signed_through
+        ),
         (6, Some(4), Some(8))
     );
     assert_eq!(legacy.head, legacy_record_hash(&db, 10).await);
     // A witness kept before the migration (no chain named) still holds.
-    let held = verify::verify_against(&db, &public, &witness).await.unwrap();
+    let held = verify::verify_against(&db, &public, &witness)
+        .await
+        .unwrap();
     assert!(held.ok, "{held:?}");
 
     // A writer after the migration starts a chain of its own; both verify, and the log's seq
     // goes on after the legacy records.
     let new = append_chain(&db, "replica-a", 5, Some(&key), now).await;
-    assert!(new.iter().all(|r| r.seq > 10), "{:?}", new.iter().map(|r| r.seq).collect::<Vec<_>>());
-    assert!(new.iter().all(|r| Encoding::of_hash(&r.hash) == Some(Encoding::V4)));
+    assert!(
+        new.iter().all(|r| r.seq > 10),
+        "{:?}",
+        new.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
+    assert!(
+        new.iter()
+            .all(|r| Encoding::of_hash(&r.hash) == Some(Encoding::V4))
+    );
     let report = verify::verify_at(&db, &public, now).await.unwrap();
     assert!(report.ok, "{report:?}");
     let names: Vec<&str> = report.chains.iter().map(|c| c.writer_id.as_str()).collect();
@@ -307,7 +319,9 @@ async fn a_log_written_before_per_writer_chains_verifies_after_the_migration_as_
 }
 
 async fn legacy_record_hash(db: &credgate::storage::Db, seq: i64) -> String {
-    store::page_after(db, seq - 1, 1).await.unwrap()[0].hash.clone()
+    store::page_after(db, seq - 1, 1).await.unwrap()[0]
+        .hash
+        .clone()
 }
 
 /// The archive follows each chain: one file per chain, each cut at its own signed checkpoint,
@@ -341,7 +355,10 @@ async fn archiving_takes_each_chain_up_to_its_own_checkpoint() {
         .iter()
         .map(|c| (c.writer_id.as_str(), c.records, c.archived_through))
         .collect();
-    assert_eq!(chains, [("replica-a", 2, Some(3)), ("replica-b", 0, Some(4))]);
+    assert_eq!(
+        chains,
+        [("replica-a", 2, Some(3)), ("replica-b", 0, Some(4))]
+    );
     // Chains go on from their archives.
     let next = append_chain(&db, "replica-b", 1, None, now).await;
     assert_eq!(next[0].chain_seq, 5);
@@ -371,7 +388,9 @@ async fn two_writers_keep_chains_of_their_own_and_every_release_is_recorded_once
     assert_ne!(a, b, "two processes on port 0 get ids of their own");
     let released = load(&app, [app.url.clone(), other.url.clone()], 8, 25).await;
     assert_eq!(released.len(), 200);
-    let all = store::page_after(&app.state.db, 0, 1_000_000).await.unwrap();
+    let all = store::page_after(&app.state.db, 0, 1_000_000)
+        .await
+        .unwrap();
     let stored: HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
     assert!(released.iter().all(|id| stored.contains(id.as_str())));
     let seqs: HashSet<i64> = all.iter().map(|r| r.seq).collect();
@@ -395,7 +414,11 @@ async fn two_writers_keep_chains_of_their_own_and_every_release_is_recorded_once
     let status = store::chain_status(&app.state.db).await.unwrap();
     assert_eq!(status.len(), 2);
     for s in &status {
-        let c = report.chains.iter().find(|c| c.writer_id == s.writer_id).unwrap();
+        let c = report
+            .chains
+            .iter()
+            .find(|c| c.writer_id == s.writer_id)
+            .unwrap();
         assert_eq!(s.head_chain_seq, c.records);
         assert_eq!(s.head_hash, c.head);
         assert_eq!(s.signed_through, c.signed_through);
@@ -447,7 +470,9 @@ async fn two_writers_sharing_one_writer_id_do_not_fork_the_chain() {
     let other = app.sibling().await;
     assert_eq!(other.state.audit.writer_id(), "same-id");
     let released = load(&app, [app.url.clone(), other.url.clone()], 8, 20).await;
-    let all = store::page_after(&app.state.db, 0, 1_000_000).await.unwrap();
+    let all = store::page_after(&app.state.db, 0, 1_000_000)
+        .await
+        .unwrap();
     let ids: HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), all.len());
     assert!(released.iter().all(|id| ids.contains(id.as_str())));
@@ -501,16 +526,20 @@ async fn a_chain_whose_writer_is_gone_is_signed_by_another_replica() {
     let old = credgate::storage::now_micros() - 3_600_000_000;
     append_chain(&app.state.db, "gone-replica", 3, None, old).await;
     let db = app.state.db.clone();
-    wait_until("the abandoned head is signed", Duration::from_secs(60), || {
-        let db = db.clone();
-        async move {
-            store::chain_status(&db)
-                .await
-                .unwrap()
-                .iter()
-                .any(|s| s.writer_id == "gone-replica" && s.signed_through == Some(3))
-        }
-    })
+    wait_until(
+        "the abandoned head is signed",
+        Duration::from_secs(60),
+        || {
+            let db = db.clone();
+            async move {
+                store::chain_status(&db)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.writer_id == "gone-replica" && s.signed_through == Some(3))
+            }
+        },
+    )
     .await;
     let report = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
@@ -602,16 +631,26 @@ async fn an_edited_record_in_the_second_chain_is_found_and_its_chain_named_over_
     }
     assert_eq!(
         ok["records"],
-        chains.iter().map(|c| c["records"].as_i64().unwrap()).sum::<i64>()
+        chains
+            .iter()
+            .map(|c| c["records"].as_i64().unwrap())
+            .sum::<i64>()
     );
 
     let seq = seq_of(&app, &b, 5).await;
-    run(&app, &format!("UPDATE audit_log SET org = 'innocent' WHERE seq = {seq}")).await;
+    run(
+        &app,
+        &format!("UPDATE audit_log SET org = 'innocent' WHERE seq = {seq}"),
+    )
+    .await;
     let bad = answer(&app).await;
     assert_eq!(bad["ok"], false, "{bad}");
     assert_eq!(bad["writer_id"], b.as_str(), "{bad}");
     assert_eq!(bad["first_bad_seq"], seq, "{bad}");
-    assert!(bad["first_bad_id"].as_str().unwrap().starts_with("au_"), "{bad}");
+    assert!(
+        bad["first_bad_id"].as_str().unwrap().starts_with("au_"),
+        "{bad}"
+    );
     assert!(bad["reason"].as_str().unwrap().contains("edited"), "{bad}");
 }
 
@@ -703,7 +742,12 @@ fn a_writer_id_is_printable_bounded_and_never_the_legacy_chains() {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("audit.writer_id"), "{bad:?}: {e}");
     }
-    for good in ["replica-1", "gw-a/10.0.0.5:8080", "[::1]:8080", &"x".repeat(128)] {
+    for good in [
+        "replica-1",
+        "gw-a/10.0.0.5:8080",
+        "[::1]:8080",
+        &"x".repeat(128),
+    ] {
         let text = format!("[audit]\nwriter_id = {}\n", toml_str(good));
         let c = credgate::config::Config::parse(&text, "t").unwrap();
         c.validate().unwrap();
@@ -765,5 +809,10 @@ async fn the_cli_verifies_every_chain_and_its_witness_holds_each_chains_last_che
     assert!(!out.status.success(), "{stdout}{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["writer_id"], victim.as_str(), "{report}");
-    assert!(report["reason"].as_str().unwrap().contains("no longer holds"));
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer holds")
+    );
 }

@@ -154,9 +154,11 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
     // load again, and is killed again.
     loaded.gateway.start("error", None).await;
     let (released, workers) = start_load(&loaded);
-    wait_until("the restarted gateway is under load", Duration::from_secs(60), || async {
-        released.lock().unwrap().len() >= UNDER_LOAD
-    })
+    wait_until(
+        "the restarted gateway is under load",
+        Duration::from_secs(60),
+        || async { released.lock().unwrap().len() >= UNDER_LOAD },
+    )
     .await;
     loaded.gateway.kill();
     for w in workers {

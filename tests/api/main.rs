@@ -8,10 +8,10 @@ mod law;
 
 mod alerts;
 mod audit;
-mod chains;
 mod axe;
 mod browser_console;
 mod browser_portal;
+mod chains;
 mod cli;
 mod complaints;
 mod consent;

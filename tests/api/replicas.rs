@@ -758,9 +758,9 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     );
     // The killed replica restarts and continues its own chain from its stored head.
     a.start("error", None).await;
-    for i in 0..20 {
+    for uscc in usccs.iter().take(20) {
         let res = http
-            .get(format!("{}/v1/stores/power/entities/{}", a.url, usccs[i]))
+            .get(format!("{}/v1/stores/power/entities/{uscc}", a.url))
             .bearer_auth(&load_token)
             .header("X-Purpose", "supervision")
             .send()

@@ -123,7 +123,13 @@ fn file_name(writer_id: &str, from: i64, upto: i64) -> String {
     let safe: String = writer_id
         .chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let digest = ring::digest::digest(&ring::digest::SHA256, writer_id.as_bytes());
     let tag = hex::encode(&digest.as_ref()[..4]);

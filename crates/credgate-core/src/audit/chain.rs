@@ -261,7 +261,9 @@ pub fn sign_chain_checkpoint(
     time_us: i64,
 ) -> String {
     hex(key
-        .sign(&chain_checkpoint_message(writer_id, chain_seq, hash, time_us))
+        .sign(&chain_checkpoint_message(
+            writer_id, chain_seq, hash, time_us,
+        ))
         .as_ref())
 }
 
@@ -649,7 +651,8 @@ mod tests {
             "0d849b32ffcfa89310029d8b4998e189acc4b215b55fdc7f5bb4504f10abb4fc\
              2b9fcd907933257570d79ebb1df54c492f89bf13e20471c09a7665e002ae490d"
         );
-        let ok = |w: &str, n: i64, h: &str, t: i64| chain_checkpoint_signed(&public, w, n, h, t, &sig);
+        let ok =
+            |w: &str, n: i64, h: &str, t: i64| chain_checkpoint_signed(&public, w, n, h, t, &sig);
         assert!(ok("replica-a", 7, V4_HASH, 1_735_689_600_123_456));
         assert!(!ok("replica-b", 7, V4_HASH, 1_735_689_600_123_456));
         assert!(!ok("replica-a", 8, V4_HASH, 1_735_689_600_123_456));
@@ -657,7 +660,21 @@ mod tests {
         assert!(!ok("replica-a", 7, V4_HASH, 1_735_689_600_123_457));
         // A legacy checkpoint (the old message) counts for the legacy chain only.
         let old = sign_checkpoint(&kp, 42, V1_HASH, 1);
-        assert!(chain_checkpoint_signed(&public, LEGACY_WRITER, 42, V1_HASH, 1, &old));
-        assert!(!chain_checkpoint_signed(&public, "replica-a", 42, V1_HASH, 1, &old));
+        assert!(chain_checkpoint_signed(
+            &public,
+            LEGACY_WRITER,
+            42,
+            V1_HASH,
+            1,
+            &old
+        ));
+        assert!(!chain_checkpoint_signed(
+            &public,
+            "replica-a",
+            42,
+            V1_HASH,
+            1,
+            &old
+        ));
     }
 }

@@ -629,7 +629,8 @@ fn advanced(
     if let Some(r) = records.last() {
         head.chain_seq = r.chain_seq;
         head.hash = r.hash.clone();
-        head.unsigned_since_us.get_or_insert_with(crate::storage::now_micros);
+        head.unsigned_since_us
+            .get_or_insert_with(crate::storage::now_micros);
     }
     if let Some(cp) = checkpoint {
         head.checkpoint_chain_seq = cp.chain_seq;

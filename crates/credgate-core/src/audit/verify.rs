@@ -212,7 +212,8 @@ pub async fn verify_against_all(
             return Ok(report);
         }
         let found = held.iter().any(|cp| {
-            (cp.seq, cp.time_us, &cp.hash, &cp.signature) == (w.seq, w.time_us, &w.hash, &w.signature)
+            (cp.seq, cp.time_us, &cp.hash, &cp.signature)
+                == (w.seq, w.time_us, &w.hash, &w.signature)
                 && (cp.writer_id.as_str(), cp.chain_seq) == (writer_id, chain_seq)
         });
         if !found {
@@ -244,7 +245,8 @@ impl Walk<'_> {
         // After archiving, the chain starts from the archived checkpoint, which must still verify.
         let (base, base_hash) = super::archive::base(self.db, &writer_id).await?;
         if base > 0 {
-            if let Err(why) = check_base(cps, self.public_key, (&writer_id, base, &base_hash), now_us)
+            if let Err(why) =
+                check_base(cps, self.public_key, (&writer_id, base, &base_hash), now_us)
             {
                 self.report.fail(Some(base), None, why);
                 return Ok(());
@@ -252,7 +254,8 @@ impl Walk<'_> {
             self.chain.archived_through = Some(base);
             self.chain.signed_through = Some(base);
         }
-        let remaining: Vec<&store::Checkpoint> = cps.iter().filter(|c| c.chain_seq > base).collect();
+        let remaining: Vec<&store::Checkpoint> =
+            cps.iter().filter(|c| c.chain_seq > base).collect();
         self.records(&remaining, base, base_hash).await?;
         let end = base + self.chain.records;
         if self.report.ok
