@@ -10,7 +10,7 @@ use crate::storage::Db;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the hash chain and the signed checkpoints; exits non-zero if anything is wrong.
+    /// Check every writer's hash chain and the signed checkpoints; exits non-zero if anything is wrong.
     Verify {
         /// A previous report's `last_checkpoint`, kept outside the database: the log must
         /// still hold it (deleting the tail with its checkpoints is found). Written after
@@ -52,23 +52,25 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             private_dir(&out)?;
-            match crate::audit::archive::archive(
+            let done = crate::audit::archive::archive(
                 &db,
                 config.audit.retention_days,
                 crate::storage::now_micros(),
                 &out,
             )
-            .await?
-            {
-                Some(a) => {
-                    // The process umask (see main) already made it 0600; say so explicitly.
-                    private_file(std::path::Path::new(&a.file))?;
-                    println!("{}", serde_json::to_string_pretty(&a)?)
-                }
-                None => println!(
+            .await?;
+            if done.is_empty() {
+                println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
                     config.audit.retention_days
-                ),
+                );
+            }
+            // One file per chain; the process umask (see main) already made each 0600.
+            for a in &done {
+                private_file(std::path::Path::new(&a.file))?;
+            }
+            if !done.is_empty() {
+                println!("{}", serde_json::to_string_pretty(&done)?);
             }
         }
         AuditCommand::Export { format, config } => {
@@ -118,6 +120,11 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// `audit verify`, against the witness in `witness` when that file exists; a successful
 /// verification leaves its last checkpoint there for the next run. A failed one leaves the
 /// old witness untouched, so the evidence is not overwritten by the tampered log's head.
+///
+/// The witness is the report's `last_checkpoint` (the newest checkpoint of any chain) with a
+/// `chains` list beside it: every chain's last checkpoint, so that a tail removed with its
+/// checkpoints is found in whichever chain it was. A witness file from before per-writer
+/// chains (one checkpoint, no `chains`) is read as the legacy chain's.
 async fn verify_with_witness(
     db: &Db,
     public_key: &[u8],
@@ -125,21 +132,11 @@ async fn verify_with_witness(
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::verify;
     let kept = match witness {
-        Some(path) if path.exists() => {
-            let text = std::fs::read(path)
-                .with_context(|| format!("reading the witness {}", path.display()))?;
-            let w: verify::Witness = serde_json::from_slice(&text).with_context(|| {
-                format!(
-                    "{} is not a witness (a report's `last_checkpoint`)",
-                    path.display()
-                )
-            })?;
-            Some(w)
-        }
+        Some(path) if path.exists() => Some(read_witness(path)?),
         _ => None,
     };
     let report = match &kept {
-        Some(w) => verify::verify_against(db, public_key, w).await?,
+        Some(w) => verify::verify_against_all(db, public_key, w).await?,
         None => verify::verify(db, public_key).await?,
     };
     let printed = with_times(&report);
@@ -158,12 +155,45 @@ async fn verify_with_witness(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A verification report as printed: the last checkpoint's `time_us` gets an RFC 3339 `time`
-/// beside it (the witness file keeps the checkpoint as it is).
+/// The checkpoints a witness file holds: its `chains` list, or the one checkpoint it is.
+fn read_witness(path: &std::path::Path) -> anyhow::Result<Vec<crate::audit::verify::Witness>> {
+    let text =
+        std::fs::read(path).with_context(|| format!("reading the witness {}", path.display()))?;
+    let not_one = || {
+        format!(
+            "{} is not a witness (a report's `last_checkpoint`)",
+            path.display()
+        )
+    };
+    let v: serde_json::Value = serde_json::from_slice(&text).with_context(not_one)?;
+    let mut all = vec![serde_json::from_value(v.clone()).with_context(not_one)?];
+    if let Some(chains) = v.get("chains") {
+        let chains: Vec<crate::audit::verify::Witness> =
+            serde_json::from_value(chains.clone()).with_context(not_one)?;
+        all.extend(chains);
+    }
+    Ok(all)
+}
+
+/// A verification report as printed: each checkpoint's `time_us` gets an RFC 3339 `time`
+/// beside it, and `last_checkpoint` lists every chain's last checkpoint in `chains` (the
+/// witness file keeps the checkpoints as they are).
 fn with_times(report: &crate::audit::verify::ChainVerdict) -> serde_json::Value {
     let mut v = serde_json::to_value(report).expect("a report serialises");
     if let Some(last) = &report.last_checkpoint {
         v["last_checkpoint"]["time"] = crate::storage::micros_to_rfc3339(last.time_us).into();
+        let chains: Vec<_> = report
+            .chains
+            .iter()
+            .filter_map(|c| c.last_checkpoint.as_ref())
+            .collect();
+        v["last_checkpoint"]["chains"] = serde_json::to_value(chains).expect("witnesses serialise");
+    }
+    for (i, c) in report.chains.iter().enumerate() {
+        if let Some(last) = &c.last_checkpoint {
+            v["chains"][i]["last_checkpoint"]["time"] =
+                crate::storage::micros_to_rfc3339(last.time_us).into();
+        }
     }
     v
 }

@@ -274,6 +274,7 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
         legal_basis: info.legal_basis,
         caller_request_id: meta.caller_request_id,
         trace_id: meta.trace_id,
+        ..Default::default() // the chain's fields are set by the audit writer
     };
     (record, decision)
 }

@@ -225,8 +225,9 @@ async fn refused_as_append_only(pool: &sqlx::AnyPool, stmt: &str) {
     assert!(e.contains("is append-only"), "{stmt}: {e}");
 }
 
-/// Writers of several replicas share no lock: a batch chained onto a stale head must be refused
-/// by the database itself, or two replicas could fork the chain.
+/// Each writer has its own chain, but a process misconfigured with another's writer id (or a
+/// buggy writer) must still not fork it: the database itself refuses a record that does not
+/// link to its chain's head, and a second record at one place in a chain.
 #[tokio::test]
 async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
     let app = TestApp::spawn().await;
@@ -234,40 +235,72 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
     for _ in 0..3 {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
-    let copy_of_head = |seq: &str, prev_hash: &str| {
+    let copy_of_head = |id: &str, writer: &str, chain_seq: &str, prev_hash: &str| {
         format!(
-            "INSERT INTO audit_log SELECT {seq}, 'au_copy', time_us, request_id, kind, client_id, org, \
-             role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, \
-             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, {prev_hash}, hash, actor, actor_org, legal_basis, caller_request_id, trace_id \
+            "INSERT INTO audit_log (seq, id, time_us, request_id, kind, client_id, org, role, \
+             actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, \
+             rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, \
+             writer_id, chain_seq) \
+             SELECT (SELECT MAX(seq) + 1 FROM audit_log), '{id}', time_us, request_id, kind, \
+             client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, \
+             subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, \
+             client_addr, {prev_hash}, hash, {writer}, {chain_seq} \
              FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"
         )
     };
     let pool = app.state.db.pool();
-    // The next seq, chained onto the record before the head: what a stale writer would send.
+    // The next place, chained onto the record before the head: what a stale writer would send.
     let stale = pool
-        .execute(sqlx::AssertSqlSafe(copy_of_head("seq + 1", "prev_hash")))
+        .execute(sqlx::AssertSqlSafe(copy_of_head(
+            "au_stale",
+            "writer_id",
+            "chain_seq + 1",
+            "prev_hash",
+        )))
         .await;
     let e = stale
         .expect_err("a record that skips the head is refused")
         .to_string();
     assert!(e.contains("does not link to the head"), "{e}");
-    // A seq already taken is refused too (the primary key).
+    // A place already taken is refused too (the chain's unique index, or the link check).
     let taken = pool
-        .execute(sqlx::AssertSqlSafe(copy_of_head("seq", "hash")))
+        .execute(sqlx::AssertSqlSafe(copy_of_head(
+            "au_taken",
+            "writer_id",
+            "chain_seq",
+            "prev_hash",
+        )))
         .await
-        .expect_err("a seq already taken is refused");
-    // By the primary key or the link check (whichever the backend runs first): a conflict the
-    // writer chains again, not some other failure.
+        .expect_err("a place already taken is refused");
     let taken = taken.as_database_error().expect("by the database");
     assert!(
         taken.kind() == sqlx::error::ErrorKind::UniqueViolation
             || taken.message().contains("does not link to the head"),
         "{taken}"
     );
+    // Another chain's head is no head of this one: a new chain starts from genesis only.
+    for (place, prev) in [("chain_seq + 1", "hash"), ("1", "hash"), ("0", "prev_hash")] {
+        let e = pool
+            .execute(sqlx::AssertSqlSafe(copy_of_head(
+                "au_other",
+                "'another-writer'",
+                place,
+                prev,
+            )))
+            .await
+            .expect_err("a record of another chain linking to this one is refused")
+            .to_string();
+        assert!(e.contains("does not link to the head"), "{place}: {e}");
+    }
     // The same row linked to the head is accepted: the check refuses forks, not appends.
-    pool.execute(sqlx::AssertSqlSafe(copy_of_head("seq + 1", "hash")))
-        .await
-        .expect("a record that links to the head is stored");
+    pool.execute(sqlx::AssertSqlSafe(copy_of_head(
+        "au_next",
+        "writer_id",
+        "chain_seq + 1",
+        "hash",
+    )))
+    .await
+    .expect("a record that links to the head is stored");
 }
 
 /// Batch sizes either side of the writer's cached statements (up to 64 rows; larger ones are
@@ -277,9 +310,10 @@ async fn the_database_refuses_a_record_that_does_not_link_to_the_head() {
 async fn batches_of_every_size_are_stored_whole_and_verify() {
     use credgate::audit::{AuditRecord, chain, store};
     let app = TestApp::spawn().await;
-    let mut writer = store::WriterConn::new(app.state.db.clone());
+    let mut writer = store::WriterConn::new(app.state.db.clone(), "batch-writer");
     let mut known = None;
-    let sizes = [1usize, 63, 64, 64, 65, 200, 1];
+    // 512: `batch_max`'s default, the largest batch a writer sends.
+    let sizes = [1usize, 63, 64, 64, 65, 200, 512, 1];
     let mut n = 0;
     for (b, &size) in sizes.iter().enumerate() {
         let mut records: Vec<AuditRecord> = (0..size)
@@ -302,7 +336,10 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
             })
             .collect();
         store::append(&mut writer, &mut known, &mut records, |head, records| {
-            chain::link(head.seq, head.hash.clone(), records);
+            for r in records.iter_mut() {
+                r.writer_id = "batch-writer".into();
+            }
+            chain::link(head.chain_seq, head.hash.clone(), records);
             None
         })
         .await
@@ -312,7 +349,12 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
-    assert_eq!(report.records, sizes.iter().sum::<usize>() as i64);
+    let chain = report
+        .chains
+        .iter()
+        .find(|c| c.writer_id == "batch-writer")
+        .expect("the writer's chain");
+    assert_eq!(chain.records, sizes.iter().sum::<usize>() as i64);
     let pool = app.state.db.pool();
     for (b, &size) in sizes.iter().enumerate() {
         let indexed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -354,17 +396,26 @@ async fn tampered(tamper: &str) -> verify::ChainVerdict {
         .unwrap()
 }
 
-/// Sets record `seq`'s org and recomputes every hash from it to the head, as an attacker who
-/// knows the encoding would: the chain is consistent in itself, only signatures can tell.
+/// Sets record `seq`'s org and recomputes every hash of its chain from it to the head, as an
+/// attacker who knows the encoding would: the chain is consistent in itself, only signatures
+/// can tell.
 pub(crate) async fn rechain_from(db: &credgate::storage::Db, seq: i64, org: &str) {
     use credgate::audit::{chain, store};
-    let mut records = store::page_after(db, seq - 1, 100_000).await.unwrap();
+    let target = store::page_after(db, seq - 1, 1).await.unwrap().remove(0);
+    let (writer, place) = (target.writer_id.clone(), target.chain_seq);
+    let mut records = store::chain_page_after(db, &writer, place - 1, 100_000)
+        .await
+        .unwrap();
     records[0].org = Some(org.to_string());
-    let prev = match store::page_after(db, seq - 2, 1).await.unwrap().pop() {
-        Some(r) if seq > 1 => r.hash,
+    let prev = match store::chain_page_after(db, &writer, place - 2, 1)
+        .await
+        .unwrap()
+        .pop()
+    {
+        Some(r) if place > 1 => r.hash,
         _ => chain::GENESIS.to_string(),
     };
-    chain::link(seq - 1, prev, &mut records);
+    chain::link(place - 1, prev, &mut records);
     for r in &records {
         sqlx::query("UPDATE audit_log SET org = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
             .bind(&r.org)
@@ -413,8 +464,10 @@ async fn a_deleted_record_is_found() {
 #[tokio::test]
 async fn an_inserted_record_is_found() {
     let r = tampered(
-        "UPDATE audit_log SET seq = -seq WHERE seq >= 9; UPDATE audit_log SET seq = 1 - seq WHERE seq < 0; \
-         INSERT INTO audit_log SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, caller_request_id, trace_id FROM audit_log WHERE seq = 8",
+        "UPDATE audit_log SET seq = -seq, chain_seq = -chain_seq WHERE seq >= 9; \
+         UPDATE audit_log SET seq = 1 - seq, chain_seq = 1 - chain_seq WHERE seq < 0; \
+         INSERT INTO audit_log (seq, id, time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, caller_request_id, trace_id, writer_id, chain_seq) \
+         SELECT 9, 'au_forged', time_us, request_id, kind, client_id, org, role, actor_subject, purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, caller_request_id, trace_id, writer_id, 9 FROM audit_log WHERE seq = 8",
     )
     .await;
     assert!(!r.ok);
@@ -423,9 +476,15 @@ async fn an_inserted_record_is_found() {
 
 #[tokio::test]
 async fn reordered_records_are_found() {
+    // In the log's order (what officers page through and the subject index points at).
     let r = tampered("UPDATE audit_log SET seq = -1 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -1").await;
     assert!(!r.ok);
     assert_eq!(r.first_bad_seq, Some(3));
+    // In the chain's order.
+    let r = tampered("UPDATE audit_log SET chain_seq = -1 WHERE chain_seq = 3; UPDATE audit_log SET chain_seq = 3 WHERE chain_seq = 4; UPDATE audit_log SET chain_seq = 4 WHERE chain_seq = -1").await;
+    assert!(!r.ok);
+    assert!(r.reason.unwrap().contains("does not chain"));
+    assert!(r.writer_id.is_some(), "the chain is named");
 }
 
 #[tokio::test]
@@ -957,21 +1016,22 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         credgate::audit::archive::archive(db, 1826, now, &out)
             .await
             .unwrap()
-            .is_none()
+            .is_empty()
     );
     // Even asking for a day's retention keeps six months.
     assert!(
         credgate::audit::archive::archive(db, 1, now, &out)
             .await
             .unwrap()
-            .is_none()
+            .is_empty()
     );
 
     let six_years_on = now + 6 * 366 * 86_400 * 1_000_000;
-    let a = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
+    let mut done = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(done.len(), 1, "one chain, one file: {done:?}");
+    let a = done.remove(0);
     assert_eq!((a.from_seq, a.upto_seq, a.records), (1, 10, 10));
     let text = std::fs::read_to_string(&a.file).unwrap();
     let lines: Vec<Value> = text
@@ -989,7 +1049,8 @@ async fn archiving_past_retention_keeps_the_live_chain_verifiable_from_the_archi
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
-    assert_eq!(report.archived_through, Some(10));
+    assert_eq!(report.chains[0].archived_through, Some(10));
+    assert_eq!(report.chains[0].writer_id, a.writer_id);
     assert_eq!(
         app.data(&token, "/v1/stores/power/lists/red")
             .await
@@ -1054,8 +1115,12 @@ pub(crate) async fn drop_guards(db: &credgate::storage::Db) {
 
 #[tokio::test]
 async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive() {
-    // A checkpoint after every batch: the archive can take the log up to its very head.
-    let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 1).await;
+    // A checkpoint after every batch: the archive can take the chain up to its very head.
+    let app = TestApp::spawn_with(|c| {
+        c.audit.checkpoint_every = 1;
+        c.audit.writer_id = Some("replica-a".into());
+    })
+    .await;
     let (_, token) = app.token("regulator").await;
     for _ in 0..3 {
         app.data(&token, "/v1/stores/power/lists/red").await;
@@ -1066,16 +1131,20 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
     let a = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
         .await
         .unwrap()
-        .unwrap();
+        .remove(0);
+    assert_eq!(a.writer_id, "replica-a");
     let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
         .fetch_one(db.pool())
         .await
         .unwrap();
-    assert_eq!(live, 0, "archived through the head (seq {})", a.upto_seq);
+    assert_eq!(live, 0, "archived through the head (place {})", a.upto_seq);
 
-    // A restart (or another replica) finds an empty live log: it must continue the chain from
-    // the archive's last record, not start a new one from genesis.
-    let restarted = app.sibling().await;
+    // A restart of the same replica finds its chain empty: it must continue the chain from
+    // the archive's last record, not start it again from genesis; and the log's seq goes on
+    // after the archived ones.
+    let restarted = app
+        .sibling_with(|c| c.audit.writer_id = Some("replica-a".into()))
+        .await;
     let res = app
         .http
         .get(format!("{}/v1/stores/power/lists/red", restarted.url))
@@ -1088,7 +1157,19 @@ async fn a_gateway_started_after_everything_was_archived_chains_onto_the_archive
     let record = app
         .record(res.headers()["x-audit-id"].to_str().unwrap())
         .await;
-    assert_eq!(record.seq, a.upto_seq + 1);
+    assert_eq!(
+        (record.writer_id.as_str(), record.chain_seq),
+        ("replica-a", a.upto_seq + 1)
+    );
+    let archived_seq: i64 = sqlx::query_scalar("SELECT MAX(upto_seq) FROM audit_archives")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        record.seq > archived_seq,
+        "{} after {archived_seq}",
+        record.seq
+    );
     let report = verify::verify_at(db, &app.state.audit_public_key, six_years_on)
         .await
         .unwrap();
@@ -1139,7 +1220,7 @@ async fn the_legal_basis_is_in_the_record_and_covered_by_its_hash() {
         .record(res.headers()["x-audit-id"].to_str().unwrap())
         .await;
     assert_eq!(by_regulator.legal_basis.as_deref(), Some("legal_duty"));
-    assert_eq!(Encoding::of_hash(&by_regulator.hash), Some(Encoding::V3));
+    assert_eq!(Encoding::of_hash(&by_regulator.hash), Some(Encoding::V4));
     let res = app.data(&bank, "/v1/stores/power/lists/red").await;
     let by_bank = app
         .record(res.headers()["x-audit-id"].to_str().unwrap())
@@ -1151,7 +1232,8 @@ async fn the_legal_basis_is_in_the_record_and_covered_by_its_hash() {
             .purpose(&by_bank.purpose.clone().unwrap())
             .map(|p| p.legal_basis.code())
     );
-    // Old-format records (no basis, no caller ids) are still v1 in the same chain.
+    // Every record is written in v4, which covers the basis whether or not there is one
+    // (records of the older versions are verified in `migration.rs`).
     let all = credgate::audit::store::page_after(&app.state.db, 0, 100_000)
         .await
         .unwrap();
@@ -1160,7 +1242,7 @@ async fn the_legal_basis_is_in_the_record_and_covered_by_its_hash() {
         .find(|r| r.kind == "token")
         .expect("a token record");
     assert_eq!(token_record.legal_basis, None);
-    assert_eq!(Encoding::of_hash(&token_record.hash), Some(Encoding::V1));
+    assert_eq!(Encoding::of_hash(&token_record.hash), Some(Encoding::V4));
     assert!(all.iter().all(chain::verifies));
     let report = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await

@@ -25,6 +25,14 @@ struct Loaded {
 async fn start_for_load(log: Option<&std::path::Path>) -> Loaded {
     let store_addr = crate::helpers::sample_store_with(60).await;
     let mut gateway = GatewayProcess::prepare(store_addr, dead_addr());
+    // A replica's chain is named by its writer id, stable across restarts.
+    let mut text = std::fs::read_to_string(&gateway.cfg).unwrap();
+    text.push_str("\n[audit]\nwriter_id = \"crash-replica\"\n");
+    std::fs::write(&gateway.cfg, text).unwrap();
+    // On PostgreSQL too, under CREDGATE_TEST_PG.
+    if let Some(url) = crate::helpers::test_postgres_url().await {
+        gateway.on_storage(&url);
+    }
     let db = Db::open(&gateway.config.storage_url).await.unwrap();
     let (client, secret) =
         credgate::cli::add_client(&db, "Bank", "bank", "financial_institution", None)
@@ -103,7 +111,7 @@ fn start_load(l: &Loaded) -> (Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHand
     (released, workers)
 }
 
-/// Every released response has its record and the chain verifies; returns the record count.
+/// Every released response has its record and every chain verifies; returns the record count.
 async fn assert_log_complete(config: &credgate::config::Config, released: &[String]) -> i64 {
     assert!(
         released.len() > 50,
@@ -122,6 +130,9 @@ async fn assert_log_complete(config: &credgate::config::Config, released: &[Stri
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
+    // One process wrote it all, through restarts: one chain, its own.
+    let chains: Vec<&str> = report.chains.iter().map(|c| c.writer_id.as_str()).collect();
+    assert_eq!(chains, ["crash-replica"], "{report:?}");
     report.records as i64
 }
 
@@ -137,11 +148,27 @@ async fn kill_9_under_load_loses_no_record_of_a_released_response() {
     for w in workers {
         w.await.unwrap();
     }
-    let released = released.lock().unwrap().clone();
-    let records = assert_log_complete(&loaded.gateway.config, &released).await;
+    let mut all = released.lock().unwrap().clone();
+    let before_restart = all.len();
+    // Restarted with the same writer id, it continues its chain from the stored head, under
+    // load again, and is killed again.
+    loaded.gateway.start("error", None).await;
+    let (released, workers) = start_load(&loaded);
+    wait_until(
+        "the restarted gateway is under load",
+        Duration::from_secs(60),
+        || async { released.lock().unwrap().len() >= UNDER_LOAD },
+    )
+    .await;
+    loaded.gateway.kill();
+    for w in workers {
+        w.await.unwrap();
+    }
+    all.extend(released.lock().unwrap().iter().cloned());
+    let records = assert_log_complete(&loaded.gateway.config, &all).await;
     eprintln!(
-        "kill -9: {} responses released, {records} records, chain ok",
-        released.len(),
+        "kill -9 twice: {} responses released ({before_restart} before the restart), {records} records, chain ok",
+        all.len(),
     );
 }
 

@@ -211,7 +211,7 @@ async fn the_audit_record_names_the_person_and_their_org_and_the_chain_verifies(
     assert_eq!(r.role.as_deref(), Some(OFFICER));
     assert_eq!(r.client_id, None, "a person is not a client");
     assert!(
-        r.hash.starts_with("v2:"),
+        r.hash.starts_with("v4:"),
         "the person is in the hash: {}",
         r.hash
     );

@@ -482,7 +482,7 @@ async fn a_callers_ids_are_recorded_and_the_trace_goes_on_to_the_store() {
     assert_eq!(record.request_id, rid);
     assert_eq!(record.caller_request_id.as_deref(), Some("bank-req-7"));
     assert_eq!(record.trace_id.as_deref(), Some(TRACE));
-    assert!(record.hash.starts_with("v3:"), "{}", record.hash);
+    assert!(record.hash.starts_with("v4:"), "{}", record.hash);
     assert!(credgate::audit::chain::verifies(&record));
     let tp = seen["traceparent"].to_str().unwrap();
     let parts: Vec<&str> = tp.split('-').collect();

@@ -478,8 +478,10 @@ async fn with_a_deliverer_on_every_replica_each_objection_goes_out_once() {
     assert_eq!(app.fake.tickets.lock().unwrap().len(), n);
 }
 
+/// Each replica writes its own chain (its own writer id), so neither waits on the other's head;
+/// every record is stored and both chains verify, each with its own checkpoints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_writing_at_once_keep_one_verifiable_chain() {
+async fn two_replicas_writing_at_once_keep_a_verifiable_chain_each() {
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 16).await;
     let other = app.sibling().await;
     let (_, token) = app.token("regulator").await;
@@ -517,7 +519,16 @@ async fn two_replicas_writing_at_once_keep_one_verifiable_chain() {
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
-    assert!(report.checkpoints >= 10, "{report:?}");
+    let mut chains: Vec<&str> = report.chains.iter().map(|c| c.writer_id.as_str()).collect();
+    chains.sort();
+    let mut writers = [app.state.audit.writer_id(), other.state.audit.writer_id()];
+    writers.sort();
+    assert_eq!(chains, writers, "{report:?}");
+    assert!(
+        report.chains.iter().all(|c| c.signed_through.is_some()),
+        "{report:?}"
+    );
+    assert!(report.checkpoints >= 6, "{report:?}");
 }
 
 /// The acceptance test: two `credgate serve` processes on one PostgreSQL database.
@@ -535,6 +546,13 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     let mut a = GatewayProcess::prepare(store_addr, dead_addr());
     a.on_storage(&url);
     let mut b = a.replica();
+    // Each replica names its chain in its own config file (stable across its restarts).
+    let text = std::fs::read_to_string(&a.cfg).unwrap();
+    for (gw, id) in [(&mut a, "replica-a"), (&mut b, "replica-b")] {
+        let cfg = gw.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&cfg, format!("{text}\n[audit]\nwriter_id = \"{id}\"\n")).unwrap();
+        gw.cfg = cfg;
+    }
     let db = Db::open(&url).await.unwrap();
     a.start("error", None).await;
     b.start("error", None).await;
@@ -733,11 +751,24 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
     for w in workers {
         w.await.unwrap();
     }
-    let released = released.lock().unwrap().clone();
+    let mut released = released.lock().unwrap().clone();
     assert!(
         released.len() > before_kill,
         "the surviving replica kept serving"
     );
+    // The killed replica restarts and continues its own chain from its stored head.
+    a.start("error", None).await;
+    for uscc in usccs.iter().take(20) {
+        let res = http
+            .get(format!("{}/v1/stores/power/entities/{uscc}", a.url))
+            .bearer_auth(&load_token)
+            .header("X-Purpose", "supervision")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        released.push(res.headers()["x-audit-id"].to_str().unwrap().to_string());
+    }
 
     let stored = crate::helpers::assert_every_release_recorded(&db, &released).await;
     let verified: Value = http
@@ -750,6 +781,13 @@ async fn two_gateway_processes_on_postgres_share_every_change_and_survive_a_kill
         .await
         .unwrap();
     assert_eq!(verified["ok"], true, "{verified}");
+    let chains: Vec<&str> = verified["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["writer_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(chains, ["replica-a", "replica-b"], "{verified}");
     eprintln!(
         "two replicas on PostgreSQL: {} responses released, {} records, chain ok",
         released.len(),

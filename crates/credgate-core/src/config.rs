@@ -741,6 +741,11 @@ impl Config {
                 "batch_max and checkpoint_every must be positive",
             ));
         }
+        if let Some(id) = &self.audit.writer_id
+            && let Err(why) = crate::audit::check_writer_id(id)
+        {
+            return Err(invalid("audit.writer_id", &why));
+        }
         for (k, v) in [
             (
                 "limits.header_read_timeout_ms",

@@ -138,7 +138,7 @@ impl Core {
             db.clone(),
             keys.audit_signing.key_pair(),
             keys.audit_signing.kid.clone(),
-            config.audit.clone(),
+            config.audit.clone().for_listener(config.listen),
         )
         .await?;
         let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);

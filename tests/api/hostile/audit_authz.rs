@@ -880,8 +880,8 @@ async fn a_forged_archive_row_that_unlocks_deletion_is_found() {
     run(
         &app,
         &[
-            "INSERT INTO audit_archives (upto_seq, hash, archived_at, file_name, records) \
-             SELECT seq, hash, 0, 'none', seq FROM audit_checkpoints WHERE seq = (SELECT MAX(seq) FROM audit_checkpoints)",
+            "INSERT INTO audit_archives (upto_seq, hash, archived_at, file_name, records, writer_id, upto_chain_seq) \
+             SELECT seq, hash, 0, 'none', seq, writer_id, chain_seq FROM audit_checkpoints WHERE seq = (SELECT MAX(seq) FROM audit_checkpoints)",
             "DELETE FROM audit_subjects WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
             "DELETE FROM audit_log WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
         ],

@@ -34,16 +34,29 @@ pub enum Encoding {
     /// `v3:<hex>`. Used only for records carrying one of these, so every earlier record keeps
     /// its v1 or v2 bytes and still verifies.
     V3,
+    /// Per-writer chains: V3's four groups, with the record's place in its chain
+    /// (`chain_seq`) where v1..v3 have `seq`, plus a fifth group `[writer_id]`; the hash is
+    /// `v4:<hex>`. Every record written since chains became per writer uses it: the global
+    /// `seq` is assigned by the database when the batch is inserted, after hashing, so it
+    /// cannot be covered; the chain and the place in it are.
+    V4,
 }
 
-/// The version new records without a person are written with (see [`Encoding::for_record`]).
-pub const CURRENT: Encoding = Encoding::V1;
+/// The chain every record written before per-writer chains belongs to (migration 0060). Its
+/// records are v1..v3 and their `chain_seq` is their `seq`; no writer may take this name.
+pub const LEGACY_WRITER: &str = "legacy";
+
+/// The version new records are written with (see [`Encoding::for_record`]).
+pub const CURRENT: Encoding = Encoding::V4;
 
 impl Encoding {
     /// The version a stored hash was made with; `None` for a form no version writes.
     pub fn of_hash(hash: &str) -> Option<Self> {
         let bare =
             |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if let Some(rest) = hash.strip_prefix("v4:") {
+            return bare(rest).then_some(Self::V4);
+        }
         if let Some(rest) = hash.strip_prefix("v3:") {
             return bare(rest).then_some(Self::V3);
         }
@@ -53,16 +66,11 @@ impl Encoding {
         }
     }
 
-    /// The version a new record is written with: v3 when it carries a legal basis or a
-    /// caller's ids, v2 when it names a person, else `CURRENT`.
-    pub fn for_record(r: &AuditRecord) -> Self {
-        if has_v3_fields(r) {
-            Self::V3
-        } else if has_person(r) {
-            Self::V2
-        } else {
-            CURRENT
-        }
+    /// The version a new record is written with: always `CURRENT` (v4), which covers every
+    /// field. v1..v3 are only verified, never written: they hash `seq`, which the database
+    /// now assigns after hashing.
+    pub fn for_record(_r: &AuditRecord) -> Self {
+        CURRENT
     }
 
     pub fn canonical(self, r: &AuditRecord) -> Vec<u8> {
@@ -70,6 +78,7 @@ impl Encoding {
             Self::V1 => canonical_v1(r),
             Self::V2 => canonical_v2(r),
             Self::V3 => canonical_v3(r),
+            Self::V4 => canonical_v4(r),
         }
     }
 
@@ -84,6 +93,7 @@ impl Encoding {
             Self::V1 => hex,
             Self::V2 => format!("v2:{hex}"),
             Self::V3 => format!("v3:{hex}"),
+            Self::V4 => format!("v4:{hex}"),
         }
     }
 }
@@ -92,14 +102,19 @@ impl Encoding {
 /// serde_json writes the same bytes for the same values, and `masked` is a sorted map, so this is
 /// canonical. Frozen: pinned by `golden_v1_record`.
 fn canonical_v1(r: &AuditRecord) -> Vec<u8> {
-    serde_json::to_vec(&(first_group(r), second_group(r))).expect("an audit record serialises")
+    serde_json::to_vec(&(first_group(r, r.seq), second_group(r)))
+        .expect("an audit record serialises")
 }
 
 /// Version 2: version 1's two groups and `[actor, actor_org]`. Frozen: pinned by
 /// `golden_v2_record`.
 fn canonical_v2(r: &AuditRecord) -> Vec<u8> {
-    serde_json::to_vec(&(first_group(r), second_group(r), (&r.actor, &r.actor_org)))
-        .expect("an audit record serialises")
+    serde_json::to_vec(&(
+        first_group(r, r.seq),
+        second_group(r),
+        (&r.actor, &r.actor_org),
+    ))
+    .expect("an audit record serialises")
 }
 
 /// Version 3: version 2's three groups and `[legal_basis, caller_request_id, trace_id]`.
@@ -109,7 +124,7 @@ fn canonical_v2(r: &AuditRecord) -> Vec<u8> {
 /// re-parsed v1's: 70k instructions a record, 14% of a data request (callgrind).
 fn canonical_v3(r: &AuditRecord) -> Vec<u8> {
     serde_json::to_vec(&(
-        first_group(r),
+        first_group(r, r.seq),
         second_group(r),
         (&r.actor, &r.actor_org),
         (&r.legal_basis, &r.caller_request_id, &r.trace_id),
@@ -117,10 +132,24 @@ fn canonical_v3(r: &AuditRecord) -> Vec<u8> {
     .expect("an audit record serialises")
 }
 
-/// Version 1's first group: who asked, when, and how.
-fn first_group(r: &AuditRecord) -> impl serde::Serialize + '_ {
+/// Version 4: version 3's groups with `chain_seq` in the first group's first place, and
+/// `[writer_id]`. Frozen: pinned by `golden_v4_record`.
+fn canonical_v4(r: &AuditRecord) -> Vec<u8> {
+    serde_json::to_vec(&(
+        first_group(r, r.chain_seq),
+        second_group(r),
+        (&r.actor, &r.actor_org),
+        (&r.legal_basis, &r.caller_request_id, &r.trace_id),
+        (&r.writer_id,),
+    ))
+    .expect("an audit record serialises")
+}
+
+/// Version 1's first group: who asked, when, and how. `place` is `seq` up to v3 and
+/// `chain_seq` from v4.
+fn first_group(r: &AuditRecord, place: i64) -> impl serde::Serialize + '_ {
     (
-        r.seq,
+        place,
         &r.id,
         r.time_us,
         &r.request_id,
@@ -175,31 +204,89 @@ pub fn hash(prev_hash: &str, r: &AuditRecord) -> String {
 /// known form does not verify, nor does a record carrying a field its version does not cover:
 /// v1 does not cover `actor`, v1 and v2 not `legal_basis`, `caller_request_id` or `trace_id`,
 /// so one added to an old record afterwards must not pass as original.
+///
+/// v1..v3 hash `seq`, not the chain: such a record is valid only in the legacy chain, at the
+/// place its `seq` names. A v4 record is valid in no other chain and at no other place than
+/// the ones it was hashed with.
 pub fn verifies(r: &AuditRecord) -> bool {
+    let legacy = r.writer_id == LEGACY_WRITER && r.chain_seq == r.seq;
     let covered = |e: Encoding| match e {
-        Encoding::V1 => !has_person(r) && !has_v3_fields(r),
-        Encoding::V2 => !has_v3_fields(r),
-        Encoding::V3 => true,
+        Encoding::V1 => legacy && !has_person(r) && !has_v3_fields(r),
+        Encoding::V2 => legacy && !has_v3_fields(r),
+        Encoding::V3 => legacy,
+        Encoding::V4 => r.writer_id != LEGACY_WRITER,
     };
     Encoding::of_hash(&r.hash).is_some_and(|e| covered(e) && e.hash(&r.prev_hash, r) == r.hash)
 }
 
-/// Chains `records`, in order, onto the record `seq` whose hash is `hash`: sets each one's
-/// `seq`, `prev_hash` and `hash`. Returns the new head's seq and hash.
-pub fn link(mut seq: i64, mut hash: String, records: &mut [AuditRecord]) -> (i64, String) {
+/// Chains `records`, in order, onto the chain's record `chain_seq` whose hash is `hash`: sets
+/// each one's `chain_seq`, `prev_hash` and `hash` (their `writer_id` is set by the caller).
+/// Returns the new head's place and hash.
+pub fn link(mut chain_seq: i64, mut hash: String, records: &mut [AuditRecord]) -> (i64, String) {
     for r in records.iter_mut() {
-        seq += 1;
-        r.seq = seq;
+        chain_seq += 1;
+        r.chain_seq = chain_seq;
         r.prev_hash = std::mem::take(&mut hash);
         r.hash = self::hash(&r.prev_hash, r);
         hash = r.hash.clone();
     }
-    (seq, hash)
+    (chain_seq, hash)
 }
 
-/// What a checkpoint signs. Frozen: pinned by `golden_checkpoint`.
+/// What a legacy checkpoint signs (made before chains were per writer; `seq` was the chain's
+/// place). Frozen: pinned by `golden_checkpoint`. Accepted only for the legacy chain.
 pub fn checkpoint_message(seq: i64, hash: &str, time_us: i64) -> Vec<u8> {
     format!("credgate-audit-checkpoint\n{seq}\n{hash}\n{time_us}").into_bytes()
+}
+
+/// What a chain's checkpoint signs: the chain, the place in it, the hash there and when.
+/// Frozen: pinned by `golden_chain_checkpoint`. The chain is named so that a signature can
+/// never be moved to another chain's record.
+pub fn chain_checkpoint_message(
+    writer_id: &str,
+    chain_seq: i64,
+    hash: &str,
+    time_us: i64,
+) -> Vec<u8> {
+    format!("credgate-audit-checkpoint-v2\n{writer_id}\n{chain_seq}\n{hash}\n{time_us}")
+        .into_bytes()
+}
+
+/// Signs a chain's checkpoint (the message every new checkpoint uses).
+pub fn sign_chain_checkpoint(
+    key: &Ed25519KeyPair,
+    writer_id: &str,
+    chain_seq: i64,
+    hash: &str,
+    time_us: i64,
+) -> String {
+    hex(key
+        .sign(&chain_checkpoint_message(
+            writer_id, chain_seq, hash, time_us,
+        ))
+        .as_ref())
+}
+
+/// Whether `sig_hex` signs this checkpoint of this chain: the chain message, or for the
+/// legacy chain also the legacy message (its `seq` is its `chain_seq`).
+pub fn chain_checkpoint_signed(
+    public: &[u8],
+    writer_id: &str,
+    chain_seq: i64,
+    hash: &str,
+    time_us: i64,
+    sig_hex: &str,
+) -> bool {
+    let Ok(sig) = hex::decode(sig_hex) else {
+        return false;
+    };
+    let key = signature::UnparsedPublicKey::new(&signature::ED25519, public);
+    let msg = chain_checkpoint_message(writer_id, chain_seq, hash, time_us);
+    key.verify(&msg, &sig).is_ok()
+        || (writer_id == LEGACY_WRITER
+            && key
+                .verify(&checkpoint_message(chain_seq, hash, time_us), &sig)
+                .is_ok())
 }
 
 pub fn sign_checkpoint(key: &Ed25519KeyPair, seq: i64, hash: &str, time_us: i64) -> String {
@@ -255,7 +342,15 @@ mod tests {
             legal_basis: None,
             caller_request_id: None,
             trace_id: None,
+            writer_id: LEGACY_WRITER.into(),
+            chain_seq: 42,
         }
+    }
+
+    /// Hashes `r` in `e` onto genesis, as a writer of that version did.
+    fn seal(r: &mut AuditRecord, e: Encoding) {
+        r.prev_hash = GENESIS.into();
+        r.hash = e.hash(GENESIS, r);
     }
 
     fn sha256_hex(b: &[u8]) -> String {
@@ -276,12 +371,16 @@ mod tests {
         assert_eq!(hex(&bytes), V1_BYTES);
         assert_eq!(sha256_hex(&bytes), V1_BYTES_SHA256);
         assert_eq!(Encoding::V1.hash(GENESIS, &r), V1_HASH);
-        // What the writer does today is version 1, and a v1 record verifies.
-        assert_eq!(CURRENT, Encoding::V1);
-        assert_eq!(hash(GENESIS, &r), V1_HASH);
-        let (seq, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
-        assert_eq!((seq, head.as_str()), (42, V1_HASH));
+        // A stored v1 record verifies, in the legacy chain at its seq only.
+        seal(&mut r, Encoding::V1);
+        assert_eq!(r.hash, V1_HASH);
         assert!(verifies(&r));
+        let mut moved = r.clone();
+        moved.writer_id = "replica-a".into();
+        assert!(!verifies(&moved), "a v1 record claimed by another chain");
+        let mut moved = r.clone();
+        moved.chain_seq = 43;
+        assert!(!verifies(&moved), "a v1 record at another place");
         assert_eq!(Encoding::of_hash(V1_HASH), Some(Encoding::V1));
     }
 
@@ -322,9 +421,8 @@ mod tests {
         expected.extend_from_slice(br#",["staff:alice","credgate-ops"]]"#);
         assert_eq!(bytes, expected);
         assert_eq!(Encoding::V2.hash(GENESIS, &r), V2_HASH);
-        assert_eq!(Encoding::for_record(&r), Encoding::V2);
-        let (_, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
-        assert_eq!(head, V2_HASH);
+        seal(&mut r, Encoding::V2);
+        assert_eq!(r.hash, V2_HASH);
         assert!(verifies(&r));
         assert_eq!(Encoding::of_hash(V2_HASH), Some(Encoding::V2));
     }
@@ -343,7 +441,7 @@ mod tests {
         let mut r = fixed();
         r.actor = Some("staff:alice".into());
         r.actor_org = Some("credgate-ops".into());
-        link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        seal(&mut r, Encoding::V2);
         assert!(verifies(&r));
         let mut edited = r.clone();
         edited.actor = Some("staff:bob".into());
@@ -380,13 +478,10 @@ mod tests {
         assert_eq!(bytes, expected);
         assert!(v2.ends_with(br#",[null,null]]"#));
         assert_eq!(Encoding::V3.hash(GENESIS, &r), V3_HASH);
-        assert_eq!(Encoding::for_record(&r), Encoding::V3);
-        let (_, head) = link(41, GENESIS.into(), std::slice::from_mut(&mut r));
-        assert_eq!(head, V3_HASH);
+        seal(&mut r, Encoding::V3);
+        assert_eq!(r.hash, V3_HASH);
         assert!(verifies(&r));
         assert_eq!(Encoding::of_hash(V3_HASH), Some(Encoding::V3));
-        // A record without the new fields keeps its old version and bytes.
-        assert_eq!(Encoding::for_record(&fixed()), Encoding::V1);
     }
 
     #[test]
@@ -412,7 +507,7 @@ mod tests {
         }
         // Edited, removed, or passed off as v2 on a v3 record.
         let mut r = with_v3_fields(fixed());
-        link(41, GENESIS.into(), std::slice::from_mut(&mut r));
+        seal(&mut r, Encoding::V3);
         assert!(verifies(&r));
         let mut edited = r.clone();
         edited.legal_basis = Some("legal_duty".into());
@@ -474,6 +569,112 @@ mod tests {
             GENESIS,
             1_735_689_600_123_456,
             &sig
+        ));
+    }
+
+    /// A record of the chain `replica-a`, at place 7 (its global `seq` is not hashed).
+    fn v4_fixed() -> AuditRecord {
+        let mut r = with_v3_fields(fixed());
+        r.actor = Some("staff:alice".into());
+        r.actor_org = Some("credgate-ops".into());
+        r.writer_id = "replica-a".into();
+        r.chain_seq = 7;
+        r
+    }
+
+    /// SHA-256 over the genesis hash, a newline and `v4_fixed`'s v4 bytes.
+    const V4_HASH: &str = "v4:a86640b377a1f22692686dfe704133cd8f5cdca1e5e068edd113da2b757600aa";
+
+    #[test]
+    fn golden_v4_record() {
+        let mut r = v4_fixed();
+        let bytes = Encoding::V4.canonical(&r);
+        // v3's bytes with chain_seq where seq was, then the chain.
+        let mut as_v3 = r.clone();
+        as_v3.seq = 7;
+        let v3 = Encoding::V3.canonical(&as_v3);
+        let mut expected = v3[..v3.len() - 1].to_vec();
+        expected.extend_from_slice(br#",["replica-a"]]"#);
+        assert_eq!(bytes, expected);
+        assert_eq!(Encoding::V4.hash(GENESIS, &r), V4_HASH);
+        assert_eq!(Encoding::for_record(&r), Encoding::V4);
+        let (place, head) = link(6, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert_eq!((place, head.as_str()), (7, V4_HASH));
+        assert!(verifies(&r));
+        assert_eq!(Encoding::of_hash(V4_HASH), Some(Encoding::V4));
+        // The global seq is the database's: any value verifies.
+        r.seq = 123_456;
+        assert!(verifies(&r));
+    }
+
+    #[test]
+    fn a_v4_record_moved_to_another_chain_or_place_or_edited_does_not_verify() {
+        let mut r = v4_fixed();
+        link(6, GENESIS.into(), std::slice::from_mut(&mut r));
+        assert!(verifies(&r));
+        let mut moved = r.clone();
+        moved.writer_id = "replica-b".into();
+        assert!(!verifies(&moved), "another chain");
+        moved.writer_id = LEGACY_WRITER.into();
+        assert!(!verifies(&moved), "the legacy chain");
+        let mut moved = r.clone();
+        moved.chain_seq = 8;
+        assert!(!verifies(&moved), "another place");
+        let mut edited = r.clone();
+        edited.trace_id = None;
+        assert!(!verifies(&edited));
+        // Nor passed off as an older version, whose bytes do not name the chain.
+        for old in ["v3:", "v2:", ""] {
+            let mut downgraded = r.clone();
+            downgraded.hash = format!("{old}{}", &r.hash[3..]);
+            assert!(!verifies(&downgraded), "{old}");
+        }
+        // A v4 record cannot claim the legacy chain even if hashed for it.
+        let mut legacy = v4_fixed();
+        legacy.writer_id = LEGACY_WRITER.into();
+        legacy.hash = Encoding::V4.hash(GENESIS, &legacy);
+        assert!(!verifies(&legacy));
+    }
+
+    #[test]
+    fn golden_chain_checkpoint() {
+        let msg = chain_checkpoint_message("replica-a", 7, V4_HASH, 1_735_689_600_123_456);
+        assert_eq!(
+            String::from_utf8(msg).unwrap(),
+            format!("credgate-audit-checkpoint-v2\nreplica-a\n7\n{V4_HASH}\n1735689600123456")
+        );
+        let kp = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap();
+        let public = signature::KeyPair::public_key(&kp).as_ref().to_vec();
+        let sig = sign_chain_checkpoint(&kp, "replica-a", 7, V4_HASH, 1_735_689_600_123_456);
+        assert_eq!(
+            sig,
+            "0d849b32ffcfa89310029d8b4998e189acc4b215b55fdc7f5bb4504f10abb4fc\
+             2b9fcd907933257570d79ebb1df54c492f89bf13e20471c09a7665e002ae490d"
+        );
+        let ok =
+            |w: &str, n: i64, h: &str, t: i64| chain_checkpoint_signed(&public, w, n, h, t, &sig);
+        assert!(ok("replica-a", 7, V4_HASH, 1_735_689_600_123_456));
+        assert!(!ok("replica-b", 7, V4_HASH, 1_735_689_600_123_456));
+        assert!(!ok("replica-a", 8, V4_HASH, 1_735_689_600_123_456));
+        assert!(!ok("replica-a", 7, V1_HASH, 1_735_689_600_123_456));
+        assert!(!ok("replica-a", 7, V4_HASH, 1_735_689_600_123_457));
+        // A legacy checkpoint (the old message) counts for the legacy chain only.
+        let old = sign_checkpoint(&kp, 42, V1_HASH, 1);
+        assert!(chain_checkpoint_signed(
+            &public,
+            LEGACY_WRITER,
+            42,
+            V1_HASH,
+            1,
+            &old
+        ));
+        assert!(!chain_checkpoint_signed(
+            &public,
+            "replica-a",
+            42,
+            V1_HASH,
+            1,
+            &old
         ));
     }
 }

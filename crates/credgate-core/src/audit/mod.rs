@@ -79,6 +79,14 @@ pub struct AuditRecord {
     /// The W3C trace id of a well-formed `traceparent` the caller sent (32 lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The chain the record belongs to: the `[audit] writer_id` of the process that wrote it
+    /// (`legacy` for every record written before chains were per writer).
+    #[serde(default)]
+    pub writer_id: String,
+    /// The record's place in its chain, from 1 with no gaps. `seq` orders the whole log; this
+    /// orders one chain, and encoding v4 hashes it (with `writer_id`) instead of `seq`.
+    #[serde(default)]
+    pub chain_seq: i64,
 }
 
 /// What a handler learns about its request, for the record the audit layer writes.
@@ -295,6 +303,60 @@ pub struct AuditConfig {
     /// Records are kept at least this long before they may be archived (never below 183).
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// The chain this process writes (DESIGN.md, `[audit] writer_id`): stable across restarts
+    /// of one replica, different for every replica. Unset, it is the host name and the listen
+    /// address ([`AuditConfig::for_listener`]).
+    #[serde(default)]
+    pub writer_id: Option<String>,
+}
+
+/// The longest writer id: it is stored in every record and named in archive file names.
+pub const MAX_WRITER_ID: usize = 128;
+
+/// Why a configured writer id is refused: empty, too long, `legacy` (the chain of records
+/// written before per-writer chains), or holding a character outside printable ASCII (it is
+/// hashed, logged, shown on pages and put in file names).
+pub fn check_writer_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_WRITER_ID {
+        return Err(format!("must be 1 to {MAX_WRITER_ID} characters"));
+    }
+    if id == chain::LEGACY_WRITER {
+        return Err(format!(
+            "`{}` names the chain written before per-writer chains",
+            chain::LEGACY_WRITER
+        ));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("only printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+impl AuditConfig {
+    /// This config with `writer_id` filled in when unset: the host name and `listen`. With
+    /// port 0 the address is not stable across restarts either, so a random suffix keeps two
+    /// such processes on one host (tests, a demo beside a gateway) on chains of their own.
+    pub fn for_listener(mut self, listen: std::net::SocketAddr) -> Self {
+        if self.writer_id.is_none() {
+            self.writer_id = Some(default_writer_id(listen));
+        }
+        self
+    }
+}
+
+fn default_writer_id(listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && check_writer_id(h).is_ok())
+        .unwrap_or_else(|| "host".into());
+    let mut id = format!("{host}/{listen}");
+    if listen.port() == 0 {
+        id.push('-');
+        id.push_str(&uuid::Uuid::new_v4().simple().to_string()[..8]);
+    }
+    id.chars().take(MAX_WRITER_ID).collect()
 }
 
 fn default_retention_days() -> u32 {
@@ -340,6 +402,8 @@ pub struct AuditLog {
     /// True while the writer holds records it has taken off the queue and not yet acknowledged.
     busy: Arc<AtomicBool>,
     failures: Arc<std::sync::atomic::AtomicU64>,
+    /// The chain this process writes.
+    writer_id: Arc<str>,
     /// Committed records, for the alert rules.
     pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
 }
@@ -369,6 +433,10 @@ impl AuditLog {
         let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
         let busy = Arc::new(AtomicBool::new(false));
+        let writer_id = config
+            .writer_id
+            .clone()
+            .unwrap_or_else(|| default_writer_id(([0, 0, 0, 0], 0).into()));
         if std::env::var("CREDGATE_AUDIT_NOOP").is_ok_and(|v| v == NOOP_ACK) {
             tracing::error!(
                 "AUDIT LOG DISABLED (CREDGATE_AUDIT_NOOP): nothing is recorded; benchmarks only"
@@ -380,17 +448,20 @@ impl AuditLog {
                 queued,
                 busy,
                 failures,
+                writer_id: writer_id.into(),
                 committed,
             });
         }
         // Fail at start, not on the first request, when the log cannot be read.
-        store::head(&db).await?;
+        store::chain_head(&db, &writer_id).await?;
+        tracing::info!(writer_id = %writer_id, "audit: writing this process's chain");
         let (tx, rx) = mpsc::channel(config.batch_max * 8);
         tokio::spawn(writer::run(writer::Writer {
             db: db.clone(),
             rx,
             signing,
             key_id,
+            writer_id: writer_id.clone(),
             config,
             healthy: healthy.clone(),
             queued: queued.clone(),
@@ -405,8 +476,14 @@ impl AuditLog {
             queued,
             busy,
             failures,
+            writer_id: writer_id.into(),
             committed,
         })
+    }
+
+    /// The chain this process writes (`[audit] writer_id`, or its default).
+    pub fn writer_id(&self) -> &str {
+        &self.writer_id
     }
 
     /// Waits until every record queued so far is committed (or its commit failed), for at most

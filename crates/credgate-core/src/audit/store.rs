@@ -6,19 +6,35 @@ use sqlx::{Row, any::AnyRow};
 use super::{AuditRecord, Change, ChangeError};
 use crate::storage::{Backend, Db, StorageError};
 
-/// The chain's head as stored: the last record and the last checkpoint.
+/// The newest record of the whole log and the newest checkpoint of any chain. Kept for the
+/// console's dashboard until it shows [`chain_status`]; a writer uses [`ChainHead`].
 #[derive(Debug, Clone)]
 pub struct Head {
     pub seq: i64,
     pub hash: String,
     pub checkpoint_seq: i64,
-    /// When the last checkpoint was signed; with none yet, when the first record was written.
     pub checkpoint_time_us: i64,
+}
+
+/// One chain's head as its writer knows it.
+#[derive(Debug, Clone)]
+pub struct ChainHead {
+    /// The head's place in the chain (0: nothing written yet).
+    pub chain_seq: i64,
+    pub hash: String,
+    /// The place the newest checkpoint signed (0: none).
+    pub checkpoint_chain_seq: i64,
+    /// When the oldest record not yet signed was committed (as far as the writer knows);
+    /// `None` when the whole chain is signed. The idle tick signs the tail by this.
+    pub unsigned_since_us: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// The global `seq` of the record it signs (the database fills it in on insert).
     pub seq: i64,
+    pub writer_id: String,
+    pub chain_seq: i64,
     pub time_us: i64,
     pub hash: String,
     pub key_id: String,
@@ -27,10 +43,6 @@ pub struct Checkpoint {
 
 pub async fn head(db: &Db) -> Result<Head, StorageError> {
     let mut conn = db.pool().acquire().await?;
-    read_head(&mut conn).await
-}
-
-async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError> {
     let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
@@ -39,52 +51,107 @@ async fn read_head(conn: &mut sqlx::AnyConnection) -> Result<Head, StorageError>
         .await?;
     let (checkpoint_seq, checkpoint_time_us) = match cp {
         Some(c) => (c.try_get("seq")?, c.try_get("time_us")?),
-        None => {
-            let first: Option<i64> =
-                sqlx::query("SELECT time_us FROM audit_log ORDER BY seq LIMIT 1")
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .map(|r| r.try_get("time_us"))
-                    .transpose()?;
-            (0, first.unwrap_or_else(crate::storage::now_micros))
-        }
+        None => (0, 0),
     };
-    Ok(match row {
-        Some(r) => Head {
-            seq: r.try_get("seq")?,
-            hash: r.try_get("hash")?,
-            checkpoint_seq,
-            checkpoint_time_us,
-        },
-        // Everything archived (or nothing written yet): chain onto the archive's last record.
-        None => {
-            let (seq, hash) = super::archive::base_on(conn).await?;
-            Head {
-                seq,
-                hash,
-                checkpoint_seq,
-                checkpoint_time_us,
-            }
-        }
+    let (seq, hash) = match row {
+        Some(r) => (r.try_get("seq")?, r.try_get("hash")?),
+        None => (0, super::chain::GENESIS.to_string()),
+    };
+    Ok(Head {
+        seq,
+        hash,
+        checkpoint_seq,
+        checkpoint_time_us,
     })
 }
 
+/// The head of `writer_id`'s chain as stored: its last record (or its archive boundary), its
+/// last checkpoint, and since when its tail is unsigned.
+pub async fn chain_head(db: &Db, writer_id: &str) -> Result<ChainHead, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    read_head(&mut conn, writer_id).await
+}
+
+async fn read_head(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+) -> Result<ChainHead, StorageError> {
+    let row = sqlx::query(
+        "SELECT chain_seq, hash FROM audit_log WHERE writer_id = $1 \
+         ORDER BY chain_seq DESC LIMIT 1",
+    )
+    .bind(writer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (chain_seq, hash) = match row {
+        Some(r) => (r.try_get("chain_seq")?, r.try_get("hash")?),
+        // Everything archived (or nothing written yet): chain onto the archive's last record.
+        None => super::archive::base_on(conn, writer_id).await?,
+    };
+    let signed: i64 = sqlx::query(
+        "SELECT chain_seq FROM audit_checkpoints WHERE writer_id = $1 \
+         ORDER BY chain_seq DESC LIMIT 1",
+    )
+    .bind(writer_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get("chain_seq"))
+    .transpose()?
+    .unwrap_or(0);
+    let unsigned_since_us = if chain_seq > signed {
+        sqlx::query(
+            "SELECT time_us FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
+             ORDER BY chain_seq LIMIT 1",
+        )
+        .bind(writer_id)
+        .bind(signed)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("time_us"))
+        .transpose()?
+    } else {
+        None
+    };
+    Ok(ChainHead {
+        chain_seq,
+        hash,
+        checkpoint_chain_seq: signed.min(chain_seq),
+        unsigned_since_us,
+    })
+}
+
+/// The columns a record is stored with; the global `seq` is assigned by the INSERT.
 const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role, actor_subject, \
     purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, \
     bytes_out, upstream_us, total_us, client_addr, prev_hash, hash, actor, actor_org, legal_basis, \
-    caller_request_id, trace_id";
+    caller_request_id, trace_id, writer_id, chain_seq";
 
-/// The writer's own connection, kept from batch to batch. Taking one from the pool for each
-/// batch cost a liveness ping: one more round trip to SQLite's thread (or to PostgreSQL) per
-/// commit. After a failed batch it is dropped, and the next batch starts on a fresh one.
+/// `COLUMNS` without `seq`: what a writer supplies.
+fn written_columns() -> &'static str {
+    COLUMNS.strip_prefix("seq, ").expect("seq comes first")
+}
+
+/// The writer's own connection, kept from batch to batch, and the chain it writes. Taking one
+/// from the pool for each batch cost a liveness ping: one more round trip to SQLite's thread
+/// (or to PostgreSQL) per commit. After a failed batch it is dropped, and the next batch starts
+/// on a fresh one.
 pub struct WriterConn {
     db: Db,
+    writer_id: String,
     conn: Option<sqlx::AnyConnection>,
 }
 
 impl WriterConn {
-    pub fn new(db: Db) -> Self {
-        Self { db, conn: None }
+    pub fn new(db: Db, writer_id: impl Into<String>) -> Self {
+        Self {
+            db,
+            writer_id: writer_id.into(),
+            conn: None,
+        }
+    }
+
+    pub fn writer_id(&self) -> &str {
+        &self.writer_id
     }
 
     async fn get(&mut self) -> Result<&mut sqlx::AnyConnection, StorageError> {
@@ -93,47 +160,66 @@ impl WriterConn {
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
+
+    /// The head to chain onto: the one the last batch left, else the stored one.
+    async fn head(&mut self, known: &mut Option<ChainHead>) -> Result<ChainHead, StorageError> {
+        if let Some(h) = known.take() {
+            return Ok(h);
+        }
+        let writer_id = self.writer_id.clone();
+        let conn = self.get().await?;
+        match read_head(conn, &writer_id).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
 }
 
-/// How often a batch may find its sequence numbers taken by another replica before the writer
-/// gives up on it. Each loss means another writer committed, so the chain moves on regardless.
+/// How often a batch may find its chain's head taken before the writer gives up on it. Only
+/// another process writing under the same writer id (a misconfiguration) takes it.
 const MAX_CONFLICTS: usize = 64;
 
-/// Appends one batch, whichever replica writes it, as a single INSERT committed on its own: one
-/// round trip and one fsync a batch (plus a transaction when a checkpoint is due). The records'
-/// subjects are indexed by a trigger in the same statement (migration 0009).
+/// Another process wrote this writer's chain: loud, because two replicas share a writer id.
+fn shared_writer_id(writer_id: &str, conflicts: usize) {
+    metrics::counter!("credgate_audit_chain_conflicts_total").increment(1);
+    tracing::error!(
+        writer_id,
+        conflicts,
+        "another process is writing this audit chain: two replicas share one [audit] writer_id; \
+         the batch was refused and is chained again onto the real head (give each replica its own)"
+    );
+}
+
+/// Appends one batch to this writer's chain as a single INSERT committed on its own: one
+/// round trip and one fsync a batch (plus a transaction when a checkpoint is due). The
+/// records' subjects are indexed by a trigger in the same statement (migration 0009).
 ///
-/// There is no lock. `known` is the head this writer left after its last batch; the batch takes
-/// the sequence numbers after it. If another writer took them first, the primary key on `seq`
-/// (or the database's link check, see migration 0009) refuses the whole batch; the writer then
-/// reads the real head, chains the batch onto it again and retries.
+/// No other replica writes this chain, so `known` (the head this writer left after its last
+/// batch) is normally right. Should another process write under the same writer id, the
+/// chain's unique index or the database's link check (migration 0060) refuses the whole batch;
+/// the writer then reads the real head, chains the batch onto it again and retries, and says
+/// so loudly. The chain never forks.
 ///
-/// `chain` sets each record's `seq`, `prev_hash` and `hash` from the head and returns the
-/// checkpoint when one is due. It may run more than once for a batch.
+/// `chain` sets each record's `writer_id`, `chain_seq`, `prev_hash` and `hash` from the head
+/// and returns the checkpoint when one is due. It may run more than once for a batch.
 pub async fn append<F>(
     writer: &mut WriterConn,
-    known: &mut Option<Head>,
+    known: &mut Option<ChainHead>,
     records: &mut [AuditRecord],
     chain: F,
 ) -> Result<(), StorageError>
 where
-    F: Fn(&Head, &mut [AuditRecord]) -> Option<Checkpoint>,
+    F: Fn(&ChainHead, &mut [AuditRecord]) -> Option<Checkpoint>,
 {
     let backend = writer.db.backend();
     let mut conflicts = 0;
     loop {
-        let conn = writer.get().await?;
-        let head = match known.take() {
-            Some(h) => h,
-            None => match read_head(conn).await {
-                Ok(h) => h,
-                Err(e) => {
-                    writer.conn = None;
-                    return Err(e);
-                }
-            },
-        };
+        let head = writer.head(known).await?;
         let checkpoint = chain(&head, records);
+        let conn = writer.get().await?;
         match write(conn, backend, records, checkpoint.as_ref()).await {
             Ok(()) => {
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
@@ -141,10 +227,7 @@ where
             }
             Err(e) if is_conflict(&e) && conflicts < MAX_CONFLICTS => {
                 conflicts += 1;
-                tracing::debug!(
-                    conflicts,
-                    "audit batch raced another writer; chaining again"
-                );
+                shared_writer_id(&writer.writer_id, conflicts);
             }
             Err(e) => {
                 writer.conn = None;
@@ -154,8 +237,8 @@ where
     }
 }
 
-/// Another writer got there first: its records hold our sequence numbers, or our first record
-/// no longer links to the head.
+/// Another writer got there first: its records hold our places in the chain, or our first
+/// record no longer links to the chain's head.
 fn is_conflict(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
@@ -166,11 +249,10 @@ fn is_conflict(e: &sqlx::Error) -> bool {
     }
 }
 
-/// One stored row, as the JSON PostgreSQL's INSERT unpacks. `subjects` and `masked` are stored as JSON
-/// text, as before.
+/// One stored row, as the JSON PostgreSQL's INSERT unpacks. `subjects` and `masked` are stored
+/// as JSON text, as before. No `seq`: the database assigns it.
 #[derive(serde::Serialize)]
 struct StoredRow<'a> {
-    seq: i64,
     id: &'a str,
     time_us: i64,
     request_id: &'a str,
@@ -201,12 +283,13 @@ struct StoredRow<'a> {
     legal_basis: Option<&'a str>,
     caller_request_id: Option<&'a str>,
     trace_id: Option<&'a str>,
+    writer_id: &'a str,
+    chain_seq: i64,
 }
 
 impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
     fn from(r: &'a AuditRecord) -> Self {
         StoredRow {
-            seq: r.seq,
             id: &r.id,
             time_us: r.time_us,
             request_id: &r.request_id,
@@ -237,18 +320,23 @@ impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
             legal_basis: r.legal_basis.as_deref(),
             caller_request_id: r.caller_request_id.as_deref(),
             trace_id: r.trace_id.as_deref(),
+            writer_id: &r.writer_id,
+            chain_seq: r.chain_seq,
         }
     }
 }
 
 /// The batch's INSERT on PostgreSQL: every record in one bound JSON array, unpacked by the
 /// server. One statement text whatever the batch size, and one bound value instead of 26 a
-/// record (measured: 61 -> 53 us of gateway CPU a request). Nothing is spliced into SQL.
+/// record (measured: 61 -> 53 us of gateway CPU a request). Nothing is spliced into SQL. `seq`
+/// comes from the column's sequence (migration 0060), in chain order.
 fn postgres_insert() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let cols = written_columns();
         format!(
-            "INSERT INTO audit_log ({COLUMNS}) SELECT {COLUMNS} \
-             FROM jsonb_populate_recordset(NULL::audit_log, $1::jsonb) ORDER BY seq"
+            "INSERT INTO audit_log ({cols}) SELECT {cols} \
+             FROM jsonb_populate_recordset(NULL::audit_log, $1::jsonb) ORDER BY chain_seq \
+             RETURNING seq, chain_seq"
         )
     });
     &SQL
@@ -266,10 +354,22 @@ const SQLITE_CACHED_ROWS: usize = 64;
 /// positional `?` (named `$N` makes SQLite look each one up by name, quadratic here). The JSON
 /// form PostgreSQL uses is slower on SQLite: it turns each row back into text to read its
 /// fields (measured: 73 -> 89 us a request).
+///
+/// Each row's first value is its place in the batch; its `seq` is that plus the largest seq
+/// the log has held (archived records included). The statement holds SQLite's write lock, so
+/// no other connection can take the same numbers; the subquery is uncorrelated, so SQLite
+/// evaluates it once, before the first row is inserted.
 fn sqlite_insert(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
+    let cols = written_columns();
+    let n = cols.split(',').count();
+    let row = format!("({})", vec!["?"; n + 1].join(", "));
+    let values: Vec<String> = (2..=n + 1).map(|i| format!("column{i}")).collect();
     format!(
-        "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+        "INSERT INTO audit_log (seq, {cols}) SELECT \
+         (SELECT COALESCE(MAX(m), 0) FROM (SELECT MAX(seq) AS m FROM audit_log \
+          UNION ALL SELECT MAX(upto_seq) FROM audit_archives)) + column1, {} \
+         FROM (VALUES {}) RETURNING seq, chain_seq",
+        values.join(", "),
         vec![row; rows].join(", ")
     )
 }
@@ -287,9 +387,9 @@ fn bind_rows<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     records: &[AuditRecord],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for r in records {
+    for (place, r) in records.iter().enumerate() {
         q = q
-            .bind(r.seq)
+            .bind(place as i64 + 1)
             .bind(&r.id)
             .bind(r.time_us)
             .bind(&r.request_id)
@@ -319,16 +419,19 @@ fn bind_rows<'q>(
             .bind(&r.actor_org)
             .bind(&r.legal_basis)
             .bind(&r.caller_request_id)
-            .bind(&r.trace_id);
+            .bind(&r.trace_id)
+            .bind(&r.writer_id)
+            .bind(r.chain_seq);
     }
     q
 }
 
-/// The batch's INSERT, on a connection or inside a transaction.
+/// The batch's INSERT, on a connection or inside a transaction. Sets each record's `seq` to
+/// the one the database assigned.
 async fn insert_records(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
-    records: &[AuditRecord],
+    records: &mut [AuditRecord],
 ) -> Result<(), sqlx::Error> {
     let insert = match backend {
         Backend::Sqlite => {
@@ -346,22 +449,36 @@ async fn insert_records(
             sqlx::query(postgres_insert()).bind(rows)
         }
     };
-    insert.execute(&mut *conn).await?;
+    let assigned = insert.fetch_all(&mut *conn).await?;
+    let first = records.first().map_or(0, |r| r.chain_seq);
+    for row in assigned {
+        let place: i64 = row.try_get("chain_seq")?;
+        if let Some(r) = records.get_mut((place - first) as usize) {
+            r.seq = row.try_get("seq")?;
+        }
+    }
     Ok(())
 }
 
+/// Stores a checkpoint of the chain's record at `cp.chain_seq`, taking that record's `seq`;
+/// nothing when the record does not hold `cp.hash` or the record is already signed (the
+/// idle tick of another replica may sign an abandoned chain's head at the same time).
 async fn insert_checkpoint(
     conn: &mut sqlx::AnyConnection,
     cp: &Checkpoint,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_checkpoints (seq, time_us, hash, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit_checkpoints (seq, writer_id, chain_seq, time_us, hash, key_id, signature) \
+         SELECT seq, writer_id, chain_seq, $3, hash, $4, $5 FROM audit_log \
+         WHERE writer_id = $1 AND chain_seq = $2 AND hash = $6 \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(cp.seq)
+    .bind(&cp.writer_id)
+    .bind(cp.chain_seq)
     .bind(cp.time_us)
-    .bind(&cp.hash)
     .bind(&cp.key_id)
     .bind(&cp.signature)
+    .bind(&cp.hash)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -370,7 +487,7 @@ async fn insert_checkpoint(
 async fn write(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
-    records: &[AuditRecord],
+    records: &mut [AuditRecord],
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), sqlx::Error> {
     let Some(cp) = checkpoint else {
@@ -380,6 +497,27 @@ async fn write(
     insert_records(&mut tx, backend, records).await?;
     insert_checkpoint(&mut tx, cp).await?;
     tx.commit().await
+}
+
+/// Signs the head of a chain on its own (the idle tick): the chain's tail is not left
+/// unsigned for longer than `checkpoint_secs` when no batch comes to carry a checkpoint.
+pub async fn append_checkpoint(
+    writer: &mut WriterConn,
+    cp: &Checkpoint,
+) -> Result<(), StorageError> {
+    let conn = writer.get().await?;
+    if let Err(e) = insert_checkpoint(conn, cp).await {
+        writer.conn = None;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Signs another chain's head (see `append_checkpoint`), on a pooled connection.
+pub async fn sign_head(db: &Db, cp: &Checkpoint) -> Result<(), StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    insert_checkpoint(&mut conn, cp).await?;
+    Ok(())
 }
 
 /// How a change's transaction ended, when it did not commit.
@@ -408,7 +546,7 @@ async fn write_with_change(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     change: &dyn Change,
-    records: &[AuditRecord],
+    records: &mut [AuditRecord],
     checkpoint: Option<&Checkpoint>,
 ) -> Result<(), ChangeFailed> {
     let mut tx = begin(conn, backend).await.map_err(ChangeFailed::Audit)?;
@@ -438,33 +576,25 @@ pub enum ChangeOutcome {
 }
 
 /// `append` for one record that carries a change: the change and the record commit in one
-/// transaction, or neither does. A lost race for the head rolls both back and runs the change
-/// again on the real head; a refused change leaves the chain as it was.
+/// transaction, or neither does. A lost race for the head (another process under this writer
+/// id) rolls both back and runs the change again on the real head; a refused change leaves
+/// the chain as it was.
 pub async fn append_change<F>(
     writer: &mut WriterConn,
-    known: &mut Option<Head>,
+    known: &mut Option<ChainHead>,
     records: &mut [AuditRecord],
     change: &dyn Change,
     chain: F,
 ) -> Result<(), ChangeOutcome>
 where
-    F: Fn(&Head, &mut [AuditRecord]) -> Option<Checkpoint>,
+    F: Fn(&ChainHead, &mut [AuditRecord]) -> Option<Checkpoint>,
 {
     let backend = writer.db.backend();
     let mut conflicts = 0;
     loop {
-        let conn = writer.get().await.map_err(ChangeOutcome::Failed)?;
-        let head = match known.take() {
-            Some(h) => h,
-            None => match read_head(conn).await {
-                Ok(h) => h,
-                Err(e) => {
-                    writer.conn = None;
-                    return Err(ChangeOutcome::Failed(e));
-                }
-            },
-        };
+        let head = writer.head(known).await.map_err(ChangeOutcome::Failed)?;
         let checkpoint = chain(&head, records);
+        let conn = writer.get().await.map_err(ChangeOutcome::Failed)?;
         match write_with_change(conn, backend, change, records, checkpoint.as_ref()).await {
             Ok(()) => {
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
@@ -480,6 +610,7 @@ where
             }
             Err(ChangeFailed::Audit(e)) if is_conflict(&e) && conflicts < MAX_CONFLICTS => {
                 conflicts += 1;
+                shared_writer_id(&writer.writer_id, conflicts);
             }
             Err(ChangeFailed::Audit(e)) => {
                 writer.conn = None;
@@ -490,14 +621,31 @@ where
 }
 
 /// The head after `records` (and the checkpoint) were committed onto `head`.
-fn advanced(mut head: Head, records: &[AuditRecord], checkpoint: Option<&Checkpoint>) -> Head {
+fn advanced(
+    mut head: ChainHead,
+    records: &[AuditRecord],
+    checkpoint: Option<&Checkpoint>,
+) -> ChainHead {
     if let Some(r) = records.last() {
-        head.seq = r.seq;
+        head.chain_seq = r.chain_seq;
         head.hash = r.hash.clone();
+        head.unsigned_since_us
+            .get_or_insert_with(crate::storage::now_micros);
     }
     if let Some(cp) = checkpoint {
-        head.checkpoint_seq = cp.seq;
-        head.checkpoint_time_us = cp.time_us;
+        head.checkpoint_chain_seq = cp.chain_seq;
+        if cp.chain_seq >= head.chain_seq {
+            head.unsigned_since_us = None;
+        }
+    }
+    head
+}
+
+/// The head after an idle checkpoint signed it.
+pub fn signed(mut head: ChainHead, cp: &Checkpoint) -> ChainHead {
+    head.checkpoint_chain_seq = cp.chain_seq;
+    if cp.chain_seq >= head.chain_seq {
+        head.unsigned_since_us = None;
     }
     head
 }
@@ -541,6 +689,8 @@ pub fn from_row(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
         legal_basis: row.try_get("legal_basis")?,
         caller_request_id: row.try_get("caller_request_id")?,
         trace_id: row.try_get("trace_id")?,
+        writer_id: row.try_get("writer_id")?,
+        chain_seq: row.try_get("chain_seq")?,
     })
 }
 
@@ -556,24 +706,150 @@ pub async fn page_after(db: &Db, after: i64, limit: i64) -> Result<Vec<AuditReco
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
-pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT seq, time_us, hash, key_id, signature FROM audit_checkpoints ORDER BY seq",
-    )
+/// Records of one chain with `chain_seq > after`, in chain order: the unit of verification
+/// and archiving.
+pub async fn chain_page_after(
+    db: &Db,
+    writer_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
+         ORDER BY chain_seq LIMIT $3"
+    )))
+    .bind(writer_id)
+    .bind(after)
+    .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Checkpoint {
-                seq: r.try_get("seq")?,
-                time_us: r.try_get("time_us")?,
-                hash: r.try_get("hash")?,
-                key_id: r.try_get("key_id")?,
-                signature: r.try_get("signature")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+const CHECKPOINT_COLUMNS: &str = "seq, writer_id, chain_seq, time_us, hash, key_id, signature";
+
+fn checkpoint_of(r: &AnyRow) -> Result<Checkpoint, sqlx::Error> {
+    Ok(Checkpoint {
+        seq: r.try_get("seq")?,
+        writer_id: r.try_get("writer_id")?,
+        chain_seq: r.try_get("chain_seq")?,
+        time_us: r.try_get("time_us")?,
+        hash: r.try_get("hash")?,
+        key_id: r.try_get("key_id")?,
+        signature: r.try_get("signature")?,
+    })
+}
+
+/// Every chain's checkpoints, in `seq` order.
+pub async fn checkpoints(db: &Db) -> Result<Vec<Checkpoint>, StorageError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq"
+    )))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(checkpoint_of).collect::<Result<_, _>>()?)
+}
+
+/// One chain's checkpoints, in chain order.
+pub async fn chain_checkpoints(db: &Db, writer_id: &str) -> Result<Vec<Checkpoint>, StorageError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE writer_id = $1 \
+         ORDER BY chain_seq, seq"
+    )))
+    .bind(writer_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.iter().map(checkpoint_of).collect::<Result<_, _>>()?)
+}
+
+/// Every writer id that has records, checkpoints or archives, sorted. Each table is read by a
+/// skip over its `(writer_id, ...)` index (a recursive step to the next larger id), so the
+/// cost is one index seek per chain, not a scan of the log.
+pub async fn writers(db: &Db) -> Result<Vec<String>, StorageError> {
+    let mut all = std::collections::BTreeSet::new();
+    for table in ["audit_log", "audit_checkpoints", "audit_archives"] {
+        let sql = format!(
+            "WITH RECURSIVE w(id) AS ( \
+               SELECT MIN(writer_id) FROM {table} \
+               UNION ALL \
+               SELECT (SELECT MIN(writer_id) FROM {table} WHERE writer_id > w.id) FROM w \
+               WHERE w.id IS NOT NULL) \
+             SELECT id FROM w WHERE id IS NOT NULL"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(db.pool())
+            .await?;
+        for r in rows {
+            all.insert(r.try_get::<String, _>("id")?);
+        }
+    }
+    Ok(all.into_iter().collect())
+}
+
+/// A chain's state for the console's dashboard: how far it goes, how far it is signed, and its
+/// last signed checkpoint. Read from the stored head and checkpoint, not verified (that is
+/// `verify`'s work).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChainStatus {
+    pub writer_id: String,
+    /// The head's place in the chain (records ever written to it, archived ones included).
+    pub head_chain_seq: i64,
+    pub head_hash: String,
+    /// When the head record was made; `None` when every record is archived or none written.
+    pub head_time_us: Option<i64>,
+    /// The place the newest checkpoint signed; `None` before the first one.
+    pub signed_through: Option<i64>,
+    /// When the newest checkpoint was signed, and by which key.
+    pub last_checkpoint_time_us: Option<i64>,
+    pub last_checkpoint_key_id: Option<String>,
+    /// Records after the newest checkpoint (0: the whole chain is signed).
+    pub unsigned: i64,
+}
+
+/// Every chain's [`ChainStatus`], by writer id.
+pub async fn chain_status(db: &Db) -> Result<Vec<ChainStatus>, StorageError> {
+    let mut out = Vec::new();
+    let mut conn = db.pool().acquire().await?;
+    for writer_id in writers(db).await? {
+        let head = sqlx::query(
+            "SELECT chain_seq, hash, time_us FROM audit_log WHERE writer_id = $1 \
+             ORDER BY chain_seq DESC LIMIT 1",
+        )
+        .bind(&writer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (head_chain_seq, head_hash, head_time_us) = match head {
+            Some(r) => (
+                r.try_get("chain_seq")?,
+                r.try_get("hash")?,
+                Some(r.try_get("time_us")?),
+            ),
+            None => {
+                let (n, h) = super::archive::base_on(&mut conn, &writer_id).await?;
+                (n, h, None)
+            }
+        };
+        let cp = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE writer_id = $1 \
+             ORDER BY chain_seq DESC LIMIT 1"
+        )))
+        .bind(&writer_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| checkpoint_of(&r))
+        .transpose()?;
+        out.push(ChainStatus {
+            unsigned: head_chain_seq - cp.as_ref().map_or(0, |c| c.chain_seq.min(head_chain_seq)),
+            writer_id,
+            head_chain_seq,
+            head_hash,
+            head_time_us,
+            signed_through: cp.as_ref().map(|c| c.chain_seq),
+            last_checkpoint_time_us: cp.as_ref().map(|c| c.time_us),
+            last_checkpoint_key_id: cp.map(|c| c.key_id),
+        });
+    }
+    Ok(out)
 }
 
 /// Officers' filters. All optional; combined with AND.

@@ -1,9 +1,12 @@
-//! The one writer: drains what is queued (up to `batch_max`, or what arrives within
-//! `batch_wait_us` of the first), chains the hashes in order, inserts the batch as one
-//! statement, then acknowledges every sender. One fsync serves the whole batch.
-//! A failed commit acknowledges every sender with an error. A batch that another replica's
-//! writer beat to the head is chained again onto the real head (see `store::append`), so the
-//! writers of every replica share one chain.
+//! The one writer of this process's chain: drains what is queued (up to `batch_max`, or what
+//! arrives within `batch_wait_us` of the first), chains the hashes in order onto its own chain
+//! (`writer_id`), inserts the batch as one statement, then acknowledges every sender. One
+//! fsync serves the whole batch. A failed commit acknowledges every sender with an error.
+//! No other replica writes this chain, so no batch waits on another replica's head.
+//!
+//! When idle, the writer signs its chain's tail once it has been unsigned for
+//! `checkpoint_secs`, and the head of any other chain left unsigned for twice that (a replica
+//! that crashed or was retired never signs its own tail again).
 
 use std::{
     sync::{
@@ -27,6 +30,7 @@ pub(super) struct Writer {
     pub rx: mpsc::Receiver<Queued>,
     pub signing: Ed25519KeyPair,
     pub key_id: String,
+    pub writer_id: String,
     pub config: AuditConfig,
     pub healthy: Arc<AtomicBool>,
     pub queued: Arc<AtomicUsize>,
@@ -38,16 +42,26 @@ pub(super) struct Writer {
 pub(super) async fn run(mut w: Writer) {
     let wait = Duration::from_micros(w.config.batch_wait_us);
     let mut known = None;
-    let mut conn = store::WriterConn::new(w.db.clone());
+    let mut conn = store::WriterConn::new(w.db.clone(), w.writer_id.clone());
     // A record with a change, received while a batch was filling: it runs after that batch.
     let mut carried: Option<Queued> = None;
+    let mut idle = Idle::new(&w.config);
     loop {
         let first = match carried.take() {
             Some(p) => p,
-            None => match w.rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
+            None => {
+                let due = idle.next_due(known.as_ref());
+                tokio::select! {
+                    p = w.rx.recv() => match p {
+                        Some(p) => p,
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(due) => {
+                        idle.tick(&w, &mut conn, &mut known).await;
+                        continue;
+                    }
+                }
+            }
         };
         w.busy.store(true, Ordering::SeqCst);
         if first.change.is_some() {
@@ -81,7 +95,7 @@ pub(super) async fn run(mut w: Writer) {
 async fn commit_batch(
     w: &Writer,
     conn: &mut store::WriterConn,
-    known: &mut Option<store::Head>,
+    known: &mut Option<store::ChainHead>,
     batch: Vec<Queued>,
 ) {
     w.queued.fetch_sub(batch.len(), Ordering::SeqCst);
@@ -116,7 +130,7 @@ async fn commit_batch(
 async fn commit_change(
     w: &Writer,
     conn: &mut store::WriterConn,
-    known: &mut Option<store::Head>,
+    known: &mut Option<store::ChainHead>,
     p: Queued,
 ) {
     w.queued.fetch_sub(1, Ordering::SeqCst);
@@ -189,24 +203,134 @@ pub(super) async fn apply_unaudited(db: &Db, change: &dyn Change) -> Result<(), 
     }
 }
 
-/// Chains `records` onto the stored head, in order, and signs a checkpoint when `every` records
-/// or `every_us` have passed since the last one, whichever replica made it.
+/// Chains `records` onto this writer's chain, in order, and signs a checkpoint when `every`
+/// records or `every_us` have passed since the chain was last signed.
 fn chain_onto(
-    stored: &store::Head,
+    stored: &store::ChainHead,
     records: &mut [AuditRecord],
     w: &Writer,
 ) -> Option<store::Checkpoint> {
     let every = w.config.checkpoint_every;
     let every_us = w.config.checkpoint_secs as i64 * 1_000_000;
-    let (signing, key_id) = (&w.signing, &w.key_id);
-    let (seq, hash) = chain::link(stored.seq, stored.hash.clone(), records);
+    for r in records.iter_mut() {
+        r.writer_id.clone_from(&w.writer_id);
+    }
+    let (chain_seq, hash) = chain::link(stored.chain_seq, stored.hash.clone(), records);
     let now = now_micros();
-    let due = seq - stored.checkpoint_seq >= every || now - stored.checkpoint_time_us >= every_us;
-    due.then(|| store::Checkpoint {
-        seq,
+    let unsigned_since = stored.unsigned_since_us.unwrap_or(now);
+    let due = chain_seq - stored.checkpoint_chain_seq >= every || now - unsigned_since >= every_us;
+    due.then(|| checkpoint(w, &w.writer_id, chain_seq, hash, now))
+}
+
+fn checkpoint(
+    w: &Writer,
+    writer_id: &str,
+    chain_seq: i64,
+    hash: String,
+    now: i64,
+) -> store::Checkpoint {
+    store::Checkpoint {
+        seq: 0,
+        writer_id: writer_id.to_string(),
+        chain_seq,
         time_us: now,
-        signature: chain::sign_checkpoint(signing, seq, &hash, now),
+        signature: chain::sign_chain_checkpoint(&w.signing, writer_id, chain_seq, &hash, now),
         hash,
-        key_id: key_id.clone(),
-    })
+        key_id: w.key_id.clone(),
+    }
+}
+
+/// The idle tick's schedule: this chain's tail when it falls due, and every `checkpoint_secs`
+/// a look at the other chains.
+struct Idle {
+    every: Duration,
+    sweep_at: tokio::time::Instant,
+}
+
+impl Idle {
+    fn new(config: &AuditConfig) -> Self {
+        let every = Duration::from_secs(config.checkpoint_secs.max(1));
+        Self {
+            every,
+            sweep_at: tokio::time::Instant::now() + every,
+        }
+    }
+
+    /// When to wake without a record: this chain's tail falling due, or the next sweep. With
+    /// the head unknown (at start, after a failure), at once, to read it.
+    fn next_due(&self, known: Option<&store::ChainHead>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let Some(head) = known else { return now };
+        let tail = head.unsigned_since_us.map(|since| {
+            let age = Duration::from_micros((now_micros() - since).max(0) as u64);
+            now + self.every.saturating_sub(age)
+        });
+        tail.map_or(self.sweep_at, |t| t.min(self.sweep_at))
+    }
+
+    /// Signs this chain's tail if it is due, then sweeps the other chains if that is due. A
+    /// failure is logged and retried at the next tick; nothing waits on it.
+    async fn tick(
+        &mut self,
+        w: &Writer,
+        conn: &mut store::WriterConn,
+        known: &mut Option<store::ChainHead>,
+    ) {
+        if let Err(e) = sign_own_tail(w, conn, known, self.every).await {
+            tracing::warn!(error = %e, "audit: signing the idle chain's tail failed; retrying");
+            *known = None;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        if tokio::time::Instant::now() >= self.sweep_at {
+            self.sweep_at = tokio::time::Instant::now() + self.every;
+            if let Err(e) = sign_abandoned(w, self.every).await {
+                tracing::warn!(error = %e, "audit: signing other chains' unsigned heads failed");
+            }
+        }
+    }
+}
+
+/// Signs this writer's head when its tail has been unsigned for `every`.
+async fn sign_own_tail(
+    w: &Writer,
+    conn: &mut store::WriterConn,
+    known: &mut Option<store::ChainHead>,
+    every: Duration,
+) -> Result<(), StorageError> {
+    let head = match known.take() {
+        Some(h) => h,
+        None => store::chain_head(&w.db, &w.writer_id).await?,
+    };
+    let now = now_micros();
+    let due = head
+        .unsigned_since_us
+        .is_some_and(|since| now - since >= every.as_micros() as i64);
+    if !due || head.chain_seq == 0 {
+        *known = Some(head);
+        return Ok(());
+    }
+    let cp = checkpoint(w, &w.writer_id, head.chain_seq, head.hash.clone(), now);
+    store::append_checkpoint(conn, &cp).await?;
+    *known = Some(store::signed(head, &cp));
+    Ok(())
+}
+
+/// Signs the head of every other chain whose newest record is older than twice `every` and
+/// not yet signed: its writer is gone (crashed, retired, or a port-0 id that never returns),
+/// and its tail must not stay unsigned. A chain's head is a fixed record once its writer has
+/// stopped, so the checkpoint is the same whoever signs it; two replicas signing at once store
+/// it once (`ON CONFLICT DO NOTHING`).
+async fn sign_abandoned(w: &Writer, every: Duration) -> Result<(), StorageError> {
+    let stale_before = now_micros() - 2 * every.as_micros() as i64;
+    for c in store::chain_status(&w.db).await? {
+        let stale = c.head_time_us.is_some_and(|t| t < stale_before);
+        if c.writer_id == w.writer_id || c.unsigned == 0 || !stale {
+            continue;
+        }
+        let cp = checkpoint(w, &c.writer_id, c.head_chain_seq, c.head_hash, now_micros());
+        store::sign_head(&w.db, &cp).await?;
+        tracing::info!(writer_id = %c.writer_id, chain_seq = cp.chain_seq, "audit: signed an idle chain's head for its writer");
+    }
+    Ok(())
 }
