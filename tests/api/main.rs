@@ -18,6 +18,7 @@ mod console;
 mod crash;
 mod demo;
 mod edge_tls;
+mod faults_store;
 mod health;
 mod hostile;
 mod oauth;
