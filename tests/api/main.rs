@@ -9,6 +9,7 @@ mod law;
 mod alerts;
 mod audit;
 mod axe;
+mod backup;
 mod browser_console;
 mod browser_portal;
 mod cli;
