@@ -1,14 +1,15 @@
 //! Stores that misbehave (issue 19), against a real `credgate serve` process: a store that
-//! refuses connections, closes or resets mid-answer, trickles its head or body a byte a second,
-//! sends more than the cap (declared or chunked without end), invalid or absurdly nested JSON,
-//! the wrong or no content type, a redirect, or a 500 full of its internals. Each is a raw
-//! tokio TCP server on loopback, so it can do what no HTTP framework would let it do.
+//! refuses connections, closes or resets mid-answer, answers garbage, a 1 MiB header or 2,000
+//! headers, trickles its head or body a byte a second, sends more than the cap (declared or
+//! chunked), invalid or absurdly nested JSON, the wrong or no content type, a redirect, or a 500
+//! full of its internals. Each is a raw tokio TCP server on loopback, so it can do what no HTTP
+//! framework would let it do.
 //!
 //! `proxy.rs` has one request each for a dead store, a slow one, an oversized answer and a 500
 //! with a secret (in-process). This goes further: sixteen clients at once per fault while
 //! well-behaved clients keep going, every answer's status, audit record (decision, status,
 //! rule, store) and headers checked, the chain verified, and the process's RSS measured
-//! before and after some 3,000 such requests.
+//! before and after some 4,000 such requests.
 
 use std::{
     io,
@@ -70,6 +71,9 @@ const CASES: &[Case] = &[
     case("/v1/stores/hostile/close", 502, 13),
     case("/v1/stores/hostile/reset-head", 502, 13),
     case("/v1/stores/hostile/reset-body", 502, 13),
+    case("/v1/stores/hostile/garbage", 502, 13),
+    case("/v1/stores/hostile/huge-head", 502, 13),
+    case("/v1/stores/hostile/many-headers", 502, 13),
     case("/v1/stores/hostile/trickle-head", 504, 2),
     case("/v1/stores/hostile/trickle-body", 504, 2),
     case("/v1/stores/hostile/over-cap-declared", 502, 13),
@@ -152,6 +156,25 @@ async fn answer(
             sock.write_all(format!("{head}{}", &JSON[..20]).as_bytes())
                 .await?;
             reset(sock).await
+        }
+        "/garbage" => {
+            sock.write_all(b"SSH-2.0-OpenSSH_8.9 db-7.corp.internal\r\n\r\n")
+                .await?;
+            Ok(false)
+        }
+        "/huge-head" => {
+            let pad = "a".repeat(1024 * 1024);
+            let head = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\n{{}}");
+            sock.write_all(head.as_bytes()).await?;
+            Ok(false)
+        }
+        "/many-headers" => {
+            let many: String = (0..2000).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\n{many}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            sock.write_all(head.as_bytes()).await?;
+            Ok(false)
         }
         "/trickle-head" => {
             trickle(
