@@ -91,6 +91,18 @@ const CASES: &[Case] = &[
 
 const CLIENTS: usize = 16;
 
+/// What the hostile store's profile section (`/entities/{uscc}`) answers, in turn.
+const IN_TURN: &[&str] = &[
+    "/internals",
+    "/reset-body",
+    "/over-cap-declared",
+    "/redirect-302",
+    "/wrong-type",
+    "/bad-json",
+    "/trickle-body",
+];
+static ROTATION: AtomicUsize = AtomicUsize::new(0);
+
 /// The hostile store: a raw TCP server. Requests it answers completely keep the connection
 /// (the gateway's pool reuses it); the others end it, by FIN or by RST. `followed` counts
 /// requests to the redirects' target: the gateway must never go there.
@@ -209,6 +221,11 @@ async fn answer(
         }
         "/wrong-type" => complete(sock, 200, Some("text/html"), JSON, "").await,
         "/no-type" => complete(sock, 200, None, JSON, "").await,
+        p if p.starts_with("/entities/") => {
+            // A profile section: each request meets the next misbehaviour in turn.
+            let turn = ROTATION.fetch_add(1, Ordering::SeqCst) % IN_TURN.len();
+            Box::pin(answer(sock, IN_TURN[turn], me, followed)).await
+        }
         "/redirect-target" => {
             followed.fetch_add(1, Ordering::SeqCst);
             complete(sock, 200, Some(json), JSON, "").await
@@ -299,6 +316,9 @@ fn hostile_config(hostile: SocketAddr) -> String {
         "\n[[stores]]\nname = \"hostile\"\nupstream = \"http://{hostile}\"\n\
          response_timeout_ms = 1500\nmax_response_bytes = 65536\n"
     );
+    text += "\n[[stores.routes]]\nmethod = \"GET\"\npath = \"/entities/{uscc}\"\n\
+             dataset = \"entity\"\nsubject_path = \"uscc\"\nsubject_type = \"legal\"\n\
+             profile = true\n";
     for c in CASES.iter().filter(|c| c.path.contains("/hostile/")) {
         let path = c.path.trim_start_matches("/v1/stores/hostile");
         text += &format!(
@@ -509,6 +529,7 @@ async fn misbehaving_stores_get_their_status_audited_leak_nothing_and_memory_sta
     let rss_before = vm_rss_kib(pid);
     let started = Instant::now();
     seen.extend(round(&http, &url, &tokens, |c| c.per_client).await);
+    let profiles = profiles(&http, &url, &tokens, &db).await;
     let took = started.elapsed();
     let rss_after = vm_rss_kib(pid);
     stop.store(true, Ordering::SeqCst);
@@ -534,8 +555,9 @@ async fn misbehaving_stores_get_their_status_audited_leak_nothing_and_memory_sta
         eprintln!("  {:<40} {:>4} x {}", c.path, n, c.status);
     }
     eprintln!(
-        "  {} faulty requests in {took:?} after warm-up, {} healthy 200s alongside; \
-         RSS {rss_before} KiB -> {rss_after} KiB",
+        "  {profiles} profiles with a misbehaving section (200, the failure listed)\n  \
+         {} faulty requests and the profiles in {took:?} after warm-up, {} healthy 200s \
+         alongside; RSS {rss_before} KiB -> {rss_after} KiB",
         seen.len(),
         released.len()
     );
@@ -641,4 +663,85 @@ async fn a_caller_who_hangs_up_on_a_slow_store_still_leaves_a_record() {
             ("error", 504, Some("upstream-timeout"))
         );
     }
+}
+
+/// The one-stop profile with the hostile store as one of its sections: `CLIENTS` clients at
+/// once, seven profiles each (one per misbehaviour in `IN_TURN`). Each is a 200 with the healthy
+/// store's section, the hostile one listed as failed with its status, nothing of the store's in
+/// it, and a record that says which section failed how. Returns how many.
+async fn profiles(http: &reqwest::Client, url: &str, tokens: &[String], db: &Db) -> usize {
+    let uscc = credgate::sample_store::data::generate(42, 60).entities[4]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let workers: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let (http, url, t, uscc) = (http.clone(), url.to_string(), t.clone(), uscc.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..IN_TURN.len() {
+                    seen.push(one_profile(&http, &url, &t, &uscc).await);
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+    let records: std::collections::HashMap<String, credgate::audit::AuditRecord> =
+        credgate::audit::store::page_after(db, 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+    for (id, status) in &seen {
+        let r = records.get(id).expect("the profile's record is committed");
+        let dataset = r.dataset.as_deref().unwrap_or_default();
+        assert_eq!((r.decision.as_str(), r.status), ("allow", 200), "{dataset}");
+        assert!(
+            dataset.contains(&format!("hostile.entity=error:{status}")),
+            "{dataset}"
+        );
+    }
+    seen.len()
+}
+
+/// One profile: checked here; its audit id and the hostile section's status.
+async fn one_profile(http: &reqwest::Client, url: &str, token: &str, uscc: &str) -> (String, u64) {
+    let res = http
+        .get(format!("{url}/v1/subjects/{uscc}/profile"))
+        .bearer_auth(token)
+        .header("X-Purpose", "supervision")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a profile with a failed section");
+    let id = res.headers()["x-audit-id"].to_str().unwrap().to_string();
+    let mut seen = String::new();
+    for (k, v) in res.headers() {
+        seen += &format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()));
+    }
+    let body = res.text().await.unwrap();
+    seen += &body;
+    let lower = seen.to_lowercase();
+    for s in SECRETS {
+        assert!(
+            !lower.contains(s),
+            "profile: `{s}` reached the client:\n{seen}"
+        );
+    }
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(body["sections"]["power.entity"].is_object(), "{body}");
+    let failed = body["failed"].as_array().unwrap();
+    let hostile = failed
+        .iter()
+        .find(|f| f["section"] == "hostile.entity")
+        .unwrap_or_else(|| panic!("the hostile section is listed as failed: {body}"));
+    let status = hostile["status"].as_u64().unwrap();
+    assert!(matches!(status, 502 | 504), "{body}");
+    (id, status)
 }
