@@ -78,15 +78,7 @@ async fn a_backup_taken_under_load_restores_into_a_gateway_that_verifies() {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let out_s = out.display().to_string();
     if app.state.config.storage_url.starts_with("postgres") {
-        let o = credgate(args(&["backup", "--out", &out_s, "--config", &cfg])).await;
-        let (stdout, stderr) = text(&o);
-        assert!(!o.status.success(), "{stdout}{stderr}");
-        assert!(
-            stderr.contains("pg_dump") && stderr.contains("PITR") && stderr.contains("master.key"),
-            "{stderr}"
-        );
-        assert!(!out.exists(), "nothing written");
-        return;
+        return postgres_is_refused(&cfg, &out).await;
     }
     let (_, token) = app.token("regulator").await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,12 +113,7 @@ async fn a_backup_taken_under_load_restores_into_a_gateway_that_verifies() {
         assert_eq!(mode & 0o777, 0o600, "the copy holds the audit log");
     }
 
-    // Never over an existing file, not even its own.
-    let copy = std::fs::read(&out).unwrap();
-    let o = credgate(args(&["backup", "--out", &out_s, "--config", &cfg])).await;
-    assert!(!o.status.success());
-    assert!(text(&o).1.contains("exists already"), "{}", text(&o).1);
-    assert_eq!(std::fs::read(&out).unwrap(), copy, "the copy is untouched");
+    never_over_a_file(&cfg, &out).await;
 
     let restored = restore(&app, &out).await;
     let o = credgate(args(&["audit", "verify", "--config", &restored.cfg])).await;
@@ -155,6 +142,29 @@ async fn a_backup_taken_under_load_restores_into_a_gateway_that_verifies() {
     crate::helpers::assert_every_release_recorded(&restored.db, &[id]).await;
     let o = credgate(args(&["audit", "verify", "--config", &restored.cfg])).await;
     assert!(o.status.success(), "{}{}", text(&o).0, text(&o).1);
+}
+
+/// On PostgreSQL the command names the tools that do it, and writes nothing.
+async fn postgres_is_refused(cfg: &str, out: &std::path::Path) {
+    let out_s = out.display().to_string();
+    let o = credgate(args(&["backup", "--out", &out_s, "--config", cfg])).await;
+    let (stdout, stderr) = text(&o);
+    assert!(!o.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("pg_dump") && stderr.contains("PITR") && stderr.contains("master.key"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
+/// A second backup to the same name is refused and the first copy stays as it was.
+async fn never_over_a_file(cfg: &str, out: &std::path::Path) {
+    let out_s = out.display().to_string();
+    let copy = std::fs::read(out).unwrap();
+    let o = credgate(args(&["backup", "--out", &out_s, "--config", cfg])).await;
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("exists already"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(out).unwrap(), copy, "the copy is untouched");
 }
 
 struct Restored {

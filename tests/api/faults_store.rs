@@ -148,7 +148,8 @@ async fn read_head(sock: &mut TcpStream) -> io::Result<Option<String>> {
     Ok(Some(head.split(' ').nth(1).unwrap_or("/").to_string()))
 }
 
-/// Answers one request as its path says; `Ok(true)` when the connection may be reused.
+/// Answers one request as its path says; `Ok(true)` when the connection may be reused. Longer
+/// than a function should be: it is the table of misbehaviours, one arm each, read best whole.
 async fn answer(
     sock: &mut TcpStream,
     path: &str,
@@ -494,10 +495,8 @@ fn steady_clients(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn misbehaving_stores_get_their_status_audited_leak_nothing_and_memory_stays_flat() {
-    let followed = Arc::new(AtomicUsize::new(0));
-    let hostile = hostile_store(followed.clone()).await;
+/// A `credgate serve` process with the hostile and the refusing store added to its config.
+async fn start_gateway(hostile: SocketAddr) -> GatewayProcess {
     let sample = crate::helpers::sample_store_with(60).await;
     let fake = serve(fake_router(FakeStore::default())).await;
     let mut gateway = GatewayProcess::prepare(sample, fake);
@@ -508,6 +507,13 @@ async fn misbehaving_stores_get_their_status_audited_leak_nothing_and_memory_sta
     text += &hostile_config(hostile);
     std::fs::write(&gateway.cfg, text).unwrap();
     gateway.start("error", None).await;
+    gateway
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_stores_get_their_status_audited_leak_nothing_and_memory_stays_flat() {
+    let followed = Arc::new(AtomicUsize::new(0));
+    let gateway = start_gateway(hostile_store(followed.clone()).await).await;
     let url = gateway.url.clone();
     let db = Db::open(&gateway.config.storage_url).await.unwrap();
     let http = reqwest::Client::builder()
