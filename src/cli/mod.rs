@@ -8,6 +8,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand};
 
 mod audit;
+mod backup;
 mod client;
 mod keys;
 mod policy;
@@ -79,6 +80,8 @@ pub enum Command {
     /// Verify or export the audit log (offline, beside a running gateway).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Copy the SQLite database while the gateway serves (PostgreSQL: use pg_dump or PITR).
+    Backup(backup::BackupArgs),
     /// Run the synthetic credit-data store used by the demo and the tests.
     SampleStore(crate::sample_store::SampleStoreArgs),
     /// Run the sample store and the gateway together, with demo clients, and print what to try.
@@ -129,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => return Ok(policy::run(cmd)),
         Command::Keys(cmd) => keys::run(cmd).await?,
         Command::Audit(cmd) => return audit::run(cmd).await,
+        Command::Backup(args) => backup::run(args).await?,
         Command::SampleStore(args) => {
             crate::telemetry::init("info");
             let server = crate::sample_store::SampleStore::bind(&args).await?;

@@ -62,7 +62,19 @@ fn declared_kind(declared: &Declared, req: &Request) -> Option<&'static str> {
     }
 }
 
-pub async fn audit(
+/// A caller who hangs up does not take the record with them: the store may have been asked
+/// already (five callers that left while a store was slow once left five store hits and no
+/// record). The request runs to its end, bounded by the store's deadline, in a task of its own.
+pub async fn audit(state: State<(AppState, Arc<Declared>)>, req: Request, next: Next) -> Response {
+    tokio::spawn(audit_to_the_end(state, req, next))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a request's task failed");
+            Error::Internal(anyhow::anyhow!("the request's task failed")).into_response()
+        })
+}
+
+async fn audit_to_the_end(
     State((state, declared)): State<(AppState, Arc<Declared>)>,
     mut req: Request,
     next: Next,

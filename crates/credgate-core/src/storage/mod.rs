@@ -2,6 +2,7 @@
 //! default and PostgreSQL. SQL here stays portable: `$N` placeholders, integers for times
 //! (unix microseconds) and text for ids, which both backends read the same way.
 
+pub mod backup;
 pub mod clients;
 pub mod complaints;
 pub mod consents;
