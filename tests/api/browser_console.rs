@@ -18,7 +18,7 @@ use crate::{
 
 /// Signs `user` in through the real pages: the console sends the browser to the provider,
 /// which sends it back after the password and the one-time code.
-async fn sign_in(c: &Client, s: &Site, user: &str) {
+pub(crate) async fn sign_in(c: &Client, s: &Site, user: &str) {
     c.goto(&format!("{}/console/", s.app.url)).await.unwrap();
     wait_text(c, "Username").await;
     let here = c.current_url().await.unwrap();

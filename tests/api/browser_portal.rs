@@ -58,7 +58,7 @@ async fn a_subject_uses_the_portal_in_a_real_browser() {
 
 /// Opens the portal signed out, is sent to the provider, signs in there with the labelled
 /// fields, and lands back on the portal. The subject's id.
-async fn sign_in(s: &Site, c: &Client, user: &str) -> String {
+pub(crate) async fn sign_in(s: &Site, c: &Client, user: &str) -> String {
     let u = s
         .idp
         .users()
@@ -247,7 +247,13 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
                     "查询我的记录"
                 };
                 button(c, read).await.click().await.unwrap();
-                wait_text(c, "power.entity").await;
+                let title = if lang == "en" {
+                    "Company record"
+                } else {
+                    "企业信用记录"
+                };
+                wait_text(c, title).await;
+                refresh_draws_the_same_reading(c).await;
                 assert!(accessibility(c).await.is_empty(), "the record as read");
                 shot(c, &format!("portal-record-read-{lang}")).await;
                 assert_accessible(c, &format!("portal-record-read-{lang}")).await;
@@ -286,4 +292,27 @@ async fn accessibility(c: &Client) -> Vec<String> {
     "#;
     let v = c.execute(CHECK, vec![]).await.unwrap();
     serde_json::from_value(v).unwrap()
+}
+
+/// The reading is drawn by a GET after the POST (post/redirect/get): a refresh draws it again
+/// without asking the stores or counting another self-query.
+async fn refresh_draws_the_same_reading(c: &Client) {
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/portal/record");
+    assert!(
+        url.query().is_some_and(|q| q.starts_with("reading=")),
+        "{url}"
+    );
+    let count = || async {
+        c.find(Locator::Id("self-query-count"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = count().await;
+    c.refresh().await.unwrap();
+    assert_eq!(c.current_url().await.unwrap(), url, "no resubmission");
+    assert_eq!(count().await, before, "a refresh counts nothing");
 }

@@ -11,6 +11,7 @@ mod audit;
 mod axe;
 mod browser_console;
 mod browser_portal;
+mod browser_walks;
 mod cli;
 mod complaints;
 mod consent;

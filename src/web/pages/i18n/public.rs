@@ -3,6 +3,7 @@
 pub const EN: &[(&str, &str)] = &[
     ("site.name", "credgate public credit information"),
     ("nav.main", "Main navigation"),
+    ("nav.skip", "Skip to the main content"),
     ("nav.lookup", "Look up"),
     ("nav.red", "Red list"),
     ("nav.black", "Black list"),
@@ -85,7 +86,10 @@ pub const EN: &[(&str, &str)] = &[
         "error.403",
         "This request was refused. If you submitted a form, reload the page and try again.",
     ),
-    ("error.404", "This page does not exist."),
+    (
+        "error.404",
+        "This page does not exist. Check the address, or use the links above.",
+    ),
     ("error.405", "This action is not available here."),
     ("error.413", "What you sent is too large."),
     (
@@ -100,8 +104,13 @@ pub const EN: &[(&str, &str)] = &[
         "error.other",
         "The request could not be completed. Please try again later.",
     ),
-    ("error.request_id", "Request id"),
+    (
+        "error.request_id",
+        "If you ask for help, quote this request id",
+    ),
     ("error.home", "Back to the start page"),
+    ("error.home.console", "Back to the console"),
+    ("error.home.portal", "Back to my record"),
     (
         "footer.privacy",
         "Every look-up is recorded in the gateway's audit log. Reports are never linked to who filed them.",
@@ -111,6 +120,7 @@ pub const EN: &[(&str, &str)] = &[
 pub const ZH_CN: &[(&str, &str)] = &[
     ("site.name", "credgate 公共信用信息"),
     ("nav.main", "主导航"),
+    ("nav.skip", "跳到主要内容"),
     ("nav.lookup", "查询"),
     ("nav.red", "红名单"),
     ("nav.black", "黑名单"),
@@ -190,7 +200,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
         "error.403",
         "该请求被拒绝。如果您提交了表单，请刷新页面后重试。",
     ),
-    ("error.404", "该页面不存在。"),
+    ("error.404", "该页面不存在。请检查网址，或使用上方的链接。"),
     ("error.405", "此处不提供该操作。"),
     ("error.413", "您发送的内容过大。"),
     ("error.429", "请求过于频繁。请稍候再试。"),
@@ -199,8 +209,10 @@ pub const ZH_CN: &[(&str, &str)] = &[
         "服务暂时不可用。未记录也未发布任何内容。请稍后再试。",
     ),
     ("error.other", "请求未能完成。请稍后再试。"),
-    ("error.request_id", "请求编号"),
+    ("error.request_id", "如需帮助，请提供此请求编号"),
     ("error.home", "返回首页"),
+    ("error.home.console", "返回管理控制台"),
+    ("error.home.portal", "返回我的信用记录"),
     (
         "footer.privacy",
         "每次查询都记入网关的审计日志。举报内容从不与举报人关联。",
