@@ -207,6 +207,21 @@ async fn forced_url_in_browser(s: &Site, c: &Client, me: &str) {
     assert!(!text.contains("someone else's") && !text.contains(&other));
     shot(c, "portal-forced-404-en").await;
     assert_accessible(c, "portal-forced-404-en").await;
+    let back = format!("/portal/objections/{id}");
+    c.goto(&format!("{}/lang/zh-CN?back={back}", s.app.url))
+        .await
+        .unwrap();
+    let text = wait_text(c, "该页面不存在").await;
+    assert!(
+        text.contains("返回我的信用记录"),
+        "a way back into the portal"
+    );
+    shot(c, "portal-forced-404-zh-CN").await;
+    assert_accessible(c, "portal-forced-404-zh-CN").await;
+    c.goto(&format!("{}/lang/en?back=/portal/record", s.app.url))
+        .await
+        .unwrap();
+    wrong_area_in_browser(s, c).await;
 }
 
 /// Every portal page in English, then (through the language switch) in Chinese.
@@ -315,4 +330,22 @@ async fn refresh_draws_the_same_reading(c: &Client) {
     c.refresh().await.unwrap();
     assert_eq!(c.current_url().await.unwrap(), url, "no resubmission");
     assert_eq!(count().await, before, "a refresh counts nothing");
+}
+
+/// A subject who opens the console is told it is for staff and where their own pages are.
+async fn wrong_area_in_browser(s: &Site, c: &Client) {
+    c.goto(&format!("{}/console/", s.app.url)).await.unwrap();
+    let text = wait_text(c, "This page is for staff").await;
+    assert!(text.contains("Back to my record"), "{text}");
+    shot(c, "portal-wrong-area-en").await;
+    assert_accessible(c, "portal-wrong-area-en").await;
+    c.goto(&format!("{}/lang/zh-CN?back=/console/", s.app.url))
+        .await
+        .unwrap();
+    wait_text(c, "此页面仅供工作人员使用").await;
+    shot(c, "portal-wrong-area-zh-CN").await;
+    assert_accessible(c, "portal-wrong-area-zh-CN").await;
+    c.goto(&format!("{}/lang/en?back=/portal/record", s.app.url))
+        .await
+        .unwrap();
 }

@@ -617,7 +617,7 @@ async fn an_objection_is_filed_followed_and_withdrawn() {
     let me = portal_client(&s, &uscc(app, 0)).await;
     let to = location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page(&to, 200).await;
-    assert!(page.contains("registered_capital") && page.contains("注册资本已于2025年变更"));
+    assert!(page.contains("Registered capital") && page.contains("注册资本已于2025年变更"));
     assert!(page.contains(r#"id="case-status">Submitted"#), "{page}");
     assert!(page.contains("<time datetime="), "the deadline is shown");
     let list = me.page("/portal/objections", 200).await;
@@ -744,11 +744,10 @@ async fn my_record_is_read_on_request_and_counted() {
         "viewing the page costs nothing: {page}"
     );
     let res = me.post("/portal/record", &[]).await;
-    assert_eq!(res.status(), 200);
     let audit = res.headers()["x-audit-id"].to_str().unwrap().to_owned();
-    let page = res.text().await.unwrap();
+    let page = me.page(&location(&res), 200).await;
     assert!(
-        page.contains("power.entity") && page.contains(&mine),
+        page.contains("Company record") && page.contains(&mine),
         "{page}"
     );
     assert!(page.contains("<strong>1</strong> / 2"), "counted");
@@ -763,11 +762,16 @@ async fn my_record_is_read_on_request_and_counted() {
         record.subjects[0], mine,
         "about me first (then whom my record names)"
     );
-    assert_eq!(me.post("/portal/record", &[]).await.status(), 200);
+    assert_eq!(me.post("/portal/record", &[]).await.status(), 303);
     let res = me.post("/portal/record", &[]).await;
     assert_eq!(res.status(), 429, "past the free number");
     let page = res.text().await.unwrap();
-    assert!(page.contains(r#"id="record-message""#) && !page.contains("power.entity"));
+    assert!(page.contains(r#"id="record-message""#) && !page.contains("Company record"));
+    let page = me.page("/portal/record", 200).await;
+    assert!(
+        page.contains(r#"id="record-message""#) && !page.contains("Read my record"),
+        "the page says the free queries are used, and offers no button"
+    );
 }
 
 #[tokio::test]

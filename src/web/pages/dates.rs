@@ -46,6 +46,28 @@ fn written(lang: Lang, t: time::OffsetDateTime) -> String {
     }
 }
 
+/// A calendar date (`2021-07-20`, as the stores write days) as the reader writes it; no time
+/// and no zone, since a day is not an instant.
+fn day(lang: Lang, d: time::Date) -> String {
+    match lang {
+        Lang::En => format!(
+            "{} {} {}",
+            d.day(),
+            MONTHS[usize::from(u8::from(d.month())) - 1],
+            d.year()
+        ),
+        Lang::ZhCn => format!("{}年{}月{}日", d.year(), u8::from(d.month()), d.day()),
+    }
+}
+
+/// `YYYY-MM-DD` exactly, else `None`.
+fn date_only(s: &str) -> Option<time::Date> {
+    let f = time::macros::format_description!("[year]-[month]-[day]");
+    (s.len() == 10)
+        .then(|| time::Date::parse(s, &f).ok())
+        .flatten()
+}
+
 /// The machine form for `datetime=`: RFC 3339 in UTC, whole seconds.
 fn machine(t: time::OffsetDateTime) -> String {
     use time::format_description::well_known::Rfc3339;
@@ -86,6 +108,13 @@ pub fn filter(state: &State, v: Value) -> Value {
         .unwrap_or(Lang::En);
     if v.is_none() || v.is_undefined() || v.as_str() == Some("") {
         return Value::from("—");
+    }
+    if let Some(d) = v.as_str().and_then(date_only) {
+        return Value::from_safe_string(format!(
+            "<time datetime=\"{}\">{}</time>",
+            v.as_str().unwrap_or_default(),
+            day(lang, d)
+        ));
     }
     match instant(&v) {
         Some(t) => Value::from_safe_string(format!(
@@ -148,6 +177,20 @@ mod tests {
             "<time datetime=\"2026-11-30T13:08:05Z\">30 Nov 2026, 13:08 UTC</time>",
             "storage's microseconds too"
         );
+    }
+
+    #[test]
+    fn days_are_written_without_a_time() {
+        assert_eq!(
+            render("en", Value::from("2021-07-20")),
+            "<time datetime=\"2021-07-20\">20 Jul 2021</time>"
+        );
+        assert_eq!(
+            render("zh-CN", Value::from("2021-07-20")),
+            "<time datetime=\"2021-07-20\">2021年7月20日</time>"
+        );
+        assert_eq!(render("en", Value::from("2021-13-40")), "2021-13-40");
+        assert_eq!(render("en", Value::from("6448000000")), "6448000000");
     }
 
     #[test]

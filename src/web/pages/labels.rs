@@ -45,6 +45,54 @@ pub fn field(lang: Lang, ds: Option<&Dataset>, path: &str) -> String {
     parts.join(" · ")
 }
 
+/// A released document's scalar fields, in document order, each with its path, at most `max`
+/// (the caller says the rest was cut when there are more than `max`).
+pub fn flatten(doc: &Value, max: usize) -> Vec<(Vec<Step>, Value)> {
+    fn walk(at: &mut Vec<Step>, v: &Value, max: usize, out: &mut Vec<(Vec<Step>, Value)>) {
+        if out.len() > max {
+            return;
+        }
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| {
+                at.push(Step::Key(k.clone()));
+                walk(at, v, max, out);
+                at.pop();
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+                at.push(Step::Index(i));
+                walk(at, v, max, out);
+                at.pop();
+            }),
+            other => out.push((at.clone(), other.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mut Vec::new(), doc, max, &mut out);
+    out
+}
+
+/// A scalar as the reader reads it: yes or no in their language for a boolean, `—` for
+/// nothing, numbers as written, text as it is (a date in it is drawn by the `when` filter).
+pub fn cell(lang: Lang, v: &Value) -> String {
+    match v {
+        Value::Bool(true) => lang.t("value.yes").to_owned(),
+        Value::Bool(false) => lang.t("value.no").to_owned(),
+        Value::Null => "—".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A released document as rows of (label, value) for a table: each field by its catalog label
+/// (the path where it has none), its value as [`cell`] draws it.
+pub fn table(lang: Lang, ds: Option<&Dataset>, doc: &Value, max: usize) -> Vec<Value> {
+    flatten(doc, max)
+        .into_iter()
+        .take(max)
+        .map(|(steps, v)| serde_json::json!({"label": record_field(lang, ds, &steps), "value": cell(lang, &v)}))
+        .collect()
+}
+
 /// A case's view (objection, request) with the names people use for its dataset and field
 /// (`dataset_label`, `field_label`), from the catalog.
 pub fn case(policies: &PolicySet, lang: Lang, mut v: Value) -> Value {

@@ -121,7 +121,12 @@ async fn problem_as_page(res: Response, lang: Lang, path: &str) -> Response {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let request_id = doc["request_id"].as_str().unwrap_or_default().to_owned();
-    let html = error_html(lang, parts.status, &request_id, path);
+    let mut html = error_html(lang, parts.status, &request_id, path);
+    // A refusal whose reason the reader can act on says that reason (the rule's name is ours,
+    // never data; the problem's English detail is still not shown).
+    if let Some(rule) = doc["rule"].as_str().filter(|r| REFUSALS.contains(r)) {
+        html = refusal_html(lang, parts.status, &request_id, path, rule);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -138,7 +143,36 @@ fn error_html(lang: Lang, status: StatusCode, request_id: &str, path: &str) -> S
         s @ (400 | 403 | 404 | 405 | 413 | 429 | 503) => format!("error.{s}"),
         _ => "error.other".to_owned(),
     };
-    let (home, home_label) = if path.starts_with("/console") {
+    refusal_html(lang, status, request_id, path, &message)
+}
+
+/// The refusals the pages explain by their rule (`error.rule.<rule>` in the catalogs): a
+/// session of the other kind, a role without the page, a stale form.
+const REFUSALS: &[&str] = &[
+    "staff-session-only",
+    "subject-session-only",
+    "console-role",
+    "csrf",
+];
+
+fn refusal_html(
+    lang: Lang,
+    status: StatusCode,
+    request_id: &str,
+    path: &str,
+    rule_or_message: &str,
+) -> String {
+    let message = if REFUSALS.contains(&rule_or_message) {
+        format!("error.rule.{rule_or_message}")
+    } else {
+        rule_or_message.to_owned()
+    };
+    // A session of the other kind is sent where it belongs (its sign-out button is there).
+    let (home, home_label) = if rule_or_message == "staff-session-only" {
+        ("/portal/record", "error.home.portal")
+    } else if rule_or_message == "subject-session-only" {
+        ("/console/", "error.home.console")
+    } else if path.starts_with("/console") {
         ("/console/", "error.home.console")
     } else if path.starts_with("/portal") {
         ("/portal/record", "error.home.portal")

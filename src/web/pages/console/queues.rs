@@ -85,6 +85,8 @@ fn item(state: &AppState, headers: &HeaderMap, who: &StaffPage, i: Item<'_>) -> 
         .flatten()
         // The overdue flag is the heading's badge; accesses have their own table.
         .filter(|(k, _)| !["audit", "overdue"].contains(&k.as_str()))
+        // Nothing to say is not a row: a first-time reader looks for what is there.
+        .filter(|(_, v)| !v.is_null() && v.as_str() != Some(""))
         .map(|(k, v)| (k.clone(), named(k, v)))
         .collect();
     let ctx = context! {

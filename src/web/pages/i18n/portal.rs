@@ -276,7 +276,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
         "以下是刚才查询到的您的记录。刷新本页不会再计一次查询。",
     ),
     ("portal.record.close", "关闭本次查询结果"),
-    ("portal.record.from_store", "来源："),
+    ("portal.record.from_store", "来源"),
     ("portal.record.my_objections", "我的异议及答复"),
     ("portal.record.on_whole", "我对整条记录提出的异议"),
     (

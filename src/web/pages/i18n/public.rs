@@ -4,6 +4,8 @@ pub const EN: &[(&str, &str)] = &[
     ("site.name", "credgate public credit information"),
     ("nav.main", "Main navigation"),
     ("nav.skip", "Skip to the main content"),
+    ("value.yes", "Yes"),
+    ("value.no", "No"),
     ("nav.lookup", "Look up"),
     ("nav.red", "Red list"),
     ("nav.black", "Black list"),
@@ -109,6 +111,22 @@ pub const EN: &[(&str, &str)] = &[
         "If you ask for help, quote this request id",
     ),
     ("error.home", "Back to the start page"),
+    (
+        "error.rule.staff-session-only",
+        "This page is for staff. You are signed in as a data subject: sign out on your record's page (link below), then sign in with your staff account.",
+    ),
+    (
+        "error.rule.subject-session-only",
+        "This page is for data subjects looking at their own record. You are signed in as staff: sign out in the console (link below), then sign in as the data subject.",
+    ),
+    (
+        "error.rule.console-role",
+        "Your role does not include this page. The tabs above list what your role may use; ask an administrator if you need more.",
+    ),
+    (
+        "error.rule.csrf",
+        "The form had expired or came from another page. Go back, reload the page and send the form again.",
+    ),
     ("error.home.console", "Back to the console"),
     ("error.home.portal", "Back to my record"),
     (
@@ -121,6 +139,8 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("site.name", "credgate 公共信用信息"),
     ("nav.main", "主导航"),
     ("nav.skip", "跳到主要内容"),
+    ("value.yes", "是"),
+    ("value.no", "否"),
     ("nav.lookup", "查询"),
     ("nav.red", "红名单"),
     ("nav.black", "黑名单"),
@@ -211,6 +231,22 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("error.other", "请求未能完成。请稍后再试。"),
     ("error.request_id", "如需帮助，请提供此请求编号"),
     ("error.home", "返回首页"),
+    (
+        "error.rule.staff-session-only",
+        "此页面仅供工作人员使用。您当前以信息主体身份登录：请在您的信用记录页面（见下方链接）退出登录，再使用工作人员账号登录。",
+    ),
+    (
+        "error.rule.subject-session-only",
+        "此页面供信息主体查看本人记录。您当前以工作人员身份登录：请在管理控制台（见下方链接）退出登录，再以信息主体身份登录。",
+    ),
+    (
+        "error.rule.console-role",
+        "您的角色无权使用此页面。上方标签页列出了您的角色可使用的功能；如需更多权限，请联系管理员。",
+    ),
+    (
+        "error.rule.csrf",
+        "表单已过期或来自其他页面。请返回并刷新页面后重新提交。",
+    ),
     ("error.home.console", "返回管理控制台"),
     ("error.home.portal", "返回我的信用记录"),
     (

@@ -167,8 +167,11 @@ pub async fn read(
     .await?;
     let (status, doc, change) = take_json(res).await?;
     if status == StatusCode::TOO_MANY_REQUESTS {
-        // The page itself says the free queries are used up.
-        return Ok(see_other("/portal/record", change));
+        // A refusal, not a change: drawn at once with its own status (so the audit record says
+        // 429), the button gone; sending it again changes nothing either.
+        let count = count(&state, &who).await?;
+        let ctx = context! { count, limited => true, who => who.subject.id.as_str() };
+        return Ok(show_record(&state, &headers, status, ctx));
     }
     let now = state.clock.now();
     let name = keep(who.subject.id.as_str(), now, doc)
@@ -233,8 +236,10 @@ fn section(
         .iter()
         .filter(|o| o["store"] == store && o["dataset"] == dataset)
         .collect();
-    let mut rows = Vec::new();
-    flatten(&mut Vec::new(), doc, &mut rows);
+    let mut rows: Vec<(Vec<Step>, String)> = labels::flatten(doc, MAX_ROWS)
+        .into_iter()
+        .map(|(steps, v)| (steps, labels::cell(lang, &v)))
+        .collect();
     let cut = rows.len() > MAX_ROWS;
     rows.truncate(MAX_ROWS);
     let mut fields = Vec::new();
@@ -299,27 +304,6 @@ fn annotation(
         };
     }
     by.into_values().collect()
-}
-
-fn flatten(at: &mut Vec<Step>, v: &Value, out: &mut Vec<(Vec<Step>, String)>) {
-    if out.len() > MAX_ROWS {
-        return;
-    }
-    match v {
-        Value::Object(m) => m.iter().for_each(|(k, v)| {
-            at.push(Step::Key(k.clone()));
-            flatten(at, v, out);
-            at.pop();
-        }),
-        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
-            at.push(Step::Index(i));
-            flatten(at, v, out);
-            at.pop();
-        }),
-        Value::String(s) => out.push((at.clone(), s.clone())),
-        Value::Null => out.push((at.clone(), "—".into())),
-        other => out.push((at.clone(), other.to_string())),
-    }
 }
 
 /// Who read my records: the API's access log, as a table and a chart by month and org.
