@@ -13,6 +13,19 @@ pub const EN: &[(&str, &str)] = &[
     ("portal.field", "Field"),
     ("portal.value", "Value"),
     ("portal.none", "Nothing yet."),
+    (
+        "portal.empty.objections",
+        "You have not filed any objections. Use the form below if a record about you is wrong.",
+    ),
+    ("portal.empty.requests", "You have not filed any requests."),
+    (
+        "portal.empty.complaints",
+        "You have not filed any complaints.",
+    ),
+    (
+        "portal.empty.consents",
+        "You have not granted any consents. No organisation may read your data on a consent from you.",
+    ),
     ("portal.record", "Record"),
     ("portal.statement", "Statement"),
     ("portal.status", "Status"),
@@ -239,6 +252,16 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.field", "字段"),
     ("portal.value", "内容"),
     ("portal.none", "暂无。"),
+    (
+        "portal.empty.objections",
+        "您尚未提出异议。如发现关于您的记录有误，请使用下方表单。",
+    ),
+    ("portal.empty.requests", "您尚未提交申请。"),
+    ("portal.empty.complaints", "您尚未提交投诉。"),
+    (
+        "portal.empty.consents",
+        "您尚未作出任何授权。没有机构可凭您的授权读取您的数据。",
+    ),
     ("portal.record", "记录"),
     ("portal.statement", "声明"),
     ("portal.status", "状态"),
