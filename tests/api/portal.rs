@@ -796,7 +796,8 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
     for cell in [
         "<th scope=\"col\">Organisation</th>",
         "<td>nosy-bank</td>",
-        "<td>lending</td>",
+        "<td>Financial institution</td>",
+        "<td>Lending</td>",
         "<td>Consent</td>",
         "<td>Allowed</td>",
     ] {

@@ -168,13 +168,11 @@ fn refusal_html(
         rule_or_message.to_owned()
     };
     // A session of the other kind is sent where it belongs (its sign-out button is there).
-    let (home, home_label) = if rule_or_message == "staff-session-only" {
-        ("/portal/record", "error.home.portal")
-    } else if rule_or_message == "subject-session-only" {
+    let to_console = rule_or_message == "subject-session-only"
+        || (path.starts_with("/console") && rule_or_message != "staff-session-only");
+    let (home, home_label) = if to_console {
         ("/console/", "error.home.console")
-    } else if path.starts_with("/console") {
-        ("/console/", "error.home.console")
-    } else if path.starts_with("/portal") {
+    } else if rule_or_message == "staff-session-only" || path.starts_with("/portal") {
         ("/portal/record", "error.home.portal")
     } else {
         ("/", "error.home")
@@ -210,6 +208,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env.add_function("t", translate);
     env.add_filter("when", dates::filter);
+    env.add_function("tr", translate_code);
     env
 });
 
@@ -220,6 +219,19 @@ fn translate(state: &TplState, key: &str) -> String {
         .and_then(|v| v.as_str().and_then(Lang::parse))
         .unwrap_or(Lang::En);
     lang.t(key).to_owned()
+}
+
+/// `tr("purpose", code)` in a template: the catalog's name for a code the policies define (a
+/// purpose, a role), or the code itself where the catalogs have none (a purpose added to the
+/// policy files later is shown, not hidden).
+fn translate_code(state: &TplState, family: &str, code: Option<&str>) -> String {
+    let Some(code) = code.filter(|c| !c.is_empty()) else {
+        return "—".to_owned();
+    };
+    match translate(state, &format!("{family}.{code}")) {
+        t if t == "??" => code.to_owned(),
+        t => t,
+    }
 }
 
 /// Renders a page with the layout's common context: language, asset names, navigation
