@@ -221,6 +221,16 @@ async fn an_objection_goes_from_the_portal_through_the_console_and_back() {
     );
     assert!(text.contains("50000000"), "the correction: {text}");
     assert_eq!(row.attr("class").await.unwrap().as_deref(), Some("marked"));
+    // Above the long table, a link straight to the marked field.
+    let jump = subject
+        .find(Locator::LinkText("Registered capital"))
+        .await
+        .expect("a link to the marked field");
+    let target = jump.attr("href").await.unwrap().unwrap();
+    assert_eq!(
+        Some(target.trim_start_matches('#').to_owned()),
+        row.attr("id").await.unwrap()
+    );
     both(&subject, &base, "walk-objection-5-answer-on-record").await;
     subject.goto(&format!("{base}{item}")).await.unwrap();
     wait_text(&subject, "The bank confirms").await;

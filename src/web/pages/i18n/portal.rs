@@ -85,6 +85,10 @@ pub const EN: &[(&str, &str)] = &[
         "My objections to the whole record",
     ),
     (
+        "portal.record.marked_intro",
+        "Fields you objected to are highlighted below, with the answer beside them:",
+    ),
+    (
         "portal.record.marks_intro",
         "Everyone allowed to read this record sees these marks with it.",
     ),
@@ -302,6 +306,10 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.record.from_store", "来源"),
     ("portal.record.my_objections", "我的异议及答复"),
     ("portal.record.on_whole", "我对整条记录提出的异议"),
+    (
+        "portal.record.marked_intro",
+        "您提出过异议的字段在下表中突出显示，答复列在其旁：",
+    ),
     (
         "portal.record.marks_intro",
         "所有有权查看本记录的人都会同时看到这些标注。",

@@ -81,8 +81,19 @@ async fn draw(
     let Json(list) = api::list_consents(State(state.clone()), Subject(who.subject.clone())).await?;
     let items = list["items"].clone();
     let (purposes, datasets) = choices(state, who.subject.id.subject_type());
+    // Each dataset by the catalog's name for it in the reader's language.
+    let policies = state.policies();
+    let dataset_names: std::collections::BTreeMap<String, String> = datasets
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                super::super::labels::dataset(lang, policies.dataset(d), d),
+            )
+        })
+        .collect();
     let ctx = context! {
-        items, purposes, datasets, typed, message,
+        items, purposes, datasets, dataset_names, typed, message,
         who => who.subject.id.as_str(),
         notice_version => notice_version(lang),
         notice_sha256 => notice_sha256(lang),

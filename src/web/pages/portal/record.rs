@@ -265,6 +265,9 @@ fn section(
         .filter(|o| o["field"].is_null())
         .map(|o| objection_mark(o))
         .collect();
+    let marked = fields
+        .iter()
+        .any(|f| f["objections"].as_array().is_some_and(|a| !a.is_empty()));
     json!({
         "name": name,
         "title": labels::dataset(lang, ds, dataset),
@@ -272,6 +275,7 @@ fn section(
         "fields": fields,
         "marks": annotation(lang, ds, &marks),
         "statements": statements,
+        "marked": marked,
         "whole": whole,
         "cut": cut,
     })
@@ -360,6 +364,7 @@ mod tests {
         assert_eq!(s["fields"].as_array().unwrap().len(), 2, "{s}");
         assert_eq!(s["fields"][0]["label"], "n", "no catalog: the path");
         assert_eq!(s["fields"][1]["objections"][0]["correction"], "乙");
+        assert_eq!(s["marked"], true);
         assert_eq!(s["marks"][0]["status"], "submitted");
         assert_eq!(s["marks"][0]["field"], "name");
         assert_eq!(s["statements"][0], "mine");
