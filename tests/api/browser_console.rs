@@ -18,7 +18,7 @@ use crate::{
 
 /// Signs `user` in through the real pages: the console sends the browser to the provider,
 /// which sends it back after the password and the one-time code.
-async fn sign_in(c: &Client, s: &Site, user: &str) {
+pub(crate) async fn sign_in(c: &Client, s: &Site, user: &str) {
     c.goto(&format!("{}/console/", s.app.url)).await.unwrap();
     wait_text(c, "Username").await;
     let here = c.current_url().await.unwrap();
@@ -71,7 +71,7 @@ async fn sign_out(c: &Client) {
 /// Every page in `pages`, in English and in Chinese (through the language switch, which sticks),
 /// photographed as `console-{name}-{en|zh}.png`.
 async fn photograph(c: &Client, base: &str, pages: &[(&str, &str)]) {
-    for (lang, suffix) in [("en", "en"), ("zh-CN", "zh")] {
+    for (lang, suffix) in [("en", "en"), ("zh-CN", "zh-CN")] {
         c.goto(&format!("{base}/lang/{lang}?back=/console/"))
             .await
             .unwrap();
@@ -124,6 +124,17 @@ async fn staff_work_the_console_in_a_real_browser() {
     button(&c, "Verify chain").await.click().await.unwrap();
     wait_text(&c, "Chain intact").await;
     shot(&c, "console-verify-en").await;
+    crate::axe::assert_accessible(&c, "console verify (en)").await;
+    c.goto(&format!("{}/lang/zh-CN?back=/console/audit", s.app.url))
+        .await
+        .unwrap();
+    button(&c, "验证审计链").await.click().await.unwrap();
+    wait_text(&c, "审计链完整").await;
+    shot(&c, "console-verify-zh-CN").await;
+    crate::axe::assert_accessible(&c, "console verify (zh-CN)").await;
+    c.goto(&format!("{}/lang/en?back=/console/", s.app.url))
+        .await
+        .unwrap();
     c.goto(&format!("{}/console/alerts", s.app.url))
         .await
         .unwrap();
@@ -178,6 +189,13 @@ async fn staff_work_the_console_in_a_real_browser() {
 
     sign_in(&c, &s, "admin").await;
     photograph(&c, &s.app.url, &[("clients", "/console/clients")]).await;
+    // Staff who open the portal are told it is for data subjects, and led back.
+    c.goto(&format!("{}/portal/record", s.app.url))
+        .await
+        .unwrap();
+    let text = wait_text(&c, "This page is for data subjects").await;
+    assert!(text.contains("Back to the console"), "{text}");
+    photograph(&c, &s.app.url, &[("wrong-area", "/portal/record")]).await;
     c.close().await.unwrap();
 }
 

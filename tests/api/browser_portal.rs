@@ -58,7 +58,7 @@ async fn a_subject_uses_the_portal_in_a_real_browser() {
 
 /// Opens the portal signed out, is sent to the provider, signs in there with the labelled
 /// fields, and lands back on the portal. The subject's id.
-async fn sign_in(s: &Site, c: &Client, user: &str) -> String {
+pub(crate) async fn sign_in(s: &Site, c: &Client, user: &str) -> String {
     let u = s
         .idp
         .users()
@@ -207,6 +207,21 @@ async fn forced_url_in_browser(s: &Site, c: &Client, me: &str) {
     assert!(!text.contains("someone else's") && !text.contains(&other));
     shot(c, "portal-forced-404-en").await;
     assert_accessible(c, "portal-forced-404-en").await;
+    let back = format!("/portal/objections/{id}");
+    c.goto(&format!("{}/lang/zh-CN?back={back}", s.app.url))
+        .await
+        .unwrap();
+    let text = wait_text(c, "该页面不存在").await;
+    assert!(
+        text.contains("返回我的信用记录"),
+        "a way back into the portal"
+    );
+    shot(c, "portal-forced-404-zh-CN").await;
+    assert_accessible(c, "portal-forced-404-zh-CN").await;
+    c.goto(&format!("{}/lang/en?back=/portal/record", s.app.url))
+        .await
+        .unwrap();
+    wrong_area_in_browser(s, c).await;
 }
 
 /// Every portal page in English, then (through the language switch) in Chinese.
@@ -247,7 +262,13 @@ async fn screenshots(s: &Site, c: &Client, objection: &str) {
                     "查询我的记录"
                 };
                 button(c, read).await.click().await.unwrap();
-                wait_text(c, "power.entity").await;
+                let title = if lang == "en" {
+                    "Company record"
+                } else {
+                    "企业信用记录"
+                };
+                wait_text(c, title).await;
+                refresh_draws_the_same_reading(c).await;
                 assert!(accessibility(c).await.is_empty(), "the record as read");
                 shot(c, &format!("portal-record-read-{lang}")).await;
                 assert_accessible(c, &format!("portal-record-read-{lang}")).await;
@@ -286,4 +307,45 @@ async fn accessibility(c: &Client) -> Vec<String> {
     "#;
     let v = c.execute(CHECK, vec![]).await.unwrap();
     serde_json::from_value(v).unwrap()
+}
+
+/// The reading is drawn by a GET after the POST (post/redirect/get): a refresh draws it again
+/// without asking the stores or counting another self-query.
+async fn refresh_draws_the_same_reading(c: &Client) {
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/portal/record");
+    assert!(
+        url.query().is_some_and(|q| q.starts_with("reading=")),
+        "{url}"
+    );
+    let count = || async {
+        c.find(Locator::Id("self-query-count"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = count().await;
+    c.refresh().await.unwrap();
+    assert_eq!(c.current_url().await.unwrap(), url, "no resubmission");
+    assert_eq!(count().await, before, "a refresh counts nothing");
+}
+
+/// A subject who opens the console is told it is for staff and where their own pages are.
+async fn wrong_area_in_browser(s: &Site, c: &Client) {
+    c.goto(&format!("{}/console/", s.app.url)).await.unwrap();
+    let text = wait_text(c, "This page is for staff").await;
+    assert!(text.contains("Back to my record"), "{text}");
+    shot(c, "portal-wrong-area-en").await;
+    assert_accessible(c, "portal-wrong-area-en").await;
+    c.goto(&format!("{}/lang/zh-CN?back=/console/", s.app.url))
+        .await
+        .unwrap();
+    wait_text(c, "此页面仅供工作人员使用").await;
+    shot(c, "portal-wrong-area-zh-CN").await;
+    assert_accessible(c, "portal-wrong-area-zh-CN").await;
+    c.goto(&format!("{}/lang/en?back=/portal/record", s.app.url))
+        .await
+        .unwrap();
 }

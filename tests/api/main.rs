@@ -12,6 +12,7 @@ mod axe;
 mod backup;
 mod browser_console;
 mod browser_portal;
+mod browser_walks;
 mod chains;
 mod cli;
 mod complaints;

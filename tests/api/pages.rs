@@ -276,6 +276,17 @@ async fn lookup_shows_the_public_tier_and_no_personal_identifier_and_is_audited(
         html.contains(e["name"].as_str().unwrap()),
         "the entity's name is shown"
     );
+    // Fields by the catalog's labels, days in the reader's convention with the machine form.
+    let established = e["established"].as_str().unwrap();
+    assert!(html.contains(">Established on</th>"), "{html}");
+    assert!(html.contains(&format!("<time datetime=\"{established}\">")));
+    assert!(!html.contains(">established</th>"));
+    let zh = get(&app, &format!("/?uscc={uscc}"), "zh-CN").await;
+    let zh = zh.text().await.unwrap();
+    assert!(
+        zh.contains(">成立日期</th>") && zh.contains("日</time>"),
+        "{zh}"
+    );
     let id_number = e["legal_representative"]["id_number"].as_str().unwrap();
     assert!(
         !html.contains(id_number),

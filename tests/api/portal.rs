@@ -617,7 +617,7 @@ async fn an_objection_is_filed_followed_and_withdrawn() {
     let me = portal_client(&s, &uscc(app, 0)).await;
     let to = location(&me.post("/portal/objections", OBJECTION).await);
     let page = me.page(&to, 200).await;
-    assert!(page.contains("registered_capital") && page.contains("注册资本已于2025年变更"));
+    assert!(page.contains("Registered capital") && page.contains("注册资本已于2025年变更"));
     assert!(page.contains(r#"id="case-status">Submitted"#), "{page}");
     assert!(page.contains("<time datetime="), "the deadline is shown");
     let list = me.page("/portal/objections", 200).await;
@@ -744,11 +744,10 @@ async fn my_record_is_read_on_request_and_counted() {
         "viewing the page costs nothing: {page}"
     );
     let res = me.post("/portal/record", &[]).await;
-    assert_eq!(res.status(), 200);
     let audit = res.headers()["x-audit-id"].to_str().unwrap().to_owned();
-    let page = res.text().await.unwrap();
+    let page = me.page(&location(&res), 200).await;
     assert!(
-        page.contains("power.entity") && page.contains(&mine),
+        page.contains("Company record") && page.contains(&mine),
         "{page}"
     );
     assert!(page.contains("<strong>1</strong> / 2"), "counted");
@@ -763,11 +762,16 @@ async fn my_record_is_read_on_request_and_counted() {
         record.subjects[0], mine,
         "about me first (then whom my record names)"
     );
-    assert_eq!(me.post("/portal/record", &[]).await.status(), 200);
+    assert_eq!(me.post("/portal/record", &[]).await.status(), 303);
     let res = me.post("/portal/record", &[]).await;
     assert_eq!(res.status(), 429, "past the free number");
     let page = res.text().await.unwrap();
-    assert!(page.contains(r#"id="record-message""#) && !page.contains("power.entity"));
+    assert!(page.contains(r#"id="record-message""#) && !page.contains("Company record"));
+    let page = me.page("/portal/record", 200).await;
+    assert!(
+        page.contains(r#"id="record-message""#) && !page.contains("Read my record"),
+        "the page says the free queries are used, and offers no button"
+    );
 }
 
 #[tokio::test]
@@ -792,7 +796,8 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
     for cell in [
         "<th scope=\"col\">Organisation</th>",
         "<td>nosy-bank</td>",
-        "<td>lending</td>",
+        "<td>Financial institution</td>",
+        "<td>Lending</td>",
         "<td>Consent</td>",
         "<td>Allowed</td>",
     ] {
@@ -898,4 +903,89 @@ fn assert_labelled(path: &str, html: &str) {
         assert!(level <= last + 1, "{path}: h{level} after h{last}");
         last = level;
     }
+}
+
+/// The same browser in another language (the `Accept-Language` it sends).
+fn in_lang(p: &Portal, lang: &'static str) -> Portal {
+    Portal {
+        url: p.url.clone(),
+        http: p.http.clone(),
+        cookies: p.cookies.clone(),
+        csrf: p.csrf.clone(),
+        lang,
+    }
+}
+
+/// `Read my record` is a POST (a counted, audited self-query) answered by a redirect to a GET
+/// that draws the reading: a refresh draws it again and counts nothing; another subject, a
+/// made-up name, markup or an expired reading draw the page with its button and the notice,
+/// never the data.
+#[tokio::test]
+async fn reading_my_record_is_post_redirect_get_and_the_reading_is_mine_only() {
+    let s = site().await;
+    let app = &s.app;
+    let me = portal_client(&s, &uscc(app, 0)).await;
+    let name = app.sample().entities[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let to = location(&me.post("/portal/record", &[]).await);
+    let reading = to.strip_prefix("/portal/record?reading=").expect(&to);
+    assert!(
+        reading.len() == 32 && reading.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{to}"
+    );
+    let first = me.page(&to, 200).await;
+    assert!(first.contains(&name), "the record is drawn");
+    assert!(
+        first.contains("<strong>1</strong>"),
+        "one self-query counted"
+    );
+    // Fields by the catalog's labels, not JSON paths; in Chinese in Chinese.
+    assert!(first.contains(">Registered capital</th>"), "{first}");
+    assert!(!first.contains(">registered_capital<"));
+    let zh = in_lang(&me, "zh-CN").page(&to, 200).await;
+    assert!(zh.contains(">注册资本</th>") && zh.contains("企业信用记录"));
+    for _ in 0..3 {
+        assert!(
+            me.page(&to, 200).await.contains(&name),
+            "a refresh draws it again"
+        );
+    }
+    assert!(
+        me.page("/portal/record", 200)
+            .await
+            .contains("<strong>1</strong>"),
+        "refreshes counted nothing"
+    );
+
+    let them = portal_client(&s, &uscc(app, 1)).await;
+    let theirs = them.page(&to, 200).await;
+    assert!(
+        !theirs.contains(&name),
+        "another subject never sees my reading"
+    );
+    assert!(theirs.contains("id=\"record-expired\""));
+    for bad in [
+        "/portal/record?reading=".to_owned(),
+        "/portal/record?reading=%3Cscript%3Ex".into(),
+        format!("/portal/record?reading={}", "a".repeat(5000)),
+        format!("/portal/record?reading={}", reading.to_ascii_uppercase()),
+    ] {
+        let page = me.page(&bad, 200).await;
+        assert!(
+            !page.contains(&name) && !page.contains("<script>x"),
+            "{bad}"
+        );
+        assert!(page.contains("id=\"record-expired\""), "{bad}");
+    }
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(11 * 60));
+    let later = me.page(&to, 200).await;
+    assert!(!later.contains(&name), "an expired reading is gone");
+    assert!(
+        later.contains("Read my record"),
+        "and the button is offered again"
+    );
 }

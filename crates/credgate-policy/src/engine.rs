@@ -13,7 +13,8 @@ use time::Date;
 use super::{
     Class, Dataset, PolicyError, Role, Source,
     files::{
-        CatalogFile, Category, DatasetEntry, DatedEntry, DisclosureFile, FlagEntry, RowScope, Tier,
+        CatalogFile, Category, DatasetEntry, DatedEntry, DisclosureFile, FlagEntry, Label,
+        RowScope, Tier,
     },
     mask::{self, MaskSpec},
     path::{self, Seg, Trie},
@@ -342,6 +343,7 @@ pub(super) fn compile_catalog(
         super::check_name(src, &name, "dataset")?;
         let ds = name.into_inner();
         let compiled = compile_dataset(src, &ds, &entry, classes)?;
+        let labels = compile_labels(src, &ds, &entry, &compiled.fields)?;
         let listed = entry
             .fields
             .iter()
@@ -353,6 +355,8 @@ pub(super) fn compile_catalog(
                 name: ds.clone(),
                 subject_type: entry.subject_type,
                 fields: listed,
+                label: entry.label.as_ref().map(|l| l.get_ref().clone()),
+                labels,
             },
         );
         out.insert(ds, compiled);
@@ -404,6 +408,48 @@ fn compile_dataset(
         flags,
         subject_type: entry.subject_type,
     })
+}
+
+/// The labels of fields, each checked: a label names a catalogued field or a structure holding
+/// some (the catalog stays the one allow-list: a label cannot bring a field in), and its texts
+/// are short, printable and present in both languages.
+fn compile_labels(
+    src: &Source,
+    ds: &str,
+    entry: &DatasetEntry,
+    fields: &Trie<Arc<str>>,
+) -> Result<std::collections::BTreeMap<String, Label>, PolicyError> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(l) = &entry.label
+        && let Some(why) = bad_label(l.get_ref())
+    {
+        return Err(src.err(l.span(), format!("dataset `{ds}`: its label {why}")));
+    }
+    for (p, label) in &entry.labels {
+        let segs = parse_path(src, p, &format!("dataset `{ds}`, label"))?;
+        if fields.get(&segs).is_none() {
+            return Err(src.err(
+                p.span(),
+                format!("dataset `{ds}`: label for `{}`, which the dataset's fields do not name; a label cannot add a field, catalogue it under `fields` first or fix the path", p.get_ref()),
+            ));
+        }
+        if let Some(why) = bad_label(label) {
+            return Err(src.err(
+                p.span(),
+                format!("dataset `{ds}`: the label of `{}` {why}", p.get_ref()),
+            ));
+        }
+        out.insert(p.get_ref().clone(), label.clone());
+    }
+    Ok(out)
+}
+
+/// Why a label's texts cannot be shown, if they cannot.
+fn bad_label(l: &Label) -> Option<&'static str> {
+    let bad =
+        |t: &str| t.trim().is_empty() || t.chars().count() > 120 || t.chars().any(char::is_control);
+    (bad(&l.en) || bad(&l.zh_cn))
+        .then_some("must have `en` and `zh-CN` texts of 1 to 120 printable characters")
 }
 
 /// The classified paths; a prohibited class or a prohibited field name is refused.

@@ -158,6 +158,24 @@ pub struct DatasetEntry {
     /// Flags of a record derived from its list entries (`red_list`, `black_list`).
     #[serde(default)]
     pub flags: Vec<FlagEntry>,
+    /// What people call this dataset, per language (the pages' section headings).
+    #[serde(default)]
+    pub label: Option<Spanned<Label>>,
+    /// What people call a field (or a structure of fields, `penalties[*]`), per language: the
+    /// pages show these instead of JSON paths. A label may only name what `fields` names (or a
+    /// structure holding such fields): the catalog stays the one allow-list.
+    #[serde(default)]
+    pub labels: BTreeMap<Spanned<String>, Label>,
+}
+
+/// A name for people in each language the pages speak; both are required, so that no page
+/// mixes languages (a field without a label shows its path in both).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    pub en: String,
+    #[serde(rename = "zh-CN")]
+    pub zh_cn: String,
 }
 
 /// A boolean flag of a record (or row) that the gateway recomputes from the record's current

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 pub use engine::{Annotator, ApplyCtx, Expired, Outcome, Period, Plan};
 use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
-pub use files::{Category, Reserved, RowScope, Tier};
+pub use files::{Category, Label, Reserved, RowScope, Tier};
 use mask::MaskSpec;
 
 /// The domain types, under the name the policy code has always used for them.
@@ -136,6 +136,18 @@ pub struct Dataset {
     pub subject_type: Option<SubjectType>,
     /// (JSON path, class) as written in the catalog.
     pub fields: Vec<(String, String)>,
+    /// The dataset's name for people, when the catalog gives one.
+    pub label: Option<Label>,
+    /// Catalog path (`penalties[*].decided_at`, or a structure: `penalties[*]`) -> its name for
+    /// people, when the catalog gives one.
+    pub labels: std::collections::BTreeMap<String, Label>,
+}
+
+impl Dataset {
+    /// The label of a catalog path (`[*]` for indices), if the catalog gives one.
+    pub fn label_of(&self, path: &str) -> Option<&Label> {
+        self.labels.get(path)
+    }
 }
 
 /// Why a request was denied: the rule, never the data.

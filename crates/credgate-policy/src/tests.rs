@@ -438,3 +438,50 @@ fn unknown_list_values_are_counted_once() {
     );
     assert_eq!(out.unknown_values, 2, "{doc}");
 }
+
+/// Labels are for people, never a way in: a label for a path the dataset's `fields` do not
+/// name is refused (the catalog stays the one allow-list), and so is a label without both
+/// languages, an empty one, or one with a key of its own.
+#[test]
+fn labels_name_only_catalogued_fields_in_both_languages() {
+    let set = PolicySet::load(&shipped()).unwrap();
+    let entity = set.dataset("entity").unwrap();
+    assert_eq!(
+        entity.label_of("registered_capital").unwrap().zh_cn,
+        "注册资本"
+    );
+    assert_eq!(
+        entity.label_of("penalties[*]").unwrap().en,
+        "Administrative penalty",
+        "a structure holding catalogued fields"
+    );
+    assert_eq!(entity.label.as_ref().unwrap().en, "Company record");
+    assert!(entity.label_of("nowhere").is_none());
+    let anchor = "registered_capital = { en = \"Registered capital\", zh-CN = \"注册资本\" }";
+    for (to, says) in [
+        (
+            "secret_salary = { en = \"Salary\", zh-CN = \"工资\" }",
+            "a label cannot add a field",
+        ),
+        (
+            "\"penalties[*].hidden\" = { en = \"Hidden\", zh-CN = \"隐藏\" }",
+            "a label cannot add a field",
+        ),
+        (
+            "registered_capital = { en = \"Registered capital\" }",
+            "zh-CN",
+        ),
+        (
+            "registered_capital = { en = \" \", zh-CN = \"注册资本\" }",
+            "1 to 120",
+        ),
+        (
+            "registered_capital = { en = \"a\", zh-CN = \"b\", fr = \"c\" }",
+            "fr",
+        ),
+    ] {
+        let e = broken("catalog.toml", anchor, to);
+        assert!(e.message.contains(says), "{to}: {e}");
+        assert_eq!(e.line, Some(line_of("catalog.toml", anchor)), "{e}");
+    }
+}

@@ -11,7 +11,9 @@ mod assets;
 pub mod chart;
 mod console;
 mod csrf;
+pub(crate) mod dates;
 mod i18n;
+mod labels;
 mod portal;
 mod public;
 mod report;
@@ -93,7 +95,7 @@ pub async fn finish(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if problem {
-        res = problem_as_page(res, lang).await;
+        res = problem_as_page(res, lang, &path).await;
     }
     let h = res.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
@@ -111,7 +113,7 @@ pub async fn finish(req: Request, next: Next) -> Response {
 
 /// Re-draws a problem document as a page: the status and the request id are kept, the detail
 /// is not (it is English and may name internals); the page says what the status means.
-async fn problem_as_page(res: Response, lang: Lang) -> Response {
+async fn problem_as_page(res: Response, lang: Lang, path: &str) -> Response {
     let (mut parts, body) = res.into_parts();
     let doc: serde_json::Value = to_bytes(body, 16 * 1024)
         .await
@@ -119,7 +121,12 @@ async fn problem_as_page(res: Response, lang: Lang) -> Response {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let request_id = doc["request_id"].as_str().unwrap_or_default().to_owned();
-    let html = error_html(lang, parts.status, &request_id);
+    let mut html = error_html(lang, parts.status, &request_id, path);
+    // A refusal whose reason the reader can act on says that reason (the rule's name is ours,
+    // never data; the problem's English detail is still not shown).
+    if let Some(rule) = doc["rule"].as_str().filter(|r| REFUSALS.contains(r)) {
+        html = refusal_html(lang, parts.status, &request_id, path, rule);
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -128,13 +135,50 @@ async fn problem_as_page(res: Response, lang: Lang) -> Response {
     Response::from_parts(parts, Body::from(html))
 }
 
-fn error_html(lang: Lang, status: StatusCode, request_id: &str) -> String {
+/// An error page in the area it happened in: that area's navigation, and a way back to the
+/// area's first page (the console's, the portal's or the public one), so the reader is never
+/// left on a dead end.
+fn error_html(lang: Lang, status: StatusCode, request_id: &str, path: &str) -> String {
     let message = match status.as_u16() {
         s @ (400 | 403 | 404 | 405 | 413 | 429 | 503) => format!("error.{s}"),
         _ => "error.other".to_owned(),
     };
-    let ctx = context! { status => status.as_u16(), message, request_id };
-    render_str(lang, "error.html", "/", "", ctx)
+    refusal_html(lang, status, request_id, path, &message)
+}
+
+/// The refusals the pages explain by their rule (`error.rule.<rule>` in the catalogs): a
+/// session of the other kind, a role without the page, a stale form.
+const REFUSALS: &[&str] = &[
+    "staff-session-only",
+    "subject-session-only",
+    "console-role",
+    "csrf",
+];
+
+fn refusal_html(
+    lang: Lang,
+    status: StatusCode,
+    request_id: &str,
+    path: &str,
+    rule_or_message: &str,
+) -> String {
+    let message = if REFUSALS.contains(&rule_or_message) {
+        format!("error.rule.{rule_or_message}")
+    } else {
+        rule_or_message.to_owned()
+    };
+    // A session of the other kind is sent where it belongs (its sign-out button is there).
+    let to_console = rule_or_message == "subject-session-only"
+        || (path.starts_with("/console") && rule_or_message != "staff-session-only");
+    let (home, home_label) = if to_console {
+        ("/console/", "error.home.console")
+    } else if rule_or_message == "staff-session-only" || path.starts_with("/portal") {
+        ("/portal/record", "error.home.portal")
+    } else {
+        ("/", "error.home")
+    };
+    let ctx = context! { status => status.as_u16(), message, request_id, home, home_label };
+    render_str(lang, "error.html", home, "", ctx)
         .unwrap_or_else(|_| "<!doctype html><title>Error</title><p>Error</p>".into())
 }
 
@@ -163,6 +207,8 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             .expect("the built-in templates parse (tests render each)");
     }
     env.add_function("t", translate);
+    env.add_filter("when", dates::filter);
+    env.add_function("tr", translate_code);
     env
 });
 
@@ -173,6 +219,19 @@ fn translate(state: &TplState, key: &str) -> String {
         .and_then(|v| v.as_str().and_then(Lang::parse))
         .unwrap_or(Lang::En);
     lang.t(key).to_owned()
+}
+
+/// `tr("purpose", code)` in a template: the catalog's name for a code the policies define (a
+/// purpose, a role), or the code itself where the catalogs have none (a purpose added to the
+/// policy files later is shown, not hidden).
+fn translate_code(state: &TplState, family: &str, code: Option<&str>) -> String {
+    let Some(code) = code.filter(|c| !c.is_empty()) else {
+        return "—".to_owned();
+    };
+    match translate(state, &format!("{family}.{code}")) {
+        t if t == "??" => code.to_owned(),
+        t => t,
+    }
 }
 
 /// Renders a page with the layout's common context: language, asset names, navigation
@@ -218,7 +277,7 @@ pub fn page(lang: Lang, status: StatusCode, template: &str, here: &str, ctx: Val
         Err(e) => {
             tracing::error!(error = %e, template, "a page template failed");
             let status = StatusCode::SERVICE_UNAVAILABLE;
-            html_response(status, error_html(lang, status, ""))
+            html_response(status, error_html(lang, status, "", here))
         }
     }
 }

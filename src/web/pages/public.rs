@@ -112,7 +112,7 @@ pub async fn lookup(
 ) -> Result<Response, Error> {
     let lang = Lang::choose(&headers);
     let uscc = q.uscc.unwrap_or_default().trim().to_ascii_uppercase();
-    let show = |status, message: &str, rows: Vec<(String, String)>, masked: u64| {
+    let show = |status, message: &str, rows: Vec<Value>, masked: u64| {
         let ctx = context! { uscc => &uscc, message, rows, masked };
         Ok(page(lang, status, "lookup.html", "/", ctx))
     };
@@ -131,7 +131,11 @@ pub async fn lookup(
         slot,
     };
     match fetch(&state, &who, &store, &path).await {
-        Ok((doc, masked)) => show(StatusCode::OK, "", flatten(&doc), masked),
+        Ok((doc, masked)) => {
+            let policies = state.policies();
+            let rows = super::labels::table(lang, policies.dataset("entity"), &doc, 500);
+            show(StatusCode::OK, "", rows, masked)
+        }
         Err(Error::InvalidSubjectId(_)) => {
             show(StatusCode::BAD_REQUEST, "lookup.invalid", vec![], 0)
         }
@@ -146,38 +150,6 @@ fn fill_placeholder(template: &str, value: &str) -> String {
         (Some(a), Some(b)) if a < b => format!("{}{value}{}", &template[..a], &template[b + 1..]),
         _ => template.to_owned(),
     }
-}
-
-/// A released document as (field path, value) rows, in document order, capped.
-fn flatten(doc: &Value) -> Vec<(String, String)> {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-        if out.len() >= 500 {
-            return;
-        }
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&p, v, out);
-                }
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    walk(&format!("{prefix}[{i}]"), v, out);
-                }
-            }
-            Value::Null => {}
-            Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-            other => out.push((prefix.to_owned(), other.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", doc, &mut out);
-    out
 }
 
 #[derive(serde::Deserialize)]

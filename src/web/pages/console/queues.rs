@@ -14,6 +14,7 @@ use http::HeaderMap;
 use minijinja::{Value, context};
 
 use super::{Form, StaffPage, acting, done, require, show};
+use crate::web::pages::{Lang, labels};
 use crate::{
     storage,
     web::{
@@ -71,6 +72,12 @@ struct Item<'a> {
 }
 
 fn item(state: &AppState, headers: &HeaderMap, who: &StaffPage, i: Item<'_>) -> Response {
+    let view = labels::case(&state.policies(), Lang::choose(headers), i.view.clone());
+    // A dataset or field by its catalog label, with the name staff search by beside it.
+    let named = |k: &str, v: &serde_json::Value| match view[format!("{k}_label")].as_str() {
+        Some(l) if Some(l) != v.as_str() => format!("{l} ({})", super::audit_text(v)),
+        _ => super::audit_text(v),
+    };
     let fields: Vec<(String, String)> = i
         .view
         .as_object()
@@ -78,7 +85,9 @@ fn item(state: &AppState, headers: &HeaderMap, who: &StaffPage, i: Item<'_>) -> 
         .flatten()
         // The overdue flag is the heading's badge; accesses have their own table.
         .filter(|(k, _)| !["audit", "overdue"].contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), super::audit_text(v)))
+        // Nothing to say is not a row: a first-time reader looks for what is there.
+        .filter(|(_, v)| !v.is_null() && v.as_str() != Some(""))
+        .map(|(k, v)| (k.clone(), named(k, v)))
         .collect();
     let ctx = context! {
         kind => i.kind, id => i.id, fields, history => i.history, next => i.next,
@@ -95,13 +104,13 @@ async fn objections_page(
     headers: HeaderMap,
 ) -> Page {
     require(&who, &[OBJECTION_HANDLER])?;
-    let now = state.clock.now();
+    let (now, lang) = (state.clock.now(), Lang::choose(&headers));
     let mut all = objections::list_all(&state.db).await?;
     all.sort_by_key(|o| (!o.overdue(now), o.due_at().unwrap_or(i64::MAX)));
     let rows = all
         .iter()
         .map(|o| {
-            let mut v = o.view(now);
+            let mut v = labels::case(&state.policies(), lang, o.view(now));
             v["subject"] = o.subject_id.clone().into();
             Value::from_serialize(v)
         })

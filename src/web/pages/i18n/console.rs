@@ -31,6 +31,51 @@ pub const EN: &[(&str, &str)] = &[
     ("console.f.any", "Any"),
     ("console.f.from", "From"),
     ("console.f.to", "To"),
+    ("console.kind.data", "Data request"),
+    ("console.kind.profile", "Self-query"),
+    ("console.kind.public", "Public"),
+    ("console.kind.token", "Token"),
+    ("console.kind.subject", "Data subject"),
+    ("console.kind.admin", "Staff"),
+    ("console.kind.rate_limit_summary", "Rate-limit summary"),
+    (
+        "console.empty.history",
+        "No moves yet: it is where it was filed.",
+    ),
+    (
+        "console.empty.accesses",
+        "No audit record of this organisation touches this subject.",
+    ),
+    (
+        "console.empty.audit",
+        "No record matches these filters. Clear a filter or widen the dates.",
+    ),
+    ("console.empty.overdue", "Nothing is overdue."),
+    (
+        "console.empty.alerts",
+        "No alerts. The analyser raises one when it sees unusual access.",
+    ),
+    (
+        "console.empty.lockdowns",
+        "No lockdown is in force. Use the form above to stop a client or an organisation.",
+    ),
+    ("console.empty.clients", "No clients are registered."),
+    (
+        "console.empty.objections",
+        "No objections. New ones appear here as subjects file them.",
+    ),
+    (
+        "console.empty.complaints",
+        "No complaints. New ones appear here as subjects file them.",
+    ),
+    (
+        "console.empty.reports",
+        "No reports. Reports filed on the public page appear here.",
+    ),
+    (
+        "console.empty.requests",
+        "No requests. New ones appear here as subjects file them.",
+    ),
     ("console.decision.allow", "Allowed"),
     ("console.decision.deny", "Denied"),
     ("console.decision.error", "Error"),
@@ -173,6 +218,51 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("console.f.any", "全部"),
     ("console.f.from", "起始"),
     ("console.f.to", "截止"),
+    ("console.kind.data", "数据请求"),
+    ("console.kind.profile", "本人查询"),
+    ("console.kind.public", "公众"),
+    ("console.kind.token", "令牌"),
+    ("console.kind.subject", "信息主体"),
+    ("console.kind.admin", "工作人员"),
+    ("console.kind.rate_limit_summary", "限流汇总"),
+    (
+        "console.empty.history",
+        "尚无处理记录：仍处于提交时的状态。",
+    ),
+    (
+        "console.empty.accesses",
+        "该机构没有涉及此信息主体的审计记录。",
+    ),
+    (
+        "console.empty.audit",
+        "没有符合筛选条件的记录。请清除某个条件或放宽日期范围。",
+    ),
+    ("console.empty.overdue", "没有逾期事项。"),
+    (
+        "console.empty.alerts",
+        "暂无告警。分析程序发现异常访问时会产生告警。",
+    ),
+    (
+        "console.empty.lockdowns",
+        "当前没有生效的封禁。可使用上方表单封禁客户端或机构。",
+    ),
+    ("console.empty.clients", "尚未注册任何客户端。"),
+    (
+        "console.empty.objections",
+        "暂无异议。信息主体提交的新异议会显示在这里。",
+    ),
+    (
+        "console.empty.complaints",
+        "暂无投诉。信息主体提交的新投诉会显示在这里。",
+    ),
+    (
+        "console.empty.reports",
+        "暂无举报。在公开页面提交的举报会显示在这里。",
+    ),
+    (
+        "console.empty.requests",
+        "暂无申请。信息主体提交的新申请会显示在这里。",
+    ),
     ("console.decision.allow", "允许"),
     ("console.decision.deny", "拒绝"),
     ("console.decision.error", "错误"),

@@ -13,6 +13,19 @@ pub const EN: &[(&str, &str)] = &[
     ("portal.field", "Field"),
     ("portal.value", "Value"),
     ("portal.none", "Nothing yet."),
+    (
+        "portal.empty.objections",
+        "You have not filed any objections. Use the form below if a record about you is wrong.",
+    ),
+    ("portal.empty.requests", "You have not filed any requests."),
+    (
+        "portal.empty.complaints",
+        "You have not filed any complaints.",
+    ),
+    (
+        "portal.empty.consents",
+        "You have not granted any consents. No organisation may read your data on a consent from you.",
+    ),
     ("portal.record", "Record"),
     ("portal.statement", "Statement"),
     ("portal.status", "Status"),
@@ -52,6 +65,39 @@ pub const EN: &[(&str, &str)] = &[
         "the store did not answer; this query was not counted for it",
     ),
     ("portal.record.open_objections", "Open objections"),
+    (
+        "portal.record.read_intro",
+        "Reading your record asks every store for what it holds about you. Each reading counts as one of this year's free self-queries and appears under Who accessed my data.",
+    ),
+    (
+        "portal.record.expired",
+        "That reading is no longer kept (readings are kept for 10 minutes). Reading your record again counts as another self-query.",
+    ),
+    (
+        "portal.record.shown",
+        "Your record as read just now. Refreshing this page does not count another query.",
+    ),
+    ("portal.record.close", "Close the reading"),
+    ("portal.record.from_store", "from"),
+    ("portal.record.my_objections", "My objections and answers"),
+    (
+        "portal.record.on_whole",
+        "My objections to the whole record",
+    ),
+    (
+        "portal.record.marked_intro",
+        "Fields you objected to are highlighted below, with the answer beside them:",
+    ),
+    (
+        "portal.record.marks_intro",
+        "Everyone allowed to read this record sees these marks with it.",
+    ),
+    ("portal.record.marks_more", "More marks not listed:"),
+    ("portal.record.statement", "Statement"),
+    (
+        "portal.record.no_statements",
+        "You have no statements. A statement is added to your record when an objection ends unresolved.",
+    ),
     ("portal.record.my_statements", "My statements"),
     ("portal.access.title", "Who accessed my data"),
     (
@@ -210,6 +256,16 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.field", "字段"),
     ("portal.value", "内容"),
     ("portal.none", "暂无。"),
+    (
+        "portal.empty.objections",
+        "您尚未提出异议。如发现关于您的记录有误，请使用下方表单。",
+    ),
+    ("portal.empty.requests", "您尚未提交申请。"),
+    ("portal.empty.complaints", "您尚未提交投诉。"),
+    (
+        "portal.empty.consents",
+        "您尚未作出任何授权。没有机构可凭您的授权读取您的数据。",
+    ),
     ("portal.record", "记录"),
     ("portal.statement", "声明"),
     ("portal.status", "状态"),
@@ -234,6 +290,36 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.record.denied", "策略不允许您查看此部分"),
     ("portal.record.failed", "数据源未响应，本次查询不计入此部分"),
     ("portal.record.open_objections", "处理中的异议"),
+    (
+        "portal.record.read_intro",
+        "查询时将向各数据源调取其保存的您的信息。每次查询计为本年度的一次免费本人查询，并会显示在“谁查询了我的信息”中。",
+    ),
+    (
+        "portal.record.expired",
+        "该次查询结果已不再保留（查询结果保留10分钟）。再次查询将另计一次本人查询。",
+    ),
+    (
+        "portal.record.shown",
+        "以下是刚才查询到的您的记录。刷新本页不会再计一次查询。",
+    ),
+    ("portal.record.close", "关闭本次查询结果"),
+    ("portal.record.from_store", "来源"),
+    ("portal.record.my_objections", "我的异议及答复"),
+    ("portal.record.on_whole", "我对整条记录提出的异议"),
+    (
+        "portal.record.marked_intro",
+        "您提出过异议的字段在下表中突出显示，答复列在其旁：",
+    ),
+    (
+        "portal.record.marks_intro",
+        "所有有权查看本记录的人都会同时看到这些标注。",
+    ),
+    ("portal.record.marks_more", "另有未列出的标注："),
+    ("portal.record.statement", "声明"),
+    (
+        "portal.record.no_statements",
+        "您还没有本人声明。异议处理结果为“未解决”时，会在您的记录中附上声明。",
+    ),
     ("portal.record.my_statements", "我的本人声明"),
     ("portal.access.title", "谁查询了我的信息"),
     (

@@ -13,14 +13,14 @@ use http::{HeaderMap, StatusCode};
 use minijinja::context;
 use serde_json::{Value, json};
 
-use super::{Form, dated, form, see_other, show};
+use super::{Form, form, see_other, show};
 use crate::{
     audit::AuditSlot,
     domain::SubjectId,
     storage,
     web::{
         AppState, AttachChange as _, Error,
-        pages::{Lang, session::SubjectPage},
+        pages::{Lang, labels, session::SubjectPage},
     },
     workflows::{
         WorkflowError, complaints,
@@ -29,13 +29,11 @@ use crate::{
     },
 };
 
-/// The times every case view carries, in the reader's form as `<key>_text`.
-const TIMES: &[&str] = &["created_at", "updated_at", "due_at", "handle_by"];
-
 /// The records a subject may file about: each (store, dataset) whose dataset the catalog says
-/// is about this type of subject, with the catalog's fields of it. The record itself is always
-/// the subject's own (`record_ref` is their id: `check_own_record`).
-fn my_records(state: &AppState, subject: &SubjectId) -> Vec<Value> {
+/// is about this type of subject, with the catalog's fields of it, each with its label in the
+/// reader's language (the path where the catalog has none). The record itself is always the
+/// subject's own (`record_ref` is their id: `check_own_record`).
+fn my_records(state: &AppState, subject: &SubjectId, lang: Lang) -> Vec<Value> {
     let policies = state.policies();
     let mut out: Vec<Value> = state
         .stores
@@ -43,8 +41,13 @@ fn my_records(state: &AppState, subject: &SubjectId) -> Vec<Value> {
         .filter_map(|(store, dataset)| {
             let d = policies.dataset(dataset)?;
             (d.subject_type == Some(subject.subject_type())).then(|| {
-                let fields: Vec<&str> = d.fields.iter().map(|(p, _)| p.as_str()).collect();
-                json!({"store": store, "dataset": dataset, "fields": fields})
+                let fields: Vec<Value> = d
+                    .fields
+                    .iter()
+                    .map(|(p, _)| json!({"path": p, "label": labels::field(lang, Some(d), p)}))
+                    .collect();
+                let title = labels::dataset(lang, Some(d), dataset);
+                json!({"store": store, "dataset": dataset, "title": title, "fields": fields})
             })
         })
         .collect();
@@ -76,10 +79,14 @@ fn draw_list(
     (status, typed, message): (StatusCode, Value, Option<&str>),
 ) -> Response {
     let lang = Lang::choose(headers);
-    let items: Vec<Value> = p.items.into_iter().map(|v| dated(lang, v, TIMES)).collect();
+    let items: Vec<Value> = p
+        .items
+        .into_iter()
+        .map(|v| labels::case(&state.policies(), lang, v))
+        .collect();
     let ctx = context! {
         items, typed, message,
-        records => my_records(state, &who.subject.id),
+        records => my_records(state, &who.subject.id, lang),
         kinds => requests::Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
         categories => complaints::CATEGORIES,
         who => who.subject.id.as_str(),
@@ -97,12 +104,7 @@ fn draw_case(
     history: Vec<Value>,
     withdraw: bool,
 ) -> Response {
-    let lang = Lang::choose(headers);
-    let view = dated(lang, view, TIMES);
-    let history: Vec<Value> = history
-        .into_iter()
-        .map(|h| dated(lang, h, &["at"]))
-        .collect();
+    let view = labels::case(&state.policies(), Lang::choose(headers), view);
     let ctx = context! { kind, case => view, history, withdraw, who => who.subject.id.as_str() };
     let here = format!("/portal/{kind}s");
     show(

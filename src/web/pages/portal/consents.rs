@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use minijinja::context;
 use serde_json::{Value, json};
 
-use super::{dated, form, see_other, show, take_json};
+use super::{form, see_other, show, take_json};
 use crate::{
     domain::SubjectType,
     policy::LegalBasis,
@@ -79,14 +79,21 @@ async fn draw(
 ) -> Result<Response, Error> {
     let lang = Lang::choose(headers);
     let Json(list) = api::list_consents(State(state.clone()), Subject(who.subject.clone())).await?;
-    let keys = ["created_at", "expires_at", "revoked_at"];
-    let items: Vec<Value> = list["items"]
-        .as_array()
-        .map(|a| a.iter().map(|c| dated(lang, c.clone(), &keys)).collect())
-        .unwrap_or_default();
+    let items = list["items"].clone();
     let (purposes, datasets) = choices(state, who.subject.id.subject_type());
+    // Each dataset by the catalog's name for it in the reader's language.
+    let policies = state.policies();
+    let dataset_names: std::collections::BTreeMap<String, String> = datasets
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                super::super::labels::dataset(lang, policies.dataset(d), d),
+            )
+        })
+        .collect();
     let ctx = context! {
-        items, purposes, datasets, typed, message,
+        items, purposes, datasets, dataset_names, typed, message,
         who => who.subject.id.as_str(),
         notice_version => notice_version(lang),
         notice_sha256 => notice_sha256(lang),

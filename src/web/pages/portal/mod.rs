@@ -67,6 +67,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "portal/case.html",
         include_str!("../templates/portal/case.html"),
     ),
+    (
+        "portal/mark.html",
+        include_str!("../templates/portal/mark.html"),
+    ),
 ];
 
 /// Every portal route shows or changes the subject's own data: all audited as `subject`.
@@ -214,59 +218,9 @@ async fn take_json(
     Ok((parts.status, doc, change))
 }
 
-/// An RFC 3339 time as the reader writes dates: `30 Nov 2026, 10:17 UTC` or
-/// `2026年11月30日 10:17 (UTC)`. A value that does not parse is shown as it is.
-fn when(lang: Lang, rfc3339: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else {
-        return rfc3339.to_owned();
-    };
-    let t = t.to_offset(time::UtcOffset::UTC);
-    match lang {
-        Lang::En => format!(
-            "{} {} {}, {:02}:{:02} UTC",
-            t.day(),
-            &format!("{:?}", t.month())[..3],
-            t.year(),
-            t.hour(),
-            t.minute()
-        ),
-        Lang::ZhCn => format!(
-            "{}年{}月{}日 {:02}:{:02} (UTC)",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-    }
-}
-
-/// Adds `<key>_text`, the reader's form of each listed time, to a view.
-fn dated(lang: Lang, mut v: serde_json::Value, keys: &[&str]) -> serde_json::Value {
-    for k in keys {
-        if let Some(s) = v.get(*k).and_then(|s| s.as_str()).map(str::to_owned) {
-            v[format!("{k}_text")] = serde_json::Value::String(when(lang, &s));
-        }
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_written_in_the_readers_convention() {
-        let t = "2026-11-30T10:17:05Z";
-        assert_eq!(when(Lang::En, t), "30 Nov 2026, 10:17 UTC");
-        assert_eq!(when(Lang::ZhCn, t), "2026年11月30日 10:17 (UTC)");
-        assert_eq!(
-            when(Lang::En, "<b>"),
-            "<b>",
-            "left as it is, escaped by the template"
-        );
-    }
 
     #[test]
     fn only_plain_item_ids_reach_the_database() {
