@@ -56,6 +56,14 @@ async fn an_officer_searches_opens_exports_and_verifies_the_log() {
     let html = text(dash).await;
     assert!(html.contains("<svg") && html.contains("Requests by decision"));
     assert!(html.contains("Verify chain"));
+    // Each writer's chain has its row, named by its writer id (this gateway writes one).
+    let writer = s.app.state.audit.writer_id().to_string();
+    // minijinja escapes `/` in HTML too.
+    let escaped = writer.replace('/', "&#x2f;");
+    assert!(
+        html.contains(&format!("<code>{escaped}</code>")),
+        "the dashboard names the writer {writer}"
+    );
 
     let page = b.get("/console/audit?decision=").await;
     assert_eq!(page.status(), 200);

@@ -1,5 +1,5 @@
 //! `/console/`: what needs attention, by role. Audit readers see requests by decision over the
-//! last 24 hours and 30 days (server-drawn SVG), the open alerts and the chain's head with its
+//! last 24 hours and 30 days (server-drawn SVG), the open alerts and each writer's chain with its
 //! last signed checkpoint; handlers see the overdue objections.
 
 use axum::{
@@ -77,17 +77,26 @@ async fn audit_part(state: &AppState, who: &StaffPage, lang: Lang) -> Result<Val
         Value::from_safe_string(chart::bars(title, &data))
     };
     let open: Vec<alerts::Alert> = alerts::list(&state.db, false).await?;
-    let head = audit_store::head(&state.db).await?;
-    let last = audit_store::checkpoints(&state.db).await?.pop();
+    // One row per writer (each replica signs its own chain): the newest checkpoint only, never
+    // the whole checkpoint table.
+    let chains: Vec<Value> = audit_store::chain_status(&state.db)
+        .await?
+        .into_iter()
+        .map(|c| {
+            context! {
+                writer => c.writer_id, records => c.head_chain_seq,
+                signed_through => c.signed_through,
+                signed_at => c.last_checkpoint_time_us.map(micros_to_rfc3339),
+                key => c.last_checkpoint_key_id, unsigned => c.unsigned,
+            }
+        })
+        .collect();
     Ok(context! {
         chart_day => bars(lang.t("console.dash.day"), day),
         chart_month => bars(lang.t("console.dash.month"), month),
         alerts_open => open.len(),
         alerts => open.into_iter().take(5).collect::<Vec<_>>(),
-        head_seq => head.seq,
-        checkpoint => last.map(|c| context! {
-            seq => c.seq, time => micros_to_rfc3339(c.time_us), key => c.key_id,
-        }),
+        chains => chains,
     })
 }
 
