@@ -62,19 +62,7 @@ fn declared_kind(declared: &Declared, req: &Request) -> Option<&'static str> {
     }
 }
 
-/// A caller who hangs up does not take the record with them: the store may have been asked
-/// already (five callers that left while a store was slow once left five store hits and no
-/// record). The request runs to its end, bounded by the store's deadline, in a task of its own.
-pub async fn audit(state: State<(AppState, Arc<Declared>)>, req: Request, next: Next) -> Response {
-    tokio::spawn(audit_to_the_end(state, req, next))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "a request's task failed");
-            Error::Internal(anyhow::anyhow!("the request's task failed")).into_response()
-        })
-}
-
-async fn audit_to_the_end(
+pub async fn audit(
     State((state, declared)): State<(AppState, Arc<Declared>)>,
     mut req: Request,
     next: Next,
@@ -88,7 +76,9 @@ async fn audit_to_the_end(
     req.extensions_mut().insert(slot.clone());
     let mut meta = Meta::of(&req, kind);
 
+    let guard = HangUp(Some((state.clone(), meta.clone(), slot.clone())));
     let mut res = next.run(req).await;
+    guard.disarm();
     if super::limits::door_limited(&res)
         && let Some(door) = door
         && !state
@@ -155,6 +145,44 @@ async fn unaudited_route(req: Request, next: Next) -> Response {
     }
     res
 }
+
+/// A caller who hangs up does not take the record with them: the store may have been asked
+/// already (five callers that left while a store was slow once left five store hits and no
+/// record). When the request's future is dropped before its answer, this records the attempt
+/// (status 499, `client-closed-request`) with what the handler had noted. The work itself stops
+/// with the caller (the store request is cancelled): a caller who hangs up frees what it held,
+/// so the connection caps still bound the work in flight.
+struct HangUp(Option<(AppState, Meta, AuditSlot)>);
+
+impl HangUp {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        let Some((state, meta, slot)) = self.0.take() else {
+            return;
+        };
+        let mut info = slot.take();
+        info.rule = Some("client-closed-request".into());
+        let mut res = Response::new(axum::body::Body::empty());
+        *res.status_mut() = CLIENT_CLOSED;
+        let (record, _) = record_of(meta, info, &res);
+        tokio::spawn(async move {
+            if let Err(e) = state.audit.append(record).await {
+                tracing::error!(error = ?e, "the record of a request whose caller hung up was not committed");
+            }
+        });
+    }
+}
+
+/// nginx's "client closed request": not sent to anyone, only recorded.
+const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => http::StatusCode::BAD_REQUEST,
+};
 
 /// What the layer knows of the request before the handler ran.
 #[derive(Clone)]
@@ -242,7 +270,7 @@ fn record_of(meta: Meta, info: AuditInfo, res: &Response) -> (AuditRecord, &'sta
                 .unwrap_or_else(|| p.type_.rsplit(':').next().unwrap_or("error").to_string())
         })
     });
-    let decision = if status.is_server_error() {
+    let decision = if status.is_server_error() || status == CLIENT_CLOSED {
         "error"
     } else if status.is_success() || status.is_redirection() {
         "allow"

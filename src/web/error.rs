@@ -163,6 +163,7 @@ impl From<Refused> for Error {
         match e {
             Refused::Conflict(why) => Error::Conflict(why),
             Refused::NotFound(why) => Error::NotFound(why),
+            Refused::Unstorable(why) => Error::BadRequest(why),
         }
     }
 }

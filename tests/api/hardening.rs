@@ -256,3 +256,47 @@ async fn headers_the_caller_names_hop_by_hop_stop_at_the_gateway() {
     assert_eq!(seen["accept"], "application/json", "the others still pass");
     assert!(seen.get("x-forwarded-proto").is_none(), "{seen:?}");
 }
+
+/// A change whose value the database cannot store (PostgreSQL refuses NUL in text) is the
+/// caller's bad input: refused as such, with no audit-write failure counted and the writer still
+/// healthy (it used to raise a false integrity alarm and mark the log unwritable). On SQLite the
+/// same value is stored.
+#[tokio::test]
+async fn a_change_the_database_cannot_store_is_bad_input_not_an_audit_failure() {
+    use credgate::audit::{AuditRecord, Deferred, Refusal, Refused};
+    let app = TestApp::spawn().await;
+    let record = AuditRecord {
+        id: format!("au_{}", uuid::Uuid::now_v7().simple()),
+        time_us: credgate::storage::now_micros(),
+        request_id: "req-unstorable".into(),
+        kind: "admin".into(),
+        method: "POST".into(),
+        path: "/admin/test".into(),
+        decision: "allow".into(),
+        status: 200,
+        client_addr: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let change = Deferred::new(|conn| {
+        Box::pin(async move {
+            sqlx::query("SELECT $1")
+                .bind("a\u{0}b")
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    });
+    let outcome = app.state.audit.append_with(record, change.change()).await;
+    if app.state.db.backend() == credgate::storage::Backend::Postgres {
+        assert!(
+            matches!(outcome, Err(Refusal::Change(Refused::Unstorable(_)))),
+            "{outcome:?}"
+        );
+    } else {
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    assert!(
+        app.state.audit.is_healthy(),
+        "the writer counts bad input as a failure"
+    );
+}

@@ -203,6 +203,10 @@ pub enum Refused {
     /// What the change was about is gone.
     #[error("{0}")]
     NotFound(String),
+    /// The change holds a value the database cannot store (a NUL in PostgreSQL text): the
+    /// caller's input, not an outage, so no audit-failure alarm.
+    #[error("{0}")]
+    Unstorable(String),
 }
 
 /// What runs after a deferred change committed (refreshing in-memory caches).

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{
     AuditConfig, AuditError, AuditRecord, Change, ChangeError, Committed, CommittedRecord, Queued,
-    Refusal, chain, store,
+    Refusal, Refused, chain, store,
 };
 use crate::storage::{Db, StorageError, now_micros};
 
@@ -158,6 +158,11 @@ async fn commit_change(
         Err(store::ChangeOutcome::Refused(ChangeError::Storage(e))) => {
             failed(w, &StorageError::from(e), 1);
             let _ = ack.send(Err(Refusal::Audit(AuditError::WriteFailed)));
+        }
+        // The caller's input, not an outage: no alarm, the writer stays healthy.
+        Err(store::ChangeOutcome::Failed(e)) if e.is_unstorable_input() => {
+            let why = "a value of this request cannot be stored (a control character such as NUL)";
+            let _ = ack.send(Err(Refusal::Change(Refused::Unstorable(why.into()))));
         }
         Err(store::ChangeOutcome::Failed(e)) => {
             failed(w, &e, 1);
