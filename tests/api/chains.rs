@@ -372,6 +372,41 @@ async fn archiving_takes_each_chain_up_to_its_own_checkpoint() {
         .expect_err("another chain's archive does not unlock this one")
         .to_string();
     assert!(e.contains("is append-only"), "{e}");
+
+    // A record forged into place 1, which the archive freed (the link trigger takes place 1
+    // onto genesis): verify walks from the boundary on, and must still find it.
+    let mut writer = store::WriterConn::new(db.clone(), "replica-b");
+    let mut known = None;
+    let mut forged = vec![AuditRecord {
+        id: "au_forged_into_the_archived_places".into(),
+        time_us: old,
+        request_id: "req-forged".into(),
+        kind: "data".into(),
+        org: Some("nea".into()),
+        method: "GET".into(),
+        path: "/v1/stores/power/persons/150102198812268481".into(),
+        subjects: vec!["150102198812268481".into()],
+        decision: "allow".into(),
+        status: 200,
+        client_addr: "127.0.0.1".into(),
+        ..Default::default()
+    }];
+    store::append(&mut writer, &mut known, &mut forged, |_, records| {
+        records[0].writer_id = "replica-b".into();
+        chain::link(0, "0".repeat(64), records);
+        None
+    })
+    .await
+    .unwrap();
+    let report = verify::verify_at(&db, &public, now).await.unwrap();
+    assert!(
+        !report.ok,
+        "a record below the archive boundary passed: {report:?}"
+    );
+    assert_eq!(
+        report.first_bad_id.as_deref(),
+        Some("au_forged_into_the_archived_places")
+    );
 }
 
 /// Two gateways (replicas) on one database, writing at once through parallel clients: each
@@ -518,33 +553,33 @@ async fn an_idle_chains_tail_is_signed_on_the_timer() {
     assert_eq!(report.chains[0].signed_through, Some(4));
 }
 
-/// A chain whose writer is gone (crashed, retired) is not left unsigned: another replica's
-/// idle tick signs its head.
+/// A chain no running writer owns (a crashed replica's, or one inserted by someone with the
+/// database's role: a v4 hash needs no key) is never signed by another replica: signing other
+/// chains' heads turned a forged chain into a signed one (second review, H1). It stays unsigned,
+/// and verify says so for that chain.
 #[tokio::test]
-async fn a_chain_whose_writer_is_gone_is_signed_by_another_replica() {
+async fn a_chain_no_running_writer_owns_is_not_signed_by_another_replica() {
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_secs = 1).await;
     let old = credgate::storage::now_micros() - 3_600_000_000;
-    append_chain(&app.state.db, "gone-replica", 3, None, old).await;
-    let db = app.state.db.clone();
-    wait_until(
-        "the abandoned head is signed",
-        Duration::from_secs(60),
-        || {
-            let db = db.clone();
-            async move {
-                store::chain_status(&db)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|s| s.writer_id == "gone-replica" && s.signed_through == Some(3))
-            }
-        },
-    )
-    .await;
+    append_chain(&app.state.db, "evil-writer", 3, None, old).await;
+    // Several idle ticks of this replica (it signs its own tail every second).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let status = store::chain_status(&app.state.db).await.unwrap();
+    let evil = status
+        .iter()
+        .find(|s| s.writer_id == "evil-writer")
+        .expect("the chain is listed");
+    assert_eq!(evil.signed_through, None, "{status:?}");
+    assert_eq!(evil.unsigned, 3);
     let report = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap();
-    assert!(report.ok, "{report:?}");
+    let chain = report
+        .chains
+        .iter()
+        .find(|c| c.writer_id == "evil-writer")
+        .expect("verify lists the chain");
+    assert_eq!(chain.signed_through, None, "{report:?}");
 }
 
 /// Two chains of seven records each, a checkpoint every three, guards dropped: the attacker's

@@ -726,6 +726,25 @@ pub async fn chain_page_after(
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
+/// The first record of `writer_id`'s chain at or below `base`, its archive boundary: there must
+/// be none (archived records left the log; one there was put back, or forged into a place the
+/// archive freed).
+pub async fn chain_record_at_or_below(
+    db: &Db,
+    writer_id: &str,
+    base: i64,
+) -> Result<Option<AuditRecord>, StorageError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE writer_id = $1 AND chain_seq <= $2 \
+         ORDER BY chain_seq LIMIT 1"
+    )))
+    .bind(writer_id)
+    .bind(base)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.as_ref().map(from_row).transpose()?)
+}
+
 const CHECKPOINT_COLUMNS: &str = "seq, writer_id, chain_seq, time_us, hash, key_id, signature";
 
 fn checkpoint_of(r: &AnyRow) -> Result<Checkpoint, sqlx::Error> {

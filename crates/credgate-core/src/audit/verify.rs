@@ -253,6 +253,17 @@ impl Walk<'_> {
             }
             self.chain.archived_through = Some(base);
             self.chain.signed_through = Some(base);
+            // Archiving freed the places up to `base`, and the link trigger takes a record at
+            // place 1 onto genesis again: a record there was never walked (second review, M1).
+            if let Some(r) = store::chain_record_at_or_below(self.db, &writer_id, base).await? {
+                let why = format!(
+                    "chain `{writer_id}` holds a record at place {}, at or below its archive \
+                     boundary ({base}): archived records are not in the log",
+                    r.chain_seq
+                );
+                self.report.fail(Some(r.seq), Some(r.id), why);
+                return Ok(());
+            }
         }
         let remaining: Vec<&store::Checkpoint> =
             cps.iter().filter(|c| c.chain_seq > base).collect();

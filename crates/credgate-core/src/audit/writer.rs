@@ -249,32 +249,32 @@ fn checkpoint(
 /// a look at the other chains.
 struct Idle {
     every: Duration,
-    sweep_at: tokio::time::Instant,
 }
 
 impl Idle {
     fn new(config: &AuditConfig) -> Self {
-        let every = Duration::from_secs(config.checkpoint_secs.max(1));
         Self {
-            every,
-            sweep_at: tokio::time::Instant::now() + every,
+            every: Duration::from_secs(config.checkpoint_secs.max(1)),
         }
     }
 
-    /// When to wake without a record: this chain's tail falling due, or the next sweep. With
-    /// the head unknown (at start, after a failure), at once, to read it.
+    /// When to wake without a record: this chain's tail falling due. With the head unknown (at
+    /// start, after a failure), at once, to read it.
     fn next_due(&self, known: Option<&store::ChainHead>) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let Some(head) = known else { return now };
-        let tail = head.unsigned_since_us.map(|since| {
+        head.unsigned_since_us.map_or(now + self.every, |since| {
             let age = Duration::from_micros((now_micros() - since).max(0) as u64);
             now + self.every.saturating_sub(age)
-        });
-        tail.map_or(self.sweep_at, |t| t.min(self.sweep_at))
+        })
     }
 
-    /// Signs this chain's tail if it is due, then sweeps the other chains if that is due. A
-    /// failure is logged and retried at the next tick; nothing waits on it.
+    /// Signs this chain's tail if it is due. Only its own: a writer that signed other chains'
+    /// heads (to leave no crashed replica's tail unsigned) signed whatever anyone with the
+    /// database's role had inserted as a chain, turning a forged chain into a signed one
+    /// (second review, H1). A crashed replica's tail stays unsigned until that writer id runs
+    /// again; verify names it (`signed_through`, and the records after it). A failure is logged
+    /// and retried at the next tick; nothing waits on it.
     async fn tick(
         &mut self,
         w: &Writer,
@@ -285,13 +285,6 @@ impl Idle {
             tracing::warn!(error = %e, "audit: signing the idle chain's tail failed; retrying");
             *known = None;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            return;
-        }
-        if tokio::time::Instant::now() >= self.sweep_at {
-            self.sweep_at = tokio::time::Instant::now() + self.every;
-            if let Err(e) = sign_abandoned(w, self.every).await {
-                tracing::warn!(error = %e, "audit: signing other chains' unsigned heads failed");
-            }
         }
     }
 }
@@ -318,24 +311,5 @@ async fn sign_own_tail(
     let cp = checkpoint(w, &w.writer_id, head.chain_seq, head.hash.clone(), now);
     store::append_checkpoint(conn, &cp).await?;
     *known = Some(store::signed(head, &cp));
-    Ok(())
-}
-
-/// Signs the head of every other chain whose newest record is older than twice `every` and
-/// not yet signed: its writer is gone (crashed, retired, or a port-0 id that never returns),
-/// and its tail must not stay unsigned. A chain's head is a fixed record once its writer has
-/// stopped, so the checkpoint is the same whoever signs it; two replicas signing at once store
-/// it once (`ON CONFLICT DO NOTHING`).
-async fn sign_abandoned(w: &Writer, every: Duration) -> Result<(), StorageError> {
-    let stale_before = now_micros() - 2 * every.as_micros() as i64;
-    for c in store::chain_status(&w.db).await? {
-        let stale = c.head_time_us.is_some_and(|t| t < stale_before);
-        if c.writer_id == w.writer_id || c.unsigned == 0 || !stale {
-            continue;
-        }
-        let cp = checkpoint(w, &c.writer_id, c.head_chain_seq, c.head_hash, now_micros());
-        store::sign_head(&w.db, &cp).await?;
-        tracing::info!(writer_id = %c.writer_id, chain_seq = cp.chain_seq, "audit: signed an idle chain's head for its writer");
-    }
     Ok(())
 }
