@@ -280,10 +280,17 @@ async fn sigterm_to_each_of_two_replicas_sharing_postgres_drains_and_loses_nothi
     );
 
     let mut signals = Vec::new();
-    for (name, gateway) in [("a", &mut a), ("b", &mut b)] {
+    for (target, (name, gateway)) in [("a", &mut a), ("b", &mut b)].into_iter().enumerate() {
         let before = Instant::now();
         wait_until("the load is under way", Duration::from_secs(60), || async {
             load.released_since(before) >= 100
+        })
+        .await;
+        // A slow read under way at this replica for a while (it has read the request), so the
+        // signal finds work in flight whatever the machine's load (a flake in CI's PostgreSQL
+        // run signalled between slow reads).
+        wait_until("a slow read in flight", Duration::from_secs(60), || async {
+            load.in_flight(target, Duration::from_millis(110))
         })
         .await;
         signals.push(Instant::now());

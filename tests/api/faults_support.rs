@@ -260,6 +260,8 @@ pub struct Load {
     pub outcomes: Arc<Mutex<Vec<Outcome>>>,
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Each client's target and when its current request started (none between requests).
+    current: Vec<(usize, Arc<Mutex<Option<Instant>>>)>,
 }
 
 impl Load {
@@ -273,10 +275,13 @@ impl Load {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
+        let mut current = Vec::new();
         let mut n = 0;
         for (w, clients) in work {
             for _ in 0..*clients {
                 let target = n % targets.len();
+                let since = Arc::new(Mutex::new(None));
+                current.push((target, since.clone()));
                 let client = Client {
                     http: http.clone(),
                     url: targets[target].clone(),
@@ -284,6 +289,7 @@ impl Load {
                     work: w.clone(),
                     outcomes: outcomes.clone(),
                     stop: stop.clone(),
+                    current: since,
                 };
                 workers.push(tokio::spawn(client.run(n)));
                 n += 1;
@@ -293,7 +299,16 @@ impl Load {
             outcomes,
             stop,
             workers,
+            current,
         }
+    }
+
+    /// Whether a request to `target` has been under way for at least `age` (the gateway has
+    /// read it): what a test waits for before a signal that must find work in flight.
+    pub fn in_flight(&self, target: usize, age: Duration) -> bool {
+        self.current.iter().any(|(t, since)| {
+            *t == target && since.lock().unwrap().is_some_and(|s| s.elapsed() >= age)
+        })
     }
 
     /// How many responses released data (200) so far, counting only requests started after
@@ -324,6 +339,7 @@ struct Client {
     work: Work,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
     stop: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Client {
@@ -359,7 +375,9 @@ impl Client {
                 Work::Tokens { .. } => "token",
             };
             let started = Instant::now();
+            *self.current.lock().unwrap() = Some(started);
             let outcome = observe(req, what, self.target, started).await;
+            *self.current.lock().unwrap() = None;
             let refused = outcome.status != Some(200);
             self.outcomes.lock().unwrap().push(outcome);
             if refused {
