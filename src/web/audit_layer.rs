@@ -74,11 +74,29 @@ pub async fn audit(
     let door = crate::limits::Door::of(req.method(), req.uri().path());
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let mut meta = Meta::of(&req, kind);
+    let meta = Meta::of(&req, kind);
 
     let guard = HangUp(Some((state.clone(), meta.clone(), slot.clone())));
-    let mut res = next.run(req).await;
+    let res = next.run(req).await;
     guard.disarm();
+    // From here the record is committed in a task of its own: a caller who hangs up while it
+    // is queued or committing must not cancel it (the store has answered; the writer's queue
+    // count and a change's after-commit hook must not be cut half-way).
+    let settled = tokio::spawn(settle(state, meta, slot, door, res));
+    settled.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "committing a request's record failed in its task");
+        Error::AuditUnavailable.into_response()
+    })
+}
+
+/// The handler has answered: its record (and change) committed, then the answer released.
+async fn settle(
+    state: AppState,
+    mut meta: Meta,
+    slot: AuditSlot,
+    door: Option<crate::limits::Door>,
+    mut res: Response,
+) -> Response {
     if super::limits::door_limited(&res)
         && let Some(door) = door
         && !state

@@ -461,8 +461,8 @@ async fn insert_records(
 }
 
 /// Stores a checkpoint of the chain's record at `cp.chain_seq`, taking that record's `seq`;
-/// nothing when the record does not hold `cp.hash` or the record is already signed (the
-/// idle tick of another replica may sign an abandoned chain's head at the same time).
+/// nothing when the record does not hold `cp.hash` or the record is already signed (a batch's
+/// checkpoint and the idle tick may name the same head).
 async fn insert_checkpoint(
     conn: &mut sqlx::AnyConnection,
     cp: &Checkpoint,

@@ -4,9 +4,9 @@
 //! fsync serves the whole batch. A failed commit acknowledges every sender with an error.
 //! No other replica writes this chain, so no batch waits on another replica's head.
 //!
-//! When idle, the writer signs its chain's tail once it has been unsigned for
-//! `checkpoint_secs`, and the head of any other chain left unsigned for twice that (a replica
-//! that crashed or was retired never signs its own tail again).
+//! When idle, the writer signs its own chain's tail once it has been unsigned for
+//! `checkpoint_secs`. It never signs another chain (see `Idle::tick`): a crashed replica's tail
+//! waits for that writer id to run again, and verify names it meanwhile.
 
 use std::{
     sync::{
@@ -245,8 +245,7 @@ fn checkpoint(
     }
 }
 
-/// The idle tick's schedule: this chain's tail when it falls due, and every `checkpoint_secs`
-/// a look at the other chains.
+/// The idle tick's schedule: this chain's tail when it falls due.
 struct Idle {
     every: Duration,
 }
