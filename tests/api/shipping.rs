@@ -585,17 +585,15 @@ async fn a_restarted_gateway_resumes_shipping_without_a_gap() {
             assert_eq!(res.status(), 200);
         }
         all_arrived(&sink, &db, &writer).await;
-        // Shipped and saved: `/readyz` shows the lag only after the place is saved.
+        // Shipped and its place saved (once caught up, within the save interval).
         wait_until("the place is saved", ARRIVAL, || async {
-            let b: Value = http
-                .get(format!("{}/readyz", gateway.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
+            let saved = credgate::storage::shipping::progress(&db, &writer, &name)
                 .await
                 .unwrap();
-            b["audit_shipping"]["lag_records"] == 0
+            let head = credgate::storage::shipping::head(&db, &writer)
+                .await
+                .unwrap();
+            saved.records_through == head
         })
         .await;
         counts.push(stored(&db, &writer).await.0.len());
@@ -635,9 +633,17 @@ async fn a_tail_cut_from_the_database_is_found_with_the_sinks_file() {
     .await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
-    parallel_requests(&app, &token, 12).await;
+    // One at a time: a batch of one each, so a checkpoint every third place.
+    for _ in 0..12 {
+        parallel_requests(&app, &token, 1).await;
+    }
     all_arrived(&sink, &app.state.db, &writer).await;
     let (records, checkpoints) = assert_exact_copy(&sink, &app.state.db, &writer).await;
+    let shipped = ship::witnesses_in(&std::fs::read(sink.file()).unwrap());
+    assert!(
+        shipped.witnesses[0].chain_seq > Some(4),
+        "the sink holds a checkpoint past the cut"
+    );
     let cfg = config_file(&app);
     let sink_file = sink.file().display().to_string();
     let out = credgate(&[
@@ -694,4 +700,52 @@ async fn a_tail_cut_from_the_database_is_found_with_the_sinks_file() {
         "MEASURE shipping.e: sink held {records} records + {checkpoints} checkpoints; cut after \
          place 4: verify alone ok, with --sink-file fails naming the chain"
     );
+}
+
+/// `[audit.ship]` is refused with the key to fix: an unknown key, an address that is not
+/// host:port, a CA without TLS or TLS without a CA, an unknown facility, a sink that is not a
+/// name. A good section loads, and its relative CA path is beside the config file.
+#[test]
+fn the_ship_section_is_validated_and_names_the_key_to_fix() {
+    let load = |section: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credgate.toml");
+        std::fs::write(&path, format!("[audit.ship]\n{section}\n")).unwrap();
+        credgate::config::Config::load(Some(&path)).map(|c| (c, dir))
+    };
+    for (section, key) in [
+        ("address = \"127.0.0.1:514\"\nport = 514", "port"),
+        ("address = \"127.0.0.1\"", "audit.ship.address"),
+        ("address = \"127.0.0.1:0\"", "audit.ship.address"),
+        ("address = \"127.0.0.1:70000\"", "audit.ship.address"),
+        ("address = \"host name:514\"", "audit.ship.address"),
+        ("address = \"ev]il\\\"\\n:514\"", "audit.ship.address"),
+        ("address = \"[::1:514\"", "audit.ship.address"),
+        ("address = \":514\"", "audit.ship.address"),
+        ("address = \"a:514\"\ntls = true", "audit.ship.ca_file"),
+        (
+            "address = \"a:514\"\nca_file = \"ca.pem\"",
+            "audit.ship.ca_file",
+        ),
+        (
+            "address = \"a:514\"\nfacility = \"kern\"",
+            "audit.ship.facility",
+        ),
+        ("address = \"a:514\"\nsink = \"Sys Log\"", "audit.ship.sink"),
+        ("address = \"a:514\"\nsink = \"\"", "audit.ship.sink"),
+    ] {
+        let e = load(section).unwrap_err().to_string();
+        assert!(e.contains(key), "{section:?}: {e}");
+    }
+    for good in [
+        "address = \"logs.example.internal:6514\"\ntls = true\nca_file = \"ca.pem\"",
+        "address = \"[::1]:514\"\nfacility = \"auth\"\nsink = \"siem-2\"",
+        "address = \"10.0.0.7:514\"",
+    ] {
+        let (c, dir) = load(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        let ship = c.audit.ship.unwrap();
+        if let Some(ca) = &ship.ca_file {
+            assert_eq!(ca, &dir.path().join("ca.pem"), "beside the config file");
+        }
+    }
 }

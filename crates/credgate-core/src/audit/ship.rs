@@ -17,8 +17,9 @@
 //!
 //! Delivery is at least once, in order, per chain. Syslog over TCP has no acknowledgement, so
 //! a message counts as shipped once it is written and flushed to the socket; then the place
-//! is saved in `audit_shipping` (per writer and sink) and a restart resumes after it. A
-//! process killed between the flush and the save ships those messages again (the receiver
+//! is saved in `audit_shipping` (per writer and sink, at most every `SAVE_EVERY`, and once
+//! caught up) and a restart resumes after it. A process stopped or killed between the flush
+//! and the save ships those messages again (the receiver
 //! sees duplicates, which `witnesses_in` tolerates); a receiver that dies with messages in
 //! its socket buffer loses them, which only RELP-style acknowledgements could prevent (the
 //! peer's close is watched between rounds to keep that window small).
@@ -68,6 +69,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Caught up, the shipper looks again after this even without a commit (the idle tick's
 /// checkpoints are not broadcast).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The place is saved at most this often: each save is a write (an fsync on SQLite) beside
+/// the audit writer's, and under load a round follows a round. Caught up, the next idle
+/// round saves it; a crash in between only ships those messages again.
+const SAVE_EVERY: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 
@@ -148,6 +153,8 @@ pub fn spawn(core: &crate::services::Core) -> anyhow::Result<tokio::task::JoinHa
         status: core.shipping.clone(),
         wake: core.audit.committed.subscribe(),
         progress: None,
+        dirty: false,
+        saved_at: tokio::time::Instant::now(),
     };
     tracing::info!(sink = %shipper.sink_name, address = %shipper.sink.address(), tls = shipper.sink.tls.is_some(),
         "audit: shipping this process's chain");
@@ -182,6 +189,9 @@ struct Shipper {
     wake: tokio::sync::broadcast::Receiver<super::CommittedRecord>,
     /// What the sink has (read from the database on the first round, then kept here).
     progress: Option<Progress>,
+    /// `progress` is ahead of the saved place since this save.
+    dirty: bool,
+    saved_at: tokio::time::Instant,
 }
 
 impl Shipper {
@@ -271,6 +281,7 @@ impl Shipper {
             shipping::checkpoints_between(&self.db, &self.writer_id, p.checkpoints_through, upto)
                 .await?;
         if records.is_empty() && cps.is_empty() {
+            self.save_if_due().await;
             self.refresh_lag().await;
             return Ok(false);
         }
@@ -281,22 +292,32 @@ impl Shipper {
             checkpoints_through: cps.last().map_or(p.checkpoints_through, |c| c.chain_seq),
         };
         self.progress = Some(next);
+        self.dirty = true;
         metrics::counter!("credgate_audit_ship_messages_total", "sink" => self.sink_name.clone())
             .increment((records.len() + cps.len()) as u64);
-        // Shipped now; should the save fail, a restart ships these again (at least once).
-        if let Err(e) = shipping::save(
-            &self.db,
-            &self.writer_id,
-            &self.sink_name,
-            next,
-            now_micros(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "audit shipping: progress not saved (a restart resends)");
-        }
+        self.save_if_due().await;
         self.refresh_lag().await;
         Ok(records.len() as i64 == PAGE)
+    }
+
+    /// Saves the place shipped when it moved and the last save is `SAVE_EVERY` old. Should
+    /// the save fail, it is tried again next round; a restart meanwhile resends (at least
+    /// once).
+    async fn save_if_due(&mut self) {
+        let Some(p) = self.progress.filter(|_| self.dirty) else {
+            return;
+        };
+        if self.saved_at.elapsed() < SAVE_EVERY {
+            return;
+        }
+        let now = now_micros();
+        match shipping::save(&self.db, &self.writer_id, &self.sink_name, p, now).await {
+            Ok(()) => {
+                self.dirty = false;
+                self.saved_at = tokio::time::Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "audit shipping: progress not saved; retried"),
+        }
     }
 
     /// The lag (head minus shipped) and the place, into the report and gauges.
@@ -565,7 +586,7 @@ pub struct Received {
     pub app_name: String,
     pub msgid: String,
     /// The parameters of the `SD_ID` element, unescaped, in order.
-    pub params: Vec<(String, String)>,
+    pub params: Params,
     /// MSG without its BOM.
     pub msg: Vec<u8>,
 }
@@ -606,8 +627,11 @@ pub fn parse(line: &[u8]) -> Option<Received> {
     })
 }
 
+/// SD-PARAMs as (name, value), unescaped, in order.
+pub type Params = Vec<(String, String)>;
+
 /// STRUCTURED-DATA: `-`, or elements `[ID name="value" ...]`; the parameters of `SD_ID`.
-fn parse_sd(mut rest: &[u8]) -> Option<(Vec<(String, String)>, &[u8])> {
+fn parse_sd(mut rest: &[u8]) -> Option<(Params, &[u8])> {
     if let Some(after) = rest.strip_prefix(b"-") {
         return Some((Vec::new(), after));
     }
@@ -628,7 +652,7 @@ fn parse_sd(mut rest: &[u8]) -> Option<(Vec<(String, String)>, &[u8])> {
 }
 
 /// ` name="value"` pairs up to the element's `]`; values unescaped (RFC 5424 section 6.3.3).
-fn parse_params(mut rest: &[u8]) -> Option<(Vec<(String, String)>, &[u8])> {
+fn parse_params(mut rest: &[u8]) -> Option<(Params, &[u8])> {
     let mut params = Vec::new();
     loop {
         if let Some(after) = rest.strip_prefix(b"]") {
