@@ -76,10 +76,14 @@ const SAVE_EVERY: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 
-/// What `/readyz` and the metrics say of the sink.
+/// What `/readyz` and the metrics say of the sink. `/readyz` answers anyone who reaches the
+/// listener, so, as for identity providers, it says whether the sink is up and how far behind,
+/// never where the collector is or why it fails: those (`address`, `last_error`) go to the
+/// log and to in-process callers only.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SinkReport {
     pub sink: String,
+    #[serde(skip)]
     pub address: String,
     pub tls: bool,
     /// Connected, and the last write succeeded.
@@ -90,8 +94,8 @@ pub struct SinkReport {
     /// Records committed and not yet shipped.
     pub lag_records: i64,
     /// Why the sink is down: a connection or TLS error (addresses and certificate problems,
-    /// never record content).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// never record content). Not serialised (see above).
+    #[serde(skip)]
     pub last_error: Option<String>,
 }
 
