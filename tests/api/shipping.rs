@@ -493,6 +493,7 @@ async fn a_sink_down_at_start_costs_requests_nothing_and_gets_everything_once_it
     let started = Instant::now();
     parallel_requests(&app, &token, 20).await;
     let answered_in = started.elapsed();
+    let median_down = median_latency(&app, &token, 30).await;
     wait_until("the lag of the down sink is reported", ARRIVAL, || async {
         app.state.shipping.report().unwrap().lag_records >= 21
     })
@@ -524,11 +525,25 @@ async fn a_sink_down_at_start_costs_requests_nothing_and_gets_everything_once_it
         b["audit_shipping"]["up"] == true && b["audit_shipping"]["lag_records"] == 0
     })
     .await;
+    let median_up = median_latency(&app, &token, 30).await;
     eprintln!(
-        "MEASURE shipping.c: 20 requests answered in {answered_in:?} with the sink down; \
-         lag while down {lag_down}; after rsyslog started, {records} records + {checkpoints} \
+        "MEASURE shipping.c: 20 parallel requests answered in {answered_in:?} with the sink \
+         down; median of 30 sequential: {median_down:?} sink down, {median_up:?} sink up; lag \
+         while down {lag_down}; after rsyslog started, {records} records + {checkpoints} \
          checkpoints arrived in {caught_up:?}"
     );
+}
+
+/// The median time of `n` data requests one after another (a measurement, not asserted).
+async fn median_latency(app: &TestApp, token: &str, n: usize) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        parallel_requests(app, token, 1).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[n / 2]
 }
 
 /// (d) A real gateway process killed (-9) after shipping and started again on the same chain
