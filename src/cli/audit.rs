@@ -19,7 +19,8 @@ pub enum AuditCommand {
         witness: Option<PathBuf>,
         /// What an audit sink received (`[audit.ship]`; a file of one RFC 5424 message a line,
         /// as rsyslog's `%rawmsg%` writes it): each chain's newest checkpoint in it is a
-        /// witness the log must still hold, so a tail cut from the database is found.
+        /// witness the log must still hold, so a tail cut from the database is found. One
+        /// deployment's file: another key's checkpoint fails the verification.
         #[arg(long, value_name = "FILE")]
         sink_file: Option<PathBuf>,
         #[command(flatten)]
