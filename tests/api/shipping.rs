@@ -102,8 +102,14 @@ impl Rsyslog {
             .stderr(std::fs::File::create(dir.path().join("rsyslog.err")).unwrap())
             .spawn()
             .unwrap();
+        // Owned before waiting: a failed wait drops (and kills) it.
+        let mut me = Self {
+            dir,
+            child: Some(child),
+            port,
+        };
         // rsyslog writes the port file only for a port it picked; a given port is probed.
-        let port_file = dir.path().join("port");
+        let port_file = me.dir.path().join("port");
         let listening = |port_file: &Path| match port {
             0 => std::fs::read_to_string(port_file)
                 .ok()
@@ -112,17 +118,19 @@ impl Rsyslog {
                 .ok()
                 .map(|_| p),
         };
+        let err_file = me.dir.path().join("rsyslog.err");
+        let child = me.child.as_mut().unwrap();
         wait_until("rsyslogd listens", ARRIVAL, || {
+            if let Some(status) = child.try_wait().unwrap() {
+                let err = std::fs::read_to_string(&err_file).unwrap_or_default();
+                panic!("rsyslogd exited ({status}) before listening: {err}");
+            }
             let ready = listening(&port_file).is_some();
             async move { ready }
         })
         .await;
-        let port = listening(&port_file).unwrap();
-        Self {
-            dir,
-            child: Some(child),
-            port,
-        }
+        me.port = listening(&port_file).unwrap();
+        me
     }
 
     fn file(&self) -> PathBuf {
