@@ -17,6 +17,12 @@ pub enum AuditCommand {
         /// each successful verification for the next one (created if absent, 0600).
         #[arg(long, value_name = "FILE")]
         witness: Option<PathBuf>,
+        /// What an audit sink received (`[audit.ship]`; a file of one RFC 5424 message a line,
+        /// as rsyslog's `%rawmsg%` writes it): each chain's newest checkpoint in it is a
+        /// witness the log must still hold, so a tail cut from the database is found. One
+        /// deployment's file: another key's checkpoint fails the verification.
+        #[arg(long, value_name = "FILE")]
+        sink_file: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -41,12 +47,17 @@ pub enum AuditCommand {
 
 pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify { witness, config } => {
+        AuditCommand::Verify {
+            witness,
+            sink_file,
+            config,
+        } => {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
             let key = keyring.gateway_keys(&db).await?.audit_signing;
-            return verify_with_witness(&db, &key.public, witness.as_deref()).await;
+            let shipped = sink_file.as_deref().map(read_sink_file).transpose()?;
+            return verify_with_witness(&db, &key.public, witness.as_deref(), shipped).await;
         }
         AuditCommand::Archive { out, config } => {
             let config = config.load()?;
@@ -125,16 +136,22 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// `chains` list beside it: every chain's last checkpoint, so that a tail removed with its
 /// checkpoints is found in whichever chain it was. A witness file from before per-writer
 /// chains (one checkpoint, no `chains`) is read as the legacy chain's.
+///
+/// `shipped`: the witnesses a sink's file holds (`--sink-file`), checked beside the file's.
 async fn verify_with_witness(
     db: &Db,
     public_key: &[u8],
     witness: Option<&std::path::Path>,
+    shipped: Option<Vec<crate::audit::verify::Witness>>,
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::verify;
-    let kept = match witness {
+    let mut kept = match witness {
         Some(path) if path.exists() => Some(read_witness(path)?),
         _ => None,
     };
+    if let Some(shipped) = shipped {
+        kept.get_or_insert_with(Vec::new).extend(shipped);
+    }
     let report = match &kept {
         Some(w) => verify::verify_against_all(db, public_key, w).await?,
         None => verify::verify(db, public_key).await?,
@@ -153,6 +170,23 @@ async fn verify_with_witness(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each chain's newest checkpoint in a sink's file; what was read is said on stderr (stdout
+/// stays the report).
+fn read_sink_file(path: &std::path::Path) -> anyhow::Result<Vec<crate::audit::verify::Witness>> {
+    let text =
+        std::fs::read(path).with_context(|| format!("reading the sink file {}", path.display()))?;
+    let found = crate::audit::ship::witnesses_in(&text);
+    eprintln!(
+        "sink file {}: {} records, {} checkpoints, {} other lines; {} chains witnessed",
+        path.display(),
+        found.records,
+        found.checkpoints,
+        found.skipped,
+        found.witnesses.len()
+    );
+    Ok(found.witnesses)
 }
 
 /// The checkpoints a witness file holds: its `chains` list, or the one checkpoint it is.

@@ -66,10 +66,13 @@ async fn ready(state: &AppState) -> Result<Response, Error> {
         );
         return Ok(problem.into_response_with(|_| {}));
     }
-    Ok(
-        Json(json!({"status": "ready", "policy_digest": digest, "identity_providers": listed}))
-            .into_response(),
-    )
+    let mut body =
+        json!({"status": "ready", "policy_digest": digest, "identity_providers": listed});
+    // A sink that is down leaves the gateway ready (`audit::ship`): it is reported, not fatal.
+    if let Some(shipping) = state.shipping.report() {
+        body["audit_shipping"] = json!(shipping);
+    }
+    Ok(Json(body).into_response())
 }
 
 /// Storage, the audit log and the policies; the digest of the set in force.

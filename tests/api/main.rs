@@ -45,6 +45,7 @@ mod reports;
 mod requests;
 mod roles;
 mod routes;
+mod shipping;
 mod signin;
 mod standard_client;
 mod subject;

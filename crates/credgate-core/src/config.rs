@@ -172,6 +172,121 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// `[audit.ship]`: where this process ships its own audit chain (records and signed
+/// checkpoints), as RFC 5424 syslog over TCP with octet-counted framing (RFC 6587 section
+/// 3.4.1; RFC 5425 over TLS). See `crate::audit::ship`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ShipConfig {
+    /// The receiver as `host:port` (`[v6]:port` for an IPv6 address). Over TLS the host is
+    /// also the name its certificate must carry.
+    pub address: String,
+    /// TLS (RFC 5425): the receiver's certificate is verified against `ca_file` alone.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificate(s) of the receiver; required with `tls`, refused without it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The sink's name: what was shipped is remembered per (writer, sink), so renaming it
+    /// ships the chain again from its start; also the `sink` label of the metrics.
+    #[serde(default = "default_ship_sink")]
+    pub sink: String,
+    /// The syslog facility: `auth`, `authpriv`, `security` or `local0` to `local7`.
+    #[serde(default = "default_ship_facility")]
+    pub facility: String,
+}
+
+fn default_ship_sink() -> String {
+    "syslog".into()
+}
+
+fn default_ship_facility() -> String {
+    "local0".into()
+}
+
+/// Facilities `[audit.ship] facility` accepts, with their RFC 5424 codes.
+pub const SHIP_FACILITIES: &[(&str, u8)] = &[
+    ("auth", 4),
+    ("authpriv", 10),
+    ("security", 13),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+impl ShipConfig {
+    /// The host and port of `address`, or why it is not one.
+    pub fn host_port(&self) -> Result<(&str, u16), String> {
+        let bad = || format!("`{}` is not host:port", self.address);
+        let (host, port) = self.address.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            Some(_) => return Err(bad()),
+            None if host.parse::<std::net::Ipv4Addr>().is_ok() => host,
+            None if is_dns_name(host) => host,
+            None => return Err(bad()),
+        };
+        Ok((host, port))
+    }
+
+    /// The facility's RFC 5424 code (validated: unknown names were refused at load).
+    pub fn facility_code(&self) -> u8 {
+        SHIP_FACILITIES
+            .iter()
+            .find(|(n, _)| *n == self.facility)
+            .map_or(16, |(_, c)| *c)
+    }
+
+    /// Every rule of the section; the key named is the one to fix.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.host_port()
+            .map_err(|m| invalid("audit.ship.address", m))?;
+        if !is_name(&self.sink) {
+            return Err(invalid(
+                "audit.ship.sink",
+                "must be a name (lowercase letters, digits, `_` and `-`)",
+            ));
+        }
+        if !SHIP_FACILITIES.iter().any(|(n, _)| *n == self.facility) {
+            let names: Vec<&str> = SHIP_FACILITIES.iter().map(|(n, _)| *n).collect();
+            return Err(invalid(
+                "audit.ship.facility",
+                format!("must be one of {}", names.join(", ")),
+            ));
+        }
+        match (self.tls, &self.ca_file) {
+            (true, None) => Err(invalid(
+                "audit.ship.ca_file",
+                "tls = true needs the PEM CA the receiver's certificate is verified against",
+            )),
+            (false, Some(_)) => Err(invalid(
+                "audit.ship.ca_file",
+                "only with tls = true (a CA would silently go unused over plain TCP)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A DNS host name: dot-separated labels of ASCII letters, digits and inner hyphens.
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// The `metrics_listen` value that turns the metrics listener off.
 pub const METRICS_OFF: &str = "off";
 
@@ -644,6 +759,9 @@ impl Config {
         if let Some(demo) = &mut self.demo_identity_provider {
             fix(&mut demo.key_file);
         }
+        if let Some(ship) = &mut self.audit.ship {
+            ship.ca_file.iter_mut().for_each(fix);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.cert_file);
             fix(&mut tls.key_file);
@@ -745,6 +863,9 @@ impl Config {
             && let Err(why) = crate::audit::check_writer_id(id)
         {
             return Err(invalid("audit.writer_id", &why));
+        }
+        if let Some(ship) = &self.audit.ship {
+            ship.validate()?;
         }
         for (k, v) in [
             (

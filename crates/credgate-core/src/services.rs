@@ -61,6 +61,8 @@ pub struct Shared {
     pub seen: Arc<crate::replicas::Seen>,
     /// This process's name among the replicas (outbox claims, alerts).
     pub replica: Arc<str>,
+    /// The audit shipper's state (`[audit.ship]`), for `/readyz`; empty when not shipping.
+    pub shipping: crate::audit::ship::Status,
     policies: Arc<RwLock<Arc<PolicySet>>>,
     /// The OpenID Connect providers in force: swapped whole on SIGHUP, so one request checks a
     /// token against one consistent registry.
@@ -152,6 +154,7 @@ impl Core {
             &keys.reports,
             b"page sign-in state v1",
         ));
+        let shipping = crate::audit::ship::Status::new(config.audit.ship.as_ref());
         Ok(Self(Arc::new(Shared {
             config: Arc::new(config),
             db,
@@ -175,6 +178,7 @@ impl Core {
             seen: Arc::new(seen),
             client_status: Arc::default(),
             replica: crate::replicas::replica_name(),
+            shipping,
             policies: Arc::new(RwLock::new(Arc::new(policies))),
             providers: Arc::new(RwLock::new(providers)),
             providers_swapped: Arc::default(),

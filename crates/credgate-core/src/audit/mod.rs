@@ -8,6 +8,7 @@ pub mod archive;
 pub mod chain;
 pub mod export;
 pub mod flood;
+pub mod ship;
 pub mod store;
 pub mod verify;
 mod writer;
@@ -312,6 +313,10 @@ pub struct AuditConfig {
     /// address ([`AuditConfig::for_listener`]).
     #[serde(default)]
     pub writer_id: Option<String>,
+    /// `[audit.ship]`: the external sink this process ships its chain to (`ship`); none when
+    /// absent.
+    #[serde(default)]
+    pub ship: Option<crate::config::ShipConfig>,
 }
 
 /// The longest writer id: it is stored in every record and named in archive file names.

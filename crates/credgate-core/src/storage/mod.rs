@@ -14,6 +14,7 @@ pub mod objections;
 pub mod reports;
 pub mod requests;
 pub mod sessions;
+pub mod shipping;
 pub mod signals;
 pub mod statements;
 
