@@ -151,6 +151,10 @@ async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
     refused(&app, &sign(&impostor, &key.kid, &claims(&id))).await;
     refused(&app, &sign(&impostor, &impostor.kid, &claims(&id))).await;
 
+    // The real token verified and cached first: the forgery below carries its signature, the
+    // cache's key, and must still go to the signature check.
+    let path = "/v1/stores/fake/entities/91350100M000100Y43";
+    assert_eq!(app.data(&token, path).await.status(), 200, "now cached");
     let parts: Vec<&str> = token.split('.').collect();
     let mut c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     c["role"] = json!("regulator");
@@ -161,6 +165,7 @@ async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
         parts[2]
     );
     refused(&app, &forged).await;
+    assert_eq!(app.data(&token, path).await.status(), 200, "the real one still passes");
 }
 
 #[tokio::test]

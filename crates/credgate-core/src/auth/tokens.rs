@@ -116,12 +116,30 @@ impl KeySet {
     }
 }
 
-/// Tokens whose signature has been verified, by SHA-256 of the whole token. A signature check
-/// costs tens of microseconds; a client sends the same token for its whole lifetime, so each
-/// token is verified once and its time claims are checked on every use.
-/// Each entry carries the kid that verified it: an entry dies with its key, not with its `exp`.
+/// Tokens whose signature has been verified. A signature check costs tens of microseconds; a
+/// client sends the same token for its whole lifetime, so each token is verified once and its
+/// time claims are checked on every use. Each entry carries the kid that verified it: an entry
+/// dies with its key, not with its `exp`.
+///
+/// Keyed by the token's signature segment, and a hit counts only when the whole token is byte
+/// for byte the one verified: a forged payload under a copied signature finds the entry, fails
+/// the comparison and goes to the signature check. (The key was SHA-256 of the whole token: 17k
+/// instructions a request, about 4% of the gateway's, to find an entry a comparison confirms.)
 #[derive(Default)]
-struct Verified(std::sync::Mutex<HashMap<[u8; 32], (String, GatewayClaims)>>);
+struct Verified(std::sync::Mutex<HashMap<Box<str>, Entry>>);
+
+/// A verified token, the kid that verified it and its claims.
+struct Entry {
+    token: Box<str>,
+    kid: String,
+    claims: GatewayClaims,
+}
+
+/// The cache's key: the signature, the segment after the last dot (the whole token when it has
+/// none, which then never verifies).
+fn signature_of(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(_, sig)| sig)
+}
 
 /// Bound on the cache; past it the cache starts over (the next use of each token re-verifies).
 const VERIFIED_MAX: usize = 20_000;
@@ -261,21 +279,19 @@ impl TokenService {
     /// The header's `alg` is checked before any key is touched, so `none` and HMAC-with-the-
     /// public-key confusion never reach a verifier.
     pub fn verify(&self, token: &str) -> Result<GatewayClaims, TokenError> {
-        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .expect("SHA-256 is 32 bytes");
+        let key = signature_of(token);
         let cached = self
             .verified
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-            .cloned();
+            .get(key)
+            .filter(|e| &*e.token == token)
+            .map(|e| (e.kid.clone(), e.claims.clone()));
         if let Some((kid, claims)) = cached {
             let now = self.clock.now_secs();
             if !self.key_set().verifies(&kid, now) {
-                self.forget(&digest);
+                self.forget(key);
                 return Err(TokenError::UnknownKey);
             }
             self.time_ok(&claims, now)?;
@@ -286,7 +302,12 @@ impl TokenService {
         if cache.len() >= VERIFIED_MAX {
             cache.clear();
         }
-        cache.insert(digest, (kid, claims.clone()));
+        let entry = Entry {
+            token: token.into(),
+            kid,
+            claims: claims.clone(),
+        };
+        cache.insert(key.into(), entry);
         Ok(claims)
     }
 
@@ -303,12 +324,12 @@ impl TokenService {
         Ok(())
     }
 
-    fn forget(&self, digest: &[u8; 32]) {
+    fn forget(&self, key: &str) {
         self.verified
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(digest);
+            .remove(key);
     }
 
     /// Our own tokens never live longer than the configured lifetime: one whose `exp - iat` is
