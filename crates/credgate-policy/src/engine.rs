@@ -255,8 +255,10 @@ fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
 struct Walker<'w, 'a, 'f, 'g> {
     ctx: &'w ApplyCtx<'a>,
     out: &'w mut Outcome,
-    /// The subjects already in `out.subjects`: noting one is a lookup, not a scan.
-    seen: HashSet<String>,
+    /// The subjects already in `out.subjects`: noting one is a lookup, not a scan. foldhash
+    /// with a per-process seed, as the trie: the ids come from the store, and the set is capped
+    /// at `MAX_SUBJECTS`, so even crafted collisions cost a bounded, small amount.
+    seen: HashSet<String, foldhash::fast::RandomState>,
     records: Option<Records<'w, 'f, 'g>>,
 }
 
@@ -867,7 +869,7 @@ impl Plan {
         let mut w = Walker {
             ctx,
             out: &mut out,
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             records: record.map(|(node, subject)| Records {
                 node,
                 subject,
