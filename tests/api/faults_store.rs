@@ -79,6 +79,7 @@ const CASES: &[Case] = &[
     case("/v1/stores/hostile/over-cap-declared", 502, 13),
     case("/v1/stores/hostile/over-cap-chunked", 502, 13),
     case("/v1/stores/hostile/bad-json", 502, 13),
+    case("/v1/stores/hostile/bad-utf8", 502, 13),
     case("/v1/stores/hostile/deep-json", 502, 13),
     case("/v1/stores/hostile/wrong-type", 502, 13),
     case("/v1/stores/hostile/no-type", 502, 13),
@@ -216,6 +217,16 @@ async fn answer(
             big_json(sock, true).await
         }
         "/bad-json" => complete(sock, 200, Some(json), r#"{"uscc": "9135"#, "").await,
+        "/bad-utf8" => {
+            // Well-formed JSON but for one byte that is not UTF-8, inside a string.
+            let body: &[u8] = b"{\"uscc\": \"91350100M000100Y4\xff\"}";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(&[head.as_bytes(), body].concat()).await?;
+            Ok(false)
+        }
         "/deep-json" => {
             let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
             complete(sock, 200, Some(json), &deep, "").await

@@ -222,8 +222,15 @@ pub fn release_in(
                     mime == "application/json" || mime.ends_with("+json")
                 })
                 .unwrap_or(false);
-            let mut doc: serde_json::Value = match serde_json::from_slice(&up.body) {
-                Ok(doc) if is_json => doc,
+            // The body is checked as UTF-8 once, then parsed as text: `from_slice` checks each
+            // string on its own, 4% of a 100-row list's instructions (callgrind). Outside its
+            // strings JSON is ASCII, so the two accept the same bodies.
+            let parsed = std::str::from_utf8(&up.body)
+                .ok()
+                .filter(|_| is_json)
+                .map(serde_json::from_str::<serde_json::Value>);
+            let mut doc: serde_json::Value = match parsed {
+                Some(Ok(doc)) => doc,
                 _ => {
                     return Err(Error::BadGateway(
                         "the store answered with something other than JSON",
