@@ -74,7 +74,8 @@ pub async fn audit(
     let door = crate::limits::Door::of(req.method(), req.uri().path());
     let slot = AuditSlot::default();
     req.extensions_mut().insert(slot.clone());
-    let meta = Meta::of(&req, kind);
+    let mut meta = Meta::of(&req, kind);
+    meta.time_us = state.clock.now(); // the core's clock, which tests step (clock_steps.rs)
 
     let guard = HangUp(Some((state.clone(), meta.clone(), slot.clone())));
     let res = next.run(req).await;

@@ -216,7 +216,7 @@ impl App {
         summaries.abort();
         tasks.keep("429 summaries", summaries);
         // Windows still open at shutdown are summarised now rather than lost.
-        for record in state.limits.flood.close(crate::storage::now_micros(), true) {
+        for record in state.limits.flood.close(state.clock.now(), true) {
             if let Err(e) = state.audit.append(record).await {
                 tracing::error!(error = %e, "a 429 summary could not be recorded at shutdown");
             }
@@ -242,11 +242,7 @@ async fn append_rate_limit_summaries(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for record in state
-            .limits
-            .flood
-            .close(crate::storage::now_micros(), false)
-        {
+        for record in state.limits.flood.close(state.clock.now(), false) {
             if let Err(e) = state.audit.append(record).await {
                 tracing::error!(error = %e, "a 429 summary could not be recorded");
             }

@@ -15,6 +15,7 @@ mod browser_portal;
 mod browser_walks;
 mod chains;
 mod cli;
+mod clock_steps;
 mod complaints;
 mod consent;
 mod console;

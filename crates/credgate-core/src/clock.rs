@@ -1,7 +1,30 @@
 //! The one clock of the core: wall-clock time plus an offset. Production never moves the
 //! offset; tests move it forward, so that deadlines of days, token lifetimes of seconds and
 //! outbox claims and retries can be tested by moving time instead of sleeping through it (a
-//! sleep races the boundary it waits for on a loaded machine).
+//! sleep races the boundary it waits for on a loaded machine), and back, to stand for a host
+//! whose clock is stepped back (NTP correcting a fast clock, an operator, a VM restored).
+//!
+//! What a step back does (the rules `tests/api/clock_steps.rs` holds the gateway to):
+//! - The audit chains do not care: their order is each writer's `chain_seq`, and `verify` never
+//!   compares record or checkpoint times. A record or checkpoint stamped before the step simply
+//!   carries a later time than the ones after it.
+//! - An elapsed time read off this clock (the age of the unsigned tail, a 429 window) that comes
+//!   out negative means the clock went back: the age is unknown, and it is taken as "due now"
+//!   (sign the tail, close the window), never as "not due for another hour".
+//! - A token whose `nbf`/`iat` lies ahead of the clock by more than `[auth] leeway_secs` is
+//!   refused as not yet valid (401); the client asks for a new one, which is issued on the
+//!   clock as it now reads. Within the leeway it is accepted.
+//! - Deadlines (objections, complaints, requests) are absolute times: a step back makes them
+//!   that much further off, as any reading of the clock would; an alert already raised stays.
+//! - A page session stays signed in; its idle timeout counts from its last use as stored, so a
+//!   step back lengthens its life by at most the step, and its absolute end holds.
+//! - Outbox retries and claims are absolute times too: a step back delays a retry, or the
+//!   takeover of a dead replica's claim, by at most the step (deliveries are idempotent).
+//! - Tokens of identity providers (subjects, staff) are checked by `jsonwebtoken` against the
+//!   system clock with the same leeway, not against this one: a real step back refuses them
+//!   the same way; a test's step does not reach them.
+//! - Timers that bound waits (upstream deadlines, rate limiters, the replica poller, the idle
+//!   tick's sleep) use the monotonic clock, which a step does not move.
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
@@ -9,7 +32,7 @@ use std::{
 };
 
 /// Held once by `services::Core`; everything that compares against "now" for a deadline, a
-/// token's `exp`/`iat` or an outbox claim reads it here.
+/// token's `exp`/`iat`, an outbox claim, an audit record's time or a checkpoint's reads it here.
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_us: AtomicI64,
@@ -36,6 +59,15 @@ impl Clock {
         self.offset_us
             .fetch_add(days * 86_400 * 1_000_000, Ordering::Relaxed);
     }
+
+    /// Moves the clock back (tests only: a gateway in service never calls it). It exists because
+    /// a host's wall clock can be stepped back under a running gateway, and every comparison of
+    /// two wall-clock readings must survive the second one being the earlier; a test steps this
+    /// clock to prove they do (see the module's rules).
+    pub fn step_back(&self, by: Duration) {
+        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.offset_us.fetch_sub(us, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -51,5 +83,20 @@ mod tests {
         assert!(c.now_secs() as i64 >= before / 1_000_000 + 10);
         c.advance_days(1);
         assert!(c.now() - before >= 86_400 * 1_000_000);
+    }
+
+    #[test]
+    fn stepping_back_moves_now_before_an_earlier_reading() {
+        let c = Clock::default();
+        let before = c.now();
+        c.step_back(Duration::from_secs(3600));
+        let after = c.now();
+        assert!(before - after >= 3_599_000_000, "{before} then {after}");
+        assert!(
+            after - before > -3_700_000_000,
+            "stepped back an hour, no more"
+        );
+        c.advance(Duration::from_secs(3600));
+        assert!(c.now() >= before);
     }
 }

@@ -141,6 +141,7 @@ impl Core {
             keys.audit_signing.key_pair(),
             keys.audit_signing.kid.clone(),
             config.audit.clone().for_listener(config.listen),
+            clock.clone(),
         )
         .await?;
         let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);

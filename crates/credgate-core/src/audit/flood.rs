@@ -36,6 +36,13 @@ impl Window {
             path: path.to_string(),
         }
     }
+
+    /// Open until `window_us` after it opened. A window opened ahead of `now_us` (the clock was
+    /// stepped back since) is over: kept open, it would fold every 429 of its address and door
+    /// into one summary until the clock caught up (an hour's step: an hour unrecorded).
+    fn is_open(&self, now_us: i64, window_us: i64) -> bool {
+        (0..window_us).contains(&(now_us - self.opened_us))
+    }
 }
 
 pub struct Flood {
@@ -66,7 +73,7 @@ impl Flood {
         let key = (addr.to_string(), door);
         let full = windows.len() >= WINDOWS_MAX;
         match windows.get_mut(&key) {
-            Some(w) if now_us - w.opened_us < self.window_us => {
+            Some(w) if w.is_open(now_us, self.window_us) => {
                 if w.suppressed == 0 {
                     w.first_us = now_us;
                 }
@@ -97,7 +104,7 @@ impl Flood {
         let Open { windows, due } = &mut *open;
         let mut due = std::mem::take(due);
         windows.retain(|(addr, door), w| {
-            if !everything && now_us - w.opened_us < self.window_us {
+            if !everything && w.is_open(now_us, self.window_us) {
                 return true;
             }
             if w.suppressed > 0 {
@@ -165,6 +172,27 @@ mod tests {
         assert_eq!((s.masked["first_us"], s.masked["last_us"]), (1, 49));
         // The next window starts with an individual record again.
         assert!(f.admit("10.0.0.1", "public-data", "/public/stores/p/x", 61_000_000));
+    }
+
+    #[test]
+    fn a_window_opened_ahead_of_a_clock_stepped_back_closes_at_once() {
+        let f = Flood::new(Duration::from_secs(60));
+        let t = 10_000_000_000;
+        assert!(f.admit("a", "token", "/oauth/token", t));
+        assert!(!f.admit("a", "token", "/oauth/token", t + 1));
+        // The clock steps back an hour: the window is over, its summary due, the next 429 of
+        // the address is recorded on its own again.
+        let back = t - 3_600_000_000;
+        let due = f.close(back, false);
+        assert_eq!(due.len(), 1, "the summary is not held for an hour");
+        assert_eq!(due[0].masked["suppressed_429"], 1);
+        assert!(f.admit("a", "token", "/oauth/token", back));
+        assert!(!f.admit("a", "token", "/oauth/token", back + 1));
+        // A 429 on a window opened ahead of the clock starts a new one, with its summary.
+        assert!(f.admit("b", "token", "/oauth/token", t));
+        assert!(!f.admit("b", "token", "/oauth/token", t + 1));
+        assert!(f.admit("b", "token", "/oauth/token", back));
+        assert_eq!(f.close(back, false).len(), 1);
     }
 
     #[test]

@@ -436,6 +436,7 @@ impl AuditLog {
         signing: ring::signature::Ed25519KeyPair,
         key_id: String,
         config: AuditConfig,
+        clock: Arc<crate::clock::Clock>,
     ) -> Result<Self, crate::storage::StorageError> {
         let (committed, _) = tokio::sync::broadcast::channel(4096);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -467,6 +468,7 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(config.batch_max * 8);
         tokio::spawn(writer::run(writer::Writer {
             db: db.clone(),
+            clock,
             rx,
             signing,
             key_id,

@@ -629,8 +629,8 @@ fn advanced(
     if let Some(r) = records.last() {
         head.chain_seq = r.chain_seq;
         head.hash = r.hash.clone();
-        head.unsigned_since_us
-            .get_or_insert_with(crate::storage::now_micros);
+        // The first unsigned record's time, as `read_head` reads it back: the core's clock.
+        head.unsigned_since_us.get_or_insert(records[0].time_us);
     }
     if let Some(cp) = checkpoint {
         head.checkpoint_chain_seq = cp.chain_seq;

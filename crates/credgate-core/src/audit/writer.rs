@@ -23,10 +23,16 @@ use super::{
     AuditConfig, AuditError, AuditRecord, Change, ChangeError, Committed, CommittedRecord, Queued,
     Refusal, Refused, chain, store,
 };
-use crate::storage::{Db, StorageError, now_micros};
+use crate::{
+    clock::Clock,
+    storage::{Db, StorageError},
+};
 
 pub(super) struct Writer {
     pub db: Db,
+    /// The core's clock: checkpoint times and the age of the unsigned tail read it, as record
+    /// times do, so a test can step it back under the writer.
+    pub clock: Arc<Clock>,
     pub rx: mpsc::Receiver<Queued>,
     pub signing: Ed25519KeyPair,
     pub key_id: String,
@@ -45,7 +51,7 @@ pub(super) async fn run(mut w: Writer) {
     let mut conn = store::WriterConn::new(w.db.clone(), w.writer_id.clone());
     // A record with a change, received while a batch was filling: it runs after that batch.
     let mut carried: Option<Queued> = None;
-    let mut idle = Idle::new(&w.config);
+    let mut idle = Idle::new(&w.config, w.clock.clone());
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -221,10 +227,20 @@ fn chain_onto(
         r.writer_id.clone_from(&w.writer_id);
     }
     let (chain_seq, hash) = chain::link(stored.chain_seq, stored.hash.clone(), records);
-    let now = now_micros();
-    let unsigned_since = stored.unsigned_since_us.unwrap_or(now);
-    let due = chain_seq - stored.checkpoint_chain_seq >= every || now - unsigned_since >= every_us;
+    let now = w.clock.now();
+    let due = chain_seq - stored.checkpoint_chain_seq >= every
+        || stored
+            .unsigned_since_us
+            .is_some_and(|since| tail_due(now, since, every_us));
     due.then(|| checkpoint(w, &w.writer_id, chain_seq, hash, now))
+}
+
+/// Whether a tail unsigned since `since` is due at `now`: once it is `every_us` old, or at once
+/// when `since` lies ahead of `now`. The clock was stepped back then (the tail's real age is
+/// unknown), and waiting for the clock to catch up would leave the tail unsigned for as long as
+/// the step (an hour's step: an hour of records no checkpoint vouches for).
+fn tail_due(now: i64, since: i64, every_us: i64) -> bool {
+    now < since || now - since >= every_us
 }
 
 fn checkpoint(
@@ -248,12 +264,14 @@ fn checkpoint(
 /// The idle tick's schedule: this chain's tail when it falls due.
 struct Idle {
     every: Duration,
+    clock: Arc<Clock>,
 }
 
 impl Idle {
-    fn new(config: &AuditConfig) -> Self {
+    fn new(config: &AuditConfig, clock: Arc<Clock>) -> Self {
         Self {
             every: Duration::from_secs(config.checkpoint_secs.max(1)),
+            clock,
         }
     }
 
@@ -263,8 +281,14 @@ impl Idle {
         let now = tokio::time::Instant::now();
         let Some(head) = known else { return now };
         head.unsigned_since_us.map_or(now + self.every, |since| {
-            let age = Duration::from_micros((now_micros() - since).max(0) as u64);
-            now + self.every.saturating_sub(age)
+            let (clock_now, every_us) = (self.clock.now(), self.every.as_micros() as i64);
+            // A tail stamped ahead of the clock (stepped back) is due at once (`tail_due`).
+            if tail_due(clock_now, since, every_us) {
+                return now;
+            }
+            now + self
+                .every
+                .saturating_sub(Duration::from_micros((clock_now - since).max(0) as u64))
         })
     }
 
@@ -299,10 +323,11 @@ async fn sign_own_tail(
         Some(h) => h,
         None => store::chain_head(&w.db, &w.writer_id).await?,
     };
-    let now = now_micros();
+    let now = w.clock.now();
+    let every_us = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
     let due = head
         .unsigned_since_us
-        .is_some_and(|since| now - since >= every.as_micros() as i64);
+        .is_some_and(|since| tail_due(now, since, every_us));
     if !due || head.chain_seq == 0 {
         *known = Some(head);
         return Ok(());
@@ -311,4 +336,27 @@ async fn sign_own_tail(
     store::append_checkpoint(conn, &cp).await?;
     *known = Some(store::signed(head, &cp));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_due;
+
+    #[test]
+    fn a_tail_is_due_when_old_enough_or_stamped_ahead_of_a_clock_stepped_back() {
+        let every = 10_000_000;
+        assert!(
+            !tail_due(1_000_000_000, 1_000_000_000, every),
+            "just unsigned"
+        );
+        assert!(!tail_due(1_009_999_999, 1_000_000_000, every));
+        assert!(tail_due(1_010_000_000, 1_000_000_000, every), "old enough");
+        // The clock went back an hour after the tail was stamped: due now, not in an hour.
+        assert!(tail_due(
+            1_000_000_000 - 3_600_000_000,
+            1_000_000_000,
+            every
+        ));
+        assert!(tail_due(999_999_999, 1_000_000_000, every));
+    }
 }

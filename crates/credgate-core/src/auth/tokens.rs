@@ -217,7 +217,9 @@ impl TokenService {
     pub fn may_force_refresh(&self) -> bool {
         let now = (crate::storage::now_micros() / 1000) as u64;
         let last = self.last_forced_refresh.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= 1000
+        // A `last` ahead of `now`: the wall clock was stepped back since. Saturating to "no
+        // time passed" would refuse every forced refresh until the clock caught up.
+        now.checked_sub(last).is_none_or(|ms| ms >= 1000)
             && self
                 .last_forced_refresh
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -311,7 +313,11 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// `exp` and `nbf` against the core's clock, with the configured leeway.
+    /// `exp` and `nbf` against the core's clock, with the configured leeway. The leeway is also
+    /// all a clock stepped back gets: a token issued before a step back of more than the leeway
+    /// is not yet valid (401) until the clock catches up, and its client asks for a new one.
+    /// Honouring it would stretch its life by the step, and a token from "the future" is what
+    /// a leaked key's forgery looks like; one retry costs the client less.
     fn time_ok(&self, claims: &GatewayClaims, now: u64) -> Result<(), TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let leeway = self.validation.leeway;
