@@ -165,7 +165,11 @@ async fn another_key_with_our_kid_and_a_tampered_payload_are_refused() {
         parts[2]
     );
     refused(&app, &forged).await;
-    assert_eq!(app.data(&token, path).await.status(), 200, "the real one still passes");
+    assert_eq!(
+        app.data(&token, path).await.status(),
+        200,
+        "the real one still passes"
+    );
 }
 
 #[tokio::test]
