@@ -228,10 +228,12 @@ impl Meta {
         } else {
             cap(req.uri().path(), 512)
         };
-        // A whistleblower's address would identify them: it is not recorded for reports.
-        let client_addr = if req.uri().path().starts_with("/public/reports")
-            || req.uri().path().starts_with("/report")
-        {
+        // A whistleblower's address would identify them: it is not recorded for reports, and
+        // neither are the ids their client or proxy sent (`X-Request-Id`, `traceparent`),
+        // which could link the report to their other traffic.
+        let report = req.uri().path().starts_with("/public/reports")
+            || req.uri().path().starts_with("/report");
+        let client_addr = if report {
             "withheld".to_string()
         } else {
             req.extensions()
@@ -248,8 +250,12 @@ impl Meta {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
-            caller_request_id: trace::caller_request_id(req.headers()),
-            trace_id: trace::TraceContext::from_headers(req.headers()).map(|t| t.trace_id),
+            caller_request_id: (!report)
+                .then(|| trace::caller_request_id(req.headers()))
+                .flatten(),
+            trace_id: (!report)
+                .then(|| trace::TraceContext::from_headers(req.headers()).map(|t| t.trace_id))
+                .flatten(),
             method: req.method().to_string(),
             path,
             client_addr,

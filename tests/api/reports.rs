@@ -13,7 +13,11 @@ const CONTACT: &str = "whistle-7731@example.cn";
 async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_is_sealed() {
     let app = TestApp::spawn().await;
     let url = &app.url;
+    // The reporter's client sends ids of its own, which could link the report to its other
+    // traffic: they must not be kept.
     let res = app.http.post(format!("{url}/public/reports"))
+        .header("X-Request-Id", "reporter-laptop-4411")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .json(&json!({"about": "某电厂", "category": "false_records", "description": "报送数据造假", "reporter_contact": CONTACT}))
         .send().await.unwrap();
     assert_eq!(res.status(), 201);
@@ -81,6 +85,8 @@ async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_i
     // The audit record of the filing: no address, no contact.
     let rec = app.record(&audit_id).await;
     assert_eq!(rec.client_addr, "withheld");
+    assert_eq!(rec.caller_request_id, None, "the reporter's request id is not kept");
+    assert_eq!(rec.trace_id, None, "the reporter's trace id is not kept");
     assert!(!serde_json::to_string(&rec).unwrap().contains(CONTACT));
 
     // Handlers read it back; nobody else does.
