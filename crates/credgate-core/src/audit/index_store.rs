@@ -1,0 +1,279 @@
+//! SQL of the subject index written behind the path (`audit::indexer`): each chain's progress,
+//! one indexing step, the un-indexed tail a subject's search adds to the index's candidates,
+//! and how far the index is complete in time. Every value is bound; nothing a caller sends is
+//! spliced into SQL.
+
+use sqlx::Row;
+
+use crate::storage::{Backend, Db, StorageError};
+
+/// One chain as the index knows it: its writer and the place in it through which every record
+/// has its `audit_subjects` rows (0: none of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainProgress {
+    pub writer_id: String,
+    pub indexed_through: i64,
+    /// When the progress last moved (0: never, or set by the migration).
+    pub indexed_us: i64,
+}
+
+/// Every chain that has records in the log, with its progress (0 when the indexer has not
+/// seen it yet). The writers are read by a skip over the `(writer_id, chain_seq)` index, one
+/// seek per chain, so the cost does not grow with the log.
+pub async fn chains(conn: &mut sqlx::AnyConnection) -> Result<Vec<ChainProgress>, StorageError> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE w(id) AS ( \
+           SELECT MIN(writer_id) FROM audit_log \
+           UNION ALL \
+           SELECT (SELECT MIN(writer_id) FROM audit_log WHERE writer_id > w.id) FROM w \
+           WHERE w.id IS NOT NULL) \
+         SELECT w.id AS writer_id, COALESCE(p.chain_seq, 0) AS done, \
+                COALESCE(p.indexed_us, 0) AS indexed_us \
+         FROM w LEFT JOIN audit_index_progress p ON p.writer_id = w.id \
+         WHERE w.id IS NOT NULL ORDER BY w.id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ChainProgress {
+                writer_id: r.try_get("writer_id")?,
+                indexed_through: r.try_get("done")?,
+                indexed_us: r.try_get("indexed_us")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// What one indexing step did to a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing after the progress: the chain is indexed to its head.
+    UpToDate,
+    /// Records after `from` up to `to` were indexed and the progress moved to `to`.
+    Indexed { from: i64, to: i64, records: i64 },
+    /// Another process moved the progress first; this step's work was rolled back.
+    Lost,
+}
+
+/// Indexes up to `max` records of `writer_id`'s chain after place `done` (the progress as the
+/// caller read it) and moves the progress, in one transaction. Index rows are inserted with
+/// ON CONFLICT DO NOTHING, so rows left by a crash, or by another replica, are harmless. The
+/// progress moves only if it still says `done` (an optimistic update): when two processes
+/// index one chain at once, one of them commits and the other rolls back, and the progress
+/// never skips a record neither indexed.
+pub async fn index_step(
+    db: &Db,
+    writer_id: &str,
+    done: i64,
+    max: i64,
+) -> Result<Step, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    let mut tx = begin(&mut conn, db.backend()).await?;
+    // The last of the next `max` committed records (places may have gaps where an archive
+    // removed records). Every record up to it is committed: within a chain records commit in
+    // chain order, one batch at a time.
+    let upto: Option<i64> = sqlx::query(
+        "SELECT MAX(chain_seq) AS upto FROM (SELECT chain_seq FROM audit_log \
+         WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) t",
+    )
+    .bind(writer_id)
+    .bind(done)
+    .bind(max)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("upto")?;
+    let Some(upto) = upto else {
+        tx.rollback().await?;
+        return Ok(Step::UpToDate);
+    };
+    let records = insert_rows(&mut tx, db.backend(), writer_id, done, upto).await?;
+    let moved = sqlx::query(
+        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
+         ON CONFLICT (writer_id) DO UPDATE SET chain_seq = excluded.chain_seq, \
+         indexed_us = excluded.indexed_us WHERE audit_index_progress.chain_seq = $4",
+    )
+    .bind(writer_id)
+    .bind(upto)
+    .bind(crate::storage::now_micros())
+    .bind(done)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        return Ok(Step::Lost);
+    }
+    tx.commit().await?;
+    Ok(Step::Indexed {
+        from: done,
+        to: upto,
+        records,
+    })
+}
+
+/// On SQLite the step takes the write lock at once (`IMMEDIATE`): it reads before it writes,
+/// and a snapshot gone stale by its first write would fail without waiting.
+async fn begin(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await,
+        Backend::Postgres => sqlx::Connection::begin(conn).await,
+    }
+}
+
+/// The index rows of the chain's records `(done, upto]`, from each record's own `subjects`
+/// (JSON text), in one statement. Returns how many records the range holds. Rows are inserted
+/// in (seq, subject) order, so two PostgreSQL replicas indexing the same range wait on each
+/// other instead of deadlocking.
+async fn insert_rows(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    writer_id: &str,
+    done: i64,
+    upto: i64,
+) -> Result<i64, sqlx::Error> {
+    let sql = match backend {
+        // `json_valid`: a record whose subjects are not JSON (only a forged one) is skipped
+        // here, not allowed to stop its chain's indexing; verification names it.
+        Backend::Sqlite => {
+            "INSERT OR IGNORE INTO audit_subjects (subject_id, seq) \
+             SELECT DISTINCT j.value, l.seq FROM audit_log l, json_each(l.subjects) j \
+             WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
+             AND json_valid(l.subjects) ORDER BY l.seq, j.value"
+        }
+        Backend::Postgres => {
+            "INSERT INTO audit_subjects (subject_id, seq) \
+             SELECT DISTINCT s.value, l.seq \
+             FROM audit_log l, jsonb_array_elements_text(l.subjects::jsonb) AS s(value) \
+             WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
+             ORDER BY l.seq, s.value ON CONFLICT DO NOTHING"
+        }
+    };
+    sqlx::query(sql)
+        .bind(writer_id)
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM audit_log \
+         WHERE writer_id = $1 AND chain_seq > $2 AND chain_seq <= $3",
+    )
+    .bind(writer_id)
+    .bind(done)
+    .bind(upto)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("n")?;
+    Ok(n)
+}
+
+/// The `seq` of every record not yet indexed that names `subject` in its own `subjects` list:
+/// each chain's records after its progress, compared exactly (the JSON is parsed here, no
+/// pattern is built from the subject). With the index's candidates this makes a subject's
+/// search exact whatever the indexer's lag: a record at or below a chain's progress (read
+/// first; it only grows) has its rows, and any record above it is read here.
+pub async fn unindexed_naming(db: &Db, subject: &str) -> Result<Vec<i64>, StorageError> {
+    let mut conn = db.pool().acquire().await?;
+    let mut out = Vec::new();
+    for chain in chains(&mut conn).await? {
+        let rows = sqlx::query(
+            "SELECT seq, subjects FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
+             ORDER BY chain_seq",
+        )
+        .bind(&chain.writer_id)
+        .bind(chain.indexed_through)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let subjects: String = r.try_get("subjects")?;
+            let named: Vec<String> = serde_json::from_str(&subjects).unwrap_or_default();
+            if named.iter().any(|s| s == subject) {
+                out.push(r.try_get("seq")?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ` UNION SELECT seq FROM audit_log WHERE seq IN (...)` for `seqs`, to join the index's
+/// candidates inside one `seq IN (subquery)` (kept one subquery, so the planner still reads it
+/// as a semi-join by the index), or nothing when there are none (the usual case). The values
+/// are integers read from the log, never caller input.
+pub fn union_seqs(seqs: &[i64]) -> String {
+    if seqs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
+    format!(
+        " UNION SELECT seq FROM audit_log WHERE seq IN ({})",
+        list.join(", ")
+    )
+}
+
+/// The time T, in microseconds, such that every record committed before T has its index rows:
+/// for each chain, the `time_us` of its first record after its progress (a record is made
+/// before it commits, and a chain's records commit in order, so every record of the chain
+/// committed before that time is indexed), or the time this read began when the chain is
+/// indexed to its head; the earliest of these. An idle, caught-up system says "now".
+pub async fn indexed_through(db: &Db) -> Result<i64, StorageError> {
+    let started = crate::storage::now_micros();
+    let mut conn = db.pool().acquire().await?;
+    let mut through = started;
+    for chain in chains(&mut conn).await? {
+        let first: Option<i64> = sqlx::query(
+            "SELECT time_us FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
+             ORDER BY chain_seq LIMIT 1",
+        )
+        .bind(&chain.writer_id)
+        .bind(chain.indexed_through)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("time_us"))
+        .transpose()?;
+        if let Some(t) = first {
+            through = through.min(t);
+        }
+    }
+    Ok(through)
+}
+
+/// One chain's progress as stored (0 when it has none), for verification: a record above it
+/// may not have its index rows yet.
+pub async fn progress_of(db: &Db, writer_id: &str) -> Result<i64, StorageError> {
+    let row = sqlx::query("SELECT chain_seq FROM audit_index_progress WHERE writer_id = $1")
+        .bind(writer_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row
+        .map(|r| r.try_get("chain_seq"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Moves a chain's progress to at least `chain_seq`, inside an archive's transaction that
+/// removes the chain's records up to it (`audit::archive`): they leave the log, so nothing
+/// below it is left to index. It also settles a race on PostgreSQL: an indexer step that read
+/// those records before the archive committed finds the progress moved, and rolls back the
+/// rows it wrote for them instead of leaving rows that name no record.
+pub async fn archived_through(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    chain_seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
+         ON CONFLICT (writer_id) DO UPDATE SET chain_seq = excluded.chain_seq, \
+         indexed_us = excluded.indexed_us WHERE audit_index_progress.chain_seq < excluded.chain_seq",
+    )
+    .bind(writer_id)
+    .bind(chain_seq)
+    .bind(crate::storage::now_micros())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
