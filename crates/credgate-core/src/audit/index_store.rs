@@ -126,9 +126,11 @@ async fn begin(
 }
 
 /// The index rows of the chain's records `(done, upto]`, from each record's own `subjects`
-/// (JSON text), in one statement. Returns how many records the range holds. Rows are inserted
-/// in (seq, subject) order, so two PostgreSQL replicas indexing the same range wait on each
-/// other instead of deadlocking.
+/// (JSON text), in one statement. Returns how many records the range holds. No DISTINCT and
+/// no ORDER BY: sorting a step's rows (100 a listed record) cost more than the insert on
+/// PostgreSQL. Rows go in the range's scan order, the same for every process, so two replicas
+/// racing on one range wait on each other; should they still deadlock, PostgreSQL aborts one
+/// step, which is retried.
 async fn insert_rows(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -136,29 +138,24 @@ async fn insert_rows(
     done: i64,
     upto: i64,
 ) -> Result<i64, sqlx::Error> {
-    let sql = match backend {
+    match backend {
         // `json_valid`: a record whose subjects are not JSON (only a forged one) is skipped
         // here, not allowed to stop its chain's indexing; verification names it.
         Backend::Sqlite => {
-            "INSERT OR IGNORE INTO audit_subjects (subject_id, seq) \
-             SELECT DISTINCT j.value, l.seq FROM audit_log l, json_each(l.subjects) j \
-             WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
-             AND json_valid(l.subjects) ORDER BY l.seq, j.value"
+            run_insert(
+                tx,
+                "INSERT OR IGNORE INTO audit_subjects (subject_id, seq) \
+                 SELECT j.value, l.seq FROM audit_log l, json_each(l.subjects) j \
+                 WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
+                 AND json_valid(l.subjects)",
+                writer_id,
+                done,
+                upto,
+            )
+            .await?
         }
-        Backend::Postgres => {
-            "INSERT INTO audit_subjects (subject_id, seq) \
-             SELECT DISTINCT s.value, l.seq \
-             FROM audit_log l, jsonb_array_elements_text(l.subjects::jsonb) AS s(value) \
-             WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
-             ORDER BY l.seq, s.value ON CONFLICT DO NOTHING"
-        }
-    };
-    sqlx::query(sql)
-        .bind(writer_id)
-        .bind(done)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
+        Backend::Postgres => postgres_insert_rows(tx, writer_id, done, upto).await?,
+    }
     let n: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM audit_log \
          WHERE writer_id = $1 AND chain_seq > $2 AND chain_seq <= $3",
@@ -170,6 +167,62 @@ async fn insert_rows(
     .await?
     .try_get("n")?;
     Ok(n)
+}
+
+/// The rows selected from the range's records, for `insert_rows`.
+const PG_ROWS: &str = "SELECT s.value, l.seq \
+     FROM audit_log l, jsonb_array_elements_text(l.subjects::jsonb) AS s(value) \
+     WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3";
+
+/// On PostgreSQL a plain INSERT first, behind a savepoint: ON CONFLICT DO NOTHING probes the
+/// primary key once more for every row (measured: 490 -> 315 ms a step of 100,000 rows). Rows
+/// above the progress exist only after a crash of a non-transactional past, a race with
+/// another replica or a record naming a subject twice; then the step rolls back to the
+/// savepoint and inserts with ON CONFLICT DO NOTHING.
+async fn postgres_insert_rows(
+    tx: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    done: i64,
+    upto: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SAVEPOINT plain_insert")
+        .execute(&mut *tx)
+        .await?;
+    let plain = format!("INSERT INTO audit_subjects (subject_id, seq) {PG_ROWS}");
+    match run_insert(tx, &plain, writer_id, done, upto).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT plain_insert")
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(d)) if d.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            sqlx::query("ROLLBACK TO SAVEPOINT plain_insert")
+                .execute(&mut *tx)
+                .await?;
+            let tolerant = format!(
+                "INSERT INTO audit_subjects (subject_id, seq) {PG_ROWS} ON CONFLICT DO NOTHING"
+            );
+            run_insert(tx, &tolerant, writer_id, done, upto).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn run_insert(
+    tx: &mut sqlx::AnyConnection,
+    sql: &str,
+    writer_id: &str,
+    done: i64,
+    upto: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(writer_id)
+        .bind(done)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// The `seq` of every record not yet indexed that names `subject` in its own `subjects` list:
