@@ -21,6 +21,26 @@ CREATE TABLE audit_index_progress (
 INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us)
 SELECT writer_id, MAX(chain_seq), 0 FROM audit_log GROUP BY writer_id;
 
+-- On SQLite a step is one statement: moving the progress indexes the records it moves over.
+-- A transaction of several statements would keep SQLite's one write lock across the
+-- indexer task's awaits; one statement commits on its own, atomically, rows and progress
+-- together. (PostgreSQL, with row locks, does the same in an explicit transaction.)
+CREATE TRIGGER audit_index_progress_moved AFTER UPDATE OF chain_seq ON audit_index_progress
+WHEN NEW.chain_seq > OLD.chain_seq
+BEGIN
+    INSERT OR IGNORE INTO audit_subjects (subject_id, seq)
+    SELECT j.value, l.seq FROM audit_log l, json_each(l.subjects) j
+    WHERE l.writer_id = NEW.writer_id AND l.chain_seq > OLD.chain_seq
+      AND l.chain_seq <= NEW.chain_seq AND json_valid(l.subjects);
+END;
+CREATE TRIGGER audit_index_progress_first AFTER INSERT ON audit_index_progress
+BEGIN
+    INSERT OR IGNORE INTO audit_subjects (subject_id, seq)
+    SELECT j.value, l.seq FROM audit_log l, json_each(l.subjects) j
+    WHERE l.writer_id = NEW.writer_id AND l.chain_seq <= NEW.chain_seq
+      AND json_valid(l.subjects);
+END;
+
 -- Progress only moves forward and is never removed: lowering it would let verification
 -- accept records whose index rows were deleted as "not indexed yet".
 CREATE TRIGGER audit_index_progress_forward BEFORE UPDATE ON audit_index_progress

@@ -58,11 +58,11 @@ pub enum Step {
 }
 
 /// Indexes up to `max` records of `writer_id`'s chain after place `done` (the progress as the
-/// caller read it) and moves the progress, in one transaction. Index rows are inserted with
-/// ON CONFLICT DO NOTHING, so rows left by a crash, or by another replica, are harmless. The
-/// progress moves only if it still says `done` (an optimistic update): when two processes
-/// index one chain at once, one of them commits and the other rolls back, and the progress
-/// never skips a record neither indexed.
+/// caller read it) and moves the progress, atomically. Index rows are inserted with ON
+/// CONFLICT DO NOTHING semantics, so rows left by a crash, or by another replica, are
+/// harmless. The progress moves only if it still says `done` (an optimistic update): when two
+/// processes index one chain at once, one of them commits and the other's step does nothing,
+/// and the progress never skips a record neither indexed.
 pub async fn index_step(
     db: &Db,
     writer_id: &str,
@@ -70,25 +70,56 @@ pub async fn index_step(
     max: i64,
 ) -> Result<Step, StorageError> {
     let mut conn = db.pool().acquire().await?;
-    let mut tx = begin(&mut conn, db.backend()).await?;
     // The last of the next `max` committed records (places may have gaps where an archive
-    // removed records). Every record up to it is committed: within a chain records commit in
-    // chain order, one batch at a time.
-    let upto: Option<i64> = sqlx::query(
-        "SELECT MAX(chain_seq) AS upto FROM (SELECT chain_seq FROM audit_log \
+    // removed records), read outside any transaction: a tick that finds nothing takes no
+    // write lock. Every record up to it is committed, and stays so: within a chain records
+    // commit in chain order, one batch at a time.
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MAX(chain_seq) AS upto FROM (SELECT chain_seq FROM audit_log \
          WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) t",
     )
     .bind(writer_id)
     .bind(done)
     .bind(max)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("upto")?;
+    .fetch_one(&mut *conn)
+    .await?;
+    let (records, upto): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("upto")?);
     let Some(upto) = upto else {
-        tx.rollback().await?;
         return Ok(Step::UpToDate);
     };
-    let records = insert_rows(&mut tx, db.backend(), writer_id, done, upto).await?;
+    let moved = match db.backend() {
+        // One statement: the progress table's triggers (migration 0080) insert the rows.
+        Backend::Sqlite => move_progress(&mut conn, writer_id, done, upto).await?,
+        Backend::Postgres => {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            postgres_insert_rows(&mut tx, writer_id, done, upto).await?;
+            let moved = move_progress(&mut tx, writer_id, done, upto).await?;
+            if moved {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            moved
+        }
+    };
+    Ok(if moved {
+        Step::Indexed {
+            from: done,
+            to: upto,
+            records,
+        }
+    } else {
+        Step::Lost
+    })
+}
+
+/// Moves the chain's progress from `done` to `upto`; false when it no longer says `done`.
+async fn move_progress(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    done: i64,
+    upto: i64,
+) -> Result<bool, sqlx::Error> {
     let moved = sqlx::query(
         "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
          ON CONFLICT (writer_id) DO UPDATE SET chain_seq = excluded.chain_seq, \
@@ -98,83 +129,23 @@ pub async fn index_step(
     .bind(upto)
     .bind(crate::storage::now_micros())
     .bind(done)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
-    if moved == 0 {
-        tx.rollback().await?;
-        return Ok(Step::Lost);
-    }
-    tx.commit().await?;
-    Ok(Step::Indexed {
-        from: done,
-        to: upto,
-        records,
-    })
+    Ok(moved > 0)
 }
 
-/// On SQLite the step takes the write lock at once (`IMMEDIATE`): it reads before it writes,
-/// and a snapshot gone stale by its first write would fail without waiting.
-async fn begin(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
-    match backend {
-        Backend::Sqlite => sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await,
-        Backend::Postgres => sqlx::Connection::begin(conn).await,
-    }
-}
-
-/// The index rows of the chain's records `(done, upto]`, from each record's own `subjects`
-/// (JSON text), in one statement. Returns how many records the range holds. No DISTINCT and
-/// no ORDER BY: sorting a step's rows (100 a listed record) cost more than the insert on
-/// PostgreSQL. Rows go in the range's scan order, the same for every process, so two replicas
-/// racing on one range wait on each other; should they still deadlock, PostgreSQL aborts one
-/// step, which is retried.
-async fn insert_rows(
-    tx: &mut sqlx::AnyConnection,
-    backend: Backend,
-    writer_id: &str,
-    done: i64,
-    upto: i64,
-) -> Result<i64, sqlx::Error> {
-    match backend {
-        // `json_valid`: a record whose subjects are not JSON (only a forged one) is skipped
-        // here, not allowed to stop its chain's indexing; verification names it.
-        Backend::Sqlite => {
-            run_insert(
-                tx,
-                "INSERT OR IGNORE INTO audit_subjects (subject_id, seq) \
-                 SELECT j.value, l.seq FROM audit_log l, json_each(l.subjects) j \
-                 WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3 \
-                 AND json_valid(l.subjects)",
-                writer_id,
-                done,
-                upto,
-            )
-            .await?
-        }
-        Backend::Postgres => postgres_insert_rows(tx, writer_id, done, upto).await?,
-    }
-    let n: i64 = sqlx::query(
-        "SELECT COUNT(*) AS n FROM audit_log \
-         WHERE writer_id = $1 AND chain_seq > $2 AND chain_seq <= $3",
-    )
-    .bind(writer_id)
-    .bind(done)
-    .bind(upto)
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("n")?;
-    Ok(n)
-}
-
-/// The rows selected from the range's records, for `insert_rows`.
+/// The rows of the chain's records `(done, upto]`, from each record's own `subjects` (JSON
+/// text). No DISTINCT and no ORDER BY: sorting a step's rows (100 a listed record) cost more
+/// than the insert. Rows go in the range's scan order, the same for every process, so two
+/// replicas racing on one range wait on each other; should they still deadlock, PostgreSQL
+/// aborts one step, which is retried.
 const PG_ROWS: &str = "SELECT s.value, l.seq \
      FROM audit_log l, jsonb_array_elements_text(l.subjects::jsonb) AS s(value) \
      WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3";
 
-/// On PostgreSQL a plain INSERT first, behind a savepoint: ON CONFLICT DO NOTHING probes the
+/// The index rows of the step on PostgreSQL (SQLite's are inserted by triggers on the
+/// progress table, migration 0080). A plain INSERT first, behind a savepoint: ON CONFLICT DO NOTHING probes the
 /// primary key once more for every row (measured: 490 -> 315 ms a step of 100,000 rows). Rows
 /// above the progress exist only after a crash of a non-transactional past, a race with
 /// another replica or a record naming a subject twice; then the step rolls back to the
