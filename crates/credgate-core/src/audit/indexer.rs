@@ -13,7 +13,10 @@
 //! - **One step, one transaction.** A step reads up to [`BATCH`] committed records after a
 //!   chain's progress, inserts their rows (`ON CONFLICT DO NOTHING`: a crash, or another
 //!   replica, leaves only rows that say the same thing) and moves the progress, all in one
-//!   transaction. A crash loses nothing and duplicates nothing; the next start carries on.
+//!   transaction: on PostgreSQL an explicit one (a plain INSERT first, falling back to ON
+//!   CONFLICT DO NOTHING); on SQLite one upsert of the progress whose triggers insert the rows
+//!   (migration 0080), so SQLite's single write lock is never held across an await. A crash
+//!   loses nothing and duplicates nothing; the next start carries on.
 //! - **Several replicas.** Each indexes its own chain as soon as its writer commits, and other
 //!   chains only when their progress has not moved for [`FOREIGN_GRACE`] (a stopped replica's
 //!   tail, the migrated `legacy` chain). Should two processes index one chain at once, the
