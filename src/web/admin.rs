@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     audit::{
-        AuditRecord, ChangeError, Deferred, Refused, export,
+        AuditRecord, ChangeError, Deferred, Refused, export, index_store,
         store::{self as audit_store, Bounds, Filter},
         verify,
     },
@@ -166,6 +166,10 @@ async fn search(
                 Error::BadRequest("`cursor` is not one this endpoint gave".into())
             })?),
         };
+    // Read first: every record committed before it was indexed before the search ran. The
+    // answer is exact either way (a subject's search reads the un-indexed tail too); this
+    // says how much of it the index alone served.
+    let indexed_through = index_store::indexed_through(&state.db).await?;
     let items = audit_store::search(&state.db, &b, before, limit, None).await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|r| r.seq.to_string()))
@@ -173,6 +177,7 @@ async fn search(
     Ok(Json(json!({
         "items": items.iter().map(view).collect::<Vec<_>>(),
         "next_cursor": next,
+        "indexed_through": micros_to_rfc3339(indexed_through),
     })))
 }
 

@@ -152,6 +152,15 @@ impl App {
         let mut tasks = Tasks::default();
         let alerts = state.config.alerts.clone();
         tasks.keep("alerts", crate::audit::alerts::spawn(state.clone(), alerts));
+        tasks.keep(
+            "audit indexer",
+            crate::audit::indexer::spawn(
+                state.db.clone(),
+                state.audit.writer_id().into(),
+                state.audit.committed.subscribe(),
+                state.config.audit.indexer,
+            ),
+        );
         tasks.keep("outbox", crate::workflows::outbox::spawn(state.clone()));
         tasks.keep("replicas", crate::replicas::spawn(state.clone()));
         tasks.keep("metrics upkeep", metrics::spawn_upkeep());

@@ -185,6 +185,7 @@ fn success_schema(path: &str) -> Value {
     match path {
         "/healthz" | "/readyz" => json!({"$ref": "#/components/schemas/Status"}),
         "/.well-known/jwks.json" => json!({"$ref": "#/components/schemas/Jwks"}),
+        "/admin/audit" => json!({"$ref": "#/components/schemas/AuditPage"}),
         "/.well-known/oauth-authorization-server" => {
             json!({"$ref": "#/components/schemas/AuthorizationServerMetadata"})
         }
@@ -257,6 +258,13 @@ fn components() -> Value {
             "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
             "Jwks": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
             "AuthorizationServerMetadata": {"type": "object", "required": ["issuer", "token_endpoint", "jwks_uri"]},
+            "AuditPage": {"type": "object", "required": ["items", "next_cursor", "indexed_through"], "properties": {
+                "items": {"type": "array", "items": {"type": "object"}},
+                "next_cursor": {"type": ["string", "null"],
+                    "description": "Pass as `cursor` for the next (older) page; null on the last"},
+                "indexed_through": {"type": "string", "format": "date-time",
+                    "description": "Every record committed before this time is in the search index. \
+                        Answers are exact either way: a subject's search also reads the records not yet indexed"}}},
         },
     })
 }

@@ -355,6 +355,10 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
         .find(|c| c.writer_id == "batch-writer")
         .expect("the writer's chain");
     assert_eq!(chain.records, sizes.iter().sum::<usize>() as i64);
+    // The index is written behind the path (`audit::indexer`).
+    credgate::audit::indexer::catch_up(&app.state.db)
+        .await
+        .unwrap();
     let pool = app.state.db.pool();
     for (b, &size) in sizes.iter().enumerate() {
         let indexed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -380,6 +384,10 @@ pub(crate) async fn tamperable() -> TestApp {
     for _ in 0..11 {
         app.data(&token, "/v1/stores/power/lists/red").await;
     }
+    // Tampering starts from a log whose subject index is complete (`audit::indexer`).
+    credgate::audit::indexer::catch_up(&app.state.db)
+        .await
+        .unwrap();
     drop_guards(&app.state.db).await;
     app
 }

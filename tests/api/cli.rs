@@ -461,7 +461,12 @@ async fn audit_verify_keeps_a_witness_and_finds_the_tail_deleted_with_its_checkp
     let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
     assert!(out.status.success(), "{:?}", text(&out));
 
-    // The tail and its checkpoints deleted: consistent in itself, not with the witness.
+    // The tail and its checkpoints deleted: consistent in itself, not with the witness. (The
+    // subject index is complete first: it is written behind the path, `audit::indexer`, and
+    // this test's blocking CLI runs hold up the in-process indexer.)
+    credgate::audit::indexer::catch_up(&app.state.db)
+        .await
+        .unwrap();
     crate::audit::drop_guards(&app.state.db).await;
     use sqlx::Executor;
     let kept: Value = serde_json::from_slice(&std::fs::read(&witness).unwrap()).unwrap();
@@ -478,7 +483,11 @@ async fn audit_verify_keeps_a_witness_and_finds_the_tail_deleted_with_its_checkp
             .unwrap();
     }
     let out = credgate(&["audit", "verify", "--config", &cfg]);
-    assert!(out.status.success(), "alone, the database looks whole");
+    assert!(
+        out.status.success(),
+        "alone, the database looks whole: {:?}",
+        text(&out)
+    );
     let out = credgate(&["audit", "verify", "--witness", &path, "--config", &cfg]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");

@@ -28,6 +28,7 @@ mod faults_support;
 mod hardening;
 mod health;
 mod hostile;
+mod indexer;
 mod oauth;
 mod objections;
 mod oidc;

@@ -202,6 +202,9 @@ async fn drop_archived(
     .bind(cp.chain_seq)
     .execute(&mut *tx)
     .await?;
+    // Before the deletes: an indexer step holding the progress row commits first, and its
+    // rows are then deleted below; one that comes later finds the progress moved and rolls back.
+    super::index_store::archived_through(&mut tx, &cp.writer_id, cp.chain_seq).await?;
     sqlx::query(
         "DELETE FROM audit_subjects WHERE seq IN \
          (SELECT seq FROM audit_log WHERE writer_id = $1 AND chain_seq <= $2)",

@@ -8,6 +8,8 @@ pub mod archive;
 pub mod chain;
 pub mod export;
 pub mod flood;
+pub mod index_store;
+pub mod indexer;
 pub mod ship;
 pub mod store;
 pub mod verify;
@@ -317,6 +319,15 @@ pub struct AuditConfig {
     /// absent.
     #[serde(default)]
     pub ship: Option<crate::config::ShipConfig>,
+    /// Whether this process runs the subject indexer (`audit::indexer`). On by default; off
+    /// leaves this replica's chain to the others' indexers, and lets a test show that searches
+    /// are exact before anything is indexed.
+    #[serde(default = "default_indexer")]
+    pub indexer: bool,
+}
+
+fn default_indexer() -> bool {
+    true
 }
 
 /// The longest writer id: it is stored in every record and named in archive file names.

@@ -915,6 +915,11 @@ pub async fn search(
     limit: i64,
     ascending_after: Option<i64>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
+    // Read before the query: records not yet indexed that name the subject (see `subject_clause`).
+    let unindexed = match &b.subject {
+        Some(subject) => super::index_store::unindexed_naming(db, subject).await?,
+        None => Vec::new(),
+    };
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log a WHERE 1 = 1");
     if !b.staff_actions {
         sql += " AND a.kind <> 'admin'";
@@ -931,7 +936,7 @@ pub async fn search(
         sql += &format!(" AND a.client_id = {}", next());
     }
     if b.subject.is_some() {
-        sql += &subject_clause(&next());
+        sql += &subject_clause(&next(), &unindexed);
     }
     if b.store.is_some() {
         sql += &format!(" AND a.store = {}", next());
@@ -977,10 +982,15 @@ pub async fn search(
 /// of `audit_subjects`, `audit_log_actor_subject` of migration 0050), joined by UNION, so
 /// neither is a scan of the log. `p` is the one placeholder, bound once and used twice
 /// (both databases number placeholders, so a repeated `$n` is the same value).
-fn subject_clause(p: &str) -> String {
+///
+/// The index is written behind the path (`audit::indexer`): `unindexed` holds the records
+/// above their chain's index progress that name the subject, read just before, so the
+/// answer is exact whatever the indexer's lag.
+fn subject_clause(p: &str, unindexed: &[i64]) -> String {
     format!(
         " AND a.seq IN (SELECT seq FROM audit_subjects WHERE subject_id = {p} \
-         UNION SELECT seq FROM audit_log WHERE actor_subject = {p})"
+         UNION SELECT seq FROM audit_log WHERE actor_subject = {p}{})",
+        super::index_store::union_seqs(unindexed)
     )
 }
 
@@ -1034,10 +1044,13 @@ pub async fn access_log_at(
             )
         })
         .collect();
+    // Records not yet indexed are read from their own `subjects` (see `search`).
+    let unindexed = super::index_store::unindexed_naming(db, subject).await?;
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE seq IN \
-         (SELECT seq FROM audit_subjects WHERE subject_id = $1) \
-         AND kind IN ('data', 'profile', 'public'){clauses} ORDER BY seq DESC LIMIT $2"
+         (SELECT seq FROM audit_subjects WHERE subject_id = $1{}) \
+         AND kind IN ('data', 'profile', 'public'){clauses} ORDER BY seq DESC LIMIT $2",
+        super::index_store::union_seqs(&unindexed)
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(subject)

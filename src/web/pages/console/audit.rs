@@ -121,6 +121,8 @@ async fn search(
                 Error::BadRequest("the page link is not one this page gave".into())
             })?),
         };
+    // As `GET /admin/audit` says it: read before the search.
+    let indexed_through = crate::audit::index_store::indexed_through(&state.db).await?;
     let items = audit_store::search(&state.db, &bounds, before, PAGE, None).await?;
     let next = (items.len() as i64 == PAGE)
         .then(|| {
@@ -133,6 +135,7 @@ async fn search(
         form => Value::from_serialize(&q),
         rows => items.iter().map(row).collect::<Vec<_>>(),
         next, query => q.query(), first_page => before.is_none(),
+        indexed_through => micros_to_rfc3339(indexed_through),
     };
     Ok(show(
         &state,

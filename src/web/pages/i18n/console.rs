@@ -89,6 +89,10 @@ pub const EN: &[(&str, &str)] = &[
     ("console.search", "Search"),
     ("console.export", "Export this search"),
     ("console.audit.caption", "Audit records, newest first"),
+    (
+        "console.audit.indexed_through",
+        "Subject index complete through (searches are exact either way)",
+    ),
     ("console.col.audit_id", "Audit id"),
     ("console.col.time", "Time"),
     ("console.col.kind", "Kind"),
@@ -280,6 +284,10 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("console.search", "搜索"),
     ("console.export", "导出本次搜索"),
     ("console.audit.caption", "审计记录（最新在前）"),
+    (
+        "console.audit.indexed_through",
+        "主体索引完整至（检索结果始终准确）",
+    ),
     ("console.col.audit_id", "审计编号"),
     ("console.col.time", "时间"),
     ("console.col.kind", "类型"),

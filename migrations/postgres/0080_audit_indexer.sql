@@ -1,0 +1,50 @@
+-- The subject index is written behind the request's path (issue 18, decision 3). A record's
+-- `audit_subjects` rows were inserted by a trigger in the record's own INSERT, so a 100-row
+-- list waited for 100 index rows before its answer could leave. A background indexer
+-- (`audit::indexer`) now reads each chain's committed records after its progress, inserts
+-- their index rows and advances the progress in one transaction. Searches stay exact before
+-- it catches up: they also scan each chain's records after its progress (`audit::index_store`).
+DROP TRIGGER audit_log_subjects ON audit_log;
+DROP FUNCTION audit_log_subjects();
+
+-- How far each chain is indexed: every record of `writer_id` with `chain_seq <= chain_seq`
+-- has its index rows. Progress is kept per chain, never as a global `seq`: a lower `seq` (a
+-- sequence value) may commit after a higher one of another replica's chain, while within a
+-- chain records commit in chain order. `indexed_us` is when it last moved (so replicas leave a
+-- chain its own writer keeps indexed alone).
+CREATE TABLE audit_index_progress (
+    writer_id  TEXT PRIMARY KEY,
+    chain_seq  BIGINT NOT NULL,
+    indexed_us BIGINT NOT NULL
+);
+
+-- Everything already in the log was indexed by the trigger dropped above.
+INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us)
+SELECT writer_id, MAX(chain_seq), 0 FROM audit_log GROUP BY writer_id;
+
+-- Progress only moves forward and is never removed: lowering it would let verification
+-- accept records whose index rows were deleted as "not indexed yet".
+CREATE FUNCTION audit_index_progress_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.chain_seq < OLD.chain_seq OR NEW.writer_id IS DISTINCT FROM OLD.writer_id THEN
+        RAISE EXCEPTION 'audit_index_progress only moves forward';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER audit_index_progress_forward BEFORE UPDATE ON audit_index_progress
+    FOR EACH ROW EXECUTE FUNCTION audit_index_progress_forward();
+CREATE FUNCTION audit_index_progress_no_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_index_progress only moves forward';
+END;
+$$;
+CREATE TRIGGER audit_index_progress_no_delete BEFORE DELETE ON audit_index_progress
+    FOR EACH ROW EXECUTE FUNCTION audit_index_progress_no_delete();
+CREATE TRIGGER audit_index_progress_no_truncate BEFORE TRUNCATE ON audit_index_progress
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_index_progress_no_delete();
+
+-- The index's own guards are unchanged: `audit_subjects` stays append-only except for rows of
+-- records an archive of their chain covers (0060, `credgate_archived_delete_guard`), which the
+-- archive removes with the records. An archive never needs the progress moved: it removes
+-- records, and the indexer reads only the records still in the log.
