@@ -755,9 +755,23 @@ fn the_ship_section_is_validated_and_names_the_key_to_fix() {
     let load = |section: &str| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credgate.toml");
-        std::fs::write(&path, format!("[audit.ship]\n{section}\n")).unwrap();
+        let text = format!("[audit]\nwriter_id = \"gw-1\"\n\n[audit.ship]\n{section}\n");
+        std::fs::write(&path, text).unwrap();
         credgate::config::Config::load(Some(&path)).map(|c| (c, dir))
     };
+    // Without an explicit writer id (H2 of rev1): refused, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credgate.toml");
+    std::fs::write(&path, "[audit.ship]\naddress = \"10.0.0.7:514\"\n").unwrap();
+    let e = credgate::config::Config::load(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("audit.writer_id"), "{e}");
+    // A max message size under RFC 5424's 480 octets is refused.
+    let e = load("address = \"a:514\"\nmax_message_bytes = 100")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("audit.ship.max_message_bytes"), "{e}");
     for (section, key) in [
         ("address = \"127.0.0.1:514\"\nport = 514", "port"),
         ("address = \"127.0.0.1\"", "audit.ship.address"),
@@ -844,7 +858,11 @@ async fn a_sink_killed_and_restarted_gets_the_chain_without_a_gap() {
         .filter(|m| m.msgid == "audit" && m.param("writer_id") == Some(writer.as_str()))
         .map(|m| m.param("chain_seq").unwrap().parse().unwrap())
         .collect();
+    // Adjusted (shipfix, rev1 H1): the restarted sink gets everything again from the last
+    // place a receiver confirmed (an orderly close), not from the last place written to a
+    // socket; so the union is checked: sorted, every place from 1 to the head, no gap.
     let mut unique = places.clone();
+    unique.sort_unstable();
     unique.dedup();
     let head = credgate::storage::shipping::head(&app.state.db, &writer)
         .await
