@@ -183,6 +183,37 @@ async fn verify_with_witness(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first chain whose newest shipped record the log no longer holds with that hash (and
+/// no archive covers): its writer, the place, and why.
+async fn newest_record_not_held(
+    db: &Db,
+    found: &crate::audit::ship::SinkFile,
+) -> anyhow::Result<Option<(String, i64, String)>> {
+    for r in &found.newest_records {
+        let (base, _) = crate::audit::archive::base(db, &r.writer_id).await?;
+        if r.chain_seq <= base {
+            continue;
+        }
+        let held = crate::storage::shipping::record_hash_at(db, &r.writer_id, r.chain_seq).await?;
+        if held.as_deref() != Some(r.hash.as_str()) {
+            let why = format!(
+                "unsigned witness: the sink file holds record {} of chain `{}` (hash {}), which \
+                 the log {}: a tail cut after the last checkpoint, or a forged line",
+                r.chain_seq,
+                r.writer_id,
+                r.hash,
+                if held.is_some() {
+                    "holds with another hash"
+                } else {
+                    "no longer holds"
+                }
+            );
+            return Ok(Some((r.writer_id.clone(), r.chain_seq, why)));
+        }
+    }
+    Ok(None)
+}
+
 /// Marks the report failed by the sink file's check, with that check's own verdict.
 fn sink_failed(
     (check, report): (
@@ -265,35 +296,14 @@ async fn check_sink_file(
         );
         return Ok(check);
     }
-    for r in &found.newest_records {
-        let (base, _) = crate::audit::archive::base(db, &r.writer_id).await?;
-        if r.chain_seq <= base {
-            continue;
-        }
-        let held = crate::storage::shipping::record_hash_at(db, &r.writer_id, r.chain_seq).await?;
-        if held.as_deref() != Some(r.hash.as_str()) {
-            let why = format!(
-                "unsigned witness: the sink file holds record {} of chain `{}` (hash {}), which \
-                 the log {}: a tail cut after the last checkpoint, or a forged line",
-                r.chain_seq,
-                r.writer_id,
-                r.hash,
-                if held.is_some() {
-                    "holds with another hash"
-                } else {
-                    "no longer holds"
-                }
-            );
-            let writer = Some(r.writer_id.clone());
-            sink_failed(
-                (&mut check, report),
-                "unsigned_witness_not_held",
-                writer,
-                why,
-            );
-            report.first_bad_seq = Some(r.chain_seq);
-            return Ok(check);
-        }
+    if let Some((writer, place, why)) = newest_record_not_held(db, found).await? {
+        sink_failed(
+            (&mut check, report),
+            "unsigned_witness_not_held",
+            Some(writer),
+            why,
+        );
+        report.first_bad_seq = Some(place);
     }
     Ok(check)
 }
