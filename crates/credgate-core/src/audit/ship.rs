@@ -276,6 +276,14 @@ impl Shipper {
     /// Forever: connect, ship until the sink fails or the session is closed in order to
     /// confirm what it read, back off after a failure (jittered, exponential, capped).
     async fn run(mut self) {
+        // The own chain's lease is renewed beside the sessions, so a write blocked on a mute
+        // receiver, a confirm or a backoff never lets it lapse (another process would adopt
+        // the chain of a live writer); aborted with this task.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+            self.db.clone(),
+            self.me.clone(),
+            self.sink_name.clone(),
+        )));
         let mut failures = 0u32;
         loop {
             self.upkeep().await;
@@ -336,9 +344,9 @@ impl Shipper {
             }
             if !more {
                 self.idle(&mut conn).await?;
-                if self.upkept.is_none_or(|t| t.elapsed() >= UPKEEP_EVERY) {
-                    self.upkeep().await;
-                }
+            }
+            if self.upkept.is_none_or(|t| t.elapsed() >= UPKEEP_EVERY) {
+                self.upkeep().await;
             }
         }
     }
@@ -470,8 +478,8 @@ impl Shipper {
         Ok(more)
     }
 
-    /// Every `UPKEEP_EVERY`: loads this process's chain the first time, renews its lease
-    /// (the chain's own writer always takes it), renews or drops adopted chains' leases,
+    /// Every `UPKEEP_EVERY`: loads this process's chain the first time, renews or drops
+    /// adopted chains' leases,
     /// adopts a chain left behind (records past its saved place, lease run out: its writer
     /// stopped, or runs under another id now), and counts the chains behind (H2).
     async fn upkeep(&mut self) {
@@ -489,9 +497,6 @@ impl Shipper {
         }
         let me = self.me.clone();
         let sink = self.sink_name.clone();
-        if let Err(e) = shipping::claim(&self.db, &me, &sink, &me, now, until, true).await {
-            tracing::warn!(error = %e, "audit shipping: lease not renewed; retried");
-        }
         let all = match shipping::chains_at(&self.db, &sink).await {
             Ok(all) => all,
             Err(e) => return tracing::warn!(error = %e, "audit shipping: chains not read; retried"),
@@ -563,6 +568,28 @@ impl Shipper {
             r.lag_records = (head - h.records_through).max(0);
             r.unconfirmed_records = unconfirmed;
         });
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forever: this process takes (forced: the chain's own writer always may) and renews the
+/// lease on shipping its own chain to `sink`, every `UPKEEP_EVERY`.
+async fn heartbeat(db: Db, me: String, sink: String) {
+    loop {
+        let now = now_micros();
+        let until = now + LEASE.as_micros() as i64;
+        if let Err(e) = shipping::claim(&db, &me, &sink, &me, now, until, true).await {
+            tracing::warn!(error = %e, "audit shipping: lease not renewed; retried");
+        }
+        tokio::time::sleep(UPKEEP_EVERY).await;
     }
 }
 
