@@ -642,6 +642,20 @@ async fn rev1_a_chain_left_by_a_changed_writer_id_is_still_shipped() {
                 behind["audit_shipping"]["chains_behind"].as_u64() >= Some(1),
                 "the old chain is reported behind: {behind}"
             );
+            // And the count is truthful the other way: once both chains are shipped and the
+            // receiver confirmed them (an orderly close), nothing is behind.
+            helpers::wait_until("no chain behind", Duration::from_secs(30), || async {
+                let b: Value = http
+                    .get(format!("{}/readyz", gateway.url))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                b["audit_shipping"]["chains_behind"] == 0
+            })
+            .await;
         }
         gateway.kill();
         writers.push(writer);
