@@ -1,8 +1,9 @@
 -- Audit shipping (issue 19, part 3): how far each writer's chain has been shipped to each
 -- external sink (`[audit.ship]`), so that a restarted process resumes where the sink last
 -- received its chain instead of from the start (or not at all). One row per (writer, sink);
--- only the process writing that chain updates it. Not part of the chain: losing a row only
--- ships the chain again (at least once), it never hides a record.
+-- updated by whoever holds the chain's lease (its own writer, or a process that adopted a
+-- chain left behind). Not part of the chain: losing a row only ships the chain again (at
+-- least once); a place past the log's head is treated as corruption and shipped again.
 CREATE TABLE audit_shipping (
     writer_id TEXT NOT NULL,
     sink TEXT NOT NULL,
