@@ -2,10 +2,15 @@
 CREATE TABLE audit_shipping (
     writer_id TEXT NOT NULL,
     sink TEXT NOT NULL,
-    -- The chain's place of the last record written and flushed to the sink (0: none).
+    -- The chain's place of the last record the receiver is known to have read (0: none).
     records_through BIGINT NOT NULL,
-    -- The chain's place of the last checkpoint written and flushed to the sink (0: none).
+    -- The chain's place of the last checkpoint the receiver is known to have read (0: none).
     checkpoints_through BIGINT NOT NULL,
     updated_us BIGINT NOT NULL,
+    -- Who ships this chain to this sink now (a writer id; '' none): the chain's own writer
+    -- takes it whenever it runs; another process adopts a chain whose lease ran out (its
+    -- writer stopped, or changed its id) so that no chain is left unshipped.
+    owner TEXT NOT NULL DEFAULT '',
+    lease_until_us BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (writer_id, sink)
 );

@@ -56,7 +56,10 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let db = Db::open(&config.storage_url).await?;
             let keyring = crate::auth::keyring::Keyring::open(&config.key_dir)?;
             let key = keyring.gateway_keys(&db).await?.audit_signing;
-            let shipped = sink_file.as_deref().map(read_sink_file).transpose()?;
+            let shipped = sink_file
+                .as_deref()
+                .map(|p| read_sink_file(p, &key.public))
+                .transpose()?;
             return verify_with_witness(&db, &key.public, witness.as_deref(), shipped).await;
         }
         AuditCommand::Archive { out, config } => {
@@ -142,21 +145,29 @@ async fn verify_with_witness(
     db: &Db,
     public_key: &[u8],
     witness: Option<&std::path::Path>,
-    shipped: Option<Vec<crate::audit::verify::Witness>>,
+    shipped: Option<crate::audit::ship::SinkFile>,
 ) -> anyhow::Result<ExitCode> {
     use crate::audit::verify;
     let mut kept = match witness {
         Some(path) if path.exists() => Some(read_witness(path)?),
         _ => None,
     };
-    if let Some(shipped) = shipped {
-        kept.get_or_insert_with(Vec::new).extend(shipped);
+    if let Some(shipped) = &shipped {
+        kept.get_or_insert_with(Vec::new)
+            .extend(shipped.witnesses.iter().cloned());
     }
-    let report = match &kept {
+    let mut report = match &kept {
         Some(w) => verify::verify_against_all(db, public_key, w).await?,
         None => verify::verify(db, public_key).await?,
     };
-    let printed = with_times(&report);
+    let sink_check = match &shipped {
+        Some(found) if report.ok => Some(check_sink_file(db, &mut report, found).await?),
+        _ => None,
+    };
+    let mut printed = with_times(&report);
+    if let Some(check) = sink_check {
+        printed["sink_file"] = check;
+    }
     println!("{}", serde_json::to_string_pretty(&printed)?);
     if !report.ok {
         return Ok(ExitCode::FAILURE);
@@ -172,21 +183,129 @@ async fn verify_with_witness(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Each chain's newest checkpoint in a sink's file; what was read is said on stderr (stdout
-/// stays the report).
-fn read_sink_file(path: &std::path::Path) -> anyhow::Result<Vec<crate::audit::verify::Witness>> {
+/// The first chain whose newest shipped record the log no longer holds with that hash (and
+/// no archive covers): its writer, the place, and why.
+async fn newest_record_not_held(
+    db: &Db,
+    found: &crate::audit::ship::SinkFile,
+) -> anyhow::Result<Option<(String, i64, String)>> {
+    for r in &found.newest_records {
+        let (base, _) = crate::audit::archive::base(db, &r.writer_id).await?;
+        if r.chain_seq <= base {
+            continue;
+        }
+        let held = crate::storage::shipping::record_hash_at(db, &r.writer_id, r.chain_seq).await?;
+        if held.as_deref() != Some(r.hash.as_str()) {
+            let why = format!(
+                "unsigned witness: the sink file holds record {} of chain `{}` (hash {}), which \
+                 the log {}: a tail cut after the last checkpoint, or a forged line",
+                r.chain_seq,
+                r.writer_id,
+                r.hash,
+                if held.is_some() {
+                    "holds with another hash"
+                } else {
+                    "no longer holds"
+                }
+            );
+            return Ok(Some((r.writer_id.clone(), r.chain_seq, why)));
+        }
+    }
+    Ok(None)
+}
+
+/// Marks the report failed by the sink file's check, with that check's own verdict.
+fn sink_failed(
+    (check, report): (
+        &mut serde_json::Value,
+        &mut crate::audit::verify::ChainVerdict,
+    ),
+    verdict: &str,
+    writer: Option<String>,
+    why: String,
+) {
+    check["verdict"] = verdict.into();
+    report.ok = false;
+    report.writer_id = writer;
+    report.reason = Some(why);
+}
+
+/// Each chain's newest signed checkpoint and newest record line in a sink's file; what was
+/// read is said on stderr (stdout stays the report), checkpoint lines whose signature does not
+/// verify with this log's key (forged, or another deployment's) included.
+fn read_sink_file(
+    path: &std::path::Path,
+    public_key: &[u8],
+) -> anyhow::Result<crate::audit::ship::SinkFile> {
     let text =
         std::fs::read(path).with_context(|| format!("reading the sink file {}", path.display()))?;
-    let found = crate::audit::ship::witnesses_in(&text);
+    let found = crate::audit::ship::witnesses_in(&text, public_key);
     eprintln!(
-        "sink file {}: {} records, {} checkpoints, {} other lines; {} chains witnessed",
+        "sink file {}: {} records, {} signed checkpoints, {} checkpoint lines NOT signed by this \
+         log's key (ignored), {} other lines; {} chains witnessed by a checkpoint",
         path.display(),
         found.records,
         found.checkpoints,
+        found.unsigned,
         found.skipped,
         found.witnesses.len()
     );
-    Ok(found.witnesses)
+    Ok(found)
+}
+
+/// What `--sink-file` adds once the log verified against the file's signed checkpoints:
+/// the file must witness some chain (M3: the wrong or an empty file must not pass silently);
+/// each chain's newest shipped record must still be in the log with that hash, or archived
+/// (M1: a tail cut after the last checkpoint). A record line is unsigned, so its failure is
+/// its own verdict (`unsigned_witness_not_held`): the log was cut, or someone able to send
+/// syslog to the receiver forged the line; either way a person must look. Chains of the log
+/// with checkpoints but no witness in the file are named (not yet shipped, or lost there).
+async fn check_sink_file(
+    db: &Db,
+    report: &mut crate::audit::verify::ChainVerdict,
+    found: &crate::audit::ship::SinkFile,
+) -> anyhow::Result<serde_json::Value> {
+    let witnessed: std::collections::BTreeSet<&str> = found
+        .witnesses
+        .iter()
+        .filter_map(|w| w.writer_id.as_deref())
+        .collect();
+    let unwitnessed: Vec<&str> = report
+        .chains
+        .iter()
+        .filter(|c| c.last_checkpoint.is_some() && !witnessed.contains(c.writer_id.as_str()))
+        .map(|c| c.writer_id.as_str())
+        .collect();
+    for w in &unwitnessed {
+        eprintln!("sink file: chain `{w}` has checkpoints in the log but none in the file");
+    }
+    let mut check = serde_json::json!({
+        "verdict": "ok",
+        "chains_witnessed": witnessed.len(),
+        "unsigned_checkpoint_lines": found.unsigned,
+        "unwitnessed_chains": unwitnessed,
+    });
+    if witnessed.is_empty() {
+        sink_failed(
+            (&mut check, report),
+            "no_witness",
+            None,
+            "the sink file holds no checkpoint signed by this log's key: it witnesses nothing \
+             (the wrong file, an empty one, or another deployment's)"
+                .into(),
+        );
+        return Ok(check);
+    }
+    if let Some((writer, place, why)) = newest_record_not_held(db, found).await? {
+        sink_failed(
+            (&mut check, report),
+            "unsigned_witness_not_held",
+            Some(writer),
+            why,
+        );
+        report.first_bad_seq = Some(place);
+    }
+    Ok(check)
 }
 
 /// The checkpoints a witness file holds: its `chains` list, or the one checkpoint it is.

@@ -69,6 +69,8 @@ async fn ready(state: &AppState) -> Result<Response, Error> {
     let mut body =
         json!({"status": "ready", "policy_digest": digest, "identity_providers": listed});
     // A sink that is down leaves the gateway ready (`audit::ship`): it is reported, not fatal.
+    // Anyone may read /readyz, so it says up, a coarse lag state, chains behind and a corrupt
+    // place only (`SinkReport`'s serialised fields); exact places are in the metrics.
     if let Some(shipping) = state.shipping.report() {
         body["audit_shipping"] = json!(shipping);
     }

@@ -48,6 +48,7 @@ mod requests;
 mod roles;
 mod routes;
 mod shipping;
+mod shipping_rev1;
 mod signin;
 mod standard_client;
 mod subject;

@@ -194,6 +194,16 @@ pub struct ShipConfig {
     /// The syslog facility: `auth`, `authpriv`, `security` or `local0` to `local7`.
     #[serde(default = "default_ship_facility")]
     pub facility: String,
+    /// A message longer than this is still shipped whole (cutting it would break its hash)
+    /// but warned of and counted (`credgate_audit_ship_oversize_total`): a receiver with a
+    /// smaller limit (rsyslog's `maxMessageSize`, 64 KiB in the README's setup) truncates
+    /// or splits it.
+    #[serde(default = "default_ship_max_message")]
+    pub max_message_bytes: usize,
+}
+
+fn default_ship_max_message() -> usize {
+    64 * 1024
 }
 
 fn default_ship_sink() -> String {
@@ -268,6 +278,10 @@ impl ShipConfig {
             (false, Some(_)) => Err(invalid(
                 "audit.ship.ca_file",
                 "only with tls = true (a CA would silently go unused over plain TCP)",
+            )),
+            _ if self.max_message_bytes < 480 => Err(invalid(
+                "audit.ship.max_message_bytes",
+                "at least 480 (RFC 5424 section 6.1: every receiver takes that much)",
             )),
             _ => Ok(()),
         }
@@ -866,6 +880,15 @@ impl Config {
         }
         if let Some(ship) = &self.audit.ship {
             ship.validate()?;
+            // The default id (host name and listen address) changes with a new pod or port,
+            // and a chain whose id changed is only shipped once its lease runs out: refuse
+            // rather than ship under an id that may not survive the next deploy.
+            if self.audit.writer_id.is_none() {
+                return Err(invalid(
+                    "audit.writer_id",
+                    "[audit.ship] needs an explicit, stable [audit] writer_id (one per replica)",
+                ));
+            }
         }
         for (k, v) in [
             (

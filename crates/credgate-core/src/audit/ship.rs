@@ -15,14 +15,25 @@
 //! log), so a collector outage is an operator's alarm, not a reason to stop serving; taking
 //! the gateway out of service would hand anyone able to disturb the collector an outage.
 //!
-//! Delivery is at least once, in order, per chain. Syslog over TCP has no acknowledgement, so
-//! a message counts as shipped once it is written and flushed to the socket; then the place
-//! is saved in `audit_shipping` (per writer and sink, at most every `SAVE_EVERY`, and once
-//! caught up) and a restart resumes after it. A process stopped or killed between the flush
-//! and the save ships those messages again (the receiver
-//! sees duplicates, which `witnesses_in` tolerates); a receiver that dies with messages in
-//! its socket buffer loses them, which only RELP-style acknowledgements could prevent (the
-//! peer's close is watched between rounds to keep that window small).
+//! Delivery is at least once, in order, per chain. Syslog over TCP has no acknowledgement:
+//! a write only hands a message to the network (the kernel's buffers), and a receiver that
+//! stopped reading, or dies, loses what sits there. So a message counts as received only when
+//! the session that carried it is closed in order: every `ROTATE_AFTER` (or `ROTATE_RECORDS`)
+//! the shipper closes its side and waits for the receiver's close, which a receiver sends
+//! only after reading up to ours (rsyslog closes on end of stream). Only then is the place
+//! saved (`audit_shipping`, per writer and sink). A session that fails (reset, timeout, no
+//! answering close) is followed by one that starts again from the last confirmed place: the
+//! receiver sees duplicates (which `witnesses_in` tolerates), never a gap. The send buffer is
+//! capped (`SEND_BUFFER`) so a mute receiver blocks the writes instead of reading as caught
+//! up. "Read by the receiver" is still not "written to its disk": only RELP (or another
+//! application-level acknowledgement) is an end-to-end ack, which plain syslog lacks.
+//!
+//! Every chain is shipped, not only this process's: a chain whose writer stopped, or came
+//! back under another id, is adopted by a process whose own lease is live, once that chain's
+//! lease (renewed by its shipper every `UPKEEP_EVERY`) has run out for `LEASE`; its own
+//! writer takes it back when it runs again. Two processes may both ship a chain for a moment
+//! (a lease race, or the owner's return): the receiver sees duplicates; each saves only places
+//! its receiver confirmed, so a race never makes a gap.
 //!
 //! What is shipped, and why that is safe: each record exactly as the log stores it (every
 //! field, so the sink's copy can be verified against its hash), and each checkpoint (place,
@@ -60,26 +71,43 @@ pub const APP_NAME: &str = "credgate";
 pub const MSGID_RECORD: &str = "audit";
 pub const MSGID_CHECKPOINT: &str = "checkpoint";
 
-/// Records read and shipped per round: one write and one flush each.
+/// Records read and shipped per round, per chain: one write and one flush each.
 const PAGE: i64 = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A receiver that stops reading fills the socket; the round gives up after this and
-/// reconnects, rather than waiting forever on one write.
+/// reconnects (resending from the confirmed place), rather than waiting forever on a write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The socket's send buffer asked of the kernel (which doubles it): what a receiver that
+/// stopped reading can swallow before the writes block is bounded, so the lag grows instead
+/// of reading "caught up" on megabytes nobody read.
+const SEND_BUFFER: u32 = 64 * 1024;
 /// Caught up, the shipper looks again after this even without a commit (the idle tick's
 /// checkpoints are not broadcast).
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// The place is saved at most this often: each save is a write (an fsync on SQLite) beside
-/// the audit writer's, and under load a round follows a round. Caught up, the next idle
-/// round saves it; a crash in between only ships those messages again.
-const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// A session with unconfirmed messages is closed in order after this long (or this many
+/// messages), and the receiver's answering close confirms what it read: the place saved,
+/// and what a failed session sends again, stay within these bounds.
+const ROTATE_AFTER: Duration = Duration::from_secs(30);
+/// Caught up with messages unconfirmed, a session is closed in order once this old: at most
+/// one reconnection this often under sparse traffic, and a quiet log's place saved soon.
+const ROTATE_IDLE: Duration = Duration::from_secs(3);
+const ROTATE_RECORDS: i64 = 20_000;
+/// How long the receiver may take to close after our close.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a receiver may send in one session (read and dropped) before it is a protocol error.
+const CHATTER_MAX: usize = 4096;
+/// A chain's lease on shipping to a sink, renewed every `UPKEEP_EVERY`: a chain whose
+/// holder stopped renewing for this long may be adopted by another process.
+const LEASE: Duration = Duration::from_secs(10);
+const UPKEEP_EVERY: Duration = Duration::from_secs(3);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 
 /// What `/readyz` and the metrics say of the sink. `/readyz` answers anyone who reaches the
-/// listener, so, as for identity providers, it says whether the sink is up and how far behind,
-/// never where the collector is or why it fails: those (`address`, `last_error`) go to the
-/// log and to in-process callers only.
+/// listener, so it says whether the sink is up, a coarse lag state, how many chains the sink
+/// is not known to hold whole, and whether a saved place was found corrupt; never where the
+/// collector is, why it fails, or exact places (those go to the log, the metrics and
+/// in-process callers).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SinkReport {
     pub sink: String,
@@ -88,11 +116,31 @@ pub struct SinkReport {
     pub tls: bool,
     /// Connected, and the last write succeeded.
     pub up: bool,
-    /// The chain's places of the last record and checkpoint flushed to the sink.
+    /// `caught_up`: every record of this process's chain was handed to the network (written
+    /// to the socket; not proof the receiver read it); `behind`: not yet.
+    pub lag: String,
+    /// Chains of the log (any writer, this one included) with records or checkpoints past
+    /// the place the receiver is known to have read (confirmed at each session's orderly
+    /// close): a live chain is behind for up to `ROTATE_AFTER`; one behind for long is an
+    /// alarm (`credgate_audit_ship_chains_behind`).
+    pub chains_behind: usize,
+    /// A saved place was past the log's head (the row was edited, or the log cut): that
+    /// chain is shipped again from its start. Stays set until the process restarts.
+    pub place_corrupt: bool,
+    /// This chain's places of the last record and checkpoint handed to the network.
+    #[serde(skip)]
     pub records_through: i64,
+    #[serde(skip)]
     pub checkpoints_through: i64,
-    /// Records committed and not yet shipped.
+    /// This chain's place the receiver is known to have read (the saved place).
+    #[serde(skip)]
+    pub confirmed_through: i64,
+    /// Records committed and not yet handed to the network.
+    #[serde(skip)]
     pub lag_records: i64,
+    /// Records handed to the network and not yet known read (resent should the session fail).
+    #[serde(skip)]
+    pub unconfirmed_records: i64,
     /// Why the sink is down: a connection or TLS error (addresses and certificate problems,
     /// never record content). Not serialised (see above).
     #[serde(skip)]
@@ -111,9 +159,14 @@ impl Status {
             address: c.address.clone(),
             tls: c.tls,
             up: false,
+            lag: "behind".into(),
+            chains_behind: 0,
+            place_corrupt: false,
             records_through: 0,
             checkpoints_through: 0,
+            confirmed_through: 0,
             lag_records: 0,
+            unconfirmed_records: 0,
             last_error: None,
         });
         Self(Arc::new(Mutex::new(report)))
@@ -128,21 +181,30 @@ impl Status {
         let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = guard.as_mut() {
             f(r);
-            let sink = r.sink.clone();
-            metrics::gauge!("credgate_audit_ship_sink_up", "sink" => sink.clone()).set(if r.up {
-                1.0
+            r.lag = if r.lag_records == 0 {
+                "caught_up"
             } else {
-                0.0
-            });
-            metrics::gauge!("credgate_audit_ship_lag_records", "sink" => sink)
+                "behind"
+            }
+            .into();
+            let s = r.sink.clone();
+            let up = if r.up { 1.0 } else { 0.0 };
+            metrics::gauge!("credgate_audit_ship_sink_up", "sink" => s.clone()).set(up);
+            metrics::gauge!("credgate_audit_ship_lag_records", "sink" => s.clone())
                 .set(r.lag_records as f64);
+            metrics::gauge!("credgate_audit_ship_unconfirmed_records", "sink" => s.clone())
+                .set(r.unconfirmed_records as f64);
+            metrics::gauge!("credgate_audit_ship_chains_behind", "sink" => s.clone())
+                .set(r.chains_behind as f64);
+            metrics::gauge!("credgate_audit_ship_place_corrupt", "sink" => s)
+                .set(if r.place_corrupt { 1.0 } else { 0.0 });
         }
     }
 }
 
-/// Starts shipping this process's chain when `[audit.ship]` is set (a task that ends at once
-/// otherwise). A CA file that cannot be read stops the start, as a bad listener certificate
-/// does: the operator asked for shipping, and a gateway that silently ships nothing is worse.
+/// Starts shipping when `[audit.ship]` is set (a task that ends at once otherwise). A CA file
+/// that cannot be read stops the start, as a bad listener certificate does: the operator
+/// asked for shipping, and a gateway that silently ships nothing is worse.
 pub fn spawn(core: &crate::services::Core) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let Some(config) = core.config.audit.ship.clone() else {
         return Ok(tokio::spawn(async {}));
@@ -150,18 +212,17 @@ pub fn spawn(core: &crate::services::Core) -> anyhow::Result<tokio::task::JoinHa
     let sink = Sink::from_config(&config)?;
     let shipper = Shipper {
         db: core.db.clone(),
-        writer_id: core.audit.writer_id().to_string(),
+        me: core.audit.writer_id().to_string(),
         header: Header::new(&config),
         sink_name: config.sink,
         sink,
         status: core.shipping.clone(),
         wake: core.audit.committed.subscribe(),
-        progress: None,
-        dirty: false,
-        saved_at: tokio::time::Instant::now(),
+        chains: Vec::new(),
+        upkept: None,
     };
     tracing::info!(sink = %shipper.sink_name, address = %shipper.sink.address(), tls = shipper.sink.tls.is_some(),
-        "audit: shipping this process's chain");
+        "audit: shipping this process's chain (and any chain its writer left)");
     Ok(tokio::spawn(shipper.run()))
 }
 
@@ -171,6 +232,8 @@ enum Failure {
     Sink(String),
     /// The database: retry on the same connection.
     Db(crate::storage::StorageError),
+    /// A record that would not serialise (never expected): retried after a pause.
+    Encode(String),
 }
 
 impl From<crate::storage::StorageError> for Failure {
@@ -183,163 +246,350 @@ impl From<crate::storage::StorageError> for Failure {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// One chain being shipped: this process's own (first), or one adopted whose lease ran out.
+#[derive(Debug, Clone)]
+struct Chain {
+    writer_id: String,
+    own: bool,
+    /// Handed to the network in this session (written and flushed to the socket).
+    handed: Progress,
+    /// Known read by the receiver (it closed in order after our close): the saved place,
+    /// and where each session starts again.
+    confirmed: Progress,
+}
+
 struct Shipper {
     db: Db,
-    writer_id: String,
+    /// This process's writer id: its own chain, and its name as a lease holder.
+    me: String,
     sink_name: String,
     sink: Sink,
     header: Header,
     status: Status,
     wake: tokio::sync::broadcast::Receiver<super::CommittedRecord>,
-    /// What the sink has (read from the database on the first round, then kept here).
-    progress: Option<Progress>,
-    /// `progress` is ahead of the saved place since this save.
-    dirty: bool,
-    saved_at: tokio::time::Instant,
+    chains: Vec<Chain>,
+    /// When the leases were last renewed and the log's chains last looked at.
+    upkept: Option<tokio::time::Instant>,
 }
 
 impl Shipper {
-    /// Forever: connect, ship until the sink fails, back off (jittered, exponential, capped),
-    /// and again.
+    /// Forever: connect, ship until the sink fails or the session is closed in order to
+    /// confirm what it read, back off after a failure (jittered, exponential, capped).
     async fn run(mut self) {
+        // The own chain's lease is renewed beside the sessions, so a write blocked on a mute
+        // receiver, a confirm or a backoff never lets it lapse (another process would adopt
+        // the chain of a live writer); aborted with this task.
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+            self.db.clone(),
+            self.me.clone(),
+            self.sink_name.clone(),
+        )));
         let mut failures = 0u32;
         loop {
-            let why = self.session(&mut failures).await;
-            failures = failures.saturating_add(1);
-            tracing::warn!(sink = %self.sink_name, error = %why, failures, "audit shipping: sink down; retrying");
-            self.status.update(|r| {
-                r.up = false;
-                r.last_error = Some(why);
-            });
-            tokio::time::sleep(backoff(failures)).await;
+            self.upkeep().await;
+            if self.chains.is_empty() {
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+            match self.session().await {
+                Ok(()) => failures = 0,
+                Err(why) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(sink = %self.sink_name, error = %why, failures,
+                        "audit shipping: session failed; what it sent since the last confirmed place is sent again");
+                    self.status.update(|r| {
+                        r.up = false;
+                        r.last_error = Some(why);
+                    });
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
         }
     }
 
-    /// One connection's life: returns why it ended.
-    async fn session(&mut self, failures: &mut u32) -> String {
+    /// One connection's life, from the confirmed places: Ok when it was closed in order and
+    /// the receiver's close confirmed what it read; Err (why) when it failed, and then
+    /// everything it handed over is unconfirmed and sent again by the next session (H1).
+    async fn session(&mut self) -> Result<(), String> {
+        for c in &mut self.chains {
+            c.handed = c.confirmed;
+        }
         self.refresh_lag().await;
-        let mut conn = match self.sink.connect().await {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        *failures = 0;
+        let mut conn = self.sink.connect().await?;
         self.status.update(|r| {
             r.up = true;
             r.last_error = None;
         });
+        let started = tokio::time::Instant::now();
         loop {
-            match self.round(&mut conn).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = self.idle(&mut conn).await {
-                        return e;
-                    }
-                }
-                Err(Failure::Sink(e)) => return e,
+            let more = match self.round(&mut conn).await {
+                Ok(more) => more,
+                Err(Failure::Sink(e)) => return Err(e),
                 Err(Failure::Db(e)) => {
                     tracing::warn!(error = %e, "audit shipping: the log could not be read; retrying");
                     tokio::time::sleep(IDLE_POLL).await;
+                    false
                 }
-            }
-        }
-    }
-
-    /// Waits for a commit or the poll timer; a receiver that closed the connection meanwhile
-    /// ends the session now rather than on the next write (which the kernel would accept).
-    async fn idle(&mut self, conn: &mut Box<dyn Stream>) -> Result<(), String> {
-        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-        let mut byte = [0u8; 64];
-        tokio::select! {
-            woken = self.wake.recv() => {
-                if matches!(woken, Err(RecvError::Closed)) {
+                Err(Failure::Encode(e)) => {
+                    tracing::error!(error = %e, "audit shipping: a message could not be encoded; retrying");
                     tokio::time::sleep(IDLE_POLL).await;
+                    false
                 }
-                // One round reads every commit so far: the notes queued behind this one are
-                // spent, not each worth a round of its own.
-                while matches!(self.wake.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
-                Ok(())
-            }
-            () = tokio::time::sleep(IDLE_POLL) => Ok(()),
-            read = conn.read(&mut byte) => match read {
-                Ok(0) => Err("the sink closed the connection".into()),
-                Err(e) => Err(format!("the sink's connection failed: {e}")),
-                // A syslog receiver says nothing; whatever it sent is ignored.
-                Ok(_) => Ok(()),
-            },
-        }
-    }
-
-    /// Ships the next page of records and the checkpoints up to its end, in chain order, and
-    /// saves the place. True when there may be more right away.
-    async fn round(&mut self, conn: &mut Box<dyn Stream>) -> Result<bool, Failure> {
-        let p = match self.progress {
-            Some(p) => p,
-            None => shipping::progress(&self.db, &self.writer_id, &self.sink_name).await?,
-        };
-        self.progress = Some(p);
-        let records =
-            super::store::chain_page_after(&self.db, &self.writer_id, p.records_through, PAGE)
-                .await?;
-        let upto = records.last().map_or(p.records_through, |r| r.chain_seq);
-        let cps =
-            shipping::checkpoints_between(&self.db, &self.writer_id, p.checkpoints_through, upto)
-                .await?;
-        if records.is_empty() && cps.is_empty() {
-            self.save_if_due().await;
+            };
             self.refresh_lag().await;
-            return Ok(false);
+            let unconfirmed = self.unconfirmed();
+            let due = if more { ROTATE_AFTER } else { ROTATE_IDLE };
+            if unconfirmed >= ROTATE_RECORDS || (unconfirmed > 0 && started.elapsed() >= due) {
+                return self.confirm(conn).await;
+            }
+            if !more {
+                self.idle(&mut conn).await?;
+            }
+            if self.upkept.is_none_or(|t| t.elapsed() >= UPKEEP_EVERY) {
+                self.upkeep().await;
+            }
         }
-        let bytes = self.header.encode(&records, &cps);
-        write_flushed(conn, &bytes).await.map_err(Failure::Sink)?;
-        let next = Progress {
-            records_through: upto,
-            checkpoints_through: cps.last().map_or(p.checkpoints_through, |c| c.chain_seq),
-        };
-        self.progress = Some(next);
-        self.dirty = true;
-        metrics::counter!("credgate_audit_ship_messages_total", "sink" => self.sink_name.clone())
-            .increment((records.len() + cps.len()) as u64);
-        self.save_if_due().await;
-        self.refresh_lag().await;
-        Ok(records.len() as i64 == PAGE)
     }
 
-    /// Saves the place shipped when it moved and the last save is `SAVE_EVERY` old. Should
-    /// the save fail, it is tried again next round; a restart meanwhile resends (at least
-    /// once).
-    async fn save_if_due(&mut self) {
-        let Some(p) = self.progress.filter(|_| self.dirty) else {
-            return;
+    /// Messages handed to the network and not yet known read, every chain together.
+    fn unconfirmed(&self) -> i64 {
+        self.chains
+            .iter()
+            .map(|c| {
+                (c.handed.records_through - c.confirmed.records_through)
+                    + (c.handed.checkpoints_through - c.confirmed.checkpoints_through)
+            })
+            .sum()
+    }
+
+    /// Ends the session in order: our side closes (after everything we sent), and the
+    /// receiver closes back only once it has read up to our close (rsyslog does so on end of
+    /// stream). Then, and only then, what was handed over counts as received and is saved.
+    /// No close within `CONFIRM_TIMEOUT` (a receiver that stopped reading): not confirmed.
+    async fn confirm(&mut self, mut conn: Box<dyn Stream>) -> Result<(), String> {
+        let io = async {
+            conn.shutdown().await?;
+            let mut buf = [0u8; 512];
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    // TLS: a peer that closed TCP without close_notify read our close first.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         };
-        if self.saved_at.elapsed() < SAVE_EVERY {
-            return;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, io).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the sink's close failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the sink did not close after our close within {}s (not reading)",
+                    CONFIRM_TIMEOUT.as_secs()
+                ));
+            }
         }
         let now = now_micros();
-        match shipping::save(&self.db, &self.writer_id, &self.sink_name, p, now).await {
-            Ok(()) => {
-                self.dirty = false;
-                self.saved_at = tokio::time::Instant::now();
+        for c in &mut self.chains {
+            c.confirmed = c.handed;
+            if let Err(e) =
+                shipping::save(&self.db, &c.writer_id, &self.sink_name, c.confirmed, now).await
+            {
+                tracing::warn!(error = %e, "audit shipping: confirmed place not saved (resent after a restart)");
             }
-            Err(e) => tracing::warn!(error = %e, "audit shipping: progress not saved; retried"),
+        }
+        self.refresh_lag().await;
+        Ok(())
+    }
+
+    /// Waits for a commit or the poll timer. A receiver that closed the connection meanwhile
+    /// ends the session now rather than on the next write (which the kernel would accept). A
+    /// syslog receiver says nothing (RFC 6587): bytes it sends are read and dropped without a
+    /// round each (no busy loop against the database), and past `CHATTER_MAX` in one session
+    /// the session ends as a protocol error.
+    async fn idle(&mut self, conn: &mut Box<dyn Stream>) -> Result<(), String> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let mut byte = [0u8; 512];
+        let poll = tokio::time::sleep(IDLE_POLL);
+        tokio::pin!(poll);
+        let mut heard = 0usize;
+        loop {
+            tokio::select! {
+                woken = self.wake.recv() => {
+                    if matches!(woken, Err(RecvError::Closed)) {
+                        (&mut poll).await;
+                    }
+                    // One round reads every commit so far.
+                    while matches!(self.wake.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
+                    return Ok(());
+                }
+                () = &mut poll => return Ok(()),
+                read = conn.read(&mut byte) => match read {
+                    Ok(0) => return Err("the sink closed the connection".into()),
+                    Err(e) => return Err(format!("the sink's connection failed: {e}")),
+                    Ok(n) => {
+                        heard += n;
+                        if heard > CHATTER_MAX {
+                            metrics::counter!("credgate_audit_ship_protocol_errors_total", "sink" => self.sink_name.clone()).increment(1);
+                            return Err(format!("the sink sent {heard} bytes; a syslog receiver sends none (protocol error)"));
+                        }
+                    }
+                },
+            }
         }
     }
 
-    /// The lag (head minus shipped) and the place, into the report and gauges.
+    /// Ships the next page of each chain's records and the checkpoints up to its end, in
+    /// chain order, as one write. True when there may be more right away.
+    async fn round(&mut self, conn: &mut Box<dyn Stream>) -> Result<bool, Failure> {
+        let mut bytes = Vec::new();
+        let mut more = false;
+        let mut sent = 0usize;
+        let mut next = Vec::with_capacity(self.chains.len());
+        for c in &self.chains {
+            let p = c.handed;
+            let records =
+                super::store::chain_page_after(&self.db, &c.writer_id, p.records_through, PAGE)
+                    .await?;
+            let upto = records.last().map_or(p.records_through, |r| r.chain_seq);
+            let cps =
+                shipping::checkpoints_between(&self.db, &c.writer_id, p.checkpoints_through, upto)
+                    .await?;
+            more |= records.len() as i64 == PAGE;
+            sent += records.len() + cps.len();
+            self.header
+                .encode(&records, &cps, &mut bytes)
+                .map_err(Failure::Encode)?;
+            next.push(Progress {
+                records_through: upto,
+                checkpoints_through: cps.last().map_or(p.checkpoints_through, |c| c.chain_seq),
+            });
+        }
+        if sent == 0 {
+            return Ok(false);
+        }
+        write_flushed(conn, &bytes).await.map_err(Failure::Sink)?;
+        for (c, p) in self.chains.iter_mut().zip(next) {
+            c.handed = p;
+        }
+        metrics::counter!("credgate_audit_ship_messages_total", "sink" => self.sink_name.clone())
+            .increment(sent as u64);
+        Ok(more)
+    }
+
+    /// Every `UPKEEP_EVERY`: loads this process's chain the first time, renews or drops
+    /// adopted chains' leases,
+    /// adopts a chain left behind (records past its saved place, lease run out: its writer
+    /// stopped, or runs under another id now), and counts the chains behind (H2).
+    async fn upkeep(&mut self) {
+        self.upkept = Some(tokio::time::Instant::now());
+        let now = now_micros();
+        let until = now + LEASE.as_micros() as i64;
+        if self.chains.is_empty() {
+            match self.load(&self.me.clone(), true).await {
+                Ok(c) => self.chains.push(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit shipping: the log could not be read; retrying");
+                    return;
+                }
+            }
+        }
+        let me = self.me.clone();
+        let sink = self.sink_name.clone();
+        let all = match shipping::chains_at(&self.db, &sink).await {
+            Ok(all) => all,
+            Err(e) => return tracing::warn!(error = %e, "audit shipping: chains not read; retried"),
+        };
+        let behind = all.iter().filter(|c| c.behind() || c.corrupt()).count();
+        self.status.update(|r| r.chains_behind = behind);
+        for c in all.iter().filter(|c| c.writer_id != me) {
+            let held = self.chains.iter().any(|x| x.writer_id == c.writer_id);
+            let wanted = held || (c.behind() && c.lease_until_us < now);
+            if !wanted {
+                continue;
+            }
+            match shipping::claim(&self.db, &c.writer_id, &sink, &me, now, until, false).await {
+                Ok(true) if !held => match self.load(&c.writer_id, false).await {
+                    Ok(chain) => {
+                        tracing::warn!(chain = %c.writer_id, sink = %sink,
+                            "audit shipping: adopted a chain left behind (its writer is not shipping it)");
+                        self.chains.push(chain);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "audit shipping: chain not read"),
+                },
+                Ok(true) => {}
+                Ok(false) => self.chains.retain(|x| x.own || x.writer_id != c.writer_id),
+                Err(e) => tracing::warn!(error = %e, "audit shipping: lease not taken"),
+            }
+        }
+    }
+
+    /// A chain's saved place, checked against the log (H3): a place past the chain's head or
+    /// its newest checkpoint is corruption (an edited row would otherwise silence the sink
+    /// while the lag reads 0): logged as an error, reported, and the chain shipped again from
+    /// its start (the receiver sees duplicates, never a gap).
+    async fn load(
+        &mut self,
+        writer_id: &str,
+        own: bool,
+    ) -> Result<Chain, crate::storage::StorageError> {
+        let at = shipping::chain_at(&self.db, writer_id, &self.sink_name).await?;
+        let mut confirmed = at.saved;
+        if at.corrupt() {
+            tracing::error!(chain = %writer_id, sink = %self.sink_name, saved = at.saved.records_through,
+                head = at.head, "audit shipping: the saved place is past the log's head (edited?); shipping this chain again from its start");
+            metrics::counter!("credgate_audit_ship_place_corrupt_total", "sink" => self.sink_name.clone()).increment(1);
+            self.status.update(|r| r.place_corrupt = true);
+            confirmed = Progress::default();
+        }
+        Ok(Chain {
+            writer_id: writer_id.to_string(),
+            own,
+            handed: confirmed,
+            confirmed,
+        })
+    }
+
+    /// This process's chain's lag (head minus handed) and unconfirmed count, into the report.
     async fn refresh_lag(&mut self) {
-        let Ok(head) = shipping::head(&self.db, &self.writer_id).await else {
+        let Some(own) = self.chains.first() else {
             return;
         };
-        if self.progress.is_none()
-            && let Ok(p) = shipping::progress(&self.db, &self.writer_id, &self.sink_name).await
-        {
-            self.progress = Some(p);
-        }
-        let p = self.progress.unwrap_or_default();
+        let Ok(head) = shipping::head(&self.db, &own.writer_id).await else {
+            return;
+        };
+        let (h, c) = (own.handed, own.confirmed);
+        let unconfirmed = self.unconfirmed();
         self.status.update(|r| {
-            r.records_through = p.records_through;
-            r.checkpoints_through = p.checkpoints_through;
-            r.lag_records = (head - p.records_through).max(0);
+            r.records_through = h.records_through;
+            r.checkpoints_through = h.checkpoints_through;
+            r.confirmed_through = c.records_through;
+            r.lag_records = (head - h.records_through).max(0);
+            r.unconfirmed_records = unconfirmed;
         });
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forever: this process takes (forced: the chain's own writer always may) and renews the
+/// lease on shipping its own chain to `sink`, every `UPKEEP_EVERY`.
+async fn heartbeat(db: Db, me: String, sink: String) {
+    loop {
+        let now = now_micros();
+        let until = now + LEASE.as_micros() as i64;
+        if let Err(e) = shipping::claim(&db, &me, &sink, &me, now, until, true).await {
+            tracing::warn!(error = %e, "audit shipping: lease not renewed; retried");
+        }
+        tokio::time::sleep(UPKEEP_EVERY).await;
     }
 }
 
@@ -407,7 +657,10 @@ impl Sink {
                     .context("audit.ship.address: not a name a certificate can carry")?;
                 Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
             }
-            _ => None,
+            (None, false) => None,
+            // Validation refuses both; never fall back to plain TCP when TLS was asked (L2).
+            (None, true) => anyhow::bail!("audit.ship: tls = true needs ca_file"),
+            (Some(_), false) => anyhow::bail!("audit.ship: ca_file is only used with tls = true"),
         };
         Ok(Self {
             host: host.to_string(),
@@ -424,7 +677,7 @@ impl Sink {
     async fn connect(&self) -> Result<Box<dyn Stream>, String> {
         let addr = self.address();
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            let tcp = connect_capped(&self.host, self.port)
                 .await
                 .map_err(|e| format!("connecting to {addr}: {e}"))?;
             let _ = tcp.set_nodelay(true);
@@ -443,11 +696,31 @@ impl Sink {
     }
 }
 
+/// A TCP connection to the first of `host`'s addresses that answers, its send buffer capped
+/// to `SEND_BUFFER` before connecting (H1: bounded what a mute receiver can swallow).
+async fn connect_capped(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = std::io::Error::other("no address");
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        match socket.connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// The parts of every message's header that do not change: PRI's facility, HOSTNAME, PROCID.
 struct Header {
     facility: u8,
     hostname: String,
     procid: String,
+    max_message: usize,
 }
 
 impl Header {
@@ -456,25 +729,45 @@ impl Header {
             facility: c.facility_code(),
             hostname: hostname(),
             procid: std::process::id().to_string(),
+            max_message: c.max_message_bytes,
         }
     }
 
     /// The framed messages of `records` and `cps`, in chain order: a checkpoint right after
     /// the record it signs (and before the next one).
-    fn encode(&self, records: &[AuditRecord], cps: &[Checkpoint]) -> Vec<u8> {
+    /// Appended to `out`. A message over `max_message` is still sent whole (cutting it would
+    /// break its hash), and warned of and counted: the receiver may truncate it (L1).
+    fn encode(
+        &self,
+        records: &[AuditRecord],
+        cps: &[Checkpoint],
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
         let mut items: Vec<(i64, u8, Vec<u8>)> = Vec::with_capacity(records.len() + cps.len());
-        items.extend(records.iter().map(|r| (r.chain_seq, 0, self.record(r))));
-        items.extend(cps.iter().map(|c| (c.chain_seq, 1, self.checkpoint(c))));
-        items.sort_by_key(|(place, kind, _)| (*place, *kind));
-        let mut out = Vec::new();
-        for (_, _, msg) in items {
-            frame(&msg, &mut out);
+        for r in records {
+            items.push((r.chain_seq, 0, self.record(r)?));
         }
-        out
+        for c in cps {
+            items.push((c.chain_seq, 1, self.checkpoint(c)?));
+        }
+        items.sort_by_key(|(place, kind, _)| (*place, *kind));
+        for (place, _, msg) in items {
+            if msg.len() > self.max_message {
+                tracing::warn!(
+                    place,
+                    bytes = msg.len(),
+                    max = self.max_message,
+                    "audit shipping: a message longer than audit.ship.max_message_bytes (the receiver may cut it)"
+                );
+                metrics::counter!("credgate_audit_ship_oversize_total").increment(1);
+            }
+            frame(&msg, out);
+        }
+        Ok(())
     }
 
     /// Severity informational (6): the record, whole, as JSON in MSG.
-    fn record(&self, r: &AuditRecord) -> Vec<u8> {
+    fn record(&self, r: &AuditRecord) -> Result<Vec<u8>, String> {
         let sd = [
             ("writer_id", r.writer_id.clone()),
             ("chain_seq", r.chain_seq.to_string()),
@@ -483,12 +776,12 @@ impl Header {
             ("hash", r.hash.clone()),
             ("prev_hash", r.prev_hash.clone()),
         ];
-        let body = json_body(r);
-        self.message(6, r.time_us, MSGID_RECORD, &sd, &body)
+        let body = json_body(r)?;
+        Ok(self.message(6, r.time_us, MSGID_RECORD, &sd, &body))
     }
 
     /// Severity notice (5): the checkpoint, as a witness `audit verify` reads, in MSG.
-    fn checkpoint(&self, c: &Checkpoint) -> Vec<u8> {
+    fn checkpoint(&self, c: &Checkpoint) -> Result<Vec<u8>, String> {
         let sd = [
             ("writer_id", c.writer_id.clone()),
             ("chain_seq", c.chain_seq.to_string()),
@@ -502,8 +795,8 @@ impl Header {
             "writer_id": c.writer_id, "chain_seq": c.chain_seq, "seq": c.seq,
             "time_us": c.time_us, "hash": c.hash, "key_id": c.key_id, "signature": c.signature,
         });
-        let body = json_body(&body);
-        self.message(5, c.time_us, MSGID_CHECKPOINT, &sd, &body)
+        let body = json_body(&body)?;
+        Ok(self.message(5, c.time_us, MSGID_CHECKPOINT, &sd, &body))
     }
 
     /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] BOM MSG` (RFC 5424 section 6).
@@ -542,10 +835,10 @@ impl Header {
 /// MSG: `v` as one line of JSON with no control byte at all. JSON escapes those below 0x20;
 /// DEL (0x7f) it leaves raw, and receivers rewrite it (rsyslog's control-character escaping),
 /// which would change the copy, so it is escaped too (`\u007f`, only ever inside a string).
-fn json_body(v: &impl Serialize) -> Vec<u8> {
-    let raw = serde_json::to_vec(v).expect("records and checkpoints serialise");
+fn json_body(v: &impl Serialize) -> Result<Vec<u8>, String> {
+    let raw = serde_json::to_vec(v).map_err(|e| format!("serialising a message: {e}"))?;
     if !raw.contains(&0x7f) {
-        return raw;
+        return Ok(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + 8);
     for b in raw {
@@ -554,7 +847,7 @@ fn json_body(v: &impl Serialize) -> Vec<u8> {
             b => out.push(b),
         }
     }
-    out
+    Ok(out)
 }
 
 /// RFC 6587 section 3.4.1: `MSG-LEN SP SYSLOG-MSG`, the length in octets.
@@ -690,29 +983,65 @@ fn parse_params(mut rest: &[u8]) -> Option<(Params, &[u8])> {
 /// What a sink's file holds, for `audit verify --sink-file`.
 #[derive(Debug, Default)]
 pub struct SinkFile {
-    /// The newest checkpoint of each chain the sink received (by place), as witnesses.
+    /// The newest checkpoint of each chain the sink received whose signature verifies with
+    /// this log's key, as witnesses.
     pub witnesses: Vec<Witness>,
+    /// The newest record line of each chain (by place): a witness too, but unsigned (its
+    /// hash is unkeyed; anyone able to send syslog to the receiver can forge one).
+    pub newest_records: Vec<RecordWitness>,
     pub records: usize,
+    /// Checkpoint lines whose signature verifies.
     pub checkpoints: usize,
+    /// Checkpoint lines whose signature does not verify with this log's key (forged, or
+    /// another deployment's): ignored, counted.
+    pub unsigned: usize,
     /// Lines that are not credgate's RFC 5424 messages (other programs', or damaged).
     pub skipped: usize,
 }
 
+/// A chain's newest shipped record as a sink's file has it: the log must still hold that
+/// place with that hash (or an archive must cover it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordWitness {
+    pub writer_id: String,
+    pub chain_seq: i64,
+    pub hash: String,
+}
+
 /// Reads a receiver's file, one message a line (rsyslog's `%rawmsg%`): each chain's newest
-/// checkpoint becomes a witness the log must still hold. Duplicates (at-least-once) and other
-/// programs' lines are harmless; a damaged checkpoint line is skipped and counted.
-pub fn witnesses_in(text: &[u8]) -> SinkFile {
+/// checkpoint signed with `public_key` becomes a witness the log must still hold; a line
+/// whose signature does not verify is counted and ignored, so a forged line with a higher
+/// place cannot push out the genuine one (M2). Each chain's newest record line is kept as
+/// an unsigned witness (M1). Duplicates (at-least-once) and other programs' lines are
+/// harmless; a damaged line is skipped and counted.
+pub fn witnesses_in(text: &[u8], public_key: &[u8]) -> SinkFile {
     let mut out = SinkFile::default();
     let mut newest: std::collections::BTreeMap<String, Witness> = Default::default();
+    let mut records: std::collections::BTreeMap<String, RecordWitness> = Default::default();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Some(m) = parse(line).filter(|m| m.app_name == APP_NAME) else {
             out.skipped += 1;
             continue;
         };
         match m.msgid.as_str() {
-            MSGID_RECORD => out.records += 1,
+            MSGID_RECORD => match record_witness(&m) {
+                Some(r) => {
+                    out.records += 1;
+                    let newer = records
+                        .get(&r.writer_id)
+                        .is_none_or(|old| old.chain_seq < r.chain_seq);
+                    if newer {
+                        records.insert(r.writer_id.clone(), r);
+                    }
+                }
+                None => out.skipped += 1,
+            },
             MSGID_CHECKPOINT => match serde_json::from_slice::<Witness>(&m.msg) {
                 Ok(w) if w.writer_id.is_some() && w.chain_seq.is_some() => {
+                    if !signed(&w, public_key) {
+                        out.unsigned += 1;
+                        continue;
+                    }
                     out.checkpoints += 1;
                     let writer = w.writer_id.clone().unwrap_or_default();
                     let newer = newest
@@ -728,7 +1057,32 @@ pub fn witnesses_in(text: &[u8]) -> SinkFile {
         }
     }
     out.witnesses = newest.into_values().collect();
+    out.newest_records = records.into_values().collect();
     out
+}
+
+/// A record line's place and hash, from its structured data.
+fn record_witness(m: &Received) -> Option<RecordWitness> {
+    Some(RecordWitness {
+        writer_id: m.param("writer_id")?.to_string(),
+        chain_seq: m.param("chain_seq")?.parse().ok()?,
+        hash: m.param("hash")?.to_string(),
+    })
+}
+
+/// The checkpoint's signature verifies with this log's key.
+fn signed(w: &Witness, public_key: &[u8]) -> bool {
+    let (Some(writer), Some(place)) = (w.writer_id.as_deref(), w.chain_seq) else {
+        return false;
+    };
+    super::chain::chain_checkpoint_signed(
+        public_key,
+        writer,
+        place,
+        &w.hash,
+        w.time_us,
+        &w.signature,
+    )
 }
 
 #[cfg(test)]
@@ -740,6 +1094,7 @@ mod tests {
             facility: 16,
             hostname: "gw-1".into(),
             procid: "42".into(),
+            max_message: 64 * 1024,
         }
     }
 
@@ -760,7 +1115,7 @@ mod tests {
     #[test]
     fn a_hostile_record_keeps_its_frame_and_escapes_and_parses_back_whole() {
         let r = hostile_record();
-        let msg = header().record(&r);
+        let msg = header().record(&r).unwrap();
         assert!(
             !msg.iter().any(|&b| b < 0x20 || b == 0x7f),
             "no raw control byte or line break in the message"
@@ -802,7 +1157,10 @@ mod tests {
             key_id: "k".into(),
             signature: "s".into(),
         };
-        let bytes = header().encode(&records, &[cp(2), cp(1)]);
+        let mut bytes = Vec::new();
+        header()
+            .encode(&records, &[cp(2), cp(1)], &mut bytes)
+            .unwrap();
         // Unframe: LEN SP MSG ...
         let mut rest = &bytes[..];
         let mut order = Vec::new();
@@ -822,11 +1180,18 @@ mod tests {
             ["audit1", "checkpoint1", "audit2", "checkpoint2", "audit3"]
         );
         file.extend_from_slice(b"not syslog at all\n");
-        let found = witnesses_in(&file);
-        assert_eq!((found.records, found.checkpoints, found.skipped), (3, 2, 1));
-        assert_eq!(found.witnesses.len(), 1);
-        assert_eq!(found.witnesses[0].chain_seq, Some(2));
-        assert_eq!(found.witnesses[0].seq, 11);
+        // The signatures here are not real: counted as unsigned, never witnesses.
+        let found = witnesses_in(&file, &[0u8; 32]);
+        let counts = (
+            found.records,
+            found.checkpoints,
+            found.unsigned,
+            found.skipped,
+        );
+        assert_eq!(counts, (3, 0, 2, 1));
+        assert!(found.witnesses.is_empty());
+        assert_eq!(found.newest_records.len(), 1);
+        assert_eq!(found.newest_records[0].chain_seq, 3);
     }
 
     #[test]

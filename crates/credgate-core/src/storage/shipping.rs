@@ -104,3 +104,127 @@ pub async fn checkpoints_between(
         })
         .collect()
 }
+
+/// One chain as this sink knows it: its newest record and checkpoint still in the log, and
+/// the place saved for it (what the receiver is known to have read) with who ships it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainAtSink {
+    pub writer_id: String,
+    pub head: i64,
+    pub checkpoint_head: i64,
+    pub saved: Progress,
+    pub owner: String,
+    pub lease_until_us: i64,
+}
+
+impl ChainAtSink {
+    /// Records or checkpoints in the log that the receiver is not known to hold.
+    pub fn behind(&self) -> bool {
+        self.head > self.saved.records_through
+            || self.checkpoint_head > self.saved.checkpoints_through
+    }
+
+    /// A saved place past what the log holds: the row was edited (or the log cut).
+    pub fn corrupt(&self) -> bool {
+        self.saved.records_through > self.head
+            || self.saved.checkpoints_through > self.checkpoint_head
+    }
+}
+
+/// Every chain of the log (`audit::store::writers`, one index seek each) against this sink's
+/// saved place: what `/readyz` reports as chains behind and what a shipper may adopt. A few
+/// seeks per chain; chains are few (one per replica that ever ran).
+pub async fn chains_at(db: &Db, sink: &str) -> Result<Vec<ChainAtSink>, StorageError> {
+    let mut out = Vec::new();
+    for writer_id in crate::audit::store::writers(db).await? {
+        out.push(chain_at(db, &writer_id, sink).await?);
+    }
+    Ok(out)
+}
+
+/// One chain against this sink (see `chains_at`).
+pub async fn chain_at(db: &Db, writer_id: &str, sink: &str) -> Result<ChainAtSink, StorageError> {
+    let head = head(db, writer_id).await?;
+    let row =
+        sqlx::query("SELECT MAX(chain_seq) AS cp FROM audit_checkpoints WHERE writer_id = $1")
+            .bind(writer_id)
+            .fetch_one(db.pool())
+            .await?;
+    let checkpoint_head = row.try_get::<Option<i64>, _>("cp")?.unwrap_or(0);
+    let lease = sqlx::query(
+        "SELECT records_through, checkpoints_through, owner, lease_until_us \
+         FROM audit_shipping WHERE writer_id = $1 AND sink = $2",
+    )
+    .bind(writer_id)
+    .bind(sink)
+    .fetch_optional(db.pool())
+    .await?;
+    let (saved, owner, lease_until_us) = match lease {
+        Some(r) => (
+            Progress {
+                records_through: r.try_get("records_through")?,
+                checkpoints_through: r.try_get("checkpoints_through")?,
+            },
+            r.try_get("owner")?,
+            r.try_get("lease_until_us")?,
+        ),
+        None => (Progress::default(), String::new(), 0),
+    };
+    Ok(ChainAtSink {
+        writer_id: writer_id.to_string(),
+        head,
+        checkpoint_head,
+        saved,
+        owner,
+        lease_until_us,
+    })
+}
+
+/// Takes (or renews) the lease on shipping `writer_id`'s chain to `sink` for `me` until
+/// `until_us`. `force` (the chain's own writer) always takes it; otherwise only a lease that
+/// is `me`'s or has run out is taken. True when `me` holds it now. The lease only keeps two
+/// processes from shipping one chain twice over; correctness does not rest on it (each saves
+/// only places its receiver read, so a race costs duplicates, never a gap).
+pub async fn claim(
+    db: &Db,
+    writer_id: &str,
+    sink: &str,
+    me: &str,
+    now_us: i64,
+    until_us: i64,
+    force: bool,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(
+        "INSERT INTO audit_shipping \
+         (writer_id, sink, records_through, checkpoints_through, updated_us, owner, lease_until_us) \
+         VALUES ($1, $2, 0, 0, $3, $4, $5) \
+         ON CONFLICT (writer_id, sink) DO UPDATE SET owner = excluded.owner, \
+         lease_until_us = excluded.lease_until_us \
+         WHERE $6 = 1 OR audit_shipping.owner = excluded.owner \
+         OR audit_shipping.lease_until_us < $3",
+    )
+    .bind(writer_id)
+    .bind(sink)
+    .bind(now_us)
+    .bind(me)
+    .bind(until_us)
+    .bind(i64::from(force))
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The hash of `writer_id`'s record at `chain_seq`, if the log still holds it: what
+/// `audit verify --sink-file` compares a shipped record line with.
+pub async fn record_hash_at(
+    db: &Db,
+    writer_id: &str,
+    chain_seq: i64,
+) -> Result<Option<String>, StorageError> {
+    let row = sqlx::query("SELECT hash FROM audit_log WHERE writer_id = $1 AND chain_seq = $2")
+        .bind(writer_id)
+        .bind(chain_seq)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|r| r.try_get("hash")).transpose()?)
+}
