@@ -11,9 +11,10 @@
 //! - An elapsed time read off this clock (the age of the unsigned tail, a 429 window) that comes
 //!   out negative means the clock went back: the age is unknown, and it is taken as "due now"
 //!   (sign the tail, close the window), never as "not due for another hour".
-//! - A token whose `nbf`/`iat` lies ahead of the clock by more than `[auth] leeway_secs` is
-//!   refused as not yet valid (401); the client asks for a new one, which is issued on the
-//!   clock as it now reads. Within the leeway it is accepted.
+//! - The gateway's own tokens live on `steady`, the clock that never goes back: a step back
+//!   neither revives an expired token nor refuses a good one, and a token lives its lifetime
+//!   in real time however the wall clock moves. (On the wall clock, a step back of a token's
+//!   lifetime made an expired token valid again: a leaked, spent token worked twice as long.)
 //! - Deadlines (objections, complaints, requests) are absolute times: a step back makes them
 //!   that much further off, as any reading of the clock would; an alert already raised stays.
 //! - A page session stays signed in; its idle timeout counts from its last use as stored, so a
@@ -27,18 +28,64 @@
 //!   tick's sleep) use the monotonic clock, which a step does not move.
 
 use std::{
-    sync::atomic::{AtomicI64, Ordering},
-    time::Duration,
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 /// Held once by `services::Core`; everything that compares against "now" for a deadline, a
 /// token's `exp`/`iat`, an outbox claim, an audit record's time or a checkpoint's reads it here.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clock {
     offset_us: AtomicI64,
+    /// `steady`'s anchor: a wall-clock reading and the monotonic instant it was taken at.
+    anchor: Mutex<(i64, Instant)>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            offset_us: AtomicI64::new(0),
+            anchor: Mutex::new((crate::storage::now_micros(), Instant::now())),
+        }
+    }
 }
 
 impl Clock {
+    /// Unix microseconds that never go back: the wall clock when it is ahead of the anchor plus
+    /// the monotonic time since (a step forward is followed, and becomes the new anchor), else
+    /// the anchor plus the monotonic time since (a step back is not followed: time goes on at
+    /// the real rate from where it was). For what must not be lengthened or revived by a step
+    /// back: the gateway's token lifetimes.
+    pub fn steady(&self) -> i64 {
+        let wall = self.now();
+        let mut anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        let since = i64::try_from(anchor.1.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let mono = anchor.0.saturating_add(since);
+        if wall > mono {
+            *anchor = (wall, Instant::now());
+            wall
+        } else {
+            mono
+        }
+    }
+
+    /// `steady` in Unix seconds, as JWT time claims count them.
+    pub fn steady_secs(&self) -> u64 {
+        u64::try_from(self.steady() / 1_000_000).unwrap_or(0)
+    }
+
+    /// Raises `steady` to at least `us`: at start, the newest time this process's chain
+    /// recorded, so a host whose clock went back while the gateway was down does not revive
+    /// the tokens that had expired by then.
+    pub fn seed(&self, us: i64) {
+        if us > self.steady() {
+            *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) = (us, Instant::now());
+        }
+    }
+
     /// Unix microseconds.
     pub fn now(&self) -> i64 {
         crate::storage::now_micros() + self.offset_us.load(Ordering::Relaxed)
@@ -73,6 +120,24 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steady_follows_a_step_forward_and_not_a_step_back() {
+        let c = Clock::default();
+        let start = c.steady();
+        c.step_back(Duration::from_secs(3600));
+        assert!(c.steady() >= start, "a step back is not followed");
+        c.advance(Duration::from_secs(7200));
+        let ahead = c.steady();
+        assert!(ahead >= start + 3_500_000_000, "a step forward is");
+        c.seed(ahead + 60_000_000);
+        assert!(c.steady() >= ahead + 60_000_000, "a seed ahead raises it");
+        c.seed(0);
+        assert!(
+            c.steady() >= ahead + 60_000_000,
+            "a seed behind does not lower it"
+        );
+    }
 
     #[test]
     fn advancing_moves_now_and_seconds_together() {

@@ -144,6 +144,12 @@ impl Core {
             clock.clone(),
         )
         .await?;
+        // Token lifetimes run on the clock that never goes back, from no earlier than this
+        // replica's newest record: a host whose clock went back while it was down does not
+        // revive the tokens that had expired by then.
+        if let Some(newest) = crate::audit::store::newest_time(&db, audit.writer_id()).await? {
+            clock.seed(newest);
+        }
         let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);
         let stores = Stores::build(&config.stores)?;
         let policies = load_policies(&config, &stores)?;

@@ -120,6 +120,18 @@ async fn read_head(
     })
 }
 
+/// The time of the newest record of `writer_id`'s chain: what the clock may not go back behind
+/// at start (`Clock::seed`).
+pub async fn newest_time(db: &Db, writer_id: &str) -> Result<Option<i64>, StorageError> {
+    let row = sqlx::query(
+        "SELECT time_us FROM audit_log WHERE writer_id = $1 ORDER BY chain_seq DESC LIMIT 1",
+    )
+    .bind(writer_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| r.try_get("time_us")).transpose()?)
+}
+
 /// The columns a record is stored with; the global `seq` is assigned by the INSERT.
 const COLUMNS: &str = "seq, id, time_us, request_id, kind, client_id, org, role, actor_subject, \
     purpose, consent_id, method, path, store, dataset, subjects, decision, rule, masked, status, \

@@ -157,9 +157,9 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     ttl_secs: u64,
-    /// The core's clock: `iat`/`exp` of issued tokens and every time check of a presented one
-    /// read it, so a test moves a token past its expiry instead of sleeping across a second
-    /// boundary it would race.
+    /// The core's clock, read as `steady`: `iat`/`exp` of issued tokens and every time check of
+    /// a presented one read it, so a test moves a token past its expiry instead of sleeping
+    /// across a second boundary it would race.
     clock: Arc<Clock>,
     /// Unix millis of the last refresh forced by an unknown `kid`, to bound how often a stream
     /// of forged `kid`s can make the gateway reread its keys.
@@ -228,7 +228,7 @@ impl TokenService {
 
     /// The public keys that verify our tokens, for `/.well-known/jwks.json`.
     pub fn public_jwks(&self) -> Vec<Jwk> {
-        let now = self.clock.now_secs();
+        let now = self.clock.steady_secs();
         let set = self.key_set();
         let mut keys: Vec<Jwk> = set
             .verifying
@@ -255,7 +255,7 @@ impl TokenService {
         client: &ClientRecord,
         x5t_s256: Option<&str>,
     ) -> Result<String, TokenError> {
-        let now = self.clock.now_secs();
+        let now = self.clock.steady_secs();
         let claims = GatewayClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -291,7 +291,7 @@ impl TokenService {
             .filter(|e| &*e.token == token)
             .map(|e| (e.kid.clone(), e.claims.clone()));
         if let Some((kid, claims)) = cached {
-            let now = self.clock.now_secs();
+            let now = self.clock.steady_secs();
             if !self.key_set().verifies(&kid, now) {
                 self.forget(key);
                 return Err(TokenError::UnknownKey);
@@ -313,11 +313,10 @@ impl TokenService {
         Ok(claims)
     }
 
-    /// `exp` and `nbf` against the core's clock, with the configured leeway. The leeway is also
-    /// all a clock stepped back gets: a token issued before a step back of more than the leeway
-    /// is not yet valid (401) until the clock catches up, and its client asks for a new one.
-    /// Honouring it would stretch its life by the step, and a token from "the future" is what
-    /// a leaked key's forgery looks like; one retry costs the client less.
+    /// `exp` and `nbf` against the core's steady clock (`Clock::steady`, which a step back does
+    /// not move back), with the configured leeway: a token lives its lifetime in real time, a
+    /// step back neither revives an expired one nor refuses a good one, and a token from
+    /// beyond the leeway ahead is refused (that is what a leaked key's forgery looks like).
     fn time_ok(&self, claims: &GatewayClaims, now: u64) -> Result<(), TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let leeway = self.validation.leeway;
@@ -355,7 +354,7 @@ impl TokenService {
             return Err(TokenError::Algorithm);
         }
         let set = self.key_set();
-        let now = self.clock.now_secs();
+        let now = self.clock.steady_secs();
         let kid = header
             .kid
             .filter(|kid| set.verifies(kid, now))
