@@ -27,8 +27,10 @@ SELECT writer_id, MAX(chain_seq), 0 FROM audit_log GROUP BY writer_id;
 -- stop its chain's indexing. A function that catches the parse error, since PostgreSQL 15 has
 -- no `pg_input_is_valid`; a regex precheck would also refuse valid JSON the index accepts.
 -- SQLite's counterpart is `json_valid`.
+-- PARALLEL UNSAFE (the default), not SAFE: the exception block is a subtransaction, which
+-- PostgreSQL refuses in a parallel query.
 CREATE FUNCTION credgate_subject_list(t TEXT) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE
-PARALLEL SAFE AS $$
+PARALLEL UNSAFE AS $$
 DECLARE v jsonb;
 BEGIN
     v := t::jsonb;
@@ -38,6 +40,30 @@ BEGIN
     RETURN '[]'::jsonb;
 EXCEPTION WHEN data_exception THEN
     RETURN '[]'::jsonb;
+END;
+$$;
+
+-- The `seq` of every record above its chain's progress whose own `subjects` names the
+-- subject: the tail a subject's search adds to the index's candidates (`audit::index_store::
+-- unindexed_union`). A function, not a join in the search: one range read of the
+-- `(writer_id, chain_seq)` index a chain (writers found by a skip over that index), and its
+-- ROWS 10 keeps the planner reading the search as a semi-join by the index. Written as a
+-- join, the planner guessed a third of the log above the progress and scanned all of it
+-- (300,000 records: 948 ms; this: 3 ms).
+CREATE FUNCTION credgate_unindexed_naming(p_subject TEXT) RETURNS SETOF BIGINT
+LANGUAGE plpgsql STABLE ROWS 10 AS $$
+DECLARE
+    v_writer TEXT := (SELECT MIN(writer_id) FROM audit_log);
+    v_done   BIGINT;
+BEGIN
+    WHILE v_writer IS NOT NULL LOOP
+        v_done := COALESCE((SELECT chain_seq FROM audit_index_progress
+                            WHERE writer_id = v_writer), 0);
+        RETURN QUERY SELECT l.seq FROM audit_log l
+            WHERE l.writer_id = v_writer AND l.chain_seq > v_done
+              AND jsonb_exists(credgate_subject_list(l.subjects), p_subject);
+        v_writer := (SELECT MIN(writer_id) FROM audit_log WHERE writer_id > v_writer);
+    END LOOP;
 END;
 $$;
 

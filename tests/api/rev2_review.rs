@@ -167,9 +167,14 @@ async fn rev2_sqlite_index_steps_leave_the_audit_writer_room() {
          catch_up_records={indexed_n} catch_up_ms={catch_up_ms:.0}"
     );
     assert!(indexed_n >= records as i64, "{indexed_n}");
+    // 100 ms (a debug build; before the fix one step held the lock 300-440 ms and an append
+    // waited 437 ms), or 4x the worst append with no indexing when the host is so busy (the
+    // whole suite on 2 shared cores) that appends alone take longer.
+    let bound = 100.0_f64.max(4.0 * baseline);
     assert!(
-        during < 50.0,
-        "an audit append waited {during:.0} ms behind index steps (one step took {step_ms:.0} ms)"
+        during < bound,
+        "an audit append waited {during:.0} ms behind index steps (bound {bound:.0} ms; one \
+         step took {step_ms:.0} ms)"
     );
 }
 
