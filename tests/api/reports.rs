@@ -85,10 +85,7 @@ async fn a_report_is_filed_without_a_token_followed_by_receipt_and_its_contact_i
     // The audit record of the filing: no address, no contact.
     let rec = app.record(&audit_id).await;
     assert_eq!(rec.client_addr, "withheld");
-    assert_eq!(
-        rec.caller_request_id, None,
-        "the reporter's request id is not kept"
-    );
+    assert_eq!(rec.caller_request_id, None, "the reporter's request id is not kept");
     assert_eq!(rec.trace_id, None, "the reporter's trace id is not kept");
     assert!(!serde_json::to_string(&rec).unwrap().contains(CONTACT));
 
