@@ -41,6 +41,18 @@ BEGIN
       AND json_valid(l.subjects);
 END;
 
+-- Progress never runs ahead of its chain: a place above the chain's last record would say
+-- "indexed" over records not yet written (planted for a writer that has not written, they
+-- would never be indexed and a search would miss them until verification).
+CREATE TRIGGER audit_index_progress_within_insert BEFORE INSERT ON audit_index_progress
+WHEN NEW.chain_seq > COALESCE((SELECT MAX(chain_seq) FROM audit_log
+                               WHERE writer_id = NEW.writer_id), 0)
+BEGIN SELECT RAISE(ABORT, 'audit_index_progress ahead of its chain'); END;
+CREATE TRIGGER audit_index_progress_within_update BEFORE UPDATE ON audit_index_progress
+WHEN NEW.chain_seq > COALESCE((SELECT MAX(chain_seq) FROM audit_log
+                               WHERE writer_id = NEW.writer_id), 0)
+BEGIN SELECT RAISE(ABORT, 'audit_index_progress ahead of its chain'); END;
+
 -- Progress only moves forward and is never removed: lowering it would let verification
 -- accept records whose index rows were deleted as "not indexed yet".
 CREATE TRIGGER audit_index_progress_forward BEFORE UPDATE ON audit_index_progress

@@ -530,3 +530,37 @@ async fn hostile_subject_filters_match_nothing_but_themselves() {
         assert_problem(res, 400).await;
     }
 }
+
+/// Hostile rows: a record whose `subjects` is not a JSON array (planted, or a bug) above the
+/// progress must neither fail a subject's search (the tail is matched in SQL: `json_valid`,
+/// `credgate_subject_list`) nor stop the chain's indexing; it matches nothing on PostgreSQL.
+#[tokio::test]
+async fn malformed_subjects_fail_no_search_and_stop_no_indexing() {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let who = "91110000000000077X".to_string();
+    append(&app, "malformed", &[vec![who.clone()]]).await;
+    for (i, bad) in ["not json", "{\"a\": 1}", "[1, [2]", ""].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO audit_log (seq, id, time_us, request_id, kind, method, path, subjects, \
+             decision, masked, status, bytes_out, total_us, client_addr, prev_hash, hash, \
+             writer_id, chain_seq) \
+             SELECT (SELECT MAX(seq) + 1 FROM audit_log), id || $1, time_us, request_id, kind, \
+             method, path, $2, decision, masked, status, bytes_out, total_us, client_addr, \
+             (SELECT hash FROM audit_log WHERE writer_id = 'malformed' AND chain_seq = $3), \
+             hash || $1, writer_id, 1 + $3 FROM audit_log \
+             WHERE writer_id = 'malformed' AND chain_seq = 1",
+        )
+        .bind(format!("-bad{i}"))
+        .bind(*bad)
+        .bind(i as i64 + 1)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    }
+    let (_, officer) = app.token("security_officer").await;
+    assert_eq!(officer_search(&app, &officer, &who).await.len(), 1, "tail");
+    indexer::catch_up(&app.state.db).await.unwrap();
+    assert_eq!(progress(&app, "malformed").await, 5, "indexed past them");
+    assert_eq!(officer_search(&app, &officer, &who).await.len(), 1, "index");
+}

@@ -45,6 +45,7 @@ mod ratelimits;
 mod replicas;
 mod reports;
 mod requests;
+mod rev2_review;
 mod roles;
 mod routes;
 mod shipping;

@@ -51,65 +51,77 @@ pub async fn chains(conn: &mut sqlx::AnyConnection) -> Result<Vec<ChainProgress>
 pub enum Step {
     /// Nothing after the progress: the chain is indexed to its head.
     UpToDate,
-    /// Records after `from` up to `to` were indexed and the progress moved to `to`.
-    Indexed { from: i64, to: i64, records: i64 },
-    /// Another process moved the progress first; this step's work was rolled back.
+    /// Records after `from` up to `to` were indexed and the progress moved to `to`; `at_head`
+    /// when the step found no record after `to`'s that it left for the next.
+    Indexed {
+        from: i64,
+        to: i64,
+        records: i64,
+        at_head: bool,
+    },
+    /// Another process moved the progress first; this step did nothing.
     Lost,
 }
 
-/// Indexes up to `max` records of `writer_id`'s chain after place `done` (the progress as the
-/// caller read it) and moves the progress, atomically. Index rows are inserted with ON
-/// CONFLICT DO NOTHING semantics, so rows left by a crash, or by another replica, are
-/// harmless. The progress moves only if it still says `done` (an optimistic update): when two
-/// processes index one chain at once, one of them commits and the other's step does nothing,
-/// and the progress never skips a record neither indexed.
+/// How many index rows a record is, from its own `subjects` (0 when it is not a JSON array).
+fn row_count(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "CASE WHEN json_valid(subjects) THEN json_array_length(subjects) ELSE 0 END"
+        }
+        Backend::Postgres => "jsonb_array_length(credgate_subject_list(subjects))",
+    }
+}
+
+/// Indexes `writer_id`'s chain after place `done` (the progress as the caller read it) and
+/// moves the progress, atomically, within `budget`: each record costs one plus its index
+/// rows, and a step takes the records whose cost before them is under the budget (at least
+/// one). Bounding rows, not records, is what keeps a step short: on SQLite it holds the one
+/// write lock, and a 100-subject list record is 100 rows. The progress moves only if it still
+/// says `done` (an optimistic update): when two processes index one chain at once, one of
+/// them commits and the other's step does nothing. The rows are inserted by the progress
+/// table's triggers (migration 0080, both backends), in the same statement.
 pub async fn index_step(
     db: &Db,
     writer_id: &str,
     done: i64,
-    max: i64,
+    budget: i64,
 ) -> Result<Step, StorageError> {
     let mut conn = db.pool().acquire().await?;
-    // The last of the next `max` committed records (places may have gaps where an archive
-    // removed records), read outside any transaction: a tick that finds nothing takes no
-    // write lock. Every record up to it is committed, and stays so: within a chain records
-    // commit in chain order, one batch at a time.
-    let row = sqlx::query(
-        "SELECT COUNT(*) AS n, MAX(chain_seq) AS upto FROM (SELECT chain_seq FROM audit_log \
-         WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) t",
-    )
-    .bind(writer_id)
-    .bind(done)
-    .bind(max)
-    .fetch_one(&mut *conn)
-    .await?;
-    let (records, upto): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("upto")?);
-    let Some(upto) = upto else {
+    // Read outside any transaction: a tick that finds nothing takes no write lock. Every
+    // record up to `upto` is committed, and stays so: within a chain records commit in chain
+    // order, one batch at a time. Places may have gaps where an archive removed records.
+    let sql = format!(
+        "SELECT COUNT(*) AS scanned, \
+           SUM(CASE WHEN prior < $4 THEN 1 ELSE 0 END) AS n, \
+           MAX(CASE WHEN prior < $4 THEN chain_seq END) AS upto \
+         FROM (SELECT chain_seq, SUM(cost) OVER (ORDER BY chain_seq \
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - cost AS prior \
+               FROM (SELECT chain_seq, 1 + {} AS cost FROM audit_log \
+                     WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) r) t",
+        row_count(db.backend())
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(writer_id)
+        .bind(done)
+        .bind(budget.max(1))
+        .bind(budget.max(1))
+        .fetch_one(&mut *conn)
+        .await?;
+    let scanned: i64 = row.try_get("scanned")?;
+    let records: Option<i64> = row.try_get("n")?;
+    let upto: Option<i64> = row.try_get("upto")?;
+    let (Some(records), Some(upto)) = (records, upto) else {
         return Ok(Step::UpToDate);
     };
-    let moved = match db.backend() {
-        // One statement: the progress table's triggers (migration 0080) insert the rows.
-        Backend::Sqlite => move_progress(&mut conn, writer_id, done, upto).await?,
-        Backend::Postgres => {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            postgres_insert_rows(&mut tx, writer_id, done, upto).await?;
-            let moved = move_progress(&mut tx, writer_id, done, upto).await?;
-            if moved {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            moved
-        }
-    };
-    Ok(if moved {
-        Step::Indexed {
-            from: done,
-            to: upto,
-            records,
-        }
-    } else {
-        Step::Lost
+    if !move_progress(&mut conn, writer_id, done, upto).await? {
+        return Ok(Step::Lost);
+    }
+    Ok(Step::Indexed {
+        from: done,
+        to: upto,
+        records,
+        at_head: records == scanned && scanned < budget.max(1),
     })
 }
 
@@ -135,108 +147,38 @@ async fn move_progress(
     Ok(moved > 0)
 }
 
-/// The rows of the chain's records `(done, upto]`, from each record's own `subjects` (JSON
-/// text). No DISTINCT and no ORDER BY: sorting a step's rows (100 a listed record) cost more
-/// than the insert. Rows go in the range's scan order, the same for every process, so two
-/// replicas racing on one range wait on each other; should they still deadlock, PostgreSQL
-/// aborts one step, which is retried.
-const PG_ROWS: &str = "SELECT s.value, l.seq \
-     FROM audit_log l, jsonb_array_elements_text(l.subjects::jsonb) AS s(value) \
-     WHERE l.writer_id = $1 AND l.chain_seq > $2 AND l.chain_seq <= $3";
+/// The writers of the log, by a skip over the `(writer_id, chain_seq)` index (one seek a
+/// chain), as the CTE `w(id)`, for [`unindexed_union`]. Prefix a statement with it.
+pub const WRITERS_CTE: &str = "WITH RECURSIVE w(id) AS ( \
+       SELECT MIN(writer_id) FROM audit_log \
+       UNION ALL \
+       SELECT (SELECT MIN(writer_id) FROM audit_log WHERE writer_id > w.id) FROM w \
+       WHERE w.id IS NOT NULL) ";
 
-/// The index rows of the step on PostgreSQL (SQLite's are inserted by triggers on the
-/// progress table, migration 0080). A plain INSERT first, behind a savepoint: ON CONFLICT DO NOTHING probes the
-/// primary key once more for every row (measured: 490 -> 315 ms a step of 100,000 rows). Rows
-/// above the progress exist only after a crash of a non-transactional past, a race with
-/// another replica or a record naming a subject twice; then the step rolls back to the
-/// savepoint and inserts with ON CONFLICT DO NOTHING.
-async fn postgres_insert_rows(
-    tx: &mut sqlx::AnyConnection,
-    writer_id: &str,
-    done: i64,
-    upto: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SAVEPOINT plain_insert")
-        .execute(&mut *tx)
-        .await?;
-    let plain = format!("INSERT INTO audit_subjects (subject_id, seq) {PG_ROWS}");
-    match run_insert(tx, &plain, writer_id, done, upto).await {
-        Ok(()) => {
-            sqlx::query("RELEASE SAVEPOINT plain_insert")
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        }
-        Err(sqlx::Error::Database(d)) if d.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            sqlx::query("ROLLBACK TO SAVEPOINT plain_insert")
-                .execute(&mut *tx)
-                .await?;
-            let tolerant = format!(
-                "INSERT INTO audit_subjects (subject_id, seq) {PG_ROWS} ON CONFLICT DO NOTHING"
-            );
-            run_insert(tx, &tolerant, writer_id, done, upto).await
-        }
-        Err(e) => Err(e),
-    }
-}
-
-async fn run_insert(
-    tx: &mut sqlx::AnyConnection,
-    sql: &str,
-    writer_id: &str,
-    done: i64,
-    upto: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .bind(writer_id)
-        .bind(done)
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-/// The `seq` of every record not yet indexed that names `subject` in its own `subjects` list:
-/// each chain's records after its progress, compared exactly (the JSON is parsed here, no
-/// pattern is built from the subject). With the index's candidates this makes a subject's
-/// search exact whatever the indexer's lag: a record at or below a chain's progress (read
-/// first; it only grows) has its rows, and any record above it is read here.
-pub async fn unindexed_naming(db: &Db, subject: &str) -> Result<Vec<i64>, StorageError> {
-    let mut conn = db.pool().acquire().await?;
-    let mut out = Vec::new();
-    for chain in chains(&mut conn).await? {
-        let rows = sqlx::query(
-            "SELECT seq, subjects FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
-             ORDER BY chain_seq",
-        )
-        .bind(&chain.writer_id)
-        .bind(chain.indexed_through)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            let subjects: String = r.try_get("subjects")?;
-            let named: Vec<String> = serde_json::from_str(&subjects).unwrap_or_default();
-            if named.iter().any(|s| s == subject) {
-                out.push(r.try_get("seq")?);
-            }
+/// ` UNION SELECT seq ...` of every record above its chain's progress whose own `subjects`
+/// names the subject bound at placeholder `p`, to join the index's candidates inside one
+/// `seq IN (subquery)`. With them a subject's search is exact whatever the indexer's lag: a
+/// record at or below its chain's progress has its rows (migration 0080 makes that a rule of
+/// the database), any record above it is matched here. One statement, nothing spliced but
+/// `p`: per chain (the writers of [`WRITERS_CTE`], which the statement must start with) a
+/// range read of the `(writer_id, chain_seq)` index above the progress, matched in SQL
+/// (malformed JSON matches nothing: `json_valid`, `credgate_subject_list`).
+pub fn unindexed_union(backend: Backend, p: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            " UNION SELECT l.seq FROM (SELECT w.id, COALESCE((SELECT ip.chain_seq \
+               FROM audit_index_progress ip WHERE ip.writer_id = w.id), 0) AS done \
+               FROM w WHERE w.id IS NOT NULL) c \
+             JOIN audit_log l ON l.writer_id = c.id AND l.chain_seq > c.done \
+             WHERE EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(l.subjects) \
+               THEN l.subjects ELSE '[]' END) WHERE value = {p})"
+        ),
+        // The same in a function of migration 0080: written as a join, PostgreSQL's planner
+        // guessed a third of the log above the progress and scanned all of it.
+        Backend::Postgres => {
+            format!(" UNION SELECT u.seq FROM credgate_unindexed_naming({p}) AS u(seq)")
         }
     }
-    Ok(out)
-}
-
-/// ` UNION SELECT seq FROM audit_log WHERE seq IN (...)` for `seqs`, to join the index's
-/// candidates inside one `seq IN (subquery)` (kept one subquery, so the planner still reads it
-/// as a semi-join by the index), or nothing when there are none (the usual case). The values
-/// are integers read from the log, never caller input.
-pub fn union_seqs(seqs: &[i64]) -> String {
-    if seqs.is_empty() {
-        return String::new();
-    }
-    let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
-    format!(
-        " UNION SELECT seq FROM audit_log WHERE seq IN ({})",
-        list.join(", ")
-    )
 }
 
 /// The time T, in microseconds, such that every record committed before T has its index rows:

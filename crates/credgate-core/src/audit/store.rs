@@ -927,12 +927,13 @@ pub async fn search(
     limit: i64,
     ascending_after: Option<i64>,
 ) -> Result<Vec<AuditRecord>, StorageError> {
-    // Read before the query: records not yet indexed that name the subject (see `subject_clause`).
-    let unindexed = match &b.subject {
-        Some(subject) => super::index_store::unindexed_naming(db, subject).await?,
-        None => Vec::new(),
+    // A subject's clause reads the writers (`subject_clause`): the statement starts with them.
+    let cte = if b.subject.is_some() {
+        super::index_store::WRITERS_CTE
+    } else {
+        ""
     };
-    let mut sql = format!("SELECT {COLUMNS} FROM audit_log a WHERE 1 = 1");
+    let mut sql = format!("{cte}SELECT {COLUMNS} FROM audit_log a WHERE 1 = 1");
     if !b.staff_actions {
         sql += " AND a.kind <> 'admin'";
     }
@@ -948,7 +949,7 @@ pub async fn search(
         sql += &format!(" AND a.client_id = {}", next());
     }
     if b.subject.is_some() {
-        sql += &subject_clause(&next(), &unindexed);
+        sql += &subject_clause(db.backend(), &next());
     }
     if b.store.is_some() {
         sql += &format!(" AND a.store = {}", next());
@@ -971,9 +972,7 @@ pub async fn search(
         sql += " ORDER BY a.seq DESC";
     }
     sql += &format!(" LIMIT {}", next());
-    // A text with the un-indexed seqs in it is used once: kept in the connection's statement
-    // cache, each would hold a prepared statement until evicted (see `access_log_at`).
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(unindexed.is_empty());
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for v in [&b.org, &b.client, &b.subject, &b.store, &b.decision]
         .into_iter()
         .flatten()
@@ -997,14 +996,15 @@ pub async fn search(
 /// neither is a scan of the log. `p` is the one placeholder, bound once and used twice
 /// (both databases number placeholders, so a repeated `$n` is the same value).
 ///
-/// The index is written behind the path (`audit::indexer`): `unindexed` holds the records
-/// above their chain's index progress that name the subject, read just before, so the
-/// answer is exact whatever the indexer's lag.
-fn subject_clause(p: &str, unindexed: &[i64]) -> String {
+/// The index is written behind the path (`audit::indexer`): the third half is every record
+/// above its chain's index progress that names the subject (`index_store::unindexed_union`;
+/// the statement starts with `index_store::WRITERS_CTE`), so the answer is exact whatever the
+/// indexer's lag, in one statement whose text does not change.
+fn subject_clause(backend: Backend, p: &str) -> String {
     format!(
         " AND a.seq IN (SELECT seq FROM audit_subjects WHERE subject_id = {p} \
          UNION SELECT seq FROM audit_log WHERE actor_subject = {p}{})",
-        super::index_store::union_seqs(unindexed)
+        super::index_store::unindexed_union(backend, p)
     )
 }
 
@@ -1058,20 +1058,17 @@ pub async fn access_log_at(
             )
         })
         .collect();
-    // Records not yet indexed are read from their own `subjects` (see `search`).
-    let unindexed = super::index_store::unindexed_naming(db, subject).await?;
+    // Records not yet indexed are matched on their own `subjects` (see `subject_clause`), in
+    // the same statement: its text is the same on every call, so it is prepared once a
+    // connection and cached.
     let sql = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE seq IN \
+        "{}SELECT {COLUMNS} FROM audit_log WHERE seq IN \
          (SELECT seq FROM audit_subjects WHERE subject_id = $1{}) \
          AND kind IN ('data', 'profile', 'public'){clauses} ORDER BY seq DESC LIMIT $2",
-        super::index_store::union_seqs(&unindexed)
+        super::index_store::WRITERS_CTE,
+        super::index_store::unindexed_union(db.backend(), "$1")
     );
-    // The usual text (nothing un-indexed) is prepared once and cached; one naming un-indexed
-    // seqs differs each time, so it is not cached: each would hold a prepared statement in
-    // every pooled connection until evicted (a 30-minute soak's RSS rose 4 MB a minute while
-    // subjects read their logs under constant reads of their records).
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .persistent(unindexed.is_empty())
         .bind(subject)
         .bind(limit);
     for (purpose, days) in withheld {

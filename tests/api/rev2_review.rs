@@ -1,0 +1,283 @@
+//! Hostile review (rev2) of the subject indexer (issue 18) and clock steps (issue 19).
+//! Each test states what it proves; a test named `..._fails_today` asserts the behaviour the
+//! review asks for and fails on main as merged (883e6bc / 5b2ac70).
+
+use std::time::{Duration, Instant};
+
+use credgate::audit::{AuditRecord, chain, index_store, indexer, store, verify};
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+/// Appends one record a vector to chain `writer_id` (copied from tests/api/indexer.rs).
+async fn append(app: &TestApp, writer_id: &str, subjects: &[Vec<String>]) -> Vec<AuditRecord> {
+    let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
+    let mut known = None;
+    let now = credgate::storage::now_micros();
+    let mut records: Vec<AuditRecord> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| AuditRecord {
+            id: format!("au_{writer_id}_{now}_{i}"),
+            time_us: now + i as i64,
+            request_id: format!("req-{i}"),
+            kind: "data".into(),
+            client_id: Some("cl_test".into()),
+            org: Some("test-bank".into()),
+            method: "GET".into(),
+            path: format!("/v1/stores/power/entities/{i}"),
+            subjects: s.clone(),
+            decision: "allow".into(),
+            status: 200,
+            client_addr: "127.0.0.1".into(),
+            ..Default::default()
+        })
+        .collect();
+    for batch in records.chunks_mut(500) {
+        store::append(&mut writer, &mut known, batch, |head, records| {
+            for r in records.iter_mut() {
+                r.writer_id = writer_id.into();
+            }
+            chain::link(head.chain_seq, head.hash.clone(), records);
+            None
+        })
+        .await
+        .unwrap();
+    }
+    records
+}
+
+async fn officer_search_ms(app: &TestApp, officer: &str, subject: &str) -> (f64, usize) {
+    let t = Instant::now();
+    let res = app
+        .http
+        .get(format!("{}/admin/audit", app.url))
+        .query(&[("subject", subject), ("limit", "100")])
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: Value = res.json().await.unwrap();
+    let n = page["items"].as_array().unwrap().len();
+    if std::env::var("REV2_DEBUG").is_ok() {
+        println!("REV2 page {page}");
+    }
+    (t.elapsed().as_secs_f64() * 1000.0, n)
+}
+
+/// R1 (clock): a token that has EXPIRED is accepted again after the clock steps back by less
+/// than its age. `time_ok` checks `exp` against the stepped-back clock and `iat` only against
+/// `now + leeway`, so any step back into the token's lifetime revives it. Asserts the token
+/// stays refused (the wanted rule: "a step back never lengthens a token's life"); fails today.
+#[tokio::test]
+async fn rev2_expired_token_revived_by_step_back_fails_today() {
+    let app = TestApp::spawn().await;
+    let ttl = app.state.config.auth.token_ttl_secs;
+    let leeway = app.state.config.auth.leeway_secs;
+    let path = "/v1/stores/power/entities?page_size=1";
+    let (id, secret) = app.add_client("regulator").await;
+    let body: Value = app.token_for(&id, &secret).await.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.data(&token, path).await.status(), 200);
+
+    // Expired well past the leeway.
+    let past = Duration::from_secs(ttl + leeway + 120);
+    app.state.clock.advance(past);
+    assert_eq!(app.data(&token, path).await.status(), 401, "expired");
+
+    // The host clock is stepped back by less than the token's age (NTP fixing a fast clock).
+    app.state.clock.step_back(Duration::from_secs(ttl));
+    let status = app.data(&token, path).await.status();
+    assert_eq!(
+        status, 401,
+        "an expired token came back to life after a step back of {ttl} s"
+    );
+}
+
+/// R2 (indexer, SQLite): 2,000 list records (100 subjects each, what a 100-row list writes)
+/// are 200,000 index rows. A step was one statement of up to 2,000 records under SQLite's
+/// write lock (300-440 ms; an append waited 437 ms). A step is now bounded by cost (records
+/// plus rows, `indexer::BATCH`): proves one step stays within it and a few milliseconds, that
+/// the audit writer's appends are not held up while the whole tail is indexed step by step,
+/// and that an officer's subject search is exact before and after.
+#[tokio::test]
+async fn rev2_sqlite_index_steps_leave_the_audit_writer_room() {
+    if std::env::var("CREDGATE_TEST_PG").is_ok() {
+        println!("SKIPPED: SQLite lock measurement");
+        return;
+    }
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let (_, officer) = app.token("security_officer").await;
+    let records = 2000;
+    let subjects: Vec<Vec<String>> = (0..records)
+        .map(|i| {
+            (0..100)
+                .map(|j| format!("9111{:014}", i * 100 + j))
+                .collect()
+        })
+        .collect();
+    append(&app, "rev2-list", &subjects).await;
+    let probe = subjects[records / 2][7].clone();
+
+    let mut tail = Vec::new();
+    for _ in 0..5 {
+        tail.push(officer_search_ms(&app, &officer, &probe).await);
+    }
+    assert!(tail.iter().all(|(_, n)| *n == 1), "{tail:?}");
+
+    let t = Instant::now();
+    let step = index_store::index_step(&app.state.db, "rev2-list", 0, indexer::BATCH)
+        .await
+        .unwrap();
+    let step_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let index_store::Step::Indexed { to, records: n, .. } = step else {
+        panic!("{step:?}");
+    };
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subjects")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert!(n >= 1 && n * 101 <= indexer::BATCH + 101, "{step:?}");
+    assert!(rows >= n * 100, "the step's rows are there: {rows}");
+    indexer::catch_up(&app.state.db).await.unwrap();
+
+    let mut indexed = Vec::new();
+    for _ in 0..5 {
+        indexed.push(officer_search_ms(&app, &officer, &probe).await);
+    }
+    assert!(indexed.iter().all(|(_, n)| *n == 1), "{indexed:?}");
+    println!(
+        "REV2 step={step:?} to={to} step_ms={step_ms:.1} tail_search_ms={:?} \
+         indexed_search_ms={:?}",
+        tail.iter().map(|(m, _)| *m as i64).collect::<Vec<_>>(),
+        indexed.iter().map(|(m, _)| *m as i64).collect::<Vec<_>>()
+    );
+    append(&app, "rev2-list", &subjects).await;
+    let baseline = appends_while(&app, None).await;
+    let db = app.state.db.clone();
+    let t = Instant::now();
+    let stepping = tokio::spawn(async move { indexer::catch_up(&db).await });
+    let during = appends_while(&app, Some(&stepping)).await;
+    let indexed_n = stepping.await.unwrap().unwrap();
+    let catch_up_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "REV2 append_max_ms baseline={baseline:.1} during_catch_up={during:.1} \
+         catch_up_records={indexed_n} catch_up_ms={catch_up_ms:.0}"
+    );
+    assert!(indexed_n >= records as i64, "{indexed_n}");
+    // 100 ms (a debug build; before the fix one step held the lock 300-440 ms and an append
+    // waited 437 ms), or 4x the worst append with no indexing when the host is so busy (the
+    // whole suite on 2 shared cores) that appends alone take longer.
+    let bound = 100.0_f64.max(4.0 * baseline);
+    assert!(
+        during < bound,
+        "an audit append waited {during:.0} ms behind index steps (bound {bound:.0} ms; one \
+         step took {step_ms:.0} ms)"
+    );
+}
+
+/// R3 (tampering): a progress row planted for a writer id that has not written yet would make
+/// that chain's records invisible to every subject search (they would be "indexed" by the
+/// progress, without rows, and not in the tail). The database now refuses a progress above
+/// the chain's last record (migration 0080, both backends), by INSERT or by UPDATE; the
+/// chain's record is then indexed and found.
+#[tokio::test]
+async fn rev2_planted_progress_for_a_new_writer_is_refused() {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let planted = sqlx::query(
+        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) \
+         VALUES ('replica-new', 1000000000, 0)",
+    )
+    .execute(app.state.db.pool())
+    .await;
+    let err = planted.expect_err("a progress for a writer with no record is refused");
+    assert!(err.to_string().contains("ahead of its chain"), "{err}");
+    let who = "91110000000000000X".to_string();
+    append(&app, "replica-new", &[vec![who.clone()]]).await;
+    let (_, officer) = app.token("security_officer").await;
+    assert_eq!(
+        officer_search_ms(&app, &officer, &who).await.1,
+        1,
+        "in the tail"
+    );
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let ahead = sqlx::query(
+        "UPDATE audit_index_progress SET chain_seq = 5 WHERE writer_id = 'replica-new'",
+    )
+    .execute(app.state.db.pool())
+    .await;
+    assert!(ahead.is_err(), "an UPDATE past the head is refused too");
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_subjects s JOIN audit_log l ON l.seq = s.seq \
+         WHERE l.writer_id = 'replica-new'",
+    )
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows, 1, "indexed");
+    assert_eq!(
+        officer_search_ms(&app, &officer, &who).await.1,
+        1,
+        "by the index"
+    );
+    let report = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+}
+
+async fn appends_while(
+    app: &TestApp,
+    task: Option<&tokio::task::JoinHandle<Result<i64, credgate::storage::StorageError>>>,
+) -> f64 {
+    let mut worst: f64 = 0.0;
+    let mut n = 0;
+    loop {
+        let t = Instant::now();
+        append(app, "rev2-own", &[vec!["91110000000000001X".to_string()]]).await;
+        worst = worst.max(t.elapsed().as_secs_f64() * 1000.0);
+        n += 1;
+        let done = match task {
+            Some(h) => h.is_finished(),
+            None => n >= 20,
+        };
+        if done {
+            return worst;
+        }
+    }
+}
+
+/// R4 (tampering): moving an existing chain's progress FORWARD by hand over records not yet
+/// indexed hid them from every subject search on PostgreSQL. Progress implies rows is now a
+/// rule of both databases (migration 0080: moving the progress inserts the rows of what it
+/// moves over), so the hand-moved progress indexes them: still found, verify content.
+#[tokio::test]
+async fn rev2_progress_moved_forward_indexes_what_it_moves_over() {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let who = "91110000000000002X".to_string();
+    append(&app, "rev2-fwd", &[vec!["91110000000000003X".to_string()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    append(&app, "rev2-fwd", &[vec![who.clone()], vec![who.clone()]]).await;
+    let (_, officer) = app.token("security_officer").await;
+    assert_eq!(officer_search_ms(&app, &officer, &who).await.1, 2);
+    sqlx::query("UPDATE audit_index_progress SET chain_seq = 3 WHERE writer_id = 'rev2-fwd'")
+        .execute(app.state.db.pool())
+        .await
+        .expect("a forward move within the chain is allowed");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subjects WHERE subject_id = $1")
+        .bind(&who)
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "the move indexed what it moved over");
+    let hits = officer_search_ms(&app, &officer, &who).await.1;
+    let report = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert_eq!(hits, 2);
+    assert!(report.ok, "{report:?}");
+}
