@@ -13,7 +13,11 @@ use serde_json::Value;
 use crate::helpers::{TestApp, assert_problem, wait_until};
 
 /// Appends `subjects.len()` records to chain `writer_id`, record `i` naming `subjects[i]`.
-async fn append(app: &TestApp, writer_id: &str, subjects: &[Vec<String>]) -> Vec<AuditRecord> {
+pub(crate) async fn append(
+    app: &TestApp,
+    writer_id: &str,
+    subjects: &[Vec<String>],
+) -> Vec<AuditRecord> {
     let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
     let mut known = None;
     let now = credgate::storage::now_micros();

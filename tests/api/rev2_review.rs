@@ -4,48 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use credgate::audit::{AuditRecord, chain, index_store, indexer, store, verify};
+use credgate::audit::{index_store, indexer, verify};
 use serde_json::Value;
 
-use crate::helpers::TestApp;
-
-/// Appends one record a vector to chain `writer_id` (copied from tests/api/indexer.rs).
-async fn append(app: &TestApp, writer_id: &str, subjects: &[Vec<String>]) -> Vec<AuditRecord> {
-    let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
-    let mut known = None;
-    let now = credgate::storage::now_micros();
-    let mut records: Vec<AuditRecord> = subjects
-        .iter()
-        .enumerate()
-        .map(|(i, s)| AuditRecord {
-            id: format!("au_{writer_id}_{now}_{i}"),
-            time_us: now + i as i64,
-            request_id: format!("req-{i}"),
-            kind: "data".into(),
-            client_id: Some("cl_test".into()),
-            org: Some("test-bank".into()),
-            method: "GET".into(),
-            path: format!("/v1/stores/power/entities/{i}"),
-            subjects: s.clone(),
-            decision: "allow".into(),
-            status: 200,
-            client_addr: "127.0.0.1".into(),
-            ..Default::default()
-        })
-        .collect();
-    for batch in records.chunks_mut(500) {
-        store::append(&mut writer, &mut known, batch, |head, records| {
-            for r in records.iter_mut() {
-                r.writer_id = writer_id.into();
-            }
-            chain::link(head.chain_seq, head.hash.clone(), records);
-            None
-        })
-        .await
-        .unwrap();
-    }
-    records
-}
+use crate::{helpers::TestApp, indexer::append};
 
 async fn officer_search_ms(app: &TestApp, officer: &str, subject: &str) -> (f64, usize) {
     let t = Instant::now();
