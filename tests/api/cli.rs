@@ -22,6 +22,17 @@ pub(crate) fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// A CLI run's exit status, stdout and stderr, for an assertion's message: when the expected
+/// text is missing, the failure then shows why the process ended as it did (a usage error, a
+/// storage error, another verdict) instead of an empty or partial stdout alone.
+pub(crate) fn explain(o: &Output) -> String {
+    let (stdout, stderr) = text(o);
+    format!(
+        "\n--- credgate {} ---\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        o.status
+    )
+}
+
 /// Writes a config file for the test app's storage and returns its path.
 pub(crate) fn config_file(app: &TestApp) -> String {
     let path = app.dir.path().join("cli.toml");
@@ -792,7 +803,7 @@ async fn client_add_registers_a_tls_client_by_certificate_or_thumbprint() {
         credgate(&args)
     };
     let out = add(&["--tls-cert", pem.to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(out.status.success(), "{}", explain(&out));
     let added: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(added["tls_thumbprint"], b64.as_str());
     assert_eq!(added["token_endpoint_auth_method"], "tls_client_auth");
@@ -809,36 +820,47 @@ async fn client_add_registers_a_tls_client_by_certificate_or_thumbprint() {
         vec!["--tls-thumbprint", &hex.join(":")],
     ] {
         let out = add(&again);
-        assert!(!out.status.success(), "{again:?}: {:?}", text(&out));
+        assert!(!out.status.success(), "{again:?}: {}", explain(&out));
+        assert!(
+            text(&out).1.contains("already registered"),
+            "{again:?}: refused as a second client of one certificate: {}",
+            explain(&out)
+        );
     }
     let other = ca.client("other").unwrap();
     let d = ring::digest::digest(&ring::digest::SHA256, &other.der);
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let out = add(&["--tls-thumbprint", &hex]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(out.status.success(), "{}", explain(&out));
     let junk = app.dir.path().join("junk.pem");
     std::fs::write(
         &junk,
         "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
+    let both = format!("--tls-thumbprint={b64}");
     for bad in [
         vec!["--tls-thumbprint", "abc"],
         vec!["--tls-thumbprint", &"z".repeat(64)],
         vec!["--tls-cert", junk.to_str().unwrap()],
         vec!["--tls-cert", "/nonexistent/cert.pem"],
-        vec![
-            "--tls-cert",
-            pem.to_str().unwrap(),
-            "--tls-thumbprint",
-            &b64,
-        ],
+        // `=`: a base64url thumbprint starts with `-` one time in 64, and clap reads a
+        // separate `-C6f...` as a flag ("unexpected argument '-C' found", seen in a run).
+        vec!["--tls-cert", pem.to_str().unwrap(), &both],
     ] {
         let out = add(&bad);
-        assert!(!out.status.success(), "{bad:?}: {:?}", text(&out));
-        assert!(text(&out).1.contains("--tls-"), "{bad:?}: {:?}", text(&out));
+        assert!(!out.status.success(), "{bad:?}: {}", explain(&out));
+        assert!(
+            text(&out).1.contains("--tls-"),
+            "{bad:?}: {}",
+            explain(&out)
+        );
     }
     let out = credgate(&["client", "rotate-secret", &id, "--config", &cfg]);
-    assert!(!out.status.success());
-    assert!(text(&out).1.contains("tls_client_auth"), "{:?}", text(&out));
+    assert!(!out.status.success(), "{}", explain(&out));
+    assert!(
+        text(&out).1.contains("tls_client_auth"),
+        "{}",
+        explain(&out)
+    );
 }

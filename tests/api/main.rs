@@ -51,6 +51,7 @@ mod routes;
 mod shipping;
 mod shipping_rev1;
 mod signin;
+mod sink;
 mod standard_client;
 mod subject;
 mod tokens;

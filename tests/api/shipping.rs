@@ -13,13 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use credgate::{
-    audit::{AuditRecord, chain, ship, store},
-    config::ShipConfig,
-};
+use credgate::audit::{AuditRecord, chain, ship, store};
 use serde_json::Value;
 
-use crate::helpers::{self, GatewayProcess, TestApp, serially, skip_unless_ci, wait_until};
+use crate::helpers::{TestApp, serially, skip_unless_ci, wait_until};
+use crate::sink::{
+    ShippingProcess, audit_public_key, cut_tail, parallel_requests, sequential_requests, ship_to,
+    shipping_app, unique_name, verify_with_sink_file,
+};
 
 /// How long anything here may take to arrive: generous for a loaded machine (the shipper's
 /// backoff is capped at 4 s); each wait ends as soon as its condition holds.
@@ -186,33 +187,7 @@ fn prerequisites(test: &str, tls: bool) -> bool {
 
 /// A sink name of this test's own: the metrics are one registry for the whole test binary.
 fn sink_name() -> String {
-    format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
-
-fn ship_to(port: u16, sink: &str) -> ShipConfig {
-    ShipConfig {
-        address: format!("127.0.0.1:{port}"),
-        tls: false,
-        ca_file: None,
-        sink: sink.into(),
-        facility: "local0".into(),
-        max_message_bytes: 64 * 1024,
-    }
-}
-
-/// `n` data requests at once, each answered 200.
-async fn parallel_requests(app: &TestApp, token: &str, n: usize) {
-    let answers = futures_util::future::join_all((0..n).map(|_| {
-        app.http
-            .get(format!("{}/v1/stores/power/lists/red", app.url))
-            .bearer_auth(token)
-            .header("X-Purpose", "supervision")
-            .send()
-    }))
-    .await;
-    for a in answers {
-        assert_eq!(a.unwrap().status(), 200);
-    }
+    unique_name("t")
 }
 
 /// This chain's records and checkpoints as stored.
@@ -418,13 +393,7 @@ async fn tls_ships_to_a_sink_the_ca_signed_and_nothing_to_one_it_did_not() {
     let mut config = ship_to(sink.port, &name);
     config.tls = true;
     config.ca_file = Some(ca);
-    let trusted = config.clone();
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.checkpoint_every = 4;
-        c.audit.writer_id = Some(format!("w-{}", trusted.sink));
-        c.audit.ship = Some(trusted);
-    })
-    .await;
+    let app = shipping_app(config.clone(), Some(4)).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
     parallel_requests(&app, &token, 12).await;
@@ -437,11 +406,7 @@ async fn tls_ships_to_a_sink_the_ca_signed_and_nothing_to_one_it_did_not() {
     let mut untrusted = config.clone();
     untrusted.ca_file = Some(stranger.ca_file());
     untrusted.sink = other.clone();
-    let refused = TestApp::spawn_with(move |c| {
-        c.audit.writer_id = Some(format!("w-{}", untrusted.sink));
-        c.audit.ship = Some(untrusted);
-    })
-    .await;
+    let refused = shipping_app(untrusted, None).await;
     let refused_writer = refused.state.audit.writer_id().to_string();
     let (_, token) = refused.token("regulator").await;
     parallel_requests(&refused, &token, 4).await;
@@ -497,12 +462,7 @@ async fn a_sink_down_at_start_costs_requests_nothing_and_gets_everything_once_it
         .port();
     let name = sink_name();
     let config = ship_to(port, &name);
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.checkpoint_every = 5;
-        c.audit.writer_id = Some(format!("w-{}", config.sink));
-        c.audit.ship = Some(config);
-    })
-    .await;
+    let app = shipping_app(config, Some(5)).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
     let started = Instant::now();
@@ -574,54 +534,18 @@ async fn a_restarted_gateway_resumes_shipping_without_a_gap() {
     }
     serially().await;
     let sink = Rsyslog::start(None).await;
-    let store = helpers::sample_store_with(60).await;
-    let mut gateway = GatewayProcess::prepare(store, helpers::dead_addr());
+    let mut process = ShippingProcess::prepare(60).await;
     let name = sink_name();
     let writer = format!("ship-restart-{}", &name[2..]);
-    let mut text = std::fs::read_to_string(&gateway.cfg).unwrap();
-    text.push_str(&format!(
-        "\n[audit]\nwriter_id = \"{writer}\"\ncheckpoint_every = 4\n\n[audit.ship]\n\
-         address = \"127.0.0.1:{}\"\nsink = \"{name}\"\n",
-        sink.port
-    ));
-    std::fs::write(&gateway.cfg, text).unwrap();
-    if let Some(url) = helpers::test_postgres_url().await {
-        gateway.on_storage(&url);
-    }
-    let db = credgate::storage::Db::open(&gateway.config.storage_url)
-        .await
-        .unwrap();
-    let (client, secret) = credgate::cli::add_client(&db, "Regulator", "nea", "regulator", None)
-        .await
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let audit = format!("writer_id = \"{writer}\"\ncheckpoint_every = 4");
+    process.ship(&audit, sink.port, &name);
+    let client = process.regulator().await;
+    let db = process.db.clone();
     let mut counts = Vec::new();
     for round in 0..2 {
-        gateway.start("error", None).await;
-        let token: Value = http
-            .post(format!("{}/oauth/token", gateway.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &client.id),
-                ("client_secret", &secret),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["access_token"].as_str().unwrap();
-        for _ in 0..10 {
-            let res = http
-                .get(format!("{}/v1/stores/power/lists/red", gateway.url))
-                .bearer_auth(token)
-                .header("X-Purpose", "supervision")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        }
+        process.gateway.start("error", None).await;
+        let token = process.token(&client).await;
+        process.requests(&token, 10).await;
         all_arrived(&sink, &db, &writer).await;
         // Shipped and its place saved (once caught up, within the save interval).
         wait_until("the place is saved", ARRIVAL, || async {
@@ -636,7 +560,7 @@ async fn a_restarted_gateway_resumes_shipping_without_a_gap() {
         .await;
         counts.push(stored(&db, &writer).await.0.len());
         if round == 0 {
-            gateway.kill();
+            process.gateway.kill();
         }
     }
     let (records, checkpoints) = assert_exact_copy(&sink, &db, &writer).await;
@@ -655,7 +579,7 @@ async fn a_restarted_gateway_resumes_shipping_without_a_gap() {
 /// looks whole to `audit verify` alone; with the sink's file it fails and names the chain.
 #[tokio::test]
 async fn a_tail_cut_from_the_database_is_found_with_the_sinks_file() {
-    use crate::cli::{config_file, credgate, text};
+    use crate::cli::{config_file, credgate, explain, text};
     let test = "a_tail_cut_from_the_database_is_found_with_the_sinks_file";
     if !prerequisites(test, false) {
         return;
@@ -664,83 +588,50 @@ async fn a_tail_cut_from_the_database_is_found_with_the_sinks_file() {
     let sink = Rsyslog::start(None).await;
     let name = sink_name();
     let config = ship_to(sink.port, &name);
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.checkpoint_every = 3;
-        c.audit.writer_id = Some(format!("w-{}", config.sink));
-        c.audit.ship = Some(config);
-    })
-    .await;
+    let app = shipping_app(config, Some(3)).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
     // One at a time: a batch of one each, so a checkpoint every third place.
-    for _ in 0..12 {
-        parallel_requests(&app, &token, 1).await;
-    }
+    sequential_requests(&app, &token, 12).await;
     all_arrived(&sink, &app.state.db, &writer).await;
     let (records, checkpoints) = assert_exact_copy(&sink, &app.state.db, &writer).await;
-    let key = credgate::auth::keyring::Keyring::open(&app.state.config.key_dir)
-        .unwrap()
-        .gateway_keys(&app.state.db)
-        .await
-        .unwrap()
-        .audit_signing;
-    let shipped = ship::witnesses_in(&std::fs::read(sink.file()).unwrap(), &key.public);
+    let key = audit_public_key(&app).await;
+    let shipped = ship::witnesses_in(&std::fs::read(sink.file()).unwrap(), &key);
     assert!(
         shipped.witnesses[0].chain_seq > Some(4),
         "the sink holds a checkpoint past the cut"
     );
     let cfg = config_file(&app);
-    let sink_file = sink.file().display().to_string();
-    let out = credgate(&[
-        "audit",
-        "verify",
-        "--sink-file",
-        &sink_file,
-        "--config",
-        &cfg,
-    ]);
-    let (stdout, stderr) = text(&out);
+    let out = verify_with_sink_file(&sink.file(), &cfg);
     assert!(
         out.status.success(),
-        "whole, it verifies with the sink: {stdout}{stderr}"
+        "whole, it verifies with the sink: {}",
+        explain(&out)
     );
 
-    crate::audit::drop_guards(&app.state.db).await;
-    for stmt in [
-        format!("DELETE FROM audit_checkpoints WHERE writer_id = '{writer}' AND chain_seq > 4"),
-        format!(
-            "DELETE FROM audit_subjects WHERE seq IN \
-             (SELECT seq FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > 4)"
-        ),
-        format!("DELETE FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > 4"),
-    ] {
-        sqlx::Executor::execute(app.state.db.pool(), sqlx::AssertSqlSafe(stmt))
-            .await
-            .unwrap();
-    }
+    cut_tail(&app.state.db, &writer, 4).await;
     let out = credgate(&["audit", "verify", "--config", &cfg]);
-    assert!(out.status.success(), "alone, the database looks whole");
-    let out = credgate(&[
-        "audit",
-        "verify",
-        "--sink-file",
-        &sink_file,
-        "--config",
-        &cfg,
-    ]);
+    assert!(
+        out.status.success(),
+        "alone, the database looks whole: {}",
+        explain(&out)
+    );
+    let out = verify_with_sink_file(&sink.file(), &cfg);
     let (stdout, stderr) = text(&out);
-    assert!(!out.status.success(), "{stdout}{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["ok"], false);
-    assert_eq!(report["writer_id"], writer.as_str(), "{report}");
+    assert!(!out.status.success(), "{}", explain(&out));
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("a JSON report ({e}): {}", explain(&out)));
+    assert_eq!(report["ok"], false, "{}", explain(&out));
+    assert_eq!(report["writer_id"], writer.as_str(), "{}", explain(&out));
     assert!(
         report["reason"]
             .as_str()
             .unwrap()
             .contains("no longer holds"),
-        "{report}"
+        "{}",
+        explain(&out)
     );
-    assert!(stderr.contains("checkpoints"), "{stderr}");
+    assert!(stderr.contains("checkpoints"), "{}", explain(&out));
     eprintln!(
         "MEASURE shipping.e: sink held {records} records + {checkpoints} checkpoints; cut after \
          place 4: verify alone ok, with --sink-file fails naming the chain"
@@ -822,12 +713,7 @@ async fn a_sink_killed_and_restarted_gets_the_chain_without_a_gap() {
     let mut first = Rsyslog::start(None).await;
     let name = sink_name();
     let config = ship_to(first.port, &name);
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.checkpoint_every = 5;
-        c.audit.writer_id = Some(format!("w-{}", config.sink));
-        c.audit.ship = Some(config);
-    })
-    .await;
+    let app = shipping_app(config, Some(5)).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
     parallel_requests(&app, &token, 10).await;

@@ -2,48 +2,16 @@
 //! have; those that FAIL on the merged code are the evidence of a finding (named in the doc
 //! comment). No rsyslog needed: the sink is a TCP listener in the test that keeps every byte.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use credgate::{audit::ship, audit::store, storage::shipping};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{self, GatewayProcess, TestApp, serially};
-
-/// A sink that keeps every byte it receives; `chatty` makes it also send bytes to the gateway
-/// without pause (a receiver that talks, or anyone in the path of plain TCP).
-async fn capturing_sink(chatty: bool) -> (u16, Arc<Mutex<Vec<u8>>>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let g = g.clone();
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                if chatty {
-                    tokio::spawn(async move {
-                        while w.write_all(b"x").await.is_ok() {
-                            tokio::time::sleep(Duration::from_micros(200)).await;
-                        }
-                    });
-                }
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = r.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    g.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-    });
-    (port, got)
-}
+use crate::helpers::{self, TestApp, serially};
+use crate::sink::{
+    Captured, ShippingProcess, audit_public_key, capture, captured_text, capturing_sink, cut_tail,
+    keep, sequential_requests, ship_to, shipping_app, unique_name, verify_with_sink_file,
+};
 
 /// A checkpoint line as a receiver writes it (`%rawmsg%`), from its JSON.
 fn checkpoint_line(writer: &str, json: &Value) -> String {
@@ -59,22 +27,12 @@ fn checkpoint_line(writer: &str, json: &Value) -> String {
 /// Expected: forged (unsigned) lines are counted and ignored; the genuine witness is used.
 #[tokio::test]
 async fn rev1_a_forged_checkpoint_line_in_the_sink_file_is_ignored() {
-    use crate::cli::{config_file, credgate, text};
+    use crate::cli::{config_file, explain, text};
     serially().await;
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 3).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
-    for _ in 0..9 {
-        let r = app
-            .http
-            .get(format!("{}/v1/stores/power/lists/red", app.url))
-            .bearer_auth(&token)
-            .header("X-Purpose", "supervision")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
+    sequential_requests(&app, &token, 9).await;
     helpers::wait_until(
         "a checkpoint of this chain",
         Duration::from_secs(30),
@@ -111,14 +69,7 @@ async fn rev1_a_forged_checkpoint_line_in_the_sink_file_is_ignored() {
     let cfg = config_file(&app);
     let path = app.dir.path().join("sink.log");
     std::fs::write(&path, &file).unwrap();
-    let out = credgate(&[
-        "audit",
-        "verify",
-        "--sink-file",
-        &path.display().to_string(),
-        "--config",
-        &cfg,
-    ]);
+    let out = verify_with_sink_file(&path, &cfg);
     let (stdout, stderr) = text(&out);
     eprintln!(
         "REV1 forged line: witness chosen chain_seq {:?} (genuine {}); verify exit {:?}: {stdout}{stderr}",
@@ -133,11 +84,13 @@ async fn rev1_a_forged_checkpoint_line_in_the_sink_file_is_ignored() {
     );
     assert!(
         out.status.success(),
-        "an untouched log fails verification because of one forged sink line: {stdout}{stderr}"
+        "an untouched log fails verification because of one forged sink line: {}",
+        explain(&out)
     );
     assert!(
         stderr.contains("1 checkpoint lines NOT signed"),
-        "the forged line is reported: {stderr}"
+        "the forged line is reported: {}",
+        explain(&out)
     );
 }
 
@@ -151,85 +104,44 @@ async fn rev1_a_forged_checkpoint_line_in_the_sink_file_is_ignored() {
 async fn rev1_a_shipping_place_past_the_head_does_not_silence_the_sink() {
     serially().await;
     let (port, got) = capturing_sink(false).await;
-    let store_addr = helpers::sample_store_with(20).await;
-    let mut gateway = GatewayProcess::prepare(store_addr, helpers::dead_addr());
-    let sink = format!("r1-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut process = ShippingProcess::prepare(20).await;
+    let sink = unique_name("r1");
     let writer = format!("rev1-{sink}");
-    let mut text = std::fs::read_to_string(&gateway.cfg).unwrap();
-    text.push_str(&format!(
-        "\n[audit]\nwriter_id = \"{writer}\"\ncheckpoint_every = 4\n\n[audit.ship]\n\
-         address = \"127.0.0.1:{port}\"\nsink = \"{sink}\"\n"
-    ));
-    std::fs::write(&gateway.cfg, text).unwrap();
-    if let Some(url) = helpers::test_postgres_url().await {
-        gateway.on_storage(&url);
-    }
-    let db = credgate::storage::Db::open(&gateway.config.storage_url)
-        .await
-        .unwrap();
+    process.ship(
+        &format!("writer_id = \"{writer}\"\ncheckpoint_every = 4"),
+        port,
+        &sink,
+    );
+    let db = process.db.clone();
     // The tamper: done while the gateway is stopped (a deploy, a crash, a maintenance window).
     let far = shipping::Progress {
         records_through: 1_000_000_000,
         checkpoints_through: 1_000_000_000,
     };
     shipping::save(&db, &writer, &sink, far, 0).await.unwrap();
-    let (client, secret) = credgate::cli::add_client(&db, "Regulator", "nea", "regulator", None)
-        .await
-        .unwrap();
-    gateway.start("error", None).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token: Value = http
-        .post(format!("{}/oauth/token", gateway.url))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client.id),
-            ("client_secret", &secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
-    for _ in 0..8 {
-        let r = http
-            .get(format!("{}/v1/stores/power/lists/red", gateway.url))
-            .bearer_auth(&token)
-            .header("X-Purpose", "supervision")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-    }
+    let client = process.regulator().await;
+    process.gateway.start("error", None).await;
+    let token = process.token(&client).await;
+    process.requests(&token, 8).await;
     let head = shipping::head(&db, &writer).await.unwrap();
     assert!(head >= 8, "records committed: {head}");
     // Give the shipper ample time (its idle poll is 500 ms, the sink is up throughout).
     let started = Instant::now();
     let mut ready = Value::Null;
     while started.elapsed() < Duration::from_secs(8) {
-        ready = http
-            .get(format!("{}/readyz", gateway.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if String::from_utf8_lossy(&got.lock().unwrap()).contains(&writer) {
+        ready = process.readyz().await;
+        if captured_text(&got).contains(&writer) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let shipped = String::from_utf8_lossy(&got.lock().unwrap())
-        .matches(" audit [")
-        .count();
+    let shipped = captured_text(&got).matches(" audit [").count();
     eprintln!(
         "REV1 tampered place: head {head}, sink received {shipped} records of the chain; \
          /readyz audit_shipping = {}",
         ready["audit_shipping"]
     );
-    gateway.kill();
+    process.gateway.kill();
     // Adjusted (shipfix): /readyz now says a coarse `lag` (L4), so "caught up" is read from
     // it; the test now also demands both halves: the chain is shipped again AND the
     // corruption is reported (not merely one of them).
@@ -256,22 +168,15 @@ async fn rev1_measure_idle_cpu_with_silent_chatty_and_down_sinks() {
             "chatty" => capturing_sink(true).await.0,
             _ => helpers::dead_addr().port(),
         };
-        let store_addr = helpers::sample_store_with(5).await;
-        let mut gateway = GatewayProcess::prepare(store_addr, helpers::dead_addr());
-        let mut text = std::fs::read_to_string(&gateway.cfg).unwrap();
-        text.push_str(&format!(
-            "\n[audit]\nwriter_id = \"rev1-cpu-{kind}\"\n\n[audit.ship]\n\
-             address = \"127.0.0.1:{port}\"\nsink = \"cpu-{kind}\"\n"
-        ));
-        std::fs::write(&gateway.cfg, text).unwrap();
-        if let Some(url) = helpers::test_postgres_url().await {
-            gateway.on_storage(&url);
-        }
-        let pg = gateway.config.storage_url.starts_with("postgres");
-        let db = credgate::storage::Db::open(&gateway.config.storage_url)
-            .await
-            .unwrap();
-        gateway.start("error", None).await;
+        let mut process = ShippingProcess::prepare(5).await;
+        process.ship(
+            &format!("writer_id = \"rev1-cpu-{kind}\""),
+            port,
+            &format!("cpu-{kind}"),
+        );
+        let pg = process.gateway.config.storage_url.starts_with("postgres");
+        let db = process.db.clone();
+        process.gateway.start("error", None).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let xacts = || async {
             if !pg {
@@ -289,12 +194,12 @@ async fn rev1_measure_idle_cpu_with_silent_chatty_and_down_sinks() {
             let f: Vec<&str> = s.rsplit_once(')').unwrap().1.split_whitespace().collect();
             (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
         };
-        let pid = gateway.pid();
+        let pid = process.gateway.pid();
         let (before, x0) = (cpu(pid), xacts().await);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let used = cpu(pid) - before;
         let tx = xacts().await - x0;
-        gateway.kill();
+        process.gateway.kill();
         rows.push((kind, used, tx));
     }
     for (kind, used, tx) in &rows {
@@ -314,42 +219,6 @@ async fn rev1_measure_idle_cpu_with_silent_chatty_and_down_sinks() {
             "sink {kind}: {tx} PostgreSQL commits in 5 s idle (silent sink: {silent_tx})"
         );
     }
-}
-
-/// What a `ShipConfig` to 127.0.0.1:`port` looks like (plain TCP).
-fn ship_to(port: u16, sink: &str) -> credgate::config::ShipConfig {
-    credgate::config::ShipConfig {
-        address: format!("127.0.0.1:{port}"),
-        tls: false,
-        ca_file: None,
-        sink: sink.into(),
-        facility: "local0".into(),
-        max_message_bytes: 64 * 1024,
-    }
-}
-
-/// This log's audit public key: what checkpoint lines in a sink file must be signed with.
-async fn audit_public_key(app: &TestApp) -> Vec<u8> {
-    credgate::auth::keyring::Keyring::open(&app.state.config.key_dir)
-        .unwrap()
-        .gateway_keys(&app.state.db)
-        .await
-        .unwrap()
-        .audit_signing
-        .public
-        .to_vec()
-}
-
-async fn one_request(app: &TestApp, token: &str) {
-    let r = app
-        .http
-        .get(format!("{}/v1/stores/power/lists/red", app.url))
-        .bearer_auth(token)
-        .header("X-Purpose", "supervision")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
 }
 
 /// FINDING (a receiver that stops reading): "shipped" means "accepted by the local kernel".
@@ -372,18 +241,10 @@ async fn rev1_a_receiver_that_never_reads_loses_nothing_when_it_is_replaced() {
         drop(conn);
         drop(listener);
     });
-    let sink = format!("r1m-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let cfg = ship_to(port, &sink);
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.writer_id = Some(format!("w-{}", cfg.sink));
-        c.audit.ship = Some(cfg);
-    })
-    .await;
+    let app = shipping_app(ship_to(port, &unique_name("r1m")), None).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
-    for _ in 0..40 {
-        one_request(&app, &token).await;
-    }
+    sequential_requests(&app, &token, 40).await;
     helpers::wait_until(
         "the shipper says caught up",
         Duration::from_secs(30),
@@ -400,37 +261,20 @@ async fn rev1_a_receiver_that_never_reads_loses_nothing_when_it_is_replaced() {
     let l2 = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l2.accept().await {
-            let g = g.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    g.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-    });
-    for _ in 0..3 {
-        one_request(&app, &token).await;
-    }
+    let got = capture(l2, false);
+    sequential_requests(&app, &token, 3).await;
     let head = shipping::head(&app.state.db, &writer).await.unwrap();
     let last = format!("chain_seq=\"{head}\"");
     helpers::wait_until(
         "the newest record reaches the new receiver",
         Duration::from_secs(60),
         || {
-            let has = String::from_utf8_lossy(&got.lock().unwrap()).contains(&last);
+            let has = captured_text(&got).contains(&last);
             async move { has }
         },
     )
     .await;
-    let text = String::from_utf8_lossy(&got.lock().unwrap()).to_string();
+    let text = captured_text(&got);
     let first =
         text.contains("audit [credgate@32473 writer_id=\"") && text.contains("chain_seq=\"1\"");
     let received = text.matches(" audit [").count();
@@ -471,36 +315,24 @@ async fn rev1_tls_refuses_a_same_ca_certificate_for_another_name() {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let got = Captured::default();
         let g = got.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = l.accept().await {
                 let (acceptor, g) = (acceptor.clone(), g.clone());
                 tokio::spawn(async move {
-                    let Ok(mut s) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        g.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if let Ok(s) = acceptor.accept(tcp).await {
+                        keep(s, g).await;
                     }
                 });
             }
         });
-        let sink = format!("r1t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut cfg = ship_to(port, &sink);
+        let mut cfg = ship_to(port, &unique_name("r1t"));
         cfg.tls = true;
         cfg.ca_file = Some(ca.clone());
-        let app = TestApp::spawn_with(move |c| {
-            c.audit.writer_id = Some(format!("w-{}", cfg.sink));
-            c.audit.ship = Some(cfg);
-        })
-        .await;
+        let app = shipping_app(cfg, None).await;
         let (_, token) = app.token("regulator").await;
-        one_request(&app, &token).await;
+        sequential_requests(&app, &token, 1).await;
         let good = names[0] == "127.0.0.1";
         helpers::wait_until("the shipper decided", Duration::from_secs(30), || async {
             let s = app.state.shipping.report().unwrap();
@@ -539,78 +371,25 @@ async fn rev1_tls_refuses_a_same_ca_certificate_for_another_name() {
 async fn rev1_a_chain_left_by_a_changed_writer_id_is_still_shipped() {
     serially().await;
     let (port, got) = capturing_sink(false).await;
-    let store_addr = helpers::sample_store_with(20).await;
-    let mut gateway = GatewayProcess::prepare(store_addr, helpers::dead_addr());
-    let base = std::fs::read_to_string(&gateway.cfg).unwrap();
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let sink = format!("r1w-{tag}");
+    let mut process = ShippingProcess::prepare(20).await;
+    let sink = unique_name("r1w");
+    let tag = &sink[4..];
     let down = helpers::dead_addr().port();
-    if let Some(url) = helpers::test_postgres_url().await {
-        gateway.on_storage(&url);
-    }
-    let db = credgate::storage::Db::open(&gateway.config.storage_url)
-        .await
-        .unwrap();
-    let (client, secret) = credgate::cli::add_client(&db, "Regulator", "nea", "regulator", None)
-        .await
-        .unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let db = process.db.clone();
+    let client = process.regulator().await;
     let mut writers: Vec<String> = Vec::new();
     for (round, sink_port) in [(0, down), (1, port)] {
         let writer = format!("rev1-w{round}-{tag}");
-        let text = format!(
-            "{base}\n[audit]\nwriter_id = \"{writer}\"\n\n[audit.ship]\n\
-             address = \"127.0.0.1:{sink_port}\"\nsink = \"{sink}\"\n"
-        );
-        // on_storage rewrote the file's storage_url: keep that line.
-        let current = std::fs::read_to_string(&gateway.cfg).unwrap();
-        let storage = current
-            .lines()
-            .find(|l| l.starts_with("storage_url"))
-            .unwrap()
-            .to_string();
-        let text: String = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("storage_url") {
-                    storage.clone()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&gateway.cfg, text).unwrap();
-        gateway.start("error", None).await;
-        let token: Value = http
-            .post(format!("{}/oauth/token", gateway.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &client.id),
-                ("client_secret", &secret),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = token["access_token"].as_str().unwrap().to_string();
-        for _ in 0..5 {
-            let r = http
-                .get(format!("{}/v1/stores/power/lists/red", gateway.url))
-                .bearer_auth(&token)
-                .header("X-Purpose", "supervision")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-        }
+        // The storage is the `--storage` flag (`on_storage`): the file keeps its own line.
+        process.ship(&format!("writer_id = \"{writer}\""), sink_port, &sink);
+        process.gateway.start("error", None).await;
+        let token = process.token(&client).await;
+        process.requests(&token, 5).await;
         if round == 1 {
             let head = shipping::head(&db, &writer).await.unwrap();
             let want = format!("writer_id=\"{writer}\" chain_seq=\"{head}\"");
             helpers::wait_until("the new chain arrives", Duration::from_secs(30), || {
-                let has = String::from_utf8_lossy(&got.lock().unwrap()).contains(&want);
+                let has = captured_text(&got).contains(&want);
                 async move { has }
             })
             .await;
@@ -618,19 +397,12 @@ async fn rev1_a_chain_left_by_a_changed_writer_id_is_still_shipped() {
             // lease (10 s, renewed every 3 s by its shipper) must run out before another
             // process ships it, so the old chain is awaited (30 s bound) instead of a 3 s
             // sleep. Meanwhile /readyz must name it as a chain behind.
-            let behind: Value = http
-                .get(format!("{}/readyz", gateway.url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let behind = process.readyz().await;
             let old_writer: String = writers[0].clone();
             let old_head = shipping::head(&db, &old_writer).await.unwrap();
             let old_last = format!("writer_id=\"{old_writer}\" chain_seq=\"{old_head}\"");
             helpers::wait_until("the old chain arrives", Duration::from_secs(30), || {
-                let has = String::from_utf8_lossy(&got.lock().unwrap()).contains(&old_last);
+                let has = captured_text(&got).contains(&old_last);
                 async move { has }
             })
             .await;
@@ -645,22 +417,14 @@ async fn rev1_a_chain_left_by_a_changed_writer_id_is_still_shipped() {
             // And the count is truthful the other way: once both chains are shipped and the
             // receiver confirmed them (an orderly close), nothing is behind.
             helpers::wait_until("no chain behind", Duration::from_secs(30), || async {
-                let b: Value = http
-                    .get(format!("{}/readyz", gateway.url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                b["audit_shipping"]["chains_behind"] == 0
+                process.readyz().await["audit_shipping"]["chains_behind"] == 0
             })
             .await;
         }
-        gateway.kill();
+        process.gateway.kill();
         writers.push(writer);
     }
-    let text = String::from_utf8_lossy(&got.lock().unwrap()).to_string();
+    let text = captured_text(&got);
     let old = shipping::head(&db, &writers[0]).await.unwrap();
     let old_shipped = text
         .matches(&format!("writer_id=\"{}\"", writers[0]))
@@ -683,24 +447,15 @@ async fn rev1_a_chain_left_by_a_changed_writer_id_is_still_shipped() {
 /// Expected: a sink file that witnesses no chain of this log fails (or at least exits non-zero).
 #[tokio::test]
 async fn rev1_a_sink_file_witnessing_nothing_does_not_pass() {
-    use crate::cli::{config_file, credgate, text};
+    use crate::cli::{config_file, explain, text};
     serially().await;
     let app = TestApp::spawn_with(|c| c.audit.checkpoint_every = 3).await;
     let (_, token) = app.token("regulator").await;
-    for _ in 0..6 {
-        one_request(&app, &token).await;
-    }
+    sequential_requests(&app, &token, 6).await;
     let cfg = config_file(&app);
     let path = app.dir.path().join("empty-sink.log");
     std::fs::write(&path, "some other program's line\n").unwrap();
-    let out = credgate(&[
-        "audit",
-        "verify",
-        "--sink-file",
-        &path.display().to_string(),
-        "--config",
-        &cfg,
-    ]);
+    let out = verify_with_sink_file(&path, &cfg);
     let (stdout, stderr) = text(&out);
     eprintln!(
         "REV1 empty sink file: exit {:?}; stderr: {stderr}",
@@ -708,12 +463,14 @@ async fn rev1_a_sink_file_witnessing_nothing_does_not_pass() {
     );
     assert!(
         !out.status.success(),
-        "a sink file with no checkpoint verified: {stdout}{stderr}"
+        "a sink file with no checkpoint verified: {}",
+        explain(&out)
     );
     let writer = app.state.audit.writer_id().to_string();
     assert!(
         stdout.contains("no_witness") && stderr.contains(&format!("chain `{writer}`")),
-        "the verdict says the file witnesses nothing and names the unwitnessed chain: {stdout}{stderr}"
+        "the verdict says the file witnesses nothing and names the unwitnessed chain: {}",
+        explain(&out)
     );
 }
 
@@ -745,26 +502,17 @@ fn unframe(mut rest: &[u8]) -> Vec<u8> {
 /// still hold that place with that hash, or an archive must cover it).
 #[tokio::test]
 async fn rev1_records_shipped_after_the_last_checkpoint_are_not_cut_silently() {
-    use crate::cli::{config_file, credgate, text};
+    use crate::cli::{config_file, explain, text};
     serially().await;
     let (port, got) = capturing_sink(false).await;
-    let sink = format!("r1c-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let cfg = ship_to(port, &sink);
-    let app = TestApp::spawn_with(move |c| {
-        c.audit.checkpoint_every = 5;
-        c.audit.writer_id = Some(format!("w-{}", cfg.sink));
-        c.audit.ship = Some(cfg);
-    })
-    .await;
+    let app = shipping_app(ship_to(port, &unique_name("r1c")), Some(5)).await;
     let writer = app.state.audit.writer_id().to_string();
     let (_, token) = app.token("regulator").await;
-    for _ in 0..12 {
-        one_request(&app, &token).await;
-    }
+    sequential_requests(&app, &token, 12).await;
     let head = shipping::head(&app.state.db, &writer).await.unwrap();
     let want = format!("chain_seq=\"{head}\"");
     helpers::wait_until("the head is shipped", Duration::from_secs(30), || {
-        let has = String::from_utf8_lossy(&got.lock().unwrap()).contains(&want);
+        let has = captured_text(&got).contains(&want);
         async move { has }
     })
     .await;
@@ -777,28 +525,10 @@ async fn rev1_records_shipped_after_the_last_checkpoint_are_not_cut_silently() {
     );
     let path = app.dir.path().join("sink.log");
     std::fs::write(&path, &file).unwrap();
-    crate::audit::drop_guards(&app.state.db).await;
-    for stmt in [
-        format!(
-            "DELETE FROM audit_subjects WHERE seq IN \
-             (SELECT seq FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {newest_cp})"
-        ),
-        format!("DELETE FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {newest_cp}"),
-    ] {
-        sqlx::Executor::execute(app.state.db.pool(), sqlx::AssertSqlSafe(stmt))
-            .await
-            .unwrap();
-    }
+    cut_tail(&app.state.db, &writer, newest_cp).await;
     let cfg = config_file(&app);
-    let out = credgate(&[
-        "audit",
-        "verify",
-        "--sink-file",
-        &path.display().to_string(),
-        "--config",
-        &cfg,
-    ]);
-    let (stdout, stderr) = text(&out);
+    let out = verify_with_sink_file(&path, &cfg);
+    let (stdout, _) = text(&out);
     eprintln!(
         "REV1 cut after the last checkpoint: sink holds {} records (head {head}), newest \
          checkpoint {newest_cp}; cut {}..={head}; verify --sink-file exit {:?}",
@@ -808,10 +538,12 @@ async fn rev1_records_shipped_after_the_last_checkpoint_are_not_cut_silently() {
     );
     assert!(
         !out.status.success(),
-        "records the sink holds were cut and verify passed: {stdout}{stderr}"
+        "records the sink holds were cut and verify passed: {}",
+        explain(&out)
     );
     assert!(
         stdout.contains("unsigned_witness_not_held"),
-        "the failure from an unsigned witness is its own verdict: {stdout}"
+        "the failure from an unsigned witness is its own verdict: {}",
+        explain(&out)
     );
 }
