@@ -119,14 +119,7 @@ async fn rev3_a_down_sink_does_not_pin_committed_records() {
     let dead = crate::helpers::dead_addr();
     let app = TestApp::spawn_with(|c| {
         c.audit.writer_id = Some("rev3-pin".into());
-        c.audit.ship = Some(credgate::config::ShipConfig {
-            address: dead.to_string(),
-            tls: false,
-            ca_file: None,
-            sink: "rev3-down".into(),
-            facility: "local0".into(),
-            max_message_bytes: 64 * 1024,
-        });
+        c.audit.ship = Some(ship_to(dead.to_string(), "rev3-down"));
     })
     .await;
     let (_, token) = app.token("regulator").await;
@@ -212,5 +205,77 @@ async fn rev3_sqlite_replace_cannot_lower_index_progress() {
         } else {
             "was refused"
         }
+    );
+}
+
+/// A `[audit.ship]` section to `address`, plain TCP.
+fn ship_to(address: String, sink: &str) -> credgate::config::ShipConfig {
+    credgate::config::ShipConfig {
+        address,
+        tls: false,
+        ca_file: None,
+        sink: sink.into(),
+        facility: "local0".into(),
+        max_message_bytes: 64 * 1024,
+    }
+}
+
+/// F4 (shipping and archiving; medium). `audit archive` removes a chain's records up to a
+/// signed checkpoint older than the retention, without looking at `audit_shipping`: records
+/// that no sink has confirmed (a collector down or unreachable for long, a sink added or
+/// renamed, which "ships the chain again from its start") leave the database, and the
+/// shipper then reads on from the archive's base (`chain_page_after` skips the gap) without
+/// an error, a metric or a `/readyz` word: the sink's copy, the one the database's
+/// administrators cannot touch, silently misses them, and `--sink-file` cannot tell (its
+/// witnesses are the newest records). The archive file holds them, on the same machine as
+/// the database.
+///
+/// Fix: archive a chain only up to the lowest place every sink with a row for it has
+/// confirmed (or refuse, naming the sink), and have the shipper treat a first record above
+/// `handed + 1` as a gap: logged, counted and shown like `place_corrupt`.
+#[tokio::test]
+#[ignore = "rev3: archive removes records no sink has confirmed; the sink's copy gets a silent gap"]
+async fn rev3_archive_keeps_what_no_sink_has_confirmed() {
+    let sink = "rev3-archive";
+    let app = TestApp::spawn_with(|c| {
+        c.audit.checkpoint_every = 5;
+        c.audit.writer_id = Some("rev3-archive".into());
+        c.audit.ship = Some(ship_to(crate::helpers::dead_addr().to_string(), sink));
+    })
+    .await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..11 {
+        app.data(&token, "/v1/stores/power/lists/red").await;
+    }
+    let db = &app.state.db;
+    let confirmed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT records_through FROM audit_shipping WHERE writer_id = $1 AND sink = $2",
+        )
+        .bind("rev3-archive")
+        .bind(sink)
+        .fetch_optional(db.pool())
+        .await
+        .unwrap()
+    };
+    // The shipper's heartbeat writes the chain's row (its lease) at once.
+    crate::helpers::wait_until("the shipping row", Duration::from_secs(30), || async {
+        confirmed().await.is_some()
+    })
+    .await;
+    let out = app.dir.path().join("archive");
+    let six_years_on = credgate::storage::now_micros() + 6 * 366 * 86_400 * 1_000_000;
+    let done = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
+        .await
+        .unwrap();
+    let confirmed = confirmed().await.unwrap();
+    let archived = done
+        .iter()
+        .find(|a| a.writer_id == "rev3-archive")
+        .map_or(0, |a| a.upto_seq);
+    assert!(
+        archived <= confirmed,
+        "the archive removed places 1..={archived} of the chain from the log; the sink \
+         `{sink}` had confirmed through {confirmed}: the sink will never receive them"
     );
 }
