@@ -46,6 +46,7 @@ mod replicas;
 mod reports;
 mod requests;
 mod rev2_review;
+mod rev3_review;
 mod roles;
 mod routes;
 mod shipping;
