@@ -157,7 +157,7 @@ impl App {
             crate::audit::indexer::spawn(
                 state.db.clone(),
                 state.audit.writer_id().into(),
-                state.audit.committed.subscribe(),
+                state.audit.wake(),
                 state.config.audit.indexer,
             ),
         );

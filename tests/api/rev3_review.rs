@@ -114,7 +114,6 @@ async fn rev3_a_corrected_forward_step_does_not_post_date_new_tokens() {
 /// Fix: wake the shipper (and the indexer) with a `tokio::sync::Notify` or a `watch` of the
 /// head's place, not with a receiver of the records; or drain `wake` in every wait.
 #[tokio::test]
-#[ignore = "rev3: a down audit sink pins up to 4,096 committed records in the broadcast"]
 async fn rev3_a_down_sink_does_not_pin_committed_records() {
     let dead = crate::helpers::dead_addr();
     let app = TestApp::spawn_with(|c| {

@@ -34,15 +34,15 @@
 //! - **How far.** `index_store::indexed_through` is the time before which every committed
 //!   record is indexed; `GET /admin/audit` answers it as `indexed_through`.
 //!
-//! The task wakes on each commit of this process's writer (the `committed` broadcast the alert
-//! rules read) and on a [`TICK`], and leaves at least [`MIN_GAP`] between passes: an idle
+//! The task wakes on each commit of this process's writer (`AuditLog::wake`, a `watch` of the
+//! chain's head: it holds no records, so a long pass or a retry pins nothing) and on a [`TICK`], and leaves at least [`MIN_GAP`] between passes: an idle
 //! gateway indexes a record milliseconds after it commits, and under load each step takes
 //! many records.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::watch;
 
 use super::index_store::{self, ChainProgress, Step};
 use crate::storage::{Backend, Db, StorageError};
@@ -74,12 +74,12 @@ pub const FOREIGN_GRACE: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Starts the indexer for the process whose writer writes chain `own` and announces its
-/// commits on `committed`. With `enabled` false it returns at once: other replicas index this
+/// commits on `wake` (`AuditLog::wake`). With `enabled` false it returns at once: other replicas index this
 /// one's chain (after [`FOREIGN_GRACE`]), and searches stay exact meanwhile.
 pub fn spawn(
     db: Db,
     own: String,
-    committed: broadcast::Receiver<super::CommittedRecord>,
+    wake: watch::Receiver<i64>,
     enabled: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -87,11 +87,11 @@ pub fn spawn(
             tracing::info!("audit indexer off in this process ([audit] indexer = false)");
             return;
         }
-        run(db, own, committed).await;
+        run(db, own, wake).await;
     })
 }
 
-async fn run(db: Db, own: String, mut committed: broadcast::Receiver<super::CommittedRecord>) {
+async fn run(db: Db, own: String, mut wake: watch::Receiver<i64>) {
     let mut open = true;
     let mut last_foreign: Option<tokio::time::Instant> = None;
     let mut seen = Seen::default();
@@ -106,36 +106,24 @@ async fn run(db: Db, own: String, mut committed: broadcast::Receiver<super::Comm
             tokio::time::sleep(RETRY).await;
             continue;
         }
-        open = wait(&mut committed, open).await;
+        open = wait(&mut wake, open).await;
         tokio::time::sleep(MIN_GAP.saturating_sub(started.elapsed())).await;
-        open = drain(&mut committed, open);
+        // One pass serves every commit announced so far; a commit after this is seen changed.
+        wake.mark_unchanged();
     }
 }
 
-/// Waits for a commit of this process's writer or the tick. `open` false: the writer is gone
-/// (its channel closed), so only the tick wakes the task.
-async fn wait(committed: &mut broadcast::Receiver<super::CommittedRecord>, open: bool) -> bool {
+/// Waits for a commit of this process's writer (one made since the last look, during the pass
+/// included, returns at once) or the tick. `open` false: the writer is gone (its channel
+/// closed), so only the tick wakes the task.
+async fn wait(wake: &mut watch::Receiver<i64>, open: bool) -> bool {
     if !open {
         tokio::time::sleep(TICK).await;
         return false;
     }
     tokio::select! {
-        msg = committed.recv() => !matches!(msg, Err(broadcast::error::RecvError::Closed)),
+        changed = wake.changed() => changed.is_ok(),
         _ = tokio::time::sleep(TICK) => true,
-    }
-}
-
-/// Empties the channel: one pass serves every commit announced so far.
-fn drain(committed: &mut broadcast::Receiver<super::CommittedRecord>, open: bool) -> bool {
-    if !open {
-        return false;
-    }
-    loop {
-        match committed.try_recv() {
-            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
-            Err(TryRecvError::Empty) => return true,
-            Err(TryRecvError::Closed) => return false,
-        }
     }
 }
 

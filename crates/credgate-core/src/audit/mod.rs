@@ -424,8 +424,13 @@ pub struct AuditLog {
     failures: Arc<std::sync::atomic::AtomicU64>,
     /// The chain this process writes.
     writer_id: Arc<str>,
-    /// Committed records, for the alert rules.
+    /// Committed records, for the alert rules (which need the records themselves).
     pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
+    /// This chain's newest committed place, for the tasks a commit only wakes (the indexer,
+    /// the shipper: they read the log itself). A `watch` holds one value, so a receiver that
+    /// reads late (a shipper whose sink is down) pins no records, and a commit made while it
+    /// was busy still marks the value changed: no wake-up is missed (rev3 F2).
+    head: tokio::sync::watch::Sender<i64>,
 }
 
 /// A committed record as the alert rules receive it, with what the request knew beside the
@@ -450,6 +455,7 @@ impl AuditLog {
         clock: Arc<crate::clock::Clock>,
     ) -> Result<Self, crate::storage::StorageError> {
         let (committed, _) = tokio::sync::broadcast::channel(4096);
+        let head = tokio::sync::watch::Sender::new(0);
         let healthy = Arc::new(AtomicBool::new(true));
         let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -471,6 +477,7 @@ impl AuditLog {
                 failures,
                 writer_id: writer_id.into(),
                 committed,
+                head,
             });
         }
         // Fail at start, not on the first request, when the log cannot be read.
@@ -490,6 +497,7 @@ impl AuditLog {
             busy: busy.clone(),
             failures: failures.clone(),
             committed: committed.clone(),
+            head: head.clone(),
         }));
         Ok(Self {
             tx: Some(tx),
@@ -500,7 +508,15 @@ impl AuditLog {
             failures,
             writer_id: writer_id.into(),
             committed,
+            head,
         })
+    }
+
+    /// Wakes on each commit of this process's writer: `changed()` returns once a record was
+    /// committed since the receiver last looked (`Err` once the writer is gone for good). It
+    /// carries the chain's newest place, never records.
+    pub fn wake(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.subscribe()
     }
 
     /// The chain this process writes (`[audit] writer_id`, or its default).

@@ -217,7 +217,7 @@ pub fn spawn(core: &crate::services::Core) -> anyhow::Result<tokio::task::JoinHa
         sink_name: config.sink,
         sink,
         status: core.shipping.clone(),
-        wake: core.audit.committed.subscribe(),
+        wake: core.audit.wake(),
         chains: Vec::new(),
         upkept: None,
     };
@@ -266,7 +266,9 @@ struct Shipper {
     sink: Sink,
     header: Header,
     status: Status,
-    wake: tokio::sync::broadcast::Receiver<super::CommittedRecord>,
+    /// Woken by this process's commits (`AuditLog::wake`): a `watch` of the head, so while
+    /// the sink is down, or a write or a confirm waits, no committed record is held here.
+    wake: tokio::sync::watch::Receiver<i64>,
     chains: Vec<Chain>,
     /// When the leases were last renewed and the log's chains last looked at.
     upkept: Option<tokio::time::Instant>,
@@ -409,19 +411,17 @@ impl Shipper {
     /// round each (no busy loop against the database), and past `CHATTER_MAX` in one session
     /// the session ends as a protocol error.
     async fn idle(&mut self, conn: &mut Box<dyn Stream>) -> Result<(), String> {
-        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         let mut byte = [0u8; 512];
         let poll = tokio::time::sleep(IDLE_POLL);
         tokio::pin!(poll);
         let mut heard = 0usize;
         loop {
             tokio::select! {
-                woken = self.wake.recv() => {
-                    if matches!(woken, Err(RecvError::Closed)) {
+                woken = self.wake.changed() => {
+                    if woken.is_err() {
                         (&mut poll).await;
                     }
-                    // One round reads every commit so far.
-                    while matches!(self.wake.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
+                    // One round reads every commit so far (`changed` marked them seen).
                     return Ok(());
                 }
                 () = &mut poll => return Ok(()),

@@ -43,6 +43,8 @@ pub(super) struct Writer {
     pub busy: Arc<AtomicBool>,
     pub failures: Arc<std::sync::atomic::AtomicU64>,
     pub committed: tokio::sync::broadcast::Sender<CommittedRecord>,
+    /// The chain's newest committed place: wakes the indexer and the shipper (no records held).
+    pub head: tokio::sync::watch::Sender<i64>,
 }
 
 pub(super) async fn run(mut w: Writer) {
@@ -187,6 +189,8 @@ fn acknowledge(
         id: r.id.clone(),
         seq: r.seq,
     }));
+    // Always stored, receivers or not, so one subscribed later sees only later commits.
+    w.head.send_replace(r.chain_seq);
     let _ = w.committed.send(CommittedRecord {
         record: Arc::new(r),
         t4_released,
