@@ -214,6 +214,38 @@ async fn newest_record_not_held(
     Ok(None)
 }
 
+/// The first signed checkpoint of the sink file whose place the log no longer holds with that
+/// hash, and no archive covers: its writer, the place, and why. The signature is this log's,
+/// so the log held that record once: it was cut (and perhaps written again), which checking
+/// only each chain's newest checkpoint misses once the chain grew past the cut (rev3 F6).
+/// One indexed look-up per signed place.
+async fn signed_checkpoint_not_held(
+    db: &Db,
+    found: &crate::audit::ship::SinkFile,
+) -> anyhow::Result<Option<(String, i64, String)>> {
+    for (writer, places) in &found.signed {
+        let (base, _) = crate::audit::archive::base(db, writer).await?;
+        for (&place, hash) in places.range(base + 1..) {
+            let held = crate::storage::shipping::record_hash_at(db, writer, place).await?;
+            if held.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            let why = format!(
+                "the sink file holds a checkpoint signed by this log's key at place {place} of \
+                 chain `{writer}` (hash {hash}), which the log {}: records were removed from \
+                 the log (a tail cut, perhaps written again since)",
+                if held.is_some() {
+                    "holds with another hash"
+                } else {
+                    "no longer holds"
+                }
+            );
+            return Ok(Some((writer.clone(), place, why)));
+        }
+    }
+    Ok(None)
+}
+
 /// Marks the report failed by the sink file's check, with that check's own verdict.
 fn sink_failed(
     (check, report): (
@@ -230,16 +262,17 @@ fn sink_failed(
     report.reason = Some(why);
 }
 
-/// Each chain's newest signed checkpoint and newest record line in a sink's file; what was
+/// Each chain's signed checkpoints and newest record line in a sink's file; what was
 /// read is said on stderr (stdout stays the report), checkpoint lines whose signature does not
 /// verify with this log's key (forged, or another deployment's) included.
 fn read_sink_file(
     path: &std::path::Path,
     public_key: &[u8],
 ) -> anyhow::Result<crate::audit::ship::SinkFile> {
-    let text =
-        std::fs::read(path).with_context(|| format!("reading the sink file {}", path.display()))?;
-    let found = crate::audit::ship::witnesses_in(&text, public_key);
+    let reading = || format!("reading the sink file {}", path.display());
+    let file = std::fs::File::open(path).with_context(reading)?;
+    let found = crate::audit::ship::witnesses_from(std::io::BufReader::new(file), public_key)
+        .with_context(reading)?;
     eprintln!(
         "sink file {}: {} records, {} signed checkpoints, {} checkpoint lines NOT signed by this \
          log's key (ignored), {} other lines; {} chains witnessed by a checkpoint",
@@ -253,8 +286,10 @@ fn read_sink_file(
     Ok(found)
 }
 
-/// What `--sink-file` adds once the log verified against the file's signed checkpoints:
+/// What `--sink-file` adds once the log verified against the file's newest signed checkpoints:
 /// the file must witness some chain (M3: the wrong or an empty file must not pass silently);
+/// no two signed checkpoints of one place may differ, and every signed checkpoint's place
+/// must still be in the log with that hash, or archived (F6: a tail cut and written again);
 /// each chain's newest shipped record must still be in the log with that hash, or archived
 /// (M1: a tail cut after the last checkpoint). A record line is unsigned, so its failure is
 /// its own verdict (`unsigned_witness_not_held`): the log was cut, or someone able to send
@@ -294,6 +329,31 @@ async fn check_sink_file(
              (the wrong file, an empty one, or another deployment's)"
                 .into(),
         );
+        return Ok(check);
+    }
+    if let Some(c) = &found.conflict {
+        let why = format!(
+            "the sink file holds two checkpoints signed by this log's key at place {} of chain \
+             `{}` with different hashes ({} and {}): the chain was cut and written again",
+            c.chain_seq, c.writer_id, c.hashes[0], c.hashes[1]
+        );
+        sink_failed(
+            (&mut check, report),
+            "signed_checkpoints_disagree",
+            Some(c.writer_id.clone()),
+            why,
+        );
+        report.first_bad_seq = Some(c.chain_seq);
+        return Ok(check);
+    }
+    if let Some((writer, place, why)) = signed_checkpoint_not_held(db, found).await? {
+        sink_failed(
+            (&mut check, report),
+            "signed_checkpoint_not_held",
+            Some(writer),
+            why,
+        );
+        report.first_bad_seq = Some(place);
         return Ok(check);
     }
     if let Some((writer, place, why)) = newest_record_not_held(db, found).await? {

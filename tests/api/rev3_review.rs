@@ -438,7 +438,6 @@ async fn cut_after(db: &credgate::storage::Db, writer: &str, keep: i64) {
 /// archive), not only the newest per chain; and two record lines of one place with different
 /// hashes (or a record line the log holds with another hash) fail the check.
 #[tokio::test]
-#[ignore = "rev3: a tail cut and written again defeats verify --sink-file (only the newest witness is checked)"]
 async fn rev3_a_tail_cut_and_written_again_is_found_by_the_sink_file() {
     use crate::cli::{config_file, credgate, text};
     crate::helpers::serially().await;

@@ -46,6 +46,7 @@
 //! a checkpoint's signature is verifiable with the public key only.
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -986,6 +987,15 @@ pub struct SinkFile {
     /// The newest checkpoint of each chain the sink received whose signature verifies with
     /// this log's key, as witnesses.
     pub witnesses: Vec<Witness>,
+    /// Every place of each chain with a checkpoint line signed by this log's key, and the hash
+    /// it signed: each must still be in the log with that hash, or archived. Not only the
+    /// newest: a tail cut and written again past the old newest checkpoint leaves older
+    /// signed places whose hash the log no longer holds (rev3 F6). One entry per place, so
+    /// the memory is the checkpoints', not the file's.
+    pub signed: BTreeMap<String, BTreeMap<i64, String>>,
+    /// The first place for which the file holds two signed checkpoint lines with different
+    /// hashes: the chain was cut and written again (the key signed both).
+    pub conflict: Option<SignedConflict>,
     /// The newest record line of each chain (by place): a witness too, but unsigned (its
     /// hash is unkeyed; anyone able to send syslog to the receiver can forge one).
     pub newest_records: Vec<RecordWitness>,
@@ -999,6 +1009,15 @@ pub struct SinkFile {
     pub skipped: usize,
 }
 
+/// Two signed checkpoints of one place of one chain that disagree on its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedConflict {
+    pub writer_id: String,
+    pub chain_seq: i64,
+    /// The hash of the line read first, then the other.
+    pub hashes: [String; 2],
+}
+
 /// A chain's newest shipped record as a sink's file has it: the log must still hold that
 /// place with that hash (or an archive must cover it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1008,18 +1027,31 @@ pub struct RecordWitness {
     pub hash: String,
 }
 
-/// Reads a receiver's file, one message a line (rsyslog's `%rawmsg%`): each chain's newest
-/// checkpoint signed with `public_key` becomes a witness the log must still hold; a line
-/// whose signature does not verify is counted and ignored, so a forged line with a higher
-/// place cannot push out the genuine one (M2). Each chain's newest record line is kept as
-/// an unsigned witness (M1). Duplicates (at-least-once) and other programs' lines are
-/// harmless; a damaged line is skipped and counted.
-pub fn witnesses_in(text: &[u8], public_key: &[u8]) -> SinkFile {
+/// Reads a receiver's file, one message a line (rsyslog's `%rawmsg%`), a line at a time (the
+/// file may be large): every checkpoint signed with `public_key` is kept by place (`signed`)
+/// and each chain's newest becomes a witness the log must still hold; a line whose signature
+/// does not verify is counted and ignored, so a forged line cannot push out or contradict a
+/// genuine one (M2). Each chain's newest record line is kept as an unsigned witness (M1).
+/// Duplicates (at-least-once) and other programs' lines are harmless; a damaged line is
+/// skipped and counted.
+pub fn witnesses_from(
+    mut text: impl std::io::BufRead,
+    public_key: &[u8],
+) -> std::io::Result<SinkFile> {
     let mut out = SinkFile::default();
-    let mut newest: std::collections::BTreeMap<String, Witness> = Default::default();
-    let mut records: std::collections::BTreeMap<String, RecordWitness> = Default::default();
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let Some(m) = parse(line).filter(|m| m.app_name == APP_NAME) else {
+    let mut newest: BTreeMap<String, Witness> = Default::default();
+    let mut records: BTreeMap<String, RecordWitness> = Default::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if text.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if l.is_empty() {
+            continue;
+        }
+        let Some(m) = parse(l).filter(|m| m.app_name == APP_NAME) else {
             out.skipped += 1;
             continue;
         };
@@ -1043,6 +1075,7 @@ pub fn witnesses_in(text: &[u8], public_key: &[u8]) -> SinkFile {
                         continue;
                     }
                     out.checkpoints += 1;
+                    out.keep_signed(&w);
                     let writer = w.writer_id.clone().unwrap_or_default();
                     let newer = newest
                         .get(&writer)
@@ -1058,7 +1091,36 @@ pub fn witnesses_in(text: &[u8], public_key: &[u8]) -> SinkFile {
     }
     out.witnesses = newest.into_values().collect();
     out.newest_records = records.into_values().collect();
-    out
+    Ok(out)
+}
+
+/// `witnesses_from` a file already in memory.
+pub fn witnesses_in(text: &[u8], public_key: &[u8]) -> SinkFile {
+    witnesses_from(text, public_key).expect("reading from memory does not fail")
+}
+
+impl SinkFile {
+    /// Notes a signed checkpoint's place and hash; a second hash for a place already noted is
+    /// the first conflict (kept), an equal one a duplicate (at-least-once delivery).
+    fn keep_signed(&mut self, w: &Witness) {
+        let (Some(writer), Some(place)) = (w.writer_id.as_deref(), w.chain_seq) else {
+            return;
+        };
+        let places = self.signed.entry(writer.to_string()).or_default();
+        match places.get(&place) {
+            None => {
+                places.insert(place, w.hash.clone());
+            }
+            Some(held) if *held != w.hash && self.conflict.is_none() => {
+                self.conflict = Some(SignedConflict {
+                    writer_id: writer.to_string(),
+                    chain_seq: place,
+                    hashes: [held.clone(), w.hash.clone()],
+                });
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// A record line's place and hash, from its structured data.
@@ -1192,6 +1254,58 @@ mod tests {
         assert!(found.witnesses.is_empty());
         assert_eq!(found.newest_records.len(), 1);
         assert_eq!(found.newest_records[0].chain_seq, 3);
+    }
+
+    /// Every signed checkpoint is kept by place, not only the newest; a place signed twice
+    /// with different hashes is the conflict (a chain cut and written again), a duplicate is
+    /// not; a line that does not verify neither counts nor conflicts.
+    #[test]
+    fn every_signed_checkpoint_is_kept_and_a_second_hash_for_a_place_conflicts() {
+        use ring::signature::KeyPair as _;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let cp = |n: i64, hash: &str, signature: Option<&str>| Checkpoint {
+            seq: n,
+            writer_id: "w".into(),
+            chain_seq: n,
+            time_us: 5,
+            hash: hash.into(),
+            key_id: "k".into(),
+            signature: signature.map_or_else(
+                || super::super::chain::sign_chain_checkpoint(&key, "w", n, hash, 5),
+                str::to_string,
+            ),
+        };
+        let mut file = Vec::new();
+        for c in [
+            cp(1, "a1", None),
+            cp(2, "a2", None),
+            cp(2, "a2", None),
+            cp(1, "forged", Some("00")),
+            cp(3, "a3", None),
+            cp(2, "b2", None),
+        ] {
+            file.extend_from_slice(&header().checkpoint(&c).unwrap());
+            file.push(b'\n');
+        }
+        let found = witnesses_in(&file, key.public_key().as_ref());
+        assert_eq!((found.checkpoints, found.unsigned), (5, 1));
+        let places: Vec<_> = found.signed["w"]
+            .iter()
+            .map(|(p, h)| (*p, h.as_str()))
+            .collect();
+        assert_eq!(places, [(1, "a1"), (2, "a2"), (3, "a3")]);
+        assert_eq!(
+            found.conflict,
+            Some(SignedConflict {
+                writer_id: "w".into(),
+                chain_seq: 2,
+                hashes: ["a2".into(), "b2".into()],
+            })
+        );
+        assert_eq!(found.witnesses.len(), 1);
+        assert_eq!(found.witnesses[0].chain_seq, Some(3));
     }
 
     #[test]
