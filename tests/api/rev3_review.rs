@@ -164,7 +164,6 @@ async fn rev3_a_down_sink_does_not_pin_committed_records() {
 /// meets `audit_index_progress_no_delete`, and the same REPLACE hole closes on the other
 /// append-only tables), or a BEFORE INSERT guard refusing an insert over an existing row.
 #[tokio::test]
-#[ignore = "rev3: on SQLite INSERT OR REPLACE lowers a chain's index progress past its guards"]
 async fn rev3_sqlite_replace_cannot_lower_index_progress() {
     if std::env::var("CREDGATE_TEST_PG").is_ok() {
         println!("SKIPPED: SQLite's REPLACE conflict resolution");
