@@ -233,7 +233,6 @@ fn ship_to(address: String, sink: &str) -> credgate::config::ShipConfig {
 /// confirmed (or refuse, naming the sink), and have the shipper treat a first record above
 /// `handed + 1` as a gap: logged, counted and shown like `place_corrupt`.
 #[tokio::test]
-#[ignore = "rev3: archive removes records no sink has confirmed; the sink's copy gets a silent gap"]
 async fn rev3_archive_keeps_what_no_sink_has_confirmed() {
     let sink = "rev3-archive";
     let app = TestApp::spawn_with(|c| {
