@@ -1522,6 +1522,10 @@ mod annotation_tests {
                 short.to_string(),
             ]
         );
-        assert!(out.subjects.iter().all(|s| s.len() <= MAX_RAW_SUBJECT_BYTES));
+        assert!(
+            out.subjects
+                .iter()
+                .all(|s| s.len() <= MAX_RAW_SUBJECT_BYTES)
+        );
     }
 }
