@@ -38,7 +38,8 @@ pub enum ClientCommand {
         /// As --tls-cert, given the certificate's SHA-256 thumbprint: base64url (43
         /// characters, as `x5t#S256`) or 64 hex digits, colons allowed (`openssl x509
         /// -noout -fingerprint -sha256`).
-        #[arg(long, value_name = "THUMBPRINT")]
+        // A base64url thumbprint starts with `-` one time in 64: it is a value, not a flag.
+        #[arg(long, value_name = "THUMBPRINT", allow_hyphen_values = true)]
         tls_thumbprint: Option<String>,
         /// Print a JSON object instead of text.
         #[arg(long)]

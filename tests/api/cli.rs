@@ -864,3 +864,36 @@ async fn client_add_registers_a_tls_client_by_certificate_or_thumbprint() {
         explain(&out)
     );
 }
+
+/// A base64url thumbprint that starts with `-` (one in 64) is a value given as a separate
+/// argument, not a flag: clap once refused it with "unexpected argument".
+#[tokio::test]
+async fn client_add_takes_a_thumbprint_that_starts_with_a_hyphen() {
+    let app = TestApp::spawn().await;
+    let cfg = config_file(&app);
+    let thumbprint = format!("-{}", "A".repeat(42));
+    let out = credgate(&[
+        "client",
+        "add",
+        "--name",
+        "Hyphen bank",
+        "--org",
+        "hyphen-bank",
+        "--role",
+        "regulator",
+        "--json",
+        "--config",
+        &cfg,
+        "--tls-thumbprint",
+        &thumbprint,
+    ]);
+    assert!(out.status.success(), "{}", explain(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["tls_thumbprint"], thumbprint.as_str());
+    let id = added["client_id"].as_str().unwrap();
+    let stored = credgate::storage::clients::get(&app.state.db, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.tls_thumbprint.as_deref(), Some(thumbprint.as_str()));
+}

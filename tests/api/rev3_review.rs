@@ -163,7 +163,6 @@ async fn rev3_a_down_sink_does_not_pin_committed_records() {
 /// meets `audit_index_progress_no_delete`, and the same REPLACE hole closes on the other
 /// append-only tables), or a BEFORE INSERT guard refusing an insert over an existing row.
 #[tokio::test]
-#[ignore = "rev3: on SQLite INSERT OR REPLACE lowers a chain's index progress past its guards"]
 async fn rev3_sqlite_replace_cannot_lower_index_progress() {
     if std::env::var("CREDGATE_TEST_PG").is_ok() {
         println!("SKIPPED: SQLite's REPLACE conflict resolution");
@@ -233,7 +232,6 @@ fn ship_to(address: String, sink: &str) -> credgate::config::ShipConfig {
 /// confirmed (or refuse, naming the sink), and have the shipper treat a first record above
 /// `handed + 1` as a gap: logged, counted and shown like `place_corrupt`.
 #[tokio::test]
-#[ignore = "rev3: archive removes records no sink has confirmed; the sink's copy gets a silent gap"]
 async fn rev3_archive_keeps_what_no_sink_has_confirmed() {
     let sink = "rev3-archive";
     let app = TestApp::spawn_with(|c| {

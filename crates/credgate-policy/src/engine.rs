@@ -243,11 +243,30 @@ const MAX_SUBJECTS: usize = 1000;
 /// Answers the annotation of a record, given its subject id as the store sent it.
 pub type Annotator<'a> = dyn FnMut(&str) -> Option<Value> + 'a;
 
-/// The id in its canonical form when it parses as the declared type, else as sent.
+/// The longest value that does not parse as an id and is still recorded as sent.
+///
+/// A store's value is recorded as a subject (the audit record, then the subject index) even
+/// when it is not a valid id of the route's type, so that the record still says which record
+/// left. But the store chooses its length: PostgreSQL refuses a B-tree entry over 2,704 bytes,
+/// and `audit_subjects`' key is `(subject_id, seq)`, so one answer carrying a 3,000-character
+/// value made every indexing step of its chain fail, for good (rev3 F5). A valid id is 18
+/// characters (`SubjectId`), far below this, so every valid id is still recorded and searched
+/// exactly; only a value no search can name (it is not an id) is reduced.
+const MAX_RAW_SUBJECT_BYTES: usize = 128;
+
+/// The id in its canonical form when it parses as the declared type, else as sent when it is
+/// at most `MAX_RAW_SUBJECT_BYTES` long, else `sha256:` and the hex digest of what was sent.
+/// The digest, not a cut: it stays bounded (71 bytes) whatever the store sends, two long
+/// values that share a beginning stay apart, and whoever holds the value can still find its
+/// records.
 fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
     match kind.map(|k| crate::domain::SubjectId::parse(k, s)) {
         Some(Ok(id)) => id.as_str().to_string(),
-        _ => s.to_string(),
+        _ if s.len() <= MAX_RAW_SUBJECT_BYTES => s.to_string(),
+        _ => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+            format!("sha256:{}", hex::encode(digest.as_ref()))
+        }
     }
 }
 
@@ -1467,6 +1486,46 @@ mod annotation_tests {
         assert_eq!(
             out.subjects,
             vec![a.as_str().to_string(), b.as_str().to_string()]
+        );
+    }
+
+    /// A store's value that is not an id is recorded as sent only while it is short; a long
+    /// one is recorded as its digest (bounded, so it cannot stall PostgreSQL's index), and a
+    /// valid id is recorded exactly (rev3 F5).
+    #[test]
+    fn a_long_value_that_is_not_an_id_is_recorded_bounded() {
+        let set = shipped();
+        let plan = set
+            .decide("regulator", "supervision", "entity_list")
+            .unwrap();
+        let a = crate::domain::Uscc::complete("9111000012345678").unwrap();
+        let long = "z".repeat(3000);
+        let short = "not-an-id";
+        let mut doc = json!({"items": [
+            {"uscc": a.as_str(), "name": "A"},
+            {"uscc": long, "name": "L"},
+            {"uscc": short, "name": "S"},
+        ]});
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let ctx = ApplyCtx {
+            region: None,
+            today: time::OffsetDateTime::now_utc().date(),
+            pseudonym_key: &key,
+        };
+        let out = plan.apply_annotated(&mut doc, &ctx, None);
+        let digest = ring::digest::digest(&ring::digest::SHA256, long.as_bytes());
+        assert_eq!(
+            out.subjects,
+            vec![
+                a.as_str().to_string(),
+                format!("sha256:{}", hex::encode(digest.as_ref())),
+                short.to_string(),
+            ]
+        );
+        assert!(
+            out.subjects
+                .iter()
+                .all(|s| s.len() <= MAX_RAW_SUBJECT_BYTES)
         );
     }
 }

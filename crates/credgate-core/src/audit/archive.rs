@@ -37,6 +37,42 @@ pub struct Archived {
     pub upto_seq: i64,
     pub records: i64,
     pub file: String,
+    /// Set when the retention alone would have archived further: a sink has not confirmed
+    /// the rest (shown in `audit archive`'s output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<HeldBack>,
+}
+
+/// A chain archived less far than its retention allows, or not at all, because a syslog sink
+/// (`[audit.ship]`) has not confirmed its records beyond `confirmed_through`. Archiving them
+/// would remove records that sink never received: its copy, the one the database's
+/// administrators cannot touch, would have a silent gap (rev3 F4).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBack {
+    pub writer_id: String,
+    pub sink: String,
+    /// The chain's place that sink has confirmed through (`audit_shipping`).
+    pub confirmed_through: i64,
+    /// The place the retention alone would have archived through.
+    pub retention_allows: i64,
+}
+
+impl std::fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chain `{}`: archived only up to a checkpoint at or below place {} (the retention \
+             allows {}): sink `{}` has confirmed only that far",
+            self.writer_id, self.confirmed_through, self.retention_allows, self.sink
+        )
+    }
+}
+
+/// What `archive_report` did: the chains archived, and every chain held back by a sink.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub archived: Vec<Archived>,
+    pub held_back: Vec<HeldBack>,
 }
 
 /// Where one chain's verification starts: the place and hash of its last archived record
@@ -65,23 +101,78 @@ pub(super) async fn base_on(
 }
 
 /// Archives, chain by chain, every record up to the chain's newest checkpoint that is older
-/// than `retention_days` at `now_us`, into `dir`: one file per chain. Returns what each chain
-/// gave (nothing for a chain with no checkpoint old enough).
+/// than `retention_days` at `now_us` and that every sink has confirmed, into `dir`: one file
+/// per chain. Returns what each chain gave (nothing for a chain with no such checkpoint); a
+/// chain held back by a sink is logged as a warning, and named in its `Archived` when part of
+/// it was archived (`archive_report` lists them all).
 pub async fn archive(
     db: &Db,
     retention_days: u32,
     now_us: i64,
     dir: &Path,
 ) -> Result<Vec<Archived>, ArchiveError> {
+    let report = archive_report(db, retention_days, now_us, dir).await?;
+    for held in &report.held_back {
+        tracing::warn!(
+            writer_id = %held.writer_id,
+            sink = %held.sink,
+            confirmed_through = held.confirmed_through,
+            retention_allows = held.retention_allows,
+            "audit archive held back: {held}"
+        );
+    }
+    Ok(report.archived)
+}
+
+/// `archive`, with the chains a sink held back.
+pub async fn archive_report(
+    db: &Db,
+    retention_days: u32,
+    now_us: i64,
+    dir: &Path,
+) -> Result<Report, ArchiveError> {
     let days = retention_days.max(MIN_RETENTION_DAYS) as i64;
     let cutoff = now_us - days * 86_400 * 1_000_000;
-    let mut done = Vec::new();
+    let mut report = Report::default();
     for writer_id in store::writers(db).await? {
-        if let Some(a) = archive_chain(db, &writer_id, cutoff, now_us, dir).await? {
-            done.push(a);
-        }
+        let (archived, held) = archive_chain(db, &writer_id, cutoff, now_us, dir).await?;
+        report.held_back.extend(held);
+        report.archived.extend(archived);
     }
-    Ok(done)
+    Ok(report)
+}
+
+/// The newest checkpoint of the chain above `from` older than `cutoff` (so is every record
+/// before it), and, when a sink has not confirmed that far, the newest one it has confirmed
+/// with what held it back.
+async fn checkpoint_to_archive(
+    db: &Db,
+    writer_id: &str,
+    from: i64,
+    cutoff: i64,
+) -> Result<(Option<store::Checkpoint>, Option<HeldBack>), ArchiveError> {
+    let old: Vec<store::Checkpoint> = store::chain_checkpoints(db, writer_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.chain_seq > from && c.time_us < cutoff)
+        .collect();
+    let Some(newest) = old.last() else {
+        return Ok((None, None));
+    };
+    let least = crate::storage::shipping::least_confirmed(db, writer_id).await?;
+    match least {
+        Some((sink, confirmed)) if confirmed < newest.chain_seq => {
+            let held = HeldBack {
+                writer_id: writer_id.to_string(),
+                sink,
+                confirmed_through: confirmed,
+                retention_allows: newest.chain_seq,
+            };
+            let within = old.into_iter().rfind(|c| c.chain_seq <= confirmed);
+            Ok((within, Some(held)))
+        }
+        _ => Ok((old.last().cloned(), None)),
+    }
 }
 
 async fn archive_chain(
@@ -90,27 +181,25 @@ async fn archive_chain(
     cutoff: i64,
     now_us: i64,
     dir: &Path,
-) -> Result<Option<Archived>, ArchiveError> {
+) -> Result<(Option<Archived>, Option<HeldBack>), ArchiveError> {
     let (from, _) = base(db, writer_id).await?;
-    // The newest checkpoint whose record (and so every record before it) is older than cutoff.
-    let Some(cp) = store::chain_checkpoints(db, writer_id)
-        .await?
-        .into_iter()
-        .rfind(|c| c.chain_seq > from && c.time_us < cutoff)
-    else {
-        return Ok(None);
+    let (cp, held) = checkpoint_to_archive(db, writer_id, from, cutoff).await?;
+    let Some(cp) = cp else {
+        return Ok((None, held));
     };
     let name = file_name(writer_id, from + 1, cp.chain_seq);
     let path = dir.join(&name);
     let count = write_file(db, &path, from, &cp).await?;
     drop_archived(db, &cp, now_us, &name, count).await?;
-    Ok(Some(Archived {
+    let archived = Archived {
         writer_id: writer_id.to_string(),
         from_seq: from + 1,
         upto_seq: cp.chain_seq,
         records: count,
         file: path.display().to_string(),
-    }))
+        held_back: held.clone(),
+    };
+    Ok((Some(archived), held))
 }
 
 /// The legacy chain keeps the file names it always had; another chain's name carries its

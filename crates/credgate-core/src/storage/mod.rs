@@ -115,9 +115,14 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL lets CLI subcommands write while a gateway reads; FULL sync keeps
                         // a commit durable across power loss, not just process death.
+                        // recursive_triggers: without it SQLite fires no DELETE trigger for
+                        // the row an `INSERT OR REPLACE` replaces, so REPLACE walked past the
+                        // append-only guards (it lowered a chain's index progress, rev3 F3).
+                        // No trigger of ours writes the table it is on, so none recurses.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                             PRAGMA recursive_triggers = ON;",
                         )
                         .await?;
                     }

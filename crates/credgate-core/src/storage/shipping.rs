@@ -228,3 +228,26 @@ pub async fn record_hash_at(
         .await?;
     Ok(row.map(|r| r.try_get("hash")).transpose()?)
 }
+
+/// The sink that has confirmed the least of `writer_id`'s chain, and the place it confirmed
+/// (`records_through`); `None` when no sink was ever shipped to. Every sink named anywhere in
+/// `audit_shipping` counts, and one with no row for this chain has confirmed nothing of it
+/// (0): a chain not yet adopted, or a sink added, still has everything to receive. What
+/// `audit archive` may remove stops there, so that no sink's copy gets a gap. A retired sink's
+/// rows hold archiving back until an operator deletes them: that is the safe side.
+pub async fn least_confirmed(
+    db: &Db,
+    writer_id: &str,
+) -> Result<Option<(String, i64)>, StorageError> {
+    let row = sqlx::query(
+        "SELECT s.sink AS sink, COALESCE(r.records_through, 0) AS through \
+         FROM (SELECT DISTINCT sink FROM audit_shipping) s \
+         LEFT JOIN audit_shipping r ON r.sink = s.sink AND r.writer_id = $1 \
+         ORDER BY through, s.sink LIMIT 1",
+    )
+    .bind(writer_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| Ok((r.try_get("sink")?, r.try_get("through")?)))
+        .transpose()
+}
