@@ -66,13 +66,19 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let config = config.load()?;
             let db = Db::open(&config.storage_url).await?;
             private_dir(&out)?;
-            let done = crate::audit::archive::archive(
+            let report = crate::audit::archive::archive_report(
                 &db,
                 config.audit.retention_days,
                 crate::storage::now_micros(),
                 &out,
             )
             .await?;
+            // Records a sink has not confirmed stay in the database: said on stderr, so stdout
+            // stays the JSON of what was archived.
+            for held in &report.held_back {
+                eprintln!("held back: {held}");
+            }
+            let done = report.archived;
             if done.is_empty() {
                 println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
