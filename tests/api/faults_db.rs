@@ -342,23 +342,8 @@ async fn sigterm_to_each_of_two_replicas_sharing_postgres_drains_and_loses_nothi
 }
 
 async fn token_from(url: &str, id: &str, secret: &str) -> String {
-    let v: serde_json::Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{url}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["access_token"].as_str().unwrap().to_string()
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    crate::helpers::access_token(&http, url, id, secret).await
 }
 
 /// The audit checkpoints' public key, out of the deployment's keyring.

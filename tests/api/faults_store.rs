@@ -381,20 +381,7 @@ async fn regulator_token(http: &reqwest::Client, url: &str, db: &Db, n: usize) -
         credgate::cli::add_client(db, &format!("Regulator {n}"), "reg", "regulator", None)
             .await
             .unwrap();
-    let body: serde_json::Value = http
-        .post(format!("{url}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client.id.as_str()),
-            ("client_secret", secret.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_string()
+    crate::helpers::access_token(http, url, client.id.as_str(), secret.as_str()).await
 }
 
 /// One request into a fault: its status, problem body and headers checked here (nothing of the

@@ -468,16 +468,7 @@ impl TestApp {
     }
 
     pub async fn token_for(&self, id: &str, secret: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/oauth/token", self.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", id),
-                ("client_secret", secret),
-            ])
-            .send()
-            .await
-            .unwrap()
+        request_token(&self.http, &self.url, id, secret).await
     }
 
     /// A new client of `role` and a fresh access token for it.
@@ -1080,4 +1071,33 @@ pub async fn alerts_caught_up(app: &TestApp, officer: &str) {
         },
     )
     .await;
+}
+
+/// A client-credentials token request to the gateway at `base` (an in-process app or a
+/// process), through `http` (whose settings, such as a source address, the caller chose).
+pub async fn request_token(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    http.post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The access token of a request that must succeed.
+pub async fn access_token(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
+    let body: serde_json::Value = request_token(http, base, id, secret)
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_string()
 }

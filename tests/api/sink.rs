@@ -131,21 +131,7 @@ impl ShippingProcess {
 
     /// A token for `client` from the running process.
     pub async fn token(&self, (id, secret): &(String, String)) -> String {
-        let token: Value = self
-            .http
-            .post(format!("{}/oauth/token", self.gateway.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", id),
-                ("client_secret", secret),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        token["access_token"].as_str().unwrap().to_string()
+        crate::helpers::access_token(&self.http, &self.gateway.url, id, secret).await
     }
 
     /// `n` data requests to the running process, one after another, each answered 200.

@@ -815,15 +815,7 @@ async fn token_from(app: &TestApp, ip: [u8; 4], id: &str, secret: &str) -> reqwe
         .local_address(std::net::IpAddr::from(ip))
         .build()
         .unwrap();
-    http.post(format!("{}/oauth/token", app.url))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
+    crate::helpers::request_token(&http, &app.url, id, secret).await
 }
 
 #[tokio::test]
