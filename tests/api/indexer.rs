@@ -114,6 +114,19 @@ async fn progress(app: &TestApp, writer_id: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits until `writer_id`'s chain is indexed through its head as it is now; that head.
+async fn indexed_to_head(app: &TestApp, writer_id: &str, what: &str, within: Duration) -> i64 {
+    let head = store::chain_head(&app.state.db, writer_id)
+        .await
+        .unwrap()
+        .chain_seq;
+    wait_until(what, within, || async {
+        progress(app, writer_id).await >= head
+    })
+    .await;
+    head
+}
+
 async fn verifies(app: &TestApp) {
     let report = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
@@ -243,14 +256,11 @@ async fn the_indexer_catches_up_on_its_own_and_says_how_far() {
         app.data(&bank, "/v1/stores/power/entities?page_size=10")
             .await;
     }
-    let head = store::chain_head(&app.state.db, &own)
-        .await
-        .unwrap()
-        .chain_seq;
-    wait_until(
+    let head = indexed_to_head(
+        &app,
+        &own,
         "the indexer reaches the chain's head",
         Duration::from_secs(10),
-        || async { progress(&app, &own).await >= head },
     )
     .await;
     assert!(
@@ -420,24 +430,18 @@ async fn two_writers_chains_are_indexed_each_by_its_own_progress() {
             assert_eq!(officer_search(&app, &officer, &u(i)).await, want);
         }
     }
-    let head_b = store::chain_head(&app.state.db, "replica-b")
-        .await
-        .unwrap()
-        .chain_seq;
-    wait_until(
+    indexed_to_head(
+        &app,
+        "replica-b",
         "replica-b indexes its own chain",
         Duration::from_secs(5),
-        || async { progress(&app, "replica-b").await >= head_b },
     )
     .await;
-    let head_a = store::chain_head(&app.state.db, "replica-a")
-        .await
-        .unwrap()
-        .chain_seq;
-    wait_until(
+    indexed_to_head(
+        &app,
+        "replica-a",
         "replica-b indexes the chain of the replica without an indexer",
         Duration::from_secs(15),
-        || async { progress(&app, "replica-a").await >= head_a },
     )
     .await;
     // Two indexers racing over the same tails (a chain's progress moves once per step).
