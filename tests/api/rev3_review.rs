@@ -275,6 +275,22 @@ async fn rev3_archive_keeps_what_no_sink_has_confirmed() {
         "the archive removed places 1..={archived} of the chain from the log; the sink \
          `{sink}` had confirmed through {confirmed}: the sink will never receive them"
     );
+
+    // A confirmed place past the chain's head (an edited row) is corruption, as the shipper
+    // judges it (it ships again from the start): it confirms nothing, so nothing is archived.
+    sqlx::query("UPDATE audit_shipping SET records_through = $1 WHERE writer_id = $2")
+        .bind(1_000_000_000_000_i64)
+        .bind("rev3-archive")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let done = credgate::audit::archive::archive(db, 1826, six_years_on, &out)
+        .await
+        .unwrap();
+    assert!(
+        done.iter().all(|a| a.writer_id != "rev3-archive"),
+        "a place past the head was taken as confirmed: {done:?}"
+    );
 }
 
 /// F5 (indexer, PostgreSQL; medium). A record's subjects are what the release touched, and

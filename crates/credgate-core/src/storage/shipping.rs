@@ -234,13 +234,17 @@ pub async fn record_hash_at(
 /// `audit_shipping` counts, and one with no row for this chain has confirmed nothing of it
 /// (0): a chain not yet adopted, or a sink added, still has everything to receive. What
 /// `audit archive` may remove stops there, so that no sink's copy gets a gap. A retired sink's
-/// rows hold archiving back until an operator deletes them: that is the safe side.
+/// rows hold archiving back until an operator deletes them: that is the safe side. A place
+/// past the chain's head confirms nothing (0): the shipper takes it for corruption and ships
+/// again from the start, so archiving on its word would cut the sink's copy for good.
 pub async fn least_confirmed(
     db: &Db,
     writer_id: &str,
 ) -> Result<Option<(String, i64)>, StorageError> {
     let row = sqlx::query(
-        "SELECT s.sink AS sink, COALESCE(r.records_through, 0) AS through \
+        "SELECT s.sink AS sink, CASE WHEN r.records_through > \
+         (SELECT COALESCE(MAX(chain_seq), 0) FROM audit_log WHERE writer_id = $1) THEN 0 \
+         ELSE COALESCE(r.records_through, 0) END AS through \
          FROM (SELECT DISTINCT sink FROM audit_shipping) s \
          LEFT JOIN audit_shipping r ON r.sink = s.sink AND r.writer_id = $1 \
          ORDER BY through, s.sink LIMIT 1",
