@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use axum::{
     Extension, Json,
-    extract::{ConnectInfo, Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{ConnectInfo, Path, Query, State, rejection::QueryRejection},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -302,17 +302,49 @@ fn is_about(
         .is_some_and(|kind| subject.is(subject.as_str(), kind))
 }
 
+/// A page of the access log: `limit` records (1 to 500, 100 when absent) below `cursor`, the
+/// `next_cursor` of the page before. Unknown parameters are refused, not ignored.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessPageQuery {
+    pub(crate) limit: Option<i64>,
+    pub(crate) cursor: Option<String>,
+}
+
+/// Most records one access-log page holds: each carries its record's whole subject list.
+const MAX_ACCESS_PAGE: i64 = 500;
+
+impl AccessPageQuery {
+    /// `(before, limit)`, or why the query is not one this endpoint takes.
+    fn bounds(&self) -> Result<(Option<i64>, i64), Error> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_ACCESS_PAGE).contains(&limit) {
+            return Err(Error::BadRequest("`limit` is 1 to 500".into()));
+        }
+        let before = match self.cursor.as_deref() {
+            None => None,
+            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                Error::BadRequest("`cursor` is not one this endpoint gave".into())
+            })?),
+        };
+        Ok((before, limit))
+    }
+}
+
 /// Who accessed my records: institutions' and the public's requests that touched this subject,
-/// allowed or denied. Only the caller's own.
+/// allowed or denied, newest first, a page at a time. Only the caller's own.
 pub(crate) async fn access_log(
     State(state): State<AppState>,
     Subject(subject): Subject,
     Extension(_slot): Extension<AuditSlot>,
-    _headers: HeaderMap,
+    q: Result<Query<AccessPageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Error> {
+    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
     let policies = state.policies();
-    let records = audit_store::access_log(&state.db, subject.id.as_str(), 500, &policies).await?;
-    let items: Vec<Value> = records
+    let page =
+        audit_store::access_log(&state.db, subject.id.as_str(), q.bounds()?, &policies).await?;
+    let items: Vec<Value> = page
+        .records
         .iter()
         .filter(|r| is_about(&subject.id, r, &policies))
         .map(|r| {
@@ -324,7 +356,8 @@ pub(crate) async fn access_log(
             })
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    let next = page.next.map(|seq| seq.to_string());
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
 /// The legal basis the record itself names (covered by its hash); for a record written before

@@ -378,24 +378,24 @@ async fn law_withheld_purposes_stay_out_of_the_subjects_log_until_the_period_run
     let seen = credgate::audit::store::access_log_at(
         &app.state.db,
         &uscc,
-        500,
+        (None, 500),
         &[("enforcement", 90)],
         later,
     )
     .await
     .unwrap();
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.records.len(), 2);
     // Hostile: a purpose spelled to break out of the query is a bound value, not SQL.
     let none = credgate::audit::store::access_log_at(
         &app.state.db,
         &uscc,
-        500,
+        (None, 500),
         &[("x') OR 1=1 --", 90)],
         later,
     )
     .await
     .unwrap();
-    assert_eq!(none.len(), 2);
+    assert_eq!(none.records.len(), 2);
 }
 
 /// The roles the policy reserves for a data subject reading their own record and for the

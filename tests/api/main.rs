@@ -6,6 +6,7 @@ mod helpers;
 
 mod law;
 
+mod access_log;
 mod alerts;
 mod audit;
 mod axe;

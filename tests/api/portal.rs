@@ -816,6 +816,47 @@ async fn who_accessed_my_data_shows_the_table_and_the_chart() {
 }
 
 #[tokio::test]
+async fn who_accessed_my_data_pages_through_older_accesses_and_refuses_a_made_up_cursor() {
+    let s = site().await;
+    let app = &s.app;
+    let mine = uscc(app, 0);
+    for org in ["first-bank", "second-bank", "third-bank"] {
+        let bank = app.token_in("financial_institution", org, None).await;
+        let res = app
+            .data(&bank, &format!("/v1/stores/power/entities/{mine}"))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let me = portal_client(&s, &mine).await;
+    let html = me.page("/portal/access?limit=2", 200).await;
+    assert!(html.contains("<td>third-bank</td>") && html.contains("<td>second-bank</td>"));
+    assert!(!html.contains("<td>first-bank</td>"), "{html}");
+    let link = html
+        .split("href=\"")
+        .map(|h| h.split('"').next().unwrap())
+        .find(|h| h.starts_with("/portal/access?cursor="))
+        .unwrap_or_else(|| panic!("an older-accesses link: {html}"));
+    assert!(html.contains(">Older accesses</a>"), "{html}");
+    let older = me.page(&format!("{link}&limit=2"), 200).await;
+    assert!(older.contains("<td>first-bank</td>"), "{older}");
+    assert!(!older.contains("Older accesses"), "the last page: {older}");
+    let zh = in_lang(&me, "zh").page("/portal/access?limit=1", 200).await;
+    assert!(zh.contains("更早的查询"), "{zh}");
+    // A made-up cursor or limit is a clear page, not an error of ours.
+    for q in [
+        "?cursor=x%27%20OR%201=1",
+        "?limit=100000",
+        "?cursor=1&evil=1",
+    ] {
+        let page = me.page(&format!("/portal/access{q}"), 400).await;
+        assert!(
+            !page.contains("SELECT") && !page.contains("cursor"),
+            "{q}: {page}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn every_page_is_audited_translated_and_labelled_in_both_languages() {
     let s = site().await;
     let app = &s.app;

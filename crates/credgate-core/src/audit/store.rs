@@ -1018,16 +1018,28 @@ fn names(records: Vec<AuditRecord>, subject: &str) -> Vec<AuditRecord> {
         .collect()
 }
 
-/// Accesses by institutions (and the public) to this subject's records, newest first,
-/// without those the policy withholds from the subject for now (`withhold_from_subject_days`:
-/// notice of an enforcement case's reads may wait, PIPL arts. 18 and 35). The records exist;
-/// staff see them; the subject sees them once the period has run.
+/// One page of a subject's access log, newest first.
+#[derive(Debug)]
+pub struct AccessPage {
+    /// The records on this page that name the subject.
+    pub records: Vec<AuditRecord>,
+    /// Where the next (older) page starts below, when this page was full. Counted on the rows
+    /// read, before `names` drops any, so a dropped row never ends the log early.
+    pub next: Option<i64>,
+}
+
+/// Accesses by institutions (and the public) to this subject's records, newest first, at most
+/// `limit` below `before`, without those the policy withholds from the subject for now
+/// (`withhold_from_subject_days`: notice of an enforcement case's reads may wait, PIPL arts. 18
+/// and 35). The records exist; staff see them; the subject sees them once the period has run.
+/// A page, not the whole log: each record carries its whole subject list (a list read names a
+/// hundred), so reading hundreds at once costs megabytes a request.
 pub async fn access_log(
     db: &Db,
     subject: &str,
-    limit: i64,
+    (before, limit): (Option<i64>, i64),
     policies: &crate::policy::PolicySet,
-) -> Result<Vec<AuditRecord>, StorageError> {
+) -> Result<AccessPage, StorageError> {
     let withheld: Vec<(&str, u32)> = policies
         .purpose_codes()
         .into_iter()
@@ -1036,7 +1048,8 @@ pub async fn access_log(
             (days > 0).then_some((c, days))
         })
         .collect();
-    access_log_at(db, subject, limit, &withheld, crate::storage::now_micros()).await
+    let now = crate::storage::now_micros();
+    access_log_at(db, subject, (before, limit), &withheld, now).await
 }
 
 /// The access log as of `now_us`, leaving out reads for each `(purpose, days)` younger than
@@ -1044,17 +1057,17 @@ pub async fn access_log(
 pub async fn access_log_at(
     db: &Db,
     subject: &str,
-    limit: i64,
+    (before, limit): (Option<i64>, i64),
     withheld: &[(&str, u32)],
     now_us: i64,
-) -> Result<Vec<AuditRecord>, StorageError> {
+) -> Result<AccessPage, StorageError> {
     // COALESCE: a record without a purpose is never withheld (NOT of NULL would drop it).
     let clauses: String = (0..withheld.len())
         .map(|i| {
             format!(
                 " AND NOT (COALESCE(purpose, '') = ${} AND time_us > ${})",
-                3 + 2 * i,
-                4 + 2 * i
+                4 + 2 * i,
+                5 + 2 * i
             )
         })
         .collect();
@@ -1064,18 +1077,27 @@ pub async fn access_log_at(
     let sql = format!(
         "{}SELECT {COLUMNS} FROM audit_log WHERE seq IN \
          (SELECT seq FROM audit_subjects WHERE subject_id = $1{}) \
-         AND kind IN ('data', 'profile', 'public'){clauses} ORDER BY seq DESC LIMIT $2",
+         AND kind IN ('data', 'profile', 'public') AND seq < $3{clauses} \
+         ORDER BY seq DESC LIMIT $2",
         super::index_store::WRITERS_CTE,
         super::index_store::unindexed_union(db.backend(), "$1")
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(subject)
-        .bind(limit);
+        .bind(limit)
+        .bind(before.unwrap_or(i64::MAX));
     for (purpose, days) in withheld {
         let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
         q = q.bind(purpose.to_string()).bind(cutoff);
     }
     let rows = q.fetch_all(db.pool()).await?;
-    let records = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    Ok(names(records, subject))
+    let records: Vec<AuditRecord> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    drop(rows);
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(AccessPage {
+        records: names(records, subject),
+        next,
+    })
 }

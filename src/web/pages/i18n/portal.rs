@@ -111,6 +111,7 @@ pub const EN: &[(&str, &str)] = &[
     ("portal.access.legal_basis", "Legal basis"),
     ("portal.access.decision", "Decision"),
     ("portal.access.time", "Time"),
+    ("portal.access.older", "Older accesses"),
     (
         "portal.access.empty",
         "No one has accessed your records yet.",
@@ -334,6 +335,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.access.decision", "决定"),
     ("portal.access.time", "时间"),
     ("portal.access.empty", "尚无人查询您的记录。"),
+    ("portal.access.older", "更早的查询"),
     ("portal.consents.title", "授权"),
     ("portal.consents.mine", "我的授权"),
     ("portal.consents.org", "机构"),

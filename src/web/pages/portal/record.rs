@@ -17,7 +17,7 @@ use std::{
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{ConnectInfo, Query, State},
+    extract::{ConnectInfo, Query, State, rejection::QueryRejection},
     response::Response,
 };
 use http::{HeaderMap, StatusCode};
@@ -311,17 +311,19 @@ fn annotation(
 }
 
 /// Who read my records: the API's access log, as a table and a chart by month and org.
+/// A page at a time, as the API gives it; "older records" follows its cursor.
 pub async fn access(
     State(state): State<AppState>,
     who: SubjectPage,
     Extension(slot): Extension<AuditSlot>,
+    q: Result<Query<api::AccessPageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let Json(log) = api::access_log(
         State(state.clone()),
         Subject(who.subject.clone()),
         Extension(slot),
-        headers.clone(),
+        q,
     )
     .await?;
     let lang = Lang::choose(&headers);
@@ -343,7 +345,9 @@ pub async fn access(
     let chart = (!data.is_empty()).then(|| {
         minijinja::Value::from_safe_string(chart::bars(lang.t("portal.access.chart"), &data))
     });
-    let ctx = context! { items, chart, who => who.subject.id.as_str() };
+    // Only digits ever come back from the API, so the link needs no escaping beyond the page's.
+    let next = log["next_cursor"].as_str().map(|c| format!("cursor={c}"));
+    let ctx = context! { items, chart, next, who => who.subject.id.as_str() };
     let here = ("portal/access.html", "/portal/access");
     Ok(show(&state, &headers, StatusCode::OK, here, ctx))
 }
