@@ -1,5 +1,5 @@
 //! Clock steps (issue 19): a replica whose clock jumps back does not break chains or deadlines.
-//! The tests step the core's clock (`Clock::step_back`, `Clock::advance`), which every record,
+//! The tests step the core's clock (`Clock::step_back`, `Clock::step_forward`; `Clock::advance` lets time pass), which every record,
 //! checkpoint, token, deadline and session time reads; `credgate_core::clock` states the
 //! rules held here. Under parallel clients the fault case's promises hold too: no data
 //! released without an audit id, every audit id a client received is in the log, every chain
@@ -199,7 +199,7 @@ async fn load_through_steps(app: &TestApp) -> (Vec<Outcome>, Instant, Instant) {
     })
     .await;
     let stepped_forward = Instant::now();
-    app.state.clock.advance(HOUR);
+    app.state.clock.step_forward(HOUR);
     wait_until("reads released after the step forward", bound, || async {
         released_since(&outcomes, stepped_forward) >= 30
     })
@@ -395,9 +395,10 @@ async fn a_token_lives_its_lifetime_through_steps_back_and_a_spent_one_stays_spe
     );
 
     // The wall clock comes back and runs on past both tokens' lifetimes: both end.
+    app.state.clock.step_forward(HOUR);
     app.state
         .clock
-        .advance(HOUR + Duration::from_secs(ttl + leeway + 1));
+        .advance(Duration::from_secs(ttl + leeway + 1));
     let res = app.data(&before, &path).await;
     assert!(res.headers().contains_key("x-audit-id"));
     let problem = crate::helpers::assert_problem(res, 401).await;
@@ -447,7 +448,7 @@ async fn a_step_back_neither_makes_nor_unmakes_an_overdue_objection() {
     assert!(overdue_ids().await.is_empty());
 
     // Six days on (from the hour stepped back): past the acceptance deadline; alerted once.
-    app.state.clock.advance(HOUR);
+    app.state.clock.step_forward(HOUR);
     app.state.clock.advance_days(6);
     assert_eq!(get().await["overdue"], true);
     let (_, officer) = app.token("security_officer").await;

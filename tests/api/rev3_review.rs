@@ -49,12 +49,12 @@ async fn status_at(app: &TestApp, url: &str, token: &str) -> u16 {
 /// correction lives "a day from now" instead of "now": a leaked token of today works tomorrow.
 /// On the wall clock only the tokens issued during the glitch were post-dated.
 ///
-/// Fix: issue `iat`/`nbf`/`exp` from the wall clock (`Clock::now`), and refuse a token as
-/// expired when `exp + leeway <= steady` (a step back still cannot revive one) and as not yet
-/// valid when `nbf > now + leeway` (the wall clock). A forward glitch then post-dates only what
-/// is issued during it.
+/// The fix the review proposed (issue on the wall clock, judge `exp` on `steady`) would have
+/// made the issuer refuse its own new tokens as expired while `steady` stayed a day ahead.
+/// Fixed instead in `Clock::steady`: its floor is what the monotonic clock has measured since
+/// start, so a forward step is followed while it lasts and forgotten once corrected; a step
+/// back is still not followed. A forward glitch now post-dates only what is issued during it.
 #[tokio::test]
-#[ignore = "rev3: a corrected forward clock step post-dates every token issued until restart"]
 async fn rev3_a_corrected_forward_step_does_not_post_date_new_tokens() {
     let app = TestApp::spawn().await;
     let ttl = app.state.config.auth.token_ttl_secs;
@@ -67,7 +67,7 @@ async fn rev3_a_corrected_forward_step_does_not_post_date_new_tokens() {
 
     // The wall clock jumps a day ahead, traffic goes on (a request reads the clock), and the
     // clock is stepped back to the right time.
-    app.state.clock.advance(DAY);
+    app.state.clock.step_forward(DAY);
     let during = status_at(&app, &app.url, &before).await;
     app.state.clock.step_back(DAY);
 

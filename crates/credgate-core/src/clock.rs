@@ -11,10 +11,12 @@
 //! - An elapsed time read off this clock (the age of the unsigned tail, a 429 window) that comes
 //!   out negative means the clock went back: the age is unknown, and it is taken as "due now"
 //!   (sign the tail, close the window), never as "not due for another hour".
-//! - The gateway's own tokens live on `steady`, the clock that never goes back: a step back
-//!   neither revives an expired token nor refuses a good one, and a token lives its lifetime
-//!   in real time however the wall clock moves. (On the wall clock, a step back of a token's
-//!   lifetime made an expired token valid again: a leaked, spent token worked twice as long.)
+//! - The gateway's own tokens live on `steady`, the clock that never falls behind the time the
+//!   process has measured since it started: a step back neither revives an expired token nor
+//!   refuses a good one, and a token lives its lifetime in real time however the wall clock
+//!   moves. (On the wall clock, a step back of a token's lifetime made an expired token valid
+//!   again: a leaked, spent token worked twice as long.) A step forward that is corrected
+//!   leaves no trace: only the tokens issued while it lasted are post-dated.
 //! - Deadlines (objections, complaints, requests) are absolute times: a step back makes them
 //!   that much further off, as any reading of the clock would; an alert already raised stays.
 //! - A page session stays signed in; its idle timeout counts from its last use as stored, so a
@@ -39,8 +41,14 @@ use std::{
 /// token's `exp`/`iat`, an outbox claim, an audit record's time or a checkpoint's reads it here.
 #[derive(Debug)]
 pub struct Clock {
+    /// How far tests have moved the wall clock (steps and simulated time alike).
     offset_us: AtomicI64,
-    /// `steady`'s anchor: a wall-clock reading and the monotonic instant it was taken at.
+    /// How much time tests have let pass without sleeping (`advance`): the monotonic floor of
+    /// `steady` moves by it too, where a step of the wall clock (`step_forward`, `step_back`)
+    /// does not.
+    elapsed_us: AtomicI64,
+    /// `steady`'s floor: a time in Unix microseconds (the wall clock at start, or a seed) and
+    /// the monotonic instant it was taken at.
     anchor: Mutex<(i64, Instant)>,
 }
 
@@ -48,28 +56,38 @@ impl Default for Clock {
     fn default() -> Self {
         Self {
             offset_us: AtomicI64::new(0),
+            elapsed_us: AtomicI64::new(0),
             anchor: Mutex::new((crate::storage::now_micros(), Instant::now())),
         }
     }
 }
 
 impl Clock {
-    /// Unix microseconds that never go back: the wall clock when it is ahead of the anchor plus
-    /// the monotonic time since (a step forward is followed, and becomes the new anchor), else
-    /// the anchor plus the monotonic time since (a step back is not followed: time goes on at
-    /// the real rate from where it was). For what must not be lengthened or revived by a step
-    /// back: the gateway's token lifetimes.
+    /// Unix microseconds that never fall behind the time this process has measured since it
+    /// started: the wall clock, or, when the wall clock is behind it, the start's wall-clock
+    /// reading (or the seed) plus the monotonic time since. A step back is not followed (time
+    /// goes on at the real rate from where it was); a step forward is followed while it lasts
+    /// and leaves no trace once the wall clock is set right again. For what must not be
+    /// lengthened or revived by a step back: the gateway's token lifetimes.
+    ///
+    /// Why a forward step is not remembered: this clock once took each forward step as its
+    /// new floor, so a wall clock that jumped a day ahead and was corrected (a bad time source,
+    /// a typo, a VM resumed with the wrong time) left the process issuing every token a day in
+    /// the future until restart, refused now by every replica with the right time and valid
+    /// there a day later (review rev3, F1). The floor is what the monotonic clock, which no
+    /// step moves, has measured: a host whose clock was wrong at start and stepped right later
+    /// is protected from a later step back only beyond that correction.
     pub fn steady(&self) -> i64 {
         let wall = self.now();
-        let mut anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
-        let since = i64::try_from(anchor.1.elapsed().as_micros()).unwrap_or(i64::MAX);
-        let mono = anchor.0.saturating_add(since);
-        if wall > mono {
-            *anchor = (wall, Instant::now());
-            wall
-        } else {
-            mono
-        }
+        let anchor = *self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        wall.max(self.floor(anchor))
+    }
+
+    /// The anchor's time plus the monotonic time since it (and the time tests let pass).
+    fn floor(&self, (at, instant): (i64, Instant)) -> i64 {
+        let since = i64::try_from(instant.elapsed().as_micros()).unwrap_or(i64::MAX);
+        at.saturating_add(since)
+            .saturating_add(self.elapsed_us.load(Ordering::Relaxed))
     }
 
     /// `steady` in Unix seconds, as JWT time claims count them.
@@ -81,8 +99,10 @@ impl Clock {
     /// recorded, so a host whose clock went back while the gateway was down does not revive
     /// the tokens that had expired by then.
     pub fn seed(&self, us: i64) {
-        if us > self.steady() {
-            *self.anchor.lock().unwrap_or_else(|p| p.into_inner()) = (us, Instant::now());
+        let mut anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        if us > self.floor(*anchor) {
+            let elapsed = self.elapsed_us.load(Ordering::Relaxed);
+            *anchor = (us.saturating_sub(elapsed), Instant::now());
         }
     }
 
@@ -96,15 +116,26 @@ impl Clock {
         u64::try_from(self.now() / 1_000_000).unwrap_or(0)
     }
 
-    /// Moves the clock forward (tests only: a gateway in service never calls it).
+    /// Lets time pass without sleeping (tests only: a gateway in service never calls it): the
+    /// wall clock and the monotonic floor of `steady` move together, as they do when time
+    /// really passes.
     pub fn advance(&self, by: Duration) {
         let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.offset_us.fetch_add(us, Ordering::Relaxed);
+        self.elapsed_us.fetch_add(us, Ordering::Relaxed);
     }
 
     pub fn advance_days(&self, days: i64) {
-        self.offset_us
-            .fetch_add(days * 86_400 * 1_000_000, Ordering::Relaxed);
+        self.advance(Duration::from_secs(
+            u64::try_from(days).unwrap_or(0) * 86_400,
+        ));
+    }
+
+    /// Steps the wall clock forward with no time passing (tests only): a host's clock set
+    /// ahead, by a bad time source or by the correction of a step back.
+    pub fn step_forward(&self, by: Duration) {
+        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.offset_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Moves the clock back (tests only: a gateway in service never calls it). It exists because
@@ -127,9 +158,21 @@ mod tests {
         let start = c.steady();
         c.step_back(Duration::from_secs(3600));
         assert!(c.steady() >= start, "a step back is not followed");
-        c.advance(Duration::from_secs(7200));
+        c.step_forward(Duration::from_secs(7200));
         let ahead = c.steady();
         assert!(ahead >= start + 3_500_000_000, "a step forward is");
+        // The forward step corrected: steady is back with the monotonic time (rev3 F1).
+        c.step_back(Duration::from_secs(3600));
+        let back = c.steady();
+        assert!(back < start + 60_000_000 && back >= start, "{start} {back}");
+        c.advance(Duration::from_secs(7200));
+        let ahead = c.steady();
+        assert!(ahead >= start + 7_200_000_000, "time passing moves it");
+        c.step_back(Duration::from_secs(7200));
+        assert!(
+            c.steady() >= ahead,
+            "and a step back after it does not undo it"
+        );
         c.seed(ahead + 60_000_000);
         assert!(c.steady() >= ahead + 60_000_000, "a seed ahead raises it");
         c.seed(0);
