@@ -148,6 +148,18 @@ impl Core {
         // replica's newest record: a host whose clock went back while it was down does not
         // revive the tokens that had expired by then.
         if let Some(newest) = crate::audit::store::newest_time(&db, audit.writer_id()).await? {
+            // Ahead of the host's clock: either the clock went back (what the seed is for) or
+            // the record was stamped during a forward glitch since corrected; tokens are
+            // post-dated by that much until the clock catches up, so the operator is told.
+            let ahead_s = (newest - clock.now()) / 1_000_000;
+            if ahead_s > config.auth.leeway_secs as i64 {
+                tracing::warn!(
+                    ahead_s,
+                    "this replica's newest audit record is ahead of the host clock; its tokens \
+                     are issued on the record's time until the clock catches up (check the \
+                     host's time source)"
+                );
+            }
             clock.seed(newest);
         }
         let seen = crate::replicas::Seen::new(&crate::storage::signals::read(&db).await?);
