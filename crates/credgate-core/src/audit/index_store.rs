@@ -114,7 +114,11 @@ pub async fn index_step(
     let (Some(records), Some(upto)) = (records, upto) else {
         return Ok(Step::UpToDate);
     };
-    if !move_progress(&mut conn, writer_id, done, upto).await? {
+    // The write lock in turn with this process's audit writer (`Db::write_turn`).
+    let turn = db.write_turn().await;
+    let moved = move_progress(&mut conn, writer_id, done, upto).await?;
+    drop(turn);
+    if !moved {
         return Ok(Step::Lost);
     }
     Ok(Step::Indexed {

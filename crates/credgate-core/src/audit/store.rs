@@ -231,8 +231,12 @@ where
     loop {
         let head = writer.head(known).await?;
         let checkpoint = chain(&head, records);
+        let db = writer.db.clone();
         let conn = writer.get().await?;
-        match write(conn, backend, records, checkpoint.as_ref()).await {
+        let turn = db.write_turn().await;
+        let written = write(conn, backend, records, checkpoint.as_ref()).await;
+        drop(turn);
+        match written {
             Ok(()) => {
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
                 return Ok(());
@@ -517,8 +521,12 @@ pub async fn append_checkpoint(
     writer: &mut WriterConn,
     cp: &Checkpoint,
 ) -> Result<(), StorageError> {
+    let db = writer.db.clone();
     let conn = writer.get().await?;
-    if let Err(e) = insert_checkpoint(conn, cp).await {
+    let turn = db.write_turn().await;
+    let written = insert_checkpoint(conn, cp).await;
+    drop(turn);
+    if let Err(e) = written {
         writer.conn = None;
         return Err(e.into());
     }
@@ -606,8 +614,12 @@ where
     loop {
         let head = writer.head(known).await.map_err(ChangeOutcome::Failed)?;
         let checkpoint = chain(&head, records);
+        let db = writer.db.clone();
         let conn = writer.get().await.map_err(ChangeOutcome::Failed)?;
-        match write_with_change(conn, backend, change, records, checkpoint.as_ref()).await {
+        let turn = db.write_turn().await;
+        let written = write_with_change(conn, backend, change, records, checkpoint.as_ref()).await;
+        drop(turn);
+        match written {
             Ok(()) => {
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
                 return Ok(());

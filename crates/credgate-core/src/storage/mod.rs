@@ -72,6 +72,11 @@ pub struct Db {
     backend: Backend,
     /// What the background probe last saw, shared by every clone (see `health`).
     health: Arc<health::Health>,
+    /// SQLite's one write lock, taken in turn by this process's audit writer and its indexer
+    /// (`write_turn`). Without it they met only in SQLite's busy handler, which sleeps 1 to
+    /// 100 ms between tries: the indexer had to pause 30 ms after every step so that a
+    /// waiting append got in, and that pause, not the work, bounded how fast it indexed.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -135,7 +140,20 @@ impl Db {
             pool,
             backend,
             health,
+            write_turn: Arc::default(),
         })
+    }
+
+    /// On SQLite, this process's turn at the write lock for the audit writer and the indexer:
+    /// a FIFO queue, so an append waiting behind an index step is next, with no busy-handler
+    /// sleep. Held across one write transaction, never while waiting for a pool connection.
+    /// Other writers (the CLI, other processes) still meet them in the busy handler. `None` on
+    /// PostgreSQL, whose row locks need no turn.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.write_turn.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     pub async fn migrate(&self) -> Result<(), StorageError> {
