@@ -141,3 +141,111 @@ fn rev4_the_longest_record_line_is_well_under_the_sink_line_cap() {
     );
     println!("longest data-answer record line: about {line} bytes; cap {cap}");
 }
+
+/// An officer's search of the log by subject: the ids of the records found (one page).
+async fn officer_search(app: &TestApp, officer: &str, subject: &str) -> Vec<String> {
+    let res = app
+        .http
+        .get(format!("{}/admin/audit", app.url))
+        .query(&[("subject", subject), ("limit", "1000")])
+        .bearer_auth(officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{subject:?}");
+    let page: Value = res.json().await.unwrap();
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `sha256:` and the hex digest of `value`: how the recorder writes a long value.
+fn digest_of(value: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    format!("sha256:{}", hex::encode(d.as_ref()))
+}
+
+/// The audit id of one read of the fake store's document, which holds `value` where the
+/// route's subject id is (a store's value that is not a valid id).
+async fn read_with_subject(app: &TestApp, token: &str, value: &str) -> String {
+    *app.fake.doc.lock().unwrap() = serde_json::json!({"uscc": value, "name": "x"});
+    let res = app
+        .data(token, "/v1/stores/fake/doc/91350100M000100Y43")
+        .await;
+    assert_eq!(res.status(), 200);
+    res.headers()["x-audit-id"].to_str().unwrap().to_string()
+}
+
+/// L2: a store's value over 128 bytes that is not an id is recorded as `sha256:<hex>`, but
+/// (a) a stored value that itself read `sha256:<64 hex>` was recorded as sent, so a store
+/// could plant records in the search for another value's digest; and (b) the officers' search
+/// did not reduce its input, so a search for a 129-256 byte value found nothing. Both backends
+/// (`CREDGATE_TEST_PG`).
+#[tokio::test]
+async fn rev4_a_subject_search_reduces_as_the_recorder_and_the_digest_form_is_reserved() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.token("regulator").await;
+    let (_, officer) = app.token("security_officer").await;
+    // 200 bytes: over the recorder's 128, under the search's 256.
+    let long = "L".repeat(200);
+    let long_digest = digest_of(&long);
+    let long_read = read_with_subject(&app, &token, &long).await;
+    // A store planting the long value's recorded form as a value of its own.
+    let planted_read = read_with_subject(&app, &token, &long_digest).await;
+    // A short value in the reserved namespace, not in the digest form.
+    let short_reserved = "sha256:not-a-digest";
+    let short_read = read_with_subject(&app, &token, short_reserved).await;
+
+    let planted = app.record(&planted_read).await;
+    assert!(
+        !planted.subjects.contains(&long_digest),
+        "(a) a store's value `{long_digest}` was recorded as sent: it reads as the digest \
+         of another value: {:?}",
+        planted.subjects
+    );
+    assert!(planted.subjects.contains(&digest_of(&long_digest)));
+    assert!(
+        app.record(&short_read)
+            .await
+            .subjects
+            .contains(&digest_of(short_reserved))
+    );
+
+    // The digest, pasted from a record, finds that record and no planted one.
+    assert_eq!(
+        officer_search(&app, &officer, &long_digest).await,
+        vec![long_read.clone()],
+        "(a) the search for a recorded digest"
+    );
+    // The value itself finds the same record (129-256 bytes).
+    assert_eq!(
+        officer_search(&app, &officer, &long).await,
+        vec![long_read],
+        "(b) the search for a 200-byte value must find its own record, and only it"
+    );
+    // A reserved value is found by typing it (reduced as recorded), and the planted value
+    // by its own recorded form.
+    assert_eq!(
+        officer_search(&app, &officer, short_reserved).await,
+        vec![short_read]
+    );
+    assert_eq!(
+        officer_search(&app, &officer, &digest_of(&long_digest)).await,
+        vec![planted_read]
+    );
+    // Over the search's 256 bytes: refused, as before.
+    let res = app
+        .http
+        .get(format!("{}/admin/audit", app.url))
+        .query(&[("subject", "L".repeat(257).as_str())])
+        .bearer_auth(&officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
