@@ -79,9 +79,19 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("held back: {held}");
             }
             let done = report.archived;
-            if done.is_empty() {
+            // Nothing archived is said as it is: a chain held back has records older than the
+            // retention, which a sink has not confirmed.
+            if done.is_empty() && report.held_back.is_empty() {
                 println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
+                    config.audit.retention_days
+                );
+            } else if done.is_empty() {
+                println!(
+                    "nothing archived: {} chain(s) have records older than the retention minimum \
+                     ({} days) up to a checkpoint, held back because a sink has not confirmed \
+                     them (see `held back:` on stderr)",
+                    report.held_back.len(),
                     config.audit.retention_days
                 );
             }

@@ -4,10 +4,12 @@
 //! that did not reduce its input as the recorder does, and `audit archive` saying "nothing is
 //! older" when a sink held every chain back.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::cli::{config_file, credgate, explain, text};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, wait_until};
 
 /// A writer id of its own for one test.
 fn writer(prefix: &str) -> String {
@@ -248,4 +250,80 @@ async fn rev4_a_subject_search_reduces_as_the_recorder_and_the_digest_form_is_re
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+}
+
+/// L3: `audit archive` said "nothing is older than the retention minimum" when records were
+/// older, and every chain was held back by a sink that had not confirmed them.
+#[tokio::test]
+async fn rev4_archive_says_when_a_sink_held_everything_back() {
+    use sqlx::Executor as _;
+    let writer = writer("rev4-held");
+    let w = writer.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.audit.checkpoint_every = 1;
+        c.audit.writer_id = Some(w);
+        c.audit.ship = Some(credgate::config::ShipConfig {
+            address: crate::helpers::dead_addr().to_string(),
+            tls: false,
+            ca_file: None,
+            sink: "rev4-held".into(),
+            facility: "local0".into(),
+            max_message_bytes: 64 * 1024,
+        });
+    })
+    .await;
+    let (_, token) = app.token("regulator").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.data(&token, "/v1/stores/power/lists/red")
+                .await
+                .status(),
+            200
+        );
+    }
+    let db = &app.state.db;
+    // The shipper's heartbeat writes the chain's row (its lease) at once; the sink confirms
+    // nothing (it is down).
+    wait_until("the shipping row", Duration::from_secs(30), || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_shipping WHERE writer_id = $1")
+            .bind(&writer)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            > 0
+    })
+    .await;
+    // The chain's checkpoints made ten years old: past every retention.
+    crate::audit::drop_guards(db).await;
+    db.pool()
+        .execute(sqlx::AssertSqlSafe(format!(
+            "UPDATE audit_checkpoints SET time_us = time_us - {} WHERE writer_id = '{writer}'",
+            10_i64 * 366 * 86_400 * 1_000_000
+        )))
+        .await
+        .unwrap();
+    let before = app.record_count().await;
+    let dir = app.dir.path().join("arch").display().to_string();
+    let out = credgate(&[
+        "audit",
+        "archive",
+        "--out",
+        &dir,
+        "--config",
+        &config_file(&app),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{}", explain(&out));
+    assert_eq!(app.record_count().await, before, "nothing was archived");
+    assert!(
+        stderr.contains("held back: ") && stderr.contains(&writer),
+        "{}",
+        explain(&out)
+    );
+    assert!(
+        !stdout.contains("nothing is older") && stdout.contains("held back"),
+        "the chain's records are older than the retention; a sink held them back, and the \
+         archive said otherwise{}",
+        explain(&out)
+    );
 }
