@@ -79,9 +79,19 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("held back: {held}");
             }
             let done = report.archived;
-            if done.is_empty() {
+            // Nothing archived is said as it is: a chain held back has records older than the
+            // retention, which a sink has not confirmed.
+            if done.is_empty() && report.held_back.is_empty() {
                 println!(
                     "nothing is older than the retention minimum ({} days) up to a checkpoint",
+                    config.audit.retention_days
+                );
+            } else if done.is_empty() {
+                println!(
+                    "nothing archived: {} chain(s) have records older than the retention minimum \
+                     ({} days) up to a checkpoint, held back because a sink has not confirmed \
+                     them (see `held back:` on stderr)",
+                    report.held_back.len(),
                     config.audit.retention_days
                 );
             }
@@ -289,6 +299,14 @@ fn read_sink_file(
         found.skipped,
         found.witnesses.len()
     );
+    if let Some(n) = found.line_too_long {
+        eprintln!(
+            "sink file {}: line {n} is longer than {} bytes, which no message credgate ships is: \
+             not read past it",
+            path.display(),
+            crate::audit::ship::MAX_SINK_LINE
+        );
+    }
     Ok(found)
 }
 
@@ -301,6 +319,8 @@ fn read_sink_file(
 /// its own verdict (`unsigned_witness_not_held`): the log was cut, or someone able to send
 /// syslog to the receiver forged the line; either way a person must look. Chains of the log
 /// with checkpoints but no witness in the file are named (not yet shipped, or lost there).
+/// A line too long to be a message ends the reading and fails the check
+/// (`sink_line_too_long`): the rest of the file was not read.
 async fn check_sink_file(
     db: &Db,
     report: &mut crate::audit::verify::ChainVerdict,
@@ -326,6 +346,21 @@ async fn check_sink_file(
         "unsigned_checkpoint_lines": found.unsigned,
         "unwitnessed_chains": unwitnessed,
     });
+    // Fail closed: what follows the line was not read, so the file cannot vouch for the log.
+    if let Some(n) = found.line_too_long {
+        check["line"] = n.into();
+        sink_failed(
+            (&mut check, report),
+            "sink_line_too_long",
+            None,
+            format!(
+                "line {n} of the sink file is longer than {} bytes, which no message credgate \
+                 ships is: the file was not read past it (a damaged file, or not a sink's)",
+                crate::audit::ship::MAX_SINK_LINE
+            ),
+        );
+        return Ok(check);
+    }
     if witnessed.is_empty() {
         sink_failed(
             (&mut check, report),

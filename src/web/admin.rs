@@ -124,7 +124,13 @@ pub(crate) fn bounds(f: &Filter, reader: &AuditReader) -> Result<Bounds, Error> 
     Ok(Bounds {
         org: f.org.clone(),
         client: f.client.clone(),
-        subject: f.subject.clone(),
+        // Reduced as the recorder reduces a store's value (a long one, or one in the
+        // `sha256:` namespace, is recorded as its digest), by the recorder's own function; a
+        // recorded digest pasted from a record is taken as it is (`subject_to_search`).
+        subject: f
+            .subject
+            .as_deref()
+            .map(|s| crate::policy::subject_to_search(s).into_owned()),
         store: f.store.clone(),
         decision: f.decision.clone(),
         from_us: parse_time(&f.from, "from")?,

@@ -48,6 +48,7 @@ mod reports;
 mod requests;
 mod rev2_review;
 mod rev3_review;
+mod rev4_low;
 mod roles;
 mod routes;
 mod shipping;

@@ -254,19 +254,53 @@ pub type Annotator<'a> = dyn FnMut(&str) -> Option<Value> + 'a;
 /// exactly; only a value no search can name (it is not an id) is reduced.
 const MAX_RAW_SUBJECT_BYTES: usize = 128;
 
-/// The id in its canonical form when it parses as the declared type, else as sent when it is
-/// at most `MAX_RAW_SUBJECT_BYTES` long, else `sha256:` and the hex digest of what was sent.
-/// The digest, not a cut: it stays bounded (71 bytes) whatever the store sends, two long
-/// values that share a beginning stay apart, and whoever holds the value can still find its
-/// records.
+/// The prefix of a recorded digest (`recorded_subject`). Reserved: no value is recorded as
+/// sent with it, so a recorded `sha256:` subject is always a digest the recorder made.
+pub const SUBJECT_DIGEST_PREFIX: &str = "sha256:";
+
+/// The id in its canonical form when it parses as the declared type, else `recorded_subject`.
 fn canonical(kind: Option<crate::domain::SubjectType>, s: &str) -> String {
     match kind.map(|k| crate::domain::SubjectId::parse(k, s)) {
         Some(Ok(id)) => id.as_str().to_string(),
-        _ if s.len() <= MAX_RAW_SUBJECT_BYTES => s.to_string(),
-        _ => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-            format!("sha256:{}", hex::encode(digest.as_ref()))
-        }
+        _ => recorded_subject(s).into_owned(),
+    }
+}
+
+/// How a store's value that is not a valid id is recorded as a subject: as sent when it is at
+/// most `MAX_RAW_SUBJECT_BYTES` long and does not start with `SUBJECT_DIGEST_PREFIX`, else
+/// `sha256:` and the hex digest of what was sent. The digest, not a cut: it stays bounded (71
+/// bytes) whatever the store sends, two long values that share a beginning stay apart, and
+/// whoever holds the value can still find its records. A value in the prefix's namespace is
+/// digested too, whatever its length: recorded as sent, a store's `sha256:<64 hex>` would read
+/// as (and be found with) the digest of another, long value. A valid id (18 characters, no
+/// `:`) is returned unchanged, so the officers' search (`subject_to_search`) can reduce any
+/// input with this function without knowing its type.
+pub fn recorded_subject(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_RAW_SUBJECT_BYTES && !s.starts_with(SUBJECT_DIGEST_PREFIX) {
+        return s.into();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    format!("{SUBJECT_DIGEST_PREFIX}{}", hex::encode(digest.as_ref())).into()
+}
+
+/// Whether `s` is a digest as `recorded_subject` writes it: the prefix and 64 lowercase hex.
+pub fn is_recorded_digest(s: &str) -> bool {
+    s.strip_prefix(SUBJECT_DIGEST_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// The subject a search for `s` looks up: a recorded digest as given (an officer pastes it
+/// from a record), anything else reduced as the recorder reduces it (`recorded_subject`), so
+/// a value of 129 bytes or more, or one starting with `sha256:`, finds the records that name
+/// it. One input names one recorded subject: a store's value that is itself a recorded digest
+/// was recorded as its own digest, and is found by that (as its records show it), never by
+/// typing it, which finds the long value's records.
+pub fn subject_to_search(s: &str) -> std::borrow::Cow<'_, str> {
+    if is_recorded_digest(s) {
+        s.into()
+    } else {
+        recorded_subject(s)
     }
 }
 

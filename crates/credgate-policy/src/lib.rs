@@ -17,7 +17,10 @@ use std::{
 
 use serde::de::DeserializeOwned;
 
-pub use engine::{Annotator, ApplyCtx, Expired, Outcome, Period, Plan};
+pub use engine::{
+    Annotator, ApplyCtx, Expired, Outcome, Period, Plan, SUBJECT_DIGEST_PREFIX, is_recorded_digest,
+    recorded_subject, subject_to_search,
+};
 use files::{CatalogFile, ClassesFile, DisclosureFile, PurposesFile, RolesFile};
 pub use files::{Category, Label, Reserved, RowScope, Tier};
 use mask::MaskSpec;

@@ -981,6 +981,22 @@ fn parse_params(mut rest: &[u8]) -> Option<(Params, &[u8])> {
     }
 }
 
+/// The longest line of a sink's file `witnesses_from` reads (without its line end): far over
+/// any message credgate ships, so a longer line is not one of them, and reading it whole
+/// would let a file of one endless line grow the reader's memory without bound.
+///
+/// Why no genuine line comes near it: a record's message is its JSON and a few short SD
+/// parameters. An answer records at most 1,000 subjects (`MAX_SUBJECTS` of the policy engine),
+/// each a valid id, a value of at most 128 bytes or a 71-byte digest: under 0.8 MB even if
+/// every byte were a control character JSON writes as `\u00XX`. The rest comes from the
+/// request's head, which hyper's HTTP/1 reader caps at 417,792 bytes (its default
+/// `max_buf_size`; the gateway serves HTTP/1 only): re-encoded or replaced, a byte of it
+/// becomes at most 3, about 1.3 MB. So a data answer's line stays under about 2 MB, a quarter
+/// of this. (A profile records the subjects of each of its sections, up to 1,000 each: a line
+/// past this would take dozens of sections each naming 1,000 long values.) The receiver's own
+/// limit (rsyslog's `maxMessageSize`, 64 KiB in the README's setup) cuts long lines far sooner.
+pub const MAX_SINK_LINE: usize = 8 * 1024 * 1024;
+
 /// What a sink's file holds, for `audit verify --sink-file`.
 #[derive(Debug, Default)]
 pub struct SinkFile {
@@ -1007,6 +1023,10 @@ pub struct SinkFile {
     pub unsigned: usize,
     /// Lines that are not credgate's RFC 5424 messages (other programs', or damaged).
     pub skipped: usize,
+    /// The number (from 1) of a line longer than `MAX_SINK_LINE`: not a message credgate
+    /// shipped, so the file is not what it should be; reading stopped there, and the
+    /// verification fails on it (what was read before it is still reported).
+    pub line_too_long: Option<u64>,
 }
 
 /// Two signed checkpoints of one place of one chain that disagree on its hash.
@@ -1033,18 +1053,29 @@ pub struct RecordWitness {
 /// does not verify is counted and ignored, so a forged line cannot push out or contradict a
 /// genuine one (M2). Each chain's newest record line is kept as an unsigned witness (M1).
 /// Duplicates (at-least-once) and other programs' lines are harmless; a damaged line is
-/// skipped and counted.
+/// skipped and counted. A line longer than `MAX_SINK_LINE` ends the reading (`line_too_long`):
+/// at most that much of it is read, through `take`, never the whole line.
 pub fn witnesses_from(
     mut text: impl std::io::BufRead,
     public_key: &[u8],
 ) -> std::io::Result<SinkFile> {
+    use std::io::{BufRead as _, Read as _};
     let mut out = SinkFile::default();
     let mut newest: BTreeMap<String, Witness> = Default::default();
     let mut records: BTreeMap<String, RecordWitness> = Default::default();
     let mut line = Vec::new();
+    let mut number = 0_u64;
     loop {
         line.clear();
-        if text.read_until(b'\n', &mut line)? == 0 {
+        number += 1;
+        // The line and its `\n`, or one byte past the cap when it is longer.
+        let cap = MAX_SINK_LINE as u64 + 1;
+        let read = (&mut text).take(cap).read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        if read as u64 == cap && line.last() != Some(&b'\n') {
+            out.line_too_long = Some(number);
             break;
         }
         let l = line.strip_suffix(b"\n").unwrap_or(&line);
