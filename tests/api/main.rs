@@ -49,6 +49,7 @@ mod requests;
 mod rev2_review;
 mod rev3_review;
 mod rev4_low;
+mod rev4_review;
 mod roles;
 mod routes;
 mod shipping;
