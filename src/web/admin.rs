@@ -131,6 +131,12 @@ pub(crate) fn bounds(f: &Filter, reader: &AuditReader) -> Result<Bounds, Error> 
             .subject
             .as_deref()
             .map(|s| crate::policy::subject_to_search(s).into_owned()),
+        // Records from before the reduction name the value as sent (rev4 R2).
+        subject_as_sent: f
+            .subject
+            .as_deref()
+            .filter(|s| crate::policy::subject_to_search(s) != *s)
+            .map(str::to_owned),
         store: f.store.clone(),
         decision: f.decision.clone(),
         from_us: parse_time(&f.from, "from")?,

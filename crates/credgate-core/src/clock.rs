@@ -83,6 +83,14 @@ impl Clock {
         wall.max(self.floor(anchor))
     }
 
+    /// `steady`'s floor in Unix seconds: the time this process has measured since it started
+    /// (or since the seed), which no step of the wall clock moves. For a deadline that must
+    /// count real time from a moment this process saw, whatever the wall clock said then.
+    pub fn measured_secs(&self) -> u64 {
+        let anchor = *self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        u64::try_from(self.floor(anchor) / 1_000_000).unwrap_or(0)
+    }
+
     /// The anchor's time plus the monotonic time since it (and the time tests let pass).
     fn floor(&self, (at, instant): (i64, Instant)) -> i64 {
         let since = i64::try_from(instant.elapsed().as_micros()).unwrap_or(i64::MAX);

@@ -921,6 +921,10 @@ pub struct Bounds {
     pub org: Option<String>,
     pub client: Option<String>,
     pub subject: Option<String>,
+    /// The subject as the officer typed it, when the recorder's reduction changed it: records
+    /// written before values over 128 bytes and the `sha256:` namespace were digested name
+    /// such a value as sent, and are found by it still (rev4 R2).
+    pub subject_as_sent: Option<String>,
     pub store: Option<String>,
     pub decision: Option<String>,
     pub from_us: Option<i64>,
@@ -961,7 +965,9 @@ pub async fn search(
         sql += &format!(" AND a.client_id = {}", next());
     }
     if b.subject.is_some() {
-        sql += &subject_clause(db.backend(), &next());
+        let p = next();
+        let sent = b.subject_as_sent.as_ref().map(|_| next());
+        sql += &subject_clause(db.backend(), &p, sent.as_deref());
     }
     if b.store.is_some() {
         sql += &format!(" AND a.store = {}", next());
@@ -985,9 +991,12 @@ pub async fn search(
     }
     sql += &format!(" LIMIT {}", next());
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for v in [&b.org, &b.client, &b.subject, &b.store, &b.decision]
+    let sent = b.subject.as_ref().and(b.subject_as_sent.as_ref());
+    for v in [&b.org, &b.client, &b.subject]
         .into_iter()
         .flatten()
+        .chain(sent)
+        .chain([&b.store, &b.decision].into_iter().flatten())
     {
         q = q.bind(v.clone());
     }
@@ -1012,12 +1021,21 @@ pub async fn search(
 /// above its chain's index progress that names the subject (`index_store::unindexed_union`;
 /// the statement starts with `index_store::WRITERS_CTE`), so the answer is exact whatever the
 /// indexer's lag, in one statement whose text does not change.
-fn subject_clause(backend: Backend, p: &str) -> String {
-    format!(
-        " AND a.seq IN (SELECT seq FROM audit_subjects WHERE subject_id = {p} \
-         UNION SELECT seq FROM audit_log WHERE actor_subject = {p}{})",
-        super::index_store::unindexed_union(backend, p)
-    )
+///
+/// `sent`: a second placeholder, the value as typed when it differs from `p` (see
+/// `Bounds::subject_as_sent`), whose records are added the same three ways.
+fn subject_clause(backend: Backend, p: &str, sent: Option<&str>) -> String {
+    let naming = |p: &str| {
+        format!(
+            "SELECT seq FROM audit_subjects WHERE subject_id = {p} \
+             UNION SELECT seq FROM audit_log WHERE actor_subject = {p}{}",
+            super::index_store::unindexed_union(backend, p)
+        )
+    };
+    match sent {
+        None => format!(" AND a.seq IN ({})", naming(p)),
+        Some(q) => format!(" AND a.seq IN ({} UNION {})", naming(p), naming(q)),
+    }
 }
 
 /// The index only finds candidates: a record is about a subject when its own (hashed)
@@ -1035,8 +1053,14 @@ fn names(records: Vec<AuditRecord>, subject: &str) -> Vec<AuditRecord> {
 pub struct AccessPage {
     /// The records on this page that name the subject.
     pub records: Vec<AuditRecord>,
-    /// Where the next (older) page starts below, when this page was full. Counted on the rows
-    /// read, before `names` drops any, so a dropped row never ends the log early.
+    /// Where the next (older) page starts below, when older rows exist. Counted on the rows
+    /// read, before `names` drops any, so a dropped row never ends the log early; a page may
+    /// then hold fewer records than `limit`, even none, and still have a next one.
+    ///
+    /// A walk shows the records committed before its first page. On PostgreSQL `seq` is
+    /// taken at INSERT, so a record of another replica can commit below a cursor already
+    /// handed out; a walk started later shows it (the officers' search pages the same way;
+    /// rev4 R3).
     pub next: Option<i64>,
 }
 
@@ -1086,9 +1110,11 @@ pub async fn access_log_at(
     // Records not yet indexed are matched on their own `subjects` (see `subject_clause`), in
     // the same statement: its text is the same on every call, so it is prepared once a
     // connection and cached.
+    // One row past the page: `next` only when older rows exist, so a log of exactly one page
+    // offers no empty page behind it (rev4 R1b).
     let sql = format!(
         "{}SELECT {COLUMNS} FROM audit_log WHERE seq IN \
-         (SELECT seq FROM audit_subjects WHERE subject_id = $1{}) \
+         (SELECT seq FROM audit_subjects WHERE subject_id = $1 AND seq < $3{}) \
          AND kind IN ('data', 'profile', 'public') AND seq < $3{clauses} \
          ORDER BY seq DESC LIMIT $2",
         super::index_store::WRITERS_CTE,
@@ -1096,18 +1122,22 @@ pub async fn access_log_at(
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(subject)
-        .bind(limit)
+        .bind(limit.saturating_add(1))
         .bind(before.unwrap_or(i64::MAX));
     for (purpose, days) in withheld {
         let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
         q = q.bind(purpose.to_string()).bind(cutoff);
     }
     let rows = q.fetch_all(db.pool()).await?;
-    let records: Vec<AuditRecord> = rows.iter().map(from_row).collect::<Result<_, _>>()?;
-    drop(rows);
-    let next = (records.len() as i64 == limit)
+    let page = usize::try_from(limit).unwrap_or(0).min(rows.len());
+    let records: Vec<AuditRecord> = rows[..page]
+        .iter()
+        .map(from_row)
+        .collect::<Result<_, _>>()?;
+    let next = (rows.len() > page)
         .then(|| records.last().map(|r| r.seq))
         .flatten();
+    drop(rows);
     Ok(AccessPage {
         records: names(records, subject),
         next,

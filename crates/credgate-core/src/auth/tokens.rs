@@ -84,11 +84,24 @@ impl KeySet {
     }
 
     /// Opens the stored generations (oldest first, not empty): the newest signs, and each older
-    /// one verifies until `keep_for` seconds after its successor was made.
-    fn open(keys: &[StoredKey], keep_for: u64) -> Result<Self, TokenError> {
-        let opened: Vec<(Ed25519Key, i64)> = keys
+    /// one verifies until `keep_for` seconds after its successor was made, or after this
+    /// process first saw the successor (`first_seen`, on `Clock::measured_secs`) if that is
+    /// earlier. The successor's `created_at` is the wall clock of the host that rotated: made
+    /// during a forward glitch, it alone would keep a key rotated away (a leaked one, say)
+    /// verifying for as long as the glitch was ahead (rev4 R4).
+    fn open(
+        keys: &[StoredKey],
+        keep_for: u64,
+        first_seen: &mut HashMap<String, u64>,
+        measured_now: u64,
+    ) -> Result<Self, TokenError> {
+        let opened: Vec<(Ed25519Key, u64)> = keys
             .iter()
-            .map(|k| k.ed25519().map(|e| (e, k.created_at)))
+            .map(|k| {
+                let seen = *first_seen.entry(k.kid.clone()).or_insert(measured_now);
+                let made = u64::try_from(k.created_at / 1_000_000).unwrap_or(0);
+                k.ed25519().map(|e| (e, made.min(seen)))
+            })
             .collect::<Option<_>>()
             .ok_or(TokenError::Sign)?;
         let Some((newest, _)) = opened.last() else {
@@ -96,9 +109,9 @@ impl KeySet {
         };
         let mut verifying = HashMap::new();
         for (i, (key, _)) in opened.iter().enumerate() {
-            let retires_at = opened.get(i + 1).map(|(_, successor_created_us)| {
-                (*successor_created_us / 1_000_000) as u64 + keep_for
-            });
+            let retires_at = opened
+                .get(i + 1)
+                .map(|(_, successor_since)| successor_since + keep_for);
             verifying.insert(
                 key.kid.clone(),
                 VerifyingKey {
@@ -153,6 +166,8 @@ const ROTATION_LAG_SECS: u64 = 5;
 pub struct TokenService {
     verified: Verified,
     keys: RwLock<Arc<KeySet>>,
+    /// When this process first saw each key (`Clock::measured_secs`), for `KeySet::open`.
+    first_seen: std::sync::Mutex<HashMap<String, u64>>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -183,9 +198,12 @@ impl TokenService {
         validation.validate_nbf = false;
         validation.leeway = auth.leeway_secs;
         let keep_for = auth.token_ttl_secs + auth.leeway_secs + ROTATION_LAG_SECS;
+        let mut first_seen = HashMap::new();
+        let set = KeySet::open(keys, keep_for, &mut first_seen, clock.measured_secs())?;
         Ok(Arc::new(Self {
             verified: Verified::default(),
-            keys: RwLock::new(Arc::new(KeySet::open(keys, keep_for)?)),
+            keys: RwLock::new(Arc::new(set)),
+            first_seen: std::sync::Mutex::new(first_seen),
             validation,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
@@ -198,7 +216,10 @@ impl TokenService {
     /// Swaps in the stored generations (oldest first): the newest signs from now on.
     pub fn replace_keys(&self, keys: &[StoredKey]) -> Result<(), TokenError> {
         let keep_for = self.ttl_secs + self.validation.leeway + ROTATION_LAG_SECS;
-        let set = KeySet::open(keys, keep_for)?;
+        let now = self.clock.measured_secs();
+        let mut first_seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let set = KeySet::open(keys, keep_for, &mut first_seen, now)?;
+        drop(first_seen);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(())
     }

@@ -112,6 +112,7 @@ pub const EN: &[(&str, &str)] = &[
     ("portal.access.decision", "Decision"),
     ("portal.access.time", "Time"),
     ("portal.access.older", "Older accesses"),
+    ("portal.access.none_here", "No accesses on this page."),
     (
         "portal.access.empty",
         "No one has accessed your records yet.",
@@ -336,6 +337,7 @@ pub const ZH_CN: &[(&str, &str)] = &[
     ("portal.access.time", "时间"),
     ("portal.access.empty", "尚无人查询您的记录。"),
     ("portal.access.older", "更早的查询"),
+    ("portal.access.none_here", "本页没有查询记录。"),
     ("portal.consents.title", "授权"),
     ("portal.consents.mine", "我的授权"),
     ("portal.consents.org", "机构"),

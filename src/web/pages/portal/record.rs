@@ -319,6 +319,8 @@ pub async fn access(
     q: Result<Query<api::AccessPageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
+    // A page reached through a cursor that shows no one does not say "no one ever" (rev4 R1).
+    let older_page = q.as_ref().is_ok_and(|q| q.cursor.is_some());
     let Json(log) = api::access_log(
         State(state.clone()),
         Subject(who.subject.clone()),
@@ -347,7 +349,7 @@ pub async fn access(
     });
     // Only digits ever come back from the API, so the link needs no escaping beyond the page's.
     let next = log["next_cursor"].as_str().map(|c| format!("cursor={c}"));
-    let ctx = context! { items, chart, next, who => who.subject.id.as_str() };
+    let ctx = context! { items, chart, next, older_page, who => who.subject.id.as_str() };
     let here = ("portal/access.html", "/portal/access");
     Ok(show(&state, &headers, StatusCode::OK, here, ctx))
 }
