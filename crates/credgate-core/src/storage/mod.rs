@@ -124,10 +124,16 @@ impl Db {
                         // the row an `INSERT OR REPLACE` replaces, so REPLACE walked past the
                         // append-only guards (it lowered a chain's index progress, rev3 F3).
                         // No trigger of ours writes the table it is on, so none recurses.
+                        // cache_size: each connection keeps a page cache of its own (SQLite's
+                        // default 2 MB), filled as the log grows and kept: nine connections'
+                        // caches filling were the soak's slow RSS growth (bench/soak, measured
+                        // in glibc's arenas while mimalloc's stayed flat). 512 KiB each holds
+                        // the B-tree paths appends and indexed reads walk; the rest of the
+                        // file is in the kernel's page cache, a read away.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                             PRAGMA recursive_triggers = ON;",
+                             PRAGMA recursive_triggers = ON; PRAGMA cache_size = -512;",
                         )
                         .await?;
                     }
