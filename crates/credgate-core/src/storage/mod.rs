@@ -51,6 +51,9 @@ pub enum StorageError {
 /// a refused connection for all of the former 5 s, per request and per audit batch.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// SQLite's pool: one writer at a time, so more connections add only readers.
+const SQLITE_POOL: u32 = 8;
+
 impl StorageError {
     /// The database refused a value it cannot hold (PostgreSQL's `character_not_in_repertoire`
     /// or `untranslatable_character`: a NUL in text). That is the caller's input, not an
@@ -103,12 +106,26 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)?;
         let health = Arc::new(health::Health::new(options.clone(), file));
         let usable = health.clone();
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let size = match backend {
+            Backend::Sqlite => SQLITE_POOL,
+            Backend::Postgres => 16,
+        };
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        if backend == Backend::Sqlite {
+            // A fixed set, opened at start and kept: each SQLite connection is a thread of
+            // its own with its own page cache, prepared statements and schema, so a pool that
+            // grew under a burst and was recycled every 30 minutes (sqlx's default lifetime)
+            // grew the process's memory in steps long after warm-up (bench/soak). Kept open,
+            // the footprint is reached in the first minutes and stays. A file handle costs
+            // the database nothing; PostgreSQL's connections do, and keep the defaults.
+            pool = pool
+                .min_connections(size)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
             // While the probe knows the database unusable, idle connections are not handed out
             // either: a new one is asked for, and the open circuit refuses it at once.
             .before_acquire(move |_, _| {
