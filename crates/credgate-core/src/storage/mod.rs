@@ -104,6 +104,15 @@ impl Db {
             return Err(StorageError::UnsupportedUrl);
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        if backend == Backend::Sqlite {
+            // WAL once, on one connection, before the pool opens its eight at once: on a new
+            // file each of them setting it needs the write lock, and the losers got SQLITE_BUSY
+            // at once (a reader upgrading skips the busy handler), logged as an error.
+            let mut first =
+                <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options).await?;
+            first.execute("PRAGMA journal_mode = WAL;").await?;
+            sqlx::Connection::close(first).await?;
+        }
         let health = Arc::new(health::Health::new(options.clone(), file));
         let usable = health.clone();
         let size = match backend {
