@@ -376,7 +376,7 @@ async fn rev3_a_long_subject_from_a_store_does_not_stall_the_index() {
 }
 
 /// One line of a sink's file as rsyslog's `%rawmsg%` writes it (without the framing).
-fn sink_line(msgid: &str, params: &[(&str, String)], msg: &str) -> String {
+pub(crate) fn sink_line(msgid: &str, params: &[(&str, String)], msg: &str) -> String {
     let sd: String = params
         .iter()
         .map(|(n, v)| format!(" {n}=\"{v}\""))
@@ -387,7 +387,7 @@ fn sink_line(msgid: &str, params: &[(&str, String)], msg: &str) -> String {
 }
 
 /// What a sink received of `writer`'s chain so far: a line per record and per checkpoint.
-async fn sink_lines(db: &credgate::storage::Db, writer: &str) -> String {
+pub(crate) async fn sink_lines(db: &credgate::storage::Db, writer: &str) -> String {
     let mut out = String::new();
     for r in credgate::audit::store::chain_page_after(db, writer, 0, 10_000)
         .await

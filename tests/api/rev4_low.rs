@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::cli::{config_file, credgate, explain, text};
 use crate::helpers::{TestApp, wait_until};
+use crate::rev3_review::{sink_line, sink_lines};
 
 /// A writer id of its own for one test.
 fn writer(prefix: &str) -> String {
@@ -17,47 +18,6 @@ fn writer(prefix: &str) -> String {
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
-}
-
-/// One line of a sink's file as rsyslog's `%rawmsg%` writes it (without the framing).
-fn sink_line(msgid: &str, params: &[(&str, String)], msg: &str) -> String {
-    let sd: String = params
-        .iter()
-        .map(|(n, v)| format!(" {n}=\"{v}\""))
-        .collect();
-    format!(
-        "<134>1 2026-01-01T00:00:00Z gw credgate 1 {msgid} [credgate@32473{sd}] \u{feff}{msg}\n"
-    )
-}
-
-/// What a sink received of `writer`'s chain so far: a line per record and per checkpoint.
-async fn sink_lines(db: &credgate::storage::Db, writer: &str) -> String {
-    let mut out = String::new();
-    for r in credgate::audit::store::chain_page_after(db, writer, 0, 10_000)
-        .await
-        .unwrap()
-    {
-        let params = [
-            ("writer_id", r.writer_id.clone()),
-            ("chain_seq", r.chain_seq.to_string()),
-            ("hash", r.hash.clone()),
-        ];
-        out += &sink_line("audit", &params, "{}");
-    }
-    for c in credgate::audit::store::checkpoints(db).await.unwrap() {
-        if c.writer_id != writer {
-            continue;
-        }
-        let body = serde_json::json!({"writer_id": c.writer_id, "chain_seq": c.chain_seq,
-            "seq": c.seq, "time_us": c.time_us, "hash": c.hash, "key_id": c.key_id,
-            "signature": c.signature});
-        let params = [
-            ("writer_id", c.writer_id.clone()),
-            ("chain_seq", c.chain_seq.to_string()),
-        ];
-        out += &sink_line("checkpoint", &params, &body.to_string());
-    }
-    out
 }
 
 /// L1: `audit verify --sink-file` read the file a line at a time with no bound on a line, so
