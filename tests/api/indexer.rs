@@ -363,6 +363,34 @@ async fn a_crashed_step_is_run_again_harmlessly_in_large_batches() {
     assert_eq!(officer_search(&app, &officer, "crash-3").await, want);
 }
 
+/// An index row already there above a chain's existing progress (planted by someone with the
+/// database, or left by a race) does not stop the chain's indexing. On SQLite the step was an
+/// upsert, whose ABORT rule replaced the trigger's `INSERT OR IGNORE`: every later step failed
+/// on that row, for good, and the unindexed tail every subject's search scans grew without end.
+#[tokio::test]
+async fn a_row_already_there_above_the_progress_does_not_stop_indexing() {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    append(&app, "planted", &[vec!["a".into()], vec!["b".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    assert_eq!(progress(&app, "planted").await, 2);
+    let tail = append(
+        &app,
+        "planted",
+        &[vec!["c".into(), "d".into()], vec!["e".into()]],
+    )
+    .await;
+    sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
+        .bind("d")
+        .bind(tail[0].seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(indexer::catch_up(&app.state.db).await.unwrap(), 2);
+    assert_eq!(progress(&app, "planted").await, 4);
+    assert_eq!(rows_of(&app, "planted").await, 5, "one row per subject");
+    verifies(&app).await;
+}
+
 /// Progress only moves forward: lowering it (which would let verification take rows deleted
 /// from the index for rows not yet written) or removing it is refused by the database.
 #[tokio::test]

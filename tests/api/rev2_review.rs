@@ -89,9 +89,15 @@ async fn rev2_sqlite_index_steps_leave_the_audit_writer_room() {
     assert!(tail.iter().all(|(_, n)| *n == 1), "{tail:?}");
 
     let t = Instant::now();
-    let step = index_store::index_step(&app.state.db, "rev2-list", 0, indexer::BATCH)
-        .await
-        .unwrap();
+    let step = index_store::index_step(
+        &app.state.db,
+        "rev2-list",
+        0,
+        indexer::BATCH,
+        indexer::BATCH,
+    )
+    .await
+    .unwrap();
     let step_ms = t.elapsed().as_secs_f64() * 1000.0;
     let index_store::Step::Indexed { to, records: n, .. } = step else {
         panic!("{step:?}");

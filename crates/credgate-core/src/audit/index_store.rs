@@ -57,6 +57,8 @@ pub enum Step {
         from: i64,
         to: i64,
         records: i64,
+        /// How many records the step read to choose them (at most its `scan`).
+        scanned: i64,
         at_head: bool,
     },
     /// Another process moved the progress first; this step did nothing.
@@ -76,8 +78,11 @@ fn row_count(backend: Backend) -> &'static str {
 /// Indexes `writer_id`'s chain after place `done` (the progress as the caller read it) and
 /// moves the progress, atomically, within `budget`: each record costs one plus its index
 /// rows, and a step takes the records whose cost before them is under the budget (at least
-/// one). Bounding rows, not records, is what keeps a step short: on SQLite it holds the one
-/// write lock, and a 100-subject list record is 100 rows. The progress moves only if it still
+/// one) among the next `scan` records. Bounding rows, not records, is what keeps a step
+/// short: on SQLite it holds the one write lock, and a 100-subject list record is 100 rows.
+/// `scan` bounds the read that chooses them: every record read has its `subjects` parsed to
+/// be costed, so reading `budget` records to take 20 list records parsed a hundred times
+/// what the step wrote (the caller sizes it from the step before: `indexer::next_scan`). The progress moves only if it still
 /// says `done` (an optimistic update): when two processes index one chain at once, one of
 /// them commits and the other's step does nothing. The rows are inserted by the progress
 /// table's triggers (migration 0080, both backends), in the same statement.
@@ -86,7 +91,9 @@ pub async fn index_step(
     writer_id: &str,
     done: i64,
     budget: i64,
+    scan: i64,
 ) -> Result<Step, StorageError> {
+    let (budget, scan) = (budget.max(1), scan.max(1));
     let mut conn = db.pool().acquire().await?;
     // Read outside any transaction: a tick that finds nothing takes no write lock. Every
     // record up to `upto` is committed, and stays so: within a chain records commit in chain
@@ -104,8 +111,8 @@ pub async fn index_step(
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(writer_id)
         .bind(done)
-        .bind(budget.max(1))
-        .bind(budget.max(1))
+        .bind(scan)
+        .bind(budget)
         .fetch_one(&mut *conn)
         .await?;
     let scanned: i64 = row.try_get("scanned")?;
@@ -125,30 +132,61 @@ pub async fn index_step(
         from: done,
         to: upto,
         records,
-        at_head: records == scanned && scanned < budget.max(1),
+        scanned,
+        at_head: records == scanned && scanned < scan,
     })
 }
 
 /// Moves the chain's progress from `done` to `upto`; false when it no longer says `done`.
+///
+/// An UPDATE, and an INSERT only for a chain without progress, never one upsert: on SQLite
+/// the conflict rule of the statement that fires a trigger replaces its triggers' own, and an
+/// upsert's is ABORT, so the `INSERT OR IGNORE` of migration 0080's trigger aborted on an
+/// index row already there (planted, or left by a lost race) and the chain's indexing stopped
+/// for good at that record. A plain UPDATE, or an INSERT whose conflict clause is DO NOTHING,
+/// leaves the trigger's rule alone.
 async fn move_progress(
     conn: &mut sqlx::AnyConnection,
     writer_id: &str,
     done: i64,
     upto: i64,
 ) -> Result<bool, sqlx::Error> {
+    let now = crate::storage::now_micros();
     let moved = sqlx::query(
-        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
-         ON CONFLICT (writer_id) DO UPDATE SET chain_seq = excluded.chain_seq, \
-         indexed_us = excluded.indexed_us WHERE audit_index_progress.chain_seq = $4",
+        "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
+         WHERE writer_id = $1 AND chain_seq = $4",
     )
     .bind(writer_id)
     .bind(upto)
-    .bind(crate::storage::now_micros())
+    .bind(now)
     .bind(done)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    Ok(moved > 0)
+    if moved > 0 || done != 0 {
+        return Ok(moved > 0);
+    }
+    Ok(first_progress(conn, writer_id, upto, now).await? > 0)
+}
+
+/// A chain's first progress row; nothing when another process made it first (DO NOTHING:
+/// see `move_progress` for why not an upsert).
+async fn first_progress(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    upto: i64,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
+         ON CONFLICT (writer_id) DO NOTHING",
+    )
+    .bind(writer_id)
+    .bind(upto)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }
 
 /// The writers of the log, by a skip over the `(writer_id, chain_seq)` index (one seek a
@@ -235,15 +273,20 @@ pub async fn archived_through(
     writer_id: &str,
     chain_seq: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ($1, $2, $3) \
-         ON CONFLICT (writer_id) DO UPDATE SET chain_seq = excluded.chain_seq, \
-         indexed_us = excluded.indexed_us WHERE audit_index_progress.chain_seq < excluded.chain_seq",
+    // Not an upsert: see `move_progress`.
+    let now = crate::storage::now_micros();
+    let moved = sqlx::query(
+        "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
+         WHERE writer_id = $1 AND chain_seq < $2",
     )
     .bind(writer_id)
     .bind(chain_seq)
-    .bind(crate::storage::now_micros())
+    .bind(now)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        first_progress(conn, writer_id, chain_seq, now).await?;
+    }
     Ok(())
 }

@@ -73,6 +73,10 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// long while it has records to index.
 pub const FOREIGN_GRACE: Duration = Duration::from_secs(2);
 
+/// The records a chain's first step reads (`index_store::index_step`'s `scan`); later steps
+/// read what [`next_scan`] says.
+const FIRST_SCAN: i64 = 64;
+
 /// After a failed pass (storage down), the next waits this long.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -98,13 +102,14 @@ async fn run(db: Db, own: String, mut wake: watch::Receiver<i64>) {
     let mut open = true;
     let mut last_foreign: Option<tokio::time::Instant> = None;
     let mut seen = Seen::default();
+    let mut scans = Scans::default();
     loop {
         let started = tokio::time::Instant::now();
         let foreign = last_foreign.is_none_or(|t| t.elapsed() >= TICK);
         if foreign {
             last_foreign = Some(started);
         }
-        if let Err(e) = pass(&db, Some((&own, &mut seen)), foreign).await {
+        if let Err(e) = pass(&db, Some((&own, &mut seen)), &mut scans, foreign).await {
             tracing::warn!(error = %e, "audit indexer: pass failed; retrying");
             tokio::time::sleep(RETRY).await;
             continue;
@@ -150,6 +155,24 @@ impl Seen {
     }
 }
 
+/// How many records each chain's next step reads, as the steps before it left it (the
+/// records of a chain tend to look alike: a load of lists, or of single records).
+#[derive(Default)]
+struct Scans(HashMap<String, i64>);
+
+/// The records the next step reads after one that read `scanned` of its `scan` and took
+/// `records`: twice what it took when the budget stopped it (about the records the budget
+/// holds, with room for cheaper ones), twice its `scan` when it took all it read. A step
+/// reads at most [`BATCH`] records (each costs at least one) and at least one.
+pub fn next_scan(scan: i64, records: i64, scanned: i64) -> i64 {
+    let next = if records < scanned {
+        records.saturating_mul(2)
+    } else {
+        scan.saturating_mul(2)
+    };
+    next.clamp(1, BATCH)
+}
+
 /// Whether a pass indexes `chain` now: this process's own chain always; another when `foreign`
 /// is due and its progress has stood still for [`FOREIGN_GRACE`] (when `own` is `None`, every
 /// chain: `catch_up`).
@@ -168,6 +191,7 @@ fn due(chain: &ChainProgress, own: Option<(&str, &mut Seen)>, foreign: bool, now
 async fn pass(
     db: &Db,
     mut own: Option<(&str, &mut Seen)>,
+    scans: &mut Scans,
     foreign: bool,
 ) -> Result<i64, StorageError> {
     let chains = {
@@ -185,7 +209,8 @@ async fn pass(
         if !due(chain, own, foreign, now) {
             continue;
         }
-        match index_chain(db, &chain.writer_id, chain.indexed_through, persist).await {
+        let scan = scans.0.entry(chain.writer_id.clone()).or_insert(FIRST_SCAN);
+        match index_chain(db, &chain.writer_id, chain.indexed_through, scan, persist).await {
             Ok(n) => indexed += n,
             Err(e) => {
                 metrics::counter!("credgate_audit_index_errors_total").increment(1);
@@ -200,19 +225,21 @@ async fn pass(
     }
 }
 
-/// Steps through one chain from `done` until a step finds it at its head. When another
-/// process moved its progress first, that process carries on, unless `persist`: then the
-/// progress is read again and the steps go on from there.
+/// Steps through one chain from `done` until a step finds it at its head, each step reading
+/// `scan` records (kept for the chain's next pass). When another process moved its progress
+/// first, that process carries on, unless `persist`: then the progress is read again and the
+/// steps go on from there.
 async fn index_chain(
     db: &Db,
     writer_id: &str,
     mut done: i64,
+    scan: &mut i64,
     persist: bool,
 ) -> Result<i64, StorageError> {
     let mut indexed = 0;
     loop {
         let started = Instant::now();
-        match index_store::index_step(db, writer_id, done, BATCH).await? {
+        match index_store::index_step(db, writer_id, done, BATCH, *scan).await? {
             Step::UpToDate => return Ok(indexed),
             Step::Lost => {
                 metrics::counter!("credgate_audit_index_races_total").increment(1);
@@ -224,9 +251,11 @@ async fn index_chain(
             Step::Indexed {
                 to,
                 records,
+                scanned,
                 at_head,
                 ..
             } => {
+                *scan = next_scan(*scan, records, scanned);
                 metrics::counter!("credgate_audit_indexed_records_total")
                     .increment(records.max(0) as u64);
                 indexed += records;
@@ -245,7 +274,7 @@ async fn index_chain(
 /// Indexes every chain to its head now, whoever writes it: for tests, and for tools that want
 /// the index complete before they read it. Returns how many records it indexed.
 pub async fn catch_up(db: &Db) -> Result<i64, StorageError> {
-    pass(db, None, true).await
+    pass(db, None, &mut Scans::default(), true).await
 }
 
 #[cfg(test)]
@@ -259,6 +288,19 @@ mod tests {
             // Another host's wall clock: never read for the decision.
             indexed_us: i64::MAX,
         }
+    }
+
+    #[test]
+    fn next_scan_follows_what_the_steps_take() {
+        // Lists: the budget took 19 of 64 read; next, 38.
+        assert_eq!(next_scan(64, 19, 64), 38);
+        // Single records: all 64 read were taken; next, 128, up to BATCH.
+        assert_eq!(next_scan(64, 64, 64), 128);
+        assert_eq!(next_scan(BATCH, BATCH, BATCH), BATCH);
+        // One huge record (over the budget alone): still one a step.
+        assert_eq!(next_scan(38, 1, 38), 2);
+        assert_eq!(next_scan(1, 0, 0), 2);
+        assert_eq!(next_scan(i64::MAX, i64::MAX - 1, i64::MAX), BATCH);
     }
 
     #[test]
