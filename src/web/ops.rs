@@ -93,6 +93,11 @@ async fn enforcing(state: &AppState) -> Result<String, Error> {
                 "audit: disk full (under 1 MiB free where the database is; requests fail fast until there is room)",
             ));
         }
+        Condition::FileReplaced => {
+            return Err(Error::NotReady(
+                "database: the SQLite file was deleted or replaced under the running gateway (requests fail until the gateway is restarted)",
+            ));
+        }
     }
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: storage unreachable");

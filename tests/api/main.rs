@@ -21,6 +21,7 @@ mod complaints;
 mod consent;
 mod console;
 mod crash;
+mod db_file_gone;
 mod demo;
 mod edge_tls;
 mod faults_db;

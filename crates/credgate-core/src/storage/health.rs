@@ -7,17 +7,23 @@
 //! - PostgreSQL: it pings on a connection of its own, so a busy pool is never mistaken for a
 //!   dead server; a failed ping gets one fresh connection before the server is called down.
 //! - SQLite: it reads the free space of the filesystem under the database file (statvfs: no
-//!   write of its own that could take the last page from the audit log).
+//!   write of its own that could take the last page from the audit log), and checks that the
+//!   path still names the file the pool opened (device and inode, taken at open). A file
+//!   deleted, or replaced by `mv` (a backup restored over it), under a running gateway is
+//!   otherwise never noticed: the pool's connections keep the old inode open, so every commit,
+//!   audit records included, lands in a file that is gone at the next restart.
 //!
 //! While either says no, the pool's circuit is open: its connect options point at a scheme no
 //! driver serves, so an acquire that needs a new connection fails at once instead of retrying
 //! (sqlx rereads the options on each retry, so acquires already waiting fail too). Idle
 //! connections are pinged on acquire and dropped when the server is gone. The probe closes the
 //! circuit when the database answers (or the disk has room) again: service resumes without a
-//! restart. `/readyz` names the condition.
+//! restart. A replaced file is the exception: that condition never clears (a file put back at
+//! the path is another database, which the process's chain heads would not match), and only a
+//! restart opens the file now at the path. `/readyz` names the condition.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -49,6 +55,60 @@ pub enum Condition {
     Unreachable,
     /// The filesystem under the SQLite database has less than `DISK_FLOOR_BYTES` free.
     DiskFull,
+    /// The SQLite database's path no longer names the file the pool opened (deleted, or
+    /// another file moved over it). Sticky: only a restart clears it.
+    FileReplaced,
+}
+
+/// Which file a path named: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The file the path names now (symbolic links followed, as SQLite follows them).
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// What the SQLite database's path names, against the file the pool opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtPath {
+    /// The file the pool opened.
+    Same,
+    /// Nothing: the file was deleted (or a directory on the way to it).
+    Missing,
+    /// Another file: one moved over the path (a rename). A copy written into the file itself
+    /// (`cp` over it) keeps the inode and is not seen here.
+    Other,
+    /// It cannot be known (the file could not be read at open, or a stat failed otherwise):
+    /// counted as gone, since nothing says a commit lands in the file a restart would open.
+    Unknown,
+}
+
+/// Compares the file the pool opened with what a stat of its path finds now.
+fn at_path(opened: Option<FileId>, now: std::io::Result<FileId>) -> AtPath {
+    match (opened, now) {
+        (Some(o), Ok(n)) if o == n => AtPath::Same,
+        (Some(_), Ok(_)) => AtPath::Other,
+        (_, Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            AtPath::Missing
+        }
+        _ => AtPath::Unknown,
+    }
 }
 
 pub(super) struct Health {
@@ -58,8 +118,13 @@ pub(super) struct Health {
     /// The SQLite database file, whose filesystem the probe watches; `None` for PostgreSQL and
     /// an in-memory SQLite.
     sqlite_file: Option<PathBuf>,
+    /// The file `sqlite_file` named when the database was opened (`None` if it could not be
+    /// read then, which the probe counts as replaced).
+    opened_as: Option<FileId>,
     unreachable: AtomicBool,
     disk_full: AtomicBool,
+    /// Set once and never cleared (see `Condition::FileReplaced`).
+    replaced: AtomicBool,
 }
 
 impl std::fmt::Debug for Health {
@@ -71,17 +136,25 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
+    /// Called once the SQLite file exists and before the pool opens its connections: the file
+    /// the path names now is the one they open (a file swapped in between is caught later as
+    /// replaced, which refuses: never the other way round).
     pub(super) fn new(options: AnyConnectOptions, sqlite_file: Option<PathBuf>) -> Self {
+        let opened_as = sqlite_file.as_deref().and_then(|f| FileId::of(f).ok());
         Self {
             options,
             sqlite_file,
+            opened_as,
             unreachable: AtomicBool::new(false),
             disk_full: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
         }
     }
 
     pub(super) fn condition(&self) -> Condition {
-        if self.unreachable.load(Ordering::Relaxed) {
+        if self.replaced.load(Ordering::Relaxed) {
+            Condition::FileReplaced
+        } else if self.unreachable.load(Ordering::Relaxed) {
             Condition::Unreachable
         } else if self.disk_full.load(Ordering::Relaxed) {
             Condition::DiskFull
@@ -91,22 +164,41 @@ impl Health {
     }
 
     /// Records what the probe saw and opens or closes the pool's circuit on a change.
+    /// A replaced file stays so whatever the probe sees later.
     fn observe(&self, pool: &AnyPool, seen: Condition) {
         let before = self.condition();
-        self.unreachable
-            .store(seen == Condition::Unreachable, Ordering::Relaxed);
-        self.disk_full
-            .store(seen == Condition::DiskFull, Ordering::Relaxed);
-        metrics::gauge!("credgate_storage_up").set(f64::from(u8::from(seen == Condition::Up)));
-        if before == seen {
+        if seen == Condition::FileReplaced {
+            self.replaced.store(true, Ordering::Relaxed);
+        } else {
+            self.unreachable
+                .store(seen == Condition::Unreachable, Ordering::Relaxed);
+            self.disk_full
+                .store(seen == Condition::DiskFull, Ordering::Relaxed);
+        }
+        let now = self.condition();
+        metrics::gauge!("credgate_storage_up").set(f64::from(u8::from(now == Condition::Up)));
+        if before == now {
             return;
         }
-        if seen == Condition::Up {
+        if now == Condition::Up {
             pool.set_connect_options(self.options.clone());
             tracing::warn!(was = ?before, "storage usable again; requests resume");
         } else {
             pool.set_connect_options(open_circuit());
-            tracing::error!(condition = ?seen, "storage unusable; requests fail fast (503) until the probe sees it usable");
+            // A replaced file has a line of its own (`file_replaced_now`'s caller).
+            if now != Condition::FileReplaced {
+                tracing::error!(condition = ?now, "storage unusable; requests fail fast (503) until the probe sees it usable");
+            }
+        }
+    }
+
+    /// Whether the SQLite database's path no longer names the file the pool opened; what it
+    /// names instead when so. `None` for PostgreSQL and an in-memory SQLite.
+    fn file_replaced_now(&self) -> Option<AtPath> {
+        let file = self.sqlite_file.as_ref()?;
+        match at_path(self.opened_as, FileId::of(file)) {
+            AtPath::Same => None,
+            other => Some(other),
         }
     }
 
@@ -129,16 +221,29 @@ fn open_circuit() -> AnyConnectOptions {
 pub(super) async fn probe(db: super::Db) {
     let mut conn: Option<AnyConnection> = None;
     loop {
+        let health = &db.health;
         let seen = if db.backend() == super::Backend::Postgres
-            && !answers(&db.health.options, &mut conn).await
+            && !answers(&health.options, &mut conn).await
         {
             Condition::Unreachable
-        } else if db.health.disk_full_now() == Some(true) {
+        } else if health.condition() == Condition::FileReplaced {
+            Condition::FileReplaced
+        } else if let Some(found) = health.file_replaced_now() {
+            let path = health.sqlite_file.as_deref().unwrap_or(Path::new(""));
+            tracing::error!(
+                path = %path.display(),
+                ?found,
+                "the SQLite database file was deleted or replaced under the running gateway: \
+                 nothing more can be committed to the file it opened (it would be lost at the \
+                 next restart), so requests are refused (503) until the gateway is restarted"
+            );
+            Condition::FileReplaced
+        } else if health.disk_full_now() == Some(true) {
             Condition::DiskFull
         } else {
             Condition::Up
         };
-        db.health.observe(db.pool(), seen);
+        health.observe(db.pool(), seen);
         tokio::time::sleep(PROBE_EVERY).await;
     }
 }
@@ -197,6 +302,62 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_path_naming_another_file_or_none_is_not_the_opened_file() {
+        let opened = FileId { dev: 8, ino: 42 };
+        let gone = |kind| Err(std::io::Error::from(kind));
+        assert_eq!(at_path(Some(opened), Ok(opened)), AtPath::Same);
+        // `mv copy credgate.db`: same device, another inode.
+        let moved = FileId { dev: 8, ino: 43 };
+        assert_eq!(at_path(Some(opened), Ok(moved)), AtPath::Other);
+        // The same inode number on another filesystem is another file.
+        let elsewhere = FileId { dev: 9, ino: 42 };
+        assert_eq!(at_path(Some(opened), Ok(elsewhere)), AtPath::Other);
+        use std::io::ErrorKind as K;
+        assert_eq!(at_path(Some(opened), gone(K::NotFound)), AtPath::Missing);
+        assert_eq!(
+            at_path(Some(opened), gone(K::NotADirectory)),
+            AtPath::Missing
+        );
+        assert_eq!(
+            at_path(Some(opened), gone(K::PermissionDenied)),
+            AtPath::Unknown
+        );
+        // Unread at open: nothing to compare with, so not the same.
+        assert_eq!(at_path(None, Ok(opened)), AtPath::Unknown);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_or_moved_over_file_is_seen_and_never_forgotten() {
+        // No tempfile in this crate's dev-dependencies: a directory of this process's own.
+        let dir = std::env::temp_dir().join(format!(
+            "credgate-health-{}-{}",
+            std::process::id(),
+            std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("credgate.db");
+        std::fs::write(&db, b"x").unwrap();
+        let h = Health::new("sqlite://unused".parse().unwrap(), Some(db.clone()));
+        assert_eq!(h.file_replaced_now(), None);
+        let copy = dir.join("copy.db");
+        std::fs::copy(&db, &copy).unwrap();
+        std::fs::rename(&copy, &db).unwrap();
+        assert_eq!(h.file_replaced_now(), Some(AtPath::Other));
+        std::fs::remove_file(&db).unwrap();
+        assert_eq!(h.file_replaced_now(), Some(AtPath::Missing));
+
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new().connect_lazy_with(open_circuit());
+        h.observe(&pool, Condition::FileReplaced);
+        assert_eq!(h.condition(), Condition::FileReplaced);
+        // The probe keeps seeing it replaced; and even told up (a file back at the path), it
+        // stays so.
+        h.observe(&pool, Condition::Up);
+        assert_eq!(h.condition(), Condition::FileReplaced);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

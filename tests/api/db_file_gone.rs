@@ -1,0 +1,176 @@
+//! The SQLite database file deleted, or replaced by `mv` (a backup restored over it), under a
+//! running gateway. The pool keeps its connections open for good, so they go on writing the
+//! old, unlinked inode: every audit record committed from then on is gone at the next restart,
+//! and the data was released against it. The storage probe (`storage::health`) notices that
+//! the path no longer names the file it opened, and the gateway fails closed until restarted.
+//!
+//! The refused requests come from a client with a token whose status the gateway has not looked
+//! up yet, so the request needs a pooled connection before the store is asked. A client served
+//! just before (its status cached) needs none: its request reaches the store and then the audit
+//! writer, which commits on a connection it keeps across batches (`audit::store::WriterConn`),
+//! out of the pool's reach. That gap is `a_cached_client_is_refused_too`, ignored until the
+//! writer checks the storage condition.
+
+use std::{path::Path, time::Duration};
+
+use crate::{
+    faults_support::readyz,
+    helpers::{TestApp, assert_problem, wait_until},
+};
+
+/// What `/readyz` says for the condition.
+const NAMED: &str = "deleted or replaced";
+
+/// The probe looks every 250 ms: this leaves room for a loaded machine.
+const NOTICED_WITHIN: Duration = Duration::from_secs(3);
+
+fn sqlite_only(test: &str) -> bool {
+    if std::env::var("CREDGATE_TEST_PG").is_ok() {
+        println!("SKIPPED: SQLite file ({test})");
+        return false;
+    }
+    true
+}
+
+/// A running app that has just served a client through the counting store (returned first),
+/// a token for another client it has not served yet (second), and the path.
+async fn served_app() -> (TestApp, String, String, String) {
+    let app = TestApp::spawn().await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/stores/fake/entities/{uscc}");
+    let (_, token) = app.token("regulator").await;
+    let before = app.fake.hits();
+    assert_eq!(app.data(&token, &path).await.status(), 200);
+    assert_eq!(app.fake.hits(), before + 1, "the request reaches the store");
+    assert_eq!(readyz(&app.http, &app.url).await.0, 200);
+    let (_, fresh) = app.token("regulator").await;
+    (app, token, fresh, path)
+}
+
+fn db_file(app: &TestApp) -> std::path::PathBuf {
+    let file = app.dir.path().join("credgate.db");
+    assert!(
+        app.state
+            .config
+            .storage_url
+            .contains(&*file.to_string_lossy()),
+        "the app's database is {file:?}: {}",
+        app.state.config.storage_url
+    );
+    file
+}
+
+/// `/readyz` is 503 and names the condition.
+async fn readyz_names_it(app: &TestApp) {
+    let (status, body) = readyz(&app.http, &app.url).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(NAMED), "{body}");
+    assert!(body.contains("restart"), "{body}");
+}
+
+/// A data request is refused with a 503 problem, and the store is not asked.
+async fn refused(app: &TestApp, token: &str, path: &str) {
+    let hits = app.fake.hits();
+    let body = assert_problem(app.data(token, path).await, 503).await;
+    assert!(!body.to_string().contains("sqlx"), "no internals: {body}");
+    assert_eq!(app.fake.hits(), hits, "the store was not contacted");
+}
+
+async fn noticed(app: &TestApp) {
+    wait_until(
+        "/readyz names the replaced file",
+        NOTICED_WITHIN,
+        || async {
+            let (status, body) = readyz(&app.http, &app.url).await;
+            status == 503 && body.contains(NAMED)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_database_file_refuses_every_request_until_a_restart() {
+    if !sqlite_only("a_deleted_database_file_refuses_every_request_until_a_restart") {
+        return;
+    }
+    let (app, _, token, path) = served_app().await;
+    let file = db_file(&app);
+    let hits = app.fake.hits();
+    std::fs::remove_file(&file).unwrap();
+
+    noticed(&app).await;
+    refused(&app, &token, &path).await;
+    readyz_names_it(&app).await;
+    assert_eq!(
+        app.fake.hits(),
+        hits,
+        "nothing reached the store after the deletion"
+    );
+
+    // A file put back at the path is another database: still refused.
+    std::fs::write(&file, b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    refused(&app, &token, &path).await;
+    readyz_names_it(&app).await;
+    assert_eq!(
+        app.fake.hits(),
+        hits,
+        "nothing reached the store after the deletion"
+    );
+}
+
+#[tokio::test]
+async fn a_database_file_moved_over_refuses_every_request_until_a_restart() {
+    if !sqlite_only("a_database_file_moved_over_refuses_every_request_until_a_restart") {
+        return;
+    }
+    let (app, _, token, path) = served_app().await;
+    let file = db_file(&app);
+    let hits = app.fake.hits();
+    // A backup restored with `mv`: the same bytes under the same name, another inode.
+    let copy = file.with_extension("db.restored");
+    std::fs::copy(&file, &copy).unwrap();
+    std::fs::rename(&copy, &file).unwrap();
+    assert!(Path::new(&file).exists());
+
+    noticed(&app).await;
+    refused(&app, &token, &path).await;
+    readyz_names_it(&app).await;
+    // A second look, several probe rounds later: the file at the path is readable and sound,
+    // and it is still not the one the pool opened.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    refused(&app, &token, &path).await;
+    readyz_names_it(&app).await;
+    assert_eq!(
+        app.fake.hits(),
+        hits,
+        "nothing reached the store after the replacement"
+    );
+}
+
+/// The hostile case: a client served a moment before the deletion. Nothing on its request's
+/// path takes a pooled connection before the store is asked; the audit record is then committed
+/// by the writer on the connection it keeps, into the deleted file, and the data is released
+/// (200). With the writer refusing while the condition holds, the answer is a 503 and nothing
+/// is committed, but the store has still been asked: no step before it looks at the condition.
+#[tokio::test]
+#[ignore = "fails open: the audit writer commits on the connection it keeps across batches \
+            (audit::store::WriterConn), which the open circuit and before_acquire never see"]
+async fn a_cached_client_is_refused_too() {
+    if !sqlite_only("a_cached_client_is_refused_too") {
+        return;
+    }
+    let (app, served, _, path) = served_app().await;
+    let file = db_file(&app);
+    let hits = app.fake.hits();
+    std::fs::remove_file(&file).unwrap();
+
+    noticed(&app).await;
+    let body = assert_problem(app.data(&served, &path).await, 503).await;
+    assert!(!body.to_string().contains("sqlx"), "no internals: {body}");
+    readyz_names_it(&app).await;
+    assert!(app.fake.hits() <= hits + 1, "asked once at most");
+}
