@@ -123,6 +123,9 @@ pub(crate) async fn handle(
                 dataset = %target.route.dataset, %purpose, denial = %e, "data request denied");
     })?;
     let body = read_body(body, target.store.max_request_bytes).await?;
+    // No store read whose record could not be kept (the probe knows the database down): the
+    // answer would be refused after it anyway, and the store would have served it for nothing.
+    state.db.usable().map_err(Error::storage)?;
     let upstream = target
         .store
         .forward(Outbound {

@@ -167,6 +167,14 @@ impl WriterConn {
     }
 
     async fn get(&mut self) -> Result<&mut sqlx::AnyConnection, StorageError> {
+        // The kept connection is out of the pool's reach (its open circuit, `before_acquire`):
+        // while the probe says the storage is unusable it is dropped and nothing is written.
+        // A SQLite file deleted under the gateway would otherwise take every record into an
+        // unlinked inode, gone at the next start, while the answers were released.
+        if let Err(e) = self.db.usable() {
+            self.conn = None;
+            return Err(e);
+        }
         if self.conn.is_none() {
             self.conn = Some(self.db.pool().acquire().await?.detach());
         }

@@ -43,6 +43,10 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported storage URL (use sqlite://FILE or postgres://...)")]
     UnsupportedUrl,
+    /// The background probe knows the database unusable (`health::Condition`): nothing is
+    /// tried against it.
+    #[error("storage known unusable: {0:?}")]
+    KnownDown(health::Condition),
 }
 
 /// How long a request waits for a pooled connection. Short: a pool that stays exhausted this
@@ -214,6 +218,16 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// `Err(KnownDown)` while the probe knows the database unusable: for paths that must not
+    /// start work whose record could not be kept (a connection held outside the pool, a store
+    /// read whose answer could not be released).
+    pub fn usable(&self) -> Result<(), StorageError> {
+        match self.condition() {
+            health::Condition::Up => Ok(()),
+            down => Err(StorageError::KnownDown(down)),
+        }
     }
 
     /// What the background probe last saw (`Up` where no probe runs: the CLI's subcommands).
