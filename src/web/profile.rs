@@ -239,6 +239,13 @@ impl SectionCtx<'_> {
             };
         };
         let path = proxy::route::encode_segments(&segs);
+        // No store read whose record could not be kept (see `data::handle`).
+        if self.state.db.usable().is_err() {
+            return Section::Failed {
+                status: 503,
+                detail: "storage unavailable".into(),
+            };
+        }
         let answer = store
             .forward(Outbound {
                 method: &route.method,

@@ -273,9 +273,15 @@ pub async fn archived_through(
     writer_id: &str,
     chain_seq: i64,
 ) -> Result<(), sqlx::Error> {
-    // Not an upsert: see `move_progress`.
+    // Not an upsert: see `move_progress`. The row first, then the move: on PostgreSQL an
+    // INSERT that meets a first step's uncommitted row waits and does nothing, taking no lock,
+    // while an UPDATE after it (a new snapshot) sees that row and locks it, so the indexer's
+    // next step waits for this archive and finds the progress moved. The other order let that
+    // step move the progress over records this archive then removed (a review's F1, reproduced
+    // with the 0080 trigger).
     let now = crate::storage::now_micros();
-    let moved = sqlx::query(
+    first_progress(conn, writer_id, chain_seq, now).await?;
+    sqlx::query(
         "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
          WHERE writer_id = $1 AND chain_seq < $2",
     )
@@ -283,10 +289,6 @@ pub async fn archived_through(
     .bind(chain_seq)
     .bind(now)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if moved == 0 {
-        first_progress(conn, writer_id, chain_seq, now).await?;
-    }
+    .await?;
     Ok(())
 }

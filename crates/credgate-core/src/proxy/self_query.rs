@@ -139,6 +139,8 @@ async fn section(
         .fill(|p| (p == param).then(|| subject.as_str().to_string()))
         .ok_or_else(not_profile)?;
     let path = super::route::encode_segments(&segs);
+    // No store read whose record could not be kept (the probe knows the database down).
+    state.db.usable()?;
     // Nothing of the subject's request (their token above all) travels to the store.
     let none = HeaderMap::new();
     let up = store
@@ -181,7 +183,9 @@ fn status_of(e: &DataError) -> u16 {
         DataError::Denied(_) => 403,
         DataError::BadGateway(_) => 502,
         DataError::Timeout => 504,
-        DataError::Storage(_) | DataError::Internal(_) => 500,
+        // As the web layer answers a storage error: 503, unavailable for now.
+        DataError::Storage(_) => 503,
+        DataError::Internal(_) => 500,
     }
 }
 

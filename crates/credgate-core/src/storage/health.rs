@@ -89,8 +89,9 @@ enum AtPath {
     /// Another file: one moved over the path (a rename). A copy written into the file itself
     /// (`cp` over it) keeps the inode and is not seen here.
     Other,
-    /// It cannot be known (the file could not be read at open, or a stat failed otherwise):
-    /// counted as gone, since nothing says a commit lands in the file a restart would open.
+    /// It cannot be known (the file could not be read at open, or a stat failed otherwise).
+    /// Not read at open: counted as replaced, since nothing says a commit lands in the file a
+    /// restart would open. A stat failing later: refused while it fails (`probe`).
     Unknown,
 }
 
@@ -217,6 +218,37 @@ fn open_circuit() -> AnyConnectOptions {
         .expect("the open-circuit URL is a valid URL")
 }
 
+/// What the file at the SQLite path says of the storage, as `judge` decides from what the
+/// stat found (`None`: the file the pool opened, or no file to watch). Logs a replaced file
+/// once (the next rounds stop at the sticky condition).
+fn file_condition(found: Option<AtPath>, health: &Health) -> Option<Condition> {
+    let seen = judge(found?, health.opened_as.is_some());
+    let path = health.sqlite_file.as_deref().unwrap_or(Path::new(""));
+    if seen == Condition::FileReplaced {
+        tracing::error!(
+            path = %path.display(),
+            ?found,
+            "the SQLite database file was deleted or replaced under the running gateway: \
+             nothing more can be committed to the file it opened (it would be lost at the \
+             next restart), so requests are refused (503) until the gateway is restarted"
+        );
+    }
+    // The other case is logged by `observe` when the condition changes, not every round.
+    Some(seen)
+}
+
+/// A file deleted or replaced is for good (`FileReplaced`), and so is one that could not be
+/// read at open (nothing says commits land in the file a restart would open). A stat failing
+/// otherwise later (EACCES of a parent directory changed for a moment, ESTALE or EIO on a
+/// network filesystem) refuses while it fails, as an unreachable server does: a passing error
+/// must not need a restart.
+fn judge(found: AtPath, opened_known: bool) -> Condition {
+    match found {
+        AtPath::Unknown if opened_known => Condition::Unreachable,
+        _ => Condition::FileReplaced,
+    }
+}
+
 /// The probe's loop; see the module's comment. Runs until its task is aborted.
 pub(super) async fn probe(db: super::Db) {
     let mut conn: Option<AnyConnection> = None;
@@ -228,16 +260,8 @@ pub(super) async fn probe(db: super::Db) {
             Condition::Unreachable
         } else if health.condition() == Condition::FileReplaced {
             Condition::FileReplaced
-        } else if let Some(found) = health.file_replaced_now() {
-            let path = health.sqlite_file.as_deref().unwrap_or(Path::new(""));
-            tracing::error!(
-                path = %path.display(),
-                ?found,
-                "the SQLite database file was deleted or replaced under the running gateway: \
-                 nothing more can be committed to the file it opened (it would be lost at the \
-                 next restart), so requests are refused (503) until the gateway is restarted"
-            );
-            Condition::FileReplaced
+        } else if let Some(seen) = file_condition(health.file_replaced_now(), health) {
+            seen
         } else if health.disk_full_now() == Some(true) {
             Condition::DiskFull
         } else {
@@ -327,6 +351,11 @@ mod tests {
         );
         // Unread at open: nothing to compare with, so not the same.
         assert_eq!(at_path(None, Ok(opened)), AtPath::Unknown);
+        // Deleted or replaced: for good; a stat failing after a good open: while it fails.
+        assert_eq!(judge(AtPath::Missing, true), Condition::FileReplaced);
+        assert_eq!(judge(AtPath::Other, true), Condition::FileReplaced);
+        assert_eq!(judge(AtPath::Unknown, true), Condition::Unreachable);
+        assert_eq!(judge(AtPath::Unknown, false), Condition::FileReplaced);
     }
 
     #[tokio::test]
