@@ -170,3 +170,44 @@ async fn a_cached_client_is_refused_too() {
     readyz_names_it(&app).await;
     assert_eq!(app.fake.hits(), hits, "the store is not asked");
 }
+
+/// The probe looks every 250 ms; a batch committed in between, after the file was deleted, went
+/// into the unlinked file. The writer looks at the path itself after each commit and before
+/// the batch is acknowledged: right after the deletion (before any probe round could see it),
+/// an append fails, so no answer is released against a record that a restart would not find.
+#[tokio::test]
+async fn a_batch_committed_after_the_deletion_is_not_acknowledged() {
+    if !sqlite_only("a_batch_committed_after_the_deletion_is_not_acknowledged") {
+        return;
+    }
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    let file = db_file(&app);
+    crate::indexer::append(&app, "gone", &[vec!["before".into()]]).await;
+    let mut writer = credgate::audit::store::WriterConn::new(app.state.db.clone(), "gone");
+    let mut known = None;
+    let mut records = vec![credgate::audit::AuditRecord {
+        id: "au_gone_after".into(),
+        kind: "data".into(),
+        method: "GET".into(),
+        path: "/v1/stores/power/entities/1".into(),
+        decision: "allow".into(),
+        status: 200,
+        client_addr: "127.0.0.1".into(),
+        ..Default::default()
+    }];
+    std::fs::remove_file(&file).unwrap();
+    let appended = credgate::audit::store::append(&mut writer, &mut known, &mut records, |h, r| {
+        for rec in r.iter_mut() {
+            rec.writer_id = "gone".into();
+        }
+        credgate::audit::chain::link(h.chain_seq, h.hash.clone(), r);
+        None
+    })
+    .await;
+    assert!(appended.is_err(), "acknowledged a batch in a deleted file");
+    assert_eq!(
+        app.state.db.condition(),
+        credgate::storage::health::Condition::FileReplaced,
+        "and the gateway now refuses, for good"
+    );
+}

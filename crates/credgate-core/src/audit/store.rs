@@ -246,6 +246,11 @@ where
         drop(turn);
         match written {
             Ok(()) => {
+                // Committed, but into the file the path names? (A stat: `confirm_committed`.)
+                if let Err(e) = db.confirm_committed() {
+                    writer.conn = None;
+                    return Err(e);
+                }
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
                 return Ok(());
             }
@@ -629,6 +634,11 @@ where
         drop(turn);
         match written {
             Ok(()) => {
+                // Committed, but into the file the path names? (A stat: `confirm_committed`.)
+                if let Err(e) = db.confirm_committed() {
+                    writer.conn = None;
+                    return Err(ChangeOutcome::Failed(e));
+                }
                 *known = Some(advanced(head, records, checkpoint.as_ref()));
                 return Ok(());
             }

@@ -203,6 +203,24 @@ impl Health {
         }
     }
 
+    /// After a commit, before it is acknowledged: whether the SQLite path still names the file
+    /// the pool opened, looked at now (a stat: microseconds), not as the probe last saw it up to
+    /// `PROBE_EVERY` ago. A commit in that window went into an unlinked file and is gone at the
+    /// next start, so its batch must not be acknowledged. Deleted or replaced: marked as the
+    /// probe would (for good, circuit open). Unknown: refused this once, the probe decides.
+    pub(super) fn confirm_file(&self, pool: &AnyPool) -> Result<(), Condition> {
+        match self.file_replaced_now() {
+            None => Ok(()),
+            Some(found) => {
+                let seen = judge(found, self.opened_as.is_some());
+                if seen == Condition::FileReplaced {
+                    self.observe(pool, seen);
+                }
+                Err(seen)
+            }
+        }
+    }
+
     /// The SQLite disk's state now; `None` when there is no file to watch or it cannot be read
     /// (a vanished file is for the requests to report, not for a guess here).
     fn disk_full_now(&self) -> Option<bool> {

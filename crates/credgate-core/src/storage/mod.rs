@@ -230,6 +230,14 @@ impl Db {
         }
     }
 
+    /// After a commit and before its acknowledgement (the audit writer's batches): on SQLite,
+    /// whether the commit went into the file the path names now (`Health::confirm_file`).
+    pub fn confirm_committed(&self) -> Result<(), StorageError> {
+        self.health
+            .confirm_file(&self.pool)
+            .map_err(StorageError::KnownDown)
+    }
+
     /// What the background probe last saw (`Up` where no probe runs: the CLI's subcommands).
     pub fn condition(&self) -> health::Condition {
         self.health.condition()
