@@ -69,12 +69,14 @@ async fn readyz_names_it(app: &TestApp) {
     assert!(body.contains("restart"), "{body}");
 }
 
-/// A data request is refused with a 503 problem, and the store is not asked.
+/// A data request is refused with a 503 problem, the store is not asked, and `/readyz` names
+/// the condition.
 async fn refused(app: &TestApp, token: &str, path: &str) {
     let hits = app.fake.hits();
     let body = assert_problem(app.data(token, path).await, 503).await;
     assert!(!body.to_string().contains("sqlx"), "no internals: {body}");
     assert_eq!(app.fake.hits(), hits, "the store was not contacted");
+    readyz_names_it(app).await;
 }
 
 async fn noticed(app: &TestApp) {
@@ -96,28 +98,14 @@ async fn a_deleted_database_file_refuses_every_request_until_a_restart() {
     }
     let (app, _, token, path) = served_app().await;
     let file = db_file(&app);
-    let hits = app.fake.hits();
     std::fs::remove_file(&file).unwrap();
 
     noticed(&app).await;
     refused(&app, &token, &path).await;
-    readyz_names_it(&app).await;
-    assert_eq!(
-        app.fake.hits(),
-        hits,
-        "nothing reached the store after the deletion"
-    );
-
     // A file put back at the path is another database: still refused.
     std::fs::write(&file, b"").unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     refused(&app, &token, &path).await;
-    readyz_names_it(&app).await;
-    assert_eq!(
-        app.fake.hits(),
-        hits,
-        "nothing reached the store after the deletion"
-    );
 }
 
 #[tokio::test]
@@ -127,7 +115,6 @@ async fn a_database_file_moved_over_refuses_every_request_until_a_restart() {
     }
     let (app, _, token, path) = served_app().await;
     let file = db_file(&app);
-    let hits = app.fake.hits();
     // A backup restored with `mv`: the same bytes under the same name, another inode.
     let copy = file.with_extension("db.restored");
     std::fs::copy(&file, &copy).unwrap();
@@ -136,17 +123,10 @@ async fn a_database_file_moved_over_refuses_every_request_until_a_restart() {
 
     noticed(&app).await;
     refused(&app, &token, &path).await;
-    readyz_names_it(&app).await;
     // A second look, several probe rounds later: the file at the path is readable and sound,
     // and it is still not the one the pool opened.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     refused(&app, &token, &path).await;
-    readyz_names_it(&app).await;
-    assert_eq!(
-        app.fake.hits(),
-        hits,
-        "nothing reached the store after the replacement"
-    );
 }
 
 /// The hostile case: a client served a moment before the deletion. Nothing on its request's
@@ -160,15 +140,10 @@ async fn a_cached_client_is_refused_too() {
         return;
     }
     let (app, served, _, path) = served_app().await;
-    let file = db_file(&app);
-    let hits = app.fake.hits();
-    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(db_file(&app)).unwrap();
 
     noticed(&app).await;
-    let body = assert_problem(app.data(&served, &path).await, 503).await;
-    assert!(!body.to_string().contains("sqlx"), "no internals: {body}");
-    readyz_names_it(&app).await;
-    assert_eq!(app.fake.hits(), hits, "the store is not asked");
+    refused(&app, &served, &path).await;
 }
 
 /// The probe looks every 250 ms; a batch committed in between, after the file was deleted, went
@@ -210,4 +185,41 @@ async fn a_batch_committed_after_the_deletion_is_not_acknowledged() {
         credgate::storage::health::Condition::FileReplaced,
         "and the gateway now refuses, for good"
     );
+}
+
+/// A profile (one store read a section) is refused like a single read, and no section asks the
+/// store: with the counting store's entity route made a profile route, a profile asked after
+/// the deletion leaves its count where it was.
+#[tokio::test]
+async fn a_profile_asks_no_store_while_the_file_is_gone() {
+    if !sqlite_only("a_profile_asks_no_store_while_the_file_is_gone") {
+        return;
+    }
+    let app = TestApp::spawn_with(|c| {
+        for route in c.stores.iter_mut().filter(|s| s.name == "fake") {
+            for r in route
+                .routes
+                .iter_mut()
+                .filter(|r| r.path == "/entities/{uscc}")
+            {
+                r.profile = true;
+            }
+        }
+    })
+    .await;
+    let uscc = app.sample().entities[0]["uscc"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let profile = format!("/v1/subjects/{uscc}/profile");
+    let (_, token) = app.token("regulator").await;
+    let before = app.fake.hits();
+    assert_eq!(app.data(&token, &profile).await.status(), 200);
+    assert!(
+        app.fake.hits() > before,
+        "the profile reads the counting store"
+    );
+    std::fs::remove_file(db_file(&app)).unwrap();
+    noticed(&app).await;
+    refused(&app, &token, &profile).await;
 }

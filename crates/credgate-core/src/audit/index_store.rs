@@ -82,8 +82,8 @@ fn row_count(backend: Backend) -> &'static str {
 /// short: on SQLite it holds the one write lock, and a 100-subject list record is 100 rows.
 /// `scan` bounds the read that chooses them: every record read has its `subjects` parsed to
 /// be costed, so reading `budget` records to take 20 list records parsed a hundred times
-/// what the step wrote (the caller sizes it from the step before: `indexer::next_scan`). The progress moves only if it still
-/// says `done` (an optimistic update): when two processes index one chain at once, one of
+/// what the step wrote (the caller sizes it from the step before: `indexer::next_scan`).
+/// The progress moves only if it still says `done` (an optimistic update): when two processes index one chain at once, one of
 /// them commits and the other's step does nothing. The rows are inserted by the progress
 /// table's triggers (migration 0080, both backends), in the same statement.
 pub async fn index_step(
