@@ -196,3 +196,16 @@ fn public_detail(e: &DataError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{StorageError, health::Condition};
+
+    #[test]
+    fn a_section_failed_on_storage_is_listed_503_without_its_cause() {
+        let e = DataError::Storage(StorageError::KnownDown(Condition::FileReplaced));
+        assert_eq!(status_of(&e), 503, "as the web layer answers it");
+        assert_eq!(public_detail(&e), "the section could not be read");
+    }
+}
