@@ -91,14 +91,27 @@ async fn noticed(app: &TestApp) {
     .await;
 }
 
-/// The client's status was still answered from the cache after its request, so during it too
-/// (the cache's trust only ends, it is not renewed while the database is refused): the request
-/// took the path where only the new checks stand before the store.
-fn cached_path_taken(app: &TestApp, client_id: &str) {
-    assert!(
-        app.state.client_status.lookup(client_id).is_some(),
-        "the request did not take the cached path (a slow machine): this test saw nothing"
-    );
+/// Whether the client's status was still answered from the cache after its request, so
+/// during it too (the cache's trust only runs out while the database is refused, it is not
+/// renewed): the request then took the path where only the new checks stand before the store.
+fn cached_path_taken(app: &TestApp, client_id: &str) -> bool {
+    app.state.client_status.lookup(client_id).is_some()
+}
+
+/// Runs `case` (which asserts the refusal whatever the path) until one run took the cached
+/// path, at most three times: on a loaded machine the cache's second of trust may run out
+/// between the probe's notice and the request, and that run shows nothing of these checks.
+async fn on_the_cached_path<F, Fut>(case: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..3 {
+        if case().await {
+            return;
+        }
+    }
+    panic!("three runs missed the cached path: the checks before the store were not exercised");
 }
 
 #[tokio::test]
@@ -153,12 +166,14 @@ async fn a_cached_client_is_refused_too() {
     if !sqlite_only("a_cached_client_is_refused_too") {
         return;
     }
-    let (app, (id, served), _, path) = served_app().await;
-    std::fs::remove_file(db_file(&app)).unwrap();
-
-    noticed(&app).await;
-    refused(&app, &served, &path).await;
-    cached_path_taken(&app, &id);
+    on_the_cached_path(|| async {
+        let (app, (id, served), _, path) = served_app().await;
+        std::fs::remove_file(db_file(&app)).unwrap();
+        noticed(&app).await;
+        refused(&app, &served, &path).await;
+        cached_path_taken(&app, &id)
+    })
+    .await;
 }
 
 /// The probe looks every 250 ms; a batch committed in between, after the file was deleted, went
@@ -219,31 +234,35 @@ async fn a_profile_asks_no_store_while_the_file_is_gone() {
     if !sqlite_only("a_profile_asks_no_store_while_the_file_is_gone") {
         return;
     }
-    let app = TestApp::spawn_with(|c| {
-        for route in c.stores.iter_mut().filter(|s| s.name == "fake") {
-            for r in route
-                .routes
-                .iter_mut()
-                .filter(|r| r.path == "/entities/{uscc}")
-            {
-                r.profile = true;
+    on_the_cached_path(|| async {
+        let app = TestApp::spawn_with(|c| {
+            for store in c.stores.iter_mut().filter(|s| s.name == "fake") {
+                for r in store
+                    .routes
+                    .iter_mut()
+                    .filter(|r| r.path == "/entities/{uscc}")
+                {
+                    r.profile = true;
+                }
             }
-        }
+        })
+        .await;
+        let uscc = app.sample().entities[0]["uscc"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let profile = format!("/v1/subjects/{uscc}/profile");
+        let (id, token) = app.token("regulator").await;
+        let before = app.fake.hits();
+        assert_eq!(app.data(&token, &profile).await.status(), 200);
+        assert!(
+            app.fake.hits() > before,
+            "the profile reads the counting store"
+        );
+        std::fs::remove_file(db_file(&app)).unwrap();
+        noticed(&app).await;
+        refused(&app, &token, &profile).await;
+        cached_path_taken(&app, &id)
     })
     .await;
-    let uscc = app.sample().entities[0]["uscc"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let profile = format!("/v1/subjects/{uscc}/profile");
-    let (_, token) = app.token("regulator").await;
-    let before = app.fake.hits();
-    assert_eq!(app.data(&token, &profile).await.status(), 200);
-    assert!(
-        app.fake.hits() > before,
-        "the profile reads the counting store"
-    );
-    std::fs::remove_file(db_file(&app)).unwrap();
-    noticed(&app).await;
-    refused(&app, &token, &profile).await;
 }
