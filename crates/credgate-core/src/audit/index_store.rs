@@ -292,3 +292,128 @@ pub async fn archived_through(
     .await?;
     Ok(())
 }
+
+/// Which way a subject's walk goes from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Newest first, `seq` below this.
+    Below(i64),
+    /// Oldest first, `seq` above this.
+    Above(i64),
+}
+
+/// What the step rows (`audit_subject_steps`, migration 0090) say of a subject near a cursor:
+/// every `seq` they hold strictly between the cursor and `cut`, as a JSON array to bind
+/// (`candidates_sql`). Beyond `cut` (smaller when walking `Below`, greater `Above`) rows were
+/// left unread: a page the caller builds holds what lies between the cursor and `cut`, and
+/// when it is short of its limit the caller asks again with more rows (`rows` doubled). `None`:
+/// every row was read, the candidates are all there are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepCandidates {
+    pub seqs: Vec<i64>,
+    pub cut: Option<i64>,
+}
+
+impl StepCandidates {
+    /// The candidates as the JSON array `candidates_sql` reads.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&self.seqs).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// The value that bounds the page's `seq` (exclusive) on the far side from the cursor:
+    /// `cut`, or the end of the range when every row was read.
+    pub fn bound(&self, walk: Walk) -> i64 {
+        match (walk, self.cut) {
+            (_, Some(c)) => c,
+            (Walk::Below(_), None) => i64::MIN,
+            (Walk::Above(_), None) => i64::MAX,
+        }
+    }
+
+    /// Both subjects' candidates (the value as typed and as reduced, `Bounds::subject_as_sent`),
+    /// cut at the nearer of the two cuts, where both are complete.
+    pub fn merge(self, other: StepCandidates, walk: Walk) -> StepCandidates {
+        let cut = match (self.cut, other.cut, walk) {
+            (None, c, _) | (c, None, _) => c,
+            (Some(a), Some(b), Walk::Below(_)) => Some(a.max(b)),
+            (Some(a), Some(b), Walk::Above(_)) => Some(a.min(b)),
+        };
+        let within = |s: &i64| match (cut, walk) {
+            (None, _) => true,
+            (Some(c), Walk::Below(_)) => *s > c,
+            (Some(c), Walk::Above(_)) => *s < c,
+        };
+        let mut seqs: Vec<i64> = self
+            .seqs
+            .into_iter()
+            .chain(other.seqs)
+            .filter(within)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        StepCandidates { seqs, cut }
+    }
+}
+
+/// The subject's step rows nearest the cursor, at most `rows` of them, read in the walk's
+/// order: newest first by `last_seq` (a row not read holds only `seq`s at or below the last
+/// one read), oldest first by `first_seq` (one not read, only `seq`s at or above it). So the
+/// candidates are complete strictly between the cursor and that row's key, which is the cut.
+/// Rows of one chain cover disjoint ranges, so the rows read that hold nothing on the
+/// cursor's side are at most one a chain (the one straddling it); ask for the page's size
+/// plus a few. A malformed `seqs` (planted: the indexer writes only arrays of integers) is
+/// skipped here and reported by verification.
+pub async fn step_candidates(
+    db: &Db,
+    subject: &str,
+    walk: Walk,
+    rows: i64,
+) -> Result<StepCandidates, StorageError> {
+    let rows = rows.max(1);
+    let (sql, cursor) = match walk {
+        Walk::Below(c) => (
+            "SELECT last_seq AS k, seqs FROM audit_subject_steps \
+             WHERE subject_id = $1 AND first_seq < $2 ORDER BY last_seq DESC LIMIT $3",
+            c,
+        ),
+        Walk::Above(c) => (
+            "SELECT first_seq AS k, seqs FROM audit_subject_steps \
+             WHERE subject_id = $1 AND last_seq > $2 ORDER BY first_seq ASC LIMIT $3",
+            c,
+        ),
+    };
+    let found = sqlx::query(sql)
+        .bind(subject)
+        .bind(cursor)
+        .bind(rows)
+        .fetch_all(db.pool())
+        .await?;
+    let cut = if found.len() as i64 == rows {
+        found.last().map(|r| r.try_get::<i64, _>("k")).transpose()?
+    } else {
+        None
+    };
+    let mut seqs = Vec::new();
+    for row in &found {
+        let text: String = row.try_get("seqs")?;
+        let Ok(list) = serde_json::from_str::<Vec<i64>>(&text) else {
+            continue;
+        };
+        seqs.extend(list.into_iter().filter(|s| match walk {
+            Walk::Below(c) => *s < c,
+            Walk::Above(c) => *s > c,
+        }));
+    }
+    Ok(StepCandidates { seqs, cut }.merge(StepCandidates::default(), walk))
+}
+
+/// ` UNION SELECT ...` of the `seq`s in the JSON array bound at placeholder `p`
+/// (`StepCandidates::json`), to join a subject's candidates inside `seq IN (subquery)`.
+pub fn candidates_sql(backend: Backend, p: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!(" UNION SELECT c.value FROM json_each({p}) c"),
+        Backend::Postgres => {
+            format!(" UNION SELECT c.v::bigint FROM jsonb_array_elements_text({p}::jsonb) c(v)")
+        }
+    }
+}

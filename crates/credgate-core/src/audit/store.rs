@@ -3,6 +3,7 @@
 
 use sqlx::{Row, any::AnyRow};
 
+use super::index_store::{self, StepCandidates, Walk};
 use super::{AuditRecord, Change, ChangeError};
 use crate::storage::{Backend, Db, StorageError};
 
@@ -989,6 +990,9 @@ pub async fn search(
     let below = before.map(|_| next());
     let above = ascending_after.map(|_| next());
     let limit_p = next();
+    // The step rows' candidates and the cut beyond which they were not read
+    // (`index_store::step_candidates`): bound last, the same on every retry.
+    let steps_p = subject.as_ref().map(|_| (next(), next()));
     let filters = |t: &str| {
         let mut f = String::new();
         if !b.staff_actions {
@@ -1028,16 +1032,61 @@ pub async fn search(
         filters("a."),
         seq("a.")
     );
-    if let Some(p) = &subject {
+    if let (Some(p), Some((cands, cut))) = (&subject, &steps_p) {
         sql += &subject_clause(
             db.backend(),
-            (p, sent.as_deref()),
+            (p, sent.as_deref(), cands),
             (&filters("l."), &seq("s."), &seq("l.")),
             (order, &limit_p),
         );
+        let beyond = if ascending_after.is_some() { "<" } else { ">" };
+        sql += &format!(" AND a.seq {beyond} {cut}");
     }
     sql += &format!(" ORDER BY a.seq {order} LIMIT {limit_p}");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let Some(subject) = &b.subject else {
+        return search_run(db, &sql, b, (before, ascending_after, limit), None).await;
+    };
+    // A page short of its limit while step rows were left unread may miss records beyond
+    // the cut: read twice the rows and run it again (the statement's text is the same).
+    let walk = match ascending_after {
+        Some(a) => Walk::Above(a),
+        None => Walk::Below(before.unwrap_or(i64::MAX)),
+    };
+    let mut rows = limit.saturating_add(STEP_SLACK);
+    loop {
+        let mut steps = index_store::step_candidates(db, subject, walk, rows).await?;
+        if let Some(typed) = &b.subject_as_sent {
+            let more = index_store::step_candidates(db, typed, walk, rows).await?;
+            steps = steps.merge(more, walk);
+        }
+        let page = search_run(
+            db,
+            &sql,
+            b,
+            (before, ascending_after, limit),
+            Some((&steps, walk)),
+        )
+        .await?;
+        if page.len() as i64 >= limit || steps.cut.is_none() {
+            return Ok(page);
+        }
+        rows = rows.saturating_mul(2);
+    }
+}
+
+/// Step rows a subject's walk reads beyond its page's size: the rows that straddle the
+/// cursor hold nothing on its side, at most one a chain (`index_store::step_candidates`).
+const STEP_SLACK: i64 = 8;
+
+/// Runs `search`'s statement with its values bound in placeholder order.
+async fn search_run(
+    db: &Db,
+    sql: &str,
+    b: &Bounds,
+    (before, ascending_after, limit): (Option<i64>, Option<i64>, i64),
+    steps: Option<(&StepCandidates, Walk)>,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
     let sent = b.subject.as_ref().and(b.subject_as_sent.as_ref());
     for v in [&b.org, &b.client, &b.subject]
         .into_iter()
@@ -1053,7 +1102,11 @@ pub async fn search(
     {
         q = q.bind(v);
     }
-    let rows = q.bind(limit).fetch_all(db.pool()).await?;
+    q = q.bind(limit);
+    if let Some((steps, walk)) = steps {
+        q = q.bind(steps.json()).bind(steps.bound(walk));
+    }
+    let rows = q.fetch_all(db.pool()).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
@@ -1082,7 +1135,7 @@ pub async fn search(
 /// `Bounds::subject_as_sent`), whose records are added the same three ways.
 fn subject_clause(
     backend: Backend,
-    (p, sent): (&str, Option<&str>),
+    (p, sent, cands): (&str, Option<&str>, &str),
     (filters, seq_s, seq_l): (&str, &str, &str),
     (order, limit): (&str, &str),
 ) -> String {
@@ -1096,9 +1149,10 @@ fn subject_clause(
             super::index_store::unindexed_union(backend, p)
         )
     };
+    let steps = super::index_store::candidates_sql(backend, cands);
     match sent {
-        None => format!(" AND a.seq IN ({})", naming(p)),
-        Some(q) => format!(" AND a.seq IN ({} UNION {})", naming(p), naming(q)),
+        None => format!(" AND a.seq IN ({}{steps})", naming(p)),
+        Some(q) => format!(" AND a.seq IN ({} UNION {}{steps})", naming(p), naming(q)),
     }
 }
 
@@ -1206,24 +1260,44 @@ pub async fn access_log_at(
             clauses("l.")
         ),
     };
+    // Step rows (migration 0090) as candidates bound at `steps`, and the cut beyond which
+    // rows were left unread (`index_store::step_candidates`) at `steps + 1`.
+    let steps = 4 + 2 * withheld.len();
     let sql = format!(
         "{}SELECT {COLUMNS} FROM audit_log WHERE seq IN \
-         (SELECT seq FROM ({walk} ORDER BY s.seq DESC LIMIT $2) newest{}) \
-         AND kind IN ('data', 'profile', 'public') AND seq < $3{} \
+         (SELECT seq FROM ({walk} ORDER BY s.seq DESC LIMIT $2) newest{}{}) \
+         AND kind IN ('data', 'profile', 'public') AND seq < $3 AND seq > ${}{} \
          ORDER BY seq DESC LIMIT $2",
-        super::index_store::WRITERS_CTE,
-        super::index_store::unindexed_union(db.backend(), "$1"),
+        index_store::WRITERS_CTE,
+        index_store::unindexed_union(db.backend(), "$1"),
+        index_store::candidates_sql(db.backend(), &format!("${steps}")),
+        steps + 1,
         clauses("")
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(subject)
-        .bind(limit.saturating_add(1))
-        .bind(before.unwrap_or(i64::MAX));
-    for (purpose, days) in withheld {
-        let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
-        q = q.bind(purpose.to_string()).bind(cutoff);
-    }
-    let rows = q.fetch_all(db.pool()).await?;
+    let walk = Walk::Below(before.unwrap_or(i64::MAX));
+    let mut step_rows = limit.saturating_add(STEP_SLACK);
+    // A page short of one over its limit while step rows were left unread may miss records
+    // beyond the cut: twice the rows, and again.
+    let rows = loop {
+        let cands = index_store::step_candidates(db, subject, walk, step_rows).await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(subject)
+            .bind(limit.saturating_add(1))
+            .bind(before.unwrap_or(i64::MAX));
+        for (purpose, days) in withheld {
+            let cutoff = now_us.saturating_sub(i64::from(*days).saturating_mul(86_400_000_000));
+            q = q.bind(purpose.to_string()).bind(cutoff);
+        }
+        let rows = q
+            .bind(cands.json())
+            .bind(cands.bound(walk))
+            .fetch_all(db.pool())
+            .await?;
+        if rows.len() as i64 > limit || cands.cut.is_none() {
+            break rows;
+        }
+        step_rows = step_rows.saturating_mul(2);
+    };
     let page = usize::try_from(limit).unwrap_or(0).min(rows.len());
     let records: Vec<AuditRecord> = rows[..page]
         .iter()
