@@ -30,6 +30,7 @@ mod faults_support;
 mod hardening;
 mod health;
 mod hostile;
+mod index_steps;
 mod indexer;
 mod oauth;
 mod objections;

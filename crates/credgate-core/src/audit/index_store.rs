@@ -364,7 +364,7 @@ impl StepCandidates {
 /// plus a few. A malformed `seqs` (planted: the indexer writes only arrays of integers) is
 /// skipped here and reported by verification.
 pub async fn step_candidates(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     subject: &str,
     walk: Walk,
     rows: i64,
@@ -386,7 +386,7 @@ pub async fn step_candidates(
         .bind(subject)
         .bind(cursor)
         .bind(rows)
-        .fetch_all(db.pool())
+        .fetch_all(&mut *conn)
         .await?;
     let cut = if found.len() as i64 == rows {
         found.last().map(|r| r.try_get::<i64, _>("k")).transpose()?
@@ -416,4 +416,20 @@ pub fn candidates_sql(backend: Backend, p: &str) -> String {
             format!(" UNION SELECT c.v::bigint FROM jsonb_array_elements_text({p}::jsonb) c(v)")
         }
     }
+}
+
+/// A read transaction whose statements all see one snapshot of the database: a subject's
+/// search reads the step rows, then the log with the records above each chain's progress;
+/// an indexer step committed between the two would move records from the second read's
+/// tail into step rows the first did not see. SQLite (WAL) keeps a read transaction on the
+/// snapshot of its first read; PostgreSQL needs REPEATABLE READ for that (READ COMMITTED
+/// takes a snapshot a statement).
+pub async fn snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, StorageError> {
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
 }

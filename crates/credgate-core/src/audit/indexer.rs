@@ -52,7 +52,7 @@ use tokio::time::Instant;
 /// one statement, which on SQLite holds the write lock while it runs. Measured in a debug
 /// build on a busy 2-core host: 4,000 rows ~23 ms, so 2,000 ~11 ms (release: a few); a step of
 /// 2,000 list records (200,000 rows) took 300-440 ms.
-pub const BATCH: i64 = 2000;
+pub const BATCH: i64 = 20_000;
 
 /// On SQLite, the least pause between two steps of one chain. This process's audit writer
 /// needs none: it takes the write lock in turn with the steps (`Db::write_turn`, FIFO), so an

@@ -1044,7 +1044,8 @@ pub async fn search(
     }
     sql += &format!(" ORDER BY a.seq {order} LIMIT {limit_p}");
     let Some(subject) = &b.subject else {
-        return search_run(db, &sql, b, (before, ascending_after, limit), None).await;
+        let mut conn = db.pool().acquire().await?;
+        return search_run(&mut conn, &sql, b, (before, ascending_after, limit), None).await;
     };
     // A page short of its limit while step rows were left unread may miss records beyond
     // the cut: read twice the rows and run it again (the statement's text is the same).
@@ -1053,21 +1054,17 @@ pub async fn search(
         None => Walk::Below(before.unwrap_or(i64::MAX)),
     };
     let mut rows = limit.saturating_add(STEP_SLACK);
+    let mut tx = index_store::snapshot(db).await?;
     loop {
-        let mut steps = index_store::step_candidates(db, subject, walk, rows).await?;
+        let mut steps = index_store::step_candidates(&mut tx, subject, walk, rows).await?;
         if let Some(typed) = &b.subject_as_sent {
-            let more = index_store::step_candidates(db, typed, walk, rows).await?;
+            let more = index_store::step_candidates(&mut tx, typed, walk, rows).await?;
             steps = steps.merge(more, walk);
         }
-        let page = search_run(
-            db,
-            &sql,
-            b,
-            (before, ascending_after, limit),
-            Some((&steps, walk)),
-        )
-        .await?;
+        let bounds = (before, ascending_after, limit);
+        let page = search_run(&mut tx, &sql, b, bounds, Some((&steps, walk))).await?;
         if page.len() as i64 >= limit || steps.cut.is_none() {
+            tx.commit().await?;
             return Ok(page);
         }
         rows = rows.saturating_mul(2);
@@ -1080,7 +1077,7 @@ const STEP_SLACK: i64 = 8;
 
 /// Runs `search`'s statement with its values bound in placeholder order.
 async fn search_run(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     sql: &str,
     b: &Bounds,
     (before, ascending_after, limit): (Option<i64>, Option<i64>, i64),
@@ -1106,7 +1103,7 @@ async fn search_run(
     if let Some((steps, walk)) = steps {
         q = q.bind(steps.json()).bind(steps.bound(walk));
     }
-    let rows = q.fetch_all(db.pool()).await?;
+    let rows = q.fetch_all(conn).await?;
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
@@ -1278,8 +1275,9 @@ pub async fn access_log_at(
     let mut step_rows = limit.saturating_add(STEP_SLACK);
     // A page short of one over its limit while step rows were left unread may miss records
     // beyond the cut: twice the rows, and again.
+    let mut tx = index_store::snapshot(db).await?;
     let rows = loop {
-        let cands = index_store::step_candidates(db, subject, walk, step_rows).await?;
+        let cands = index_store::step_candidates(&mut tx, subject, walk, step_rows).await?;
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(subject)
             .bind(limit.saturating_add(1))
@@ -1291,9 +1289,10 @@ pub async fn access_log_at(
         let rows = q
             .bind(cands.json())
             .bind(cands.bound(walk))
-            .fetch_all(db.pool())
+            .fetch_all(&mut *tx)
             .await?;
         if rows.len() as i64 > limit || cands.cut.is_none() {
+            tx.commit().await?;
             break rows;
         }
         step_rows = step_rows.saturating_mul(2);
