@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::storage::{Backend, Db, StorageError};
 
 /// One chain as the index knows it: its writer and the place in it through which every record
-/// has its `audit_subjects` rows (0: none of it).
+/// has its index rows (step rows, migration 0090; `audit_subjects` before it) (0: none of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainProgress {
     pub writer_id: String,
@@ -65,7 +65,8 @@ pub enum Step {
     Lost,
 }
 
-/// How many index rows a record is, from its own `subjects` (0 when it is not a JSON array).
+/// How many subjects a record names, from its own `subjects` (0 when it is not a JSON array):
+/// what it adds to a step's work (its names are grouped into the step's rows).
 fn row_count(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
@@ -76,16 +77,17 @@ fn row_count(backend: Backend) -> &'static str {
 }
 
 /// Indexes `writer_id`'s chain after place `done` (the progress as the caller read it) and
-/// moves the progress, atomically, within `budget`: each record costs one plus its index
-/// rows, and a step takes the records whose cost before them is under the budget (at least
-/// one) among the next `scan` records. Bounding rows, not records, is what keeps a step
-/// short: on SQLite it holds the one write lock, and a 100-subject list record is 100 rows.
+/// moves the progress, atomically, within `budget`: each record costs one plus the subjects
+/// it names, and a step takes the records whose cost before them is under the budget (at
+/// least one) among the next `scan` records. Bounding names, not records, is what keeps a
+/// step short: on SQLite it holds the one write lock, and a list record names 200 subjects
+/// (grouped into a row a distinct subject, `audit_subject_steps`).
 /// `scan` bounds the read that chooses them: every record read has its `subjects` parsed to
 /// be costed, so reading `budget` records to take 20 list records parsed a hundred times
 /// what the step wrote (the caller sizes it from the step before: `indexer::next_scan`).
 /// The progress moves only if it still says `done` (an optimistic update): when two processes index one chain at once, one of
 /// them commits and the other's step does nothing. The rows are inserted by the progress
-/// table's triggers (migration 0080, both backends), in the same statement.
+/// table's triggers (migrations 0080 and 0090, both backends), in the same statement.
 pub async fn index_step(
     db: &Db,
     writer_id: &str,

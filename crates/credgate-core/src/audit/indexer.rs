@@ -2,20 +2,26 @@
 //!
 //! Officers search the log by organisation, client, time, decision and store through B-tree
 //! indexes on `audit_log` itself, maintained by the record's own INSERT. The one index that is
-//! a table of its own is `audit_subjects` (subject -> records): a 100-row list names 100
-//! subjects, and writing those rows inside the request's commit made the answer wait for them.
-//! This task writes them instead, after the commit:
+//! a table of its own is subject -> records: a 100-row list names 200 subjects (each company
+//! and its legal representative), and writing those rows inside the request's commit made the
+//! answer wait for them. This task writes them instead, after the commit, as one row per
+//! subject per step (`audit_subject_steps`, migration 0090) holding the step's `seq`s that
+//! name it. One row per (subject, record) (`audit_subjects`, still read for what was indexed
+//! before 0090) cost 2-9 us a row, so 0.4-1.8 ms of CPU a list record, as much as the request
+//! itself: at full load the index fell behind by about a second every second. A step of 100
+//! list records naming the same 200 subjects now writes 200 rows, not 20,000 (a load whose
+//! lists name different subjects each time still writes a row per distinct subject a step):
 //!
 //! - **Progress per chain.** `audit_index_progress(writer_id, chain_seq)` says every record of
 //!   that chain up to that place has its rows. It is kept per chain, never as a global `seq`:
 //!   on PostgreSQL `seq` is a sequence, so a lower one may commit after a higher one from
 //!   another replica, but within a chain records commit in chain order.
 //! - **One step, one statement.** A step takes the committed records after a chain's
-//!   progress up to [`BATCH`] of cost (one a record plus one an index row: a 100-subject list
-//!   record costs 101), and moves the progress over them by one upsert whose triggers insert
-//!   their rows (migration 0080, both backends: progress implies rows is a rule of the
-//!   database, and a place above the chain's last record is refused). Rows already there
-//!   (another replica) are tolerated. On SQLite the statement holds the one write lock while
+//!   progress up to [`BATCH`] of cost (one a record plus one a subject it names: a
+//!   200-subject list record costs 201), and moves the progress over them by one UPDATE whose
+//!   triggers insert their rows (migrations 0080 and 0090, both backends: progress implies
+//!   rows is a rule of the database, and a place above the chain's last record is refused).
+//!   A row already at a row's key (planted) is left for verification to report. On SQLite the statement holds the one write lock while
 //!   it runs, never across an await, and the cost bound keeps that to a few milliseconds
 //!   whatever the records name. A crash loses nothing and duplicates nothing.
 //! - **Several replicas.** Each indexes its own chain as soon as its writer commits, and other
@@ -48,10 +54,13 @@ use super::index_store::{self, ChainProgress, Step};
 use crate::storage::{Backend, Db, StorageError};
 use tokio::time::Instant;
 
-/// The cost of one step at most (one a record plus one an index row; at least one record):
-/// one statement, which on SQLite holds the write lock while it runs. Measured in a debug
-/// build on a busy 2-core host: 4,000 rows ~23 ms, so 2,000 ~11 ms (release: a few); a step of
-/// 2,000 list records (200,000 rows) took 300-440 ms.
+/// The cost of one step at most (one a record plus one a subject it names; at least one
+/// record): one statement, which on SQLite holds the write lock while it runs. The step writes
+/// a row per distinct subject, so its time depends on how alike its records are: 100 list
+/// records naming the same 200 subjects group 20,000 names into 200 rows; the worst case,
+/// every name distinct, writes as many rows as the budget (at 2-9 us a row, 40-180 ms of
+/// the write lock on SQLite; this process's writer waits one step at most, `Db::write_turn`).
+/// With one row a record (before 0090) the budget was 2,000.
 pub const BATCH: i64 = 20_000;
 
 /// On SQLite, the least pause between two steps of one chain. This process's audit writer
