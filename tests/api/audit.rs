@@ -360,14 +360,13 @@ async fn batches_of_every_size_are_stored_whole_and_verify() {
         .await
         .unwrap();
     let pool = app.state.db.pool();
+    let entries = index_entries(&app.state.db).await;
     for (b, &size) in sizes.iter().enumerate() {
-        let indexed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM audit_subjects WHERE subject_id = 'subject-{b}'"
-        )))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        assert_eq!(indexed, size as i64, "batch {b} of {size}: subject index");
+        let indexed = entries
+            .iter()
+            .filter(|(s, _)| *s == format!("subject-{b}"))
+            .count();
+        assert_eq!(indexed, size, "batch {b} of {size}: subject index");
     }
     let last: String = sqlx::query_scalar("SELECT path FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_one(pool)
@@ -1109,16 +1108,150 @@ pub(crate) async fn drop_guards(db: &credgate::storage::Db) {
             "DROP TRIGGER audit_log_links",
             "DROP TRIGGER audit_subjects_no_update",
             "DROP TRIGGER audit_subjects_no_delete",
+            "DROP TRIGGER audit_subject_steps_no_update",
+            "DROP TRIGGER audit_subject_steps_no_delete",
         ],
         credgate::storage::Backend::Postgres => &[
             "ALTER TABLE audit_log DISABLE TRIGGER USER",
             "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER",
             "ALTER TABLE audit_subjects DISABLE TRIGGER USER",
+            "ALTER TABLE audit_subject_steps DISABLE TRIGGER USER",
         ],
     };
     for s in statements {
         pool.execute(*s).await.unwrap();
     }
+}
+
+/// Every entry of the subject index as (subject, record seq), from both of its tables: the
+/// rows of `audit_subjects` (written before migration 0090, still read) and each `seq` of the
+/// step rows of `audit_subject_steps` (what the indexer writes since).
+pub(crate) async fn index_entries(db: &credgate::storage::Db) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = sqlx::query_as("SELECT subject_id, seq FROM audit_subjects")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    let steps: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject_id, seqs FROM audit_subject_steps")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    for (subject, seqs) in steps {
+        let seqs: Vec<i64> = serde_json::from_str(&seqs).unwrap();
+        out.extend(seqs.into_iter().map(|seq| (subject.clone(), seq)));
+    }
+    out
+}
+
+/// The subject index entries of the records of `writer_id`'s chain.
+pub(crate) async fn index_entries_of(
+    db: &credgate::storage::Db,
+    writer_id: &str,
+) -> Vec<(String, i64)> {
+    let seqs: std::collections::BTreeSet<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_log WHERE writer_id = $1")
+            .bind(writer_id)
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    index_entries(db)
+        .await
+        .into_iter()
+        .filter(|(_, seq)| seqs.contains(seq))
+        .collect()
+}
+
+/// Removes from the subject index every entry of the records `SELECT seq FROM audit_log WHERE
+/// {records}` selects, as an attacker who hides records (with the guards dropped) must: their
+/// `audit_subjects` rows deleted, and each step row that holds one of them rewritten without
+/// it (a step row holds a whole indexing step's records, so deleting it would also drop
+/// the entries of records kept, which verification would report).
+pub(crate) async fn unindex(db: &credgate::storage::Db, records: &str) {
+    let gone: std::collections::BTreeSet<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT seq FROM audit_log WHERE {records}"
+    )))
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    for seq in &gone {
+        sqlx::query("DELETE FROM audit_subjects WHERE seq = $1")
+            .bind(seq)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    let rows: Vec<(String, String, i64, String)> =
+        sqlx::query_as("SELECT subject_id, writer_id, last_seq, seqs FROM audit_subject_steps")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let mut rewritten = Vec::new();
+    for (subject, writer, last, seqs) in rows {
+        let seqs: Vec<i64> = serde_json::from_str(&seqs).unwrap();
+        if !seqs.iter().any(|s| gone.contains(s)) {
+            continue;
+        }
+        sqlx::query("DELETE FROM audit_subject_steps WHERE subject_id = $1 AND last_seq = $2")
+            .bind(&subject)
+            .bind(last)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let kept: Vec<i64> = seqs.into_iter().filter(|s| !gone.contains(s)).collect();
+        if !kept.is_empty() {
+            rewritten.push((subject, writer, kept));
+        }
+    }
+    for (subject, writer, kept) in rewritten {
+        plant_step(db, &subject, &writer, &kept).await;
+    }
+}
+
+/// Inserts a step row as the indexer writes one: `first_seq`/`last_seq` the least and
+/// greatest of `seqs`.
+pub(crate) async fn plant_step(
+    db: &credgate::storage::Db,
+    subject: &str,
+    writer_id: &str,
+    seqs: &[i64],
+) {
+    plant_step_raw(
+        db,
+        subject,
+        writer_id,
+        (
+            seqs.iter().min().copied().unwrap(),
+            seqs.iter().max().copied().unwrap(),
+        ),
+        &serde_json::to_string(seqs).unwrap(),
+    )
+    .await;
+}
+
+/// Inserts a step row exactly as given.
+pub(crate) async fn plant_step_raw(
+    db: &credgate::storage::Db,
+    subject: &str,
+    writer_id: &str,
+    (first, last): (i64, i64),
+    seqs: &str,
+) {
+    sqlx::query(
+        "INSERT INTO audit_subject_steps (subject_id, writer_id, first_seq, last_seq, seqs) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(subject)
+    .bind(writer_id)
+    .bind(first)
+    .bind(last)
+    .bind(seqs)
+    .execute(db.pool())
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

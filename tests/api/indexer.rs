@@ -96,16 +96,14 @@ fn ids(page: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Index rows of records of `writer_id`'s chain.
+/// Subject index entries, (subject, record) pairs, of records of `writer_id`'s chain: in step
+/// rows (migration 0090) or in `audit_subjects` rows written before, each pair counted once.
 async fn rows_of(app: &TestApp, writer_id: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_subjects s JOIN audit_log l ON l.seq = s.seq \
-         WHERE l.writer_id = $1",
-    )
-    .bind(writer_id)
-    .fetch_one(app.state.db.pool())
-    .await
-    .unwrap()
+    crate::audit::index_entries_of(&app.state.db, writer_id)
+        .await
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .len() as i64
 }
 
 async fn progress(app: &TestApp, writer_id: &str) -> i64 {
@@ -331,7 +329,8 @@ async fn a_crashed_step_is_run_again_harmlessly_in_large_batches() {
         .map(|i| vec![format!("crash-{}", i % 10), format!("row-{i}")])
         .collect();
     let records = append(&app, "crashing", &subjects).await;
-    // Part of the tail already has its rows, as if a step died before its commit's last part.
+    // Part of the tail already has rows, as written before migration 0090 (one per subject
+    // and record, in `audit_subjects`, still read): the steps add their own over them.
     for r in records.iter().take(300) {
         for s in &r.subjects {
             sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
@@ -364,7 +363,8 @@ async fn a_crashed_step_is_run_again_harmlessly_in_large_batches() {
 }
 
 /// An index row already there above a chain's existing progress (planted by someone with the
-/// database, or left by a race) does not stop the chain's indexing. On SQLite the step was an
+/// database, or left by a race), at the very key the next step writes, does not stop the
+/// chain's indexing. On SQLite the step was an
 /// upsert, whose ABORT rule replaced the trigger's `INSERT OR IGNORE`: every later step failed
 /// on that row, for good, and the unindexed tail every subject's search scans grew without end.
 #[tokio::test]
@@ -379,12 +379,7 @@ async fn a_row_already_there_above_the_progress_does_not_stop_indexing() {
         &[vec!["c".into(), "d".into()], vec!["e".into()]],
     )
     .await;
-    sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
-        .bind("d")
-        .bind(tail[0].seq)
-        .execute(app.state.db.pool())
-        .await
-        .unwrap();
+    crate::audit::plant_step(&app.state.db, "d", "planted", &[tail[0].seq]).await;
     assert_eq!(indexer::catch_up(&app.state.db).await.unwrap(), 2);
     assert_eq!(progress(&app, "planted").await, 4);
     assert_eq!(rows_of(&app, "planted").await, 5, "one row per subject");
@@ -411,14 +406,28 @@ async fn the_progress_cannot_be_moved_back_or_removed() {
             .to_string();
         assert!(e.contains("only moves forward"), "{sql}: {e}");
     }
-    // The index rows themselves stay append-only.
-    sqlx::query(
-        "DELETE FROM audit_subjects WHERE seq IN \
-         (SELECT seq FROM audit_log WHERE writer_id = 'guarded')",
-    )
-    .execute(pool)
-    .await
-    .expect_err("the index is append-only");
+    // The index rows themselves stay append-only (step rows: migration 0090).
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_subject_steps WHERE writer_id = 'guarded'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(rows >= 1, "the chain's subject has its step rows");
+    for sql in [
+        "DELETE FROM audit_subject_steps WHERE writer_id = 'guarded'",
+        "UPDATE audit_subject_steps SET seqs = '[]' WHERE writer_id = 'guarded'",
+        "UPDATE audit_subject_steps SET writer_id = 'other' WHERE writer_id = 'guarded'",
+    ] {
+        let e = sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect_err("the index is append-only")
+            .to_string();
+        assert!(
+            e.contains("audit_subject_steps is append-only"),
+            "{sql}: {e}"
+        );
+    }
 }
 
 /// Two replicas on one database, each writing its own chain; one runs no indexer. The other

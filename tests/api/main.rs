@@ -60,4 +60,5 @@ mod signin;
 mod sink;
 mod standard_client;
 mod subject;
+mod subject_steps;
 mod tokens;

@@ -420,6 +420,9 @@ pub(crate) async fn sink_lines(db: &credgate::storage::Db, writer: &str) -> Stri
 /// records, their index rows, the checkpoints, and the index progress set back.
 async fn cut_after(db: &credgate::storage::Db, writer: &str, keep: i64) {
     use sqlx::Executor as _;
+    // The index caught up first: a step of the running indexer between the index's rewrite and
+    // the records' delete would leave rows naming deleted records (see `sink::cut_tail`).
+    credgate::audit::indexer::catch_up(db).await.unwrap();
     crate::audit::drop_guards(db).await;
     let progress_guards: &[&str] = match db.backend() {
         credgate::storage::Backend::Sqlite => &["DROP TRIGGER audit_index_progress_forward"],
@@ -430,11 +433,12 @@ async fn cut_after(db: &credgate::storage::Db, writer: &str, keep: i64) {
     for s in progress_guards {
         db.pool().execute(*s).await.unwrap();
     }
+    crate::audit::unindex(
+        db,
+        &format!("writer_id = '{writer}' AND chain_seq > {keep}"),
+    )
+    .await;
     for stmt in [
-        format!(
-            "DELETE FROM audit_subjects WHERE seq IN \
-             (SELECT seq FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {keep})"
-        ),
         format!("DELETE FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {keep}"),
         format!(
             "DELETE FROM audit_checkpoints WHERE writer_id = '{writer}' AND chain_seq > {keep}"

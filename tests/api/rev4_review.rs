@@ -45,7 +45,7 @@ async fn log(app: &TestApp, token: &str, query: &str) -> Value {
 /// `is_about` for an id valid as both a USCC and a resident id). A page whose rows were all
 /// dropped says "No one has accessed your records yet." and offers no way to the older
 /// accesses, though the API gave a `next_cursor`. Here one index row planted in
-/// `audit_subjects` (the index is not trusted: `names` exists for it) is enough, at the page
+/// `audit_subject_steps` (the index is not trusted: `names` exists for it) is enough, at the page
 /// size the portal takes from its URL; with the default 100, a hundred such rows (or, for an
 /// ambiguous id, a hundred reads about the other type of subject) hide the whole log.
 #[tokio::test]
@@ -55,13 +55,9 @@ async fn rev4_a_portal_page_whose_rows_were_all_dropped_still_leads_to_older_acc
     let (mine, theirs) = (uscc(app, 0), uscc(app, 1));
     read(app, "old-bank", &mine).await;
     let their_read = read(app, "their-bank", &theirs).await;
-    let seq = app.record(&their_read).await.seq;
-    sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
-        .bind(&mine)
-        .bind(seq)
-        .execute(app.state.db.pool())
-        .await
-        .unwrap();
+    let record = app.record(&their_read).await;
+    let seq = record.seq;
+    crate::audit::plant_step(&app.state.db, &mine, &record.writer_id, &[seq]).await;
     // The API: an empty page that goes on (by design: the cursor counts the rows read).
     let me_api = app.subject_token(&mine, SubjectType::Legal);
     let page = log(app, &me_api, "?limit=1").await;

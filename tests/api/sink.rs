@@ -228,13 +228,14 @@ pub(crate) async fn audit_public_key(app: &TestApp) -> Vec<u8> {
 pub(crate) async fn cut_tail(db: &Db, writer: &str, after: i64) {
     credgate::audit::indexer::catch_up(db).await.unwrap();
     crate::audit::drop_guards(db).await;
+    crate::audit::unindex(
+        db,
+        &format!("writer_id = '{writer}' AND chain_seq > {after}"),
+    )
+    .await;
     for stmt in [
         format!(
             "DELETE FROM audit_checkpoints WHERE writer_id = '{writer}' AND chain_seq > {after}"
-        ),
-        format!(
-            "DELETE FROM audit_subjects WHERE seq IN \
-             (SELECT seq FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {after})"
         ),
         format!("DELETE FROM audit_log WHERE writer_id = '{writer}' AND chain_seq > {after}"),
     ] {

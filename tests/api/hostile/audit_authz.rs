@@ -800,10 +800,10 @@ async fn witnessed() -> (TestApp, credgate::audit::verify::Witness) {
 #[tokio::test]
 async fn a_tail_deleted_with_its_checkpoints_is_found_against_a_kept_witness() {
     let (app, witness) = witnessed().await;
+    crate::audit::unindex(&app.state.db, "seq > 7").await;
     run(
         &app,
         &[
-            "DELETE FROM audit_subjects WHERE seq > 7",
             "DELETE FROM audit_log WHERE seq > 7",
             "DELETE FROM audit_checkpoints WHERE seq > 7",
         ],
@@ -855,6 +855,7 @@ async fn an_emptied_log_is_found_against_a_kept_witness() {
         &app,
         &[
             "DELETE FROM audit_subjects",
+            "DELETE FROM audit_subject_steps",
             "DELETE FROM audit_log",
             "DELETE FROM audit_checkpoints",
         ],
@@ -884,6 +885,7 @@ async fn a_forged_archive_row_that_unlocks_deletion_is_found() {
             "INSERT INTO audit_archives (upto_seq, hash, archived_at, file_name, records, writer_id, upto_chain_seq) \
              SELECT seq, hash, 0, 'none', seq, writer_id, chain_seq FROM audit_checkpoints WHERE seq = (SELECT MAX(seq) FROM audit_checkpoints)",
             "DELETE FROM audit_subjects WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
+            "DELETE FROM audit_subject_steps WHERE last_seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
             "DELETE FROM audit_log WHERE seq <= (SELECT MAX(upto_seq) FROM audit_archives)",
         ],
     )
@@ -920,31 +922,49 @@ async fn edits_to_the_subject_index_are_found() {
         .unwrap();
     assert!(report_of(&app).await.ok);
 
-    // The read hidden from the subject's access log: its index row removed.
+    // The read hidden from the subject's access log: the step row that indexes it for the
+    // subject (migration 0090) rewritten without it.
     crate::audit::drop_guards(&app.state.db).await;
-    run(
-        &app,
-        &[&format!(
-            "DELETE FROM audit_subjects WHERE seq = {} AND subject_id = '{uscc}'",
-            read.seq
-        )],
+    let db = &app.state.db;
+    let (first, last, seqs): (i64, i64, String) = sqlx::query_as(
+        "SELECT first_seq, last_seq, seqs FROM audit_subject_steps \
+         WHERE subject_id = $1 AND first_seq <= $2 AND last_seq >= $2",
     )
-    .await;
+    .bind(&uscc)
+    .bind(read.seq)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let all: Vec<i64> = serde_json::from_str(&seqs).unwrap();
+    assert!(all.contains(&read.seq), "{seqs}");
+    let rest: Vec<i64> = all.iter().copied().filter(|s| *s != read.seq).collect();
+    let drop_row = |last: i64| {
+        format!("DELETE FROM audit_subject_steps WHERE subject_id = '{uscc}' AND last_seq = {last}")
+    };
+    run(&app, &[&drop_row(last)]).await;
+    if !rest.is_empty() {
+        crate::audit::plant_step(db, &uscc, &read.writer_id, &rest).await;
+    }
     let r = report_of(&app).await;
     assert!(!r.ok);
     assert_eq!(r.first_bad_seq, Some(read.seq));
     assert!(r.reason.unwrap().contains("subject index"));
-    run(
-        &app,
-        &[&format!(
-            "INSERT INTO audit_subjects (subject_id, seq) VALUES ('{uscc}', {})",
-            read.seq
-        )],
-    )
-    .await;
+    if let Some(&l) = rest.iter().max() {
+        run(&app, &[&drop_row(l)]).await;
+    }
+    crate::audit::plant_step_raw(db, &uscc, &read.writer_id, (first, last), &seqs).await;
     assert!(report_of(&app).await.ok, "restored");
 
-    // Someone else's request planted in the subject's access log.
+    // Someone else's request planted in the subject's access log: a step row of its own.
+    crate::audit::plant_step(db, &uscc, &other.writer_id, &[other.seq]).await;
+    let r = report_of(&app).await;
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, Some(other.seq));
+    assert!(r.reason.unwrap().contains("subject index"));
+    run(&app, &[&drop_row(other.seq)]).await;
+    assert!(report_of(&app).await.ok, "restored");
+
+    // The same in the rows written before migration 0090, which are still read.
     run(
         &app,
         &[&format!(
@@ -992,6 +1012,7 @@ async fn truncating_any_audit_table_is_refused_on_postgresql() {
         "audit_checkpoints",
         "audit_archives",
         "audit_subjects",
+        "audit_subject_steps",
     ] {
         let e = refused(&app, &format!("TRUNCATE {table}")).await;
         assert!(e.contains("is append-only"), "TRUNCATE {table}: {e}");
@@ -1014,6 +1035,14 @@ async fn rows_of_the_subject_index_cannot_be_updated_or_deleted() {
     let read = app
         .record(res.headers()["x-audit-id"].to_str().unwrap())
         .await;
+    // A row as written before migration 0090 (the indexer writes step rows since; both are
+    // read, both guarded).
+    sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES ($1, $2)")
+        .bind(&uscc)
+        .bind(read.seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
     credgate::audit::indexer::catch_up(&app.state.db)
         .await
         .unwrap();
@@ -1028,6 +1057,22 @@ async fn rows_of_the_subject_index_cannot_be_updated_or_deleted() {
     assert!(e.contains("audit_subjects is append-only"), "{e}");
     let e = refused(&app, "DELETE FROM audit_subjects").await;
     assert!(e.contains("audit_subjects is append-only"), "{e}");
+    let step = format!(
+        "subject_id = '{uscc}' AND first_seq <= {0} AND last_seq >= {0}",
+        read.seq
+    );
+    for stmt in [
+        format!("UPDATE audit_subject_steps SET seqs = '[1]' WHERE {step}"),
+        format!("UPDATE audit_subject_steps SET last_seq = last_seq + 1000 WHERE {step}"),
+        format!("DELETE FROM audit_subject_steps WHERE {step}"),
+        "DELETE FROM audit_subject_steps".into(),
+    ] {
+        let e = refused(&app, &stmt).await;
+        assert!(
+            e.contains("audit_subject_steps is append-only"),
+            "{stmt}: {e}"
+        );
+    }
     assert!(report_of(&app).await.ok, "the index is untouched");
 }
 
@@ -1062,6 +1107,8 @@ async fn a_planted_subject_index_row_does_not_show_someone_elses_request() {
         )],
     )
     .await;
+    // And as a step row (migration 0090), what the indexer writes now.
+    crate::audit::plant_step(&app.state.db, &mine, &other.writer_id, &[other.seq]).await;
     let subject = app.subject_token(&mine, credgate::domain::SubjectType::Legal);
     let log: serde_json::Value = app
         .http

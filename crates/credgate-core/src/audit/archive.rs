@@ -302,6 +302,16 @@ async fn drop_archived(
     .bind(cp.chain_seq)
     .execute(&mut *tx)
     .await?;
+    // The chain's step rows (migration 0090) that the archive covers whole; one straddling the
+    // cut stays (the guard refuses it), and verification accepts its `seq`s below the cut.
+    sqlx::query(
+        "DELETE FROM audit_subject_steps \
+         WHERE writer_id = $1 AND first_seq <= $2 AND last_seq <= $2",
+    )
+    .bind(&cp.writer_id)
+    .bind(cp.seq)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM audit_log WHERE writer_id = $1 AND chain_seq <= $2")
         .bind(&cp.writer_id)
         .bind(cp.chain_seq)

@@ -10,13 +10,13 @@
 //! those, keep the report's `last_checkpoint` (or each chain's) outside the database (it is
 //! signed) and verify against it later with `verify_against`: the log must still hold it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{AuditRecord, archive::MIN_RETENTION_DAYS, chain, store};
-use crate::storage::{Db, StorageError, now_micros};
+use crate::storage::{Backend, Db, StorageError, now_micros};
 
 /// The answer of `GET /admin/audit/verify` and `credgate audit verify`.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -157,9 +157,9 @@ pub async fn verify_at(
             return Ok(report);
         }
     }
-    if let Some(seq) = orphan_index_row(db).await? {
-        let why = format!("the subject index names record {seq}, which the log does not hold");
-        report.fail(Some(seq), None, why);
+    if let Some(bad) = orphan_index_row(db).await? {
+        report.fail(bad.seq, None, bad.why);
+        report.writer_id = bad.writer_id;
         return Ok(report);
     }
     report.last_checkpoint = report
@@ -292,19 +292,22 @@ impl Walk<'_> {
         mut prev_hash: String,
     ) -> Result<(), StorageError> {
         let writer_id = self.chain.writer_id.clone();
-        // Read before any page: progress only grows, so a record above it that has no index
-        // rows is one the indexer has not reached (`audit::indexer`), not one whose rows were
-        // removed. Rows it does have must still say exactly what the record says.
-        let indexed = super::index_store::progress_of(self.db, &writer_id).await?;
         let upto = store::chain_head(self.db, &writer_id).await?.chain_seq;
         let mut cps = checkpoints.iter().peekable();
         let mut expected = base + 1;
         let mut last_seq = i64::MIN;
         let mut after = base;
+        let mut steps = StepRows::default();
         while after < upto {
             let page = store::chain_page_after(self.db, &writer_id, after, 1000).await?;
             let Some(last) = page.last() else { break };
-            let mut index = index_of(self.db, &writer_id, after, last.chain_seq).await?;
+            // Read before the page's index rows: progress only grows, so a record above it
+            // that has no index rows is one the indexer had not reached (`audit::indexer`),
+            // not one whose rows were removed. Rows it does have must still say exactly what
+            // the record says.
+            let indexed = super::index_store::progress_of(self.db, &writer_id).await?;
+            let mut index =
+                index_of(self.db, &writer_id, &page, after, indexed, &mut steps).await?;
             after = last.chain_seq;
             for r in page.iter().take_while(|r| r.chain_seq <= upto) {
                 let rows = index.remove(&r.seq).unwrap_or_default();
@@ -434,40 +437,269 @@ fn check_index(r: &AuditRecord, indexed: &BTreeSet<String>) -> Option<String> {
     })
 }
 
-/// The subject index rows of the chain's records `(after, upto]`, by record `seq`: one query a
-/// page, by the index's `seq` index (migration 0010).
+/// A chain's step rows (`audit_subject_steps`, migration 0090) as the walk reads them. A row
+/// holds the `seq`s of one indexing step's records that name its subject, so it can straddle
+/// pages: it is read with the page its `first_seq` falls in (by the `(writer_id, first_seq)`
+/// index), and its `seq`s above that page wait in `carry` for the pages they belong to. What
+/// is carried is the part above a page of the rows whose step straddles the page's end: a
+/// step's rows are bounded by the indexer's budget, so memory stays bounded however long the
+/// chain.
+#[derive(Default)]
+struct StepRows {
+    /// Every row of the chain whose `first_seq` is at or below this was read, and no row
+    /// written later can have one (None: nothing read yet).
+    read_through: Option<i64>,
+    /// `seq` -> subjects, from rows read, for `seq`s above the pages walked so far.
+    carry: BTreeMap<i64, BTreeSet<String>>,
+}
+
+/// The subject index entries of the chain's page of records (places `(after, last]`), by
+/// record `seq`: the rows of `audit_subjects` (written before migration 0090: one query a
+/// page, by the index's `seq` index of migration 0010) and what the chain's step rows say of
+/// the page's `seq`s. `indexed` is the chain's progress, read before this: a step row whose
+/// first record is at or below it was written before, so it is never read twice. Rows above
+/// it can appear while the walk goes (the indexer runs), and are read again with the next
+/// page until the progress passes them; each such read is one statement, so it sees all of a
+/// step's rows or none.
 async fn index_of(
     db: &Db,
     writer_id: &str,
+    page: &[AuditRecord],
     after: i64,
-    upto: i64,
+    indexed: i64,
+    steps: &mut StepRows,
 ) -> Result<HashMap<i64, BTreeSet<String>>, StorageError> {
+    let mut out: HashMap<i64, BTreeSet<String>> = HashMap::new();
+    let (Some(lo), Some(hi), Some(last)) = (
+        page.iter().map(|r| r.seq).min(),
+        page.iter().map(|r| r.seq).max(),
+        page.last(),
+    ) else {
+        return Ok(out);
+    };
     let rows = sqlx::query(
         "SELECT seq, subject_id FROM audit_subjects WHERE seq IN \
          (SELECT seq FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 AND chain_seq <= $3)",
     )
     .bind(writer_id)
     .bind(after)
-    .bind(upto)
+    .bind(last.chain_seq)
     .fetch_all(db.pool())
     .await?;
-    let mut out: HashMap<i64, BTreeSet<String>> = HashMap::new();
     for row in rows {
         out.entry(row.try_get("seq")?)
             .or_default()
             .insert(row.try_get("subject_id")?);
     }
+    // What earlier pages' rows said of this page.
+    let above = match hi.checked_add(1) {
+        Some(next) => steps.carry.split_off(&next),
+        None => BTreeMap::new(),
+    };
+    for (seq, subjects) in std::mem::replace(&mut steps.carry, above) {
+        out.entry(seq).or_default().extend(subjects);
+    }
+    let rows = sqlx::query(
+        "SELECT subject_id, seqs FROM audit_subject_steps \
+         WHERE writer_id = $1 AND first_seq > $2 AND first_seq <= $3 AND last_seq >= $4",
+    )
+    .bind(writer_id)
+    .bind(steps.read_through.unwrap_or(i64::MIN))
+    .bind(hi)
+    .bind(lo)
+    .fetch_all(db.pool())
+    .await?;
+    for row in rows {
+        let subject: String = row.try_get("subject_id")?;
+        let text: String = row.try_get("seqs")?;
+        // A malformed `seqs` (planted) is reported by `orphan_index_row`; here it says
+        // nothing, so the records it should index miss it.
+        let Ok(seqs) = serde_json::from_str::<Vec<i64>>(&text) else {
+            continue;
+        };
+        for seq in seqs {
+            if seq > hi {
+                steps.carry.entry(seq).or_default().insert(subject.clone());
+            } else if seq >= lo {
+                out.entry(seq).or_default().insert(subject.clone());
+            }
+        }
+    }
+    // Rows starting at or below the progress's record were all there when it was read.
+    let settled = if indexed >= last.chain_seq {
+        Some(hi)
+    } else {
+        page.iter()
+            .filter(|r| r.chain_seq <= indexed)
+            .map(|r| r.seq)
+            .max()
+    };
+    steps.read_through = steps.read_through.max(settled);
     Ok(out)
 }
 
-/// An index row naming a record the log does not hold (planted, or left behind by a deleted
-/// record): the lowest such seq.
-async fn orphan_index_row(db: &Db) -> Result<Option<i64>, StorageError> {
+/// An index row that is not what the indexer writes, found after every chain verified.
+struct Orphan {
+    seq: Option<i64>,
+    writer_id: Option<String>,
+    why: String,
+}
+
+/// A `seqs` that is a non-empty JSON array of integers, as the indexer writes it: 64-bit ones
+/// (`json_each` types a larger one `integer` too, but its value is a REAL).
+const STEPS_WELL_FORMED_SQLITE: &str = "CASE WHEN NOT json_valid(s.seqs) THEN 0 \
+     WHEN json_type(s.seqs) <> 'array' THEN 0 \
+     WHEN json_array_length(s.seqs) = 0 THEN 0 \
+     ELSE NOT EXISTS (SELECT 1 FROM json_each(s.seqs) e \
+                      WHERE e.type <> 'integer' OR typeof(e.value) <> 'integer') END";
+/// `seqs` itself when well formed, else an empty array: `json_each` raises on malformed JSON.
+const STEPS_SAFE_SQLITE: &str = "CASE WHEN NOT json_valid(s.seqs) THEN '[]' \
+     WHEN json_type(s.seqs) = 'array' THEN s.seqs ELSE '[]' END";
+/// PostgreSQL has no JSON test that does not raise on malformed text in plain SQL, and `seqs`
+/// is TEXT: a JSON array of integer literals is matched by this pattern first, and only then
+/// cast (JSON's own whitespace, no leading zeros: whatever matches, `jsonb` accepts).
+const STEPS_PATTERN_PG: &str = "'^[ \\t\\n\\r]*\\[[ \\t\\n\\r]*-?(0|[1-9][0-9]*)\
+     ([ \\t\\n\\r]*,[ \\t\\n\\r]*-?(0|[1-9][0-9]*))*[ \\t\\n\\r]*\\][ \\t\\n\\r]*$'";
+
+/// SQL of the step rows' `seq`s, per backend, for a row `s`.
+struct StepsSql {
+    /// A FROM clause of the rows `s` joined with each of their `seq`s, as `seq`.
+    entries: String,
+    /// The expression of one `seq` in `entries`.
+    seq: &'static str,
+    /// `(SELECT f(seq) FROM ...)` over the `seq`s of `s`, with `{f}` for the aggregate.
+    aggregate: String,
+    /// The condition that `s.seqs` is malformed.
+    malformed: String,
+}
+
+fn steps_sql(backend: Backend) -> StepsSql {
+    match backend {
+        Backend::Sqlite => StepsSql {
+            entries: format!("audit_subject_steps s, json_each({STEPS_SAFE_SQLITE}) e"),
+            seq: "e.value",
+            aggregate: format!("(SELECT {{f}}(a.value) FROM json_each({STEPS_SAFE_SQLITE}) a)"),
+            malformed: format!("NOT ({STEPS_WELL_FORMED_SQLITE})"),
+        },
+        Backend::Postgres => {
+            let safe =
+                format!("(CASE WHEN s.seqs ~ {STEPS_PATTERN_PG} THEN s.seqs ELSE '[]' END)::jsonb");
+            // An integer out of BIGINT's range is malformed too: its `v` is NULL.
+            let v = "CASE WHEN t.n::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 \
+                     THEN t.n::bigint END";
+            StepsSql {
+                entries: format!(
+                    "audit_subject_steps s CROSS JOIN LATERAL \
+                     (SELECT {v} AS v FROM jsonb_array_elements_text({safe}) t(n)) e"
+                ),
+                seq: "e.v",
+                aggregate: format!(
+                    "(SELECT {{f}}({v}) FROM jsonb_array_elements_text({safe}) t(n))"
+                ),
+                malformed: format!(
+                    "(NOT s.seqs ~ {STEPS_PATTERN_PG} OR EXISTS (SELECT 1 FROM \
+                       jsonb_array_elements_text({safe}) t(n) WHERE t.n::numeric NOT BETWEEN \
+                       -9223372036854775808 AND 9223372036854775807))"
+                ),
+            }
+        }
+    }
+}
+
+/// An index row that is not what the indexer writes: a row of `audit_subjects` naming a record
+/// the log does not hold (planted, or left behind by a deleted record), or a step row whose
+/// `seqs` is not a list of record `seq`s, whose `first_seq`/`last_seq` are not the least and
+/// greatest of them, or that names a record the log does not hold (unless an archive of the
+/// row's chain covers that `seq`: a row straddling an archive's cut stays whole) or a record of
+/// another chain. Whether each record named names the row's subject, `check_index` saw.
+async fn orphan_index_row(db: &Db) -> Result<Option<Orphan>, StorageError> {
     let row = sqlx::query(
         "SELECT MIN(s.seq) AS seq FROM audit_subjects s \
          WHERE NOT EXISTS (SELECT 1 FROM audit_log l WHERE l.seq = s.seq)",
     )
     .fetch_one(db.pool())
     .await?;
-    Ok(row.try_get::<Option<i64>, _>("seq")?)
+    if let Some(seq) = row.try_get::<Option<i64>, _>("seq")? {
+        return Ok(Some(Orphan {
+            seq: Some(seq),
+            writer_id: None,
+            why: format!("the subject index names record {seq}, which the log does not hold"),
+        }));
+    }
+    let StepsSql {
+        entries,
+        seq: v,
+        aggregate,
+        malformed,
+    } = steps_sql(db.backend());
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.writer_id, s.last_seq FROM audit_subject_steps s WHERE {malformed} \
+         ORDER BY s.writer_id, s.first_seq LIMIT 1"
+    )))
+    .fetch_optional(db.pool())
+    .await?;
+    if let Some(row) = row {
+        let writer_id: String = row.try_get("writer_id")?;
+        let last: i64 = row.try_get("last_seq")?;
+        return Ok(Some(Orphan {
+            seq: None,
+            why: format!(
+                "a subject index row of chain `{writer_id}` (up to record {last}) does not hold \
+                 a list of record seqs: the index was edited"
+            ),
+            writer_id: Some(writer_id),
+        }));
+    }
+    // Row by row (no aggregate over the whole table): the least and greatest of its `seqs`.
+    let (min, max) = (
+        aggregate.replace("{f}", "MIN"),
+        aggregate.replace("{f}", "MAX"),
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT t.writer_id, t.first_seq, t.last_seq, t.lo, t.hi FROM \
+           (SELECT s.writer_id, s.first_seq, s.last_seq, {min} AS lo, {max} AS hi \
+            FROM audit_subject_steps s) t \
+         WHERE t.lo <> t.first_seq OR t.hi <> t.last_seq \
+         ORDER BY t.writer_id, t.first_seq LIMIT 1"
+    )))
+    .fetch_optional(db.pool())
+    .await?;
+    if let Some(row) = row {
+        let writer_id: String = row.try_get("writer_id")?;
+        let (first, last): (i64, i64) = (row.try_get("first_seq")?, row.try_get("last_seq")?);
+        let (lo, hi): (i64, i64) = (row.try_get("lo")?, row.try_get("hi")?);
+        return Ok(Some(Orphan {
+            seq: None,
+            why: format!(
+                "a subject index row of chain `{writer_id}` says it spans records {first} to \
+                 {last} but names records {lo} to {hi}: the index was edited"
+            ),
+            writer_id: Some(writer_id),
+        }));
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT s.writer_id, {v} AS seq, l.writer_id AS holder FROM {entries} \
+         LEFT JOIN audit_log l ON l.seq = {v} \
+         WHERE CASE WHEN l.seq IS NULL THEN NOT EXISTS (SELECT 1 FROM audit_archives a \
+                      WHERE a.writer_id = s.writer_id AND a.upto_seq >= {v}) \
+                    ELSE l.writer_id <> s.writer_id END \
+         ORDER BY {v} LIMIT 1"
+    )))
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let writer_id: String = row.try_get("writer_id")?;
+    let seq: i64 = row.try_get("seq")?;
+    let why = match row.try_get::<Option<String>, _>("holder")? {
+        None => format!("the subject index names record {seq}, which the log does not hold"),
+        Some(holder) => format!(
+            "a subject index row of chain `{writer_id}` names record {seq}, which is of chain \
+             `{holder}`: the index was edited"
+        ),
+    };
+    Ok(Some(Orphan {
+        seq: Some(seq),
+        writer_id: Some(writer_id),
+        why,
+    }))
 }
