@@ -4,31 +4,39 @@
 -- request itself, and the indexer fell behind at full load by a second every second. A step
 -- now writes one row per subject it saw, holding the exact `seq`s of the step's records that
 -- name that subject: still exact (nothing is scanned at read time but these lists), and a
--- step of 100 list records naming the same 200 subjects writes 200 rows instead of 20,000.
+-- step of 100 list records naming the same 200 subjects writes 200-400 rows, not 20,000.
 -- Rows of `audit_subjects` written before this migration stay where they are; readers take
 -- both (`audit::index_store`), verification checks both.
 --
 -- `first_seq`/`last_seq` are the least and greatest of `seqs` (a JSON array of integers), so
 -- a reader walking a subject's records newest first reads rows by `last_seq` and knows every
--- row it has not read holds only smaller `seq`s. Within a chain steps cover disjoint ranges
--- (a chain's `seq` grows with its place, 0060), so `last_seq` is unique a subject and a
--- record's index entries are in exactly one row of its writer.
+-- row it has not read holds only `seq`s at or below the last one read. A row holds the `seq`s
+-- of one bucket of 256 (`seq / 256`): its span is under 256, so a walk finds the rows that
+-- straddle its cursor within 256 of it (one index range, not a scan of every newer row), and
+-- a row of a hot subject holds at most 256 `seq`s, however large the step.
+--
+-- No unique key: a row planted at the key the indexer will write (insert-only access is
+-- enough) would otherwise keep the genuine row out for good, the table being append-only;
+-- without one it only adds candidates, which searches check against the records themselves
+-- and verification reports. STRICT: a value of another type (a blob for `seqs`, text for a
+-- `seq`) is refused, so readers never meet one.
 CREATE TABLE audit_subject_steps (
     subject_id TEXT NOT NULL,
     writer_id  TEXT NOT NULL,
-    first_seq  BIGINT NOT NULL,
-    last_seq   BIGINT NOT NULL,
-    seqs       TEXT NOT NULL,
-    PRIMARY KEY (subject_id, last_seq)
-) WITHOUT ROWID;
--- Oldest first (the officers' export walks up), and a chain in order (verification, archive).
+    first_seq  INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    seqs       TEXT NOT NULL
+) STRICT;
+-- Newest first by `last_seq`, oldest first by `first_seq` (the export walks up), and a chain in
+-- order (verification, archive).
+CREATE INDEX audit_subject_steps_last ON audit_subject_steps (subject_id, last_seq, first_seq);
 CREATE INDEX audit_subject_steps_first ON audit_subject_steps (subject_id, first_seq, last_seq);
 CREATE INDEX audit_subject_steps_writer ON audit_subject_steps (writer_id, first_seq);
 
 -- Moving the progress writes the step's rows in the same statement, as 0080's triggers did
--- for `audit_subjects` (progress implies rows stays a rule of the database). `OR IGNORE`: a
--- row already at that key (planted) is left for verification to report, never a stop of the
--- chain's indexing (see `index_store::move_progress`).
+-- for `audit_subjects` (progress implies rows stays a rule of the database). `OR IGNORE` keeps
+-- a name that is not text (planted in a record's `subjects`; a NULL) from stopping the chain's
+-- indexing (see `index_store::move_progress`).
 DROP TRIGGER audit_index_progress_moved;
 DROP TRIGGER audit_index_progress_first;
 CREATE TRIGGER audit_index_progress_moved AFTER UPDATE OF chain_seq ON audit_index_progress
@@ -39,7 +47,7 @@ BEGIN
     FROM audit_log l, json_each(l.subjects) j
     WHERE l.writer_id = NEW.writer_id AND l.chain_seq > OLD.chain_seq
       AND l.chain_seq <= NEW.chain_seq AND json_valid(l.subjects)
-    GROUP BY j.value;
+    GROUP BY j.value, l.seq / 256;
 END;
 CREATE TRIGGER audit_index_progress_first AFTER INSERT ON audit_index_progress
 BEGIN
@@ -48,7 +56,7 @@ BEGIN
     FROM audit_log l, json_each(l.subjects) j
     WHERE l.writer_id = NEW.writer_id AND l.chain_seq <= NEW.chain_seq
       AND json_valid(l.subjects)
-    GROUP BY j.value;
+    GROUP BY j.value, l.seq / 256;
 END;
 
 -- Append-only like `audit_subjects`: a row leaves only when an archive of its own chain

@@ -357,36 +357,48 @@ impl StepCandidates {
     }
 }
 
-/// The subject's step rows nearest the cursor, at most `rows` of them, read in the walk's
-/// order: newest first by `last_seq` (a row not read holds only `seq`s at or below the last
-/// one read), oldest first by `first_seq` (one not read, only `seq`s at or above it). So the
-/// candidates are complete strictly between the cursor and that row's key, which is the cut.
-/// Rows of one chain cover disjoint ranges, so the rows read that hold nothing on the
-/// cursor's side are at most one a chain (the one straddling it); ask for the page's size
-/// plus a few. A malformed `seqs` (planted: the indexer writes only arrays of integers) is
-/// skipped here and reported by verification.
+/// How many consecutive `seq`s one step row may cover: migration 0090 groups a step's names by
+/// `seq / 256`, so a row's `last_seq - first_seq` is under this.
+pub const STEP_SPAN: i64 = 256;
+
+/// The subject's `seq`s from step rows nearest the cursor: at most `need` of them, read from at
+/// most `rows` rows in the walk's order (newest first by `last_seq`: a row not read holds only
+/// `seq`s at or below the last one read; oldest first by `first_seq`: at or above it). The
+/// candidates are complete strictly between the cursor and `cut`; when more than `need` were
+/// read, the cut moves to the first one left out, so the bound JSON holds `need` at most.
+/// A row's span is under [`STEP_SPAN`], so the rows that straddle the cursor are within it of
+/// the cursor and the read is one index range from there, not a scan of every row newer (or
+/// older) than the cursor. The caller asks again with more (`rows`, `need` doubled) when its
+/// page comes out short of a cut. A malformed `seqs` (planted: the indexer writes only arrays
+/// of integers) is skipped here and reported by verification.
 pub async fn step_candidates(
     conn: &mut sqlx::AnyConnection,
     subject: &str,
     walk: Walk,
-    rows: i64,
+    (rows, need): (i64, i64),
 ) -> Result<StepCandidates, StorageError> {
-    let rows = rows.max(1);
-    let (sql, cursor) = match walk {
+    let (rows, need) = (
+        rows.max(1),
+        usize::try_from(need.max(1)).unwrap_or(usize::MAX),
+    );
+    let (sql, cursor, reach) = match walk {
         Walk::Below(c) => (
-            "SELECT last_seq AS k, seqs FROM audit_subject_steps \
-             WHERE subject_id = $1 AND first_seq < $2 ORDER BY last_seq DESC LIMIT $3",
+            "SELECT last_seq AS k, seqs FROM audit_subject_steps WHERE subject_id = $1 \
+             AND last_seq < $3 AND first_seq < $2 ORDER BY last_seq DESC LIMIT $4",
             c,
+            c.saturating_add(STEP_SPAN),
         ),
         Walk::Above(c) => (
-            "SELECT first_seq AS k, seqs FROM audit_subject_steps \
-             WHERE subject_id = $1 AND last_seq > $2 ORDER BY first_seq ASC LIMIT $3",
+            "SELECT first_seq AS k, seqs FROM audit_subject_steps WHERE subject_id = $1 \
+             AND first_seq > $3 AND last_seq > $2 ORDER BY first_seq ASC LIMIT $4",
             c,
+            c.saturating_sub(STEP_SPAN),
         ),
     };
     let found = sqlx::query(sql)
         .bind(subject)
         .bind(cursor)
+        .bind(reach)
         .bind(rows)
         .fetch_all(&mut *conn)
         .await?;
@@ -398,15 +410,33 @@ pub async fn step_candidates(
     let mut seqs = Vec::new();
     for row in &found {
         let text: String = row.try_get("seqs")?;
-        let Ok(list) = serde_json::from_str::<Vec<i64>>(&text) else {
-            continue;
-        };
-        seqs.extend(list.into_iter().filter(|s| match walk {
-            Walk::Below(c) => *s < c,
-            Walk::Above(c) => *s > c,
-        }));
+        if let Ok(list) = serde_json::from_str::<Vec<i64>>(&text) {
+            seqs.extend(list);
+        }
     }
-    Ok(StepCandidates { seqs, cut }.merge(StepCandidates::default(), walk))
+    Ok(nearest(seqs, walk, cut, need))
+}
+
+/// The `need` `seq`s nearest the cursor among `seqs` that lie strictly between it and `cut`,
+/// and the cut that bounds them: the next one beyond them when more were found.
+fn nearest(mut seqs: Vec<i64>, walk: Walk, cut: Option<i64>, need: usize) -> StepCandidates {
+    let within = |s: &i64| match walk {
+        Walk::Below(c) => *s < c && cut.is_none_or(|k| *s > k),
+        Walk::Above(c) => *s > c && cut.is_none_or(|k| *s < k),
+    };
+    seqs.retain(within);
+    seqs.sort_unstable();
+    seqs.dedup();
+    if let Walk::Below(_) = walk {
+        seqs.reverse();
+    }
+    let cut = match seqs.get(need) {
+        Some(beyond) => Some(*beyond),
+        None => cut,
+    };
+    seqs.truncate(need);
+    seqs.sort_unstable();
+    StepCandidates { seqs, cut }
 }
 
 /// ` UNION SELECT ...` of the `seq`s in the JSON array bound at placeholder `p`
@@ -434,4 +464,53 @@ pub async fn snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, 
             .await?;
     }
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_keeps_what_lies_between_cursor_and_cut_and_moves_the_cut_to_what_it_drops() {
+        let seqs = vec![3, 9, 5, 12, 7, 7, 1, 20];
+        // Newest first below 12, rows read down to 4: 5, 7, 9 are complete.
+        let c = nearest(seqs.clone(), Walk::Below(12), Some(4), 10);
+        assert_eq!(
+            c,
+            StepCandidates {
+                seqs: vec![5, 7, 9],
+                cut: Some(4)
+            }
+        );
+        // Two wanted: 9 and 7; the cut moves to 5 (left for the next read).
+        let c = nearest(seqs.clone(), Walk::Below(12), Some(4), 2);
+        assert_eq!(
+            c,
+            StepCandidates {
+                seqs: vec![7, 9],
+                cut: Some(5)
+            }
+        );
+        // Every row read: no cut unless some were dropped.
+        let c = nearest(seqs.clone(), Walk::Below(100), None, 10);
+        assert_eq!(c.cut, None);
+        assert_eq!(c.seqs, vec![1, 3, 5, 7, 9, 12, 20]);
+        // Oldest first above 3, rows read up to 12: 5, 7, 9; two wanted: 5, 7, cut at 9.
+        let c = nearest(seqs.clone(), Walk::Above(3), Some(12), 2);
+        assert_eq!(
+            c,
+            StepCandidates {
+                seqs: vec![5, 7],
+                cut: Some(9)
+            }
+        );
+        let c = nearest(seqs, Walk::Above(3), None, 1);
+        assert_eq!(
+            c,
+            StepCandidates {
+                seqs: vec![5],
+                cut: Some(7)
+            }
+        );
+    }
 }

@@ -1053,12 +1053,12 @@ pub async fn search(
         Some(a) => Walk::Above(a),
         None => Walk::Below(before.unwrap_or(i64::MAX)),
     };
-    let mut rows = limit.saturating_add(STEP_SLACK);
+    let mut size = step_read(limit);
     let mut tx = index_store::snapshot(db).await?;
     loop {
-        let mut steps = index_store::step_candidates(&mut tx, subject, walk, rows).await?;
+        let mut steps = index_store::step_candidates(&mut tx, subject, walk, size).await?;
         if let Some(typed) = &b.subject_as_sent {
-            let more = index_store::step_candidates(&mut tx, typed, walk, rows).await?;
+            let more = index_store::step_candidates(&mut tx, typed, walk, size).await?;
             steps = steps.merge(more, walk);
         }
         let bounds = (before, ascending_after, limit);
@@ -1067,13 +1067,18 @@ pub async fn search(
             tx.commit().await?;
             return Ok(page);
         }
-        rows = rows.saturating_mul(2);
+        size = (size.0.saturating_mul(2), size.1.saturating_mul(2));
     }
 }
 
-/// Step rows a subject's walk reads beyond its page's size: the rows that straddle the
-/// cursor hold nothing on its side, at most one a chain (`index_store::step_candidates`).
-const STEP_SLACK: i64 = 8;
+/// The first read of a subject's step rows for a page of `limit` (`index_store::
+/// step_candidates`' rows and need): the page and one over, from a sixteenth as many rows plus
+/// eight (a hot subject's row holds up to 256; a cold one's, one or two, so its walk reads
+/// again, twice as many rows each time, until the page is full).
+fn step_read(limit: i64) -> (i64, i64) {
+    let need = limit.saturating_add(1);
+    (need / 16 + 8, need)
+}
 
 /// Runs `search`'s statement with its values bound in placeholder order.
 async fn search_run(
@@ -1272,12 +1277,12 @@ pub async fn access_log_at(
         clauses("")
     );
     let walk = Walk::Below(before.unwrap_or(i64::MAX));
-    let mut step_rows = limit.saturating_add(STEP_SLACK);
+    let mut size = step_read(limit);
     // A page short of one over its limit while step rows were left unread may miss records
     // beyond the cut: twice the rows, and again.
     let mut tx = index_store::snapshot(db).await?;
     let rows = loop {
-        let cands = index_store::step_candidates(&mut tx, subject, walk, step_rows).await?;
+        let cands = index_store::step_candidates(&mut tx, subject, walk, size).await?;
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(subject)
             .bind(limit.saturating_add(1))
@@ -1295,7 +1300,7 @@ pub async fn access_log_at(
             tx.commit().await?;
             break rows;
         }
-        step_rows = step_rows.saturating_mul(2);
+        size = (size.0.saturating_mul(2), size.1.saturating_mul(2));
     };
     let page = usize::try_from(limit).unwrap_or(0).min(rows.len());
     let records: Vec<AuditRecord> = rows[..page]
