@@ -4,19 +4,18 @@
 //! record and of many, a step whose range straddles another chain's records, an unindexed
 //! tail) and walk every page size both ways against the records themselves.
 
-use credgate::audit::{AuditRecord, chain, index_store, store};
+use credgate::audit::{AuditRecord, index_store, store};
 
 use crate::helpers::TestApp;
+use crate::indexer::{append_records, data_record};
 
 /// Appends `n` records to chain `writer_id`; record `i` names subject "A", "B" when
 /// `i % 3 == 0`, "C" when `i == 17`; made by org "rare" for purpose "lending" when
 /// `i % 10 == 0`, else by org "even" or "odd" for "enforcement" (which the tests withhold
 /// from the subject): filters that drop most candidates make pages come out short of the cut.
 async fn append(app: &TestApp, writer_id: &str, n: usize, tag: usize) {
-    let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
-    let mut known = None;
     let now = credgate::storage::now_micros();
-    let mut records: Vec<AuditRecord> = (0..n)
+    let records: Vec<AuditRecord> = (0..n)
         .map(|i| {
             let mut subjects = vec!["A".to_string()];
             if i % 3 == 0 {
@@ -25,47 +24,19 @@ async fn append(app: &TestApp, writer_id: &str, n: usize, tag: usize) {
             if i == 17 {
                 subjects.push("C".into());
             }
+            let (org, purpose) = match i {
+                _ if i % 10 == 0 => ("rare", "lending"),
+                _ if i % 2 == 0 => ("even", "enforcement"),
+                _ => ("odd", "enforcement"),
+            };
             AuditRecord {
-                id: format!("au_{writer_id}_{tag}_{i}"),
-                time_us: now + i as i64,
-                request_id: format!("req-{i}"),
-                kind: "data".into(),
-                client_id: Some("cl_test".into()),
-                org: Some(
-                    match i {
-                        _ if i % 10 == 0 => "rare",
-                        _ if i % 2 == 0 => "even",
-                        _ => "odd",
-                    }
-                    .into(),
-                ),
-                purpose: Some(
-                    if i % 10 == 0 {
-                        "lending"
-                    } else {
-                        "enforcement"
-                    }
-                    .into(),
-                ),
-                method: "GET".into(),
-                path: format!("/v1/stores/power/entities/{i}"),
-                subjects,
-                decision: "allow".into(),
-                status: 200,
-                client_addr: "127.0.0.1".into(),
-                ..Default::default()
+                org: Some(org.into()),
+                purpose: Some(purpose.into()),
+                ..data_record(writer_id, now + tag as i64 * 1_000, i, subjects)
             }
         })
         .collect();
-    store::append(&mut writer, &mut known, &mut records, |head, records| {
-        for r in records.iter_mut() {
-            r.writer_id = writer_id.into();
-        }
-        chain::link(head.chain_seq, head.hash.clone(), records);
-        None
-    })
-    .await
-    .unwrap();
+    append_records(app, writer_id, records).await;
 }
 
 /// Indexes `writer_id` up to chain place `upto` in steps of about `budget` (a record costs one

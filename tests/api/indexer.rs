@@ -18,28 +18,49 @@ pub(crate) async fn append(
     writer_id: &str,
     subjects: &[Vec<String>],
 ) -> Vec<AuditRecord> {
-    let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
-    let mut known = None;
     let now = credgate::storage::now_micros();
-    let mut records: Vec<AuditRecord> = subjects
+    let records: Vec<AuditRecord> = subjects
         .iter()
         .enumerate()
-        .map(|(i, s)| AuditRecord {
-            id: format!("au_{writer_id}_{now}_{i}"),
-            time_us: now + i as i64,
-            request_id: format!("req-{i}"),
-            kind: "data".into(),
-            client_id: Some("cl_test".into()),
-            org: Some("test-bank".into()),
-            method: "GET".into(),
-            path: format!("/v1/stores/power/entities/{i}"),
-            subjects: s.clone(),
-            decision: "allow".into(),
-            status: 200,
-            client_addr: "127.0.0.1".into(),
-            ..Default::default()
-        })
+        .map(|(i, s)| data_record(writer_id, now, i, s.clone()))
         .collect();
+    append_records(app, writer_id, records).await
+}
+
+/// Record `i` of a test's batch made at `now`: an allowed data read by `test-bank` naming
+/// `subjects`.
+pub(crate) fn data_record(
+    writer_id: &str,
+    now: i64,
+    i: usize,
+    subjects: Vec<String>,
+) -> AuditRecord {
+    AuditRecord {
+        id: format!("au_{writer_id}_{now}_{i}"),
+        time_us: now + i as i64,
+        request_id: format!("req-{i}"),
+        kind: "data".into(),
+        client_id: Some("cl_test".into()),
+        org: Some("test-bank".into()),
+        method: "GET".into(),
+        path: format!("/v1/stores/power/entities/{i}"),
+        subjects,
+        decision: "allow".into(),
+        status: 200,
+        client_addr: "127.0.0.1".into(),
+        ..Default::default()
+    }
+}
+
+/// Appends `records` to chain `writer_id` as its writer would (linked to its head, in batches
+/// of 500); returns them as stored (with their `seq`s).
+pub(crate) async fn append_records(
+    app: &TestApp,
+    writer_id: &str,
+    mut records: Vec<AuditRecord>,
+) -> Vec<AuditRecord> {
+    let mut writer = store::WriterConn::new(app.state.db.clone(), writer_id);
+    let mut known = None;
     for batch in records.chunks_mut(500) {
         store::append(&mut writer, &mut known, batch, |head, records| {
             for r in records.iter_mut() {
