@@ -36,7 +36,9 @@ CREATE INDEX audit_subject_steps_writer ON audit_subject_steps (writer_id, first
 -- Moving the progress writes the step's rows in the same statement, as 0080's triggers did
 -- for `audit_subjects` (progress implies rows stays a rule of the database). `OR IGNORE` keeps
 -- a name that is not text (planted in a record's `subjects`; a NULL) from stopping the chain's
--- indexing (see `index_store::move_progress`).
+-- indexing (see `index_store::move_progress`). A record whose `seq` is not an integer (only a
+-- planted one: `seq` is no rowid alias, so it takes text) is left out: STRICT would refuse its
+-- row, and OR IGNORE does not cover a type error, so it would stop the chain for good.
 DROP TRIGGER audit_index_progress_moved;
 DROP TRIGGER audit_index_progress_first;
 CREATE TRIGGER audit_index_progress_moved AFTER UPDATE OF chain_seq ON audit_index_progress
@@ -46,7 +48,7 @@ BEGIN
     SELECT j.value, NEW.writer_id, MIN(l.seq), MAX(l.seq), json_group_array(DISTINCT l.seq)
     FROM audit_log l, json_each(l.subjects) j
     WHERE l.writer_id = NEW.writer_id AND l.chain_seq > OLD.chain_seq
-      AND l.chain_seq <= NEW.chain_seq AND json_valid(l.subjects)
+      AND l.chain_seq <= NEW.chain_seq AND json_valid(l.subjects) AND typeof(l.seq) = 'integer'
     GROUP BY j.value, l.seq / 256;
 END;
 CREATE TRIGGER audit_index_progress_first AFTER INSERT ON audit_index_progress
@@ -55,7 +57,7 @@ BEGIN
     SELECT j.value, NEW.writer_id, MIN(l.seq), MAX(l.seq), json_group_array(DISTINCT l.seq)
     FROM audit_log l, json_each(l.subjects) j
     WHERE l.writer_id = NEW.writer_id AND l.chain_seq <= NEW.chain_seq
-      AND json_valid(l.subjects)
+      AND json_valid(l.subjects) AND typeof(l.seq) = 'integer'
     GROUP BY j.value, l.seq / 256;
 END;
 

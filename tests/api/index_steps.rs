@@ -60,8 +60,8 @@ async fn index_to(app: &TestApp, writer_id: &str, upto: i64, budget: i64) {
 }
 
 /// Chain w1's records 1-40, then chain w2's 1-30, then w1's 41-80: w1 indexed in small steps
-/// through 70 (one step spans w2's block), w2 in one step through 20; w1's last 10 and w2's
-/// last 10 wait for the indexer.
+/// through 70 (one step spans w2's block), w2 in one step through 20, then 300 more of w2's in
+/// one step across a bucket boundary (with w2's 21-30); w1's last 10 wait for the indexer.
 async fn build() -> TestApp {
     let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
     append(&app, "w1", 40, 0).await;
@@ -71,6 +71,10 @@ async fn build() -> TestApp {
     index_to(&app, "w1", 42, 10_000).await;
     index_to(&app, "w1", 70, 9).await;
     index_to(&app, "w2", 20, 10_000).await;
+    // 300 more records of w2 (seqs past 256) in one step: its rows are cut at each bucket of
+    // 256 seqs, which the walks' reach of 256 from the cursor relies on.
+    append(&app, "w2", 300, 4).await;
+    index_to(&app, "w2", 320, 1_000_000).await;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subject_steps")
         .fetch_one(app.state.db.pool())
         .await

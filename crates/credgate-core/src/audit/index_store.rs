@@ -310,7 +310,7 @@ pub enum Walk {
 /// left unread: a page the caller builds holds what lies between the cursor and `cut`, and
 /// when it is short of its limit the caller asks again with more rows (`rows` doubled). `None`:
 /// every row was read, the candidates are all there are.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepCandidates {
     pub seqs: Vec<i64>,
     pub cut: Option<i64>,
@@ -340,20 +340,8 @@ impl StepCandidates {
             (Some(a), Some(b), Walk::Below(_)) => Some(a.max(b)),
             (Some(a), Some(b), Walk::Above(_)) => Some(a.min(b)),
         };
-        let within = |s: &i64| match (cut, walk) {
-            (None, _) => true,
-            (Some(c), Walk::Below(_)) => *s > c,
-            (Some(c), Walk::Above(_)) => *s < c,
-        };
-        let mut seqs: Vec<i64> = self
-            .seqs
-            .into_iter()
-            .chain(other.seqs)
-            .filter(within)
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        StepCandidates { seqs, cut }
+        let seqs = self.seqs.into_iter().chain(other.seqs).collect();
+        nearest(seqs, walk, cut, usize::MAX)
     }
 }
 
