@@ -23,6 +23,7 @@ pub mod routes;
 mod serve;
 pub mod subject;
 mod tasks;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -201,10 +202,10 @@ impl App {
         &self.state
     }
 
-    /// Serves until `shutdown`, then stops in order: no new connections and the open ones
-    /// drained (`serve`), the 429 windows summarised, the audit queue committed, every
-    /// background task stopped and awaited, and the queue committed again for what those tasks
-    /// queued while stopping.
+    /// Serves until `shutdown` on `io_threads` threads (`workers`), then stops in order: no
+    /// new connections and the open ones drained, the 429 windows summarised, the audit queue
+    /// committed, every background task stopped and awaited, the queue committed again for what
+    /// those tasks queued while stopping, and last the serving threads' event loops.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -219,9 +220,15 @@ impl App {
         if let Some(l) = metrics_listener {
             tasks.keep("metrics listener", metrics::spawn_listener(l));
         }
+        if let Some(tls) = edge.tls.clone() {
+            tasks.keep("TLS reload", edge::spawn_reload(tls));
+        }
         let summaries = tokio::spawn(append_rate_limit_summaries(state.clone()));
+        let workers =
+            workers::start(state.config.io_threads()).context("starting the serving threads")?;
         let limits = state.config.limits.clone();
-        serve::serve(listener, router(state.clone()), &limits, edge, shutdown).await;
+        let router = router(state.clone());
+        serve::serve(listener, router, &limits, edge, &workers, shutdown).await;
         summaries.abort();
         tasks.keep("429 summaries", summaries);
         // Windows still open at shutdown are summarised now rather than lost.
@@ -233,6 +240,7 @@ impl App {
         drain_audit(&state).await;
         tasks.stop().await;
         drain_audit(&state).await;
+        workers.release().await;
         tracing::info!("shut down: connections drained, audit queue committed, tasks stopped");
         Ok(())
     }

@@ -36,7 +36,10 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::edge::{ClientCert, Edge, Https, PeerAddr};
+use super::{
+    edge::{ClientCert, Edge, Https, PeerAddr},
+    workers::Workers,
+};
 use crate::{config::LimitsConfig, web::limits::address_key};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -119,15 +122,16 @@ impl Open {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
-/// their requests and waits for them, for `SHUTDOWN_GRACE` at most.
-pub async fn serve(
+/// their requests and waits for them, for `SHUTDOWN_GRACE` at most. Accepts here; each
+/// connection is then served on the serving thread `workers` places it on.
+pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &LimitsConfig,
     edge: Edge,
+    workers: &Workers,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let reload = edge.tls.clone().map(super::edge::spawn_reload);
     let limits = Arc::new(limits.clone());
     let open = Arc::new(Mutex::new(Open::default()));
     let mut tasks = JoinSet::new();
@@ -154,6 +158,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Out of this loop's reactor, into the serving thread's (`from_std` below).
+        let Ok(stream) = stream.into_std() else {
+            lock(&open).remove(seq);
+            continue;
+        };
+        let (on, placed) = workers.place();
         let (router, limits, stop, open, edge) = (
             router.clone(),
             limits.clone(),
@@ -161,16 +171,19 @@ pub async fn serve(
             open.clone(),
             edge.clone(),
         );
-        tasks.spawn(async move {
-            tokio::select! {
-                () = accepted(stream, peer, router, &limits, &edge, stop, conn.activity.clone()) => {}
-                () = conn.evict.notified() => tracing::debug!("waiting connection closed for a newcomer"),
-            }
-            lock(&open).remove(seq);
-        });
-    }
-    if let Some(reload) = reload {
-        reload.abort();
+        tasks.spawn_on(
+            async move {
+                let _placed = placed;
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    tokio::select! {
+                        () = accepted(stream, peer, router, &limits, &edge, stop, conn.activity.clone()) => {}
+                        () = conn.evict.notified() => tracing::debug!("waiting connection closed for a newcomer"),
+                    }
+                }
+                lock(&open).remove(seq);
+            },
+            on,
+        );
     }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -556,11 +569,13 @@ mod tests {
             ..LimitsConfig::default()
         };
         tokio::spawn(async move {
+            let workers = crate::web::workers::start(2).unwrap();
             serve(
                 listener,
                 router,
                 &limits,
                 Edge::default(),
+                &workers,
                 std::future::pending(),
             )
             .await

@@ -32,6 +32,7 @@ mod health;
 mod hostile;
 mod index_steps;
 mod indexer;
+mod io_threads;
 mod oauth;
 mod objections;
 mod oidc;

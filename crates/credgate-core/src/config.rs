@@ -42,6 +42,11 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Threads that serve connections, each with its own event loop and its own connections to
+    /// the stores (0, the default: one a CPU core). A connection stays on the thread that
+    /// accepted it, as in nginx: requests no longer hop between threads (issue 18, decision 4).
+    #[serde(default)]
+    pub io_threads: usize,
     /// `sqlite://FILE` (the embedded default) or `postgres://...`.
     #[serde(default = "default_storage_url")]
     pub storage_url: String,
@@ -308,7 +313,18 @@ fn default_metrics_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
+/// More serving threads than this only adds memory: each holds its own pools and buffers.
+pub const MAX_IO_THREADS: usize = 256;
+
 impl Config {
+    /// How many threads serve connections: `io_threads`, or one a core when it is 0.
+    pub fn io_threads(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// `trusted_proxies` parsed; a bare address is its own /32 or /128. Invalid entries were
     /// refused by `validate`, so they are skipped here rather than trusted.
     pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
@@ -904,6 +920,12 @@ impl Config {
             if v == 0 || v > 600_000 {
                 return Err(invalid(k, "must be between 1 and 600000 ms"));
             }
+        }
+        if self.io_threads > MAX_IO_THREADS {
+            return Err(invalid(
+                "io_threads",
+                format!("must be between 0 (one a core) and {MAX_IO_THREADS}"),
+            ));
         }
         if !(1..=1_000_000).contains(&self.limits.max_connections) {
             return Err(invalid(

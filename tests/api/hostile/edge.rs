@@ -336,7 +336,13 @@ async fn a_trickled_body_is_refused_within_the_body_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_above_the_cap_are_closed_at_once() {
-    let app = TestApp::spawn_with(|c| c.limits.max_connections = 4).await;
+    // Four serving threads: the cap is the gateway's, not each thread's (12 connections would
+    // all stay open under a cap of 4 a thread).
+    let app = TestApp::spawn_with(|c| {
+        c.limits.max_connections = 4;
+        c.io_threads = 4;
+    })
+    .await;
     let mut conns: Vec<TcpStream> = (0..12)
         .map(|_| TcpStream::connect(app.addr).unwrap())
         .collect();

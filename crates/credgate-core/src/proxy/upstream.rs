@@ -1,15 +1,21 @@
-//! Phase 4, forward: one pooled hyper-util client per store (the connect timeout is a property
-//! of the connector, so each store gets its own), strict header hygiene both ways, a deadline
-//! on the whole exchange, and a size cap that refuses rather than truncates.
+//! Phase 4, forward: pooled hyper-util clients per store (the connect timeout is a property
+//! of the connector, so each store gets its own) and per thread, strict header hygiene both
+//! ways, a deadline on the whole exchange, and a size cap that refuses rather than truncates.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 use secrecy::ExposeSecret;
@@ -73,7 +79,10 @@ pub struct Store {
     pub name: String,
     base: Uri,
     base_path: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Tells this store's clients apart in each thread's `POOLS`: an address could be reused
+    /// by a store built later (another gateway in the same process) with another connector.
+    id: u64,
+    connector: HttpsConnector<HttpConnector>,
     credential: Option<(HeaderName, HeaderValue)>,
     pub routes: Vec<Route>,
     response_timeout: Duration,
@@ -167,7 +176,34 @@ fn tls_connector(
     Ok(b.enable_http1().wrap_connector(http))
 }
 
+type StoreClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+thread_local! {
+    /// Each thread's clients, by store id. A pooled connection's task runs on the thread that
+    /// opened it; shared among the serving threads, a request on one thread took a connection
+    /// driven by another, and every exchange crossed threads twice. One pool a thread kept
+    /// both ends on one core: 12,300 -> 19,000 req/s, 116 -> 73 us of CPU a request (no-op
+    /// audit, with a thread a core; the commit's note has the table).
+    static POOLS: RefCell<HashMap<u64, StoreClient>> = RefCell::new(HashMap::new());
+}
+
 impl Store {
+    /// Sends `req` on this thread's client of the store, made on first use.
+    fn send(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        POOLS.with_borrow_mut(|pools| {
+            pools
+                .entry(self.id)
+                .or_insert_with(|| {
+                    Client::builder(TokioExecutor::new())
+                        .pool_timer(TokioTimer::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .pool_max_idle_per_host(256)
+                        .build(self.connector.clone())
+                })
+                .request(req)
+        })
+    }
+
     fn build(c: &StoreConfig) -> anyhow::Result<Self> {
         let base: Uri = c.upstream.parse()?;
         let base_path = base.path().trim_end_matches('/').to_string();
@@ -176,11 +212,7 @@ impl Store {
         connector.set_nodelay(true);
         connector.enforce_http(false);
         let connector = tls_connector(c, base.scheme_str() == Some("https"), connector)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let credential = match &c.credential {
             None => None,
             Some(cred) => {
@@ -208,7 +240,8 @@ impl Store {
             name: c.name.clone(),
             base,
             base_path,
-            client,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            connector,
             credential,
             routes: c.routes.iter().map(Route::build).collect(),
             response_timeout: c.response_timeout(),
@@ -282,7 +315,7 @@ impl Store {
 
         let started = std::time::Instant::now();
         let exchange = async {
-            let res = self.client.request(req).await.map_err(|e| {
+            let res = self.send(req).await.map_err(|e| {
                 metrics::counter!("credgate_upstream_errors_total", "store" => self.name.clone(),
                     "kind" => if e.is_connect() { "connect" } else { "request" }).increment(1);
                 tracing::warn!(store = %self.name, error = %e, connect = e.is_connect(), "store request failed");
@@ -366,8 +399,7 @@ impl Store {
         }
         let exchange = async {
             let res = self
-                .client
-                .request(req)
+                .send(req)
                 .await
                 .map_err(|e| format!("store unreachable: {e}"))?;
             let status = res.status();

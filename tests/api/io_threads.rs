@@ -1,0 +1,148 @@
+//! The serving threads (`io_threads`, issue 18 decision 4): every connection is served on one
+//! of several single-threaded event loops. What must hold whatever thread a request lands on:
+//! the gateway's connection caps are global (`hostile::edge`'s cap test runs on 4 threads), a
+//! graceful shutdown answers and records every request in flight on every thread, and a
+//! gateway whose future is dropped leaves no thread serving its port.
+
+use std::{collections::HashSet, time::Duration};
+
+use credgate::{audit::store, config::Config, web::App};
+use tokio::sync::oneshot;
+
+use crate::helpers::{TestApp, serially, wait_until};
+
+/// A second gateway on `app`'s storage with `threads` serving threads, not yet running.
+async fn gateway_with_threads(app: &TestApp, threads: usize) -> App {
+    serially().await;
+    let mut config = (*app.state.config).clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.io_threads = threads;
+    App::build(config).await.unwrap()
+}
+
+#[test]
+fn io_threads_is_bounded_and_zero_means_a_thread_a_core() {
+    let parse = |text: &str| Config::parse(text, "t").unwrap();
+    let e = parse("io_threads = 257\n")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("io_threads") && e.contains("256"), "{e}");
+    let c = parse("io_threads = 3\n");
+    c.validate().unwrap();
+    assert_eq!(c.io_threads(), 3);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(parse("").io_threads(), cores);
+    assert!(Config::parse("io_threads = -1\n", "t").is_err());
+}
+
+/// Requests in flight on every thread when the shutdown comes are answered, and each answered
+/// one's record is in the log once `run_until` returns; after it, the port is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_and_records_what_every_thread_has_in_flight() {
+    let app = TestApp::spawn().await;
+    let gateway = gateway_with_threads(&app, 3).await;
+    let addr = gateway.local_addr();
+    let url = format!("http://{addr}");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(gateway.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let (_, token) = app.token("regulator").await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        // A client of its own each: its own connections, spread over the threads.
+        let (url, token) = (url.clone(), token.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let mut ids = Vec::new();
+            loop {
+                let sent = http
+                    .get(format!("{url}/v1/stores/power/entities?page_size=2"))
+                    .bearer_auth(&token)
+                    .header("X-Purpose", "supervision")
+                    .send()
+                    .await;
+                let Ok(res) = sent else { return ids };
+                if res.status() != 200 {
+                    return ids;
+                }
+                let id = res.headers().get("x-audit-id").cloned();
+                // A response is received when its body is: only then does the client hold it.
+                if res.bytes().await.is_err() {
+                    return ids;
+                }
+                ids.push(id.expect("a released answer names its record"));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Requests the store takes 400 ms to time out: in flight when the shutdown comes, each
+    // is answered (504) rather than cut off.
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let (url, token) = (url.clone(), token.clone());
+        slow.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            http.get(format!("{url}/v1/stores/fake/slow"))
+                .bearer_auth(&token)
+                .header("X-Purpose", "supervision")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    for s in slow {
+        assert_eq!(s.await.unwrap().expect("answered, not cut off"), 504);
+    }
+    let mut released = Vec::new();
+    for c in clients {
+        released.extend(c.await.unwrap());
+    }
+    assert!(released.len() >= 12, "{} answered", released.len());
+    let stored: HashSet<String> = store::page_after(&app.state.db, 0, 10_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for id in &released {
+        assert!(stored.contains(id.to_str().unwrap()), "{id:?} not recorded");
+    }
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after the shutdown"
+    );
+}
+
+/// A gateway whose future is dropped (a test's end, a caller giving up) ends its threads: the
+/// port closes. Threads left serving would hold the listener, the router and the database's
+/// connections of every gateway a process ever started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_gateway_ends_its_threads_and_closes_its_port() {
+    let app = TestApp::spawn().await;
+    let gateway = gateway_with_threads(&app, 4).await;
+    let addr = gateway.local_addr();
+    let running = tokio::spawn(gateway.run_until(std::future::pending()));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..8 {
+        let res = http
+            .get(format!("http://{addr}/healthz"))
+            .header("Connection", "close")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    wait_until(
+        "the port is closed",
+        Duration::from_secs(10),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
+}
