@@ -83,7 +83,7 @@ pub async fn audit(
     // From here the record is committed in a task of its own: a caller who hangs up while it
     // is queued or committing must not cancel it (the store has answered; the writer's queue
     // count and a change's after-commit hook must not be cut half-way).
-    let settled = tokio::spawn(settle(state, meta, slot, door, res));
+    let settled = super::workers::spawn_kept(settle(state, meta, slot, door, res));
     settled.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "committing a request's record failed in its task");
         Error::AuditUnavailable.into_response()
@@ -189,7 +189,7 @@ impl Drop for HangUp {
         let mut res = Response::new(axum::body::Body::empty());
         *res.status_mut() = CLIENT_CLOSED;
         let (record, _) = record_of(meta, info, &res);
-        tokio::spawn(async move {
+        super::workers::spawn_kept(async move {
             if let Err(e) = state.audit.append(record).await {
                 tracing::error!(error = ?e, "the record of a request whose caller hung up was not committed");
             }

@@ -217,6 +217,10 @@ impl App {
             state,
             mut tasks,
         } = self;
+        // First: failing here must not leave the tasks below running.
+        let name = format!("cg-io-{}", listener.local_addr()?.port());
+        let workers = workers::start(state.config.io_threads(), &name)
+            .context("starting the serving threads")?;
         if let Some(l) = metrics_listener {
             tasks.keep("metrics listener", metrics::spawn_listener(l));
         }
@@ -224,11 +228,11 @@ impl App {
             tasks.keep("TLS reload", edge::spawn_reload(tls));
         }
         let summaries = tokio::spawn(append_rate_limit_summaries(state.clone()));
-        let workers =
-            workers::start(state.config.io_threads()).context("starting the serving threads")?;
         let limits = state.config.limits.clone();
         let router = router(state.clone());
         serve::serve(listener, router, &limits, edge, &workers, shutdown).await;
+        // Records of callers who hung up are committed in tasks of their own.
+        workers.settle(AUDIT_DRAIN_LIMIT).await;
         summaries.abort();
         tasks.keep("429 summaries", summaries);
         // Windows still open at shutdown are summarised now rather than lost.

@@ -569,7 +569,7 @@ mod tests {
             ..LimitsConfig::default()
         };
         tokio::spawn(async move {
-            let workers = crate::web::workers::start(2).unwrap();
+            let workers = crate::web::workers::start(2, "t").unwrap();
             serve(
                 listener,
                 router,

@@ -4,7 +4,8 @@
 //! its time handing them between threads. Here, as in nginx and Pingora, each serving thread
 //! runs its own single-threaded event loop, and a connection lives on one loop from its accept
 //! to its close: the request, the store exchange (`proxy::upstream`'s pools are per thread)
-//! and the answer stay on one core. The composition root's runtime keeps the accept loop and
+//! and the answer stay on one thread (not pinned to a core: the kernel places the threads).
+//! An audited answer still waits for the audit writer, on the composition root's runtime. The composition root's runtime keeps the accept loop and
 //! the background tasks (audit writer, indexer, outbox, probes, metrics listener).
 //!
 //! Connections are handed out by the accept loop (`serve`) to the loop with the fewest open,
@@ -13,10 +14,16 @@
 //! and throughput fell below the single runtime's), and `SO_REUSEPORT` would let another
 //! process of the same user take a share of the connections.
 //!
+//! No work stealing: a handler that computes for long (a 4 MB store answer filtered, a CSV
+//! export) holds every connection on its loop meanwhile, as a busy nginx worker does. Work
+//! that blocks goes to `spawn_blocking` (argon2, file reads).
+//!
 //! Lifetime: the loops run until `release`, after the shutdown's last audit commits, because
-//! those may use a database connection opened on a loop (a PostgreSQL socket is driven by the
-//! loop it was opened on). Dropping `Workers` (the gateway's future dropped unfinished, as
-//! tests do) ends every loop at once.
+//! those may use a pooled database connection opened on a loop (a PostgreSQL socket is driven
+//! by the loop it was opened on; the audit writer opens its own, `Db::own_connection`).
+//! Tasks a handler spawns with `spawn_kept` are waited for (`settle`) before those commits.
+//! Dropping `Workers` (the gateway's future dropped unfinished, as tests do) ends every loop
+//! at once.
 
 use std::{
     sync::{
@@ -28,10 +35,55 @@ use std::{
 
 use tokio::{runtime::Handle, sync::watch};
 
-/// One serving thread's loop, and how many connections it holds.
+/// One serving thread's loop, how many connections it holds, and its kept tasks.
 struct Worker {
     handle: Handle,
     open: Arc<AtomicUsize>,
+    kept: Arc<Kept>,
+}
+
+/// The tasks a handler started that must finish before the shutdown's last audit commits
+/// (`spawn_kept`): a record's commit after its caller hung up, say.
+#[derive(Default)]
+struct Kept {
+    running: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+thread_local! {
+    /// The serving thread's kept tasks; `None` on any other thread.
+    static KEPT: std::cell::RefCell<Option<Arc<Kept>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Counts a kept task until it ends (or is dropped unfinished).
+struct KeptGuard(Arc<Kept>);
+
+impl Drop for KeptGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+/// Spawns `task` on the current runtime; on a serving thread, the shutdown waits for it
+/// (`Workers::settle`) before the audit queue's last drain. A task a handler spawns outlives
+/// its connection, so draining the connections does not wait for it.
+pub(crate) fn spawn_kept<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let guard = KEPT.with_borrow(|k| {
+        k.as_ref().map(|k| {
+            k.running.fetch_add(1, Ordering::AcqRel);
+            KeptGuard(k.clone())
+        })
+    });
+    tokio::spawn(async move {
+        let _guard = guard;
+        task.await
+    })
 }
 
 pub(super) struct Workers {
@@ -52,8 +104,9 @@ impl Drop for Placed {
     }
 }
 
-/// Starts `n` serving threads, each running an event loop until released.
-pub(super) fn start(n: usize) -> std::io::Result<Workers> {
+/// Starts `n` serving threads, named `{name}-{i}` (at most 15 bytes in all: Linux cuts the
+/// rest), each running an event loop until released.
+pub(super) fn start(n: usize, name: &str) -> std::io::Result<Workers> {
     let (exit, _) = watch::channel(false);
     let mut workers = Workers {
         workers: Vec::with_capacity(n),
@@ -66,9 +119,12 @@ pub(super) fn start(n: usize) -> std::io::Result<Workers> {
             .build()?;
         let handle = runtime.handle().clone();
         let mut exit = workers.exit.subscribe();
+        let kept = Arc::new(Kept::default());
+        let kept_here = kept.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("credgate-io-{i}"))
+            .name(format!("{name}-{i}"))
             .spawn(move || {
+                KEPT.set(Some(kept_here));
                 runtime.block_on(async move {
                     let _ = exit.wait_for(|e| *e).await;
                 });
@@ -78,6 +134,7 @@ pub(super) fn start(n: usize) -> std::io::Result<Workers> {
         workers.workers.push(Worker {
             handle,
             open: Arc::default(),
+            kept,
         });
         workers.threads.push(thread);
     }
@@ -100,6 +157,25 @@ impl Workers {
         (&worker.handle, placed)
     }
 
+    /// Waits until the tasks handlers spawned with `spawn_kept` have ended, for `limit` at
+    /// most (a commit stuck on a dead database must not hold the shutdown forever).
+    pub(super) async fn settle(&self, limit: std::time::Duration) {
+        let all = async {
+            for w in &self.workers {
+                loop {
+                    let done = w.kept.done.notified();
+                    if w.kept.running.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    done.await;
+                }
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::error!("tasks of the serving threads still running at shutdown");
+        }
+    }
+
     /// Ends the loops and waits for their threads.
     pub(super) async fn release(mut self) {
         self.exit.send_replace(true);
@@ -115,11 +191,8 @@ impl Workers {
     }
 }
 
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.exit.send_replace(true);
-    }
-}
+// No `Drop`: dropping `Workers` drops `exit`, and each loop's `wait_for` ends on the closed
+// channel as it does on `true`.
 
 #[cfg(test)]
 mod tests {
@@ -127,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_goes_to_the_loop_holding_the_fewest() {
-        let workers = start(2).unwrap();
+        let workers = start(2, "t").unwrap();
         let count = |w: &Workers| -> Vec<usize> {
             w.workers
                 .iter()
@@ -147,11 +220,43 @@ mod tests {
         workers.release().await;
     }
 
+    /// `settle` waits for a task a handler spawned with `spawn_kept` on a serving thread, and
+    /// no longer than its limit.
+    #[tokio::test]
+    async fn settle_waits_for_the_kept_tasks_of_the_loops() {
+        let workers = start(2, "t").unwrap();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let (on, _placed) = workers.place();
+        on.spawn(async move {
+            // Detached: the task runs on, kept, after this one returns.
+            drop(spawn_kept(async move {
+                let _ = finished.await;
+            }));
+        })
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        workers.settle(std::time::Duration::from_millis(300)).await;
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+        finish.send(()).unwrap();
+        let started = std::time::Instant::now();
+        workers.settle(std::time::Duration::from_secs(30)).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Off a serving thread, `spawn_kept` is a plain spawn: nothing to wait for.
+        let (_keep, never) = tokio::sync::oneshot::channel::<()>();
+        let _task = spawn_kept(async move {
+            let _ = never.await;
+        });
+        let started = std::time::Instant::now();
+        workers.settle(std::time::Duration::from_secs(30)).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     /// Dropped without `release` (the gateway's future dropped), the loops end: nothing runs on
     /// them any more.
     #[tokio::test]
     async fn dropping_the_workers_ends_their_loops() {
-        let workers = start(3).unwrap();
+        let workers = start(3, "t").unwrap();
         let handles: Vec<Handle> = workers.workers.iter().map(|w| w.handle.clone()).collect();
         for h in &handles {
             assert!(h.spawn(async {}).await.is_ok(), "a loop runs");

@@ -207,6 +207,7 @@ pub fn config_text(
     format!(
         r#"
 listen = "127.0.0.1:0"
+io_threads = 2
 metrics_listen = "127.0.0.1:0"
 storage_url = "sqlite://{dir}/credgate.db"
 key_dir = "{dir}/keys"

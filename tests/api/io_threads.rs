@@ -11,6 +11,31 @@ use tokio::sync::oneshot;
 
 use crate::helpers::{TestApp, serially, wait_until};
 
+/// CPU time (ns) of each serving thread of the gateway on `port`, by thread name.
+fn serving_threads(port: u16) -> Vec<(String, u64)> {
+    let prefix = format!("cg-io-{port}-");
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_string();
+        if name.starts_with(&prefix) {
+            let sched = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            let ns = sched
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            found.push((name, ns));
+        }
+    }
+    found.sort();
+    found
+}
+
 /// A second gateway on `app`'s storage with `threads` serving threads, not yet running.
 async fn gateway_with_threads(app: &TestApp, threads: usize) -> App {
     serially().await;
@@ -93,8 +118,19 @@ async fn a_shutdown_answers_and_records_what_every_thread_has_in_flight() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
+    // Each thread served: a thread given no connection spends well under a millisecond.
+    let threads = serving_threads(addr.port());
+    assert_eq!(threads.len(), 3, "{threads:?}");
+    for (name, ns) in &threads {
+        assert!(*ns > 20_000_000, "{name} served nothing: {threads:?}");
+    }
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
+    assert_eq!(
+        serving_threads(addr.port()),
+        [],
+        "threads left after the shutdown"
+    );
     for s in slow {
         assert_eq!(s.await.unwrap().expect("answered, not cut off"), 504);
     }
@@ -118,9 +154,9 @@ async fn a_shutdown_answers_and_records_what_every_thread_has_in_flight() {
     );
 }
 
-/// A gateway whose future is dropped (a test's end, a caller giving up) ends its threads: the
-/// port closes. Threads left serving would hold the listener, the router and the database's
-/// connections of every gateway a process ever started.
+/// A gateway whose future is dropped (a test's end, a caller giving up) ends its threads and
+/// closes its port. Threads left running would hold the router, the store pools and the
+/// database connections of every gateway a process ever started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_gateway_ends_its_threads_and_closes_its_port() {
     let app = TestApp::spawn().await;
@@ -137,8 +173,13 @@ async fn dropping_the_gateway_ends_its_threads_and_closes_its_port() {
             .unwrap();
         assert_eq!(res.status(), 200);
     }
+    assert_eq!(serving_threads(addr.port()).len(), 4);
     running.abort();
     assert!(running.await.unwrap_err().is_cancelled());
+    wait_until("the threads end", Duration::from_secs(10), || async move {
+        serving_threads(addr.port()).is_empty()
+    })
+    .await;
     wait_until(
         "the port is closed",
         Duration::from_secs(10),

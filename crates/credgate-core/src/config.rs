@@ -43,8 +43,9 @@ pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Threads that serve connections, each with its own event loop and its own connections to
-    /// the stores (0, the default: one a CPU core). A connection stays on the thread that
-    /// accepted it, as in nginx: requests no longer hop between threads (issue 18, decision 4).
+    /// the stores (0, the default: one a CPU core). A connection is handed to one when it is
+    /// accepted and stays there: its requests no longer hop between threads (issue 18,
+    /// decision 4; `web::workers`).
     #[serde(default)]
     pub io_threads: usize,
     /// `sqlite://FILE` (the embedded default) or `postgres://...`.
@@ -320,7 +321,9 @@ impl Config {
     /// How many threads serve connections: `io_threads`, or one a core when it is 0.
     pub fn io_threads(&self) -> usize {
         match self.io_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_IO_THREADS),
             n => n,
         }
     }

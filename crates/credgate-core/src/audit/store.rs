@@ -177,7 +177,7 @@ impl WriterConn {
             return Err(e);
         }
         if self.conn.is_none() {
-            self.conn = Some(self.db.pool().acquire().await?.detach());
+            self.conn = Some(self.db.own_connection().await?);
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }

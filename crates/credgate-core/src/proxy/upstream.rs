@@ -179,11 +179,13 @@ fn tls_connector(
 type StoreClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 thread_local! {
-    /// Each thread's clients, by store id. A pooled connection's task runs on the thread that
+    /// Each thread's clients, by store id. A pooled connection's task runs on the loop that
     /// opened it; shared among the serving threads, a request on one thread took a connection
-    /// driven by another, and every exchange crossed threads twice. One pool a thread kept
-    /// both ends on one core: 12,300 -> 19,000 req/s, 116 -> 73 us of CPU a request (no-op
-    /// audit, with a thread a core; the commit's note has the table).
+    /// driven by another, and every exchange crossed threads twice. A pool a thread: 15,600
+    /// -> 19,000 req/s and 89 -> 73 us of CPU a request (no-op audit, a prototype with a
+    /// thread a core; commit b80018f has the table). Entries of a store dropped in a process
+    /// that builds another gateway stay until the thread ends (tests; a server builds its
+    /// stores once).
     static POOLS: RefCell<HashMap<u64, StoreClient>> = RefCell::new(HashMap::new());
 }
 

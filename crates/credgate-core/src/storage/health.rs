@@ -152,6 +152,11 @@ impl Health {
         }
     }
 
+    /// The options a connection is opened with while the circuit is closed.
+    pub(super) fn options(&self) -> &AnyConnectOptions {
+        &self.options
+    }
+
     pub(super) fn condition(&self) -> Condition {
         if self.replaced.load(Ordering::Relaxed) {
             Condition::FileReplaced

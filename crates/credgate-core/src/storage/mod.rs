@@ -220,6 +220,25 @@ impl Db {
         self.backend
     }
 
+    /// A connection of the caller's own, out of the pool (the audit writer keeps one). On
+    /// PostgreSQL it is opened here, so its socket is driven by the caller's runtime: a pooled
+    /// one may have been opened by a handler on a serving thread (`web::workers`), whose loop
+    /// alone polls it, and a loop busy with a large answer would then hold every commit.
+    /// SQLite's connections are threads of their own: one is taken from the pool.
+    pub async fn own_connection(&self) -> Result<sqlx::AnyConnection, StorageError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.acquire().await?.detach()),
+            Backend::Postgres => {
+                let connect =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect_with(self.health.options());
+                match tokio::time::timeout(ACQUIRE_TIMEOUT, connect).await {
+                    Ok(conn) => Ok(conn?),
+                    Err(_) => Err(StorageError::Database(sqlx::Error::PoolTimedOut)),
+                }
+            }
+        }
+    }
+
     /// `Err(KnownDown)` while the probe knows the database unusable: for paths that must not
     /// start work whose record could not be kept (a connection held outside the pool, a store
     /// read whose answer could not be released).
