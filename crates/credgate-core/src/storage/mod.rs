@@ -220,6 +220,24 @@ impl Db {
         self.backend
     }
 
+    /// Opens a PostgreSQL connection, retrying what the pool's own connect retries (a server
+    /// starting up: refused, or `too_many_connections` / `cannot_connect_now`), 10 ms doubling
+    /// to 500 ms between tries; the caller bounds the whole.
+    async fn connect_retrying(&self) -> Result<sqlx::AnyConnection, sqlx::Error> {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match <sqlx::AnyConnection as sqlx::Connection>::connect_with(self.health.options())
+                .await
+            {
+                Err(sqlx::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(sqlx::Error::Database(e)) if e.is_transient_in_connect_phase() => {}
+                done => return done,
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
     /// A connection of the caller's own, out of the pool (the audit writer keeps one). On
     /// PostgreSQL it is opened here, so its socket is driven by the caller's runtime: a pooled
     /// one may have been opened by a handler on a serving thread (`web::workers`), whose loop
@@ -229,11 +247,13 @@ impl Db {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.acquire().await?.detach()),
             Backend::Postgres => {
-                let connect =
-                    <sqlx::AnyConnection as sqlx::Connection>::connect_with(self.health.options());
-                match tokio::time::timeout(ACQUIRE_TIMEOUT, connect).await {
+                // The pool's circuit (`health`) is checked here too: these are the real options.
+                self.usable()?;
+                match tokio::time::timeout(ACQUIRE_TIMEOUT, self.connect_retrying()).await {
                     Ok(conn) => Ok(conn?),
-                    Err(_) => Err(StorageError::Database(sqlx::Error::PoolTimedOut)),
+                    Err(_) => Err(StorageError::Database(sqlx::Error::Io(
+                        std::io::ErrorKind::TimedOut.into(),
+                    ))),
                 }
             }
         }
