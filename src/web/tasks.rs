@@ -37,11 +37,12 @@ impl Tasks {
     /// Stops every task and waits for each to end. The tasks are loops on a timer or a channel
     /// with no state of their own worth finishing; what they queued to the audit log is drained
     /// by the caller afterwards.
-    pub async fn stop(self) {
-        for (_, handle) in &self.running {
+    pub async fn stop(mut self) {
+        let running = std::mem::take(&mut self.running);
+        for (_, handle) in &running {
             handle.abort();
         }
-        for (name, handle) in self.running {
+        for (name, handle) in running {
             match handle.await {
                 Ok(()) => tracing::debug!(task = name, "background task had ended"),
                 Err(e) if e.is_cancelled() => {
@@ -49,6 +50,17 @@ impl Tasks {
                 }
                 Err(e) => tracing::error!(task = name, error = %e, "background task panicked"),
             }
+        }
+    }
+}
+
+/// Dropped without `stop` (a gateway whose start failed after its tasks were spawned, or whose
+/// `run_until` was dropped), the tasks are aborted: a `JoinHandle` dropped detaches its task,
+/// and an indexer, outbox or probe of a gateway that is gone went on using its database.
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for (_, handle) in &self.running {
+            handle.abort();
         }
     }
 }
@@ -70,5 +82,19 @@ mod tests {
         tasks.stop().await;
         // The aborted task dropped what it held: its future is gone, not merely detached.
         assert!(rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn dropped_tasks_are_aborted() {
+        let mut tasks = Tasks::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn("forever", async move {
+            let _held = tx;
+            std::future::pending::<()>().await
+        });
+        drop(tasks);
+        // The task's end drops `tx`: the receiver sees the channel closed.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        assert!(matches!(closed, Ok(Err(_))), "the task still runs");
     }
 }

@@ -176,15 +176,27 @@ pub(crate) async fn login(idp: &DemoIdp, authorize: &str, user: &str, otp: bool)
 pub(crate) async fn next_step(issuer: &str, user: &str) -> u64 {
     use std::{collections::HashMap, sync::Mutex};
     static USED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    use credgate_demo_idp::totp::STEP_SECS;
     loop {
         let now = credgate_demo_idp::totp::now_step();
+        // The previous step is accepted only until the current one ends: taken with less than
+        // 10 s left, a slow browser's submit crossed the boundary and was refused ("Wrong or
+        // used one-time code", a CI failure of browser_console). The current and the next
+        // step stay accepted for at least 30 s.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let earliest = if STEP_SECS - secs % STEP_SECS >= 10 {
+            now.saturating_sub(1)
+        } else {
+            now
+        };
         {
             let mut used = USED.lock().unwrap();
             let map = used.get_or_insert_with(HashMap::new);
             let key = format!("{issuer} {user}");
-            let step = map
-                .get(&key)
-                .map_or(now.saturating_sub(1), |l| (l + 1).max(now - 1));
+            let step = map.get(&key).map_or(earliest, |l| (l + 1).max(earliest));
             if step <= now + 1 {
                 map.insert(key, step);
                 return step;
