@@ -69,31 +69,32 @@ impl Drop for Tasks {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn stop_ends_every_task_even_one_that_never_returns() {
-        let mut tasks = Tasks::default();
+    /// Spawns a task that never returns; the receiver sees the channel closed once the task's
+    /// future is gone (aborted, not merely detached).
+    fn spawn_forever(tasks: &mut Tasks) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tasks.spawn("forever", async move {
             let _held = tx;
             std::future::pending::<()>().await
         });
+        rx
+    }
+
+    #[tokio::test]
+    async fn stop_ends_every_task_even_one_that_never_returns() {
+        let mut tasks = Tasks::default();
+        let rx = spawn_forever(&mut tasks);
         tasks.spawn("done", async {});
         assert_eq!(tasks.len(), 2);
         tasks.stop().await;
-        // The aborted task dropped what it held: its future is gone, not merely detached.
         assert!(rx.await.is_err());
     }
 
     #[tokio::test]
     async fn dropped_tasks_are_aborted() {
         let mut tasks = Tasks::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tasks.spawn("forever", async move {
-            let _held = tx;
-            std::future::pending::<()>().await
-        });
+        let rx = spawn_forever(&mut tasks);
         drop(tasks);
-        // The task's end drops `tx`: the receiver sees the channel closed.
         let closed = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
         assert!(matches!(closed, Ok(Err(_))), "the task still runs");
     }
