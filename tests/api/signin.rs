@@ -178,7 +178,6 @@ pub(crate) async fn next_step(issuer: &str, user: &str) -> u64 {
     static USED: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
     use credgate_demo_idp::totp::STEP_SECS;
     loop {
-        let now = credgate_demo_idp::totp::now_step();
         // The previous step is accepted only until the current one ends: taken with less than
         // 10 s left, a slow browser's submit crossed the boundary and was refused ("Wrong or
         // used one-time code", a CI failure of browser_console). The current and the next
@@ -187,6 +186,8 @@ pub(crate) async fn next_step(issuer: &str, user: &str) -> u64 {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        // One clock read: a boundary between two reads left `earliest` two steps back.
+        let now = secs / STEP_SECS;
         let earliest = if STEP_SECS - secs % STEP_SECS >= 10 {
             now.saturating_sub(1)
         } else {
