@@ -222,8 +222,10 @@ impl Db {
 
     /// Opens a PostgreSQL connection, retrying what the pool's own connect retries (a server
     /// starting up: refused, or `too_many_connections` / `cannot_connect_now`), 10 ms doubling
-    /// to 500 ms between tries; the caller bounds the whole.
-    async fn connect_retrying(&self) -> Result<sqlx::AnyConnection, sqlx::Error> {
+    /// to 500 ms between tries, until the probe knows the server down (then at once, as the
+    /// pool's circuit fails its waiting acquires: retrying to the end of the bound held every
+    /// request's batch 2 s, caught by `faults_db`); the caller bounds the whole.
+    async fn connect_retrying(&self) -> Result<sqlx::AnyConnection, StorageError> {
         let mut backoff = Duration::from_millis(10);
         loop {
             match <sqlx::AnyConnection as sqlx::Connection>::connect_with(self.health.options())
@@ -231,8 +233,9 @@ impl Db {
             {
                 Err(sqlx::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
                 Err(sqlx::Error::Database(e)) if e.is_transient_in_connect_phase() => {}
-                done => return done,
+                done => return Ok(done?),
             }
+            self.usable()?;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
