@@ -2,7 +2,8 @@
 //! that order, on the parsed JSON answer.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, hash_map::Entry},
+    hash::BuildHasher,
     sync::Arc,
 };
 
@@ -308,10 +309,17 @@ pub fn subject_to_search(s: &str) -> std::borrow::Cow<'_, str> {
 struct Walker<'w, 'a, 'f, 'g> {
     ctx: &'w ApplyCtx<'a>,
     out: &'w mut Outcome,
-    /// The subjects already in `out.subjects`: noting one is a lookup, not a scan. foldhash
-    /// with a per-process seed, as the trie: the ids come from the store, and the set is capped
-    /// at `MAX_SUBJECTS`, so even crafted collisions cost a bounded, small amount.
-    seen: HashSet<String, foldhash::fast::RandomState>,
+    /// The subjects already in `out.subjects`, by the hash of the id (its index there): noting
+    /// one is a lookup, not a scan, and hashes and copies the id once (a set of the ids held a
+    /// second copy of each, and `contains` then `insert` hashed each twice). foldhash with a
+    /// per-process seed, as the trie; ids that share a hash (the store chooses them) are told
+    /// apart by a scan of the list, which `MAX_SUBJECTS` bounds.
+    seen: HashMap<u64, usize, foldhash::fast::RandomState>,
+    ids: foldhash::fast::RandomState,
+    /// The (type, value) the current record's subject was read as: the same value at a field
+    /// that identifies that type (a list row's `uscc`) is not parsed and noted again, since
+    /// doing so would note nothing new.
+    noted: (Option<crate::domain::SubjectType>, String),
     records: Option<Records<'w, 'f, 'g>>,
 }
 
@@ -329,10 +337,27 @@ struct Records<'w, 'f, 'g> {
 impl Walker<'_, '_, '_, '_> {
     /// Notes a subject the answer touches, once.
     fn touch(&mut self, id: &str) {
-        if self.out.subjects.len() < MAX_SUBJECTS && !self.seen.contains(id) {
-            self.seen.insert(id.to_string());
-            self.out.subjects.push(id.to_string());
+        let subjects = &mut self.out.subjects;
+        if subjects.len() >= MAX_SUBJECTS {
+            return;
         }
+        match self.seen.entry(self.ids.hash_one(id)) {
+            Entry::Occupied(at) => {
+                if subjects[*at.get()] == id || subjects.iter().any(|s| s == id) {
+                    return;
+                }
+            }
+            Entry::Vacant(at) => {
+                at.insert(subjects.len());
+            }
+        }
+        subjects.push(id.to_string());
+    }
+
+    /// Whether `s`, at a field identifying `kind`, is the value the current record's subject
+    /// was read as (and so noted already, or known not to parse).
+    fn is_noted(&self, kind: crate::domain::SubjectType, s: &str) -> bool {
+        self.noted.0 == Some(kind) && self.noted.1 == s
     }
 }
 
@@ -827,6 +852,17 @@ fn for_each_array(v: &mut Value, segs: &[Seg], f: &mut impl FnMut(&mut Vec<Value
     }
 }
 
+/// Whether some array reached by `segs` (as `for_each_array` reaches them) has an item.
+fn has_records(v: &Value, segs: &[Seg]) -> bool {
+    match segs.split_first() {
+        None => v.as_array().is_some_and(|a| !a.is_empty()),
+        Some((Seg::Key(k), rest)) => v.get(k).is_some_and(|c| has_records(c, rest)),
+        Some((Seg::AnyIndex, rest)) => v
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| has_records(i, rest))),
+    }
+}
+
 fn date_of(v: &Value) -> Option<Date> {
     let s = v.as_str()?;
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
@@ -922,7 +958,9 @@ impl Plan {
         let mut w = Walker {
             ctx,
             out: &mut out,
-            seen: HashSet::default(),
+            seen: HashMap::default(),
+            ids: foldhash::fast::RandomState::default(),
+            noted: (None, String::new()),
             records: record.map(|(node, subject)| Records {
                 node,
                 subject,
@@ -964,8 +1002,12 @@ impl Plan {
                 Some(rows) if rule.array.starts_with(rows) => {
                     for_each_array(doc, &rows[..rows.len() - 1], &mut |items| {
                         for row in items.iter_mut() {
-                            let subject = subject_of(row);
-                            for_each_array(row, &rule.array[rows.len()..], &mut |records| {
+                            // Only an expired record names its subject: a row with no records
+                            // here (most rows) is spared parsing its id.
+                            let within = &rule.array[rows.len()..];
+                            let subject =
+                                has_records(row, within).then(|| subject_of(row)).flatten();
+                            for_each_array(row, within, &mut |records| {
                                 self.retain_dated(rule, records, &|_| subject.clone(), ctx, out)
                             });
                         }
@@ -1098,8 +1140,11 @@ impl Plan {
                     && obj.contains_key(&f.flag)
                 {
                     match current {
+                        // Set where it stands: `insert` would copy the flag's name per row.
                         Some(b) => {
-                            obj.insert(f.flag.clone(), Value::Bool(b));
+                            if let Some(slot) = obj.get_mut(&f.flag) {
+                                *slot = Value::Bool(b);
+                            }
                         }
                         None => {
                             // Withheld: counted like any field the plan removes.
@@ -1255,9 +1300,16 @@ enum Walk {
     Remove,
 }
 
+/// Counts a masked field under its class; the class is cloned (an atomic increment) only the
+/// first time it is counted in an answer.
 fn count(out: &mut Outcome, class: &Arc<str>) {
     out.masked += 1;
-    *out.by_class.entry(class.clone()).or_default() += 1;
+    match out.by_class.get_mut(class) {
+        Some(n) => *n += 1,
+        None => {
+            out.by_class.insert(class.clone(), 1);
+        }
+    }
 }
 
 /// The path to the current value, as a linked list on the stack: built into a string only
@@ -1318,12 +1370,15 @@ fn record(
         return walk_value(node, v, w, trail);
     };
     let (kind, single) = (r.kind, r.single);
-    let id = value_at(v, r.subject)
-        .and_then(Value::as_str)
-        .map(|s| canonical(kind, s));
+    let raw = value_at(v, r.subject).and_then(Value::as_str);
+    let id = raw.map(|s| canonical(kind, s));
     if let Some(id) = &id {
         w.touch(id);
     }
+    // `canonical` parsed it as `kind`: noted if it parsed, and a leaf would not note it if not.
+    w.noted.0 = kind.filter(|_| raw.is_some());
+    w.noted.1.clear();
+    w.noted.1.push_str(raw.unwrap_or_default());
     let mut verdict = walk_value(node, v, w, trail);
     if single && verdict == Walk::Remove {
         // The whole answer was emptied: it is still the record, and still contested.
@@ -1352,49 +1407,9 @@ fn walk_value(
         return leaf(action, v, w, trail);
     }
     match v {
-        Value::Object(map) => {
-            let mut removed = Vec::new();
-            for (k, child) in map.iter_mut() {
-                let here = Trail {
-                    key: k,
-                    parent: Some(trail),
-                };
-                match node.keys.get(k) {
-                    None => {
-                        unclassified(w.out, &here);
-                        removed.push(k.clone());
-                    }
-                    Some(n) => {
-                        if walk(n, child, w, &here) == Walk::Remove {
-                            removed.push(k.clone());
-                        }
-                    }
-                }
-            }
-            // A structure that had fields and keeps none says nothing: it goes too.
-            let emptied = !map.is_empty() && removed.len() == map.len();
-            for k in removed {
-                map.remove(&k);
-            }
-            if emptied { Walk::Remove } else { Walk::Keep }
-        }
+        Value::Object(map) => walk_object(node, map, w, trail),
         Value::Array(items) => match node.any_index.as_deref() {
-            Some(n) => {
-                let here = Trail {
-                    key: "[*]",
-                    parent: Some(trail),
-                };
-                let had_items = !items.is_empty();
-                let mut keep = Vec::with_capacity(items.len());
-                for mut item in items.drain(..) {
-                    if walk(n, &mut item, w, &here) == Walk::Keep {
-                        keep.push(item);
-                    }
-                }
-                let emptied = had_items && keep.is_empty();
-                *items = keep;
-                if emptied { Walk::Remove } else { Walk::Keep }
-            }
+            Some(n) => walk_items(n, items, w, trail),
             None => {
                 unclassified(w.out, trail);
                 Walk::Remove
@@ -1408,6 +1423,56 @@ fn walk_value(
     }
 }
 
+/// An object's fields, in key order, each kept or removed where it stands (`retain`: no list
+/// of removed keys, no key copied, no second lookup to remove it).
+fn walk_object(
+    node: &Trie<Action>,
+    map: &mut Map<String, Value>,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    let had_fields = !map.is_empty();
+    map.retain(|k, child| {
+        let here = Trail {
+            key: k,
+            parent: Some(trail),
+        };
+        match node.keys.get(k) {
+            None => {
+                unclassified(w.out, &here);
+                false
+            }
+            Some(n) => walk(n, child, w, &here) == Walk::Keep,
+        }
+    });
+    // A structure that had fields and keeps none says nothing: it goes too.
+    if had_fields && map.is_empty() {
+        Walk::Remove
+    } else {
+        Walk::Keep
+    }
+}
+
+/// An array's items, in order, each kept or removed in place (no second vector).
+fn walk_items(
+    n: &Trie<Action>,
+    items: &mut Vec<Value>,
+    w: &mut Walker<'_, '_, '_, '_>,
+    trail: &Trail<'_>,
+) -> Walk {
+    let here = Trail {
+        key: "[*]",
+        parent: Some(trail),
+    };
+    let had_items = !items.is_empty();
+    items.retain_mut(|item| walk(n, item, w, &here) == Walk::Keep);
+    if had_items && items.is_empty() {
+        Walk::Remove
+    } else {
+        Walk::Keep
+    }
+}
+
 /// A classified node: the class's mask applied to a scalar; anything else is removed.
 fn leaf(action: &Action, v: &mut Value, w: &mut Walker<'_, '_, '_, '_>, trail: &Trail<'_>) -> Walk {
     // A class applies to a scalar at its path (or at `[*]` for an array of scalars):
@@ -1417,6 +1482,7 @@ fn leaf(action: &Action, v: &mut Value, w: &mut Walker<'_, '_, '_, '_>, trail: &
         return Walk::Remove;
     }
     if let (Some(kind), Some(s)) = (action.identifies, v.as_str())
+        && !w.is_noted(kind, s)
         && let Ok(id) = crate::domain::SubjectId::parse(kind, s)
     {
         w.touch(id.as_str());
@@ -1471,6 +1537,42 @@ mod tests {
                 && Period::parse("0y").is_none()
                 && Period::parse("").is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod touch_tests {
+    use super::*;
+
+    /// Two ids that share a hash (forced here: the store could find such a pair) are both
+    /// noted, each once, and an id already noted is not noted again.
+    #[test]
+    fn ids_that_share_a_hash_are_noted_once_each() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let ctx = ApplyCtx {
+            region: None,
+            today: time::OffsetDateTime::now_utc().date(),
+            pseudonym_key: &key,
+        };
+        let mut out = Outcome::default();
+        let mut w = Walker {
+            ctx: &ctx,
+            out: &mut out,
+            seen: HashMap::default(),
+            ids: foldhash::fast::RandomState::default(),
+            noted: (None, String::new()),
+            records: None,
+        };
+        w.touch("a");
+        // "b" and "c" are filed under "a"'s hash, as a collision would file them.
+        let a = w.ids.hash_one("a");
+        w.seen.insert(w.ids.hash_one("b"), 0);
+        w.seen.insert(w.ids.hash_one("c"), 0);
+        for id in ["b", "a", "b", "c", "c", "d", "a"] {
+            w.touch(id);
+        }
+        assert_eq!(w.seen[&a], 0);
+        assert_eq!(out.subjects, ["a", "b", "c", "d"]);
     }
 }
 

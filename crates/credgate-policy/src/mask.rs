@@ -2,6 +2,8 @@
 //! (a date mask on a number, a band on a string) answers `None`, and the field is removed.
 //! Nothing here can fail a request.
 
+use std::borrow::Cow;
+
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::Value;
@@ -123,26 +125,32 @@ pub fn apply(spec: &MaskSpec, value: &Value, key: &hmac::Key) -> Option<Value> {
 }
 
 /// Strings as they are, numbers as their JSON text; anything else cannot be partially shown.
-fn scalar_text(v: &Value) -> Option<String> {
+/// Borrowed when it can be: every list row's phone and ID number pass here, and a copy of each
+/// was a third of the mask's allocations (callgrind, a 100-row list).
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
 
 /// Keeps the first and last characters (not bytes), filling the rest. When the value is too
-/// short to hide anything that way, everything is filled: a mask must hide something.
+/// short to hide anything that way, everything is filled: a mask must hide something. Counts
+/// and slices by character offsets rather than collecting the characters into a `Vec<char>`
+/// (an allocation and a copy per masked value, 4% of a 100-row list's instructions).
 pub fn partial(s: &str, keep_first: usize, keep_last: usize, fill: char) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len();
+    let n = s.chars().count();
     if n <= keep_first + keep_last {
         return std::iter::repeat_n(fill, n.max(1)).collect();
     }
-    let mut out = String::with_capacity(s.len());
-    out.extend(&chars[..keep_first]);
-    out.extend(std::iter::repeat_n(fill, n - keep_first - keep_last));
-    out.extend(&chars[n - keep_last..]);
+    let byte_at = |chars: usize| s.char_indices().nth(chars).map_or(s.len(), |(i, _)| i);
+    let (head, tail) = (byte_at(keep_first), byte_at(n - keep_last));
+    let hidden = n - keep_first - keep_last;
+    let mut out = String::with_capacity(head + hidden * fill.len_utf8() + (s.len() - tail));
+    out.push_str(&s[..head]);
+    out.extend(std::iter::repeat_n(fill, hidden));
+    out.push_str(&s[tail..]);
     out
 }
 
@@ -174,6 +182,54 @@ mod tests {
             "110105********002X"
         );
         assert_eq!(partial("13812345678", 3, 4, '*'), "138****5678");
+    }
+
+    /// `partial` as it was written first, over a `Vec<char>`: the reference the slicing
+    /// version must match on every length, split and multi-byte character.
+    fn partial_by_chars(s: &str, keep_first: usize, keep_last: usize, fill: char) -> String {
+        let chars: Vec<char> = s.chars().collect();
+        let n = chars.len();
+        if n <= keep_first + keep_last {
+            return std::iter::repeat_n(fill, n.max(1)).collect();
+        }
+        let mut out: String = chars[..keep_first].iter().collect();
+        out.extend(std::iter::repeat_n(fill, n - keep_first - keep_last));
+        out.extend(&chars[n - keep_last..]);
+        out
+    }
+
+    #[test]
+    fn partial_matches_the_character_vector_version() {
+        let texts = [
+            "",
+            "a",
+            "张",
+            "ab",
+            "欧阳娜娜",
+            "11010519491231002X",
+            "a😀b😀c",
+            "1.5e7",
+        ];
+        for s in texts {
+            for (first, last) in [
+                (0, 0),
+                (1, 0),
+                (0, 1),
+                (1, 1),
+                (3, 4),
+                (6, 4),
+                (2, 9),
+                (20, 0),
+            ] {
+                for fill in ['*', '某', '😀'] {
+                    assert_eq!(
+                        partial(s, first, last, fill),
+                        partial_by_chars(s, first, last, fill),
+                        "{s:?} {first} {last} {fill:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -152,7 +152,8 @@ fn run(plan: &Plan, doc: &Value, ctx: &ApplyCtx<'_>, annotated: bool) -> (String
         let restricted = |id: &str| id.ends_with('3') || id.ends_with('X');
         plan.withhold_subjects(&mut doc, &restricted, &mut withheld);
         let mut note = |id: &str| {
-            (id.len() % 3 != 0 || id.ends_with('7')).then(|| json!([{"about": id, "open": true}]))
+            (!id.len().is_multiple_of(3) || id.ends_with('7'))
+                .then(|| json!([{"about": id, "open": true}]))
         };
         let mut out = plan.apply_annotated(&mut doc, ctx, Some(&mut note));
         out.withheld_records += withheld.withheld_records;
@@ -273,4 +274,43 @@ fn every_plan_answers_exactly_as_pinned() {
         assert_eq!(now_answer, was_answer, "answer of {}", c[0]);
     }
     assert!(cases.len() > 1000, "too few cases: {}", cases.len());
+}
+
+/// For an instruction count without building the gateway (callgrind, release):
+/// `CREDGATE_BENCH_ONE=list:financial_institution:lending cargo test --release -p
+/// credgate-policy --test golden -- --ignored one_case` runs what `benches/policy.rs` times
+/// (parse, apply, serialise) on the same page `CREDGATE_BENCH_ITERS` times (default 200).
+#[test]
+#[ignore]
+fn one_case() {
+    let Ok(one) = std::env::var("CREDGATE_BENCH_ONE") else {
+        return;
+    };
+    let set =
+        PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).unwrap();
+    let inputs: Value =
+        serde_json::from_slice(&std::fs::read(fixture("golden_inputs.json")).unwrap()).unwrap();
+    let mut parts = one.splitn(3, ':');
+    let (which, role, purpose) = (parts.next().unwrap(), parts.next(), parts.next());
+    let (doc, dataset) = match which {
+        "list" => (&inputs["entity_list"][0], "entity_list"),
+        _ => (&inputs["entity"][7], "entity"),
+    };
+    let bytes = serde_json::to_vec(doc).unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"bench");
+    let ctx = ApplyCtx {
+        region: None,
+        today: time::OffsetDateTime::now_utc().date(),
+        pseudonym_key: &key,
+    };
+    let iters: u32 = std::env::var("CREDGATE_BENCH_ITERS").map_or(200, |n| n.parse().unwrap());
+    for _ in 0..iters {
+        let mut v: Value = serde_json::from_slice(std::hint::black_box(&bytes)).unwrap();
+        if let (Some(role), Some(purpose)) = (role.filter(|r| *r != "baseline"), purpose) {
+            set.decide(role, purpose, dataset)
+                .unwrap()
+                .apply(&mut v, &ctx);
+        }
+        std::hint::black_box(serde_json::to_vec(&v).unwrap());
+    }
 }
