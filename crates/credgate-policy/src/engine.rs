@@ -1116,6 +1116,20 @@ impl Plan {
         }
     }
 
+    /// A flag withheld (its record has no entries to show it current): counted like any field
+    /// the plan removes.
+    fn count_withheld_flag(&self, row: &[Seg], f: &FlagRule, out: &mut Outcome) {
+        let at: Vec<Seg> = row
+            .iter()
+            .cloned()
+            .chain([Seg::Key(f.flag.clone())])
+            .collect();
+        match self.fields.get(&at).and_then(|n| n.value.as_ref()) {
+            Some(a) => count(out, &a.class),
+            None => out.masked += 1,
+        }
+    }
+
     /// Recomputes each flag of each record from its current entries (not removed, not past
     /// `valid_until`, among those released); a record without its entries loses the flag,
     /// since nothing shows it is current.
@@ -1136,28 +1150,20 @@ impl Plan {
                                     && entry_current(e, today)
                             })
                         });
-                if let Some(obj) = record.as_object_mut()
-                    && obj.contains_key(&f.flag)
-                {
-                    match current {
-                        // Set where it stands: `insert` would copy the flag's name per row.
-                        Some(b) => {
-                            if let Some(slot) = obj.get_mut(&f.flag) {
-                                *slot = Value::Bool(b);
-                            }
+                // Only a flag the record carries is set or withheld; each is found once
+                // (`get_mut`, `remove`), not checked first with `contains_key`.
+                let Some(obj) = record.as_object_mut() else {
+                    continue;
+                };
+                match current {
+                    Some(b) => {
+                        if let Some(slot) = obj.get_mut(&f.flag) {
+                            *slot = Value::Bool(b);
                         }
-                        None => {
-                            // Withheld: counted like any field the plan removes.
-                            obj.remove(&f.flag);
-                            let at: Vec<Seg> = row
-                                .iter()
-                                .cloned()
-                                .chain([Seg::Key(f.flag.clone())])
-                                .collect();
-                            match self.fields.get(&at).and_then(|n| n.value.as_ref()) {
-                                Some(a) => count(out, &a.class),
-                                None => out.masked += 1,
-                            }
+                    }
+                    None => {
+                        if obj.remove(&f.flag).is_some() {
+                            self.count_withheld_flag(row, f, out);
                         }
                     }
                 }
