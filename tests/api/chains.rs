@@ -223,6 +223,7 @@ async fn append_chain(
     })
     .await
     .unwrap();
+    store::read_seqs(db, &mut records).await.unwrap();
     records
 }
 

@@ -71,6 +71,7 @@ pub(crate) async fn append_records(
         })
         .await
         .unwrap();
+        store::read_seqs(&app.state.db, batch).await.unwrap();
     }
     records
 }

@@ -291,7 +291,6 @@ pub enum Refusal {
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub id: String,
-    pub seq: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,6 +409,9 @@ pub(crate) struct Queued {
     /// With a change, the writer commits it with the record, alone in its transaction.
     change: Option<Arc<dyn Change>>,
     ack: oneshot::Sender<Result<Committed, Refusal>>,
+    /// The thread and runtime the sender waits on: the writer hands a batch's answers to
+    /// each thread in one task (`writer::Acks`).
+    home: writer::Home,
 }
 
 /// Handle on the audit writer. Cheap to clone.
@@ -582,10 +584,7 @@ impl AuditLog {
             if let Some(change) = change {
                 writer::apply_unaudited(&self.db, &*change).await?;
             }
-            return Ok(Committed {
-                id: record.id,
-                seq: 0,
-            });
+            return Ok(Committed { id: record.id });
         };
         let (ack, done) = oneshot::channel();
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -596,6 +595,7 @@ impl AuditLog {
             t4_released,
             change,
             ack,
+            home: writer::Home::current(),
         };
         if tx.send(pending).await.is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
