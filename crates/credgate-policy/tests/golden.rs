@@ -250,8 +250,12 @@ fn layout(v: &Value) -> String {
 fn every_plan_answers_exactly_as_pinned() {
     let now = current();
     let path = fixture("golden_expected.json");
+    // Writing never passes: a run that wrote the expectations compared nothing.
     if std::env::var_os("CREDGATE_GOLDEN_WRITE").is_some() {
         std::fs::write(&path, layout(&now)).unwrap();
+        panic!(
+            "expectations rewritten to {path:?}: review the diff, then run without CREDGATE_GOLDEN_WRITE"
+        );
     }
     let pinned: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let (cases, was) = (

@@ -533,8 +533,10 @@ impl AuditLog {
     pub async fn drain(&self, limit: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            // Queue first, then the writer: a record counted in neither is acknowledged,
-            // because the writer is busy from taking a record until acknowledging it.
+            // Queue first, then the writer: a record counted in neither is committed and its
+            // answer handed to its sender's runtime, because the writer is busy from taking a
+            // record until then. That answer runs on a runtime still alive: serving loops end
+            // after the last drain (`web::workers`), the root's runtime after that.
             let empty = self.queued.load(Ordering::SeqCst) == 0;
             if empty && !self.busy.load(Ordering::SeqCst) {
                 return true;

@@ -165,7 +165,8 @@ impl Home {
 
 type Ack = tokio::sync::oneshot::Sender<Result<Committed, Refusal>>;
 
-/// A batch's answers, grouped by the thread each sender waits on. Answering a oneshot from the
+/// A batch's answers, grouped by the thread each sender waits on (a thread runs one runtime:
+/// a serving loop, or a worker of the root's). Answering a oneshot from the
 /// writer's thread wakes its waiter through that thread's runtime: one `eventfd` write per
 /// record (1.2 syscalls a request in issue 18's trace). One task spawned on each serving
 /// thread answers that thread's senders locally instead: one wake per thread per batch.
@@ -190,7 +191,10 @@ impl Acks {
     }
 
     /// Tells the alert rules and the wakers of every record, then answers each thread's
-    /// senders. A group whose runtime is gone is answered from here.
+    /// senders. The order between threads' answers, and between them and a change committed
+    /// next (answered from here), is not kept: each sender's data was decided before its
+    /// record was queued. A group whose runtime is gone has its answers dropped, which its
+    /// senders (gone with that runtime) would read as "not committed".
     fn committed(self, w: &Writer, records: Vec<AuditRecord>) {
         let mut answers: Vec<Option<Committed>> = records
             .iter()
