@@ -63,3 +63,4 @@ mod standard_client;
 mod subject;
 mod subject_steps;
 mod tokens;
+mod wal_checkpoints;
