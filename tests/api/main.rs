@@ -63,4 +63,3 @@ mod standard_client;
 mod subject;
 mod subject_steps;
 mod tokens;
-mod wal_checkpoints;

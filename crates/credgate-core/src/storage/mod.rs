@@ -3,7 +3,6 @@
 //! (unix microseconds) and text for ids, which both backends read the same way.
 
 pub mod backup;
-mod checkpoints;
 pub mod clients;
 pub mod complaints;
 pub mod consents;
@@ -161,13 +160,10 @@ impl Db {
                         // in glibc's arenas while mimalloc's stayed flat). 512 KiB each holds
                         // the B-tree paths appends and indexed reads walk; the rest of the
                         // file is in the kernel's page cache, a read away.
-                        // wal_autocheckpoint = 0: no commit runs a checkpoint inside itself;
-                        // `checkpoints` does, beside the writers.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                             PRAGMA recursive_triggers = ON; PRAGMA cache_size = -512; \
-                             PRAGMA wal_autocheckpoint = 0;",
+                             PRAGMA recursive_triggers = ON; PRAGMA cache_size = -512;",
                         )
                         .await?;
                     }
