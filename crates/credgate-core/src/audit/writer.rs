@@ -88,8 +88,9 @@ pub(super) async fn run(mut w: Writer) {
 /// for an idle writer's first records; under load the previous commit already gathered the
 /// next batch, and sleeping the window out (200 us, which tokio's 1 ms timer makes up to
 /// ~1.2 ms) only lengthened every request's turn. Measured at 64 connections, SQLite audit,
-/// alternated rounds: 15.4-17.2k req/s sleeping the window out, 18.0-18.9k with this at 8,
-/// 18.7-20.9k with no window at all (which commits lone records of a light load one by one).
+/// alternated rounds against sleeping the window out: 16.2k / 14.0k / 16.3k -> 16.5k / 20.4k /
+/// 19.3k req/s, p99 8.5 / 11.5 / 7.6 -> 8.1 / 6.2 / 6.8 ms. No window at all would commit a
+/// light load's lone records one by one, a commit and an fsync each.
 pub(super) const ENOUGH: usize = 8;
 
 /// Fills a batch after `first`: what is queued now, then, when the batch is smaller than
