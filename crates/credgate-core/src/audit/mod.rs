@@ -299,8 +299,8 @@ pub struct AuditConfig {
     /// A batch closes at this many records...
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
-    /// ...or, while it holds fewer than `writer::ENOUGH`, this long after its first record
-    /// arrived: the commit window. DESIGN.md names it
+    /// ...or, when fewer than `writer::ENOUGH` are queued as the writer takes it, this long
+    /// after its first record arrived (the whole window, then what queued): the commit window. DESIGN.md names it
     /// `commit_window_us`, which outside tooling writes; both names are read.
     #[serde(default = "default_batch_wait_us", alias = "commit_window_us")]
     pub batch_wait_us: u64,

@@ -500,7 +500,8 @@ mod tests {
         let window = std::time::Duration::from_millis(300);
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let mut keep = Vec::new();
-        for _ in 0..super::ENOUGH {
+        // The first record and ENOUGH - 1 queued: exactly ENOUGH, at once.
+        for _ in 1..super::ENOUGH {
             let (q, done) = queued();
             tx.send(q).await.ok().unwrap();
             keep.push(done);
@@ -508,19 +509,23 @@ mod tests {
         let (first, _first_done) = queued();
         let started = std::time::Instant::now();
         let (batch, carried) = super::gather(&mut rx, first, window, 512).await;
-        assert_eq!((batch.len(), carried.is_none()), (super::ENOUGH + 1, true));
+        assert_eq!((batch.len(), carried.is_none()), (super::ENOUGH, true));
         assert!(
             started.elapsed() < window / 2,
             "waited {:?}",
             started.elapsed()
         );
 
-        let (q, _done) = queued();
-        tx.send(q).await.ok().unwrap();
+        // One fewer: the whole window.
+        for _ in 2..super::ENOUGH {
+            let (q, done) = queued();
+            tx.send(q).await.ok().unwrap();
+            keep.push(done);
+        }
         let (first, _first_done) = queued();
         let started = std::time::Instant::now();
         let (batch, _) = super::gather(&mut rx, first, window, 512).await;
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.len(), super::ENOUGH - 1);
         assert!(
             started.elapsed() >= window,
             "waited only {:?}",
