@@ -495,42 +495,35 @@ mod tests {
         (q, done)
     }
 
-    #[tokio::test]
-    async fn a_batch_already_large_commits_at_once_and_a_small_one_waits_the_window() {
-        let window = std::time::Duration::from_millis(300);
+    /// Queues `queued_before` records, then gathers after one more: the batch size and how long
+    /// it took.
+    async fn gather_after(queued_before: usize) -> (usize, std::time::Duration) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let mut keep = Vec::new();
-        // The first record and ENOUGH - 1 queued: exactly ENOUGH, at once.
-        for _ in 1..super::ENOUGH {
+        for _ in 0..queued_before {
             let (q, done) = queued();
             tx.send(q).await.ok().unwrap();
             keep.push(done);
         }
         let (first, _first_done) = queued();
         let started = std::time::Instant::now();
-        let (batch, carried) = super::gather(&mut rx, first, window, 512).await;
-        assert_eq!((batch.len(), carried.is_none()), (super::ENOUGH, true));
-        assert!(
-            started.elapsed() < window / 2,
-            "waited {:?}",
-            started.elapsed()
-        );
+        let (batch, carried) = super::gather(&mut rx, first, WINDOW, 512).await;
+        assert!(carried.is_none());
+        (batch.len(), started.elapsed())
+    }
 
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_batch_already_large_commits_at_once_and_a_small_one_waits_the_window() {
+        // The first record and ENOUGH - 1 queued: exactly ENOUGH, at once.
+        let (n, took) = gather_after(super::ENOUGH - 1).await;
+        assert_eq!(n, super::ENOUGH);
+        assert!(took < WINDOW / 2, "waited {took:?}");
         // One fewer: the whole window.
-        for _ in 2..super::ENOUGH {
-            let (q, done) = queued();
-            tx.send(q).await.ok().unwrap();
-            keep.push(done);
-        }
-        let (first, _first_done) = queued();
-        let started = std::time::Instant::now();
-        let (batch, _) = super::gather(&mut rx, first, window, 512).await;
-        assert_eq!(batch.len(), super::ENOUGH - 1);
-        assert!(
-            started.elapsed() >= window,
-            "waited only {:?}",
-            started.elapsed()
-        );
+        let (n, took) = gather_after(super::ENOUGH - 2).await;
+        assert_eq!(n, super::ENOUGH - 1);
+        assert!(took >= WINDOW, "waited only {took:?}");
     }
 
     #[test]
