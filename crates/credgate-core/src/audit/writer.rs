@@ -204,18 +204,28 @@ impl Acks {
     /// next (answered from here), is not kept: each sender's data was decided before its
     /// record was queued. A group whose runtime is gone has its answers dropped, which its
     /// senders (gone with that runtime) would read as "not committed".
-    fn committed(self, w: &Writer, records: Vec<AuditRecord>) {
-        let mut answers: Vec<Option<Committed>> = records
-            .iter()
-            .map(|r| Some(Committed { id: r.id.clone() }))
-            .collect();
-        for (r, t4) in records.into_iter().zip(self.t4) {
+    fn committed(mut self, w: &Writer, records: Vec<AuditRecord>) {
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        for (r, t4) in records.into_iter().zip(std::mem::take(&mut self.t4)) {
             published(w, r, t4);
         }
+        self.answer(ids);
+    }
+
+    /// Answers each sender with the id of the record at its place in the batch.
+    fn answer(self, ids: Vec<String>) {
+        let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
         for (home, acks) in self.groups {
             let mine: Vec<(Committed, Ack)> = acks
                 .into_iter()
-                .filter_map(|(place, ack)| Some((answers[place].take()?, ack)))
+                .filter_map(|(place, ack)| {
+                    Some((
+                        Committed {
+                            id: ids[place].take()?,
+                        },
+                        ack,
+                    ))
+                })
                 .collect();
             deliver(home, move || {
                 for (answer, ack) in mine {
@@ -524,6 +534,87 @@ mod tests {
         let (n, took) = gather_after(super::ENOUGH - 2).await;
         assert_eq!(n, super::ENOUGH - 1);
         assert!(took >= WINDOW, "waited only {took:?}");
+    }
+
+    #[test]
+    fn each_sender_gets_the_id_at_its_place_whatever_thread_it_waits_on() {
+        let loops: Vec<_> = (0..3).map(|_| serving_loop()).collect();
+        let mut acks = Acks::default();
+        let mut waiting = Vec::new();
+        // Interleaved across three loops: a, b, a, c, b.
+        for l in [0, 1, 0, 2, 1] {
+            let (ack, done): (Ack, _) = tokio::sync::oneshot::channel();
+            let home = Home {
+                thread: loops[l].1,
+                runtime: Some(loops[l].0.clone()),
+            };
+            acks.push(home, ack, false);
+            waiting.push(done);
+        }
+        let ids: Vec<String> = (0..5).map(|i| format!("au_{i}")).collect();
+        acks.answer(ids.clone());
+        for (done, id) in waiting.into_iter().zip(ids) {
+            match done.blocking_recv() {
+                Ok(Ok(c)) => assert_eq!(c.id, id),
+                other => panic!("{other:?}"),
+            }
+        }
+        for (_, _, stop) in loops {
+            stop();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_ends_the_batch_and_waits_its_turn() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (plain, _a) = queued();
+        tx.send(plain).await.ok().unwrap();
+        let (mut change, _b) = queued();
+        change.change = Some(crate::audit::Deferred::new(|_| Box::pin(async { Ok(()) })).change());
+        tx.send(change).await.ok().unwrap();
+        let (after, _c) = queued();
+        tx.send(after).await.ok().unwrap();
+        let (first, _d) = queued();
+        let (batch, carried) = super::gather(&mut rx, first, WINDOW, 512).await;
+        assert_eq!(
+            batch.len(),
+            2,
+            "the first and the plain record before the change"
+        );
+        assert!(batch.iter().all(|q| q.change.is_none()));
+        assert!(carried.is_some_and(|c| c.change.is_some()));
+        assert!(
+            rx.try_recv().is_ok_and(|q| q.change.is_none()),
+            "the record after it waits"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_arriving_within_the_window_joins_and_batch_max_caps() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let late = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(WINDOW / 3).await;
+            let (q, done) = queued();
+            late.send(q).await.ok().unwrap();
+            std::mem::forget(done);
+        });
+        let (first, _f) = queued();
+        let (batch, _) = super::gather(&mut rx, first, WINDOW, 512).await;
+        assert_eq!(batch.len(), 2, "the record sent within the window");
+        let mut keep = Vec::new();
+        for _ in 0..6 {
+            let (q, done) = queued();
+            tx.send(q).await.ok().unwrap();
+            keep.push(done);
+        }
+        let (first, _f) = queued();
+        let (batch, _) = super::gather(&mut rx, first, WINDOW, 4).await;
+        assert_eq!(
+            batch.len(),
+            4,
+            "batch_max below ENOUGH caps and commits at once"
+        );
     }
 
     #[test]
