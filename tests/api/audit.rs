@@ -1001,6 +1001,7 @@ async fn metrics_are_exposed_in_prometheus_text() {
         "decision=\"allow\"",
         "credgate_request_duration_seconds_bucket",
         "credgate_audit_batch_size",
+        "credgate_audit_commit_seconds_bucket",
         "credgate_audit_queue_depth",
         "credgate_upstream_errors_total{",
     ] {

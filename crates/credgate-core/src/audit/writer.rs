@@ -141,10 +141,14 @@ async fn commit_batch(
         acks.push(p.home, p.ack, p.t4_released);
         records.push(p.record);
     }
+    // How long a batch's turn takes (wait for the write turn, INSERT, fsync): what each of its
+    // requests waited for its record, beyond gathering. Inline WAL checkpoints showed here.
+    let started = std::time::Instant::now();
     let appended = store::append(conn, known, &mut records, |stored, records| {
         chain_onto(stored, records, w)
     })
     .await;
+    metrics::histogram!("credgate_audit_commit_seconds").record(started.elapsed().as_secs_f64());
     match appended {
         Ok(()) => {
             w.healthy.store(true, Ordering::Relaxed);
