@@ -3,25 +3,30 @@
 //! By default SQLite checkpoints inside the commit that takes the WAL past 1000 pages: that
 //! commit copies the pages back into the database and fsyncs it before it returns, and every
 //! request of its batch, and every batch queued behind it, waits (issue 18's profile: every
-//! ~17th batch under load). Here a task copies the WAL back beside the writer instead, in two
-//! steps, because neither alone keeps the WAL short:
-//! - `PASSIVE` checkpoints outside the write turn copy most of the pages while commits go on.
-//!   They never finish under load: a commit landing meanwhile leaves frames uncopied, and the
-//!   WAL restarts only after a checkpoint that copied every frame (measured when this ran
-//!   alone: the WAL grew 212 MB -> 1.6 GB in 32 s).
-//! - So once the WAL passes `CAP_FRAMES`, the task takes the write turn and copies the few
-//!   frames committed since; the next commit then starts the WAL over at its beginning.
+//! ~17th batch under load). Here a task does that copy beside the writer instead, about as
+//! often as SQLite did (every `RECORDS_PER_PASS` records the writer appends), in two steps,
+//! because neither alone keeps the WAL short:
+//! - a `PASSIVE` checkpoint outside the write turn copies most of the pages while commits go
+//!   on. It never finishes under load: a commit landing meanwhile leaves frames uncopied, and
+//!   the WAL restarts only after a checkpoint that copied every frame (measured when this ran
+//!   alone: the WAL grew 212 MB -> 1.6 GB in 32 s);
+//! - so the task then takes the write turn and copies the few frames committed since; the next
+//!   commit starts the WAL over at its beginning.
 //!
-//! Connections still checkpoint inline past `BACKSTOP_PAGES`, should this task stop or fall
-//! behind; `journal_size_limit` shrinks the file back after such a spike.
+//! Passing more often costs more: each pass copies the B-trees' hot pages again and fsyncs the
+//! database (a pass every 20 ms measured slower than SQLite's own checkpoints). Connections
+//! still checkpoint inline past `BACKSTOP_PAGES`, should this task stop or fall behind;
+//! `journal_size_limit` shrinks the file back after such a spike.
 
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::{Backend, Db, StorageError};
 
-/// The WAL length, in frames, past which the task completes a checkpoint under the write turn:
-/// SQLite's own default threshold, so the WAL stays as long as it was.
-const CAP_FRAMES: i64 = 1000;
+/// Records appended between passes. A record writes about two pages to the WAL (issue 18's
+/// trace: 59 frames a 28-record batch), so this is about SQLite's own 1000-page threshold.
+const RECORDS_PER_PASS: i64 = 400;
 
 /// Each connection's own automatic checkpoint (`PRAGMA wal_autocheckpoint`), as a backstop.
 pub(super) const BACKSTOP_PAGES: i64 = 10_000;
@@ -29,73 +34,70 @@ pub(super) const BACKSTOP_PAGES: i64 = 10_000;
 /// The WAL file is cut back to this many bytes when it restarts after a spike.
 pub(super) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-/// How often the task looks while commits arrive, and while none do.
-const BUSY_TICK: Duration = Duration::from_millis(20);
-const IDLE_TICK: Duration = Duration::from_millis(100);
-
-/// What one `PRAGMA wal_checkpoint` reported: frames in the WAL and frames copied back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Progress {
-    frames: i64,
-    copied: i64,
-}
+/// A WAL that records reached but too few to pass is copied back once they stop this long.
+const IDLE: Duration = Duration::from_secs(1);
 
 impl Db {
-    /// Starts the checkpoint task on SQLite (a task that ends at once on PostgreSQL). One per
-    /// serving process; kept by the web layer's task supervisor.
-    pub fn spawn_checkpoints(&self) -> tokio::task::JoinHandle<()> {
+    /// Starts the checkpoint task on SQLite (a task that ends at once on PostgreSQL), woken by
+    /// `appended`: the writer's count of appended records (`AuditLog::wake`). One per serving
+    /// process; kept by the web layer's task supervisor.
+    pub fn spawn_checkpoints(&self, appended: watch::Receiver<i64>) -> tokio::task::JoinHandle<()> {
         let db = self.clone();
         tokio::spawn(async move {
             if db.backend == Backend::Sqlite {
-                keep_short(db).await;
+                keep_short(db, appended).await;
             }
         })
     }
 }
 
-/// The task's loop. A failed step is logged and tried again at the next tick: the connections'
-/// own backstop bounds the WAL meanwhile.
-async fn keep_short(db: Db) {
+/// The task's loop: a pass each `RECORDS_PER_PASS` records, or once records stop for `IDLE`.
+/// A failed pass is logged and tried again at the next: the connections' own backstop bounds
+/// the WAL meanwhile.
+async fn keep_short(db: Db, mut appended: watch::Receiver<i64>) {
     let mut conn = None;
-    let mut tick = IDLE_TICK;
+    let mut last = *appended.borrow_and_update();
     loop {
-        tokio::time::sleep(tick).await;
-        if db.usable().is_err() {
-            conn = None;
+        let woke = tokio::time::timeout(IDLE, appended.changed()).await;
+        if matches!(woke, Ok(Err(_))) {
+            return;
+        }
+        let now = *appended.borrow_and_update();
+        let quiet = woke.is_err();
+        if now - last < RECORDS_PER_PASS && !(quiet && now != last) {
             continue;
         }
-        match step(&db, &mut conn).await {
-            Ok(busy) => tick = if busy { BUSY_TICK } else { IDLE_TICK },
-            Err(e) => {
-                tracing::debug!(error = %e, "WAL checkpoint not done; retried");
-                conn = None;
-                tick = IDLE_TICK;
-            }
+        last = now;
+        if let Err(e) = pass(&db, &mut conn).await {
+            tracing::debug!(error = %e, "WAL checkpoint not done; retried at the next pass");
+            conn = None;
         }
     }
 }
 
-/// One pass: copy what can be copied beside the writer, then, past the cap, the rest under the
-/// write turn. Returns whether the WAL held uncopied frames (commits are arriving).
-async fn step(db: &Db, conn: &mut Option<sqlx::AnyConnection>) -> Result<bool, StorageError> {
+/// One pass: copy what can be copied beside the writer, then the rest under the write turn.
+async fn pass(db: &Db, conn: &mut Option<sqlx::AnyConnection>) -> Result<(), StorageError> {
+    if db.usable().is_err() {
+        return Ok(());
+    }
     let c = match conn {
         Some(c) => c,
         None => conn.insert(db.own_connection().await?),
     };
-    let seen = checkpoint(c).await?;
-    if seen.frames >= CAP_FRAMES {
-        let _turn = db.write_turn().await;
-        checkpoint(c).await?;
-    }
-    Ok(seen.copied < seen.frames)
+    checkpoint(c).await?;
+    // Always, even when that pass copied every frame it saw: a commit may have landed since,
+    // and the WAL restarts only if it was all copied when the next commit begins.
+    let _turn = db.write_turn().await;
+    checkpoint(c).await
 }
 
-/// A `PASSIVE` checkpoint: copies what no reader still needs, waits for nobody.
-async fn checkpoint(conn: &mut sqlx::AnyConnection) -> Result<Progress, StorageError> {
-    let (_busy, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(conn)
+/// A `PASSIVE` checkpoint: copies what no reader still needs, waits for nobody. Its answer
+/// (frames in the WAL, frames copied) is read to the end so that the statement is done.
+async fn checkpoint(conn: &mut sqlx::AnyConnection) -> Result<(), StorageError> {
+    let _: Vec<(i64, i64, i64)> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_all(conn)
         .await?;
-    Ok(Progress { frames, copied })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -119,7 +121,7 @@ mod tests {
 
     /// Commits `n` transactions of 16 pages each under the write turn, as the audit writer
     /// does, and returns the longest the WAL file grew meanwhile.
-    async fn write_load(db: &Db, file: &TempDb, n: usize) -> u64 {
+    async fn write_load(db: &Db, file: &TempDb, n: usize, appended: &watch::Sender<i64>) -> u64 {
         let blob = vec![7u8; 64 * 1024];
         let mut longest = 0;
         for _ in 0..n {
@@ -130,6 +132,8 @@ mod tests {
                 .await
                 .expect("insert");
             drop(_turn);
+            // Each commit here writes 16 pages, as about 8 records do.
+            appended.send_modify(|n| *n += 8);
             longest = longest.max(wal_len(file));
             // The writer's commits leave the runtime between batches too.
             tokio::task::yield_now().await;
@@ -150,14 +154,15 @@ mod tests {
         (db, file)
     }
 
-    /// 640 commits of 64 KiB write 40 MB of WAL frames. With the task, the WAL restarts at about
-    /// `CAP_FRAMES` (4 MB) and stays well under 16 MB. Without it, the connections' backstop
+    /// 640 commits of 64 KiB write 40 MB of WAL frames. With the task, the WAL restarts every
+    /// `RECORDS_PER_PASS` records (about 3 MB here) and stays well under 16 MB. Without it, the connections' backstop
     /// lets it pass 16 MB (this test fails with the task's spawn removed).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_restarts_under_continuous_commits() {
         let (db, file) = temp_db().await;
-        let task = db.spawn_checkpoints();
-        let longest = write_load(&db, &file, 640).await;
+        let (appended, wake) = watch::channel(0);
+        let task = db.spawn_checkpoints(wake);
+        let longest = write_load(&db, &file, 640, &appended).await;
         task.abort();
         assert!(
             longest < 16 * 1024 * 1024,
@@ -169,10 +174,27 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn without_the_task_the_backstop_alone_lets_the_wal_grow() {
         let (db, file) = temp_db().await;
-        let longest = write_load(&db, &file, 640).await;
+        let (appended, _) = watch::channel(0);
+        let longest = write_load(&db, &file, 640, &appended).await;
         assert!(
             longest >= 16 * 1024 * 1024,
             "the backstop checkpointed early: {longest} bytes"
         );
+    }
+
+    /// Records that stop short of a pass are copied back once they stop: the commit after that
+    /// restarts the WAL at its start, so the file does not grow (it grows by the commit's 64 KiB
+    /// when the quiet pass is removed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tail_short_of_a_pass_is_copied_back_once_records_stop() {
+        let (db, file) = temp_db().await;
+        let (appended, wake) = watch::channel(0);
+        let task = db.spawn_checkpoints(wake);
+        write_load(&db, &file, 10, &appended).await;
+        let before = wal_len(&file);
+        tokio::time::sleep(IDLE + Duration::from_millis(700)).await;
+        write_load(&db, &file, 1, &appended).await;
+        task.abort();
+        assert_eq!(wal_len(&file), before, "the WAL did not restart");
     }
 }
