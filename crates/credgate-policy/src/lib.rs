@@ -5,6 +5,7 @@
 
 mod engine;
 pub mod files;
+pub mod json;
 pub mod mask;
 pub mod path;
 pub mod testing;
