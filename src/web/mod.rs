@@ -167,10 +167,6 @@ impl App {
         tasks.keep("metrics upkeep", metrics::spawn_upkeep());
         tasks.keep("identity providers", state.spawn_providers());
         tasks.keep("storage probe", state.db.spawn_probe());
-        tasks.keep(
-            "WAL checkpoints",
-            state.db.spawn_checkpoints(state.audit.wake()),
-        );
         tasks.keep("audit shipping", crate::audit::ship::spawn(&state)?);
         let edge = edge::Edge::from_config(&state.config)?;
         let metrics = metrics::bind(&state.config).await?;

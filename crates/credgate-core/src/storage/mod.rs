@@ -17,7 +17,6 @@ pub mod sessions;
 pub mod shipping;
 pub mod signals;
 pub mod statements;
-mod wal;
 
 use std::{path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
@@ -161,10 +160,12 @@ impl Db {
                         // in glibc's arenas while mimalloc's stayed flat). 512 KiB each holds
                         // the B-tree paths appends and indexed reads walk; the rest of the
                         // file is in the kernel's page cache, a read away.
-                        // wal_autocheckpoint, journal_size_limit: the WAL is checkpointed
-                        // beside the writer (`wal`); a connection's own checkpoint is the
-                        // backstop.
-                        conn.execute(sqlite_pragmas()).await?;
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                             PRAGMA recursive_triggers = ON; PRAGMA cache_size = -512;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -289,21 +290,6 @@ impl Db {
     pub fn spawn_probe(&self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(health::probe(self.clone()))
     }
-}
-
-/// Every SQLite connection's settings, built once (`execute` takes the same `&str` each time).
-fn sqlite_pragmas() -> &'static str {
-    static PRAGMAS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-             PRAGMA recursive_triggers = ON; PRAGMA cache_size = -512; \
-             PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",
-            wal::BACKSTOP_PAGES,
-            wal::JOURNAL_SIZE_LIMIT
-        )
-    });
-    &PRAGMAS
 }
 
 /// The database file of a `sqlite://` URL's remainder; `None` for an in-memory database.
