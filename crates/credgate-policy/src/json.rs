@@ -6,7 +6,7 @@
 //! compared with all before it) was 40% of the parse; escaping strings byte by byte was most of
 //! the serialisation. Here an object's entries are collected and built in one go
 //! (`Map::from_iter`: a stable sort, then the last of equal keys kept, as repeated inserts keep
-//! it), and a string with nothing to escape is copied whole. The tokenizer, numbers and every
+//! it; std does not promise which duplicate survives, so a unit test pins it), and a string with nothing to escape is copied whole. The tokenizer, numbers and every
 //! string that needs escaping are still serde_json's own.
 
 use std::cell::Cell;
@@ -14,10 +14,11 @@ use std::cell::Cell;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// The first key by which serde_json's `raw_value` feature reads an object as embedded JSON.
-/// Whether the feature is on depends on what else is linked, so such a document is handed to
+/// The prefix of the first keys by which serde_json's optional features read an object as
+/// something else (`raw_value`: embedded JSON; `arbitrary_precision`: a number). Whether a
+/// feature is on depends on what else is linked, so such a document is handed to
 /// `serde_json::from_str` whole, which answers as it always did.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+const PRIVATE_TOKEN: &str = "$serde_json::private::";
 
 /// `serde_json::from_str::<Value>(text)`, the same value or an error for the same texts.
 pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
@@ -96,7 +97,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let Some(first) = map.next_key::<String>()? else {
             return Ok(Value::Object(Map::new()));
         };
-        if first == RAW_VALUE_TOKEN {
+        if first.starts_with(PRIVATE_TOKEN) {
             self.0.set(true);
             return Err(de::Error::custom("read by serde_json"));
         }
@@ -111,7 +112,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
 }
 
 /// `serde_json::to_vec(v)`, byte for byte, appended to `out`.
-pub fn write(v: &Value, out: &mut Vec<u8>) {
+fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -144,9 +145,14 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
 }
 
 /// The masked answer as bytes, in a buffer sized for `hint` bytes (the answer as received).
+/// Shrunk when masking made it much shorter: the buffer is held until a slow client has read
+/// the answer, and a 4 MiB answer cut to 5 KiB must not hold 4 MiB meanwhile.
 pub fn to_vec(v: &Value, hint: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(hint);
     write(v, &mut out);
+    if out.capacity() > 2 * out.len() {
+        out.shrink_to_fit();
+    }
     out
 }
 
@@ -169,8 +175,8 @@ fn string(s: &str, out: &mut Vec<u8>) {
 }
 
 /// Whether any byte is one serde_json escapes: a control character (below 0x20), `"` or `\`.
-/// Eight bytes at a time: a word has such a byte exactly when one of the three tests finds a
-/// byte below 0x20 (in the word, or in it XORed with `"` or `\` repeated). The last word
+/// Eight bytes at a time: a word has such a byte exactly when it has a byte below 0x20, or a
+/// zero byte once XORed with `"` or `\` repeated. The last word
 /// overlaps the one before it rather than being copied out and padded.
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -196,10 +202,11 @@ mod tests {
         let ours = parse(text).map_err(|_| ());
         let theirs = serde_json::from_str::<Value>(text).map_err(|_| ());
         assert_eq!(ours, theirs, "{text:?}");
-        if let Ok(v) = ours {
+        // Bytes, not `==` alone: `Number`'s equality takes -0.0 for 0.0.
+        if let (Ok(v), Ok(theirs)) = (ours, theirs) {
             let mut out = Vec::new();
             write(&v, &mut out);
-            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{text:?}");
+            assert_eq!(out, serde_json::to_vec(&theirs).unwrap(), "{text:?}");
         }
     }
 
@@ -237,6 +244,8 @@ mod tests {
             r#"{"$serde_json::private::RawValue":"[1]","x":1}"#,
             r#"{"$serde_json::private::RawValue":3}"#,
             r#"{"x":1,"$serde_json::private::RawValue":"2"}"#,
+            r#"{"$serde_json::private::Number":"12"}"#,
+            r#"{"a":[{"$serde_json::private::Number":1}]}"#,
             " {\"a\" : [ 1 , 2 ] } ",
             r#"{"a":1}x"#,
             r#"{"a":1,}"#,
@@ -254,5 +263,22 @@ mod tests {
         same_as_serde(&deep);
         let deep_obj = format!("{}1{}", r#"{"a":"#.repeat(130), "}".repeat(130));
         same_as_serde(&deep_obj);
+    }
+
+    /// serde_json's depth limit, at its edge: each depth is accepted or refused as serde_json
+    /// does, and the range holds both answers.
+    #[test]
+    fn depth_is_limited_where_serde_json_limits_it() {
+        let mut answers = std::collections::BTreeSet::new();
+        for n in 120..=136 {
+            for text in [
+                format!("{}{}", "[".repeat(n), "]".repeat(n)),
+                format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n)),
+            ] {
+                same_as_serde(&text);
+                answers.insert(parse(&text).is_ok());
+            }
+        }
+        assert_eq!(answers.len(), 2, "the limit is not inside 120..=136");
     }
 }

@@ -142,7 +142,8 @@ async fn commit_batch(
         records.push(p.record);
     }
     // How long a batch's turn takes (wait for the write turn, INSERT, fsync): what each of its
-    // requests waited for its record, beyond gathering. Inline WAL checkpoints showed here.
+    // requests waited for its record, beyond gathering. Plain batches only: a mutation's
+    // transaction also runs its change, and would blur what the log's commits cost.
     let started = std::time::Instant::now();
     let appended = store::append(conn, known, &mut records, |stored, records| {
         chain_onto(stored, records, w)
