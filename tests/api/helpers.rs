@@ -154,6 +154,17 @@ pub fn fake_router(state: FakeStore) -> Router {
             "/html",
             get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<h1>hi</h1>") }),
         )
+        // JSON with a key serde_json reserves: under its raw_value feature the string would be
+        // parsed as a new document, past the depth limit.
+        .route(
+            "/reserved-key",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"$serde_json::private::RawValue":"{\"uscc\":\"91350100M000100Y43\"}"}"#,
+                )
+            }),
+        )
         .route("/records", get(|| async { Json(json!({"items": []})) }))
         .route(
             "/echo",
@@ -315,6 +326,11 @@ dataset = "entity"
 [[stores.routes]]
 method = "GET"
 path = "/html"
+dataset = "entity"
+
+[[stores.routes]]
+method = "GET"
+path = "/reserved-key"
 dataset = "entity"
 
 [[stores.routes]]

@@ -306,6 +306,8 @@ async fn store_errors_and_non_json_become_502_without_store_internals() {
     let body = assert_problem(app.data(&token, "/v1/stores/fake/boom").await, 502).await;
     assert!(!body.to_string().contains("hunter2") && !body.to_string().contains("store.rs"));
     assert_problem(app.data(&token, "/v1/stores/fake/html").await, 502).await;
+    let body = assert_problem(app.data(&token, "/v1/stores/fake/reserved-key").await, 502).await;
+    assert!(!body.to_string().contains("91350100M000100Y43"), "{body}");
 }
 
 #[tokio::test]

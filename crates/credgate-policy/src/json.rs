@@ -9,35 +9,30 @@
 //! it; std does not promise which duplicate survives, so a unit test pins it), and a string with nothing to escape is copied whole. The tokenizer, numbers and every
 //! string that needs escaping are still serde_json's own.
 
-use std::cell::Cell;
-
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// The prefix of the first keys by which serde_json's optional features read an object as
-/// something else (`raw_value`: embedded JSON; `arbitrary_precision`: a number). Whether a
-/// feature is on depends on what else is linked, so such a document is handed to
-/// `serde_json::from_str` whole, which answers as it always did.
+/// The prefix of the keys by which serde_json's optional features read an object as something
+/// else (`raw_value`: a string parsed as a new document, with a new depth limit, so a store
+/// could nest a document ~2400 deep inside 4 MiB; `arbitrary_precision`: a number). No store
+/// sends them: an answer with such a key is refused (502, as an answer that is not JSON), and
+/// a dependency that turned a feature on would fail every test rather than change values.
 const PRIVATE_TOKEN: &str = "$serde_json::private::";
 
-/// `serde_json::from_str::<Value>(text)`, the same value or an error for the same texts.
+/// `serde_json::from_str::<Value>(text)`: the same value or an error for the same texts, but
+/// an error for a document holding a key that begins with `PRIVATE_TOKEN`.
 pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
-    let handed_over = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = Seed(&handed_over)
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v));
-    if handed_over.get() {
-        return serde_json::from_str(text);
-    }
-    parsed
+    let v = Seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
 }
 
-/// Builds one value; `.0` is set when the document must be read by serde_json instead.
+/// Builds one value.
 #[derive(Clone, Copy)]
-struct Seed<'f>(&'f Cell<bool>);
+struct Seed;
 
-impl<'de> DeserializeSeed<'de> for Seed<'_> {
+impl<'de> DeserializeSeed<'de> for Seed {
     type Value = Value;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -46,7 +41,7 @@ impl<'de> DeserializeSeed<'de> for Seed<'_> {
 }
 
 /// The same arms as serde_json's own `ValueVisitor`, but nested values use this seed.
-impl<'de> Visitor<'de> for Seed<'_> {
+impl<'de> Visitor<'de> for Seed {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -97,18 +92,22 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let Some(first) = map.next_key::<String>()? else {
             return Ok(Value::Object(Map::new()));
         };
-        if first.starts_with(PRIVATE_TOKEN) {
-            self.0.set(true);
-            return Err(de::Error::custom("read by serde_json"));
-        }
         // Rows of a list carry a dozen keys: one allocation for most objects.
         let mut entries = Vec::with_capacity(16);
-        entries.push((first, map.next_value_seed(self)?));
+        entries.push((public(first)?, map.next_value_seed(self)?));
         while let Some(key) = map.next_key::<String>()? {
-            entries.push((key, map.next_value_seed(self)?));
+            entries.push((public(key)?, map.next_value_seed(self)?));
         }
         Ok(Value::Object(Map::from_iter(entries)))
     }
+}
+
+/// `key`, unless serde_json reserves it (`PRIVATE_TOKEN`).
+fn public<E: de::Error>(key: String) -> Result<String, E> {
+    if key.starts_with(PRIVATE_TOKEN) {
+        return Err(E::custom("a key serde_json reserves"));
+    }
+    Ok(key)
 }
 
 /// `serde_json::to_vec(v)`, byte for byte, appended to `out`.
@@ -239,13 +238,6 @@ mod tests {
             r#"{"b":1,"a":2,"b":3,"c":{"z":[1,-2,3.5,1e400,-0.0,18446744073709551615,-9223372036854775808]}}"#,
             r#"{"k\"ey":"v\u0000\n\u001f\u007f名\ud83d\ude42","":null,"t":true,"f":false,"e":{},"a":[]}"#,
             r#"[{"x":1},{"x":1,"x":{"y":2}},[],[[[]]],"s",1.0,12345678901234567890123]"#,
-            r#"{"$serde_json::private::RawValue":"{\"a\":1}"}"#,
-            r#"{"a":{"$serde_json::private::RawValue":"[1,2]"}}"#,
-            r#"{"$serde_json::private::RawValue":"[1]","x":1}"#,
-            r#"{"$serde_json::private::RawValue":3}"#,
-            r#"{"x":1,"$serde_json::private::RawValue":"2"}"#,
-            r#"{"$serde_json::private::Number":"12"}"#,
-            r#"{"a":[{"$serde_json::private::Number":1}]}"#,
             " {\"a\" : [ 1 , 2 ] } ",
             r#"{"a":1}x"#,
             r#"{"a":1,}"#,
@@ -263,6 +255,24 @@ mod tests {
         same_as_serde(&deep);
         let deep_obj = format!("{}1{}", r#"{"a":"#.repeat(130), "}".repeat(130));
         same_as_serde(&deep_obj);
+    }
+
+    /// A key serde_json reserves is refused wherever it stands, escaped or not: under
+    /// `raw_value` it would parse a string as a new document with a new depth limit.
+    #[test]
+    fn keys_serde_json_reserves_are_refused() {
+        let raw = r#"{"$serde_json::private::RawValue":"[[[1]]]"}"#;
+        let nested = format!(r#"{{"a":[{raw}]}}"#);
+        for text in [
+            raw,
+            &nested,
+            r#"{"x":1,"$serde_json::private::RawValue":"2"}"#,
+            r#"{"$serde_json::private::Number":"12"}"#,
+            r#"{"\u0024serde_json::private::RawValue":"1"}"#,
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert!(parse(r#"{"$serde_json::public":1,"serde_json::private::":2}"#).is_ok());
     }
 
     /// serde_json's depth limit, at its edge: each depth is accepted or refused as serde_json
