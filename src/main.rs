@@ -2,11 +2,6 @@
 /// tokio workers and their audit records freed on SQLite's thread, so arenas lock and
 /// consolidate. mimalloc frees across threads without that. `no_thp`: with transparent huge
 /// pages its arenas inflated peak RSS past the 100 MB target (measured in the commit).
-/// `v2` (Cargo.toml): v3, the crate's default, gives freed pages back to the kernel a second
-/// after they empty. Requests free whole pages at every group commit (each holds a ~16 KB audit
-/// task until its record commits), so a second of them stayed resident, more the more requests
-/// a second: 25-35 MB of a 92-105 MB peak at 256 connections. v2 reuses pages within its
-/// thread's segments and purges after 10 ms: 76-80 MB there, at the same req/s and CPU.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -63,20 +58,4 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    unsafe extern "C" {
-        fn mi_version() -> std::ffi::c_int;
-    }
-
-    /// v3 kept a second of freed pages resident (see `GLOBAL`): dropping the `v2` feature must
-    /// not go unnoticed.
-    #[test]
-    fn the_allocator_is_mimalloc_v2() {
-        // SAFETY: returns a constant; no state is read or written.
-        let version = unsafe { mi_version() };
-        assert_eq!(version / 10000, 2, "mimalloc {version}");
-    }
 }
