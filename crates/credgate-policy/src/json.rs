@@ -275,6 +275,21 @@ mod tests {
         assert!(parse(r#"{"$serde_json::public":1,"serde_json::private::":2}"#).is_ok());
     }
 
+    /// The buffer starts at the hint and keeps it only when the answer fills half of it: a
+    /// store's 1 MiB answer masked to a few bytes must not hold 1 MiB while a client reads it.
+    #[test]
+    fn an_answer_much_shorter_than_its_hint_gives_the_rest_back() {
+        let small = Value::String("short".into());
+        let out = to_vec(&small, 1 << 20);
+        assert_eq!(out, b"\"short\"");
+        assert!(out.capacity() <= 2 * out.len(), "{}", out.capacity());
+        let long = Value::String("x".repeat(1000));
+        assert!(
+            to_vec(&long, 1500).capacity() >= 1500,
+            "a fitting hint is kept"
+        );
+    }
+
     /// serde_json's depth limit, at its edge: each depth is accepted or refused as serde_json
     /// does, and the range holds both answers.
     #[test]

@@ -331,13 +331,26 @@ fn one_case() {
         pseudonym_key: &key,
     };
     let iters: u32 = std::env::var("CREDGATE_BENCH_ITERS").map_or(200, |n| n.parse().unwrap());
+    // As the gateway reads and writes answers; `CREDGATE_BENCH_SERDE=1`: serde_json's own
+    // functions instead, to compare.
+    let serde = std::env::var_os("CREDGATE_BENCH_SERDE").is_some();
     for _ in 0..iters {
-        let mut v: Value = serde_json::from_slice(std::hint::black_box(&bytes)).unwrap();
+        let text = std::str::from_utf8(std::hint::black_box(&bytes)).unwrap();
+        let mut v: Value = if serde {
+            serde_json::from_str(text).unwrap()
+        } else {
+            credgate_policy::json::parse(text).unwrap()
+        };
         if let (Some(role), Some(purpose)) = (role.filter(|r| *r != "baseline"), purpose) {
             set.decide(role, purpose, dataset)
                 .unwrap()
                 .apply(&mut v, &ctx);
         }
-        std::hint::black_box(serde_json::to_vec(&v).unwrap());
+        let out = if serde {
+            serde_json::to_vec(&v).unwrap()
+        } else {
+            credgate_policy::json::to_vec(&v, bytes.len())
+        };
+        std::hint::black_box(out);
     }
 }
