@@ -635,6 +635,9 @@ struct Tally {
     mutated: Cell<u32>,
     not_utf8: Cell<u32>,
     reserved: Cell<u32>,
+    /// Reserved-key cases whose near-miss rendering, unbroken, was read: the key is the only
+    /// reason left to refuse them.
+    reserved_alone: Cell<u32>,
     bytes: Cell<usize>,
 }
 
@@ -732,24 +735,50 @@ fn odd_and_broken_texts_read_and_write_as_serde_json_does() {
                 "a reserved key is read: {}",
                 text.escape_ascii()
             );
+            // Where the near-miss rendering, unbroken, was read, the documents differ only in
+            // the keys' text, so the refusal must be the key's (not, say, a depth limit met
+            // before it): else the rule could be gone and this case still pass.
+            if mutation.is_none() && accepted {
+                bump(&tally.reserved_alone);
+                let why = match &ours {
+                    Ok(Err(e)) => e.to_string(),
+                    other => format!("{other:?}"),
+                };
+                prop_assert!(
+                    why.contains("a key serde_json reserves"),
+                    "a reserved key refused for another reason ({}): {}",
+                    why,
+                    text.escape_ascii()
+                );
+            }
         }
         Ok(())
     });
     let (n, accepted, refused) = (tally.cases.get(), tally.accepted.get(), tally.refused.get());
     eprintln!(
         "{n} cases ({} mutated) in {:?}: {accepted} accepted, {refused} refused ({} not UTF-8), \
-         {} with a reserved key, {} bytes",
+         {} with a reserved key ({} refused for it alone), {} bytes",
         tally.mutated.get(),
         started.elapsed(),
         tally.not_utf8.get(),
         tally.reserved.get(),
+        tally.reserved_alone.get(),
         tally.bytes.get(),
     );
     if let Err(e) = result {
         panic!("{e}");
     }
-    // The generator must keep producing both answers in earnest, and reserved keys.
-    assert!(accepted * 4 >= n, "only {accepted} of {n} accepted");
-    assert!(refused * 4 >= n, "only {refused} of {n} refused");
-    assert!(tally.reserved.get() * 50 >= n, "few reserved keys");
+    // The generator must keep producing both answers in earnest, and reserved keys refused
+    // for the key alone. Shares only mean something over many cases: a run of a few
+    // (`PROPTEST_CASES=1`) checks the property alone.
+    if n >= 200 {
+        assert!(accepted * 4 >= n, "only {accepted} of {n} accepted");
+        assert!(refused * 4 >= n, "only {refused} of {n} refused");
+        assert!(tally.reserved.get() * 50 >= n, "few reserved keys");
+        assert!(
+            tally.reserved_alone.get() * 200 >= n,
+            "few reserved keys refused for the key alone: {}",
+            tally.reserved_alone.get()
+        );
+    }
 }
