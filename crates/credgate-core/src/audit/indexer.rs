@@ -41,9 +41,10 @@
 //!   record is indexed; `GET /admin/audit` answers it as `indexed_through`.
 //!
 //! The task wakes on each commit of this process's writer (`AuditLog::wake`, a `watch` of the
-//! chain's head: it holds no records, so a long pass or a retry pins nothing) and on a [`TICK`], and leaves at least [`MIN_GAP`] between passes: an idle
-//! gateway indexes a record milliseconds after it commits, and under load each step takes
-//! many records (fewer, larger steps: see [`MIN_GAP`] for what that measured).
+//! chain's head: it holds no records, so a long pass or a retry pins nothing) and on a [`TICK`], and leaves at least [`MIN_GAP`] between the starts of two passes: a record is indexed at
+//! most about [`MIN_GAP`] after it commits (at once when no pass started in the [`MIN_GAP`]
+//! before; the tick's passes count), and under load each step takes many records (fewer,
+//! larger steps: see [`MIN_GAP`] for what that measured).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -77,8 +78,9 @@ pub const BATCH: i64 = 20_000;
 /// host: less than the gateway commits at full load.)
 pub const SQLITE_STEP_GAP: Duration = Duration::from_millis(2);
 
-/// The least time between the starts of two passes under load (an idle gateway still indexes
-/// a record as soon as it commits: the gap is counted from the pass before). Under load it sets
+/// The least time between the starts of two passes (counted from the pass before, so a commit
+/// after a quiet spell is indexed at once, and one within this of a pass, the tick's included,
+/// waits for the rest of it). Under load it sets
 /// how many records a step takes, and a step's cost grows far slower than its records: each
 /// step writes a row per distinct subject it saw, re-reads the index pages it touches (another
 /// connection's commit emptied its connection's page cache) and commits once. Measured on a
