@@ -61,6 +61,12 @@ type ByRecord = HashMap<SubjectType, HashMap<String, Entry>>;
 pub struct Marks {
     records: RwLock<HashMap<String, ByRecord>>,
     pub restrictions: super::restrictions::Restrictions,
+    /// Held by `reload_all` and `refresh` from their read of storage to their write of the
+    /// map. Without it a whole reload (the replica signal, which this process's own filing
+    /// bumps too) that read storage just before an objection committed could write its map
+    /// after that objection's own refresh, and the record's newest mark was lost until the
+    /// next change (seen once in CI: the answer counted one objection fewer than were filed).
+    update: tokio::sync::Mutex<()>,
 }
 
 fn entry_of(marks: &[Mark]) -> Entry {
@@ -149,6 +155,7 @@ impl Marks {
     /// Rebuilds the whole index from storage: at start, and when another replica has filed or
     /// moved an objection (see `crate::replicas`). Open objections are few, so this is cheap.
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
+        let _update = self.update.lock().await;
         let mut by: HashMap<(String, SubjectType, String), Vec<Mark>> = HashMap::new();
         for o in objections::all_marked(db).await? {
             let Ok(kind) = o.subject_type.parse::<SubjectType>() else {
@@ -190,6 +197,7 @@ impl Marks {
         kind: SubjectType,
         record_ref: &str,
     ) -> Result<(), StorageError> {
+        let _update = self.update.lock().await;
         let list = objections::for_record(db, store, record_ref).await?;
         let mut m = marks_of(
             list.into_iter()
