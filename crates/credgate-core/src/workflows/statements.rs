@@ -227,7 +227,15 @@ type Index = HashMap<String, HashMap<(SubjectType, String, String), Value>>;
 
 /// Records that carry a statement, with their annotation built (and capped) when they change.
 #[derive(Debug, Default)]
-pub struct Statements(RwLock<Index>);
+pub struct Statements {
+    index: RwLock<Index>,
+    /// Held by `reload_all` and `refresh` from their read of storage to their write of the
+    /// index, as `marks::Marks` does: a whole reload (the replica signal, which this process's
+    /// own filing bumps too) that read storage just before a statement committed could
+    /// otherwise write its index after that statement's own refresh, and the record would
+    /// show the older annotation until the next change.
+    update: tokio::sync::Mutex<()>,
+}
 
 /// The annotation of one record: newest statements first, capped in count and bytes.
 fn annotation_of(list: &[&Statement]) -> Value {
@@ -260,6 +268,7 @@ impl Statements {
 
     /// Rebuilds the whole index: at start, and when another replica signalled a change.
     pub async fn reload_all(&self, db: &Db) -> Result<(), StorageError> {
+        let _update = self.update.lock().await;
         let all = repo::all_active(db).await?;
         type Key = (String, SubjectType, String, String);
         let mut by: HashMap<Key, Vec<&Statement>> = HashMap::new();
@@ -281,7 +290,7 @@ impl Statements {
                 .or_default()
                 .insert((kind, dataset, record), annotation_of(&list));
         }
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
@@ -293,12 +302,13 @@ impl Statements {
         kind: SubjectType,
         record_ref: &str,
     ) -> Result<(), StorageError> {
+        let _update = self.update.lock().await;
         let list = repo::active_for_record(db, store, record_ref).await?;
         let mine: Vec<&Statement> = list
             .iter()
             .filter(|s| s.subject_type == kind.as_str() && s.dataset == dataset)
             .collect();
-        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.index.write().unwrap_or_else(|p| p.into_inner());
         let key = (kind, dataset.to_string(), record_ref.to_string());
         if mine.is_empty() {
             if let Some(records) = map.get_mut(store) {
@@ -317,7 +327,7 @@ impl Statements {
 
     /// Whether any record of this store carries a statement.
     pub fn has_store(&self, store: &str) -> bool {
-        self.0
+        self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(store)
@@ -330,7 +340,7 @@ impl Statements {
         kind: SubjectType,
         record_ref: &str,
     ) -> Option<Value> {
-        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.index.read().unwrap_or_else(|p| p.into_inner());
         map.get(store)?
             .get(&(kind, dataset.to_string(), record_ref.to_string()))
             .cloned()
