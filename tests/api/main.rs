@@ -60,6 +60,7 @@ mod shipping_rev1;
 mod signin;
 mod sink;
 mod standard_client;
+mod step_rows;
 mod subject;
 mod subject_steps;
 mod tokens;

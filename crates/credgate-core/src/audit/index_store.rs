@@ -85,9 +85,10 @@ fn row_count(backend: Backend) -> &'static str {
 /// `scan` bounds the read that chooses them: every record read has its `subjects` parsed to
 /// be costed, so reading `budget` records to take 20 list records parsed a hundred times
 /// what the step wrote (the caller sizes it from the step before: `indexer::next_scan`).
-/// The progress moves only if it still says `done` (an optimistic update): when two processes index one chain at once, one of
-/// them commits and the other's step does nothing. The rows are inserted by the progress
-/// table's triggers (migrations 0080 and 0090, both backends), in the same statement.
+/// The progress moves only if it still says `done` (an optimistic update): when two processes
+/// index one chain at once, one of them commits and the other's step does nothing. The rows
+/// go in the same statement: on SQLite grouped here and carried by the move (migration 0100,
+/// [`super::step_rows`]), on PostgreSQL inserted by the progress table's trigger (0080).
 pub async fn index_step(
     db: &Db,
     writer_id: &str,
@@ -100,6 +101,46 @@ pub async fn index_step(
     // Read outside any transaction: a tick that finds nothing takes no write lock. Every
     // record up to `upto` is committed, and stays so: within a chain records commit in chain
     // order, one batch at a time. Places may have gaps where an archive removed records.
+    let chosen = match db.backend() {
+        Backend::Sqlite => choose_and_group(&mut conn, writer_id, done, budget, scan).await?,
+        Backend::Postgres => choose(&mut conn, writer_id, done, budget, scan).await?,
+    };
+    let Some(c) = chosen else {
+        return Ok(Step::UpToDate);
+    };
+    // The write lock in turn with this process's audit writer (`Db::write_turn`).
+    let turn = db.write_turn().await;
+    let moved = move_progress(&mut conn, writer_id, (done, c.upto), c.rows.as_deref()).await?;
+    drop(turn);
+    if !moved {
+        return Ok(Step::Lost);
+    }
+    Ok(Step::Indexed {
+        from: done,
+        to: c.upto,
+        records: c.records,
+        scanned: c.scanned,
+        at_head: c.records == c.scanned && c.scanned < scan,
+    })
+}
+
+/// The records a step takes: how many, the place of the last, how many were read to choose
+/// them, and (SQLite) their rows as [`super::step_rows::group`] made them.
+struct Chosen {
+    records: i64,
+    upto: i64,
+    scanned: i64,
+    rows: Option<String>,
+}
+
+/// PostgreSQL: the records the step takes, costed in SQL; the trigger writes their rows.
+async fn choose(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    done: i64,
+    budget: i64,
+    scan: i64,
+) -> Result<Option<Chosen>, StorageError> {
     let sql = format!(
         "SELECT COUNT(*) AS scanned, \
            SUM(CASE WHEN prior < $4 THEN 1 ELSE 0 END) AS n, \
@@ -108,7 +149,7 @@ pub async fn index_step(
                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - cost AS prior \
                FROM (SELECT chain_seq, 1 + {} AS cost FROM audit_log \
                      WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) r) t",
-        row_count(db.backend())
+        row_count(Backend::Postgres)
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(writer_id)
@@ -120,26 +161,56 @@ pub async fn index_step(
     let scanned: i64 = row.try_get("scanned")?;
     let records: Option<i64> = row.try_get("n")?;
     let upto: Option<i64> = row.try_get("upto")?;
-    let (Some(records), Some(upto)) = (records, upto) else {
-        return Ok(Step::UpToDate);
-    };
-    // The write lock in turn with this process's audit writer (`Db::write_turn`).
-    let turn = db.write_turn().await;
-    let moved = move_progress(&mut conn, writer_id, done, upto).await?;
-    drop(turn);
-    if !moved {
-        return Ok(Step::Lost);
-    }
-    Ok(Step::Indexed {
-        from: done,
-        to: upto,
+    Ok(records.zip(upto).map(|(records, upto)| Chosen {
         records,
+        upto,
         scanned,
-        at_head: records == scanned && scanned < scan,
-    })
+        rows: None,
+    }))
+}
+
+/// SQLite: reads the next `scan` records once, takes those within the budget and groups
+/// their rows here (migration 0100 says why), before the step takes the write lock.
+async fn choose_and_group(
+    conn: &mut sqlx::AnyConnection,
+    writer_id: &str,
+    done: i64,
+    budget: i64,
+    scan: i64,
+) -> Result<Option<Chosen>, StorageError> {
+    use super::step_rows::{Names, group};
+    let read = sqlx::query(
+        "SELECT chain_seq, CASE WHEN typeof(seq) = 'integer' THEN seq END AS seq, \
+                CASE WHEN json_valid(subjects) THEN subjects END AS subjects \
+         FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3",
+    )
+    .bind(writer_id)
+    .bind(done)
+    .bind(scan)
+    .fetch_all(&mut *conn)
+    .await?;
+    let scanned = i64::try_from(read.len()).unwrap_or(i64::MAX);
+    let (mut taken, mut cost, mut upto) = (Vec::new(), 0i64, None);
+    for row in &read {
+        if cost >= budget {
+            break;
+        }
+        let subjects: Option<String> = row.try_get("subjects")?;
+        let names = Names::of(subjects.as_deref());
+        cost = cost.saturating_add(1).saturating_add(names.count());
+        upto = Some(row.try_get::<i64, _>("chain_seq")?);
+        taken.push((row.try_get::<Option<i64>, _>("seq")?, names));
+    }
+    Ok(upto.map(|upto| Chosen {
+        records: i64::try_from(taken.len()).unwrap_or(i64::MAX),
+        upto,
+        scanned,
+        rows: group(&taken),
+    }))
 }
 
 /// Moves the chain's progress from `done` to `upto`; false when it no longer says `done`.
+/// On SQLite the move carries the step's `rows` (None: the database derives them).
 ///
 /// An UPDATE, and an INSERT only for a chain without progress, never one upsert: on SQLite
 /// the conflict rule of the statement that fires a trigger replaces its triggers' own, and an
@@ -150,21 +221,30 @@ pub async fn index_step(
 async fn move_progress(
     conn: &mut sqlx::AnyConnection,
     writer_id: &str,
-    done: i64,
-    upto: i64,
+    (done, upto): (i64, i64),
+    rows: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let now = crate::storage::now_micros();
-    let moved = sqlx::query(
-        "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
-         WHERE writer_id = $1 AND chain_seq = $4",
-    )
-    .bind(writer_id)
-    .bind(upto)
-    .bind(now)
-    .bind(done)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let update = match rows {
+        Some(rows) => sqlx::query(
+            "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3, step_rows = $5 \
+             WHERE writer_id = $1 AND chain_seq = $4",
+        )
+        .bind(writer_id)
+        .bind(upto)
+        .bind(now)
+        .bind(done)
+        .bind(rows.to_owned()),
+        None => sqlx::query(
+            "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
+             WHERE writer_id = $1 AND chain_seq = $4",
+        )
+        .bind(writer_id)
+        .bind(upto)
+        .bind(now)
+        .bind(done),
+    };
+    let moved = update.execute(&mut *conn).await?.rows_affected();
     if moved > 0 || done != 0 {
         return Ok(moved > 0);
     }

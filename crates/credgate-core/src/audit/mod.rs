@@ -11,6 +11,7 @@ pub mod flood;
 pub mod index_store;
 pub mod indexer;
 pub mod ship;
+mod step_rows;
 pub mod store;
 pub mod verify;
 mod writer;

@@ -1,0 +1,200 @@
+//! The step rows a SQLite indexing step groups itself and carries in its progress move
+//! (migration 0100, `audit::step_rows`): they are the rows the database derived before, row
+//! for row; a move that carries none, or fewer entries than its records name, is still indexed
+//! by the database; rows that hold as many entries but say something else are what
+//! verification finds; and the carried rows never stay in the progress table.
+
+use credgate::audit::{AuditRecord, index_store, indexer, verify};
+use credgate::storage::{Backend, Db};
+
+use crate::audit::index_entries;
+use crate::helpers::TestApp;
+use crate::indexer::{append, append_records, data_record};
+
+/// Record `i`'s names: names many records share, one that crosses buckets of `seq`s, quotes,
+/// CJK and a name of its own every eleventh record.
+fn names(i: usize) -> Vec<String> {
+    let mut out = vec!["91110000000000000A".to_string(), format!("宁德-{}", i % 7)];
+    if i.is_multiple_of(3) {
+        out.push("q\"uote\\".into());
+    }
+    if i.is_multiple_of(11) {
+        out.push(format!("own-{i}"));
+    }
+    out
+}
+
+/// One row as stored, its `seqs` parsed and sorted.
+type Row = (String, String, i64, i64, Vec<i64>);
+
+async fn rows(db: &Db) -> Vec<Row> {
+    let raw: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT subject_id, writer_id, first_seq, last_seq, seqs FROM audit_subject_steps",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let mut out: Vec<Row> = raw
+        .into_iter()
+        .map(|(s, w, f, l, seqs)| {
+            let mut seqs: Vec<i64> = serde_json::from_str(&seqs).unwrap();
+            seqs.sort();
+            (s, w, f, l, seqs)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn appended(app: &TestApp) -> Vec<AuditRecord> {
+    let now = 1_700_000_000_000_000;
+    let records = (0..700)
+        .map(|i| data_record("rows", now, i, names(i)))
+        .collect();
+    append_records(app, "rows", records).await
+}
+
+/// The same 700 records in two fresh databases: one indexed by the indexer's steps (after a
+/// first progress, which the database derives), the other by moving its progress by hand to
+/// the same places (the database derives every step). The rows are the same, none twice.
+#[tokio::test]
+async fn the_rows_a_step_groups_are_the_rows_the_database_derives() {
+    let grouped = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    let derived = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    let (a, b) = (appended(&grouped).await, appended(&derived).await);
+    let seqs = |r: &[AuditRecord]| r.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(&a),
+        seqs(&b),
+        "both databases gave the records one seq each"
+    );
+
+    let db = &grouped.state.db;
+    let mut places = vec![];
+    let mut done = 0;
+    while done < 700 {
+        // About 80 records a step: several steps, each across the buckets it meets.
+        let step = index_store::index_step(db, "rows", done, 250, 700)
+            .await
+            .unwrap();
+        let index_store::Step::Indexed { to, .. } = step else {
+            panic!("{step:?}")
+        };
+        places.push(to);
+        done = to;
+    }
+    assert!(places.len() > 5, "{places:?}");
+
+    let ddb = &derived.state.db;
+    sqlx::query("INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us) VALUES ('rows', $1, 0)")
+        .bind(places[0])
+        .execute(ddb.pool())
+        .await
+        .unwrap();
+    for to in &places[1..] {
+        sqlx::query("UPDATE audit_index_progress SET chain_seq = $1 WHERE writer_id = 'rows'")
+            .bind(*to)
+            .execute(ddb.pool())
+            .await
+            .unwrap();
+    }
+    let (got, want) = (rows(db).await, rows(ddb).await);
+    assert!(want.len() > 20, "{}", want.len());
+    assert_eq!(got, want);
+    let r = verify::verify(db, &grouped.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+}
+
+/// Carried rows are emptied in the statement that moved the progress.
+#[tokio::test]
+async fn the_carried_rows_never_stay_in_the_progress_table() {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    if app.state.db.backend() != Backend::Sqlite {
+        println!("SKIPPED: SQLite's carried step rows");
+        return;
+    }
+    append(&app, "kept", &[vec!["x".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    append(&app, "kept", &[vec!["x".into()], vec!["y".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let left: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT step_rows FROM audit_index_progress")
+            .fetch_all(app.state.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(left, vec![None]);
+    assert_eq!(index_entries(&app.state.db).await.len(), 3);
+}
+
+/// A chain with progress and two records naming `who` above it: (app, their seqs).
+async fn two_unindexed(who: &str) -> Option<(TestApp, Vec<i64>)> {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    if app.state.db.backend() != Backend::Sqlite {
+        println!("SKIPPED: SQLite's carried step rows");
+        return None;
+    }
+    append(&app, "hand", &[vec!["other".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let two = append(&app, "hand", &[vec![who.into()], vec![who.into()]]).await;
+    Some((app, two.iter().map(|r| r.seq).collect()))
+}
+
+async fn move_by_hand(app: &TestApp, rows: &str) {
+    sqlx::query(
+        "UPDATE audit_index_progress SET chain_seq = 3, step_rows = $1 WHERE writer_id = 'hand'",
+    )
+    .bind(rows)
+    .execute(app.state.db.pool())
+    .await
+    .expect("a forward move within the chain is allowed");
+}
+
+/// Moves by hand that carry no rows, malformed rows or too few entries: the database derives
+/// the rows of what the move passes over, so no record drops out of its subject's searches.
+#[tokio::test]
+async fn a_move_carrying_too_few_rows_is_still_indexed_by_the_database() {
+    let who = "91110000000000002X";
+    for case in 0..4 {
+        let Some((app, seqs)) = two_unindexed(who).await else {
+            return;
+        };
+        let carried = match case {
+            0 => "[]".to_string(),
+            1 => "not json".to_string(),
+            2 => format!("[[\"{who}\", {s}, {s}, \"[{s}]\"]]", s = seqs[0]),
+            _ => format!("[[\"{who}\", {s}, {s}, [{s}]]]", s = seqs[0]),
+        };
+        move_by_hand(&app, &carried).await;
+        let mut of_who: Vec<i64> = index_entries(&app.state.db)
+            .await
+            .into_iter()
+            .filter(|(s, _)| s == who)
+            .map(|(_, seq)| seq)
+            .collect();
+        of_who.sort();
+        of_who.dedup();
+        assert_eq!(of_who, seqs, "carrying {carried}");
+        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+            .await
+            .unwrap();
+        assert!(r.ok, "carrying {carried}: {r:?}");
+    }
+}
+
+/// Rows with one entry a name that name someone else: the database does not derive (the
+/// count is right), and verification reports the first record they misstate.
+#[tokio::test]
+async fn carried_rows_that_misstate_the_records_are_found_by_verification() {
+    let Some((app, seqs)) = two_unindexed("91110000000000002X").await else {
+        return;
+    };
+    let forged = serde_json::json!([["someone-else", seqs[0], seqs[1], seqs]]).to_string();
+    move_by_hand(&app, &forged).await;
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(seqs[0]));
+}
