@@ -77,9 +77,13 @@ async fn the_rows_a_step_groups_are_the_rows_the_database_derives() {
         let step = index_store::index_step(db, "rows", done, 250, 700)
             .await
             .unwrap();
-        let index_store::Step::Indexed { to, .. } = step else {
+        let index_store::Step::Indexed { to, grouped, .. } = step else {
             panic!("{step:?}")
         };
+        // A chain's first progress is derived by the database; every later step carries the
+        // rows it grouped (on SQLite: PostgreSQL's trigger derives them all).
+        let sqlite = db.backend() == Backend::Sqlite;
+        assert_eq!(grouped, sqlite && done != 0, "step to {to}");
         places.push(to);
         done = to;
     }
@@ -107,7 +111,8 @@ async fn the_rows_a_step_groups_are_the_rows_the_database_derives() {
     assert!(r.ok, "{r:?}");
 }
 
-/// Carried rows are emptied in the statement that moved the progress.
+/// Carried rows are emptied in the statement that moved the progress, and cannot be set
+/// without a move forward (they would wait there for the next move to insert them).
 #[tokio::test]
 async fn the_carried_rows_never_stay_in_the_progress_table() {
     let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
@@ -126,6 +131,23 @@ async fn the_carried_rows_never_stay_in_the_progress_table() {
             .unwrap();
     assert_eq!(left, vec![None]);
     assert_eq!(index_entries(&app.state.db).await.len(), 3);
+    let planted = "[[\"x\", 1, 1, [1]]]";
+    for sql in [
+        "UPDATE audit_index_progress SET step_rows = $1",
+        "UPDATE audit_index_progress SET step_rows = $1, chain_seq = chain_seq",
+        "INSERT INTO audit_index_progress (writer_id, chain_seq, indexed_us, step_rows) \
+         VALUES ('other', 0, 0, $1)",
+    ] {
+        let e = sqlx::query(sql)
+            .bind(planted)
+            .execute(app.state.db.pool())
+            .await
+            .expect_err(sql);
+        assert!(
+            e.to_string().contains("only with a move forward"),
+            "{sql}: {e}"
+        );
+    }
 }
 
 /// A chain with progress and two records naming `who` above it: (app, their seqs).
@@ -156,7 +178,7 @@ async fn move_by_hand(app: &TestApp, rows: &str) {
 #[tokio::test]
 async fn a_move_carrying_too_few_rows_is_still_indexed_by_the_database() {
     let who = "91110000000000002X";
-    for case in 0..4 {
+    for case in 0..6 {
         let Some((app, seqs)) = two_unindexed(who).await else {
             return;
         };
@@ -164,6 +186,13 @@ async fn a_move_carrying_too_few_rows_is_still_indexed_by_the_database() {
             0 => "[]".to_string(),
             1 => "not json".to_string(),
             2 => format!("[[\"{who}\", {s}, {s}, \"[{s}]\"]]", s = seqs[0]),
+            3 => "[\"x\", 7, null, {\"a\": [1, 2]}]".to_string(),
+            4 => format!(
+                "[[\"{who}\", \"{s}\", {s}, [{s}, {t}]]]",
+                s = seqs[0],
+                t = seqs[1]
+            ),
+            // Short by one: inserted beside the derived rows (an extra candidate, no harm).
             _ => format!("[[\"{who}\", {s}, {s}, [{s}]]]", s = seqs[0]),
         };
         move_by_hand(&app, &carried).await;
@@ -192,9 +221,60 @@ async fn carried_rows_that_misstate_the_records_are_found_by_verification() {
     };
     let forged = serde_json::json!([["someone-else", seqs[0], seqs[1], seqs]]).to_string();
     move_by_hand(&app, &forged).await;
+    let of_who = index_entries(&app.state.db)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == "91110000000000002X")
+        .count();
+    assert_eq!(
+        of_who, 0,
+        "the count was right: the database derived nothing"
+    );
     let r = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .unwrap();
     assert!(!r.ok, "{r:?}");
     assert_eq!(r.first_bad_seq, Some(seqs[0]));
+}
+
+/// A planted `subjects` that `json_valid` passes but that is not UTF-8 text (a blob, bytes
+/// that are not UTF-8) does not stop the chain's indexing: the step reads it as bytes (odd
+/// bytes leave the step's rows to the database), and the records after it are indexed.
+#[tokio::test]
+async fn a_planted_subjects_that_is_not_text_does_not_stop_indexing() {
+    for planted in ["X'5B2278225D'", "CAST(X'5B2278FF225D' AS TEXT)"] {
+        let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+        if app.state.db.backend() != Backend::Sqlite {
+            println!("SKIPPED: SQLite's values of any type");
+            return;
+        }
+        append(&app, "odd", &[vec!["a".into()]]).await;
+        indexer::catch_up(&app.state.db).await.unwrap();
+        let two = append(&app, "odd", &[vec!["b".into()], vec!["c".into()]]).await;
+        crate::audit::drop_guards(&app.state.db).await;
+        let sql = format!("UPDATE audit_log SET subjects = {planted} WHERE seq = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(two[0].seq)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap();
+        let step = index_store::index_step(&app.state.db, "odd", 1, 1_000, 1_000).await;
+        let step = step.unwrap_or_else(|e| panic!("{planted}: {e}"));
+        assert!(
+            matches!(step, index_store::Step::Indexed { to: 3, .. }),
+            "{planted}: {step:?}"
+        );
+        // Only "c"'s rows are read: the database's own derivation (0090) copies a name that is
+        // not UTF-8 into its row as it is, which a text read of every row would refuse.
+        let c: Vec<String> =
+            sqlx::query_scalar("SELECT seqs FROM audit_subject_steps WHERE subject_id = 'c'")
+                .fetch_all(app.state.db.pool())
+                .await
+                .unwrap();
+        let c: Vec<i64> = c
+            .iter()
+            .flat_map(|s| serde_json::from_str::<Vec<i64>>(s).unwrap())
+            .collect();
+        assert_eq!(c, vec![two[1].seq], "{planted}");
+    }
 }

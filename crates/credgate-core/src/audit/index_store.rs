@@ -60,6 +60,9 @@ pub enum Step {
         /// How many records the step read to choose them (at most its `scan`).
         scanned: i64,
         at_head: bool,
+        /// The step carried rows it grouped itself (SQLite, migration 0100); false when the
+        /// database derived them (PostgreSQL, or a record whose `subjects` is odd).
+        grouped: bool,
     },
     /// Another process moved the progress first; this step did nothing.
     Lost,
@@ -110,22 +113,29 @@ pub async fn index_step(
     };
     // The write lock in turn with this process's audit writer (`Db::write_turn`).
     let turn = db.write_turn().await;
-    let moved = move_progress(&mut conn, writer_id, (done, c.upto), c.rows.as_deref()).await?;
+    let moved = move_progress(
+        (&mut conn, db.backend()),
+        writer_id,
+        (done, c.upto),
+        c.rows.as_deref(),
+    )
+    .await?;
     drop(turn);
-    if !moved {
+    let Some(grouped) = moved else {
         return Ok(Step::Lost);
-    }
+    };
     Ok(Step::Indexed {
         from: done,
         to: c.upto,
         records: c.records,
         scanned: c.scanned,
         at_head: c.records == c.scanned && c.scanned < scan,
+        grouped,
     })
 }
 
 /// The records a step takes: how many, the place of the last, how many were read to choose
-/// them, and (SQLite) their rows as [`super::step_rows::group`] made them.
+/// them, and (SQLite) their rows as [`super::step_rows::Grouper`] made them.
 struct Chosen {
     records: i64,
     upto: i64,
@@ -169,8 +179,9 @@ async fn choose(
     }))
 }
 
-/// SQLite: reads the next `scan` records once, takes those within the budget and groups
-/// their rows here (migration 0100 says why), before the step takes the write lock.
+/// SQLite: reads the next `scan` records once, as a stream, takes those within the budget and
+/// groups their rows here (migration 0100 says why), before the step takes the write lock.
+/// Records past the budget are only counted (`scanned` sizes the next step's read).
 async fn choose_and_group(
     conn: &mut sqlx::AnyConnection,
     writer_id: &str,
@@ -178,39 +189,42 @@ async fn choose_and_group(
     budget: i64,
     scan: i64,
 ) -> Result<Option<Chosen>, StorageError> {
-    use super::step_rows::{Names, group};
-    let read = sqlx::query(
+    use futures_util::TryStreamExt;
+    let mut read = sqlx::query(
         "SELECT chain_seq, CASE WHEN typeof(seq) = 'integer' THEN seq END AS seq, \
-                CASE WHEN json_valid(subjects) THEN subjects END AS subjects \
+                CASE WHEN json_valid(subjects) THEN CAST(subjects AS BLOB) END AS subjects \
          FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3",
     )
     .bind(writer_id)
     .bind(done)
     .bind(scan)
-    .fetch_all(&mut *conn)
-    .await?;
-    let scanned = i64::try_from(read.len()).unwrap_or(i64::MAX);
-    let (mut taken, mut cost, mut upto) = (Vec::new(), 0i64, None);
-    for row in &read {
+    .fetch(&mut *conn);
+    let mut rows = super::step_rows::Grouper::default();
+    let (mut scanned, mut records, mut cost, mut upto) = (0i64, 0i64, 0i64, None);
+    while let Some(row) = read.try_next().await? {
+        scanned += 1;
         if cost >= budget {
-            break;
+            continue;
         }
-        let subjects: Option<String> = row.try_get("subjects")?;
-        let names = Names::of(subjects.as_deref());
-        cost = cost.saturating_add(1).saturating_add(names.count());
+        // Bytes, not text: a value `json_valid` passes may be a blob or not UTF-8 (planted),
+        // which a text read refuses on every pass; as bytes it is only an odd record.
+        let subjects: Option<Vec<u8>> = row.try_get("subjects")?;
+        let names = rows.add(row.try_get("seq")?, subjects.as_deref());
+        cost = cost.saturating_add(1).saturating_add(names);
         upto = Some(row.try_get::<i64, _>("chain_seq")?);
-        taken.push((row.try_get::<Option<i64>, _>("seq")?, names));
+        records += 1;
     }
     Ok(upto.map(|upto| Chosen {
-        records: i64::try_from(taken.len()).unwrap_or(i64::MAX),
+        records,
         upto,
         scanned,
-        rows: group(&taken),
+        rows: rows.finish(),
     }))
 }
 
-/// Moves the chain's progress from `done` to `upto`; false when it no longer says `done`.
-/// On SQLite the move carries the step's `rows` (None: the database derives them).
+/// Moves the chain's progress from `done` to `upto`: None when it no longer says `done`, else
+/// whether the move carried the step's `rows` (SQLite; a first progress never does: the
+/// database derives its rows, as it does whenever `rows` is None).
 ///
 /// An UPDATE, and an INSERT only for a chain without progress, never one upsert: on SQLite
 /// the conflict rule of the statement that fires a trigger replaces its triggers' own, and an
@@ -219,36 +233,38 @@ async fn choose_and_group(
 /// for good at that record. A plain UPDATE, or an INSERT whose conflict clause is DO NOTHING,
 /// leaves the trigger's rule alone.
 async fn move_progress(
-    conn: &mut sqlx::AnyConnection,
+    (conn, backend): (&mut sqlx::AnyConnection, Backend),
     writer_id: &str,
     (done, upto): (i64, i64),
     rows: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<bool>, sqlx::Error> {
     let now = crate::storage::now_micros();
-    let update = match rows {
-        Some(rows) => sqlx::query(
+    // On SQLite `step_rows` is always set, NULL when the database is to derive the rows.
+    let sql = match backend {
+        Backend::Sqlite => {
             "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3, step_rows = $5 \
-             WHERE writer_id = $1 AND chain_seq = $4",
-        )
-        .bind(writer_id)
-        .bind(upto)
-        .bind(now)
-        .bind(done)
-        .bind(rows.to_owned()),
-        None => sqlx::query(
+             WHERE writer_id = $1 AND chain_seq = $4"
+        }
+        Backend::Postgres => {
             "UPDATE audit_index_progress SET chain_seq = $2, indexed_us = $3 \
-             WHERE writer_id = $1 AND chain_seq = $4",
-        )
+             WHERE writer_id = $1 AND chain_seq = $4"
+        }
+    };
+    let mut update = sqlx::query(sql)
         .bind(writer_id)
         .bind(upto)
         .bind(now)
-        .bind(done),
-    };
-    let moved = update.execute(&mut *conn).await?.rows_affected();
-    if moved > 0 || done != 0 {
-        return Ok(moved > 0);
+        .bind(done);
+    if backend == Backend::Sqlite {
+        update = update.bind(rows.map(str::to_owned));
     }
-    Ok(first_progress(conn, writer_id, upto, now).await? > 0)
+    if update.execute(&mut *conn).await?.rows_affected() > 0 {
+        return Ok(Some(rows.is_some() && backend == Backend::Sqlite));
+    }
+    if done != 0 {
+        return Ok(None);
+    }
+    Ok((first_progress(conn, writer_id, upto, now).await? > 0).then_some(false))
 }
 
 /// A chain's first progress row; nothing when another process made it first (DO NOTHING:
