@@ -111,15 +111,24 @@ async fn the_rows_a_step_groups_are_the_rows_the_database_derives() {
     assert!(r.ok, "{r:?}");
 }
 
+/// An app without an indexer, on SQLite (carried rows are SQLite's): None after printing
+/// SKIPPED on PostgreSQL.
+async fn sqlite_app() -> Option<TestApp> {
+    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
+    if app.state.db.backend() != Backend::Sqlite {
+        println!("SKIPPED: SQLite's carried step rows");
+        return None;
+    }
+    Some(app)
+}
+
 /// Carried rows are emptied in the statement that moved the progress, and cannot be set
 /// without a move forward (they would wait there for the next move to insert them).
 #[tokio::test]
 async fn the_carried_rows_never_stay_in_the_progress_table() {
-    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
-    if app.state.db.backend() != Backend::Sqlite {
-        println!("SKIPPED: SQLite's carried step rows");
+    let Some(app) = sqlite_app().await else {
         return;
-    }
+    };
     append(&app, "kept", &[vec!["x".into()]]).await;
     indexer::catch_up(&app.state.db).await.unwrap();
     append(&app, "kept", &[vec!["x".into()], vec!["y".into()]]).await;
@@ -152,11 +161,7 @@ async fn the_carried_rows_never_stay_in_the_progress_table() {
 
 /// A chain with progress and two records naming `who` above it: (app, their seqs).
 async fn two_unindexed(who: &str) -> Option<(TestApp, Vec<i64>)> {
-    let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
-    if app.state.db.backend() != Backend::Sqlite {
-        println!("SKIPPED: SQLite's carried step rows");
-        return None;
-    }
+    let app = sqlite_app().await?;
     append(&app, "hand", &[vec!["other".into()]]).await;
     indexer::catch_up(&app.state.db).await.unwrap();
     let two = append(&app, "hand", &[vec![who.into()], vec![who.into()]]).await;
@@ -243,11 +248,9 @@ async fn carried_rows_that_misstate_the_records_are_found_by_verification() {
 #[tokio::test]
 async fn a_planted_subjects_that_is_not_text_does_not_stop_indexing() {
     for planted in ["X'5B2278225D'", "CAST(X'5B2278FF225D' AS TEXT)"] {
-        let app = TestApp::spawn_with(|c| c.audit.indexer = false).await;
-        if app.state.db.backend() != Backend::Sqlite {
-            println!("SKIPPED: SQLite's values of any type");
+        let Some(app) = sqlite_app().await else {
             return;
-        }
+        };
         append(&app, "odd", &[vec!["a".into()]]).await;
         indexer::catch_up(&app.state.db).await.unwrap();
         let two = append(&app, "odd", &[vec!["b".into()], vec!["c".into()]]).await;

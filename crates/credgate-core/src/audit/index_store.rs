@@ -68,17 +68,6 @@ pub enum Step {
     Lost,
 }
 
-/// How many subjects a record names, from its own `subjects` (0 when it is not a JSON array):
-/// what it adds to a step's work (its names are grouped into the step's rows).
-fn row_count(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => {
-            "CASE WHEN json_valid(subjects) THEN json_array_length(subjects) ELSE 0 END"
-        }
-        Backend::Postgres => "jsonb_array_length(credgate_subject_list(subjects))",
-    }
-}
-
 /// Indexes `writer_id`'s chain after place `done` (the progress as the caller read it) and
 /// moves the progress, atomically, within `budget`: each record costs one plus the subjects
 /// it names, and a step takes the records whose cost before them is under the budget (at
@@ -151,23 +140,24 @@ async fn choose(
     budget: i64,
     scan: i64,
 ) -> Result<Option<Chosen>, StorageError> {
-    let sql = format!(
+    // A record costs one plus the subjects it names (0 when its `subjects` is no list).
+    let row = sqlx::query(
         "SELECT COUNT(*) AS scanned, \
            SUM(CASE WHEN prior < $4 THEN 1 ELSE 0 END) AS n, \
            MAX(CASE WHEN prior < $4 THEN chain_seq END) AS upto \
          FROM (SELECT chain_seq, SUM(cost) OVER (ORDER BY chain_seq \
                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - cost AS prior \
-               FROM (SELECT chain_seq, 1 + {} AS cost FROM audit_log \
+               FROM (SELECT chain_seq, \
+                       1 + jsonb_array_length(credgate_subject_list(subjects)) AS cost \
+                     FROM audit_log \
                      WHERE writer_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3) r) t",
-        row_count(Backend::Postgres)
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(writer_id)
-        .bind(done)
-        .bind(scan)
-        .bind(budget)
-        .fetch_one(&mut *conn)
-        .await?;
+    )
+    .bind(writer_id)
+    .bind(done)
+    .bind(scan)
+    .bind(budget)
+    .fetch_one(&mut *conn)
+    .await?;
     let scanned: i64 = row.try_get("scanned")?;
     let records: Option<i64> = row.try_get("n")?;
     let upto: Option<i64> = row.try_get("upto")?;
