@@ -51,7 +51,7 @@ BEGIN
     WHERE writer_id = NEW.writer_id AND step_rows IS NOT NULL;
 END;
 -- A chain's first progress derives its rows as 0090 did (once a chain; an archive's first
--- move too), and never keeps `step_rows`.
+-- move too); it cannot carry `step_rows` (refused below).
 CREATE TRIGGER audit_index_progress_first AFTER INSERT ON audit_index_progress
 BEGIN
     INSERT OR IGNORE INTO audit_subject_steps (subject_id, writer_id, first_seq, last_seq, seqs)
@@ -60,8 +60,6 @@ BEGIN
     WHERE l.writer_id = NEW.writer_id AND l.chain_seq <= NEW.chain_seq
       AND json_valid(l.subjects) AND typeof(l.seq) = 'integer'
     GROUP BY j.value, l.seq / 256;
-    UPDATE audit_index_progress SET step_rows = NULL
-    WHERE writer_id = NEW.writer_id AND step_rows IS NOT NULL;
 END;
 
 -- Carried rows only with a move forward: a value set without one would wait in the row for the

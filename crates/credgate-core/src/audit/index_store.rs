@@ -60,8 +60,9 @@ pub enum Step {
         /// How many records the step read to choose them (at most its `scan`).
         scanned: i64,
         at_head: bool,
-        /// The step carried rows it grouped itself (SQLite, migration 0100); false when the
-        /// database derived them (PostgreSQL, or a record whose `subjects` is odd).
+        /// The move carried rows the step grouped itself (SQLite, migration 0100; the
+        /// database derives only if they fall short). False when the database derived them all:
+        /// PostgreSQL, a chain's first progress, a step with a record whose `subjects` is odd.
         grouped: bool,
     },
     /// Another process moved the progress first; this step did nothing.

@@ -18,8 +18,8 @@ const BUCKET: i64 = 256;
 #[derive(Deserialize)]
 struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// A step's rows as its records are added, one at a time (the step reads them as a stream,
-/// so it never holds more than one record's text).
+/// A step's rows as its records are added, one at a time (the step reads them as a stream: it
+/// holds what the driver buffers, not the whole scan, and one `String` a distinct name).
 #[derive(Debug, Default)]
 pub struct Grouper {
     /// name -> bucket -> the `seq`s naming it, in the order read.

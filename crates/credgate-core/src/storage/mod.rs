@@ -153,7 +153,9 @@ impl Db {
                         // recursive_triggers: without it SQLite fires no DELETE trigger for
                         // the row an `INSERT OR REPLACE` replaces, so REPLACE walked past the
                         // append-only guards (it lowered a chain's index progress, rev3 F3).
-                        // No trigger of ours writes the table it is on, so none recurses.
+                        // One trigger of ours writes the table it is on (0100's progress move
+                        // empties `step_rows`): an UPDATE of that column alone, which fires no
+                        // trigger that writes, so none recurses.
                         // cache_size: each connection keeps a page cache of its own (SQLite's
                         // default 2 MB), filled as the log grows and kept: nine connections'
                         // caches filling were the soak's slow RSS growth (bench/soak, measured
