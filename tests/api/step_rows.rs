@@ -287,3 +287,39 @@ async fn a_planted_subjects_that_is_not_text_does_not_stop_indexing() {
         assert_eq!(c, vec![two[1].seq], "{planted}");
     }
 }
+
+/// A step of records whose names are all distinct stops once its rows reach
+/// `index_store::STEP_ROWS` (what its move writes inside SQLite's write lock), whatever its
+/// budget of names; the next step takes the rest, and every name is indexed.
+#[tokio::test]
+async fn a_step_of_distinct_names_stops_at_its_rows() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    let names: Vec<Vec<String>> = (0..30)
+        .map(|i| (0..100).map(|j| format!("n{i}-{j}")).collect())
+        .collect();
+    append(&app, "wide", &names).await;
+    let db = &app.state.db;
+    let step = index_store::index_step(db, "wide", 0, 1, 1_000)
+        .await
+        .unwrap();
+    assert!(
+        matches!(step, index_store::Step::Indexed { to: 1, .. }),
+        "{step:?}"
+    );
+    let step = index_store::index_step(db, "wide", 1, 1_000_000, 1_000)
+        .await
+        .unwrap();
+    let index_store::Step::Indexed { to, records, .. } = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(
+        records as usize,
+        index_store::STEP_ROWS / 100,
+        "the record that reached the cap is the last"
+    );
+    indexer::catch_up(db).await.unwrap();
+    assert!(to < 30);
+    assert_eq!(index_entries(db).await.len(), 3_000);
+}

@@ -64,6 +64,9 @@ pub enum Step {
         /// database derives only if they fall short). False when the database derived them all:
         /// PostgreSQL, a chain's first progress, a step with a record whose `subjects` is odd.
         grouped: bool,
+        /// How long the move took: on SQLite, how long the step held the write lock (its
+        /// read and its grouping took none).
+        locked: std::time::Duration,
     },
     /// Another process moved the progress first; this step did nothing.
     Lost,
@@ -103,6 +106,7 @@ pub async fn index_step(
     };
     // The write lock in turn with this process's audit writer (`Db::write_turn`).
     let turn = db.write_turn().await;
+    let moving = std::time::Instant::now();
     let moved = move_progress(
         (&mut conn, db.backend()),
         writer_id,
@@ -110,6 +114,7 @@ pub async fn index_step(
         c.rows.as_deref(),
     )
     .await?;
+    let locked = moving.elapsed();
     drop(turn);
     let Some(grouped) = moved else {
         return Ok(Step::Lost);
@@ -121,6 +126,7 @@ pub async fn index_step(
         scanned: c.scanned,
         at_head: c.records == c.scanned && c.scanned < scan,
         grouped,
+        locked,
     })
 }
 
@@ -170,9 +176,17 @@ async fn choose(
     }))
 }
 
-/// SQLite: reads the next `scan` records once, as a stream, takes those within the budget and
-/// groups their rows here (migration 0100 says why), before the step takes the write lock.
-/// Records past the budget are only counted (`scanned` sizes the next step's read).
+/// On SQLite, a step takes no more records once their rows reach this many (the record that
+/// crosses it is the last): the rows are what its move writes inside the write lock, at 2-9 us
+/// a row, so this bounds the lock at about 4-18 ms however distinct the names (every name of a
+/// step distinct wrote as many rows as its budget of names: 40-180 ms at 20,000). Lists naming
+/// the same few hundred subjects stay far under it, and their steps are bounded by names.
+pub const STEP_ROWS: usize = 2_000;
+
+/// SQLite: reads the next `scan` records once, as a stream, takes those within the budget of
+/// names and [`STEP_ROWS`], and groups their rows here (migration 0100 says why), before the
+/// step takes the write lock. Records past the budget are only counted (`scanned` sizes the
+/// next step's read).
 async fn choose_and_group(
     conn: &mut sqlx::AnyConnection,
     writer_id: &str,
@@ -194,7 +208,7 @@ async fn choose_and_group(
     let (mut scanned, mut records, mut cost, mut upto) = (0i64, 0i64, 0i64, None);
     while let Some(row) = read.try_next().await? {
         scanned += 1;
-        if cost >= budget {
+        if cost >= budget || rows.rows() >= STEP_ROWS {
             continue;
         }
         // Bytes, not text: a value `json_valid` passes may be a blob or not UTF-8 (planted),

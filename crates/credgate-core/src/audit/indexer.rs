@@ -69,11 +69,21 @@ use tokio::time::Instant;
 /// load, fresh gateways). The lag is the target; the worst case's wait is not met.
 pub const BATCH: i64 = 20_000;
 
+/// On SQLite, a step's budget of names instead of [`BATCH`]: its rows are grouped before it
+/// takes the write lock (migration 0100) and bounded there by `index_store::STEP_ROWS`, so the
+/// names bound only what it reads and groups outside the lock (about 500 100-row list records
+/// a step, whose ~200 subjects make ~1 row a record, not ~2.6 at 20,000).
+pub const SQLITE_BATCH: i64 = 50_000;
+
 /// On SQLite, the least pause between two steps of one chain. This process's audit writer
 /// needs none: it takes the write lock in turn with the steps (`Db::write_turn`, FIFO), so an
 /// append waits one step at most. The pause, as long as the step before it and at least this,
 /// is for writers that meet the steps only in SQLite's busy handler (sessions, the CLI, another
-/// process): the lock is free at least half the time. (Before the turn, a fixed 30 ms pause
+/// process): the lock is free at least half the time. It is as long as the step's move, the
+/// only part that holds the lock (since migration 0100 a step reads and groups its records
+/// before taking it; pausing for the whole step, as before, left the indexer idle while
+/// nobody needed the lock, and under a list load it fell behind: lag 3.1 s and growing over
+/// 15 s against 1.4 s before 0100). (Before the turn, a fixed 30 ms pause
 /// let appends in, and bounded the indexer to about 600 list records a second on a 2-core
 /// host: less than the gateway commits at full load.)
 pub const SQLITE_STEP_GAP: Duration = Duration::from_millis(2);
@@ -263,8 +273,11 @@ async fn index_chain(
 ) -> Result<i64, StorageError> {
     let mut indexed = 0;
     loop {
-        let started = Instant::now();
-        match index_store::index_step(db, writer_id, done, BATCH, *scan).await? {
+        let budget = match db.backend() {
+            Backend::Sqlite => SQLITE_BATCH,
+            Backend::Postgres => BATCH,
+        };
+        match index_store::index_step(db, writer_id, done, budget, *scan).await? {
             Step::UpToDate => return Ok(indexed),
             Step::Lost => {
                 metrics::counter!("credgate_audit_index_races_total").increment(1);
@@ -278,6 +291,7 @@ async fn index_chain(
                 records,
                 scanned,
                 at_head,
+                locked,
                 ..
             } => {
                 *scan = next_scan(*scan, records, scanned);
@@ -289,7 +303,7 @@ async fn index_chain(
                     return Ok(indexed);
                 }
                 if db.backend() == Backend::Sqlite {
-                    tokio::time::sleep(started.elapsed().max(SQLITE_STEP_GAP)).await;
+                    tokio::time::sleep(locked.max(SQLITE_STEP_GAP)).await;
                 }
             }
         }

@@ -27,6 +27,8 @@ pub struct Grouper {
     /// A record whose `subjects` is not a list of names was added: the database derives the
     /// step's rows instead.
     odd: bool,
+    /// How many rows (name, bucket) there are so far.
+    count: usize,
 }
 
 impl Grouper {
@@ -49,13 +51,21 @@ impl Grouper {
                 Some(b) => b,
                 None => self.rows.entry(name.into_owned()).or_default(),
             };
-            let seqs = buckets.entry(seq / BUCKET).or_default();
+            let seqs = buckets.entry(seq / BUCKET).or_insert_with(|| {
+                self.count += 1;
+                Vec::new()
+            });
             // A name twice in one record is one entry, as `DISTINCT` makes it.
             if seqs.last() != Some(&seq) {
                 seqs.push(seq);
             }
         }
         count
+    }
+
+    /// How many rows the step would write so far: what its move costs inside the write lock.
+    pub fn rows(&self) -> usize {
+        self.count
     }
 
     /// The rows as the JSON the progress move carries (`[[subject, first_seq, last_seq,
@@ -98,6 +108,7 @@ mod tests {
         assert_eq!(g.add(None, Some(br#"["a"]"#.as_slice())), 1);
         assert_eq!(g.add(Some(301), None), 0);
         assert_eq!(g.add(Some(302), Some(br#"["\u5b81\"q"]"#.as_slice())), 1);
+        assert_eq!(g.rows(), 4);
         assert_eq!(
             rows(&g.finish().unwrap()),
             vec![
