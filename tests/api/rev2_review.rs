@@ -133,11 +133,14 @@ async fn rev2_sqlite_index_steps_leave_the_audit_writer_room() {
     assert!(indexed_n >= records as i64, "{indexed_n}");
     // What proves the fix is the step's cost bound asserted above (before it, one step took
     // 2,000 records and held SQLite's lock 300-440 ms; an append waited 437 ms). The time is a
-    // sanity bound on a shared host: 100 ms (a debug build), or 4x the worst append with no
+    // sanity bound on a shared host: 250 ms (a debug build), or 4x the worst append with no
     // indexing, or 4x one measured step, whichever is larger, since a busy host (the whole
     // suite and other work on 2 cores; a local CI run saw 219 ms with a 62 ms step) slows the
-    // appends and the steps alike.
-    let bound = 100.0_f64.max(4.0 * baseline).max(4.0 * step_ms);
+    // appends and the steps alike. Since steps stop at `index_store::STEP_ROWS` the measured
+    // step is 13-30 ms, and the worst append (35-151 ms in a debug build beside other tests)
+    // is the host's and the WAL's (the index's pages checkpointed by whichever commit meets
+    // them), not a step's: the floor was 100 ms, under what that measured.
+    let bound = 250.0_f64.max(4.0 * baseline).max(4.0 * step_ms);
     assert!(
         during < bound,
         "an audit append waited {during:.0} ms behind index steps (bound {bound:.0} ms; one \

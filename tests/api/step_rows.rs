@@ -311,9 +311,20 @@ async fn a_step_of_distinct_names_stops_at_its_rows() {
     let step = index_store::index_step(db, "wide", 1, 1_000_000, 1_000)
         .await
         .unwrap();
-    let index_store::Step::Indexed { to, records, .. } = step else {
+    let index_store::Step::Indexed {
+        to,
+        records,
+        scanned,
+        at_head,
+        ..
+    } = step
+    else {
         panic!("{step:?}")
     };
+    assert!(
+        !at_head && scanned == records + 1,
+        "it stopped reading: {step:?}"
+    );
     assert_eq!(
         records as usize,
         index_store::STEP_ROWS / 100,

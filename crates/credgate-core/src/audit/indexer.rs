@@ -84,15 +84,25 @@ pub const SQLITE_BATCH: i64 = 50_000;
 
 /// On SQLite, the least pause between two steps of one chain. This process's audit writer
 /// needs none: it takes the write lock in turn with the steps (`Db::write_turn`, FIFO), so an
-/// append waits one step at most. The pause, at least this, is for writers that meet the steps only in SQLite's busy handler (sessions, the CLI, another
-/// process): the lock is free at least half the time. It is as long as the step's move, the
-/// only part that holds the lock (since migration 0100 a step reads and groups its records
-/// before taking it; pausing for the whole step, as before, left the indexer idle while
-/// nobody needed the lock, and under a list load it fell behind: lag 3.1 s and growing over
-/// 15 s against 1.4 s before 0100). (Before the turn, a fixed 30 ms pause
-/// let appends in, and bounded the indexer to about 600 list records a second on a 2-core
-/// host: less than the gateway commits at full load.)
+/// append waits one step at most. The pause ([`step_pause`]), at least this, is for writers
+/// that meet the steps only in SQLite's busy handler (sessions, the CLI, another process): the
+/// lock is free at least half the time. It is as long as the step's move, the only part that
+/// holds the lock (since migration 0100 a step reads and groups its records before taking it; pausing
+/// for the whole step, as before, left the indexer idle while nobody needed the lock, and
+/// under a list load it fell behind: lag 3.1 s and growing over 15 s against 1.4 s before
+/// 0100). (Before the turn, a fixed 30 ms pause let appends in, and bounded the indexer to
+/// about 600 list records a second on a 2-core host: less than the gateway commits at full
+/// load.)
 pub const SQLITE_STEP_GAP: Duration = Duration::from_millis(2);
+
+/// The pause after a SQLite step that held the write lock for `locked` and took `took` in
+/// all: as long as the lock was held (others find it free at least half the time), and at
+/// least a quarter of the whole step, so that catching up a backlog (steps of 20,000 single
+/// records read and grouped outside the lock) takes at most about 80% of a core, not all of
+/// one, from the requests beside it.
+pub fn step_pause(locked: Duration, took: Duration) -> Duration {
+    locked.max(took / 4).max(SQLITE_STEP_GAP)
+}
 
 /// The least time between the starts of two passes (counted from the pass before, so a commit
 /// after a quiet spell is indexed at once, and one within this of a pass, the tick's included,
@@ -278,11 +288,12 @@ async fn index_chain(
     persist: bool,
 ) -> Result<i64, StorageError> {
     let mut indexed = 0;
+    let budget = match db.backend() {
+        Backend::Sqlite => SQLITE_BATCH,
+        Backend::Postgres => BATCH,
+    };
     loop {
-        let budget = match db.backend() {
-            Backend::Sqlite => SQLITE_BATCH,
-            Backend::Postgres => BATCH,
-        };
+        let started = Instant::now();
         match index_store::index_step(db, writer_id, done, budget, *scan).await? {
             Step::UpToDate => return Ok(indexed),
             Step::Lost => {
@@ -309,7 +320,7 @@ async fn index_chain(
                     return Ok(indexed);
                 }
                 if db.backend() == Backend::Sqlite {
-                    tokio::time::sleep(locked.max(SQLITE_STEP_GAP)).await;
+                    tokio::time::sleep(step_pause(locked, started.elapsed())).await;
                 }
             }
         }
@@ -333,6 +344,18 @@ mod tests {
             // Another host's wall clock: never read for the decision.
             indexed_us: i64::MAX,
         }
+    }
+
+    #[test]
+    fn a_step_pauses_for_its_lock_or_a_quarter_of_itself() {
+        let ms = Duration::from_millis;
+        assert_eq!(step_pause(ms(12), ms(20)), ms(12), "the lock's time");
+        assert_eq!(
+            step_pause(ms(3), ms(80)),
+            ms(20),
+            "a quarter of a long read"
+        );
+        assert_eq!(step_pause(ms(0), ms(1)), SQLITE_STEP_GAP);
     }
 
     #[test]
