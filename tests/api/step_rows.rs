@@ -219,6 +219,41 @@ async fn a_move_carrying_too_few_rows_is_still_indexed_by_the_database() {
     }
 }
 
+/// A carried row is stored as the database stores a row it derives: the name as text, the
+/// span as integers and `seqs` as minified JSON text, however the carried JSON was spaced
+/// (0110 reads the carried rows as JSONB and renders each row's `seqs` back to text).
+#[tokio::test]
+async fn carried_rows_are_stored_as_the_database_stores_its_own() {
+    let who = "91110000000000002X";
+    let Some((app, seqs)) = two_unindexed(who).await else {
+        return;
+    };
+    let (s, t) = (seqs[0], seqs[1]);
+    move_by_hand(
+        &app,
+        &format!("[ [ \"{who}\" , {s} ,\n {t} , [ {s} ,  {t} ] ] ]"),
+    )
+    .await;
+    let stored: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT typeof(subject_id) || ':' || subject_id, typeof(first_seq) || ':' || first_seq, \
+                typeof(last_seq) || ':' || last_seq, typeof(seqs) || ':' || seqs \
+         FROM audit_subject_steps WHERE writer_id = 'hand' AND subject_id = $1",
+    )
+    .bind(who)
+    .fetch_all(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        vec![(
+            format!("text:{who}"),
+            format!("integer:{s}"),
+            format!("integer:{t}"),
+            format!("text:[{s},{t}]"),
+        )]
+    );
+}
+
 /// Rows with one entry a name that name someone else: the database does not derive (the
 /// count is right), and verification reports the first record they misstate.
 #[tokio::test]
