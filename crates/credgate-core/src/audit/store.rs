@@ -334,7 +334,7 @@ impl<'a> From<&'a AuditRecord> for StoredRow<'a> {
             path: &r.path,
             store: r.store.as_deref(),
             dataset: r.dataset.as_deref(),
-            subjects: serde_json::to_string(&r.subjects).expect("strings serialise"),
+            subjects: crate::policy::json::string_list(&r.subjects),
             decision: &r.decision,
             rule: r.rule.as_deref(),
             masked: serde_json::to_string(&r.masked).expect("a map serialises"),
@@ -433,7 +433,7 @@ fn bind_rows<'q>(
             .bind(&r.path)
             .bind(&r.store)
             .bind(&r.dataset)
-            .bind(serde_json::to_string(&r.subjects).expect("strings serialise"))
+            .bind(crate::policy::json::string_list(&r.subjects))
             .bind(&r.decision)
             .bind(&r.rule)
             .bind(serde_json::to_string(&r.masked).expect("a map serialises"))
