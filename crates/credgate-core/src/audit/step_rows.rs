@@ -8,6 +8,8 @@
 
 use std::{borrow::Cow, collections::HashMap};
 
+use foldhash::fast::RandomState;
+
 use serde::{Deserialize, de::IgnoredAny};
 
 /// A row holds the `seq`s of one bucket of this many (migration 0090: `seq / 256`).
@@ -22,8 +24,9 @@ struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 /// holds what the driver buffers, not the whole scan, and one `String` a distinct name).
 #[derive(Debug, Default)]
 pub struct Grouper {
-    /// name -> bucket -> the `seq`s naming it, in the order read.
-    rows: HashMap<String, HashMap<i64, Vec<i64>>>,
+    /// name -> bucket -> the `seq`s naming it, in the order read. foldhash, not SipHash: the
+    /// names are the gateway's own records', and every name of a step is hashed here.
+    rows: HashMap<String, HashMap<i64, Vec<i64>, RandomState>, RandomState>,
     /// A record whose `subjects` is not a list of names was added: the database derives the
     /// step's rows instead.
     odd: bool,
