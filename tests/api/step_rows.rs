@@ -369,3 +369,119 @@ async fn a_step_of_distinct_names_stops_at_its_rows() {
     assert!(to < 30);
     assert_eq!(index_entries(db).await.len(), 3_000);
 }
+
+/// A record whose `subjects` was replaced by text that is not UTF-8 (planted: the gateway
+/// writes JSON from Rust strings), indexed by the database's own derivation, which copies the
+/// name's bytes into its row: verification reports that record and does not stop at the first
+/// column it cannot read as text (it answered an error, naming no record).
+#[tokio::test]
+async fn a_planted_name_that_is_not_utf8_is_reported_by_verification() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    append(&app, "odd", &[vec!["a".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let two = append(&app, "odd", &[vec!["b".into()], vec!["c".into()]]).await;
+    crate::audit::drop_guards(&app.state.db).await;
+    sqlx::query("UPDATE audit_log SET subjects = CAST(X'5B2278FF225D' AS TEXT) WHERE seq = $1")
+        .bind(two[0].seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    indexer::catch_up(&app.state.db).await.unwrap();
+    let planted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_subject_steps WHERE CAST(subject_id AS BLOB) = X'78FF'",
+    )
+    .fetch_one(app.state.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(planted, 1, "the derivation copied the name's bytes");
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(two[0].seq), "{r:?}");
+}
+
+/// An index row planted with a name that is not UTF-8, naming a record the log holds:
+/// verification reports that record (its rows name someone it does not), where it answered an
+/// error, naming nothing.
+#[tokio::test]
+async fn a_planted_index_row_that_is_not_utf8_is_reported_by_verification() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    let two = append(&app, "odd", &[vec!["a".into()], vec!["b".into()]]).await;
+    indexer::catch_up(&app.state.db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO audit_subject_steps (subject_id, writer_id, first_seq, last_seq, seqs) \
+         VALUES (CAST(X'78FF' AS TEXT), 'odd', $1, $1, '[' || $1 || ']')",
+    )
+    .bind(two[1].seq)
+    .execute(app.state.db.pool())
+    .await
+    .unwrap();
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(two[1].seq), "{r:?}");
+}
+
+/// An index entry that is a BLOB of a subject's bytes is not that subject (searches, which
+/// bind text, never find it): verification reads it as a name no record holds. Here it
+/// stands in for the genuine row of a record that carried rows left out while keeping the
+/// count (the first record's seq twice), so it must not make that record verify.
+#[tokio::test]
+async fn an_index_entry_that_is_a_blob_is_not_the_subject_it_spells() {
+    let Some((app, seqs)) = two_unindexed("A").await else {
+        return;
+    };
+    move_by_hand(
+        &app,
+        &format!("[[\"A\", {s}, {s}, [{s}, {s}]]]", s = seqs[0]),
+    )
+    .await;
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert_eq!(r.first_bad_seq, Some(seqs[1]), "left out: {r:?}");
+    sqlx::query("INSERT INTO audit_subjects (subject_id, seq) VALUES (X'41', $1)")
+        .bind(seqs[1])
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(seqs[1]), "{r:?}");
+}
+
+/// The first record of a chain altered to hold text that is not UTF-8 (the page read is empty
+/// up to it): reported, not an error.
+#[tokio::test]
+async fn a_first_record_that_is_not_utf8_is_reported_by_verification() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    let one = append(&app, "first", &[vec!["a".into()], vec!["b".into()]]).await;
+    crate::audit::drop_guards(&app.state.db).await;
+    sqlx::query("UPDATE audit_log SET path = CAST(X'2FFF' AS TEXT) WHERE seq = $1")
+        .bind(one[0].seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(one[0].seq), "{r:?}");
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("place 0 of chain `first`"),
+        "{r:?}"
+    );
+}

@@ -790,6 +790,103 @@ pub async fn chain_page_after(
     Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
 }
 
+/// A page of one chain for verification: its records, up to the first that cannot be read
+/// (`undecodable`), where the page ends.
+pub struct CheckedPage {
+    pub records: Vec<AuditRecord>,
+    pub undecodable: Option<Unreadable>,
+}
+
+/// A record that cannot be read: the place in its chain after which it stands, and its `seq`
+/// when that is an integer.
+pub struct Unreadable {
+    pub writer_id: String,
+    pub after: i64,
+    pub seq: Option<i64>,
+}
+
+/// [`chain_page_after`], but a record holding a value of a form the gateway never writes (text
+/// that is not UTF-8, a value of another type) ends the page and is named instead of failing
+/// it: only an altered record holds one, and the driver refuses the whole read that meets it,
+/// so `verify` answered an error naming no record. On such a failure the page is read again
+/// one record at a time up to the one that fails.
+pub async fn chain_page_checked(
+    db: &Db,
+    writer_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<CheckedPage, StorageError> {
+    let err = match chain_page_after(db, writer_id, after, limit).await {
+        Ok(records) => {
+            return Ok(CheckedPage {
+                records,
+                undecodable: None,
+            });
+        }
+        Err(e) => e,
+    };
+    if !is_decode(&err) {
+        return Err(err);
+    }
+    let mut records = Vec::new();
+    let mut at = after;
+    while records.len() < usize::try_from(limit).unwrap_or(0) {
+        match chain_page_after(db, writer_id, at, 1).await {
+            Ok(one) => {
+                let Some(r) = one.into_iter().next() else {
+                    break;
+                };
+                at = r.chain_seq;
+                records.push(r);
+            }
+            Err(e) if is_decode(&e) => {
+                let undecodable = Some(unreadable_after(db, writer_id, at).await?);
+                return Ok(CheckedPage {
+                    records,
+                    undecodable,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(CheckedPage {
+        records,
+        undecodable: None,
+    })
+}
+
+/// The record after `at` in the chain, which cannot be read: its `seq` if that is an integer
+/// (on SQLite a planted `seq` may be text: migration 0090).
+async fn unreadable_after(db: &Db, writer_id: &str, at: i64) -> Result<Unreadable, StorageError> {
+    let seq = match db.backend() {
+        Backend::Sqlite => "CASE WHEN typeof(seq) = 'integer' THEN seq END",
+        Backend::Postgres => "seq",
+    };
+    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {seq} FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 \
+         ORDER BY chain_seq LIMIT 1"
+    )))
+    .bind(writer_id)
+    .bind(at)
+    .fetch_optional(db.pool())
+    .await?
+    .flatten();
+    Ok(Unreadable {
+        writer_id: writer_id.to_string(),
+        after: at,
+        seq,
+    })
+}
+
+/// Whether reading failed on a stored value of the wrong form (text that is not UTF-8), not
+/// on the database.
+fn is_decode(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::Database(sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. })
+    )
+}
+
 /// The first record of `writer_id`'s chain at or below `base`, its archive boundary: there must
 /// be none (archived records left the log; one there was put back, or forged into a place the
 /// archive freed).

@@ -299,8 +299,16 @@ impl Walk<'_> {
         let mut after = base;
         let mut steps = StepRows::default();
         while after < upto {
-            let page = store::chain_page_after(self.db, &writer_id, after, 1000).await?;
-            let Some(last) = page.last() else { break };
+            let store::CheckedPage {
+                records: page,
+                undecodable,
+            } = store::chain_page_checked(self.db, &writer_id, after, 1000).await?;
+            let Some(last) = page.last() else {
+                if let Some(bad) = undecodable {
+                    self.report.fail(bad.seq, None, not_readable(&bad));
+                }
+                break;
+            };
             // Read before the page's index rows: progress only grows, so a record above it
             // that has no index rows is one the indexer had not reached (`audit::indexer`),
             // not one whose rows were removed. Rows it does have must still say exactly what
@@ -333,6 +341,10 @@ impl Walk<'_> {
                 last_seq = r.seq;
                 expected += 1;
                 self.chain.records += 1;
+            }
+            if let Some(bad) = undecodable {
+                self.report.fail(bad.seq, None, not_readable(&bad));
+                return Ok(());
             }
         }
         self.chain.head = prev_hash;
@@ -413,6 +425,16 @@ fn check_record(r: &AuditRecord, expected: i64, prev_hash: &str) -> Option<Strin
     }
 }
 
+/// A record holding a value of a form the gateway never writes (text that is not UTF-8, or a
+/// value of another type where text or an integer belongs), at `place` in its chain.
+fn not_readable(place: &store::Unreadable) -> String {
+    format!(
+        "the record after place {} of chain `{}` holds a value of a form the gateway never \
+         writes (text that is not UTF-8, or another type): it was altered after it was written",
+        place.after, place.writer_id
+    )
+}
+
 /// Within a chain the log's `seq` grows with the chain's place (each record's is assigned
 /// after the record before it committed, migration 0060): a record whose `seq` does not
 /// was moved in the log's order, and the subject index rows keyed by it point elsewhere.
@@ -477,10 +499,12 @@ async fn index_of(
     ) else {
         return Ok(out);
     };
-    let rows = sqlx::query(
-        "SELECT seq, subject_id FROM audit_subjects WHERE seq IN \
+    let (backend, text) = (db.backend(), text_sql(db.backend()));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT seq, {} FROM audit_subjects WHERE seq IN \
          (SELECT seq FROM audit_log WHERE writer_id = $1 AND chain_seq > $2 AND chain_seq <= $3)",
-    )
+        text("subject_id", "subject_id")
+    )))
     .bind(writer_id)
     .bind(after)
     .bind(last.chain_seq)
@@ -489,7 +513,7 @@ async fn index_of(
     for row in rows {
         out.entry(row.try_get("seq")?)
             .or_default()
-            .insert(row.try_get("subject_id")?);
+            .insert(read_text(backend, &row, "subject_id")?);
     }
     // What earlier pages' rows said of this page.
     let above = match hi.checked_add(1) {
@@ -499,10 +523,12 @@ async fn index_of(
     for (seq, subjects) in std::mem::replace(&mut steps.carry, above) {
         out.entry(seq).or_default().extend(subjects);
     }
-    let rows = sqlx::query(
-        "SELECT subject_id, seqs FROM audit_subject_steps \
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, {} FROM audit_subject_steps \
          WHERE writer_id = $1 AND first_seq > $2 AND first_seq <= $3 AND last_seq >= $4",
-    )
+        text("subject_id", "subject_id"),
+        text("seqs", "seqs")
+    )))
     .bind(writer_id)
     .bind(steps.read_through.unwrap_or(i64::MIN))
     .bind(hi)
@@ -510,8 +536,8 @@ async fn index_of(
     .fetch_all(db.pool())
     .await?;
     for row in rows {
-        let subject: String = row.try_get("subject_id")?;
-        let text: String = row.try_get("seqs")?;
+        let subject = read_text(backend, &row, "subject_id")?;
+        let text = read_text(backend, &row, "seqs")?;
         // A malformed `seqs` (planted) is reported by `orphan_index_row`; here it says
         // nothing, so the records it should index miss it.
         let Ok(seqs) = serde_json::from_str::<Vec<i64>>(&text) else {
@@ -536,6 +562,45 @@ async fn index_of(
     };
     steps.read_through = steps.read_through.max(settled);
     Ok(out)
+}
+
+/// How an index row's text column is selected: on SQLite as its type and its bytes, since a
+/// column may hold text that is not UTF-8 (planted, or copied by the database's own
+/// derivation from a planted record), which the driver refuses in a whole read, or a value of
+/// another type (`audit_subjects` is not STRICT), which must not pass for the text it casts
+/// to (a BLOB `X'41'` is not the subject `A`: searches never find it); PostgreSQL's columns
+/// hold text only, always UTF-8.
+fn text_sql(backend: Backend) -> impl Fn(&str, &str) -> String {
+    move |column, alias| match backend {
+        Backend::Sqlite => {
+            format!("typeof({column}) AS {alias}_type, CAST({column} AS BLOB) AS {alias}")
+        }
+        Backend::Postgres => format!("{column} AS {alias}"),
+    }
+}
+
+/// A column [`text_sql`] selected, as text. Anything but UTF-8 text reads as a name no record
+/// can hold (a recorded subject with the digest prefix is always the prefix and 64 hex, see
+/// `recorded_subject`), so the row disagrees with its record and is reported.
+fn read_text(
+    backend: Backend,
+    row: &sqlx::any::AnyRow,
+    alias: &str,
+) -> Result<String, sqlx::Error> {
+    if backend == Backend::Postgres {
+        return row.try_get(alias);
+    }
+    let kind: String = row.try_get(format!("{alias}_type").as_str())?;
+    let bytes: Option<Vec<u8>> = row.try_get(alias)?;
+    let bytes = bytes.unwrap_or_default();
+    let odd = |why: &str, bytes: &[u8]| {
+        let prefix = crate::policy::SUBJECT_DIGEST_PREFIX;
+        format!("{prefix}not-{why}:{}", hex::encode(bytes))
+    };
+    if kind != "text" {
+        return Ok(odd(&format!("text-{kind}"), &bytes));
+    }
+    Ok(String::from_utf8(bytes).unwrap_or_else(|e| odd("UTF-8", e.as_bytes())))
 }
 
 /// An index row that is not what the indexer writes, found after every chain verified.
