@@ -485,3 +485,46 @@ async fn a_first_record_that_is_not_utf8_is_reported_by_verification() {
         "{r:?}"
     );
 }
+
+/// Carried values that are not JSON text, or whose rows are not rows, as migration 0110 reads
+/// them (JSONB): a BLOB of JSONB and JSON5 fail `json_valid` as under 0100, and a seq past 64
+/// bits is no integer, so the database derives; a BLOB holding JSON text is read as that text.
+/// Either way both records are indexed and the log verifies.
+#[tokio::test]
+async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
+    let who = "91110000000000002X";
+    for case in 0..4 {
+        let Some((app, seqs)) = two_unindexed(who).await else {
+            return;
+        };
+        let (s, t) = (seqs[0], seqs[1]);
+        let rows = format!("[[\"{who}\", {s}, {t}, [{s}, {t}]]]");
+        let value = match case {
+            0 => format!("jsonb('{rows}')"),
+            1 => format!("CAST('{rows}' AS BLOB)"),
+            2 => format!("'[[''{who}'', {s}, {t}, [{s}, {t},],],]'"),
+            _ => format!("'[[\"{who}\", {s}, 1e30, [{s}, {t}]]]'"),
+        };
+        let sql = format!(
+            "UPDATE audit_index_progress SET chain_seq = 3, step_rows = {value} \
+             WHERE writer_id = 'hand'"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(app.state.db.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        let mut of_who: Vec<i64> = index_entries(&app.state.db)
+            .await
+            .into_iter()
+            .filter(|(n, _)| n == who)
+            .map(|(_, seq)| seq)
+            .collect();
+        of_who.sort();
+        of_who.dedup();
+        assert_eq!(of_who, seqs, "carrying {value}");
+        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+            .await
+            .unwrap();
+        assert!(r.ok, "carrying {value}: {r:?}");
+    }
+}
