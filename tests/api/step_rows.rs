@@ -203,20 +203,26 @@ async fn a_move_carrying_too_few_rows_is_still_indexed_by_the_database() {
             _ => format!("[[\"{who}\", {s}, {s}, [{s}]]]", s = seqs[0]),
         };
         move_by_hand(&app, &carried).await;
-        let mut of_who: Vec<i64> = index_entries(&app.state.db)
-            .await
-            .into_iter()
-            .filter(|(s, _)| s == who)
-            .map(|(_, seq)| seq)
-            .collect();
-        of_who.sort();
-        of_who.dedup();
-        assert_eq!(of_who, seqs, "carrying {carried}");
-        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-            .await
-            .unwrap();
-        assert!(r.ok, "carrying {carried}: {r:?}");
+        assert_indexed_and_verified(&app, who, &seqs, &carried).await;
     }
+}
+
+/// Both of `who`'s records are in the index after a move carrying `carried`, and the log
+/// verifies.
+async fn assert_indexed_and_verified(app: &TestApp, who: &str, seqs: &[i64], carried: &str) {
+    let mut of_who: Vec<i64> = index_entries(&app.state.db)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == who)
+        .map(|(_, seq)| seq)
+        .collect();
+    of_who.sort();
+    of_who.dedup();
+    assert_eq!(of_who, seqs, "carrying {carried}");
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(r.ok, "carrying {carried}: {r:?}");
 }
 
 /// A carried row is stored as the database stores a row it derives: the name as text, the
@@ -488,22 +494,23 @@ async fn a_first_record_that_is_not_utf8_is_reported_by_verification() {
 
 /// Carried values that are not JSON text, or whose rows are not rows, as migration 0110 reads
 /// them (JSONB): a BLOB of JSONB and JSON5 fail `json_valid` as under 0100, and a seq past 64
-/// bits is no integer, so the database derives; a BLOB holding JSON text is read as that text.
-/// Either way both records are indexed and the log verifies.
+/// bits is no integer, so the database derives the rows (the records' own name lands); a BLOB
+/// holding JSON text is read as that text, so its rows are taken as carried. The rows name a
+/// decoy with the right count of entries, so which of the two happened shows in the index.
 #[tokio::test]
 async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
-    let who = "91110000000000002X";
+    let (who, decoy) = ("91110000000000002X", "91110000000000003Y");
     for case in 0..4 {
         let Some((app, seqs)) = two_unindexed(who).await else {
             return;
         };
         let (s, t) = (seqs[0], seqs[1]);
-        let rows = format!("[[\"{who}\", {s}, {t}, [{s}, {t}]]]");
-        let value = match case {
-            0 => format!("jsonb('{rows}')"),
-            1 => format!("CAST('{rows}' AS BLOB)"),
-            2 => format!("'[[''{who}'', {s}, {t}, [{s}, {t},],],]'"),
-            _ => format!("'[[\"{who}\", {s}, 1e30, [{s}, {t}]]]'"),
+        let rows = format!("[[\"{decoy}\", {s}, {t}, [{s}, {t}]]]");
+        let (value, carried) = match case {
+            0 => (format!("jsonb('{rows}')"), false),
+            1 => (format!("CAST('{rows}' AS BLOB)"), true),
+            2 => (format!("'[[''{decoy}'', {s}, {t}, [{s}, {t},],],]'"), false),
+            _ => (format!("'[[\"{decoy}\", {s}, 1e30, [{s}, {t}]]]'"), false),
         };
         let sql = format!(
             "UPDATE audit_index_progress SET chain_seq = 3, step_rows = {value} \
@@ -513,18 +520,23 @@ async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
             .execute(app.state.db.pool())
             .await
             .unwrap_or_else(|e| panic!("{value}: {e}"));
-        let mut of_who: Vec<i64> = index_entries(&app.state.db)
-            .await
-            .into_iter()
-            .filter(|(n, _)| n == who)
-            .map(|(_, seq)| seq)
-            .collect();
-        of_who.sort();
-        of_who.dedup();
-        assert_eq!(of_who, seqs, "carrying {value}");
-        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-            .await
-            .unwrap();
-        assert!(r.ok, "carrying {value}: {r:?}");
+        let named = |name: &str, entries: &[(String, i64)]| {
+            let mut of: Vec<i64> = entries
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, seq)| *seq)
+                .collect();
+            of.sort();
+            of.dedup();
+            of
+        };
+        let entries = index_entries(&app.state.db).await;
+        let (landed, absent) = if carried { (decoy, who) } else { (who, decoy) };
+        assert_eq!(named(landed, &entries), seqs, "carrying {value}");
+        assert_eq!(
+            named(absent, &entries),
+            Vec::<i64>::new(),
+            "carrying {value}"
+        );
     }
 }

@@ -321,6 +321,7 @@ impl Walk<'_> {
                 let rows = index.remove(&r.seq).unwrap_or_default();
                 let problem = check_record(r, expected, &prev_hash)
                     .or_else(|| (r.seq <= last_seq).then(|| out_of_order(last_seq)))
+                    .or_else(|| steps.unreadable.remove(&r.seq).then(unreadable_name))
                     .or_else(|| {
                         let pending = r.chain_seq > indexed && rows.is_empty();
                         (!pending).then(|| check_index(r, &rows)).flatten()
@@ -435,6 +436,13 @@ fn not_readable(place: &store::Unreadable) -> String {
     )
 }
 
+/// A record some index row names by a name that is not UTF-8 text.
+fn unreadable_name() -> String {
+    "an index row names this record by a name that is not UTF-8 text (or not text): the \
+     index was edited"
+        .to_string()
+}
+
 /// Within a chain the log's `seq` grows with the chain's place (each record's is assigned
 /// after the record before it committed, migration 0060): a record whose `seq` does not
 /// was moved in the log's order, and the subject index rows keyed by it point elsewhere.
@@ -473,6 +481,10 @@ struct StepRows {
     read_through: Option<i64>,
     /// `seq` -> subjects, from rows read, for `seq`s above the pages walked so far.
     carry: BTreeMap<i64, BTreeSet<String>>,
+    /// Records an index row names by a name that is not UTF-8 text (read on any page): the
+    /// indexer never writes one, and no name stands for it (any string could be a subject of
+    /// a record written before `recorded_subject`), so the record is reported as such.
+    unreadable: BTreeSet<i64>,
 }
 
 /// The subject index entries of the chain's page of records (places `(after, last]`), by
@@ -511,9 +523,15 @@ async fn index_of(
     .fetch_all(db.pool())
     .await?;
     for row in rows {
-        out.entry(row.try_get("seq")?)
-            .or_default()
-            .insert(read_text(backend, &row, "subject_id")?);
+        let seq: i64 = row.try_get("seq")?;
+        match read_text(backend, &row, "subject_id")? {
+            Some(subject) => {
+                out.entry(seq).or_default().insert(subject);
+            }
+            None => {
+                steps.unreadable.insert(seq);
+            }
+        }
     }
     // What earlier pages' rows said of this page.
     let above = match hi.checked_add(1) {
@@ -537,10 +555,15 @@ async fn index_of(
     .await?;
     for row in rows {
         let subject = read_text(backend, &row, "subject_id")?;
-        let text = read_text(backend, &row, "seqs")?;
         // A malformed `seqs` (planted) is reported by `orphan_index_row`; here it says
         // nothing, so the records it should index miss it.
-        let Ok(seqs) = serde_json::from_str::<Vec<i64>>(&text) else {
+        let Some(seqs) = read_text(backend, &row, "seqs")?
+            .and_then(|text| serde_json::from_str::<Vec<i64>>(&text).ok())
+        else {
+            continue;
+        };
+        let Some(subject) = subject else {
+            steps.unreadable.extend(seqs);
             continue;
         };
         for seq in seqs {
@@ -579,28 +602,20 @@ fn text_sql(backend: Backend) -> impl Fn(&str, &str) -> String {
     }
 }
 
-/// A column [`text_sql`] selected, as text. Anything but UTF-8 text reads as a name no record
-/// can hold (a recorded subject with the digest prefix is always the prefix and 64 hex, see
-/// `recorded_subject`), so the row disagrees with its record and is reported.
+/// A column [`text_sql`] selected, as text; None when it is anything but UTF-8 text.
 fn read_text(
     backend: Backend,
     row: &sqlx::any::AnyRow,
     alias: &str,
-) -> Result<String, sqlx::Error> {
+) -> Result<Option<String>, sqlx::Error> {
     if backend == Backend::Postgres {
-        return row.try_get(alias);
+        return row.try_get(alias).map(Some);
     }
     let kind: String = row.try_get(format!("{alias}_type").as_str())?;
     let bytes: Option<Vec<u8>> = row.try_get(alias)?;
-    let bytes = bytes.unwrap_or_default();
-    let odd = |why: &str, bytes: &[u8]| {
-        let prefix = crate::policy::SUBJECT_DIGEST_PREFIX;
-        format!("{prefix}not-{why}:{}", hex::encode(bytes))
-    };
-    if kind != "text" {
-        return Ok(odd(&format!("text-{kind}"), &bytes));
-    }
-    Ok(String::from_utf8(bytes).unwrap_or_else(|e| odd("UTF-8", e.as_bytes())))
+    Ok(bytes
+        .filter(|_| kind == "text")
+        .and_then(|b| String::from_utf8(b).ok()))
 }
 
 /// An index row that is not what the indexer writes, found after every chain verified.
