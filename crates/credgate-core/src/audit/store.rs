@@ -1437,3 +1437,26 @@ pub async fn access_log_at(
         next,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL's INSERT reads each column by its key in the batch's JSON, and a key that
+    /// names no column is ignored while the column stays NULL: the keys `StoredRow` writes must
+    /// be exactly the columns the INSERT names.
+    #[test]
+    fn the_stored_rows_keys_are_the_written_columns() {
+        let record = AuditRecord::default();
+        let row = serde_json::to_value(StoredRow::from(&record)).unwrap();
+        let keys: std::collections::BTreeSet<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let columns: std::collections::BTreeSet<&str> =
+            written_columns().split(',').map(str::trim).collect();
+        assert_eq!(keys, columns);
+    }
+}
