@@ -540,3 +540,28 @@ async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
         );
     }
 }
+
+/// A chain's last record altered so that its place is text, or its hash is not UTF-8: the
+/// chain's end was read with the hash, which failed the whole verification naming nothing.
+/// Both are reported.
+#[tokio::test]
+async fn a_last_record_whose_place_or_hash_is_not_what_was_written_is_reported() {
+    for (column, value) in [("chain_seq", "'2x'"), ("hash", "CAST(X'FF' AS TEXT)")] {
+        let Some(app) = sqlite_app().await else {
+            return;
+        };
+        let two = append(&app, "last", &[vec!["a".into()], vec!["b".into()]]).await;
+        crate::audit::drop_guards(&app.state.db).await;
+        let sql = format!("UPDATE audit_log SET {column} = {value} WHERE seq = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(two[1].seq)
+            .execute(app.state.db.pool())
+            .await
+            .unwrap();
+        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+            .await
+            .unwrap_or_else(|e| panic!("{column}: a report, not an error: {e}"));
+        assert!(!r.ok, "{column}: {r:?}");
+        assert_eq!(r.first_bad_seq, Some(two[1].seq), "{column}: {r:?}");
+    }
+}

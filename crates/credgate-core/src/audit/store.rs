@@ -73,6 +73,41 @@ pub async fn chain_head(db: &Db, writer_id: &str) -> Result<ChainHead, StorageEr
     read_head(&mut conn, writer_id).await
 }
 
+/// Where verification stops in a chain: the place of its last record, or a last record whose
+/// place is not an integer (SQLite's `audit_log` is not STRICT, and text sorts above every
+/// integer, so such a record is always last), with its `seq` when that is one. `chain_head`
+/// would fail on it, and on a last record whose `hash` is not text, naming nothing.
+pub enum Upto {
+    /// The chain holds no record (all archived, or none written).
+    Empty,
+    Place(i64),
+    NotAPlace(Option<i64>),
+}
+
+pub async fn chain_upto(db: &Db, writer_id: &str) -> Result<Upto, StorageError> {
+    let (place, seq) = match db.backend() {
+        Backend::Sqlite => (
+            "CASE WHEN typeof(chain_seq) = 'integer' THEN chain_seq END",
+            "CASE WHEN typeof(seq) = 'integer' THEN seq END",
+        ),
+        Backend::Postgres => ("chain_seq", "seq"),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {place} AS place, {seq} AS seq FROM audit_log WHERE writer_id = $1 \
+         ORDER BY chain_seq DESC LIMIT 1"
+    )))
+    .bind(writer_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = row else {
+        return Ok(Upto::Empty);
+    };
+    Ok(match row.try_get::<Option<i64>, _>("place")? {
+        Some(place) => Upto::Place(place),
+        None => Upto::NotAPlace(row.try_get("seq")?),
+    })
+}
+
 async fn read_head(
     conn: &mut sqlx::AnyConnection,
     writer_id: &str,

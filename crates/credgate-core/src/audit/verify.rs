@@ -292,7 +292,18 @@ impl Walk<'_> {
         mut prev_hash: String,
     ) -> Result<(), StorageError> {
         let writer_id = self.chain.writer_id.clone();
-        let upto = store::chain_head(self.db, &writer_id).await?.chain_seq;
+        let upto = match store::chain_upto(self.db, &writer_id).await? {
+            store::Upto::Empty => base,
+            store::Upto::Place(place) => place,
+            store::Upto::NotAPlace(seq) => {
+                let why = format!(
+                    "the last record of chain `{writer_id}` has a place that is not an integer: \
+                     it was altered after it was written"
+                );
+                self.report.fail(seq, None, why);
+                return Ok(());
+            }
+        };
         let mut cps = checkpoints.iter().peekable();
         let mut expected = base + 1;
         let mut last_seq = i64::MIN;
