@@ -83,8 +83,13 @@ async fn a_standard_oauth_library_gets_a_token_from_the_metadata_and_pyjwt_verif
                 &format!("{url}/.well-known/oauth-authorization-server"),
             ])
             .args(["--ca", demo["ca_file"].as_str().unwrap()])
-            .args(["--client-id", regulator["client_id"].as_str().unwrap()])
-            .args(["--client-secret", secret])
+            .arg(format!(
+                "--client-id={}",
+                regulator["client_id"].as_str().unwrap()
+            ))
+            // `=`: a generated secret may start with `-`, which argparse takes for an option
+            // when it stands as its own argument (CI failed once on that).
+            .arg(format!("--client-secret={secret}"))
             .args(["--audience", &config.auth.audience])
             .output()
             .unwrap()
