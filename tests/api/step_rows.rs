@@ -538,6 +538,13 @@ async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
             Vec::<i64>::new(),
             "carrying {value}"
         );
+        let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+            .await
+            .unwrap();
+        // Carried, the decoy stands where the records' own name belongs: verification says so.
+        let expected = if carried { Some(seqs[0]) } else { None };
+        assert_eq!(r.first_bad_seq, expected, "carrying {value}: {r:?}");
+        assert_eq!(r.ok, !carried, "carrying {value}: {r:?}");
     }
 }
 
@@ -546,7 +553,12 @@ async fn carried_values_that_are_not_plain_rows_are_read_as_before() {
 /// Both are reported.
 #[tokio::test]
 async fn a_last_record_whose_place_or_hash_is_not_what_was_written_is_reported() {
-    for (column, value) in [("chain_seq", "'2x'"), ("hash", "CAST(X'FF' AS TEXT)")] {
+    for (column, value) in [
+        ("chain_seq", "'2x'"),
+        ("chain_seq", "X'02'"),
+        ("chain_seq", "2.5"),
+        ("hash", "CAST(X'FF' AS TEXT)"),
+    ] {
         let Some(app) = sqlite_app().await else {
             return;
         };
@@ -564,4 +576,64 @@ async fn a_last_record_whose_place_or_hash_is_not_what_was_written_is_reported()
         assert!(!r.ok, "{column}: {r:?}");
         assert_eq!(r.first_bad_seq, Some(two[1].seq), "{column}: {r:?}");
     }
+}
+
+/// A record whose place was made text in the middle of its chain (it sorts last): not ok, and
+/// an answer rather than an error.
+#[tokio::test]
+async fn a_middle_record_whose_place_is_text_is_reported() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    let names = [vec!["a".into()], vec!["b".into()], vec!["c".into()]];
+    let three = append(&app, "mid", &names).await;
+    crate::audit::drop_guards(&app.state.db).await;
+    sqlx::query("UPDATE audit_log SET chain_seq = '2x' WHERE seq = $1")
+        .bind(three[1].seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert!(
+        [three[1].seq, three[2].seq].contains(&r.first_bad_seq.unwrap_or(0)),
+        "{r:?}"
+    );
+}
+
+/// A copy of a record planted at place 0 of a chain that was never archived: the walk starts
+/// at place 1, so it was never read, and its index rows passed for genuine ones.
+#[tokio::test]
+async fn a_record_planted_below_the_first_place_is_reported() {
+    let Some(app) = sqlite_app().await else {
+        return;
+    };
+    let two = append(&app, "low", &[vec!["a".into()], vec!["b".into()]]).await;
+    crate::audit::drop_guards(&app.state.db).await;
+    let db = app.state.db.pool();
+    let mut conn = db.acquire().await.unwrap();
+    for sql in [
+        "CREATE TEMP TABLE planted AS SELECT * FROM audit_log WHERE seq = $1",
+        "UPDATE planted SET seq = seq + 1000, chain_seq = 0, id = 'planted', \
+         request_id = 'planted'",
+        "INSERT INTO audit_log SELECT * FROM planted",
+    ] {
+        let q = sqlx::query(sql);
+        let q = if sql.contains("$1") {
+            q.bind(two[0].seq)
+        } else {
+            q
+        };
+        q.execute(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    drop(conn);
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(two[0].seq + 1000), "{r:?}");
 }

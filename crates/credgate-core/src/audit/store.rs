@@ -73,38 +73,60 @@ pub async fn chain_head(db: &Db, writer_id: &str) -> Result<ChainHead, StorageEr
     read_head(&mut conn, writer_id).await
 }
 
-/// Where verification stops in a chain: the place of its last record, or a last record whose
-/// place is not an integer (SQLite's `audit_log` is not STRICT, and text sorts above every
-/// integer, so such a record is always last), with its `seq` when that is one. `chain_head`
-/// would fail on it, and on a last record whose `hash` is not text, naming nothing.
-pub enum Upto {
-    /// The chain holds no record (all archived, or none written).
-    Empty,
-    Place(i64),
-    NotAPlace(Option<i64>),
+/// Where verification stops in a chain: the greatest integer place (None: no record with one),
+/// and, when some record's place is not an integer, that record, by its `seq` when that is one.
+/// SQLite's `audit_log` is not STRICT: a place made text or a BLOB sorts above every integer,
+/// so it shows as the last; one made REAL sorts among them, and the walk meets it as a record
+/// it cannot read. `chain_head` failed on such a last record, and on a last record whose
+/// `hash` is not text, naming nothing.
+pub struct Upto {
+    pub place: Option<i64>,
+    pub not_a_place: Option<Option<i64>>,
 }
 
 pub async fn chain_upto(db: &Db, writer_id: &str) -> Result<Upto, StorageError> {
-    let (place, seq) = match db.backend() {
-        Backend::Sqlite => (
-            "CASE WHEN typeof(chain_seq) = 'integer' THEN chain_seq END",
-            "CASE WHEN typeof(seq) = 'integer' THEN seq END",
-        ),
-        Backend::Postgres => ("chain_seq", "seq"),
-    };
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {place} AS place, {seq} AS seq FROM audit_log WHERE writer_id = $1 \
-         ORDER BY chain_seq DESC LIMIT 1"
-    )))
+    if db.backend() == Backend::Postgres {
+        let place: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(chain_seq) FROM audit_log WHERE writer_id = $1")
+                .bind(writer_id)
+                .fetch_one(db.pool())
+                .await?;
+        return Ok(Upto {
+            place,
+            not_a_place: None,
+        });
+    }
+    let last = sqlx::query(
+        "SELECT CASE WHEN typeof(chain_seq) = 'integer' THEN chain_seq END AS place, \
+                CASE WHEN typeof(seq) = 'integer' THEN seq END AS seq \
+         FROM audit_log WHERE writer_id = $1 ORDER BY chain_seq DESC LIMIT 1",
+    )
     .bind(writer_id)
     .fetch_optional(db.pool())
     .await?;
-    let Some(row) = row else {
-        return Ok(Upto::Empty);
+    let Some(last) = last else {
+        return Ok(Upto {
+            place: None,
+            not_a_place: None,
+        });
     };
-    Ok(match row.try_get::<Option<i64>, _>("place")? {
-        Some(place) => Upto::Place(place),
-        None => Upto::NotAPlace(row.try_get("seq")?),
+    if let Some(place) = last.try_get::<Option<i64>, _>("place")? {
+        return Ok(Upto {
+            place: Some(place),
+            not_a_place: None,
+        });
+    }
+    // Only an altered log comes here: the integer places are counted the long way.
+    let place: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(chain_seq) FROM audit_log \
+         WHERE writer_id = $1 AND typeof(chain_seq) = 'integer'",
+    )
+    .bind(writer_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(Upto {
+        place,
+        not_a_place: Some(last.try_get("seq")?),
     })
 }
 

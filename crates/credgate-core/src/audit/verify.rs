@@ -253,17 +253,27 @@ impl Walk<'_> {
             }
             self.chain.archived_through = Some(base);
             self.chain.signed_through = Some(base);
-            // Archiving freed the places up to `base`, and the link trigger takes a record at
-            // place 1 onto genesis again: a record there was never walked (second review, M1).
-            if let Some(r) = store::chain_record_at_or_below(self.db, &writer_id, base).await? {
-                let why = format!(
+        }
+        // Archiving freed the places up to `base`, and the link trigger takes a record at place
+        // 1 onto genesis again: a record there was never walked (second review, M1). Places
+        // start at 1, so without an archive a record at place 0 or below was never walked
+        // either, and its index rows pass for genuine ones (this stop's third review).
+        if let Some(r) = store::chain_record_at_or_below(self.db, &writer_id, base).await? {
+            let why = if base > 0 {
+                format!(
                     "chain `{writer_id}` holds a record at place {}, at or below its archive \
                      boundary ({base}): archived records are not in the log",
                     r.chain_seq
-                );
-                self.report.fail(Some(r.seq), Some(r.id), why);
-                return Ok(());
-            }
+                )
+            } else {
+                format!(
+                    "chain `{writer_id}` holds a record at place {}: places start at 1, so it \
+                     was put there by hand",
+                    r.chain_seq
+                )
+            };
+            self.report.fail(Some(r.seq), Some(r.id), why);
+            return Ok(());
         }
         let remaining: Vec<&store::Checkpoint> =
             cps.iter().filter(|c| c.chain_seq > base).collect();
@@ -292,18 +302,8 @@ impl Walk<'_> {
         mut prev_hash: String,
     ) -> Result<(), StorageError> {
         let writer_id = self.chain.writer_id.clone();
-        let upto = match store::chain_upto(self.db, &writer_id).await? {
-            store::Upto::Empty => base,
-            store::Upto::Place(place) => place,
-            store::Upto::NotAPlace(seq) => {
-                let why = format!(
-                    "the last record of chain `{writer_id}` has a place that is not an integer: \
-                     it was altered after it was written"
-                );
-                self.report.fail(seq, None, why);
-                return Ok(());
-            }
-        };
+        let store::Upto { place, not_a_place } = store::chain_upto(self.db, &writer_id).await?;
+        let upto = place.unwrap_or(base);
         let mut cps = checkpoints.iter().peekable();
         let mut expected = base + 1;
         let mut last_seq = i64::MIN;
@@ -358,6 +358,14 @@ impl Walk<'_> {
                 self.report.fail(bad.seq, None, not_readable(&bad));
                 return Ok(());
             }
+        }
+        if let Some(seq) = not_a_place {
+            let why = format!(
+                "a record of chain `{writer_id}` has a place that is not an integer: it was \
+                 altered after it was written"
+            );
+            self.report.fail(seq, None, why);
+            return Ok(());
         }
         self.chain.head = prev_hash;
         Ok(())
