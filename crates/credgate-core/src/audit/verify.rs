@@ -530,6 +530,38 @@ async fn index_of(
     ) else {
         return Ok(out);
     };
+    legacy_rows(db, writer_id, (after, last.chain_seq), &mut out, steps).await?;
+    // What earlier pages' rows said of this page.
+    let above = match hi.checked_add(1) {
+        Some(next) => steps.carry.split_off(&next),
+        None => BTreeMap::new(),
+    };
+    for (seq, subjects) in std::mem::replace(&mut steps.carry, above) {
+        out.entry(seq).or_default().extend(subjects);
+    }
+    step_rows_of(db, writer_id, (lo, hi), &mut out, steps).await?;
+    // Rows starting at or below the progress's record were all there when it was read.
+    let settled = if indexed >= last.chain_seq {
+        Some(hi)
+    } else {
+        page.iter()
+            .filter(|r| r.chain_seq <= indexed)
+            .map(|r| r.seq)
+            .max()
+    };
+    steps.read_through = steps.read_through.max(settled);
+    Ok(out)
+}
+
+/// The page's rows of `audit_subjects` (places `(after, last]`), into `out`; a name that is
+/// not UTF-8 text flags its record.
+async fn legacy_rows(
+    db: &Db,
+    writer_id: &str,
+    (after, last): (i64, i64),
+    out: &mut HashMap<i64, BTreeSet<String>>,
+    steps: &mut StepRows,
+) -> Result<(), StorageError> {
     let (backend, text) = (db.backend(), text_sql(db.backend()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT seq, {} FROM audit_subjects WHERE seq IN \
@@ -538,7 +570,7 @@ async fn index_of(
     )))
     .bind(writer_id)
     .bind(after)
-    .bind(last.chain_seq)
+    .bind(last)
     .fetch_all(db.pool())
     .await?;
     for row in rows {
@@ -552,14 +584,20 @@ async fn index_of(
             }
         }
     }
-    // What earlier pages' rows said of this page.
-    let above = match hi.checked_add(1) {
-        Some(next) => steps.carry.split_off(&next),
-        None => BTreeMap::new(),
-    };
-    for (seq, subjects) in std::mem::replace(&mut steps.carry, above) {
-        out.entry(seq).or_default().extend(subjects);
-    }
+    Ok(())
+}
+
+/// The chain's step rows not read yet that reach the page's `seq`s `[lo, hi]`: what they say of
+/// the page into `out`, of later `seq`s into `steps.carry`; a name that is not UTF-8 text flags
+/// every record its row names.
+async fn step_rows_of(
+    db: &Db,
+    writer_id: &str,
+    (lo, hi): (i64, i64),
+    out: &mut HashMap<i64, BTreeSet<String>>,
+    steps: &mut StepRows,
+) -> Result<(), StorageError> {
+    let (backend, text) = (db.backend(), text_sql(db.backend()));
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {}, {} FROM audit_subject_steps \
          WHERE writer_id = $1 AND first_seq > $2 AND first_seq <= $3 AND last_seq >= $4",
@@ -593,17 +631,7 @@ async fn index_of(
             }
         }
     }
-    // Rows starting at or below the progress's record were all there when it was read.
-    let settled = if indexed >= last.chain_seq {
-        Some(hi)
-    } else {
-        page.iter()
-            .filter(|r| r.chain_seq <= indexed)
-            .map(|r| r.seq)
-            .max()
-    };
-    steps.read_through = steps.read_through.max(settled);
-    Ok(out)
+    Ok(())
 }
 
 /// How an index row's text column is selected: on SQLite as its type and its bytes, since a
