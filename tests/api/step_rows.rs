@@ -402,11 +402,7 @@ async fn a_planted_name_that_is_not_utf8_is_reported_by_verification() {
     .await
     .unwrap();
     assert_eq!(planted, 1, "the derivation copied the name's bytes");
-    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-        .await
-        .expect("a report, not an error");
-    assert!(!r.ok, "{r:?}");
-    assert_eq!(r.first_bad_seq, Some(two[0].seq), "{r:?}");
+    assert_reported(&app, two[0].seq).await;
 }
 
 /// An index row planted with a name that is not UTF-8, naming a record the log holds:
@@ -427,11 +423,7 @@ async fn a_planted_index_row_that_is_not_utf8_is_reported_by_verification() {
     .execute(app.state.db.pool())
     .await
     .unwrap();
-    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-        .await
-        .expect("a report, not an error");
-    assert!(!r.ok, "{r:?}");
-    assert_eq!(r.first_bad_seq, Some(two[1].seq), "{r:?}");
+    assert_reported(&app, two[1].seq).await;
 }
 
 /// An index entry that is a BLOB of a subject's bytes is not that subject (searches, which
@@ -457,11 +449,7 @@ async fn an_index_entry_that_is_a_blob_is_not_the_subject_it_spells() {
         .execute(app.state.db.pool())
         .await
         .unwrap();
-    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-        .await
-        .expect("a report, not an error");
-    assert!(!r.ok, "{r:?}");
-    assert_eq!(r.first_bad_seq, Some(seqs[1]), "{r:?}");
+    assert_reported(&app, seqs[1]).await;
 }
 
 /// The first record of a chain altered to hold text that is not UTF-8 (the page read is empty
@@ -478,11 +466,7 @@ async fn a_first_record_that_is_not_utf8_is_reported_by_verification() {
         .execute(app.state.db.pool())
         .await
         .unwrap();
-    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
-        .await
-        .expect("a report, not an error");
-    assert!(!r.ok, "{r:?}");
-    assert_eq!(r.first_bad_seq, Some(one[0].seq), "{r:?}");
+    let r = assert_reported(&app, one[0].seq).await;
     assert!(
         r.reason
             .as_deref()
@@ -636,4 +620,14 @@ async fn a_record_planted_below_the_first_place_is_reported() {
         .unwrap();
     assert!(!r.ok, "{r:?}");
     assert_eq!(r.first_bad_seq, Some(two[0].seq + 1000), "{r:?}");
+}
+
+/// Verification answers (not an error), not ok, naming `seq` as the first bad record.
+async fn assert_reported(app: &TestApp, seq: i64) -> verify::ChainVerdict {
+    let r = verify::verify(&app.state.db, &app.state.audit_public_key)
+        .await
+        .expect("a report, not an error");
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(r.first_bad_seq, Some(seq), "{r:?}");
+    r
 }
