@@ -301,13 +301,7 @@ async fn a_planted_subjects_that_is_not_text_does_not_stop_indexing() {
         append(&app, "odd", &[vec!["a".into()]]).await;
         indexer::catch_up(&app.state.db).await.unwrap();
         let two = append(&app, "odd", &[vec!["b".into()], vec!["c".into()]]).await;
-        crate::audit::drop_guards(&app.state.db).await;
-        let sql = format!("UPDATE audit_log SET subjects = {planted} WHERE seq = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(two[0].seq)
-            .execute(app.state.db.pool())
-            .await
-            .unwrap();
+        alter(&app, &format!("subjects = {planted}"), two[0].seq).await;
         let step = index_store::index_step(&app.state.db, "odd", 1, 1_000, 1_000).await;
         let step = step.unwrap_or_else(|e| panic!("{planted}: {e}"));
         assert!(
@@ -388,12 +382,7 @@ async fn a_planted_name_that_is_not_utf8_is_reported_by_verification() {
     append(&app, "odd", &[vec!["a".into()]]).await;
     indexer::catch_up(&app.state.db).await.unwrap();
     let two = append(&app, "odd", &[vec!["b".into()], vec!["c".into()]]).await;
-    crate::audit::drop_guards(&app.state.db).await;
-    sqlx::query("UPDATE audit_log SET subjects = CAST(X'5B2278FF225D' AS TEXT) WHERE seq = $1")
-        .bind(two[0].seq)
-        .execute(app.state.db.pool())
-        .await
-        .unwrap();
+    alter(&app, "subjects = CAST(X'5B2278FF225D' AS TEXT)", two[0].seq).await;
     indexer::catch_up(&app.state.db).await.unwrap();
     let planted: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_subject_steps WHERE CAST(subject_id AS BLOB) = X'78FF'",
@@ -460,12 +449,7 @@ async fn a_first_record_that_is_not_utf8_is_reported_by_verification() {
         return;
     };
     let one = append(&app, "first", &[vec!["a".into()], vec!["b".into()]]).await;
-    crate::audit::drop_guards(&app.state.db).await;
-    sqlx::query("UPDATE audit_log SET path = CAST(X'2FFF' AS TEXT) WHERE seq = $1")
-        .bind(one[0].seq)
-        .execute(app.state.db.pool())
-        .await
-        .unwrap();
+    alter(&app, "path = CAST(X'2FFF' AS TEXT)", one[0].seq).await;
     let r = assert_reported(&app, one[0].seq).await;
     assert!(
         r.reason
@@ -547,13 +531,7 @@ async fn a_last_record_whose_place_or_hash_is_not_what_was_written_is_reported()
             return;
         };
         let two = append(&app, "last", &[vec!["a".into()], vec!["b".into()]]).await;
-        crate::audit::drop_guards(&app.state.db).await;
-        let sql = format!("UPDATE audit_log SET {column} = {value} WHERE seq = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(two[1].seq)
-            .execute(app.state.db.pool())
-            .await
-            .unwrap();
+        alter(&app, &format!("{column} = {value}"), two[1].seq).await;
         let r = verify::verify(&app.state.db, &app.state.audit_public_key)
             .await
             .unwrap_or_else(|e| panic!("{column}: a report, not an error: {e}"));
@@ -571,12 +549,7 @@ async fn a_middle_record_whose_place_is_text_is_reported() {
     };
     let names = [vec!["a".into()], vec!["b".into()], vec!["c".into()]];
     let three = append(&app, "mid", &names).await;
-    crate::audit::drop_guards(&app.state.db).await;
-    sqlx::query("UPDATE audit_log SET chain_seq = '2x' WHERE seq = $1")
-        .bind(three[1].seq)
-        .execute(app.state.db.pool())
-        .await
-        .unwrap();
+    alter(&app, "chain_seq = '2x'", three[1].seq).await;
     let r = verify::verify(&app.state.db, &app.state.audit_public_key)
         .await
         .expect("a report, not an error");
@@ -630,4 +603,16 @@ async fn assert_reported(app: &TestApp, seq: i64) -> verify::ChainVerdict {
     assert!(!r.ok, "{r:?}");
     assert_eq!(r.first_bad_seq, Some(seq), "{r:?}");
     r
+}
+
+/// Alters record `seq` as someone with write access to the database would: the guards that
+/// refuse an UPDATE of the log are dropped, then `SET {set}` is applied to that record.
+async fn alter(app: &TestApp, set: &str, seq: i64) {
+    crate::audit::drop_guards(&app.state.db).await;
+    let sql = format!("UPDATE audit_log SET {set} WHERE seq = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(seq)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("SET {set}: {e}"));
 }
